@@ -1,0 +1,311 @@
+//! Everything blockctl prints: human text, or JSON on stdout with `--json`; errors and
+//! warnings on stderr; progress bars on stderr only when it is a terminal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use storage_blocks::{
+    BlockDocument, BlockId, Error, GcReport, GetReport, ListedFile, ProgressEvent,
+    ProgressObserver, PutReport, TypeSpec, VersionInfo, type_spec,
+};
+
+#[derive(Clone, Copy)]
+pub struct Out {
+    json: bool,
+    quiet: bool,
+    verbose: bool,
+}
+
+fn print_json(value: serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).expect("JSON renders")
+    );
+}
+
+fn short(v: &str) -> &str {
+    &v[..v.len().min(12)]
+}
+
+impl Out {
+    pub fn new(json: bool, quiet: bool, verbose: bool) -> Self {
+        Out {
+            json,
+            quiet,
+            verbose,
+        }
+    }
+
+    pub fn error(&self, e: &Error) {
+        eprintln!("blockctl: {e}");
+    }
+
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("warning: {msg}");
+        }
+    }
+
+    fn say(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    pub fn types(&self, specs: &[TypeSpec]) {
+        if self.json {
+            let list: Vec<_> = specs
+                .iter()
+                .map(|s| json!({"type": s.block_type, "aliases": s.block_type.aliases(), "summary": s.summary, "fields": s.fields, "capabilities": s.capabilities}))
+                .collect();
+            return print_json(json!(list));
+        }
+        for s in specs {
+            let aliases = s.block_type.aliases();
+            let aliases = if aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (aliases: {})", aliases.join(", "))
+            };
+            println!("{}{aliases}: {}", s.block_type, s.summary);
+            for f in s.fields {
+                let mut notes = vec![format!("{:?}", f.kind).to_lowercase()];
+                if f.required {
+                    notes.push("required".into());
+                }
+                if f.secret {
+                    notes.push("secret, or env:NAME".into());
+                }
+                if let Some(d) = f.default {
+                    notes.push(format!("default {d}"));
+                }
+                println!("  {:<22} {} [{}]", f.name, f.help, notes.join(", "));
+            }
+            let c = s.capabilities;
+            let caps = [
+                ("package-layout", c.package_layout),
+                ("files-layout", c.files_layout),
+                ("versions", c.versions),
+                ("atomic", c.atomic_put),
+                ("cas", c.compare_and_swap),
+                ("gc", c.gc),
+            ];
+            let caps: Vec<&str> = caps.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+            println!("  capabilities: {}\n", caps.join(", "));
+        }
+    }
+
+    pub fn created(&self, doc: &BlockDocument) {
+        if self.json {
+            return print_json(json!({"block": doc.id.to_string(), "created": true}));
+        }
+        self.say(format!("created {}", doc.id));
+    }
+
+    pub fn blocks(&self, docs: &[BlockDocument]) {
+        if self.json {
+            let list: Vec<_> = docs
+                .iter()
+                .map(|d| {
+                    let fields = type_spec(d.id.block_type)
+                        .map(|s| d.masked(&s))
+                        .unwrap_or_default();
+                    json!({"block": d.id.to_string(), "type": d.id.block_type, "fields": fields})
+                })
+                .collect();
+            return print_json(json!(list));
+        }
+        for d in docs {
+            println!("{}", d.id);
+        }
+    }
+
+    pub fn inspect(&self, doc: &BlockDocument, spec: &TypeSpec) {
+        let fields = doc.masked(spec);
+        if self.json {
+            return print_json(
+                json!({"block": doc.id.to_string(), "type": doc.id.block_type, "fields": fields}),
+            );
+        }
+        println!("{}", doc.id);
+        for (k, v) in fields {
+            let shown = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            println!("  {k} = {shown}");
+        }
+    }
+
+    pub fn block_removed(&self, id: &BlockId) {
+        if self.json {
+            return print_json(json!({"block": id.to_string(), "removed": true}));
+        }
+        self.say(format!("removed {id}"));
+    }
+
+    pub fn checked(&self, id: &BlockId) {
+        if self.json {
+            return print_json(json!({"block": id.to_string(), "ok": true}));
+        }
+        self.say(format!("{id}: reachable, credentials accepted"));
+    }
+
+    pub fn put(&self, slug: &str, r: &PutReport, took: Duration) {
+        if self.json {
+            return print_json(
+                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes, "skipped": r.skipped}),
+            );
+        }
+        let what = match (&r.version, r.skipped) {
+            (Some(v), true) => format!(
+                "{slug}: version {} already stored, nothing uploaded",
+                short(v)
+            ),
+            (Some(v), false) => format!(
+                "{slug}: stored version {} ({} files, {} bytes)",
+                short(v),
+                r.files,
+                r.bytes
+            ),
+            (None, _) => format!("{slug}: mirrored {} files ({} bytes)", r.files, r.bytes),
+        };
+        self.say(what);
+        self.timing(took);
+    }
+
+    pub fn get(&self, slug: &str, dir: &Path, r: &GetReport, took: Duration) {
+        if self.json {
+            return print_json(
+                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes}),
+            );
+        }
+        let version = r
+            .version
+            .as_deref()
+            .map(|v| format!("version {} ", short(v)))
+            .unwrap_or_default();
+        self.say(format!(
+            "{slug}: {version}({} files, {} bytes) in {}",
+            r.files,
+            r.bytes,
+            dir.display()
+        ));
+        self.timing(took);
+    }
+
+    fn timing(&self, took: Duration) {
+        if self.verbose && !self.quiet {
+            eprintln!("took {:.3}s", took.as_secs_f64());
+        }
+    }
+
+    pub fn versions(&self, _slug: &str, versions: &[VersionInfo]) {
+        if self.json {
+            return print_json(json!(versions));
+        }
+        for v in versions {
+            let mark = if v.current { "*" } else { " " };
+            println!(
+                "{mark} {}  {}  {} files  {} bytes",
+                v.version, v.created, v.files, v.bytes
+            );
+        }
+    }
+
+    pub fn files(&self, files: &[ListedFile]) {
+        if self.json {
+            return print_json(json!(files));
+        }
+        for f in files {
+            match f.kind {
+                storage_blocks::EntryKind::Dir => println!("{}/", f.path),
+                storage_blocks::EntryKind::Symlink => println!("{}@", f.path),
+                storage_blocks::EntryKind::File => println!("{}\t{}", f.path, f.size),
+            }
+        }
+    }
+
+    pub fn removed(&self, slug: &str, version: Option<&str>) {
+        if self.json {
+            return print_json(json!({"slug": slug, "version": version, "removed": true}));
+        }
+        match version {
+            Some(v) => self.say(format!("{slug}: removed version {v}")),
+            None => self.say(format!("{slug}: removed")),
+        }
+    }
+
+    pub fn gc(&self, slug: &str, r: &GcReport) {
+        if self.json {
+            return print_json(
+                json!({"slug": slug, "kept": r.kept, "removed": r.removed_versions, "leftovers": r.removed_leftovers}),
+            );
+        }
+        self.say(format!(
+            "{slug}: kept {} version(s), removed {} version(s) and {} leftover(s)",
+            r.kept.len(),
+            r.removed_versions.len(),
+            r.removed_leftovers
+        ));
+    }
+}
+
+/// Draws a bar per phase on a terminal; prints warnings always (unless quiet).
+pub struct Progress {
+    out: Out,
+    bar: Mutex<Option<ProgressBar>>,
+    draw: bool,
+}
+
+impl Progress {
+    pub fn new(out: &Out) -> Self {
+        Progress {
+            out: *out,
+            bar: Mutex::new(None),
+            draw: !out.quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl ProgressObserver for Progress {
+    fn event(&self, event: ProgressEvent) {
+        let mut bar = self.bar.lock().expect("progress lock");
+        match event {
+            ProgressEvent::Warning(w) => match bar.as_ref() {
+                Some(b) => b.suspend(|| self.out.warn(&w)),
+                None => self.out.warn(&w),
+            },
+            ProgressEvent::Phase { name, total } if self.draw => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let b = ProgressBar::new(total.unwrap_or(0));
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_message(name);
+                *bar = Some(b);
+            }
+            ProgressEvent::Advance(n) => {
+                if let Some(b) = bar.as_ref() {
+                    b.inc(n);
+                }
+            }
+            ProgressEvent::Done => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+            ProgressEvent::Phase { .. } => {}
+        }
+    }
+}

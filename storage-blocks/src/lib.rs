@@ -1,0 +1,167 @@
+//! storage-blocks: the library a deployment CLI or an agent links. It opens a slug through the
+//! registry and builds the backend its type names (one cargo feature per backend).
+//!
+//! ```no_run
+//! # async fn run() -> storage_blocks::Result<()> {
+//! use storage_blocks::{GetOptions, Registry};
+//! let registry = Registry::load()?;
+//! let (block, path) = registry.open("local/default/etl")?;
+//! block.get_directory(&path, std::path::Path::new("run"), &GetOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+pub use storage_core::*;
+
+/// Saved blocks, and the way from a slug to a ready backend.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    file: RegistryFile,
+}
+
+impl Registry {
+    /// Reads `$BLOCKCTL_HOME/blocks.toml`.
+    pub fn load() -> Result<Self> {
+        Ok(Registry {
+            file: RegistryFile::load()?,
+        })
+    }
+
+    pub fn from_file(file: RegistryFile) -> Self {
+        Registry { file }
+    }
+
+    pub fn file(&self) -> &RegistryFile {
+        &self.file
+    }
+
+    /// Parses the slug, loads its block, resolves `env:` secrets and builds the backend.
+    pub fn open(&self, slug: &str) -> Result<(Arc<dyn StorageBlock>, BlockPath)> {
+        let slug = BlockSlug::parse(slug)?;
+        Ok((self.open_block(&slug.block)?, slug.path))
+    }
+
+    pub fn open_block(&self, id: &BlockId) -> Result<Arc<dyn StorageBlock>> {
+        let doc = self.file.get(id)?;
+        build(&doc)
+    }
+
+    pub fn document(&self, id: &BlockId) -> Result<BlockDocument> {
+        self.file.get(id)
+    }
+
+    pub fn documents(&self) -> Vec<BlockDocument> {
+        self.file.documents()
+    }
+
+    /// Validates `K=V` settings against the type's fields and saves the block.
+    pub fn create(
+        &mut self,
+        id: BlockId,
+        settings: &[(String, String)],
+        overwrite: bool,
+    ) -> Result<BlockDocument> {
+        let spec = type_spec(id.block_type)?;
+        let doc = BlockDocument::from_settings(id, &spec, settings)?;
+        check_typed(&doc)?;
+        self.file.create(doc.clone(), overwrite)?;
+        Ok(doc)
+    }
+
+    pub fn remove(&mut self, id: &BlockId) -> Result<()> {
+        self.file.remove(id)
+    }
+}
+
+/// The field specs and capabilities of a type, when its backend is built in.
+pub fn type_spec(t: BlockType) -> Result<TypeSpec> {
+    let spec = match t {
+        #[cfg(feature = "local")]
+        BlockType::Local => Some(<storage_local::LocalConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "s3")]
+        BlockType::S3 => Some(<storage_s3::S3Config as BlockConfig>::SPEC),
+        #[cfg(feature = "gcs")]
+        BlockType::Gcs => Some(<storage_gcs::GcsConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "azure")]
+        BlockType::Azure => Some(<storage_azure::AzureConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "git")]
+        BlockType::Git => Some(<storage_git::GitConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "smb")]
+        BlockType::Smb => Some(<storage_smb::SmbConfig as BlockConfig>::SPEC),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    spec.ok_or_else(|| {
+        Error::Unsupported(format!(
+            "block type {t} is not built into this program (enable the `{t}` feature of storage-blocks)"
+        ))
+    })
+}
+
+/// Specs of every type built in.
+pub fn type_specs() -> Vec<TypeSpec> {
+    BlockType::ALL
+        .into_iter()
+        .filter_map(|t| type_spec(t).ok())
+        .collect()
+}
+
+/// Deserializes the document into its backend's typed config, to reject bad documents early.
+fn check_typed(doc: &BlockDocument) -> Result<()> {
+    match doc.id.block_type {
+        #[cfg(feature = "local")]
+        BlockType::Local => doc.typed::<storage_local::LocalConfig>().map(drop),
+        #[cfg(feature = "s3")]
+        BlockType::S3 => doc.typed::<storage_s3::S3Config>().map(drop),
+        #[cfg(feature = "gcs")]
+        BlockType::Gcs => doc.typed::<storage_gcs::GcsConfig>().map(drop),
+        #[cfg(feature = "azure")]
+        BlockType::Azure => doc.typed::<storage_azure::AzureConfig>().map(drop),
+        #[cfg(feature = "git")]
+        BlockType::Git => doc.typed::<storage_git::GitConfig>().map(drop),
+        #[cfg(feature = "smb")]
+        BlockType::Smb => doc.typed::<storage_smb::SmbConfig>().map(drop),
+        #[allow(unreachable_patterns)]
+        t => type_spec(t).map(drop),
+    }
+}
+
+fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
+    let label = doc.id.to_string();
+    match doc.id.block_type {
+        #[cfg(feature = "local")]
+        BlockType::Local => Ok(Arc::new(storage_local::open(&doc.typed()?, &label)?)),
+        t => {
+            check_typed(doc)?;
+            Err(Error::Unsupported(format!(
+                "{label}: {t} blocks can be configured but not used yet: this build has no {t} client"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_is_built_in_by_default() {
+        assert_eq!(type_specs().len(), BlockType::ALL.len());
+    }
+
+    #[test]
+    fn create_validates_against_the_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg =
+            Registry::from_file(RegistryFile::load_from(dir.path().join("blocks.toml")).unwrap());
+        let id = BlockId::parse("s3/prod").unwrap();
+        let err = reg
+            .create(id.clone(), &[("region".into(), "x".into())], false)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        reg.create(id.clone(), &[("bucket".into(), "b".into())], false)
+            .unwrap();
+        assert!(reg.document(&id).is_ok());
+    }
+}

@@ -1,0 +1,222 @@
+//! The `StorageBlock` trait every backend implements, with its capabilities, options,
+//! reports and progress events.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::slug::BlockPath;
+
+/// What a backend can do. The conformance suite picks its cases from these declarations and
+/// checks that what is declared missing fails with [`crate::Error::Unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Stores trees as versioned packages (`.blocks/` with HEAD).
+    pub package_layout: bool,
+    /// Stores trees as a plain mirror of files.
+    pub files_layout: bool,
+    /// Keeps old versions and can list them.
+    pub versions: bool,
+    /// A reader never sees a partly written version.
+    pub atomic_put: bool,
+    /// `put --if-version` is a real compare-and-swap of the current version.
+    pub compare_and_swap: bool,
+    /// The files layout keeps empty directories, modes and symlinks.
+    pub files_keep_metadata: bool,
+    /// Old versions can be dropped by `gc`.
+    pub gc: bool,
+}
+
+/// How a tree is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Package,
+    Files,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Package => "package",
+            Layout::Files => "files",
+        })
+    }
+}
+
+/// What `put --if-version` requires of the current version before it is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPrecondition {
+    /// No version may exist yet (`--if-version none`).
+    NoVersion,
+    /// The current version must be this one (a full id or a unique prefix).
+    Current(String),
+}
+
+#[derive(Clone, Default)]
+pub struct PutOptions {
+    pub layout: Layout,
+    /// Use this ignore file instead of `.blockignore` / `.prefectignore`.
+    pub ignore_file: Option<PathBuf>,
+    /// Leave out `.git/`, `.hg/` and `.svn/` (the default).
+    pub no_default_ignores: bool,
+    pub if_version: Option<VersionPrecondition>,
+    /// Store the targets of symlinks instead of refusing links that leave the tree.
+    pub follow_symlinks: bool,
+    pub progress: Option<Arc<dyn ProgressObserver>>,
+}
+
+/// What `get` does with a destination that already has files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GetMode {
+    /// The destination must not exist or be empty.
+    #[default]
+    EmptyOnly,
+    /// The destination becomes exactly the version, swapped in at once.
+    Replace,
+    /// Files of the version overwrite, other files stay.
+    Merge,
+}
+
+#[derive(Clone, Default)]
+pub struct GetOptions {
+    /// A version id or a unique prefix of one; the current version when `None`.
+    pub version: Option<String>,
+    pub mode: GetMode,
+    pub progress: Option<Arc<dyn ProgressObserver>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Delete only this version (not the current one); the whole path when `None`.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PutReport {
+    pub version: Option<String>,
+    pub layout: Layout,
+    pub files: u64,
+    pub bytes: u64,
+    /// Nothing was uploaded because this version was already stored.
+    pub skipped: bool,
+    /// Things the user should know (secret-looking files, skipped special files).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GetReport {
+    pub version: Option<String>,
+    pub layout: Layout,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub created: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub current: bool,
+}
+
+/// One file of a stored tree, as `ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedFile {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    pub kept: Vec<String>,
+    pub removed_versions: Vec<String>,
+    /// Objects of uploads that never completed.
+    pub removed_leftovers: u64,
+}
+
+/// Progress of a long operation. The library prints nothing; blockctl draws bars from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressEvent {
+    /// A phase begins; `total` is in bytes when known.
+    Phase {
+        name: &'static str,
+        total: Option<u64>,
+    },
+    /// Bytes done in the current phase.
+    Advance(u64),
+    /// Something the user should read now (e.g. a secret-looking file is about to be uploaded).
+    Warning(String),
+    Done,
+}
+
+pub trait ProgressObserver: Send + Sync {
+    fn event(&self, event: ProgressEvent);
+}
+
+/// Sends an event when an observer is set.
+pub(crate) fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
+    if let Some(p) = progress {
+        p.event(event);
+    }
+}
+
+/// A place flow code is stored: the one interface every backend implements.
+#[async_trait]
+pub trait StorageBlock: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stores the tree at `src` under `to`.
+    async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport>;
+
+    /// Brings the tree stored at `from` into `dest`, verified before anything appears there.
+    async fn get_directory(
+        &self,
+        from: &BlockPath,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport>;
+
+    /// One file's bytes: a file of the current version, or an object of a files layout.
+    async fn read_path(&self, path: &BlockPath) -> Result<Bytes>;
+
+    /// Writes one object as it is, at `path`.
+    async fn write_path(&self, path: &BlockPath, data: Bytes) -> Result<()>;
+
+    /// Versions stored at `at`, newest first.
+    async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>>;
+
+    /// Files of the current version (or of the mirror) at `at`.
+    async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>>;
+
+    async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()>;
+
+    /// Keeps the current version and the `keep` newest, drops the rest and the leftovers of
+    /// interrupted uploads.
+    async fn gc(&self, at: &BlockPath, keep: usize) -> Result<GcReport>;
+
+    /// Reaches the storage and checks the credentials.
+    async fn check(&self) -> Result<()>;
+}

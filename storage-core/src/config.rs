@@ -1,0 +1,309 @@
+//! Block documents: the saved configuration of one block, checked against its type's
+//! field specs, and turned into the backend's typed config with serde.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::block::Capabilities;
+use crate::error::{Error, Result};
+use crate::secret::MASK;
+use crate::slug::{BlockId, BlockType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    String,
+    Bool,
+    Integer,
+}
+
+/// One configuration field of a block type. Backends declare these beside their config
+/// struct; `block create` validates with them and `blockctl types` prints them.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// Holds a credential: masked when shown, may be `env:NAME`.
+    pub secret: bool,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// What a block type is, its fields and what it can do.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TypeSpec {
+    pub block_type: BlockType,
+    pub summary: &'static str,
+    pub fields: &'static [FieldSpec],
+    pub capabilities: Capabilities,
+}
+
+impl TypeSpec {
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// A backend's typed configuration, deserialized from a block document.
+pub trait BlockConfig: DeserializeOwned {
+    const SPEC: TypeSpec;
+}
+
+/// One saved block: its id and its fields as stored (secrets as written, `env:` unresolved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockDocument {
+    pub id: BlockId,
+    pub fields: BTreeMap<String, toml::Value>,
+}
+
+impl BlockDocument {
+    /// Builds a document from `K=V` settings, coercing each value to its field's kind.
+    pub fn from_settings(
+        id: BlockId,
+        spec: &TypeSpec,
+        settings: &[(String, String)],
+    ) -> Result<Self> {
+        let mut fields = BTreeMap::new();
+        for (key, raw) in settings {
+            let field = spec.field(key).ok_or_else(|| unknown_field(spec, key))?;
+            let value = match field.kind {
+                FieldKind::String => toml::Value::String(raw.clone()),
+                FieldKind::Bool => match raw.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" | "on" => toml::Value::Boolean(true),
+                    "false" | "no" | "0" | "off" => toml::Value::Boolean(false),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "field `{key}` of {} takes true or false, not `{raw}`",
+                            spec.block_type
+                        )));
+                    }
+                },
+                FieldKind::Integer => toml::Value::Integer(raw.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "field `{key}` of {} takes a whole number, not `{raw}`",
+                        spec.block_type
+                    ))
+                })?),
+            };
+            if fields.insert(key.clone(), value).is_some() {
+                return Err(Error::Usage(format!("field `{key}` is set twice")));
+            }
+        }
+        let doc = BlockDocument { id, fields };
+        doc.validate(spec)?;
+        Ok(doc)
+    }
+
+    /// Checks that every field is known, of its kind, and that required fields are present.
+    pub fn validate(&self, spec: &TypeSpec) -> Result<()> {
+        for (key, value) in &self.fields {
+            let field = spec.field(key).ok_or_else(|| unknown_field(spec, key))?;
+            let ok = matches!(
+                (field.kind, value),
+                (FieldKind::String, toml::Value::String(_))
+                    | (FieldKind::Bool, toml::Value::Boolean(_))
+                    | (FieldKind::Integer, toml::Value::Integer(_))
+            );
+            if !ok {
+                return Err(Error::Usage(format!(
+                    "{}: field `{key}` should be a {:?}",
+                    self.id, field.kind
+                )));
+            }
+        }
+        for field in spec.fields.iter().filter(|f| f.required) {
+            match self.fields.get(field.name) {
+                Some(toml::Value::String(s)) if s.is_empty() => {
+                    return Err(Error::Usage(format!(
+                        "{}: required field `{}` is empty",
+                        self.id, field.name
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Usage(format!(
+                        "{}: required field `{}` is missing (--set {}=...)",
+                        self.id, field.name, field.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend's typed config.
+    pub fn typed<T: BlockConfig>(&self) -> Result<T> {
+        self.validate(&T::SPEC)?;
+        let table: toml::Table = self.fields.clone().into_iter().collect();
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Usage(format!("{}: {}", self.id, e.message())))
+    }
+
+    /// Fields for display: secret values replaced by the mask (`env:NAME` references are
+    /// not secrets and stay readable).
+    pub fn masked(&self, spec: &TypeSpec) -> BTreeMap<String, toml::Value> {
+        self.fields
+            .iter()
+            .map(|(k, v)| {
+                let secret = spec.field(k).is_some_and(|f| f.secret);
+                let shown = match v {
+                    toml::Value::String(s) if secret && !s.starts_with("env:") => {
+                        toml::Value::String(MASK.into())
+                    }
+                    other => other.clone(),
+                };
+                (k.clone(), shown)
+            })
+            .collect()
+    }
+
+    /// Every secret value this document holds, resolved, for scrubbing error texts.
+    pub fn secret_values(&self, spec: &TypeSpec) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| spec.field(k).is_some_and(|f| f.secret))
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s)))
+            .filter_map(|(k, s)| crate::secret::Secret::new(s).resolve(k).ok())
+            .collect()
+    }
+}
+
+fn unknown_field(spec: &TypeSpec, key: &str) -> Error {
+    let known: Vec<&str> = spec.fields.iter().map(|f| f.name).collect();
+    Error::Usage(format!(
+        "unknown field `{key}` for block type {} (fields: {})",
+        spec.block_type,
+        known.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Demo {
+        basepath: String,
+        token: Option<Secret>,
+        verbose: Option<bool>,
+        depth: Option<i64>,
+    }
+
+    const FIELDS: &[FieldSpec] = &[
+        FieldSpec {
+            name: "basepath",
+            kind: FieldKind::String,
+            required: true,
+            secret: false,
+            default: None,
+            help: "",
+        },
+        FieldSpec {
+            name: "token",
+            kind: FieldKind::String,
+            required: false,
+            secret: true,
+            default: None,
+            help: "",
+        },
+        FieldSpec {
+            name: "verbose",
+            kind: FieldKind::Bool,
+            required: false,
+            secret: false,
+            default: None,
+            help: "",
+        },
+        FieldSpec {
+            name: "depth",
+            kind: FieldKind::Integer,
+            required: false,
+            secret: false,
+            default: None,
+            help: "",
+        },
+    ];
+
+    impl BlockConfig for Demo {
+        const SPEC: TypeSpec = TypeSpec {
+            block_type: BlockType::Local,
+            summary: "demo",
+            fields: FIELDS,
+            capabilities: Capabilities {
+                package_layout: true,
+                files_layout: true,
+                versions: true,
+                atomic_put: true,
+                compare_and_swap: true,
+                files_keep_metadata: false,
+                gc: true,
+            },
+        };
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_are_coerced_and_typed() {
+        let id = BlockId::parse("local/demo").unwrap();
+        let doc = BlockDocument::from_settings(
+            id,
+            &Demo::SPEC,
+            &settings(&[("basepath", "/tmp/x"), ("verbose", "yes"), ("depth", "3")]),
+        )
+        .unwrap();
+        let typed: Demo = doc.typed().unwrap();
+        assert_eq!(typed.basepath, "/tmp/x");
+        assert_eq!(typed.verbose, Some(true));
+        assert_eq!(typed.depth, Some(3));
+    }
+
+    #[test]
+    fn unknown_missing_and_mistyped_fields_are_usage_errors() {
+        let id = BlockId::parse("local/demo").unwrap();
+        for bad in [
+            settings(&[("basepath", "/x"), ("nope", "1")]),
+            settings(&[("verbose", "true")]),
+            settings(&[("basepath", "/x"), ("depth", "deep")]),
+            settings(&[("basepath", "/x"), ("verbose", "maybe")]),
+        ] {
+            let err = BlockDocument::from_settings(id.clone(), &Demo::SPEC, &bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_but_env_references_are_shown() {
+        let id = BlockId::parse("local/demo").unwrap();
+        let doc = BlockDocument::from_settings(
+            id.clone(),
+            &Demo::SPEC,
+            &settings(&[("basepath", "/x"), ("token", "tok-abcdef")]),
+        )
+        .unwrap();
+        let shown = doc.masked(&Demo::SPEC);
+        assert_eq!(shown["token"].as_str(), Some(MASK));
+        assert_eq!(shown["basepath"].as_str(), Some("/x"));
+        let doc = BlockDocument::from_settings(
+            id,
+            &Demo::SPEC,
+            &settings(&[("basepath", "/x"), ("token", "env:DEMO_TOKEN")]),
+        )
+        .unwrap();
+        assert_eq!(
+            doc.masked(&Demo::SPEC)["token"].as_str(),
+            Some("env:DEMO_TOKEN")
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The one error type of the crate family and its mapping to blockctl's exit codes.
+
+use crate::secret::redact;
+
+/// Every failure a storage block can report. The variant decides the exit code; the message
+/// is one line that says what failed and, where it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad usage, a bad slug or a bad block configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The backend cannot do what was asked; its capabilities say so (exit 2).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A block, path or version does not exist (exit 3).
+    #[error("{0}")]
+    NotFound(String),
+    /// Authentication failed or permission was denied (exit 4).
+    #[error("{0}")]
+    Auth(String),
+    /// A checksum did not match, or an archive was unsafe (exit 5).
+    #[error("{0}")]
+    Integrity(String),
+    /// The destination is not empty, or a precondition on the current version failed (exit 6).
+    #[error("{0}")]
+    Conflict(String),
+    /// A local file operation failed (exit 1).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other backend failure (exit 1).
+    #[error("{0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code blockctl uses for this error, as DESIGN.md lists them.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Unsupported(_) => 2,
+            Error::NotFound(_) => 3,
+            Error::Auth(_) => 4,
+            Error::Integrity(_) => 5,
+            Error::Conflict(_) => 6,
+            Error::Io { .. } | Error::Backend(_) => 1,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Maps an object store error, with the credentials in its text redacted.
+    pub fn from_store(err: object_store::Error) -> Self {
+        use object_store::Error as E;
+        let text = redact(&err.to_string());
+        match err {
+            E::NotFound { .. } => Error::NotFound(text),
+            E::AlreadyExists { .. } | E::Precondition { .. } => Error::Conflict(text),
+            E::Unauthenticated { .. } | E::PermissionDenied { .. } => Error::Auth(text),
+            E::NotSupported { .. } | E::NotImplemented { .. } => Error::Unsupported(text),
+            E::InvalidPath { .. } => Error::Usage(text),
+            _ if looks_like_auth_failure(&text) => Error::Auth(text),
+            _ => Error::Backend(text),
+        }
+    }
+
+    /// Prefixes the message with where it happened (usually the slug), keeping the kind.
+    pub fn context(self, at: impl std::fmt::Display) -> Self {
+        let add = |m: String| format!("{at}: {m}");
+        match self {
+            Error::Usage(m) => Error::Usage(add(m)),
+            Error::Unsupported(m) => Error::Unsupported(add(m)),
+            Error::NotFound(m) => Error::NotFound(add(m)),
+            Error::Auth(m) => Error::Auth(add(m)),
+            Error::Integrity(m) => Error::Integrity(add(m)),
+            Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::Backend(m) => Error::Backend(add(m)),
+            Error::Io { context, source } => Error::Io {
+                context: add(context),
+                source,
+            },
+        }
+    }
+}
+
+/// Object stores report a refused signature or key as a generic HTTP error; these are the
+/// status lines and codes the S3, Azure and GCS APIs use for it.
+fn looks_like_auth_failure(text: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "403 Forbidden",
+        "401 Unauthorized",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthenticationFailed",
+        "AuthorizationFailure",
+        "InvalidAuthenticationInfo",
+        "ExpiredToken",
+    ];
+    MARKERS.iter().any(|m| text.contains(m))
+}
+
+impl From<object_store::Error> for Error {
+    fn from(err: object_store::Error) -> Self {
+        Error::from_store(err)
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(err: tokio::task::JoinError) -> Self {
+        if err.is_panic() {
+            Error::Backend("internal error: a worker task panicked".into())
+        } else {
+            Error::Backend("internal error: a worker task was cancelled".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::NotFound("x".into()).exit_code(), 3);
+        assert_eq!(Error::Auth("x".into()).exit_code(), 4);
+        assert_eq!(Error::Integrity("x".into()).exit_code(), 5);
+        assert_eq!(Error::Conflict("x".into()).exit_code(), 6);
+        assert_eq!(Error::Backend("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn context_keeps_the_kind() {
+        let e = Error::NotFound("no HEAD".into()).context("s3/prod/etl");
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(e.to_string(), "s3/prod/etl: no HEAD");
+    }
+}

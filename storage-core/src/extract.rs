@@ -1,0 +1,215 @@
+//! Safe extraction: a package is unpacked into a fresh staging directory, every entry checked
+//! against the manifest (path, kind, size, mode, sha256). Absolute paths, `..`, links that
+//! leave the tree, hard links, devices and FIFOs are refused; symlinks are made last, so no
+//! entry can be written through one.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::block::EntryKind;
+use crate::error::{Error, Result};
+use crate::manifest::{ManifestEntry, PackageManifest, is_safe_relative_path, link_stays_inside};
+use crate::pack::HashingReader;
+
+/// Files and bytes written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extracted {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+fn unsafe_archive(why: String) -> Error {
+    Error::Integrity(format!("unsafe or corrupt package: {why}"))
+}
+
+/// Unpacks the package read from `package` into `staging` (an empty directory the caller
+/// owns), keeping only the entries under `subtree` (`""` for all) with that prefix removed.
+/// The whole package is read and checked even when only a subtree is kept.
+pub fn unpack_verified(
+    package: impl Read,
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<Extracted> {
+    let by_path: HashMap<&str, &ManifestEntry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let mut seen: HashSet<String> = HashSet::with_capacity(by_path.len());
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut done = Extracted::default();
+
+    let decoder =
+        zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
+    let mut archive = tar::Archive::new(decoder);
+    let entries = archive.entries().map_err(corrupt)?;
+    for entry in entries {
+        let mut entry = entry.map_err(corrupt)?;
+        let raw = entry.path_bytes().into_owned();
+        let path = std::str::from_utf8(&raw)
+            .map_err(|_| unsafe_archive("an entry name is not UTF-8".into()))?;
+        let path = path.strip_suffix('/').unwrap_or(path).to_string();
+        if !is_safe_relative_path(&path) {
+            return Err(unsafe_archive(format!(
+                "entry `{}` would leave the destination",
+                path.escape_debug()
+            )));
+        }
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink,
+            tar::EntryType::Link => return Err(unsafe_archive(format!("hard link `{path}`"))),
+            other => return Err(unsafe_archive(format!("`{path}` is a {other:?} entry"))),
+        };
+        let record = by_path
+            .get(path.as_str())
+            .ok_or_else(|| unsafe_archive(format!("`{path}` is not in the manifest")))?;
+        if record.kind != kind {
+            return Err(unsafe_archive(format!(
+                "`{path}` is a {kind:?} but the manifest says {:?}",
+                record.kind
+            )));
+        }
+        if !seen.insert(path.clone()) {
+            return Err(unsafe_archive(format!("`{path}` appears twice")));
+        }
+        let out_rel = match kept_path(&path, subtree) {
+            Some(rel) => rel,
+            None => {
+                // Outside the requested subtree: still verified, not written.
+                if kind == EntryKind::File {
+                    verify_stream(&mut entry, record, io::sink())?;
+                }
+                continue;
+            }
+        };
+        match kind {
+            EntryKind::Dir => {
+                if !out_rel.is_empty() {
+                    fs::create_dir_all(staging.join(&out_rel))
+                        .map_err(|e| Error::io(format!("creating {out_rel}"), e))?;
+                }
+            }
+            EntryKind::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .and_then(|t| String::from_utf8(t.into_owned()).ok())
+                    .ok_or_else(|| unsafe_archive(format!("symlink `{path}` has no target")))?;
+                if Some(&target) != record.target.as_ref() || !link_stays_inside(&out_rel, &target)
+                {
+                    return Err(unsafe_archive(format!(
+                        "symlink `{path}` points outside the destination"
+                    )));
+                }
+                links.push((out_rel, target));
+            }
+            EntryKind::File => {
+                if out_rel.is_empty() {
+                    return Err(Error::Usage(format!("`{path}` is a file, not a directory")));
+                }
+                if entry.header().size().map_err(corrupt)? != record.size {
+                    return Err(unsafe_archive(format!(
+                        "`{path}` has a size the manifest does not list"
+                    )));
+                }
+                let dest = staging.join(&out_rel);
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| Error::io(format!("creating the folder of {out_rel}"), e))?;
+                }
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&dest)
+                    .map_err(|e| Error::io(format!("creating {out_rel}"), e))?;
+                verify_stream(
+                    &mut entry,
+                    record,
+                    io::BufWriter::with_capacity(256 * 1024, file),
+                )?;
+                set_mode(&dest, record.mode)?;
+                done.files += 1;
+                done.bytes += record.size;
+                on_bytes(record.size);
+            }
+        }
+    }
+    if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
+        return Err(Error::Integrity(format!(
+            "package is incomplete: `{}` is in the manifest but not in the package",
+            missing.path
+        )));
+    }
+    for (rel, target) in links {
+        let at = staging.join(&rel);
+        if let Some(parent) = at.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating the folder of {rel}"), e))?;
+        }
+        make_symlink(&target, &at).map_err(|e| Error::io(format!("creating symlink {rel}"), e))?;
+    }
+    Ok(done)
+}
+
+/// The path an entry takes under the destination, if it lies in `subtree`.
+fn kept_path(path: &str, subtree: &str) -> Option<String> {
+    if subtree.is_empty() {
+        return Some(path.to_string());
+    }
+    if path == subtree {
+        return Some(String::new());
+    }
+    path.strip_prefix(subtree)?
+        .strip_prefix('/')
+        .map(str::to_string)
+}
+
+/// Copies an entry's bytes to `out`, checking its length and sha256 against the record.
+fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Write) -> Result<()> {
+    let mut reader = HashingReader::new(entry);
+    io::copy(&mut reader, &mut out).map_err(corrupt)?;
+    out.flush()
+        .map_err(|e| Error::io(format!("writing {}", record.path), e))?;
+    let (size, sha) = reader.finish();
+    if size != record.size || Some(&sha) != record.sha256.as_ref() {
+        return Err(Error::Integrity(format!(
+            "checksum mismatch for `{}`: the package is corrupt",
+            record.path
+        )));
+    }
+    Ok(())
+}
+
+fn corrupt(e: io::Error) -> Error {
+    Error::Integrity(format!("package is corrupt or truncated: {e}"))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, at)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (target, at);
+        Err(io::Error::other(
+            "symlinks are not supported on this platform",
+        ))
+    }
+}

@@ -1,0 +1,32 @@
+//! storage-core: what every storage block stands on — the [`StorageBlock`] trait, slugs,
+//! block documents and the registry, deterministic packaging, ignore rules, safe extraction,
+//! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
+
+pub mod block;
+pub mod config;
+pub mod error;
+pub mod registry;
+pub mod secret;
+pub mod slug;
+
+pub use block::{
+    Capabilities, DeleteOptions, EntryKind, GcReport, GetMode, GetOptions, GetReport, Layout,
+    ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, StorageBlock, VersionInfo,
+    VersionPrecondition,
+};
+pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
+pub use error::{Error, Result};
+pub use registry::RegistryFile;
+pub use secret::Secret;
+pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
+
+pub mod adapter;
+pub mod extract;
+pub mod manifest;
+pub mod pack;
+pub mod place;
+pub mod stream;
+pub mod tree;
+
+pub use adapter::ObjectStoreBlock;
+pub use manifest::{HeadRecord, PackageManifest};

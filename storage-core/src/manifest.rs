@@ -1,0 +1,284 @@
+//! The package manifest (per-file records with sha256, the frame table), the HEAD record,
+//! and the content version id.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::block::EntryKind;
+use crate::error::{Error, Result};
+use crate::slug::check_segment;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One entry of a packaged tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    /// 0o644 or 0o755 for files, 0o755 for directories, 0o777 for symlinks.
+    pub mode: u32,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Index of the frame that holds the entry.
+    #[serde(default)]
+    pub frame: u32,
+    /// Offset of the entry's first tar header in the uncompressed stream.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// One independent zstd frame of the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub offset: u64,
+    pub length: u64,
+    pub uncompressed_offset: u64,
+    pub uncompressed_length: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file contents.
+    pub bytes: u64,
+    /// Bytes of the compressed package.
+    pub package_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageManifest {
+    pub format: u32,
+    pub version: String,
+    pub created: String,
+    pub compression: String,
+    pub totals: Totals,
+    pub frames: Vec<Frame>,
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// `.blocks/HEAD`: which version is current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadRecord {
+    pub version: String,
+    pub updated: String,
+}
+
+impl HeadRecord {
+    pub fn parse(bytes: &[u8], at: &str) -> Result<Self> {
+        let head: HeadRecord = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Integrity(format!("{at}: HEAD is not valid: {e}")))?;
+        if !is_version_id(&head.version) {
+            return Err(Error::Integrity(format!(
+                "{at}: HEAD names an invalid version"
+            )));
+        }
+        Ok(head)
+    }
+}
+
+/// sha256 over the canonical entry list: one line per entry (kind, mode, size, content hash
+/// or link target, path), sorted by path. The same tree always gives the same id.
+pub fn version_id(entries: &[ManifestEntry]) -> String {
+    let mut h = Sha256::new();
+    for e in entries {
+        let kind = match e.kind {
+            EntryKind::File => "f",
+            EntryKind::Dir => "d",
+            EntryKind::Symlink => "l",
+        };
+        let content = e.sha256.as_deref().or(e.target.as_deref()).unwrap_or("-");
+        h.update(format!(
+            "{kind}\t{:o}\t{}\t{content}\t{}\n",
+            e.mode, e.size, e.path
+        ));
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn is_version_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether a relative archive path is safe: non-empty `/`-separated segments, none `.` or
+/// `..`, no NUL or control characters, not absolute.
+pub fn is_safe_relative_path(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/') && path.split('/').all(|s| check_segment(s).is_ok())
+}
+
+/// Whether a symlink at `link_path` with `target` resolves, lexically, inside the tree whose
+/// root is the empty path.
+pub fn link_stays_inside(link_path: &str, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let mut depth = link_path.split('/').count() as i64 - 1;
+    for seg in target.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+impl PackageManifest {
+    /// Parses a manifest and checks that it is whole and that it is the manifest of
+    /// `expected_version`: the version id recomputed from its entries must match.
+    pub fn parse(bytes: &[u8], expected_version: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::Integrity(format!(
+                "manifest of version {}: {why}",
+                short(expected_version)
+            ))
+        };
+        let m: PackageManifest =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(bad(format!("unsupported format {}", m.format)));
+        }
+        if m.compression != "zstd" {
+            return Err(bad(format!("unsupported compression {}", m.compression)));
+        }
+        if m.version != expected_version {
+            return Err(bad(format!("it names version {}", short(&m.version))));
+        }
+        if version_id(&m.entries) != m.version {
+            return Err(bad("its entries do not hash to its version id".into()));
+        }
+        let mut kinds: HashMap<&str, EntryKind> = HashMap::with_capacity(m.entries.len());
+        let mut prev: Option<&str> = None;
+        let mut totals = Totals {
+            package_bytes: m.totals.package_bytes,
+            ..Totals::default()
+        };
+        for e in &m.entries {
+            if !is_safe_relative_path(&e.path) {
+                return Err(bad(format!("unsafe path `{}`", e.path.escape_debug())));
+            }
+            if prev.is_some_and(|p| p >= e.path.as_str()) {
+                return Err(bad(format!(
+                    "entries are not sorted and unique at `{}`",
+                    e.path
+                )));
+            }
+            prev = Some(&e.path);
+            for (i, _) in e.path.match_indices('/') {
+                if kinds
+                    .get(&e.path[..i])
+                    .is_some_and(|k| *k != EntryKind::Dir)
+                {
+                    return Err(bad(format!("`{}` lies under a file or symlink", e.path)));
+                }
+            }
+            if e.frame as usize >= m.frames.len() {
+                return Err(bad(format!("`{}` names a missing frame", e.path)));
+            }
+            match e.kind {
+                EntryKind::File => {
+                    if !e.sha256.as_deref().is_some_and(is_version_id) {
+                        return Err(bad(format!("`{}` has no valid sha256", e.path)));
+                    }
+                    if e.mode != 0o644 && e.mode != 0o755 {
+                        return Err(bad(format!("`{}` has mode {:o}", e.path, e.mode)));
+                    }
+                    totals.files += 1;
+                    totals.bytes += e.size;
+                }
+                EntryKind::Dir => totals.dirs += 1,
+                EntryKind::Symlink => {
+                    let inside = e
+                        .target
+                        .as_deref()
+                        .is_some_and(|t| link_stays_inside(&e.path, t));
+                    if !inside {
+                        return Err(bad(format!("symlink `{}` points outside the tree", e.path)));
+                    }
+                    totals.symlinks += 1;
+                }
+            }
+            kinds.insert(&e.path, e.kind);
+        }
+        if totals != m.totals {
+            return Err(bad("its totals do not match its entries".into()));
+        }
+        let mut next = (0, 0);
+        for f in &m.frames {
+            if (f.offset, f.uncompressed_offset) != next {
+                return Err(bad("its frame table is not contiguous".into()));
+            }
+            next = (
+                f.offset + f.length,
+                f.uncompressed_offset + f.uncompressed_length,
+            );
+        }
+        if next.0 != m.totals.package_bytes {
+            return Err(bad("its frame table does not cover the package".into()));
+        }
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest always serializes")
+    }
+}
+
+/// The first 12 characters of a version id, for messages.
+pub fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_checked_lexically() {
+        assert!(link_stays_inside("a/b", "c"));
+        assert!(link_stays_inside("a/b", "../x"));
+        assert!(!link_stays_inside("a/b", "../../x"));
+        assert!(!link_stays_inside("a", "/etc/passwd"));
+        assert!(link_stays_inside("a/b/c", "../../d/../e"));
+        assert!(!link_stays_inside("l", ".."));
+    }
+
+    #[test]
+    fn unsafe_paths_are_rejected() {
+        for p in ["", "/abs", "a/../b", "..", "a//b", "./a", "a\0b"] {
+            assert!(!is_safe_relative_path(p), "{p:?}");
+        }
+        assert!(is_safe_relative_path("a b/c+%#.txt"));
+    }
+
+    #[test]
+    fn version_id_depends_on_content_and_mode() {
+        let e = |sha: &str, mode| ManifestEntry {
+            path: "a".into(),
+            kind: EntryKind::File,
+            mode,
+            size: 1,
+            sha256: Some(sha.repeat(64)),
+            target: None,
+            frame: 0,
+            offset: 0,
+        };
+        let v1 = version_id(&[e("a", 0o644)]);
+        assert_eq!(v1, version_id(&[e("a", 0o644)]));
+        assert_ne!(v1, version_id(&[e("b", 0o644)]));
+        assert_ne!(v1, version_id(&[e("a", 0o755)]));
+        assert!(is_version_id(&v1));
+    }
+}

@@ -1,0 +1,213 @@
+//! Writing a package: a deterministic tar (sorted, fixed mtime/uid/gid, normalized modes),
+//! compressed as independent zstd frames that each start at a tar entry boundary.
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::block::EntryKind;
+use crate::error::{Error, Result};
+use crate::manifest::Frame;
+use crate::tree::SourceEntry;
+
+/// A new frame starts at the first entry boundary after this much uncompressed input.
+pub const FRAME_TARGET: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_LEVEL: i32 = 3;
+
+/// Where each entry landed, and the frame table.
+#[derive(Debug, Clone, Default)]
+pub struct PackLayout {
+    /// `(frame, uncompressed offset)` per entry, in entry order.
+    pub placements: Vec<(u32, u64)>,
+    pub frames: Vec<Frame>,
+    pub package_bytes: u64,
+}
+
+/// Packs `entries` (sorted, hashed) into `out`. Every file is hashed again while it is read,
+/// so a file that changed since it was hashed fails the put instead of being stored wrong.
+pub fn write_package<W: Write>(
+    entries: &[SourceEntry],
+    level: i32,
+    out: W,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<PackLayout> {
+    let io_err = |e: io::Error| Error::io("writing the package", e);
+    let frames = FrameWriter::new(out, level).map_err(io_err)?;
+    let mut tar = tar::Builder::new(frames);
+    let mut placements = Vec::with_capacity(entries.len());
+    for e in entries {
+        let r = &e.record;
+        let w = tar.get_mut();
+        w.cut_if_due().map_err(io_err)?;
+        placements.push((w.frames.len() as u32, w.uncompressed));
+
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mode(r.mode);
+        match r.kind {
+            EntryKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{}/", r.path), io::empty())
+                    .map_err(io_err)?;
+            }
+            EntryKind::Symlink => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                let target = r.target.as_deref().unwrap_or_default();
+                tar.append_link(&mut h, &r.path, target).map_err(io_err)?;
+            }
+            EntryKind::File => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(r.size);
+                let file = std::fs::File::open(&e.fs_path)
+                    .map_err(|err| Error::io(format!("reading {}", r.path), err))?;
+                let mut reader = HashingReader::new(file.take(r.size));
+                tar.append_data(&mut h, &r.path, &mut reader)
+                    .map_err(|err| Error::io(format!("packing {}", r.path), err))?;
+                let (read, sha) = reader.finish();
+                if read != r.size || Some(sha) != r.sha256 {
+                    return Err(Error::Backend(format!(
+                        "{} changed while it was being packed; put again",
+                        r.path
+                    )));
+                }
+                on_bytes(r.size);
+            }
+        }
+    }
+    let frames = tar.into_inner().map_err(io_err)?;
+    let (frames, package_bytes) = frames.finish().map_err(io_err)?;
+    Ok(PackLayout {
+        placements,
+        frames,
+        package_bytes,
+    })
+}
+
+/// A reader that hashes and counts what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    pub fn finish(self) -> (u64, String) {
+        (self.count, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A zstd writer that can end the current frame and begin another, recording the table.
+struct FrameWriter<W: Write> {
+    encoder: Option<zstd::stream::write::Encoder<'static, Counting<W>>>,
+    level: i32,
+    frames: Vec<Frame>,
+    frame_start: (u64, u64),
+    uncompressed: u64,
+}
+
+impl<W: Write> FrameWriter<W> {
+    fn new(out: W, level: i32) -> io::Result<Self> {
+        let encoder = new_encoder(
+            Counting {
+                inner: out,
+                count: 0,
+            },
+            level,
+        )?;
+        Ok(FrameWriter {
+            encoder: Some(encoder),
+            level,
+            frames: Vec::new(),
+            frame_start: (0, 0),
+            uncompressed: 0,
+        })
+    }
+
+    fn cut_if_due(&mut self) -> io::Result<()> {
+        if self.uncompressed - self.frame_start.1 < FRAME_TARGET {
+            return Ok(());
+        }
+        let out = self.end_frame()?;
+        self.encoder = Some(new_encoder(out, self.level)?);
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> io::Result<Counting<W>> {
+        let out = self.encoder.take().expect("an open frame").finish()?;
+        let frame = Frame {
+            offset: self.frame_start.0,
+            length: out.count - self.frame_start.0,
+            uncompressed_offset: self.frame_start.1,
+            uncompressed_length: self.uncompressed - self.frame_start.1,
+        };
+        self.frames.push(frame);
+        self.frame_start = (out.count, self.uncompressed);
+        Ok(out)
+    }
+
+    fn finish(mut self) -> io::Result<(Vec<Frame>, u64)> {
+        let mut out = self.end_frame()?;
+        out.flush()?;
+        Ok((self.frames, out.count))
+    }
+}
+
+fn new_encoder<W: Write>(
+    out: W,
+    level: i32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if threads > 1 {
+        enc.multithread(threads)?;
+    }
+    Ok(enc)
+}
+
+impl<W: Write> Write for FrameWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder.as_mut().expect("an open frame").write(buf)?;
+        self.uncompressed += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,364 @@
+//! Slugs: `block-type/block-name[/path]`, and the validated parts they are made of.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The canonical block types. Aliases (Prefect's block type slugs, git host names) parse to these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockType {
+    Local,
+    S3,
+    Gcs,
+    Azure,
+    Git,
+    Smb,
+}
+
+impl BlockType {
+    pub const ALL: [BlockType; 6] = [
+        BlockType::Local,
+        BlockType::S3,
+        BlockType::Gcs,
+        BlockType::Azure,
+        BlockType::Git,
+        BlockType::Smb,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockType::Local => "local",
+            BlockType::S3 => "s3",
+            BlockType::Gcs => "gcs",
+            BlockType::Azure => "azure",
+            BlockType::Git => "git",
+            BlockType::Smb => "smb",
+        }
+    }
+
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            BlockType::Local => &["local-file-system"],
+            BlockType::S3 => &["s3-bucket"],
+            BlockType::Gcs => &["gcs-bucket"],
+            BlockType::Azure => &["azure-blob-storage-container"],
+            BlockType::Git => &["github", "gitlab", "bitbucket"],
+            BlockType::Smb => &[],
+        }
+    }
+
+    /// Parses a canonical type name or an alias.
+    pub fn parse(s: &str) -> Result<Self> {
+        BlockType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s || t.aliases().contains(&s))
+            .ok_or_else(|| {
+                let known: Vec<&str> = BlockType::ALL.iter().map(|t| t.as_str()).collect();
+                Error::Usage(format!(
+                    "unknown block type `{s}` (known: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+impl fmt::Display for BlockType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A block name: `^[a-z0-9][a-z0-9-]*$`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockName(String);
+
+impl BlockName {
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut chars = s.chars();
+        let valid = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && s.len() <= 63;
+        if valid {
+            Ok(BlockName(s.to_string()))
+        } else {
+            Err(Error::Usage(format!(
+                "invalid block name `{}`: use lowercase letters, digits and '-', starting with a letter or digit (at most 63)",
+                s.escape_debug()
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `type/name`: which block document to use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockId {
+    pub block_type: BlockType,
+    pub name: BlockName,
+}
+
+impl BlockId {
+    pub fn new(block_type: BlockType, name: &str) -> Result<Self> {
+        Ok(BlockId {
+            block_type,
+            name: BlockName::parse(name)?,
+        })
+    }
+
+    /// Parses `type/name`, nothing more.
+    pub fn parse(s: &str) -> Result<Self> {
+        let slug = BlockSlug::parse(s)?;
+        if !slug.path.is_root() {
+            return Err(Error::Usage(format!(
+                "`{s}` names a path; expected just TYPE/NAME"
+            )));
+        }
+        Ok(slug.block)
+    }
+
+    /// The embedded default block, `local/default`.
+    pub fn local_default() -> Self {
+        BlockId {
+            block_type: BlockType::Local,
+            name: BlockName("default".into()),
+        }
+    }
+}
+
+impl fmt::Display for BlockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.block_type, self.name.0)
+    }
+}
+
+/// A normalized path inside a block's storage root: `/`-separated, no empty, `.` or `..`
+/// segments, no NUL or control characters. The empty path is the root itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockPath(String);
+
+impl BlockPath {
+    pub fn root() -> Self {
+        BlockPath(String::new())
+    }
+
+    /// Parses and normalizes (`a//b/` → `a/b`); rejects absolute paths, `.`, `..` and NUL.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.starts_with('/') {
+            return Err(Error::Usage(format!(
+                "path `{}` is absolute; paths are relative to the block's root",
+                s.escape_debug()
+            )));
+        }
+        let mut parts = Vec::new();
+        for seg in s.split('/').filter(|seg| !seg.is_empty()) {
+            check_segment(seg).map_err(|why| {
+                Error::Usage(format!("path `{}` is not allowed: {why}", s.escape_debug()))
+            })?;
+            parts.push(seg);
+        }
+        Ok(BlockPath(parts.join("/")))
+    }
+
+    /// Like `parse`, but the path must name something (not the root).
+    pub fn parse_non_empty(s: &str) -> Result<Self> {
+        let p = BlockPath::parse(s)?;
+        if p.is_root() {
+            return Err(Error::Usage("path is empty".into()));
+        }
+        Ok(p)
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// This path followed by a relative path (itself already checked).
+    pub fn join(&self, rel: &str) -> String {
+        match (self.0.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (_, true) => self.0.clone(),
+            _ => format!("{}/{rel}", self.0),
+        }
+    }
+
+    /// Proper ancestors, nearest first, ending with the root.
+    pub fn ancestors(&self) -> Vec<BlockPath> {
+        let mut out = Vec::new();
+        let mut cur = self.0.as_str();
+        while !cur.is_empty() {
+            cur = cur.rsplit_once('/').map(|(head, _)| head).unwrap_or("");
+            out.push(BlockPath(cur.to_string()));
+        }
+        out
+    }
+
+    /// The rest of this path below `ancestor`, if it is one.
+    pub fn strip_prefix(&self, ancestor: &BlockPath) -> Option<&str> {
+        if ancestor.is_root() {
+            return Some(&self.0);
+        }
+        let rest = self.0.strip_prefix(&ancestor.0)?;
+        if rest.is_empty() {
+            Some("")
+        } else {
+            rest.strip_prefix('/')
+        }
+    }
+}
+
+impl fmt::Display for BlockPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why one `/`-free segment of a path is not allowed, if it is not.
+pub(crate) fn check_segment(seg: &str) -> std::result::Result<(), &'static str> {
+    if seg.is_empty() {
+        return Err("empty segment");
+    }
+    if seg == "." || seg == ".." {
+        return Err("`.` and `..` segments are not allowed");
+    }
+    if seg.contains('\0') {
+        return Err("NUL is not allowed");
+    }
+    if seg.chars().any(|c| c.is_control()) {
+        return Err("control characters are not allowed");
+    }
+    if seg.len() > 255 {
+        return Err("a segment is longer than 255 bytes");
+    }
+    Ok(())
+}
+
+/// `type/name[/path]`: a block and a path inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockSlug {
+    pub block: BlockId,
+    pub path: BlockPath,
+}
+
+impl BlockSlug {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: String| Error::Usage(format!("bad slug `{}`: {why}", s.escape_debug()));
+        let mut it = s.splitn(3, '/');
+        let ty = it.next().unwrap_or_default();
+        let name = it
+            .next()
+            .ok_or_else(|| bad("expected TYPE/NAME[/PATH]".into()))?;
+        if ty.is_empty() {
+            return Err(bad("the block type is empty".into()));
+        }
+        let block_type = BlockType::parse(ty).map_err(|e| bad(e.to_string()))?;
+        let name = BlockName::parse(name).map_err(|e| bad(e.to_string()))?;
+        let path = match it.next() {
+            Some(p) => BlockPath::parse(p).map_err(|e| bad(e.to_string()))?,
+            None => BlockPath::root(),
+        };
+        Ok(BlockSlug {
+            block: BlockId { block_type, name },
+            path,
+        })
+    }
+}
+
+impl fmt::Display for BlockSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_root() {
+            write!(f, "{}", self.block)
+        } else {
+            write!(f, "{}/{}", self.block, self.path)
+        }
+    }
+}
+
+impl std::str::FromStr for BlockSlug {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        BlockSlug::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_type_name_and_path() {
+        let s = BlockSlug::parse("s3/prod-flows/etl/daily").unwrap();
+        assert_eq!(s.block.block_type, BlockType::S3);
+        assert_eq!(s.block.name.as_str(), "prod-flows");
+        assert_eq!(s.path.as_str(), "etl/daily");
+        assert_eq!(s.to_string(), "s3/prod-flows/etl/daily");
+    }
+
+    #[test]
+    fn aliases_parse_to_canonical_types() {
+        assert_eq!(
+            BlockSlug::parse("s3-bucket/x").unwrap().block.block_type,
+            BlockType::S3
+        );
+        assert_eq!(
+            BlockSlug::parse("github/repo").unwrap().block.block_type,
+            BlockType::Git
+        );
+        assert_eq!(
+            BlockSlug::parse("local-file-system/x")
+                .unwrap()
+                .block
+                .to_string(),
+            "local/x"
+        );
+    }
+
+    #[test]
+    fn path_is_normalized() {
+        assert_eq!(
+            BlockSlug::parse("local/x/a//b/").unwrap().path.as_str(),
+            "a/b"
+        );
+        assert!(BlockSlug::parse("local/x/").unwrap().path.is_root());
+    }
+
+    #[test]
+    fn rejects_bad_slugs_as_usage_errors() {
+        for bad in [
+            "",
+            "s3",
+            "/s3/x",
+            "nope/x",
+            "s3/Upper",
+            "s3/-lead",
+            "s3/a_b",
+            "s3/x/../etc",
+            "s3/x/a/./b",
+            "s3/x//abs",
+            "s3/x/a\0b",
+            "s3/x/a\nb",
+        ] {
+            let err = BlockSlug::parse(bad).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(err.to_string().contains("bad slug"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ancestors_end_at_root() {
+        let p = BlockPath::parse("a/b/c").unwrap();
+        let a: Vec<String> = p.ancestors().iter().map(|p| p.to_string()).collect();
+        assert_eq!(a, ["a/b", "a", ""]);
+        assert_eq!(p.strip_prefix(&BlockPath::parse("a").unwrap()), Some("b/c"));
+        assert_eq!(p.strip_prefix(&BlockPath::parse("ab").unwrap()), None);
+    }
+}
