@@ -1,1 +1,85 @@
+//! The conformance suite: one async function per behavior, each taking the block under test.
+//! Every backend's tests expand [`conformance_suite!`] with a function that makes a fresh
+//! [`Subject`]; what a backend cannot do is read from its capabilities, and the suite then
+//! checks that the operation is refused as unsupported, never skipped.
 
+pub mod cases;
+pub mod hostile;
+pub mod tree;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use storage_core::{BlockPath, StorageBlock};
+use tempfile::TempDir;
+
+/// A block under test, a unique path inside it for this case, and a scratch folder.
+pub struct Subject {
+    pub block: Arc<dyn StorageBlock>,
+    base: String,
+    scratch: TempDir,
+    counter: AtomicU32,
+}
+
+impl Subject {
+    /// `base` is a path inside the block that no other case uses.
+    pub fn new(block: Arc<dyn StorageBlock>, base: &str) -> Self {
+        Subject {
+            block,
+            base: base.to_string(),
+            scratch: tempfile::tempdir().expect("scratch dir"),
+            counter: AtomicU32::new(0),
+        }
+    }
+
+    /// A path inside this case's area of the block.
+    pub fn path(&self, rel: &str) -> BlockPath {
+        BlockPath::parse(&format!("{}/{rel}", self.base)).expect("valid test path")
+    }
+
+    /// A fresh, not yet existing, folder in scratch space.
+    pub fn fresh_dir(&self, hint: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.scratch.path().join(format!("{hint}-{n}"))
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling `$make` (an async fn
+/// returning a [`Subject`]) for a fresh subject.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance_suite!(@cases $make,
+            round_trip_keeps_a_tricky_tree_exactly,
+            unchanged_reput_uploads_nothing,
+            versions_are_listed_newest_first_and_old_ones_can_be_read,
+            get_refuses_a_non_empty_destination,
+            get_replace_makes_the_destination_exactly_the_version,
+            get_merge_overwrites_and_keeps_other_files,
+            sub_paths_are_independent_and_a_package_folder_can_be_pulled,
+            files_layout_is_a_plain_mirror_or_declared_unsupported,
+            ignore_rules_leave_files_out,
+            bad_slugs_are_usage_errors,
+            missing_paths_are_not_found_and_create_nothing,
+            corrupted_package_is_refused_and_nothing_is_written,
+            truncated_package_is_refused_and_nothing_is_written,
+            tampered_manifest_is_refused,
+            head_pointing_at_a_missing_version_is_refused,
+            hostile_archives_are_refused_with_nothing_written,
+            if_version_is_a_compare_and_swap_or_declared_unsupported,
+            cat_reads_one_file_of_the_current_version,
+            rm_and_gc_drop_versions_but_never_the_current_one,
+            concurrent_puts_leave_a_whole_current_version,
+        );
+    };
+    (@cases $make:path, $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let subject = $make(stringify!($case)).await;
+                $crate::cases::$case(&subject).await;
+            }
+        )*
+    };
+}

@@ -1022,13 +1022,10 @@ impl StorageBlock for ObjectStoreBlock {
     async fn gc(&self, at: &BlockPath, keep: usize) -> Result<GcReport> {
         let versions = self.list_versions(at).await?;
         let mut report = GcReport::default();
-        let mut kept_new = 0;
         let mut doomed = Vec::new();
-        for v in &versions {
-            if v.current || kept_new < keep {
-                if !v.current {
-                    kept_new += 1;
-                }
+        for (i, v) in versions.iter().enumerate() {
+            // The `keep` newest stay, and the current version always does.
+            if v.current || i < keep {
                 report.kept.push(v.version.clone());
             } else {
                 doomed.push(self.manifest_key(at, &v.version)?);

@@ -1,0 +1,845 @@
+//! The cases. Each asserts what a user would observe: the files in the destination, the
+//! version listed, the error's exit code, and that nothing was written where it must not be.
+
+use std::fs;
+use std::path::Path;
+
+use storage_core::{
+    BlockSlug, DeleteOptions, EntryKind, Error, GetMode, GetOptions, Layout, PutOptions, PutReport,
+    Result, VersionPrecondition,
+};
+
+use crate::Subject;
+use crate::hostile::{RawEntry, file_record, plant, read, symlink_record, tar_bytes, write};
+use crate::tree::{files_only, small_tree, snapshot, tricky_tree, write as write_file};
+
+fn code<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.exit_code(),
+    }
+}
+
+async fn put(s: &Subject, src: &Path, at: &str) -> PutReport {
+    s.block
+        .put_directory(src, &s.path(at), &PutOptions::default())
+        .await
+        .expect("put")
+}
+
+fn get_opts(mode: GetMode) -> GetOptions {
+    GetOptions {
+        mode,
+        ..GetOptions::default()
+    }
+}
+
+/// No staging folder may be left beside a destination after a failed get.
+fn assert_no_leftovers_beside(dest: &Path) {
+    let parent = dest.parent().unwrap();
+    for e in fs::read_dir(parent).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains(".blockctl-"),
+            "staging folder {name} left beside {}",
+            dest.display()
+        );
+    }
+}
+
+pub async fn round_trip_keeps_a_tricky_tree_exactly(s: &Subject) {
+    let src = s.fresh_dir("src");
+    tricky_tree(&src);
+    let report = put(s, &src, "tricky").await;
+    assert!(!report.skipped);
+    let before = snapshot(&src);
+    let files = before
+        .values()
+        .filter(|n| matches!(n, crate::tree::Node::File { .. }))
+        .count() as u64;
+    assert_eq!(report.files, files);
+    let dest = s.fresh_dir("dest");
+    let got = s
+        .block
+        .get_directory(&s.path("tricky"), &dest, &GetOptions::default())
+        .await
+        .expect("get");
+    assert_eq!(got.version, report.version);
+    assert_eq!(got.files, files);
+    assert_eq!(snapshot(&dest), before, "the tree read back differs");
+}
+
+pub async fn unchanged_reput_uploads_nothing(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "one");
+    let first = put(s, &src, "same").await;
+    let second = put(s, &src, "same").await;
+    assert!(!first.skipped);
+    assert!(second.skipped, "an unchanged tree was uploaded again");
+    assert_eq!(first.version, second.version);
+    if s.block.capabilities().versions {
+        assert_eq!(
+            s.block.list_versions(&s.path("same")).await.unwrap().len(),
+            1
+        );
+    }
+}
+
+pub async fn versions_are_listed_newest_first_and_old_ones_can_be_read(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "v1");
+    let v1 = put(s, &src, "ver").await.version.unwrap();
+    small_tree(&src, "v2");
+    let v2 = put(s, &src, "ver").await.version.unwrap();
+    assert_ne!(v1, v2);
+    let listed = s
+        .block
+        .list_versions(&s.path("ver"))
+        .await
+        .expect("versions");
+    let ids: Vec<&str> = listed.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(ids, [v2.as_str(), v1.as_str()]);
+    assert!(listed[0].current && !listed[1].current);
+    assert_eq!(listed[0].files, 2);
+    let dest = s.fresh_dir("old");
+    let opts = GetOptions {
+        version: Some(v1[..10].to_string()),
+        ..GetOptions::default()
+    };
+    let got = s
+        .block
+        .get_directory(&s.path("ver"), &dest, &opts)
+        .await
+        .expect("get old version");
+    assert_eq!(got.version.as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "VERSION = \"v1\"\n"
+    );
+}
+
+pub async fn get_refuses_a_non_empty_destination(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "x");
+    put(s, &src, "busy").await;
+    let dest = s.fresh_dir("dest");
+    write_file(&dest, "mine.txt", "keep me");
+    let r = s
+        .block
+        .get_directory(&s.path("busy"), &dest, &GetOptions::default())
+        .await;
+    assert_eq!(code(r), 6);
+    assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_to_string(dest.join("mine.txt")).unwrap(),
+        "keep me"
+    );
+    // An existing but empty folder is fine.
+    let empty = s.fresh_dir("empty");
+    fs::create_dir(&empty).unwrap();
+    s.block
+        .get_directory(&s.path("busy"), &empty, &GetOptions::default())
+        .await
+        .expect("get into empty dir");
+    assert!(empty.join("flow.py").is_file());
+}
+
+pub async fn get_replace_makes_the_destination_exactly_the_version(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "r");
+    put(s, &src, "rep").await;
+    let dest = s.fresh_dir("dest");
+    write_file(&dest, "stale.txt", "old");
+    write_file(&dest, "flow.py", "old flow");
+    s.block
+        .get_directory(&s.path("rep"), &dest, &get_opts(GetMode::Replace))
+        .await
+        .expect("replace");
+    assert_eq!(snapshot(&dest), snapshot(&src));
+    assert_no_leftovers_beside(&dest);
+}
+
+pub async fn get_merge_overwrites_and_keeps_other_files(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "m");
+    put(s, &src, "merge").await;
+    let dest = s.fresh_dir("dest");
+    write_file(&dest, "local-only.txt", "mine");
+    write_file(&dest, "flow.py", "old flow");
+    s.block
+        .get_directory(&s.path("merge"), &dest, &get_opts(GetMode::Merge))
+        .await
+        .expect("merge");
+    assert_eq!(
+        fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "VERSION = \"m\"\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join("local-only.txt")).unwrap(),
+        "mine"
+    );
+    assert!(dest.join("conf/settings.toml").is_file());
+}
+
+pub async fn sub_paths_are_independent_and_a_package_folder_can_be_pulled(s: &Subject) {
+    let outer = s.fresh_dir("outer");
+    small_tree(&outer, "outer");
+    write_file(&outer, "sub/only-here.txt", "sub file");
+    let inner = s.fresh_dir("inner");
+    small_tree(&inner, "inner");
+    put(s, &outer, "p").await;
+    put(s, &inner, "p/deeper/inner").await;
+    let d1 = s.fresh_dir("d1");
+    s.block
+        .get_directory(&s.path("p"), &d1, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot(&d1),
+        snapshot(&outer),
+        "a nested put leaked into its parent's version"
+    );
+    let d2 = s.fresh_dir("d2");
+    s.block
+        .get_directory(&s.path("p/deeper/inner"), &d2, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&d2), snapshot(&inner));
+    // A folder inside a package is pulled on its own, into DEST itself.
+    let d3 = s.fresh_dir("d3");
+    s.block
+        .get_directory(&s.path("p/sub"), &d3, &GetOptions::default())
+        .await
+        .expect("get a folder of a package");
+    assert_eq!(snapshot(&d3), snapshot(&outer.join("sub")));
+}
+
+pub async fn files_layout_is_a_plain_mirror_or_declared_unsupported(s: &Subject) {
+    let caps = s.block.capabilities();
+    let src = s.fresh_dir("src");
+    small_tree(&src, "files");
+    write_file(&src, "deep/er/data.csv", "a,b\n1,2\n");
+    write_file(&src, "odd/plus+percent%hash#.cfg", "odd\n");
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    let r = s.block.put_directory(&src, &s.path("mirror"), &opts).await;
+    if !caps.files_layout {
+        assert_eq!(
+            code(r),
+            2,
+            "a backend without a files layout must refuse it as unsupported"
+        );
+        return;
+    }
+    let report = r.expect("files put");
+    assert_eq!(report.layout, Layout::Files);
+    assert_eq!(report.files, 4);
+    // Each file is its own object at <path>/<relpath>.
+    let raw = s
+        .block
+        .read_path(&s.path("mirror/deep/er/data.csv"))
+        .await
+        .expect("read mirrored object");
+    assert_eq!(&raw[..], b"a,b\n1,2\n");
+    let listed: Vec<String> = s
+        .block
+        .list_files(&s.path("mirror"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "conf/settings.toml",
+            "deep/er/data.csv",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg"
+        ]
+    );
+    // A second put mirrors deletions too.
+    fs::remove_file(src.join("deep/er/data.csv")).unwrap();
+    s.block
+        .put_directory(&src, &s.path("mirror"), &opts)
+        .await
+        .expect("second files put");
+    let dest = s.fresh_dir("dest");
+    let got = s
+        .block
+        .get_directory(&s.path("mirror"), &dest, &GetOptions::default())
+        .await
+        .expect("files get");
+    assert_eq!(got.layout, Layout::Files);
+    let expect = if caps.files_keep_metadata {
+        snapshot(&src)
+    } else {
+        files_only(&snapshot(&src))
+    };
+    assert_eq!(files_only(&snapshot(&dest)), files_only(&expect));
+    // An object written by another client (no .blocks/HEAD) is pulled the same way.
+    write(
+        s.block.as_ref(),
+        &s.path("foreign"),
+        "from-elsewhere/readme.md",
+        b"hello".to_vec(),
+    )
+    .await;
+    let d2 = s.fresh_dir("foreign");
+    s.block
+        .get_directory(&s.path("foreign"), &d2, &GetOptions::default())
+        .await
+        .expect("get foreign mirror");
+    assert_eq!(
+        fs::read_to_string(d2.join("from-elsewhere/readme.md")).unwrap(),
+        "hello"
+    );
+}
+
+pub async fn ignore_rules_leave_files_out(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "ign");
+    write_file(&src, ".git/HEAD", "ref: refs/heads/main\n");
+    write_file(&src, "build/out.o", "obj");
+    write_file(&src, "notes.log", "log");
+    write_file(&src, "keep.log", "kept");
+    write_file(&src, "__pycache__/x.pyc", "pyc");
+    write_file(&src, ".blockignore", "build/\n*.log\n!keep.log\n");
+    write_file(&src, ".prefectignore", "__pycache__/\n");
+    put(s, &src, "ign").await;
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&s.path("ign"), &dest, &GetOptions::default())
+        .await
+        .unwrap();
+    let got: Vec<String> = snapshot(&dest).into_keys().collect();
+    assert_eq!(
+        got,
+        [
+            ".blockignore",
+            ".prefectignore",
+            "conf",
+            "conf/settings.toml",
+            "flow.py",
+            "keep.log"
+        ]
+    );
+
+    // --ignore-file replaces both files; --no-default-ignores keeps .git.
+    let rules = s.fresh_dir("rules");
+    write_file(&rules, "only.ignore", "conf/\n");
+    let opts = PutOptions {
+        ignore_file: Some(rules.join("only.ignore")),
+        no_default_ignores: true,
+        ..PutOptions::default()
+    };
+    s.block
+        .put_directory(&src, &s.path("ign2"), &opts)
+        .await
+        .unwrap();
+    let d2 = s.fresh_dir("d2");
+    s.block
+        .get_directory(&s.path("ign2"), &d2, &GetOptions::default())
+        .await
+        .unwrap();
+    assert!(d2.join(".git/HEAD").is_file());
+    assert!(d2.join("build/out.o").is_file());
+    assert!(!d2.join("conf").exists());
+}
+
+pub async fn bad_slugs_are_usage_errors(s: &Subject) {
+    for bad in [
+        "local",
+        "local/UPPER",
+        "nope/x",
+        "local/x/../up",
+        "local/x//abs",
+        "local/x/a\0b",
+        "local/x/./a",
+    ] {
+        assert_eq!(code(BlockSlug::parse(bad)), 2, "{bad:?}");
+    }
+    // The block itself refuses a path that is not one.
+    let r = s.block.read_path(&storage_core::BlockPath::root()).await;
+    assert_eq!(code(r), 2);
+}
+
+pub async fn missing_paths_are_not_found_and_create_nothing(s: &Subject) {
+    let dest = s.fresh_dir("dest");
+    let r = s
+        .block
+        .get_directory(&s.path("never/put"), &dest, &GetOptions::default())
+        .await;
+    assert_eq!(code(r), 3);
+    assert!(!dest.exists(), "a failed get created its destination");
+    assert_no_leftovers_beside(&dest);
+    assert_eq!(code(s.block.list_versions(&s.path("never/put")).await), 3);
+    assert_eq!(
+        code(s.block.read_path(&s.path("never/put/file.txt")).await),
+        3
+    );
+    assert_eq!(
+        code(
+            s.block
+                .delete(&s.path("never/put"), &DeleteOptions::default())
+                .await
+        ),
+        3
+    );
+    let src = s.fresh_dir("src");
+    small_tree(&src, "x");
+    put(s, &src, "there").await;
+    let opts = GetOptions {
+        version: Some("0000000000".into()),
+        ..GetOptions::default()
+    };
+    assert_eq!(
+        code(s.block.get_directory(&s.path("there"), &dest, &opts).await),
+        3
+    );
+    assert_eq!(
+        code(
+            s.block
+                .get_directory(
+                    &s.path("there/no-such-folder"),
+                    &dest,
+                    &GetOptions::default()
+                )
+                .await
+        ),
+        3
+    );
+    assert!(!dest.exists());
+    let missing_src = s.fresh_dir("missing");
+    assert_eq!(
+        code(
+            s.block
+                .put_directory(&missing_src, &s.path("y"), &PutOptions::default())
+                .await
+        ),
+        3
+    );
+}
+
+/// Puts a small tree and returns the version and the package object's path.
+async fn stored(s: &Subject, at: &str) -> (String, String) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, at);
+    write_file(&src, "data/blob.bin", crate::tree::noise(300 * 1024, 3));
+    let v = put(s, &src, at).await.version.unwrap();
+    let pkg = format!(".blocks/packages/{v}.tar.zst");
+    (v, pkg)
+}
+
+async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
+    let dest = s.fresh_dir("dest");
+    let r = s
+        .block
+        .get_directory(&s.path(at), &dest, &GetOptions::default())
+        .await;
+    let c = code(r);
+    assert!(
+        codes.contains(&c),
+        "exit code {c}, expected one of {codes:?}"
+    );
+    assert!(
+        !dest.exists(),
+        "a refused get left {} behind",
+        dest.display()
+    );
+    assert_no_leftovers_beside(&dest);
+    // --merge into a folder with files leaves that folder as it was.
+    let keep = s.fresh_dir("keep");
+    write_file(&keep, "mine.txt", "mine");
+    let before = snapshot(&keep);
+    let r = s
+        .block
+        .get_directory(&s.path(at), &keep, &get_opts(GetMode::Merge))
+        .await;
+    assert!(codes.contains(&code(r)));
+    assert_eq!(snapshot(&keep), before);
+}
+
+pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
+    let (_, pkg) = stored(s, "corrupt").await;
+    let at = s.path("corrupt");
+    let mut bytes = read(s.block.as_ref(), &at, &pkg).await;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    write(s.block.as_ref(), &at, &pkg, bytes).await;
+    assert_get_fails_cleanly(s, "corrupt", &[5]).await;
+}
+
+pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
+    let (_, pkg) = stored(s, "trunc").await;
+    let at = s.path("trunc");
+    let mut bytes = read(s.block.as_ref(), &at, &pkg).await;
+    bytes.truncate(bytes.len() * 2 / 3);
+    write(s.block.as_ref(), &at, &pkg, bytes).await;
+    assert_get_fails_cleanly(s, "trunc", &[5]).await;
+}
+
+pub async fn tampered_manifest_is_refused(s: &Subject) {
+    let (v, _) = stored(s, "tamper").await;
+    let at = s.path("tamper");
+    let rel = format!(".blocks/manifests/{v}.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&read(s.block.as_ref(), &at, &rel).await).unwrap();
+    let entries = m["entries"].as_array_mut().unwrap();
+    let file = entries.iter_mut().find(|e| e["kind"] == "file").unwrap();
+    file["sha256"] = serde_json::Value::String("0".repeat(64));
+    write(s.block.as_ref(), &at, &rel, serde_json::to_vec(&m).unwrap()).await;
+    assert_get_fails_cleanly(s, "tamper", &[5]).await;
+}
+
+pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
+    stored(s, "dangling").await;
+    let head = serde_json::json!({"version": "ab".repeat(32), "updated": "2026-01-01T00:00:00Z"});
+    write(
+        s.block.as_ref(),
+        &s.path("dangling"),
+        ".blocks/HEAD",
+        serde_json::to_vec(&head).unwrap(),
+    )
+    .await;
+    assert_get_fails_cleanly(s, "dangling", &[3, 5]).await;
+    write(
+        s.block.as_ref(),
+        &s.path("dangling"),
+        ".blocks/HEAD",
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_get_fails_cleanly(s, "dangling", &[5]).await;
+}
+
+pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
+    let outside = s.fresh_dir("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let abs = outside.join("abs-evil.txt");
+    let abs_name = abs.to_str().unwrap().to_string();
+    let evil = b"evil".as_slice();
+    let cases: Vec<(
+        &str,
+        Vec<RawEntry>,
+        Vec<storage_core::manifest::ManifestEntry>,
+    )> = vec![
+        (
+            "dotdot",
+            vec![RawEntry::file("../../dotdot-evil.txt", evil)],
+            vec![file_record("dotdot-evil.txt", evil)],
+        ),
+        (
+            "dotdot-in-manifest",
+            vec![RawEntry::file("../x.txt", evil)],
+            vec![file_record("../x.txt", evil)],
+        ),
+        (
+            "absolute",
+            vec![RawEntry::file(&abs_name, evil)],
+            vec![file_record("abs-evil.txt", evil)],
+        ),
+        (
+            "escaping-link",
+            vec![RawEntry::link(
+                "esc",
+                tar::EntryType::Symlink,
+                "../../../outside",
+            )],
+            vec![symlink_record("esc", "inside")],
+        ),
+        (
+            "escaping-link-in-manifest",
+            vec![RawEntry::link(
+                "esc",
+                tar::EntryType::Symlink,
+                "../../../outside",
+            )],
+            vec![symlink_record("esc", "../../../outside")],
+        ),
+        (
+            "write-through-link",
+            vec![
+                RawEntry::link("l", tar::EntryType::Symlink, "."),
+                RawEntry::file("l/x.txt", evil),
+            ],
+            vec![symlink_record("l", "."), file_record("l/x.txt", evil)],
+        ),
+        (
+            "hard-link",
+            vec![
+                RawEntry::file("a.txt", evil),
+                RawEntry::link("h.txt", tar::EntryType::Link, "a.txt"),
+            ],
+            vec![file_record("a.txt", evil), file_record("h.txt", evil)],
+        ),
+        (
+            "fifo",
+            vec![RawEntry::special("p", tar::EntryType::Fifo)],
+            vec![file_record("p", b"")],
+        ),
+        (
+            "device",
+            vec![RawEntry::special("dev", tar::EntryType::Char)],
+            vec![file_record("dev", b"")],
+        ),
+        (
+            "not-in-manifest",
+            vec![
+                RawEntry::file("a.txt", evil),
+                RawEntry::file("extra.sh", evil),
+            ],
+            vec![file_record("a.txt", evil)],
+        ),
+    ];
+    for (name, entries, records) in cases {
+        let at = format!("hostile/{name}");
+        plant(
+            s.block.as_ref(),
+            &s.path(&at),
+            &tar_bytes(&entries),
+            records,
+        )
+        .await;
+        let dest = outside.join(format!("dest-{name}"));
+        let r = s
+            .block
+            .get_directory(&s.path(&at), &dest, &GetOptions::default())
+            .await;
+        let c = code(r);
+        assert_eq!(c, 5, "{name}: exit code {c}");
+        assert!(!dest.exists(), "{name}: destination was created");
+        assert_no_leftovers_beside(&dest);
+    }
+    let left: Vec<String> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "files written outside their destination: {left:?}"
+    );
+    assert!(!abs.exists());
+    assert!(
+        !s.fresh_dir("x")
+            .parent()
+            .unwrap()
+            .join("dotdot-evil.txt")
+            .exists()
+    );
+}
+
+pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subject) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, "c1");
+    let with = |p: VersionPrecondition| PutOptions {
+        if_version: Some(p),
+        ..PutOptions::default()
+    };
+    let first = s
+        .block
+        .put_directory(&src, &s.path("cas"), &with(VersionPrecondition::NoVersion))
+        .await;
+    if !s.block.capabilities().compare_and_swap {
+        assert_eq!(
+            code(first),
+            2,
+            "a backend without compare-and-swap must refuse --if-version"
+        );
+        return;
+    }
+    let v1 = first
+        .expect("first put with --if-version none")
+        .version
+        .unwrap();
+    small_tree(&src, "c2");
+    let v2 = s
+        .block
+        .put_directory(
+            &src,
+            &s.path("cas"),
+            &with(VersionPrecondition::Current(v1.clone())),
+        )
+        .await
+        .unwrap()
+        .version
+        .unwrap();
+    small_tree(&src, "c3");
+    let stale = s
+        .block
+        .put_directory(
+            &src,
+            &s.path("cas"),
+            &with(VersionPrecondition::Current(v1.clone())),
+        )
+        .await;
+    assert_eq!(code(stale), 6);
+    let again = s
+        .block
+        .put_directory(&src, &s.path("cas"), &with(VersionPrecondition::NoVersion))
+        .await;
+    assert_eq!(code(again), 6);
+    let current: Vec<_> = s
+        .block
+        .list_versions(&s.path("cas"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.current)
+        .collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].version, v2, "a failed --if-version moved HEAD");
+}
+
+pub async fn cat_reads_one_file_of_the_current_version(s: &Subject) {
+    let src = s.fresh_dir("src");
+    tricky_tree(&src);
+    put(s, &src, "cat").await;
+    let got = s
+        .block
+        .read_path(&s.path("cat/données/été 2026/résumé.txt"))
+        .await
+        .expect("cat");
+    assert_eq!(&got[..], b"unicode\n");
+    let big = s
+        .block
+        .read_path(&s.path("cat/data/big.bin"))
+        .await
+        .expect("cat big");
+    assert_eq!(big.len(), 20 * 1024 * 1024);
+    assert_eq!(&big[..], &crate::tree::noise(20 * 1024 * 1024, 7)[..]);
+    assert_eq!(code(s.block.read_path(&s.path("cat/flows")).await), 2);
+    assert_eq!(code(s.block.read_path(&s.path("cat/nope.txt")).await), 3);
+    let files = s.block.list_files(&s.path("cat")).await.unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.path == "bin/daily-link.py" && f.kind == EntryKind::Symlink)
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.path == "empty-dir/inner-empty" && f.kind == EntryKind::Dir)
+    );
+}
+
+pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
+    let src = s.fresh_dir("src");
+    let mut ids = Vec::new();
+    for v in ["g1", "g2", "g3", "g4"] {
+        small_tree(&src, v);
+        ids.push(put(s, &src, "gc").await.version.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let at = s.path("gc");
+    let current = ids[3].clone();
+    let r = s
+        .block
+        .delete(
+            &at,
+            &DeleteOptions {
+                version: Some(current.clone()),
+            },
+        )
+        .await;
+    assert_eq!(code(r), 6, "the current version must not be deleted alone");
+    s.block
+        .delete(
+            &at,
+            &DeleteOptions {
+                version: Some(ids[0].clone()),
+            },
+        )
+        .await
+        .expect("rm old version");
+    let left: Vec<String> = s
+        .block
+        .list_versions(&at)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, [ids[3].clone(), ids[2].clone(), ids[1].clone()]);
+    if !s.block.capabilities().gc {
+        assert_eq!(code(s.block.gc(&at, 1).await), 2);
+        return;
+    }
+    let report = s.block.gc(&at, 2).await.expect("gc");
+    assert_eq!(report.kept, [ids[3].clone(), ids[2].clone()]);
+    assert_eq!(report.removed_versions, [ids[1].clone()]);
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .expect("current survives gc");
+    assert_eq!(
+        fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "VERSION = \"g4\"\n"
+    );
+    s.block
+        .delete(&at, &DeleteOptions::default())
+        .await
+        .expect("rm whole path");
+    assert_eq!(
+        code(
+            s.block
+                .get_directory(&at, &s.fresh_dir("gone"), &GetOptions::default())
+                .await
+        ),
+        3
+    );
+}
+
+pub async fn concurrent_puts_leave_a_whole_current_version(s: &Subject) {
+    let mut trees = Vec::new();
+    for i in 0..4 {
+        let src = s.fresh_dir("src");
+        small_tree(&src, &format!("c{i}"));
+        write_file(
+            &src,
+            "data/blob.bin",
+            crate::tree::noise(256 * 1024, i + 11),
+        );
+        trees.push(src);
+    }
+    let race = s.path("race");
+    let opts = PutOptions::default();
+    let puts = trees
+        .iter()
+        .map(|src| s.block.put_directory(src, &race, &opts));
+    let reports: Vec<PutReport> = futures::future::join_all(puts)
+        .await
+        .into_iter()
+        .collect::<Result<_, Error>>()
+        .expect("concurrent puts");
+    let versions = s.block.list_versions(&s.path("race")).await.unwrap();
+    assert_eq!(versions.len(), 4);
+    let current = versions
+        .iter()
+        .find(|v| v.current)
+        .expect("one current version");
+    let winner = reports
+        .iter()
+        .position(|r| r.version.as_ref() == Some(&current.version))
+        .expect("HEAD is one of the puts");
+    for v in &versions {
+        let dest = s.fresh_dir("v");
+        let opts = GetOptions {
+            version: Some(v.version.clone()),
+            ..GetOptions::default()
+        };
+        s.block
+            .get_directory(&s.path("race"), &dest, &opts)
+            .await
+            .expect("every listed version reads back whole");
+    }
+    let dest = s.fresh_dir("cur");
+    s.block
+        .get_directory(&s.path("race"), &dest, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&dest), snapshot(&trees[winner]));
+}
