@@ -226,7 +226,7 @@ impl ObjectStoreBlock {
             .collect())
     }
 
-    fn relative<'a>(&self, at: &BlockPath, meta: &'a ObjectMeta) -> Result<String> {
+    fn relative(&self, at: &BlockPath, meta: &ObjectMeta) -> Result<String> {
         let base = self.key(at, "")?;
         let rel: Vec<String> = meta
             .location

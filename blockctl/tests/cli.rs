@@ -1,0 +1,152 @@
+//! blockctl as a user runs it: real processes, a private BLOCKCTL_HOME, exit codes, JSON
+//! output and what reaches stdout and stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_blockctl"))
+            .args(args)
+            .env("BLOCKCTL_HOME", self.path("home"))
+            .env("BLOCKCTL_TEST_SECRET", "s3cret-from-env-71842")
+            .output()
+            .expect("blockctl runs")
+    }
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flow-project")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn put_and_get_on_local_default_round_trip_the_example() {
+    let h = Home::new();
+    let src = example();
+    let put = h.run(&["--json", "put", src.to_str().unwrap(), "local/default/etl"]);
+    assert_eq!(put.status.code(), Some(0), "{}", stderr(&put));
+    let p: serde_json::Value = serde_json::from_slice(&put.stdout).unwrap();
+    assert_eq!(p["slug"], "local/default/etl");
+    assert_eq!(p["skipped"], false);
+    assert_eq!(p["files"], 6);
+    let dest = h.path("run");
+    let get = h.run(&["--json", "get", "local/default/etl", dest.to_str().unwrap()]);
+    assert_eq!(get.status.code(), Some(0), "{}", stderr(&get));
+    let g: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(g["version"], p["version"]);
+    assert_eq!(std::fs::read(dest.join("sql/daily_totals.sql")).unwrap(), std::fs::read(src.join("sql/daily_totals.sql")).unwrap());
+    assert!(h.path("home/storage/etl/.blocks/HEAD").is_file(), "local/default stores under $BLOCKCTL_HOME/storage");
+
+    let again = h.run(&["--json", "put", src.to_str().unwrap(), "local/default/etl"]);
+    let a: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(a["skipped"], true);
+
+    let versions = h.run(&["--json", "versions", "local/default/etl"]);
+    let v: serde_json::Value = serde_json::from_slice(&versions.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["current"], true);
+
+    let cat = h.run(&["cat", "local/default/etl/config/settings.toml"]);
+    assert_eq!(cat.stdout, std::fs::read(src.join("config/settings.toml")).unwrap());
+}
+
+#[test]
+fn errors_are_one_line_with_the_documented_exit_code() {
+    let h = Home::new();
+    let src = example();
+    assert_eq!(h.run(&["put", src.to_str().unwrap(), "local/default/x"]).status.code(), Some(0));
+    let busy = h.path("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("mine"), "x").unwrap();
+    let d = h.path("d");
+    let d = d.to_str().unwrap();
+    let cases: [(&[&str], i32); 5] = [
+        (&["get", "local/default/x", busy.to_str().unwrap()], 6),
+        (&["get", "local/default/nothing", d], 3),
+        (&["get", "local/default/../x", d], 2),
+        (&["versions", "nope/x"], 2),
+        (&["ls", "local/missing-block"], 3),
+    ];
+    for (args, code) in cases {
+        let o = h.run(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("blockctl: "), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1, "a refused get touched DEST");
+}
+
+#[test]
+fn secrets_are_masked_stored_as_written_and_never_printed() {
+    let h = Home::new();
+    let create = h.run(&[
+        "block", "create", "s3/prod-flows", "--set", "bucket=flows", "--set", "secret_access_key=plain-secret-93215",
+        "--set", "session_token=env:BLOCKCTL_TEST_SECRET",
+    ]);
+    assert_eq!(create.status.code(), Some(0), "{}", stderr(&create));
+    let inspect = h.run(&["--json", "block", "inspect", "s3/prod-flows"]);
+    let shown = stdout(&inspect);
+    assert!(!shown.contains("plain-secret-93215"), "{shown}");
+    let i: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(i["fields"]["secret_access_key"], "********");
+    assert_eq!(i["fields"]["session_token"], "env:BLOCKCTL_TEST_SECRET");
+
+    let file = h.path("home/blocks.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("env:BLOCKCTL_TEST_SECRET"));
+    assert!(!text.contains("s3cret-from-env-71842"), "env: secrets must not be written back resolved");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    for args in [
+        vec!["block", "check", "s3/prod-flows"],
+        vec!["put", ".", "s3/prod-flows/x"],
+        vec!["block", "ls", "--json"],
+        vec!["block", "inspect", "s3/prod-flows"],
+    ] {
+        let o = h.run(&args);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(!all.contains("plain-secret-93215") && !all.contains("s3cret-from-env-71842"), "{args:?}: {all}");
+    }
+}
+
+#[test]
+fn block_lifecycle_and_types() {
+    let h = Home::new();
+    let base = h.path("data");
+    let set = format!("basepath={}", base.display());
+    assert_eq!(h.run(&["block", "create", "local/team", "--set", &set]).status.code(), Some(0));
+    assert_eq!(h.run(&["block", "create", "local/team", "--set", &set]).status.code(), Some(6));
+    assert_eq!(h.run(&["block", "create", "local/team", "--set", "nope=1"]).status.code(), Some(2));
+    assert_eq!(h.run(&["block", "create", "local/Bad", "--set", &set]).status.code(), Some(2));
+    let ls = stdout(&h.run(&["block", "ls"]));
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["local/default", "local/team"]);
+    assert_eq!(h.run(&["block", "check", "local/team"]).status.code(), Some(0));
+    assert_eq!(h.run(&["block", "rm", "local/team"]).status.code(), Some(0));
+    assert_eq!(h.run(&["block", "rm", "local/team"]).status.code(), Some(3));
+    let types: serde_json::Value = serde_json::from_slice(&h.run(&["--json", "types"]).stdout).unwrap();
+    let names: Vec<&str> = types.as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+    assert_eq!(names, ["local", "s3", "gcs", "azure", "git", "smb"]);
+}
