@@ -10,7 +10,9 @@ struct Home {
 
 impl Home {
     fn new() -> Self {
-        Home { dir: tempfile::tempdir().unwrap() }
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -54,8 +56,14 @@ fn put_and_get_on_local_default_round_trip_the_example() {
     assert_eq!(get.status.code(), Some(0), "{}", stderr(&get));
     let g: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
     assert_eq!(g["version"], p["version"]);
-    assert_eq!(std::fs::read(dest.join("sql/daily_totals.sql")).unwrap(), std::fs::read(src.join("sql/daily_totals.sql")).unwrap());
-    assert!(h.path("home/storage/etl/.blocks/HEAD").is_file(), "local/default stores under $BLOCKCTL_HOME/storage");
+    assert_eq!(
+        std::fs::read(dest.join("sql/daily_totals.sql")).unwrap(),
+        std::fs::read(src.join("sql/daily_totals.sql")).unwrap()
+    );
+    assert!(
+        h.path("home/storage/etl/.blocks/HEAD").is_file(),
+        "local/default stores under $BLOCKCTL_HOME/storage"
+    );
 
     let again = h.run(&["--json", "put", src.to_str().unwrap(), "local/default/etl"]);
     let a: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
@@ -67,14 +75,22 @@ fn put_and_get_on_local_default_round_trip_the_example() {
     assert_eq!(v[0]["current"], true);
 
     let cat = h.run(&["cat", "local/default/etl/config/settings.toml"]);
-    assert_eq!(cat.stdout, std::fs::read(src.join("config/settings.toml")).unwrap());
+    assert_eq!(
+        cat.stdout,
+        std::fs::read(src.join("config/settings.toml")).unwrap()
+    );
 }
 
 #[test]
 fn errors_are_one_line_with_the_documented_exit_code() {
     let h = Home::new();
     let src = example();
-    assert_eq!(h.run(&["put", src.to_str().unwrap(), "local/default/x"]).status.code(), Some(0));
+    assert_eq!(
+        h.run(&["put", src.to_str().unwrap(), "local/default/x"])
+            .status
+            .code(),
+        Some(0)
+    );
     let busy = h.path("busy");
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("mine"), "x").unwrap();
@@ -95,15 +111,26 @@ fn errors_are_one_line_with_the_documented_exit_code() {
         assert!(err.starts_with("blockctl: "), "{err}");
         assert!(stdout(&o).is_empty());
     }
-    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1, "a refused get touched DEST");
+    assert_eq!(
+        std::fs::read_dir(&busy).unwrap().count(),
+        1,
+        "a refused get touched DEST"
+    );
 }
 
 #[test]
 fn secrets_are_masked_stored_as_written_and_never_printed() {
     let h = Home::new();
     let create = h.run(&[
-        "block", "create", "s3/prod-flows", "--set", "bucket=flows", "--set", "secret_access_key=plain-secret-93215",
-        "--set", "session_token=env:BLOCKCTL_TEST_SECRET",
+        "block",
+        "create",
+        "s3/prod-flows",
+        "--set",
+        "bucket=flows",
+        "--set",
+        "secret_access_key=plain-secret-93215",
+        "--set",
+        "session_token=env:BLOCKCTL_TEST_SECRET",
     ]);
     assert_eq!(create.status.code(), Some(0), "{}", stderr(&create));
     let inspect = h.run(&["--json", "block", "inspect", "s3/prod-flows"]);
@@ -116,9 +143,15 @@ fn secrets_are_masked_stored_as_written_and_never_printed() {
     let file = h.path("home/blocks.toml");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("env:BLOCKCTL_TEST_SECRET"));
-    assert!(!text.contains("s3cret-from-env-71842"), "env: secrets must not be written back resolved");
+    assert!(
+        !text.contains("s3cret-from-env-71842"),
+        "env: secrets must not be written back resolved"
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     for args in [
         vec!["block", "check", "s3/prod-flows"],
@@ -128,7 +161,10 @@ fn secrets_are_masked_stored_as_written_and_never_printed() {
     ] {
         let o = h.run(&args);
         let all = format!("{}{}", stdout(&o), stderr(&o));
-        assert!(!all.contains("plain-secret-93215") && !all.contains("s3cret-from-env-71842"), "{args:?}: {all}");
+        assert!(
+            !all.contains("plain-secret-93215") && !all.contains("s3cret-from-env-71842"),
+            "{args:?}: {all}"
+        );
     }
 }
 
@@ -137,16 +173,48 @@ fn block_lifecycle_and_types() {
     let h = Home::new();
     let base = h.path("data");
     let set = format!("basepath={}", base.display());
-    assert_eq!(h.run(&["block", "create", "local/team", "--set", &set]).status.code(), Some(0));
-    assert_eq!(h.run(&["block", "create", "local/team", "--set", &set]).status.code(), Some(6));
-    assert_eq!(h.run(&["block", "create", "local/team", "--set", "nope=1"]).status.code(), Some(2));
-    assert_eq!(h.run(&["block", "create", "local/Bad", "--set", &set]).status.code(), Some(2));
+    assert_eq!(
+        h.run(&["block", "create", "local/team", "--set", &set])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        h.run(&["block", "create", "local/team", "--set", &set])
+            .status
+            .code(),
+        Some(6)
+    );
+    assert_eq!(
+        h.run(&["block", "create", "local/team", "--set", "nope=1"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        h.run(&["block", "create", "local/Bad", "--set", &set])
+            .status
+            .code(),
+        Some(2)
+    );
     let ls = stdout(&h.run(&["block", "ls"]));
-    assert_eq!(ls.lines().collect::<Vec<_>>(), ["local/default", "local/team"]);
-    assert_eq!(h.run(&["block", "check", "local/team"]).status.code(), Some(0));
+    assert_eq!(
+        ls.lines().collect::<Vec<_>>(),
+        ["local/default", "local/team"]
+    );
+    assert_eq!(
+        h.run(&["block", "check", "local/team"]).status.code(),
+        Some(0)
+    );
     assert_eq!(h.run(&["block", "rm", "local/team"]).status.code(), Some(0));
     assert_eq!(h.run(&["block", "rm", "local/team"]).status.code(), Some(3));
-    let types: serde_json::Value = serde_json::from_slice(&h.run(&["--json", "types"]).stdout).unwrap();
-    let names: Vec<&str> = types.as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+    let types: serde_json::Value =
+        serde_json::from_slice(&h.run(&["--json", "types"]).stdout).unwrap();
+    let names: Vec<&str> = types
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["local", "s3", "gcs", "azure", "git", "smb"]);
 }
