@@ -9,6 +9,11 @@ use storage_core::{
     Result, VersionPrecondition,
 };
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use storage_core::{BlockPath, ProgressEvent, ProgressObserver, StorageBlock};
+
 use crate::Subject;
 use crate::hostile::{RawEntry, file_record, plant, read, symlink_record, tar_bytes, write};
 use crate::tree::{files_only, small_tree, snapshot, tricky_tree, write as write_file};
@@ -691,6 +696,83 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         .collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].version, v2, "a failed --if-version moved HEAD");
+
+    // Another writer moves HEAD between this put's read of HEAD and its swap: the swap must
+    // fail, and HEAD must keep the other writer's value.
+    small_tree(&src, "c4");
+    let moved =
+        serde_json::to_vec(&serde_json::json!({"version": v1, "updated": "2026-01-01T00:00:00Z"}))
+            .unwrap();
+    let interloper = Arc::new(Interloper::new(
+        s.block.clone(),
+        s.path("cas/.blocks/HEAD"),
+        moved,
+    ));
+    let opts = PutOptions {
+        progress: Some(interloper.clone()),
+        ..with(VersionPrecondition::Current(v2.clone()))
+    };
+    let lost = s.block.put_directory(&src, &s.path("cas"), &opts).await;
+    assert!(
+        interloper.fired.load(Ordering::SeqCst),
+        "the interloper never ran"
+    );
+    assert_eq!(
+        code(lost),
+        6,
+        "a HEAD swap ignored a concurrent change of HEAD"
+    );
+    let current: Vec<_> = s
+        .block
+        .list_versions(&s.path("cas"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.current)
+        .collect();
+    assert_eq!(
+        current[0].version, v1,
+        "the losing put overwrote the other writer's HEAD"
+    );
+    let v2 = {
+        let back = serde_json::to_vec(
+            &serde_json::json!({"version": v2, "updated": "2026-01-01T00:00:01Z"}),
+        )
+        .unwrap();
+        write(s.block.as_ref(), &s.path("cas"), ".blocks/HEAD", back).await;
+        v2
+    };
+
+    // Racing puts that all saw v2: exactly one may swap HEAD, the others lose with exit 6.
+    let mut trees = Vec::new();
+    for i in 0..4 {
+        let t = s.fresh_dir("racer");
+        small_tree(&t, &format!("racer{i}"));
+        trees.push(t);
+    }
+    let cas = s.path("cas");
+    let opts = with(VersionPrecondition::Current(v2.clone()));
+    let results =
+        futures::future::join_all(trees.iter().map(|t| s.block.put_directory(t, &cas, &opts)))
+            .await;
+    let winners: Vec<&PutReport> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racing --if-version put may win: {results:?}"
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.exit_code(), 6, "{r}");
+    }
+    let current: Vec<_> = s
+        .block
+        .list_versions(&cas)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.current)
+        .collect();
+    assert_eq!(Some(&current[0].version), winners[0].version.as_ref());
 }
 
 pub async fn cat_reads_one_file_of_the_current_version(s: &Subject) {
@@ -842,4 +924,50 @@ pub async fn concurrent_puts_leave_a_whole_current_version(s: &Subject) {
         .await
         .unwrap();
     assert_eq!(snapshot(&dest), snapshot(&trees[winner]));
+}
+
+/// A progress observer that, when the upload phase starts (after the put has read HEAD),
+/// writes HEAD itself from another thread, as a concurrent writer would.
+struct Interloper {
+    block: Arc<dyn StorageBlock>,
+    head: BlockPath,
+    body: Vec<u8>,
+    fired: AtomicBool,
+}
+
+impl Interloper {
+    fn new(block: Arc<dyn StorageBlock>, head: BlockPath, body: Vec<u8>) -> Self {
+        Interloper {
+            block,
+            head,
+            body,
+            fired: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ProgressObserver for Interloper {
+    fn event(&self, event: ProgressEvent) {
+        if !matches!(
+            event,
+            ProgressEvent::Phase {
+                name: "uploading",
+                ..
+            }
+        ) || self.fired.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let (block, head, body) = (self.block.clone(), self.head.clone(), self.body.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(block.write_path(&head, body.into()))
+                .expect("interloper write");
+        })
+        .join()
+        .expect("interloper thread");
+    }
 }

@@ -4,6 +4,7 @@
 //! checks that the operation is refused as unsupported, never skipped.
 
 pub mod cases;
+pub mod harness;
 pub mod hostile;
 pub mod tree;
 
@@ -20,6 +21,8 @@ pub struct Subject {
     base: String,
     scratch: TempDir,
     counter: AtomicU32,
+    /// Keeps what the block needs alive (an emulator) for as long as the case runs.
+    _guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Subject {
@@ -30,7 +33,14 @@ impl Subject {
             base: base.to_string(),
             scratch: tempfile::tempdir().expect("scratch dir"),
             counter: AtomicU32::new(0),
+            _guard: None,
         }
+    }
+
+    /// Holds `guard` (e.g. the emulator serving the block) until the case ends.
+    pub fn with_guard<T: Send + Sync + 'static>(mut self, guard: Arc<T>) -> Self {
+        self._guard = Some(guard);
+        self
     }
 
     /// A path inside this case's area of the block.

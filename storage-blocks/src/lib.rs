@@ -132,6 +132,10 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
     match doc.id.block_type {
         #[cfg(feature = "local")]
         BlockType::Local => Ok(Arc::new(storage_local::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "s3")]
+        BlockType::S3 => Ok(Arc::new(storage_s3::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "azure")]
+        BlockType::Azure => Ok(Arc::new(storage_azure::open(&doc.typed()?, &label)?)),
         t => {
             check_typed(doc)?;
             Err(Error::Unsupported(format!(

@@ -790,6 +790,21 @@ fn scrub_error(e: Error, secrets: &[String]) -> Error {
     }
 }
 
+#[cfg(feature = "cloud")]
+/// What every remote object store retries: timeouts, 5xx and connection resets, with
+/// exponential backoff, for at most two minutes per request.
+pub fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
 pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }

@@ -29,4 +29,6 @@ pub mod stream;
 pub mod tree;
 
 pub use adapter::ObjectStoreBlock;
+#[cfg(feature = "cloud")]
+pub use adapter::retry_config;
 pub use manifest::{HeadRecord, PackageManifest};

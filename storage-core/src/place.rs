@@ -126,6 +126,14 @@ fn merge(staging: &Path, dest: &Path) -> Result<()> {
             }
         }
         let staged_dir = fs::symlink_metadata(&item).is_ok_and(|m| m.is_dir());
+        let target_is_link =
+            fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink());
+        if staged_dir && target_is_link {
+            return Err(Error::Integrity(format!(
+                "{} is a symlink in the destination; merging would write through it",
+                target.display()
+            )));
+        }
         if let Ok(m) = fs::symlink_metadata(&target)
             && m.is_dir()
             && !staged_dir

