@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
@@ -42,6 +42,7 @@ pub fn unpack_verified(
     let mut seen: HashSet<String> = HashSet::with_capacity(by_path.len());
     let mut links: Vec<(String, String)> = Vec::new();
     let mut done = Extracted::default();
+    let mut made_dirs: HashSet<PathBuf> = HashSet::new();
 
     let decoder =
         zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
@@ -118,21 +119,21 @@ pub fn unpack_verified(
                     )));
                 }
                 let dest = staging.join(&out_rel);
-                if let Some(parent) = dest.parent() {
+                if let Some(parent) = dest.parent()
+                    && !made_dirs.contains(parent)
+                {
                     fs::create_dir_all(parent)
                         .map_err(|e| Error::io(format!("creating the folder of {out_rel}"), e))?;
+                    made_dirs.insert(parent.to_path_buf());
                 }
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&dest)
+                let file = create_file(&dest, record.mode)
                     .map_err(|e| Error::io(format!("creating {out_rel}"), e))?;
-                verify_stream(
-                    &mut entry,
-                    record,
-                    io::BufWriter::with_capacity(256 * 1024, file),
-                )?;
-                set_mode(&dest, record.mode)?;
+                if record.size <= SMALL_FILE {
+                    verify_stream(&mut entry, record, file)?;
+                } else {
+                    let out = io::BufWriter::with_capacity(256 * 1024, file);
+                    verify_stream(&mut entry, record, out)?;
+                }
                 done.files += 1;
                 done.bytes += record.size;
                 on_bytes(record.size);
@@ -156,6 +157,22 @@ pub fn unpack_verified(
     Ok(done)
 }
 
+/// Files up to this size are copied with one write instead of through a buffer.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// Creates a new file (never over an existing one) with its final mode, in one call.
+fn create_file(path: &Path, mode: u32) -> io::Result<fs::File> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    let _ = mode;
+    opts.open(path)
+}
+
 /// The path an entry takes under the destination, if it lies in `subtree`.
 fn kept_path(path: &str, subtree: &str) -> Option<String> {
     if subtree.is_empty() {
@@ -172,7 +189,14 @@ fn kept_path(path: &str, subtree: &str) -> Option<String> {
 /// Copies an entry's bytes to `out`, checking its length and sha256 against the record.
 fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Write) -> Result<()> {
     let mut reader = HashingReader::new(entry);
-    io::copy(&mut reader, &mut out).map_err(corrupt)?;
+    if record.size <= SMALL_FILE {
+        let mut data = Vec::with_capacity(record.size as usize);
+        reader.read_to_end(&mut data).map_err(corrupt)?;
+        out.write_all(&data)
+            .map_err(|e| Error::io(format!("writing {}", record.path), e))?;
+    } else {
+        io::copy(&mut reader, &mut out).map_err(corrupt)?;
+    }
     out.flush()
         .map_err(|e| Error::io(format!("writing {}", record.path), e))?;
     let (size, sha) = reader.finish();
@@ -187,17 +211,6 @@ fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Wr
 
 fn corrupt(e: io::Error) -> Error {
     Error::Integrity(format!("package is corrupt or truncated: {e}"))
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
-    }
-    let _ = (path, mode);
-    Ok(())
 }
 
 fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
