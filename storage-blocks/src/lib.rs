@@ -134,6 +134,8 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
         BlockType::Local => Ok(Arc::new(storage_local::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "s3")]
         BlockType::S3 => Ok(Arc::new(storage_s3::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "gcs")]
+        BlockType::Gcs => Ok(Arc::new(storage_gcs::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "azure")]
         BlockType::Azure => Ok(Arc::new(storage_azure::open(&doc.typed()?, &label)?)),
         t => {

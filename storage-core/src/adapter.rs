@@ -73,8 +73,9 @@ impl ObjectStoreBlock {
             label: label.into(),
             caps,
             secrets: Vec::new(),
-            part_size: 16 * 1024 * 1024,
-            concurrency: 8,
+            // 8 MiB parts, 4 in flight: about 40 MiB of upload buffers at most.
+            part_size: 8 * 1024 * 1024,
+            concurrency: 4,
         }
     }
 

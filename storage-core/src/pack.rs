@@ -13,6 +13,8 @@ use crate::tree::SourceEntry;
 /// A new frame starts at the first entry boundary after this much uncompressed input.
 pub const FRAME_TARGET: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_LEVEL: i32 = 3;
+/// Bytes of input per zstd worker job.
+const JOB_SIZE: u32 = 2 * 1024 * 1024;
 
 /// Where each entry landed, and the frame table.
 #[derive(Debug, Clone, Default)]
@@ -197,6 +199,8 @@ fn new_encoder<W: Write>(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     if threads > 1 {
         enc.multithread(threads)?;
+        // Small jobs keep zstd's in-flight buffers (about 3 jobs per worker) to a few MiB.
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
     }
     Ok(enc)
 }

@@ -1,10 +1,34 @@
-//! GCS blocks: configuration and capabilities. The client (opendal's GCS service under the
-//! generic adapter) is built in issue 3.
+//! GCS blocks: opendal's GCS service (the JSON API, which fake-gcs-server serves too) adapted
+//! to `object_store` by `object_store_opendal`, under the generic adapter. `object_store`'s own
+//! GCS client writes through the XML API, which the emulator does not serve.
+//!
+//! What that stack does not do by itself is done here (`store.rs`): the HEAD swap is a real
+//! generation-match write that the server checks (`json.rs`), and large packages stream
+//! through a resumable upload.
+
+mod auth;
+mod json;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use FieldKind::{Bool, String as Text};
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{HttpTransporter, OperationContext, Operator};
+use opendal_http_transport_reqwest::ReqwestTransport;
 use serde::Deserialize;
 use storage_core::slug::BlockType;
-use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
+use storage_core::{
+    BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
+    TypeSpec,
+};
+
+/// The `object_store` crate whose trait [`open_store`] implements.
+pub use object_store;
+
+/// Where GCS's JSON API lives when no endpoint is set.
+pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +83,7 @@ impl BlockConfig for GcsConfig {
                 Text,
                 false,
                 true,
-                "service account key JSON, or env:NAME",
+                "service account key JSON (or its base64), or env:NAME",
             ),
             field(
                 "service_account_path",
@@ -70,14 +94,177 @@ impl BlockConfig for GcsConfig {
             ),
             field("anonymous", Bool, false, false, "send no credentials"),
         ],
-        capabilities: Capabilities {
-            package_layout: true,
-            files_layout: true,
-            versions: true,
-            atomic_put: true,
-            compare_and_swap: true,
-            files_keep_metadata: false,
-            gc: true,
-        },
+        capabilities: CAPABILITIES,
     };
+}
+
+pub const CAPABILITIES: Capabilities = Capabilities {
+    package_layout: true,
+    files_layout: true,
+    versions: true,
+    atomic_put: true,
+    // HEAD is swapped by a write that GCS itself refuses unless the generation still matches.
+    compare_and_swap: true,
+    files_keep_metadata: false,
+    gc: true,
+};
+
+/// Builds the block. Without `anonymous` or a key, credentials come from the standard Google
+/// environment (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the VM metadata server).
+pub fn open(config: &GcsConfig, label: &str) -> Result<ObjectStoreBlock> {
+    let (store, secrets) = build(config, label)?;
+    let prefix = config.prefix.as_deref().unwrap_or("");
+    Ok(ObjectStoreBlock::new(store, prefix, label, CAPABILITIES).with_secrets(secrets))
+}
+
+/// The object store under [`open`]'s block (keys are whole object names: the block's prefix
+/// is not applied), for tools and tests that work on objects directly.
+pub fn open_store(config: &GcsConfig, label: &str) -> Result<Arc<dyn object_store::ObjectStore>> {
+    build(config, label).map(|(store, _)| store)
+}
+
+/// The endpoint with no trailing `/`, and without the JSON API's `/storage/v1` should the
+/// user have copied that part of a URL too.
+fn endpoint(config: &GcsConfig, label: &str) -> Result<String> {
+    let raw = config
+        .endpoint
+        .as_deref()
+        .unwrap_or(DEFAULT_ENDPOINT)
+        .trim();
+    let trimmed = raw.trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/storage/v1").unwrap_or(trimmed);
+    let valid = ["http://", "https://"]
+        .iter()
+        .any(|s| trimmed.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    if !valid {
+        return Err(Error::Usage(format!(
+            "{label}: endpoint `{}` is not an http:// or https:// URL",
+            storage_core::secret::redact(raw)
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn build(
+    config: &GcsConfig,
+    label: &str,
+) -> Result<(Arc<dyn object_store::ObjectStore>, Vec<String>)> {
+    if config.bucket.trim().is_empty() {
+        return Err(Error::Usage(format!("{label}: bucket is empty")));
+    }
+    let raw_key = config
+        .service_account_key
+        .as_ref()
+        .map(|k| k.resolve("service_account_key"))
+        .transpose()?;
+    let source = auth::Source::new(
+        label,
+        config.anonymous.unwrap_or(false),
+        raw_key.as_deref(),
+        config.service_account_path.as_deref(),
+    )?;
+    let secrets = match (&raw_key, &source) {
+        (Some(raw), auth::Source::Key(json)) => auth::key_secrets(raw, json),
+        _ => Vec::new(),
+    };
+    let endpoint = endpoint(config, label)?;
+
+    // The block's prefix is the adapter's root, so opendal works from the bucket's root.
+    let mut builder = opendal::services::Gcs::default()
+        .bucket(&config.bucket)
+        .endpoint(&endpoint)
+        .root("/")
+        // Credentials come only from `source`: no environment, no metadata server unless
+        // `source` asks for them.
+        .disable_config_load()
+        .disable_vm_metadata();
+    builder = match source.chain() {
+        None => builder.skip_signature(),
+        Some(chain) => builder.credential_provider_chain(chain),
+    };
+    let fail = |e: opendal::Error| {
+        Error::Usage(format!(
+            "{label}: {}",
+            storage_core::secret::scrub(&e.to_string(), &secrets)
+        ))
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Backend(format!("{label}: cannot set up HTTP: {e}")))?;
+    let http = HttpTransporter::new(ReqwestTransport::new(client));
+    let op = Operator::new(builder)
+        .map_err(fail)?
+        .with_context(OperationContext::new().with_http_transport(http.clone()))
+        // Each attempt is timed out on its own, so the timeout goes below the retries.
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(60))
+                .with_io_timeout(Duration::from_secs(60)),
+        )
+        // Timeouts, 5xx, 429 and connection resets: exponential backoff, 6 more tries.
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(6),
+        );
+    let json = json::JsonApi::new(
+        &endpoint,
+        &config.bucket,
+        http.clone(),
+        source.signer(http),
+        op.clone(),
+    );
+    let store = store::GcsStore::new(op, json, &config.bucket);
+    Ok((Arc::new(store), secrets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: Option<&str>) -> GcsConfig {
+        GcsConfig {
+            bucket: "b".into(),
+            prefix: None,
+            endpoint: endpoint.map(str::to_string),
+            service_account_key: None,
+            service_account_path: None,
+            anonymous: Some(true),
+        }
+    }
+
+    #[test]
+    fn endpoints_are_normalized() {
+        let e = |s| endpoint(&config(s), "gcs/x");
+        assert_eq!(e(None).unwrap(), DEFAULT_ENDPOINT);
+        assert_eq!(
+            e(Some("http://127.0.0.1:4443/")).unwrap(),
+            "http://127.0.0.1:4443"
+        );
+        assert_eq!(
+            e(Some("http://127.0.0.1:4443/storage/v1/")).unwrap(),
+            "http://127.0.0.1:4443"
+        );
+        assert!(e(Some("127.0.0.1:4443")).is_err());
+        assert!(e(Some("http://")).is_err());
+    }
+
+    #[test]
+    fn a_bad_key_is_a_usage_error_that_shows_no_key() {
+        let mut c = config(None);
+        c.anonymous = None;
+        c.service_account_key = Some(Secret::new("s3cr3t-not-a-key"));
+        let err = open(&c, "gcs/x").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn anonymous_blocks_open_without_touching_the_network() {
+        let block = open(&config(Some("http://127.0.0.1:9")), "gcs/x").unwrap();
+        assert!(storage_core::StorageBlock::capabilities(&block).compare_and_swap);
+    }
 }

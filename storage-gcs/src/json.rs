@@ -1,0 +1,334 @@
+//! Conditional writes through the JSON API, sent by this crate itself.
+//!
+//! opendal's GCS service turns every conditional write (`if_not_exists`, `if_version_match`)
+//! into a resumable upload. GCS enforces `ifGenerationMatch` there, but fake-gcs-server
+//! 1.54 (the build on PyPI) ignores it on resumable and `uploadType=media` uploads and
+//! enforces it only on `uploadType=multipart`. A HEAD record is a few hundred bytes, so one
+//! multipart request is also the cheapest way to write it: so conditional writes go out as
+//! `POST /upload/storage/v1/b/B/o?uploadType=multipart&ifGenerationMatch=G`, signed with the
+//! block's own credentials, and the swap is checked by the server on both.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Request, StatusCode, header};
+use object_store::path::Path;
+use object_store::{PutPayload, PutResult};
+use opendal::{Buffer, HttpTransporter, Operator};
+use reqsign_core::Signer;
+use reqsign_google::Credential;
+
+/// How often a request that failed for a transient reason is sent again.
+const ATTEMPTS: u32 = 6;
+/// Bound on one request, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bodies up to this size are compared with the stored object when a retried conditional
+/// write meets a precondition failure (the first attempt may have been the one that won).
+const RECONCILE_LIMIT: usize = 1 << 20;
+
+#[derive(Clone)]
+pub(crate) struct JsonApi {
+    endpoint: String,
+    bucket: String,
+    http: HttpTransporter,
+    signer: Option<Signer<Credential>>,
+    /// Reads the object back when a retried write must be reconciled.
+    op: Operator,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(PutResult),
+    Precondition,
+    /// Worth another try; `maybe_applied` when the server may have written the object.
+    Retry {
+        why: String,
+        maybe_applied: bool,
+    },
+    Failed(object_store::Error),
+}
+
+impl JsonApi {
+    pub(crate) fn new(
+        endpoint: &str,
+        bucket: &str,
+        http: HttpTransporter,
+        signer: Option<Signer<Credential>>,
+        op: Operator,
+    ) -> Self {
+        JsonApi {
+            endpoint: endpoint.to_string(),
+            bucket: bucket.to_string(),
+            http,
+            signer,
+            op,
+        }
+    }
+
+    /// Writes `name` only if its live generation is `generation` (`"0"`: only if there is no
+    /// live object). A lost race is `Error::Precondition`.
+    pub(crate) async fn insert_if_generation(
+        &self,
+        location: &Path,
+        name: &str,
+        payload: PutPayload,
+        generation: &str,
+    ) -> object_store::Result<PutResult> {
+        if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(object_store::Error::Generic {
+                store: "GCS",
+                source: format!("`{generation}` is not a GCS generation").into(),
+            });
+        }
+        let data: Bytes = Bytes::from(payload);
+        let (content_type, body) = multipart_body(name, &data);
+        let url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=multipart&name={}&ifGenerationMatch={generation}",
+            self.endpoint,
+            encode(&self.bucket),
+            encode(name),
+        );
+        let mut maybe_applied = false;
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            match self
+                .attempt(location, &url, &content_type, body.clone())
+                .await
+            {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Precondition => {
+                    if maybe_applied
+                        && data.len() <= RECONCILE_LIMIT
+                        && let Some(r) = self.written_by_us(name, &data).await
+                    {
+                        return Ok(r);
+                    }
+                    return Err(object_store::Error::Precondition {
+                        path: location.to_string(),
+                        source: format!(
+                            "the object's generation is no longer {generation}: another \
+                             writer changed it first"
+                        )
+                        .into(),
+                    });
+                }
+                Attempt::Retry {
+                    why,
+                    maybe_applied: m,
+                } => {
+                    maybe_applied |= m;
+                    last = why;
+                }
+                Attempt::Failed(e) => return Err(e),
+            }
+        }
+        Err(object_store::Error::Generic {
+            store: "GCS",
+            source: format!("conditional write of {location} failed {ATTEMPTS} times: {last}")
+                .into(),
+        })
+    }
+
+    async fn attempt(
+        &self,
+        location: &Path,
+        url: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Attempt {
+        let req = Request::post(url)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Buffer::from(body));
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(generic(format!("bad request for {location}: {e}"))),
+        };
+        let req = match &self.signer {
+            None => req,
+            Some(signer) => {
+                let (mut parts, body) = req.into_parts();
+                if let Err(e) = signer.sign(&mut parts, None).await {
+                    return Attempt::Failed(object_store::Error::Unauthenticated {
+                        path: location.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+                // As opendal does: let the client set Host, or GCS may reset HTTP/2 streams.
+                parts.headers.remove(header::HOST);
+                Request::from_parts(parts, body)
+            }
+        };
+        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.http.send(req)).await {
+            Err(_) => {
+                return Attempt::Retry {
+                    why: format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+                    maybe_applied: true,
+                };
+            }
+            Ok(Err(e)) if e.is_temporary() => {
+                return Attempt::Retry {
+                    why: e.to_string(),
+                    maybe_applied: true,
+                };
+            }
+            Ok(Err(e)) => return Attempt::Failed(generic(e.to_string())),
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        let text = || {
+            let body = resp.body().to_bytes();
+            let s = String::from_utf8_lossy(&body);
+            s.chars().take(400).collect::<String>()
+        };
+        let path = location.to_string();
+        match status {
+            StatusCode::OK | StatusCode::CREATED => {
+                match serde_json::from_slice::<ObjectResource>(&resp.body().to_bytes()) {
+                    Ok(o) => Attempt::Done(PutResult {
+                        e_tag: o.etag,
+                        version: o.generation,
+                        extensions: Default::default(),
+                    }),
+                    Err(e) => Attempt::Failed(generic(format!(
+                        "GCS answered an upload of {location} with an unreadable object: {e}"
+                    ))),
+                }
+            }
+            StatusCode::PRECONDITION_FAILED => Attempt::Precondition,
+            StatusCode::NOT_FOUND => Attempt::Failed(object_store::Error::NotFound {
+                path,
+                source: format!("404 Not Found (is the bucket there?): {}", text()).into(),
+            }),
+            StatusCode::UNAUTHORIZED => Attempt::Failed(object_store::Error::Unauthenticated {
+                path,
+                source: format!("401 Unauthorized: {}", text()).into(),
+            }),
+            StatusCode::FORBIDDEN => Attempt::Failed(object_store::Error::PermissionDenied {
+                path,
+                source: format!("403 Forbidden: {}", text()).into(),
+            }),
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
+                why: format!("{status}: {}", text()),
+                maybe_applied: false,
+            },
+            s if s.is_server_error() => Attempt::Retry {
+                why: format!("{status}: {}", text()),
+                maybe_applied: true,
+            },
+            s => Attempt::Failed(generic(format!("upload of {location}: {s}: {}", text()))),
+        }
+    }
+
+    /// After a lost answer and then a precondition failure: is the live object ours?
+    async fn written_by_us(&self, name: &str, data: &Bytes) -> Option<PutResult> {
+        let meta = self.op.stat(name).await.ok()?;
+        let stored = self.op.read(name).await.ok()?;
+        (stored.to_bytes() == *data).then(|| PutResult {
+            e_tag: meta.etag().map(str::to_string),
+            version: meta.version().map(str::to_string),
+            extensions: Default::default(),
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ObjectResource {
+    generation: Option<String>,
+    etag: Option<String>,
+}
+
+fn generic(msg: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "GCS",
+        source: msg.into(),
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A `multipart/related` body: the object's metadata, then its bytes. Returns the content
+/// type (with the boundary) and the body.
+fn multipart_body(name: &str, data: &[u8]) -> (String, Bytes) {
+    let metadata = serde_json::json!({ "name": name }).to_string();
+    let mut boundary = format!("blocks-{:016x}", seed());
+    while contains(data, boundary.as_bytes()) || metadata.contains(&boundary) {
+        boundary = format!("blocks-{:016x}", seed());
+    }
+    let mut body = BytesMut::with_capacity(data.len() + metadata.len() + 256);
+    body.put_slice(format!("--{boundary}\r\n").as_bytes());
+    body.put_slice(b"Content-Type: application/json; charset=UTF-8\r\n\r\n");
+    body.put_slice(metadata.as_bytes());
+    body.put_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+    body.put_slice(b"Content-Type: application/octet-stream\r\n\r\n");
+    body.put_slice(data);
+    body.put_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; boundary={boundary}"),
+        body.freeze(),
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A value that differs from call to call (a boundary only has to be absent from the body).
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_for_a_query() {
+        assert_eq!(encode("a b/c+d%e#é"), "a%20b%2Fc%2Bd%25e%23%C3%A9");
+        assert_eq!(encode("x-y_z.~1"), "x-y_z.~1");
+    }
+
+    #[test]
+    fn multipart_body_frames_the_data() {
+        let (ct, body) = multipart_body("a/.blocks/HEAD", b"{\"version\":\"v\"}");
+        let boundary = ct.strip_prefix("multipart/related; boundary=").unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.starts_with(&format!("--{boundary}\r\n")));
+        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+        assert!(text.contains("\r\n\r\n{\"version\":\"v\"}\r\n"));
+        assert!(text.contains(r#"{"name":"a/.blocks/HEAD"}"#));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(10), Duration::from_secs(5));
+    }
+}
