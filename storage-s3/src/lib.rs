@@ -1,6 +1,8 @@
 //! S3 blocks: object_store's S3 client under the generic adapter. Custom endpoints use
 //! path-style requests; HEAD swaps are conditional (If-Match / If-None-Match).
 
+mod profile;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,12 +124,27 @@ pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
         .with_bucket_name(&config.bucket)
         .with_retry(storage_core::retry_config());
     let mut secrets = Vec::new();
-    if let Some(region) = &config.region {
+    let env_has = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    // Keys and region the block leaves out come from the AWS environment variables (read by
+    // from_env above), else from the shared credentials/config files.
+    let profile = profile::from_environment();
+    let region = config.region.clone().or_else(|| {
+        (!env_has("AWS_REGION") && !env_has("AWS_DEFAULT_REGION"))
+            .then(|| profile.region.clone().unwrap_or_else(|| "us-east-1".into()))
+    });
+    if let Some(region) = region {
         b = b.with_region(region);
-    } else if std::env::var_os("AWS_REGION").is_none()
-        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    }
+    if config.access_key_id.is_none()
+        && !env_has("AWS_ACCESS_KEY_ID")
+        && let (Some(id), Some(key)) = (&profile.access_key_id, &profile.secret_access_key)
     {
-        b = b.with_region("us-east-1");
+        secrets.push(key.clone());
+        b = b.with_access_key_id(id).with_secret_access_key(key);
+        if let Some(token) = &profile.session_token {
+            secrets.push(token.clone());
+            b = b.with_token(token);
+        }
     }
     if let Some(endpoint) = &config.endpoint {
         b = b
