@@ -41,7 +41,10 @@ impl Out {
     }
 
     pub fn error(&self, e: &Error) {
-        eprintln!("blockctl: {e}");
+        eprintln!(
+            "blockctl: {}",
+            storage_blocks::error::one_line(&e.to_string())
+        );
     }
 
     pub fn warn(&self, msg: &str) {

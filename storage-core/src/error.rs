@@ -61,7 +61,7 @@ impl Error {
     /// Maps an object store error, with the credentials in its text redacted.
     pub fn from_store(err: object_store::Error) -> Self {
         use object_store::Error as E;
-        let text = redact(&err.to_string());
+        let text = one_line(&redact(&err.to_string()));
         match err {
             E::NotFound { .. } => Error::NotFound(text),
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::Conflict(text),
@@ -90,6 +90,11 @@ impl Error {
             },
         }
     }
+}
+
+/// Server replies (XML error bodies) span lines; a message is one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Object stores report a refused signature or key as a generic HTTP error; these are the
@@ -137,6 +142,17 @@ mod tests {
         assert_eq!(Error::Integrity("x".into()).exit_code(), 5);
         assert_eq!(Error::Conflict("x".into()).exit_code(), 6);
         assert_eq!(Error::Backend("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn store_errors_become_one_line() {
+        let err = object_store::Error::Generic {
+            store: "S3",
+            source: "403 Forbidden: <Error>\n  <Code>AccessDenied</Code>\r\n</Error>".into(),
+        };
+        let e = Error::from_store(err);
+        assert_eq!(e.exit_code(), 4);
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::cache_dir;
 /// Runs `install` unless `marker` already records `spec`, then records it. Holds an exclusive
 /// lock on `<cache>/<lock>.lock` meanwhile, so a second caller waits and then finds the
 /// marker. A failed install leaves no marker, so the next run tries again.
-fn once(
+pub(super) fn once(
     lock: &str,
     marker: &Path,
     spec: &str,
@@ -38,7 +38,7 @@ fn once(
 }
 
 /// Runs an install command; on failure the error names it and ends with its output's tail.
-fn run(cmd: &mut Command) -> Result<(), String> {
+pub(super) fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;

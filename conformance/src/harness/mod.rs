@@ -10,6 +10,7 @@ pub mod http;
 mod install;
 mod moto;
 mod process;
+mod s3s;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 pub use azurite::Azurite;
 pub use fake_gcs::FakeGcs;
 pub use moto::Moto;
+pub use s3s::S3sFs;
 
 /// Where emulators are installed: `$STORAGE_BLOCKS_EMULATORS` if set, else
 /// `<workspace root>/target/emulators`, so every test binary of the workspace shares one
