@@ -55,6 +55,13 @@ impl Subject {
     }
 }
 
+/// A bucket or container name for a case: its name with `-` for `_`, at most 63 characters
+/// (the rule S3, GCS and Azure share).
+pub fn bucket_name(case: &str) -> String {
+    let name: String = case.replace('_', "-").chars().take(63).collect();
+    name.trim_end_matches('-').to_string()
+}
+
 /// Expands to one `#[tokio::test]` per conformance case, each calling `$make` (an async fn
 /// returning a [`Subject`]) for a fresh subject.
 #[macro_export]

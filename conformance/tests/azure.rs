@@ -8,14 +8,9 @@ use conformance::{Subject, conformance_suite};
 use storage_azure::{AzureConfig, open};
 use storage_core::Secret;
 
-pub fn container_name(case: &str) -> String {
-    let name: String = case.replace('_', "-").chars().take(63).collect();
-    name.trim_end_matches('-').to_string()
-}
-
 async fn azure_subject(case: &str) -> Subject {
     let azurite = shared::<Azurite>(Azurite::start);
-    let container = container_name(case);
+    let container = conformance::bucket_name(case);
     azurite
         .create_container(&container)
         .expect("create container");

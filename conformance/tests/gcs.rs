@@ -19,12 +19,6 @@ use storage_gcs::{GcsConfig, open, open_store};
 
 const PREFIX: &str = "team/flows";
 
-/// GCS bucket names: 3-63 lowercase letters, digits, `-` and `_`.
-fn bucket_name(case: &str) -> String {
-    let name: String = case.replace('_', "-").chars().take(63).collect();
-    name.trim_end_matches('-').to_string()
-}
-
 fn config(gcs: &FakeGcs, bucket: &str) -> GcsConfig {
     GcsConfig {
         bucket: bucket.into(),
@@ -39,7 +33,7 @@ fn config(gcs: &FakeGcs, bucket: &str) -> GcsConfig {
 /// The shared server and a fresh bucket on it.
 fn server_with_bucket(case: &str) -> (Arc<FakeGcs>, GcsConfig) {
     let gcs = shared::<FakeGcs>(FakeGcs::start);
-    let bucket = bucket_name(case);
+    let bucket = conformance::bucket_name(case);
     gcs.create_bucket(&bucket).expect("create bucket");
     let config = config(&gcs, &bucket);
     (gcs, config)

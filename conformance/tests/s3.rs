@@ -8,11 +8,6 @@ use conformance::{Subject, conformance_suite};
 use storage_core::Secret;
 use storage_s3::{S3Config, open};
 
-pub fn bucket_name(case: &str) -> String {
-    let name: String = case.replace('_', "-").chars().take(63).collect();
-    name.trim_end_matches('-').to_string()
-}
-
 pub fn config(endpoint: &str, bucket: &str, secret: &str) -> S3Config {
     S3Config {
         bucket: bucket.into(),
@@ -29,7 +24,7 @@ pub fn config(endpoint: &str, bucket: &str, secret: &str) -> S3Config {
 
 async fn s3_subject(case: &str) -> Subject {
     let moto = shared::<Moto>(Moto::start);
-    let bucket = bucket_name(case);
+    let bucket = conformance::bucket_name(case);
     moto.create_bucket(&bucket).expect("create bucket");
     let block = open(
         &config(&moto.endpoint, &bucket, "conformance-secret"),

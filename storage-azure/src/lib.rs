@@ -85,15 +85,7 @@ impl BlockConfig for AzureConfig {
     };
 }
 
-pub const CAPABILITIES: Capabilities = Capabilities {
-    package_layout: true,
-    files_layout: true,
-    versions: true,
-    atomic_put: true,
-    compare_and_swap: true,
-    files_keep_metadata: false,
-    gc: true,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
 /// The parts of a connection string this block uses.
 fn parse_connection_string(cs: &str) -> (Option<String>, Option<String>, Option<String>) {

@@ -31,6 +31,20 @@ pub struct Capabilities {
     pub gc: bool,
 }
 
+impl Capabilities {
+    /// What every store behind the generic adapter can do: both layouts, versions, an atomic
+    /// and conditional HEAD swap, gc; a files layout keeps only files.
+    pub const OBJECT_STORE: Capabilities = Capabilities {
+        package_layout: true,
+        files_layout: true,
+        versions: true,
+        atomic_put: true,
+        compare_and_swap: true,
+        files_keep_metadata: false,
+        gc: true,
+    };
+}
+
 /// How a tree is stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -98,16 +98,7 @@ impl BlockConfig for GcsConfig {
     };
 }
 
-pub const CAPABILITIES: Capabilities = Capabilities {
-    package_layout: true,
-    files_layout: true,
-    versions: true,
-    atomic_put: true,
-    // HEAD is swapped by a write that GCS itself refuses unless the generation still matches.
-    compare_and_swap: true,
-    files_keep_metadata: false,
-    gc: true,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
 /// Builds the block. Without `anonymous` or a key, credentials come from the standard Google
 /// environment (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the VM metadata server).

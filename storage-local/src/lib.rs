@@ -20,15 +20,7 @@ pub struct LocalConfig {
     pub basepath: String,
 }
 
-pub const CAPABILITIES: Capabilities = Capabilities {
-    package_layout: true,
-    files_layout: true,
-    versions: true,
-    atomic_put: true,
-    compare_and_swap: true,
-    files_keep_metadata: false,
-    gc: true,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
 impl BlockConfig for LocalConfig {
     const SPEC: TypeSpec = TypeSpec {

@@ -101,15 +101,7 @@ impl BlockConfig for S3Config {
     };
 }
 
-pub const CAPABILITIES: Capabilities = Capabilities {
-    package_layout: true,
-    files_layout: true,
-    versions: true,
-    atomic_put: true,
-    compare_and_swap: true,
-    files_keep_metadata: false,
-    gc: true,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
 /// Builds the block; credentials the block leaves out come from the standard AWS
 /// environment variables.
