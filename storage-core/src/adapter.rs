@@ -46,6 +46,14 @@ pub struct ObjectStoreBlock {
     secrets: Vec<String>,
     part_size: usize,
     concurrency: usize,
+    sweeper: Option<Arc<dyn LeftoverSweeper>>,
+}
+
+/// Removes what interrupted uploads leave that the store's listing does not show (staged
+/// files of a local store, incomplete multipart uploads), for `gc`.
+pub trait LeftoverSweeper: Send + Sync + std::fmt::Debug {
+    /// Removes leftovers under `prefix` last touched before `older_than`; returns how many.
+    fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64>;
 }
 
 /// What is stored at a path, as `get` finds it.
@@ -76,7 +84,14 @@ impl ObjectStoreBlock {
             // 8 MiB parts, 4 in flight: about 40 MiB of upload buffers at most.
             part_size: 8 * 1024 * 1024,
             concurrency: 4,
+            sweeper: None,
         }
+    }
+
+    /// Lets `gc` also remove leftovers the listing does not show.
+    pub fn with_sweeper(mut self, sweeper: Arc<dyn LeftoverSweeper>) -> Self {
+        self.sweeper = Some(sweeper);
+        self
     }
 
     /// Values scrubbed from every error text (the block's resolved secrets).
@@ -1074,6 +1089,12 @@ impl StorageBlock for ObjectStoreBlock {
             .map(|m| m.location)
             .collect();
         report.removed_leftovers = self.delete_all(at, leftovers).await? as u64;
+        if let Some(sweeper) = self.sweeper.clone() {
+            let prefix = self.key(at, BLOCKS_DIR)?;
+            let older_than = SystemTime::now() - LEFTOVER_GRACE;
+            report.removed_leftovers +=
+                tokio::task::spawn_blocking(move || sweeper.sweep(&prefix, older_than)).await??;
+        }
         Ok(report)
     }
 

@@ -28,7 +28,7 @@ pub mod place;
 pub mod stream;
 pub mod tree;
 
-pub use adapter::ObjectStoreBlock;
 #[cfg(feature = "cloud")]
 pub use adapter::retry_config;
+pub use adapter::{LeftoverSweeper, ObjectStoreBlock};
 pub use manifest::{HeadRecord, PackageManifest};

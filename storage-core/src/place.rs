@@ -38,8 +38,9 @@ pub fn staging_for(dest: &Path) -> Result<TempDir> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_abandoned_staging(&parent, &name);
     tempfile::Builder::new()
-        .prefix(&format!(".{name}.blockctl-"))
+        .prefix(&format!(".{name}.blockctl-{}-", std::process::id()))
         .tempdir_in(&parent)
         .map_err(|e| {
             Error::io(
@@ -47,6 +48,42 @@ pub fn staging_for(dest: &Path) -> Result<TempDir> {
                 e,
             )
         })
+}
+
+/// Removes staging folders for `name` left by a get that was killed: their names carry the
+/// PID of the process that made them, and that process is gone.
+fn remove_abandoned_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.blockctl-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    #[cfg(unix)]
+    {
+        match rustix::process::Pid::from_raw(pid) {
+            Some(pid) => rustix::process::test_kill_process(pid).is_ok(),
+            None => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 fn parent_of(dest: &Path) -> PathBuf {
@@ -266,6 +303,23 @@ mod tests {
         let err = commit(staged(&[("a/x.txt", "new")], &dest), &dest, GetMode::Merge).unwrap_err();
         assert_eq!(err.exit_code(), 5);
         assert!(!outside.join("x.txt").exists());
+    }
+
+    #[test]
+    fn staging_of_a_dead_process_is_removed_and_a_live_one_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("run");
+        // PIDs above the kernel's maximum (4194304) are never alive.
+        let dead = d.path().join(".run.blockctl-999999999-abc");
+        let live = d
+            .path()
+            .join(format!(".run.blockctl-{}-def", std::process::id()));
+        fs::create_dir(&dead).unwrap();
+        fs::create_dir(&live).unwrap();
+        let fresh = staging_for(&dest).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(fresh.path().exists());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, TypeSpec,
 };
 
-pub use store::LockedLocalStore;
+pub use store::{LockedLocalStore, StagedFileSweeper};
 
 /// A folder on this machine (or a mounted share) that holds the block's data.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,12 +50,8 @@ pub fn open(config: &LocalConfig, label: &str) -> Result<ObjectStoreBlock> {
     std::fs::create_dir_all(base)
         .map_err(|e| Error::io(format!("{label}: creating {}", base.display()), e))?;
     let store = LockedLocalStore::new(base)?;
-    Ok(ObjectStoreBlock::new(
-        Arc::new(store),
-        "",
-        label,
-        CAPABILITIES,
-    ))
+    let sweeper = Arc::new(store.sweeper());
+    Ok(ObjectStoreBlock::new(Arc::new(store), "", label, CAPABILITIES).with_sweeper(sweeper))
 }
 
 #[cfg(test)]

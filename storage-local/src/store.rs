@@ -26,6 +26,13 @@ impl LockedLocalStore {
         Ok(LockedLocalStore { inner })
     }
 
+    /// The gc helper that removes staged files of interrupted writes.
+    pub fn sweeper(&self) -> StagedFileSweeper {
+        StagedFileSweeper {
+            inner: self.inner.clone(),
+        }
+    }
+
     async fn put_if_current(
         &self,
         location: &Path,
@@ -123,4 +130,50 @@ impl ObjectStore for LockedLocalStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+/// Removes the staged files (`NAME#N`) that an interrupted write leaves beside its target;
+/// `LocalFileSystem` hides them from listings.
+#[derive(Debug)]
+pub struct StagedFileSweeper {
+    pub(crate) inner: LocalFileSystem,
+}
+
+impl storage_core::LeftoverSweeper for StagedFileSweeper {
+    fn sweep(&self, prefix: &Path, older_than: std::time::SystemTime) -> storage_core::Result<u64> {
+        let Ok(dir) = self.inner.path_to_filesystem(&prefix.clone().join("x")) else {
+            return Ok(0);
+        };
+        let dir = dir.parent().map(FsPath::to_path_buf).unwrap_or_default();
+        let mut removed = 0;
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if is_staged(&path) && meta.modified().is_ok_and(|m| m < older_than) {
+                    std::fs::remove_file(&path).map_err(|e| {
+                        storage_core::Error::io(format!("removing {}", path.display()), e)
+                    })?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `NAME#DIGITS`: how `LocalFileSystem` names a write in progress.
+fn is_staged(path: &FsPath) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
