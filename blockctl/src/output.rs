@@ -92,6 +92,7 @@ impl Out {
             let caps = [
                 ("package-layout", c.package_layout),
                 ("files-layout", c.files_layout),
+                ("native-tree", c.native_tree),
                 ("versions", c.versions),
                 ("atomic", c.atomic_put),
                 ("cas", c.compare_and_swap),

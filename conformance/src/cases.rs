@@ -16,7 +16,9 @@ use storage_core::{BlockPath, ProgressEvent, ProgressObserver, StorageBlock};
 
 use crate::Subject;
 use crate::hostile::{RawEntry, file_record, plant, read, symlink_record, tar_bytes, write};
-use crate::tree::{files_only, small_tree, snapshot, tricky_tree, write as write_file};
+use crate::tree::{
+    files_only, small_tree, snapshot, tricky_tree, without_empty_dirs, write as write_file,
+};
 
 fn code<T: std::fmt::Debug>(r: Result<T>) -> i32 {
     match r {
@@ -71,7 +73,21 @@ pub async fn round_trip_keeps_a_tricky_tree_exactly(s: &Subject) {
         .expect("get");
     assert_eq!(got.version, report.version);
     assert_eq!(got.files, files);
-    assert_eq!(snapshot(&dest), before, "the tree read back differs");
+    let expected = if s.block.capabilities().native_tree {
+        // Declared: a native tree has no empty folders, and the put says what it left out.
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("empty-dir/inner-empty")),
+            "no warning about the empty folder: {:?}",
+            report.warnings
+        );
+        without_empty_dirs(&before)
+    } else {
+        before
+    };
+    assert_eq!(snapshot(&dest), expected, "the tree read back differs");
 }
 
 pub async fn unchanged_reput_uploads_nothing(s: &Subject) {
@@ -199,11 +215,24 @@ pub async fn sub_paths_are_independent_and_a_package_folder_can_be_pulled(s: &Su
         .get_directory(&s.path("p"), &d1, &GetOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        snapshot(&d1),
-        snapshot(&outer),
-        "a nested put leaked into its parent's version"
-    );
+    if s.block.capabilities().native_tree {
+        // Declared: a path is a folder of one tree, so the nested put is part of `p` now.
+        let both = s.fresh_dir("both");
+        small_tree(&both, "outer");
+        write_file(&both, "sub/only-here.txt", "sub file");
+        small_tree(&both.join("deeper/inner"), "inner");
+        assert_eq!(
+            snapshot(&d1),
+            snapshot(&both),
+            "p does not hold the nested put"
+        );
+    } else {
+        assert_eq!(
+            snapshot(&d1),
+            snapshot(&outer),
+            "a nested put leaked into its parent's version"
+        );
+    }
     let d2 = s.fresh_dir("d2");
     s.block
         .get_directory(&s.path("p/deeper/inner"), &d2, &GetOptions::default())
@@ -340,6 +369,14 @@ pub async fn ignore_rules_leave_files_out(s: &Subject) {
         no_default_ignores: true,
         ..PutOptions::default()
     };
+    let native = s.block.capabilities().native_tree;
+    if native {
+        // Declared: a native (git) tree cannot hold `.git`; the put says so and stores nothing.
+        let r = s.block.put_directory(&src, &s.path("ign2"), &opts).await;
+        assert_eq!(code(r), 2, "a native tree must refuse a folder named .git");
+        assert_eq!(code(s.block.list_versions(&s.path("ign2")).await), 3);
+        fs::remove_dir_all(src.join(".git")).unwrap();
+    }
     s.block
         .put_directory(&src, &s.path("ign2"), &opts)
         .await
@@ -349,7 +386,7 @@ pub async fn ignore_rules_leave_files_out(s: &Subject) {
         .get_directory(&s.path("ign2"), &d2, &GetOptions::default())
         .await
         .unwrap();
-    assert!(d2.join(".git/HEAD").is_file());
+    assert_eq!(d2.join(".git/HEAD").is_file(), !native);
     assert!(d2.join("build/out.o").is_file());
     assert!(!d2.join("conf").exists());
 }
@@ -467,7 +504,41 @@ async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
     assert_eq!(snapshot(&keep), before);
 }
 
+/// What a backend without the package layout declares instead of the cases that tamper
+/// with packages: it has no raw package objects, so writing one is refused as unsupported,
+/// and what was put reads back unchanged.
+async fn assert_no_raw_objects(s: &Subject, at: &str) {
+    let src = s.fresh_dir("src");
+    small_tree(&src, at);
+    let v = put(s, &src, at).await.version.unwrap();
+    for rel in [
+        format!(".blocks/packages/{v}.tar.zst"),
+        format!(".blocks/manifests/{v}.json"),
+        ".blocks/HEAD".to_string(),
+    ] {
+        let path = BlockPath::parse(&s.path(at).join(&rel)).unwrap();
+        let r = s
+            .block
+            .write_path(&path, b"{not json".to_vec().into())
+            .await;
+        assert_eq!(
+            code(r),
+            2,
+            "{rel}: a backend without the package layout must refuse raw writes"
+        );
+    }
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&s.path(at), &dest, &GetOptions::default())
+        .await
+        .expect("get after the refused writes");
+    assert_eq!(snapshot(&dest), snapshot(&src));
+}
+
 pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "corrupt").await;
+    }
     let (_, pkg) = stored(s, "corrupt").await;
     let at = s.path("corrupt");
     let mut bytes = read(s.block.as_ref(), &at, &pkg).await;
@@ -478,6 +549,9 @@ pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "trunc").await;
+    }
     let (_, pkg) = stored(s, "trunc").await;
     let at = s.path("trunc");
     let mut bytes = read(s.block.as_ref(), &at, &pkg).await;
@@ -487,6 +561,9 @@ pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn tampered_manifest_is_refused(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "tamper").await;
+    }
     let (v, _) = stored(s, "tamper").await;
     let at = s.path("tamper");
     let rel = format!(".blocks/manifests/{v}.json");
@@ -500,6 +577,9 @@ pub async fn tampered_manifest_is_refused(s: &Subject) {
 }
 
 pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "dangling").await;
+    }
     stored(s, "dangling").await;
     let head = serde_json::json!({"version": "ab".repeat(32), "updated": "2026-01-01T00:00:00Z"});
     write(
@@ -521,6 +601,10 @@ pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
 }
 
 pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        // No archives to plant; a native tree's own hostile entries are its backend's tests.
+        return assert_no_raw_objects(s, "hostile").await;
+    }
     let outside = s.fresh_dir("outside");
     fs::create_dir_all(&outside).unwrap();
     let abs = outside.join("abs-evil.txt");
@@ -698,16 +782,28 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
     assert_eq!(current[0].version, v2, "a failed --if-version moved HEAD");
 
     // Another writer moves HEAD between this put's read of HEAD and its swap: the swap must
-    // fail, and HEAD must keep the other writer's value.
+    // fail, and HEAD must keep the other writer's value. A native tree has no HEAD object:
+    // there the other writer puts a tree of its own.
     small_tree(&src, "c4");
-    let moved =
-        serde_json::to_vec(&serde_json::json!({"version": v1, "updated": "2026-01-01T00:00:00Z"}))
-            .unwrap();
-    let interloper = Arc::new(Interloper::new(
-        s.block.clone(),
-        s.path("cas/.blocks/HEAD"),
-        moved,
-    ));
+    let native = s.block.capabilities().native_tree;
+    let other_move = if native {
+        let other = s.fresh_dir("other");
+        small_tree(&other, "other writer");
+        Move::Put {
+            src: other,
+            at: s.path("cas"),
+        }
+    } else {
+        let body = serde_json::to_vec(
+            &serde_json::json!({"version": v1, "updated": "2026-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        Move::WriteHead {
+            head: s.path("cas/.blocks/HEAD"),
+            body,
+        }
+    };
+    let interloper = Arc::new(Interloper::new(s.block.clone(), other_move));
     let opts = PutOptions {
         progress: Some(interloper.clone()),
         ..with(VersionPrecondition::Current(v2.clone()))
@@ -730,11 +826,19 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         .into_iter()
         .filter(|v| v.current)
         .collect();
-    assert_eq!(
-        current[0].version, v1,
-        "the losing put overwrote the other writer's HEAD"
-    );
-    let v2 = {
+    let v2 = if native {
+        let theirs = interloper.stored.lock().unwrap().clone();
+        assert_eq!(
+            Some(&current[0].version),
+            theirs.as_ref(),
+            "the losing put overwrote the other writer's version"
+        );
+        current[0].version.clone()
+    } else {
+        assert_eq!(
+            current[0].version, v1,
+            "the losing put overwrote the other writer's HEAD"
+        );
         let back = serde_json::to_vec(
             &serde_json::json!({"version": v2, "updated": "2026-01-01T00:00:01Z"}),
         )
@@ -800,10 +904,17 @@ pub async fn cat_reads_one_file_of_the_current_version(s: &Subject) {
             .iter()
             .any(|f| f.path == "bin/daily-link.py" && f.kind == EntryKind::Symlink)
     );
+    // A native tree has no empty folders (declared); every other layout lists them.
+    assert_eq!(
+        files
+            .iter()
+            .any(|f| f.path == "empty-dir/inner-empty" && f.kind == EntryKind::Dir),
+        !s.block.capabilities().native_tree
+    );
     assert!(
         files
             .iter()
-            .any(|f| f.path == "empty-dir/inner-empty" && f.kind == EntryKind::Dir)
+            .any(|f| f.path == "flows/etl" && f.kind == EntryKind::Dir)
     );
 }
 
@@ -817,6 +928,37 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
     }
     let at = s.path("gc");
     let current = ids[3].clone();
+    if !s.block.capabilities().gc {
+        // Declared: versions cannot be dropped, neither one by one nor by gc; rm of the whole
+        // path still works.
+        for v in [&current, &ids[0]] {
+            let one = DeleteOptions {
+                version: Some(v.clone()),
+            };
+            assert_eq!(code(s.block.delete(&at, &one).await), 2);
+        }
+        assert_eq!(code(s.block.gc(&at, 1).await), 2);
+        let left: Vec<String> = s
+            .block
+            .list_versions(&at)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+        assert_eq!(left, newest_first);
+        s.block
+            .delete(&at, &DeleteOptions::default())
+            .await
+            .expect("rm whole path");
+        let gone = s
+            .block
+            .get_directory(&at, &s.fresh_dir("gone"), &GetOptions::default())
+            .await;
+        assert_eq!(code(gone), 3);
+        return;
+    }
     let r = s
         .block
         .delete(
@@ -927,21 +1069,33 @@ pub async fn concurrent_puts_leave_a_whole_current_version(s: &Subject) {
 }
 
 /// A progress observer that, when the upload phase starts (after the put has read HEAD),
-/// writes HEAD itself from another thread, as a concurrent writer would.
+/// moves the current version itself from another thread, as a concurrent writer would.
 struct Interloper {
     block: Arc<dyn StorageBlock>,
-    head: BlockPath,
-    body: Vec<u8>,
+    action: Move,
     fired: AtomicBool,
+    /// The version the other writer's put stored.
+    stored: std::sync::Mutex<Option<String>>,
+}
+
+/// How the other writer moves the current version.
+enum Move {
+    /// Writes HEAD as it is (package layout).
+    WriteHead { head: BlockPath, body: Vec<u8> },
+    /// Puts another tree (native trees, which have no HEAD object).
+    Put {
+        src: std::path::PathBuf,
+        at: BlockPath,
+    },
 }
 
 impl Interloper {
-    fn new(block: Arc<dyn StorageBlock>, head: BlockPath, body: Vec<u8>) -> Self {
+    fn new(block: Arc<dyn StorageBlock>, action: Move) -> Self {
         Interloper {
             block,
-            head,
-            body,
+            action,
             fired: AtomicBool::new(false),
+            stored: std::sync::Mutex::new(None),
         }
     }
 }
@@ -958,16 +1112,30 @@ impl ProgressObserver for Interloper {
         {
             return;
         }
-        let (block, head, body) = (self.block.clone(), self.head.clone(), self.body.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(block.write_path(&head, body.into()))
-                .expect("interloper write");
-        })
-        .join()
-        .expect("interloper thread");
+        let block = self.block.clone();
+        let stored = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    match &self.action {
+                        Move::WriteHead { head, body } => {
+                            rt.block_on(block.write_path(head, body.clone().into()))
+                                .expect("interloper write");
+                            None
+                        }
+                        Move::Put { src, at } => {
+                            rt.block_on(block.put_directory(src, at, &PutOptions::default()))
+                                .expect("interloper put")
+                                .version
+                        }
+                    }
+                })
+                .join()
+                .expect("interloper thread")
+        });
+        *self.stored.lock().unwrap() = stored;
     }
 }

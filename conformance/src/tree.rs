@@ -132,3 +132,17 @@ pub fn files_only(snap: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
 pub fn files_of(snap: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
     files_only(snap)
 }
+
+/// A snapshot without the folders that hold no file or link, at any depth: what a store that
+/// keeps no empty folders (git) gives back.
+pub fn without_empty_dirs(snap: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    let holds_something = |dir: &str| {
+        let prefix = format!("{dir}/");
+        snap.iter()
+            .any(|(k, v)| *v != Node::Dir && k.starts_with(&prefix))
+    };
+    snap.iter()
+        .filter(|(k, v)| **v != Node::Dir || holds_something(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

@@ -138,6 +138,8 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
         BlockType::Gcs => Ok(Arc::new(storage_gcs::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "azure")]
         BlockType::Azure => Ok(Arc::new(storage_azure::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "git")]
+        BlockType::Git => Ok(Arc::new(storage_git::open(&doc.typed()?, &label)?)),
         t => {
             check_typed(doc)?;
             Err(Error::Unsupported(format!(

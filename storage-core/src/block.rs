@@ -19,6 +19,12 @@ pub struct Capabilities {
     pub package_layout: bool,
     /// Stores trees as a plain mirror of files.
     pub files_layout: bool,
+    /// Stores trees natively as the store's own commits (git) instead of packages: the
+    /// default layout is a commit of the tree, so there are no raw package objects to read or
+    /// write (`write_path` is unsupported); a path is a folder of one tree, so a put below it
+    /// changes it; empty folders are left out (with a warning) and a folder named `.git`
+    /// cannot be stored.
+    pub native_tree: bool,
     /// Keeps old versions and can list them.
     pub versions: bool,
     /// A reader never sees a partly written version.
@@ -27,7 +33,7 @@ pub struct Capabilities {
     pub compare_and_swap: bool,
     /// The files layout keeps empty directories, modes and symlinks.
     pub files_keep_metadata: bool,
-    /// Old versions can be dropped by `gc`.
+    /// Old versions can be dropped, one by one (`rm --version`) or by `gc`.
     pub gc: bool,
 }
 
@@ -37,6 +43,7 @@ impl Capabilities {
     pub const OBJECT_STORE: Capabilities = Capabilities {
         package_layout: true,
         files_layout: true,
+        native_tree: false,
         versions: true,
         atomic_put: true,
         compare_and_swap: true,

@@ -238,6 +238,7 @@ mod tests {
             capabilities: Capabilities {
                 package_layout: true,
                 files_layout: true,
+                native_tree: false,
                 versions: true,
                 atomic_put: true,
                 compare_and_swap: true,

@@ -1,10 +1,18 @@
-//! Git blocks: configuration and capabilities. The git2 client is built in issue 4. Git
-//! stores trees natively (commits), so it declares neither the package nor the files layout.
+//! Git blocks: a repository (GitHub, GitLab, Bitbucket or any remote) through git2. Git
+//! stores trees natively: a put commits the tree at its path onto a branch and pushes it, a
+//! version is a commit id, and a get fetches a branch, tag or commit (shallow by default)
+//! and writes the tree of its path. It has neither the package nor the files layout.
+
+mod block;
+mod remote;
+mod tree;
 
 use FieldKind::{Integer, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
-use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
+use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Result, Secret, TypeSpec};
+
+pub use block::GitBlock;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +44,21 @@ const fn field(
     }
 }
 
+/// What git can do: versions are commits, a put is one commit (atomic) pushed only as a
+/// fast-forward from the commit it was built on (compare-and-swap), trees keep modes and
+/// symlinks. History is never rewritten, so versions cannot be dropped (no gc, no
+/// `rm --version`), and there are no packages, mirrors or raw objects.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    package_layout: false,
+    files_layout: false,
+    native_tree: true,
+    versions: true,
+    atomic_put: true,
+    compare_and_swap: true,
+    files_keep_metadata: false,
+    gc: false,
+};
+
 impl BlockConfig for GitConfig {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::Git,
@@ -46,14 +69,14 @@ impl BlockConfig for GitConfig {
                 Text,
                 true,
                 false,
-                "repository URL (https://, http:// or git://)",
+                "repository URL (https://, http://, git:// or file://)",
             ),
             field(
                 "reference",
                 Text,
                 false,
                 false,
-                "branch, tag or commit id to get",
+                "branch, tag or commit id to get (default: the branch)",
             ),
             field(
                 "branch",
@@ -69,7 +92,13 @@ impl BlockConfig for GitConfig {
                 true,
                 "access token or password, or env:NAME",
             ),
-            field("username", Text, false, false, "user name for basic auth"),
+            field(
+                "username",
+                Text,
+                false,
+                false,
+                "user name for basic auth (default: what the host expects with a token)",
+            ),
             field(
                 "depth",
                 Integer,
@@ -77,17 +106,26 @@ impl BlockConfig for GitConfig {
                 false,
                 "fetch depth; 0 = full history (default 1)",
             ),
-            field("author_name", Text, false, false, "commit author name"),
-            field("author_email", Text, false, false, "commit author email"),
+            field(
+                "author_name",
+                Text,
+                false,
+                false,
+                "commit author name (default blockctl)",
+            ),
+            field(
+                "author_email",
+                Text,
+                false,
+                false,
+                "commit author email (default blockctl@localhost)",
+            ),
         ],
-        capabilities: Capabilities {
-            package_layout: false,
-            files_layout: false,
-            versions: true,
-            atomic_put: true,
-            compare_and_swap: true,
-            files_keep_metadata: true,
-            gc: false,
-        },
+        capabilities: CAPABILITIES,
     };
+}
+
+/// Builds the block: checks the URL and depth, resolves the token. Nothing is contacted yet.
+pub fn open(config: &GitConfig, label: &str) -> Result<GitBlock> {
+    GitBlock::new(config, label)
 }

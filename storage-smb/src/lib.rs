@@ -70,6 +70,7 @@ impl BlockConfig for SmbConfig {
             compare_and_swap: false,
             files_keep_metadata: false,
             gc: true,
+            native_tree: false,
         },
     };
 }

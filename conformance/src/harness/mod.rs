@@ -6,6 +6,7 @@
 mod azure_auth;
 mod azurite;
 mod fake_gcs;
+mod git;
 pub mod http;
 mod install;
 mod moto;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 pub use azurite::Azurite;
 pub use fake_gcs::FakeGcs;
+pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
 pub use s3s::S3sFs;
 

@@ -1,0 +1,667 @@
+//! The git block: every operation works in a private bare repository in a temp dir, fetching
+//! only what it needs (the tip, shallow; the whole history for versions), and runs on a
+//! blocking thread. A put builds the new tree from the old one with only its path replaced,
+//! commits it and pushes it as a fast-forward from the commit it was built on; a plain put
+//! that loses that race builds again on the new tip.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use git2::{ObjectType, Oid, Repository, Signature, Sort};
+use storage_core::place::{check_destination, commit, staging_for};
+use storage_core::tree::{ScanOptions, SourceTree};
+use storage_core::{
+    BlockPath, Capabilities, DeleteOptions, Error, GcReport, GetOptions, GetReport, Layout,
+    ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, StorageBlock,
+    VersionInfo, VersionPrecondition,
+};
+use tempfile::TempDir;
+
+use crate::remote::{GitRemote, PushOutcome, short};
+use crate::tree::{Local, entry_at, list, splice, totals, write_out, write_source};
+use crate::{CAPABILITIES, GitConfig};
+
+/// Where a fetched reference lands in the private repository.
+const WANTED: &str = "refs/blockctl/wanted";
+/// How often a plain put builds again on a branch that moved under it.
+const PUT_ATTEMPTS: u32 = 8;
+
+/// A git repository as a storage block.
+#[derive(Clone)]
+pub struct GitBlock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    label: String,
+    remote: GitRemote,
+    /// What get, cat, ls and versions read.
+    reference: String,
+    /// What put and rm commit to.
+    branch: String,
+    /// Fetch depth; 0 is the full history.
+    depth: i32,
+    author_name: String,
+    author_email: String,
+}
+
+/// A private bare repository, removed when dropped.
+struct Workspace {
+    repo: Repository,
+    _dir: TempDir,
+}
+
+impl Workspace {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("blockctl-git-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temp dir for git", e))?;
+        let repo = Repository::init_bare(dir.path()).local("creating a private repository")?;
+        Ok(Workspace { repo, _dir: dir })
+    }
+}
+
+impl GitBlock {
+    pub(crate) fn new(config: &GitConfig, label: &str) -> Result<Self> {
+        let bad = |e: Error| e.context(label);
+        let token = config
+            .token
+            .as_ref()
+            .map(|t| t.resolve("token"))
+            .transpose()
+            .map_err(bad)?;
+        let remote = GitRemote::new(&config.url, config.username.as_deref(), token).map_err(bad)?;
+        let depth = match config.depth {
+            None => 1,
+            Some(d) if (0..=i32::MAX as i64).contains(&d) => d as i32,
+            Some(d) => {
+                return Err(Error::Usage(format!(
+                    "{label}: depth {d} is not allowed; give 0 (full history) or more"
+                )));
+            }
+        };
+        let branch = config
+            .branch
+            .clone()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "main".into());
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(Error::Usage(format!(
+                "{label}: branch {branch:?} is not a valid branch name"
+            )));
+        }
+        Ok(GitBlock {
+            inner: Arc::new(Inner {
+                label: label.to_string(),
+                remote,
+                reference: config
+                    .reference
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| branch.clone()),
+                branch,
+                depth,
+                author_name: config
+                    .author_name
+                    .clone()
+                    .unwrap_or_else(|| "blockctl".into()),
+                author_email: config
+                    .author_email
+                    .clone()
+                    .unwrap_or_else(|| "blockctl@localhost".into()),
+            }),
+        })
+    }
+
+    /// Runs `op` on a blocking thread, its errors naming `at`.
+    async fn run<T: Send + 'static>(
+        &self,
+        at: &BlockPath,
+        op: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        let slug = inner.slug(at);
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await?
+            .map_err(|e| e.context(slug))
+    }
+}
+
+impl std::fmt::Debug for GitBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitBlock")
+            .field("label", &self.inner.label)
+            .field("url", &self.inner.remote.url())
+            .field("branch", &self.inner.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn slug(&self, at: &BlockPath) -> String {
+        if at.is_root() {
+            self.label.clone()
+        } else {
+            format!("{}/{at}", self.label)
+        }
+    }
+
+    /// Fetches what get reads (`reference`: a branch, a tag or a commit id) and returns its
+    /// commit; `full` fetches the whole history.
+    fn fetch_reference(&self, repo: &Repository, full: bool) -> Result<Oid> {
+        let depth = if full { 0 } else { self.depth };
+        let wanted = self.reference.as_str();
+        let refs = self.remote.list()?;
+        let advertised = [
+            format!("refs/heads/{wanted}"),
+            format!("refs/tags/{wanted}"),
+            wanted.to_string(),
+        ]
+        .into_iter()
+        .find(|name| name.starts_with("refs/") && refs.iter().any(|(r, _)| r == name));
+        if let Some(name) = advertised {
+            self.remote
+                .fetch(repo, &[format!("+{name}:{WANTED}")], depth)?;
+            let id = repo.refname_to_id(WANTED).local("reading a fetched ref")?;
+            return peel_commit(repo, id);
+        }
+        if is_commit_prefix(wanted) {
+            // A commit id: asked for directly where the server allows it, else looked up in
+            // the history of every branch and tag.
+            if wanted.len() == 40
+                && self
+                    .remote
+                    .fetch(repo, &[format!("{wanted}:{WANTED}")], depth)
+                    .is_ok()
+                && let Ok(id) = repo.refname_to_id(WANTED)
+            {
+                return peel_commit(repo, id);
+            }
+            self.remote.fetch(
+                repo,
+                &[
+                    "+refs/heads/*:refs/remotes/origin/*".to_string(),
+                    "+refs/tags/*:refs/tags/*".to_string(),
+                ],
+                0,
+            )?;
+            return find_commit(repo, wanted, &format!("reference {wanted}"));
+        }
+        if wanted == self.branch && !refs.iter().any(|(r, _)| r.starts_with("refs/heads/")) {
+            return Err(Error::NotFound(format!(
+                "nothing is stored there: the repository has no branch yet ({wanted} is made by the first put)"
+            )));
+        }
+        Err(Error::NotFound(format!(
+            "the repository has no branch, tag or commit {wanted}"
+        )))
+    }
+
+    /// The commit get reads: `--version` (a commit id or a unique prefix, searched in the
+    /// reference's history), else the reference.
+    fn wanted_commit(&self, repo: &Repository, version: Option<&str>) -> Result<Oid> {
+        match version {
+            None => self.fetch_reference(repo, false),
+            Some(v) => {
+                if !is_commit_prefix(v) {
+                    return Err(Error::Usage(format!(
+                        "version `{v}` is not a commit id; give at least 4 hex digits"
+                    )));
+                }
+                self.fetch_reference(repo, true)?;
+                find_commit(repo, v, &format!("version {v}"))
+            }
+        }
+    }
+
+    /// The tip of `branch` fetched shallow, or `None` when the branch does not exist yet.
+    fn fetch_branch(&self, repo: &Repository) -> Result<Option<Oid>> {
+        let name = format!("refs/heads/{}", self.branch);
+        let refs = self.remote.list()?;
+        if !refs.iter().any(|(r, _)| *r == name) {
+            return Ok(None);
+        }
+        self.remote.fetch(repo, &[format!("+{name}:{WANTED}")], 1)?;
+        Ok(Some(
+            repo.refname_to_id(WANTED).local("reading a fetched ref")?,
+        ))
+    }
+
+    fn get(&self, from: &BlockPath, dest: &Path, opts: &GetOptions) -> Result<GetReport> {
+        check_destination(dest, opts.mode)?;
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let id = self.wanted_commit(repo, opts.version.as_deref())?;
+        let root = commit_tree(repo, id)?;
+        let tree = match entry_at(&root, from.as_str())? {
+            Some((tree_id, true)) => repo.find_tree(tree_id).local("reading a tree")?,
+            Some((_, false)) => {
+                return Err(Error::Usage(format!(
+                    "this is a file in commit {}, not a folder; read it with cat",
+                    short(&id)
+                )));
+            }
+            None => {
+                return Err(Error::NotFound(format!(
+                    "no such path in commit {}",
+                    short(&id)
+                )));
+            }
+        };
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "writing",
+                total: None,
+            },
+        );
+        let staging = staging_for(dest)?;
+        let written = write_out(repo, &tree, staging.path())?;
+        commit(staging, dest, opts.mode)?;
+        emit(&opts.progress, ProgressEvent::Done);
+        Ok(GetReport {
+            version: Some(id.to_string()),
+            layout: Layout::Package,
+            files: written.files,
+            bytes: written.bytes,
+        })
+    }
+
+    fn put(&self, src: &Path, to: &BlockPath, opts: &PutOptions) -> Result<PutReport> {
+        if opts.layout == Layout::Files {
+            return Err(Error::Unsupported(
+                "git blocks have no files layout: a put commits the tree (leave out --layout files)"
+                    .into(),
+            ));
+        }
+        let scan = ScanOptions {
+            ignore_file: opts.ignore_file.clone(),
+            no_default_ignores: opts.no_default_ignores,
+            follow_symlinks: opts.follow_symlinks,
+        };
+        let tree = SourceTree::scan(src, &scan)?;
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let (subtree, mut warnings) = write_source(repo, &tree)?;
+        let Some(subtree) = subtree else {
+            return Err(Error::Usage(format!(
+                "{} holds no file to commit (git stores no empty folders)",
+                src.display()
+            )));
+        };
+        warnings.splice(0..0, tree.warnings.iter().cloned());
+        for w in &warnings {
+            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
+        }
+        let message = format!("blockctl put {}", shown(to));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = self.fetch_branch(repo)?;
+            let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
+            check_precondition(&opts.if_version, base, base_tree.as_ref(), to)?;
+            let root = splice(repo, base_tree.as_ref(), &segments(to), Some(subtree))?;
+            let mut report = PutReport {
+                version: base.map(|b| b.to_string()),
+                layout: Layout::Package,
+                files: tree.file_count(),
+                bytes: tree.file_bytes(),
+                skipped: true,
+                warnings: warnings.clone(),
+            };
+            if base_tree.as_ref().is_some_and(|t| t.id() == root) {
+                emit(&opts.progress, ProgressEvent::Done);
+                return Ok(report);
+            }
+            let new = self.commit(repo, root, base, &message)?;
+            emit(
+                &opts.progress,
+                ProgressEvent::Phase {
+                    name: "uploading",
+                    total: None,
+                },
+            );
+            match self.remote.push(repo, &self.branch, new, base)? {
+                PushOutcome::Pushed => {
+                    emit(&opts.progress, ProgressEvent::Done);
+                    report.version = Some(new.to_string());
+                    report.skipped = false;
+                    return Ok(report);
+                }
+                PushOutcome::Moved(why) => {
+                    if opts.if_version.is_some() {
+                        return Err(Error::Conflict(format!(
+                            "the push was rejected as non-fast-forward: {why} since this put read it; nothing was changed (get the new version, then put again)"
+                        )));
+                    }
+                    if attempt >= PUT_ATTEMPTS {
+                        return Err(Error::Conflict(format!(
+                            "the push was rejected as non-fast-forward {attempt} times ({why}): branch {} keeps moving; try again",
+                            self.branch
+                        )));
+                    }
+                    pause(attempt);
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        repo: &Repository,
+        root: Oid,
+        base: Option<Oid>,
+        message: &str,
+    ) -> Result<Oid> {
+        let sig = Signature::now(&self.author_name, &self.author_email)
+            .map_err(|e| Error::Usage(format!("commit author: {}", e.message())))?;
+        let tree = repo.find_tree(root).local("reading a tree")?;
+        let parent = base
+            .map(|b| repo.find_commit(b))
+            .transpose()
+            .local("reading a commit")?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(None, &sig, &sig, message, &tree, &parents)
+            .local("writing a commit")
+    }
+
+    fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
+        if path.is_root() {
+            return Err(Error::Usage("name a file to read".into()));
+        }
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let id = self.fetch_reference(repo, false)?;
+        let root = commit_tree(repo, id)?;
+        let entry = root
+            .get_path(Path::new(path.as_str()))
+            .map_err(|_| Error::NotFound(format!("no such file in commit {}", short(&id))))?;
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Blob), 0o120000) => {
+                Err(Error::Usage("this is a symlink, not a file".into()))
+            }
+            (Some(ObjectType::Blob), _) => {
+                let blob = repo.find_blob(entry.id()).local("reading a file")?;
+                Ok(Bytes::copy_from_slice(blob.content()))
+            }
+            _ => Err(Error::Usage("this is a folder, not a file".into())),
+        }
+    }
+
+    fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let id = self.fetch_reference(repo, false)?;
+        let root = commit_tree(repo, id)?;
+        match entry_at(&root, at.as_str())? {
+            Some((tree, true)) => list(repo, &repo.find_tree(tree).local("reading a tree")?),
+            Some((_, false)) => Err(Error::Usage("this is a file, not a folder".into())),
+            None => Err(Error::NotFound(format!(
+                "nothing is stored there in commit {}",
+                short(&id)
+            ))),
+        }
+    }
+
+    /// Commits that changed what `at` holds, newest first; a commit that removed it is not a
+    /// version (nothing could be got from it).
+    fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let tip = self.fetch_reference(repo, true)?;
+        let mut walk = repo.revwalk().local("walking the history")?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
+            .local("walking the history")?;
+        walk.push(tip).local("walking the history")?;
+        let mut out = Vec::new();
+        for id in walk {
+            let id = id.local("walking the history")?;
+            let c = repo.find_commit(id).local("reading a commit")?;
+            let here = entry_at(&c.tree().local("reading a tree")?, at.as_str())?;
+            let Some((entry, is_tree)) = here else {
+                continue;
+            };
+            if c.parent_count() > 0 {
+                let parent = c.parent(0).local("reading a commit")?;
+                let before = entry_at(&parent.tree().local("reading a tree")?, at.as_str())?;
+                if before.is_some_and(|(b, _)| b == entry) {
+                    continue;
+                }
+            }
+            let (files, bytes) = totals(repo, entry, is_tree)?;
+            out.push(VersionInfo {
+                version: id.to_string(),
+                created: commit_time(&c),
+                files,
+                bytes,
+                current: false,
+            });
+        }
+        if out.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no commit of {} holds this path",
+                self.reference
+            )));
+        }
+        // The newest version is what the tip holds, unless the tip no longer has the path.
+        if entry_at(&commit_tree(repo, tip)?, at.as_str())?.is_some() {
+            out[0].current = true;
+        }
+        Ok(out)
+    }
+
+    /// Commits the removal of `at` and pushes it, building again if the branch moves.
+    fn remove(&self, at: &BlockPath) -> Result<()> {
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let message = format!("blockctl rm {}", shown(at));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = self.fetch_branch(repo)?;
+            let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
+            let present = match &base_tree {
+                Some(t) if at.is_root() => !t.is_empty(),
+                Some(t) => entry_at(t, at.as_str())?.is_some(),
+                None => false,
+            };
+            if !present {
+                return Err(Error::NotFound(format!(
+                    "nothing is stored there on branch {}",
+                    self.branch
+                )));
+            }
+            let root = splice(repo, base_tree.as_ref(), &segments(at), None)?;
+            let new = self.commit(repo, root, base, &message)?;
+            match self.remote.push(repo, &self.branch, new, base)? {
+                PushOutcome::Pushed => return Ok(()),
+                PushOutcome::Moved(why) if attempt >= PUT_ATTEMPTS => {
+                    return Err(Error::Conflict(format!(
+                        "the push was rejected as non-fast-forward {attempt} times ({why}); try again"
+                    )));
+                }
+                PushOutcome::Moved(_) => pause(attempt),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StorageBlock for GitBlock {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let (src, to2, opts) = (src.to_path_buf(), to.clone(), opts.clone());
+        self.run(to, move |b| b.put(&src, &to2, &opts)).await
+    }
+
+    async fn get_directory(
+        &self,
+        from: &BlockPath,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let (from2, dest, opts) = (from.clone(), dest.to_path_buf(), opts.clone());
+        self.run(from, move |b| b.get(&from2, &dest, &opts)).await
+    }
+
+    async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
+        let p = path.clone();
+        self.run(path, move |b| b.read_path(&p)).await
+    }
+
+    async fn write_path(&self, path: &BlockPath, _data: Bytes) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{}: git blocks store trees as commits and have no raw objects to write; put a folder instead",
+            self.inner.slug(path)
+        )))
+    }
+
+    async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
+        let p = at.clone();
+        self.run(at, move |b| b.list_versions(&p)).await
+    }
+
+    async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
+        let p = at.clone();
+        self.run(at, move |b| b.list_files(&p)).await
+    }
+
+    async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
+        if opts.version.is_some() {
+            return Err(Error::Unsupported(format!(
+                "{}: git keeps every commit, so one version cannot be removed; rm without --version commits the removal of the path",
+                self.inner.slug(at)
+            )));
+        }
+        let p = at.clone();
+        self.run(at, move |b| b.remove(&p)).await
+    }
+
+    async fn gc(&self, at: &BlockPath, _keep: usize) -> Result<GcReport> {
+        Err(Error::Unsupported(format!(
+            "{}: git keeps every commit and blockctl never rewrites history; there is nothing to gc",
+            self.inner.slug(at)
+        )))
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.run(&BlockPath::root(), |b| b.remote.list().map(drop))
+            .await
+    }
+}
+
+/// Refuses the put when `--if-version` does not hold for the branch as fetched. The push
+/// then only fast-forwards from that same commit, which makes the check a compare-and-swap.
+fn check_precondition(
+    wanted: &Option<VersionPrecondition>,
+    base: Option<Oid>,
+    base_tree: Option<&git2::Tree<'_>>,
+    to: &BlockPath,
+) -> Result<()> {
+    match wanted {
+        None => Ok(()),
+        Some(VersionPrecondition::NoVersion) => {
+            let exists = match base_tree {
+                Some(t) => entry_at(t, to.as_str())?.is_some(),
+                None => false,
+            };
+            if exists {
+                let at = base.map(|b| short(&b)).unwrap_or_default();
+                return Err(Error::Conflict(format!(
+                    "--if-version none, but the branch already holds this path (at commit {at})"
+                )));
+            }
+            Ok(())
+        }
+        Some(VersionPrecondition::Current(v)) => {
+            if !is_commit_prefix(v) {
+                return Err(Error::Usage(format!(
+                    "--if-version `{v}` is not a commit id; give at least 4 hex digits"
+                )));
+            }
+            match base {
+                Some(b) if b.to_string().starts_with(&v.to_ascii_lowercase()) => Ok(()),
+                Some(b) => Err(Error::Conflict(format!(
+                    "--if-version {v}, but the branch is at {}",
+                    short(&b)
+                ))),
+                None => Err(Error::Conflict(format!(
+                    "--if-version {v}, but the branch does not exist yet"
+                ))),
+            }
+        }
+    }
+}
+
+fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
+    if let Some(p) = progress {
+        p.event(event);
+    }
+}
+
+fn segments(at: &BlockPath) -> Vec<&str> {
+    at.as_str().split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn shown(at: &BlockPath) -> &str {
+    if at.is_root() { "/" } else { at.as_str() }
+}
+
+fn is_commit_prefix(s: &str) -> bool {
+    (4..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn find_commit(repo: &Repository, prefix: &str, what: &str) -> Result<Oid> {
+    match repo.find_commit_by_prefix(&prefix.to_ascii_lowercase()) {
+        Ok(c) => Ok(c.id()),
+        Err(e) if e.code() == git2::ErrorCode::Ambiguous => Err(Error::Usage(format!(
+            "{what} is ambiguous; give more hex digits"
+        ))),
+        Err(_) => Err(Error::NotFound(format!("no commit {prefix} ({what})"))),
+    }
+}
+
+/// The commit an id names: itself, or what an annotated tag points at.
+fn peel_commit(repo: &Repository, id: Oid) -> Result<Oid> {
+    let obj = repo
+        .find_object(id, None)
+        .local("reading a fetched object")?;
+    obj.peel_to_commit()
+        .map(|c| c.id())
+        .map_err(|_| Error::Usage(format!("{} is not a commit", short(&id))))
+}
+
+fn commit_tree(repo: &Repository, id: Oid) -> Result<git2::Tree<'_>> {
+    repo.find_commit(id)
+        .and_then(|c| c.tree())
+        .local("reading a commit")
+}
+
+fn commit_time(c: &git2::Commit<'_>) -> String {
+    let secs = c.time().seconds().max(0) as u64;
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .to_string()
+}
+
+/// A short pause that grows with the attempt and differs between racing writers.
+fn pause(attempt: u32) {
+    let jitter = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 50)
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(
+        (25 * u64::from(attempt)).min(200) + u64::from(jitter),
+    ));
+}
