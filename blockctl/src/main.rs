@@ -128,6 +128,13 @@ struct GetArgs {
 
 #[tokio::main]
 async fn main() {
+    // Like other command-line tools, stop quietly when the reader of stdout goes away
+    // (`blockctl ls SLUG | head`) instead of panicking on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread of ours writes to stdout.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let out = Out::new(cli.json, cli.quiet, cli.verbose);
     if let Err(e) = run(cli.command, &out).await {
