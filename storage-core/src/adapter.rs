@@ -37,7 +37,7 @@ const HEAD: &str = ".blocks/HEAD";
 const LEFTOVER_GRACE: Duration = Duration::from_secs(60);
 
 /// A storage block over an object store, rooted at a prefix inside it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObjectStoreBlock {
     store: Arc<dyn ObjectStore>,
     root: String,
@@ -54,6 +54,18 @@ pub struct ObjectStoreBlock {
 pub trait LeftoverSweeper: Send + Sync + std::fmt::Debug {
     /// Removes leftovers under `prefix` last touched before `older_than`; returns how many.
     fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64>;
+}
+
+/// Never shows the secrets it scrubs.
+impl std::fmt::Debug for ObjectStoreBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBlock")
+            .field("store", &self.store.to_string())
+            .field("root", &self.root)
+            .field("label", &self.label)
+            .field("secrets", &format_args!("[{} masked]", self.secrets.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is stored at a path, as `get` finds it.
@@ -1116,4 +1128,19 @@ fn chrono_cutoff() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     (now.saturating_sub(LEFTOVER_GRACE)).as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let block = ObjectStoreBlock::new(store, "p", "s3/x", Capabilities::OBJECT_STORE)
+            .with_secrets(vec!["very-secret-value-1234".into()]);
+        let shown = format!("{block:?}");
+        assert!(!shown.contains("very-secret-value-1234"), "{shown}");
+        assert!(shown.contains("s3/x"));
+    }
 }
