@@ -140,6 +140,10 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
         BlockType::Azure => Ok(Arc::new(storage_azure::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "git")]
         BlockType::Git => Ok(Arc::new(storage_git::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "smb")]
+        BlockType::Smb => Ok(Arc::new(storage_smb::open(&doc.typed()?, &label)?)),
+        // Reached only in builds that leave a backend's feature out.
+        #[allow(unreachable_patterns)]
         t => {
             check_typed(doc)?;
             Err(Error::Unsupported(format!(

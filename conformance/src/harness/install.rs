@@ -97,3 +97,46 @@ pub(super) fn npm(spec: &str) -> Result<PathBuf, String> {
     })?;
     Ok(dir)
 }
+
+/// `name` on PATH or in the sbin folders, where Debian puts daemons.
+pub(super) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `program`, installed with its Debian `packages` when it is missing: under the harness's
+/// `apt` lock (parallel test binaries install once), `apt-get update` first, waiting for
+/// dpkg's own lock rather than failing when another apt runs.
+pub(super) fn apt(program: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    if let Some(found) = find_program(program) {
+        return Ok(found);
+    }
+    // The program is missing whatever an old marker says: install again.
+    let marker = cache_dir().join(format!(".apt-{program}"));
+    let _ = fs::remove_file(&marker);
+    once("apt", &marker, &packages.join(" "), || {
+        if find_program(program).is_some() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let apt = |args: &[&str]| {
+            let mut cmd = Command::new("apt-get");
+            cmd.args(["-o", "DPkg::Lock::Timeout=300"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            run(&mut cmd)
+        };
+        apt(&["update"])?;
+        apt(&[&["install", "-y", "--no-install-recommends"], packages].concat())?;
+        eprintln!(
+            "harness: apt-get installed {} in {:.1} s",
+            packages.join(" "),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })?;
+    find_program(program).ok_or_else(|| format!("{program} is still missing after apt-get install"))
+}

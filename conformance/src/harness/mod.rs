@@ -12,6 +12,7 @@ mod install;
 mod moto;
 mod process;
 mod s3s;
+mod smb;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ pub use fake_gcs::FakeGcs;
 pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
 pub use s3s::S3sFs;
+pub use smb::Samba;
 
 /// Where emulators are installed: `$STORAGE_BLOCKS_EMULATORS` if set, else
 /// `<workspace root>/target/emulators`, so every test binary of the workspace shares one

@@ -1,0 +1,308 @@
+//! The conformance suite against a private Samba, started by the harness. One server is
+//! shared by the cases that overlap in time; each case works under a folder of its own. Then
+//! what is specific to SMB: a wrong password, the files layout as `smbclient` sees it, a
+//! compare-and-swap that holds between two clients, and a 256 MiB package.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use conformance::harness::{Samba, shared};
+use conformance::tree::{noise, small_tree, write};
+use conformance::{Subject, conformance_suite};
+use sha2::{Digest, Sha256};
+use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
+use storage_smb::object_store::path::Path as Key;
+use storage_smb::object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePut, PutPayload, UpdateVersion,
+};
+use storage_smb::{SmbConfig, open, open_store};
+
+const PREFIX: &str = "team/flows";
+const WRONG_PASSWORD: &str = "wrong-smb-pw-K8r2-must-never-be-echoed";
+
+fn config(samba: &Samba, prefix: &str, password: &str) -> SmbConfig {
+    SmbConfig {
+        host: samba.host.clone(),
+        share: samba.share.clone(),
+        port: Some(samba.port.into()),
+        prefix: Some(prefix.into()),
+        username: Some(samba.user.clone()),
+        password: Some(Secret::new(password)),
+        domain: None,
+    }
+}
+
+fn samba() -> Arc<Samba> {
+    shared::<Samba>(Samba::start)
+}
+
+async fn smb_subject(case: &str) -> Subject {
+    let samba = samba();
+    let block =
+        open(&config(&samba, PREFIX, &samba.password), "smb/conformance").expect("open smb block");
+    Subject::new(Arc::new(block), case).with_guard(samba)
+}
+
+conformance_suite!(smb_subject);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_exit_4_and_never_shown() {
+    let samba = samba();
+    let block = open(&config(&samba, PREFIX, WRONG_PASSWORD), "smb/wrong").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "x");
+    let at = BlockPath::parse("wrong-password").unwrap();
+    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let failures = [
+        ("check", block.check().await.err()),
+        (
+            "put",
+            block
+                .put_directory(src.path(), &at, &PutOptions::default())
+                .await
+                .err(),
+        ),
+        (
+            "get",
+            block
+                .get_directory(&at, &dest, &GetOptions::default())
+                .await
+                .err(),
+        ),
+    ];
+    for (what, err) in failures {
+        let err = err.unwrap_or_else(|| panic!("{what} succeeded with a wrong password"));
+        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
+        eprintln!("{what}: exit {}: {shown}", err.exit_code());
+        assert_eq!(err.exit_code(), 4, "{what}: {shown}");
+        assert!(shown.starts_with("smb/wrong"), "{what}: {shown}");
+        for secret in [WRONG_PASSWORD, samba.password.as_str()] {
+            assert!(
+                !shown.contains(secret) && !debugged.contains(secret),
+                "{what}: a password appears in the error: {debugged}"
+            );
+        }
+    }
+    assert!(!dest.exists());
+}
+
+/// Files (not folders) that `smbclient -c 'recurse; ls'` lists under `dir`, `/`-separated and
+/// relative to it.
+fn files_seen_by_smbclient(samba: &Samba, dir: &str) -> BTreeSet<String> {
+    let listing = samba
+        .smbclient(&format!("cd {dir}; recurse; ls"))
+        .expect("smbclient ls");
+    let base = format!("\\{}", dir.replace('/', "\\"));
+    let mut folder = String::new();
+    let mut files = BTreeSet::new();
+    for line in listing.lines() {
+        if let Some(header) = line.strip_prefix(&base) {
+            folder = header.trim_start_matches('\\').replace('\\', "/");
+            continue;
+        }
+        // `  NAME   ATTRS   SIZE  Www Mmm dd hh:mm:ss yyyy`: the name is what is left once
+        // the seven last fields are gone.
+        let Some(entry) = line.strip_prefix("  ") else {
+            continue;
+        };
+        let fields: Vec<&str> = entry.split_whitespace().collect();
+        if fields.len() < 8 {
+            continue;
+        }
+        let attrs = fields[fields.len() - 7];
+        let mut name = entry.trim_end();
+        for _ in 0..7 {
+            name = name
+                .trim_end()
+                .rsplit_once(' ')
+                .map_or("", |(rest, _)| rest);
+        }
+        let name = name.trim_end();
+        if attrs.contains('D') {
+            continue;
+        }
+        files.insert(match folder.as_str() {
+            "" => name.to_string(),
+            f => format!("{f}/{name}"),
+        });
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smbclient_sees_exactly_the_files_layout() {
+    let samba = samba();
+    let block = open(&config(&samba, PREFIX, &samba.password), "smb/files").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "files");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
+    let at = BlockPath::parse("mirror-seen").unwrap();
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let dir = format!("{PREFIX}/mirror-seen");
+    let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        files_seen_by_smbclient(&samba, &dir),
+        expected(&[
+            "conf/settings.toml",
+            "deep/er/data.csv",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg",
+        ])
+    );
+    let content = samba
+        .smbclient(&format!("cd {dir}/deep/er; get data.csv -"))
+        .unwrap();
+    assert!(content.starts_with("a,b\n1,2\n"), "{content}");
+
+    // A second put mirrors the deletion, and the folder it emptied goes too.
+    std::fs::remove_file(src.path().join("deep/er/data.csv")).unwrap();
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    assert_eq!(
+        files_seen_by_smbclient(&samba, &dir),
+        expected(&[
+            "conf/settings.toml",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg"
+        ])
+    );
+    assert!(!samba.share_dir.join(&dir).join("deep").exists());
+}
+
+/// Two clients on two connections: the lock and the ETag check hold between them, as they
+/// would between two machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_holds_between_two_clients() {
+    let samba = samba();
+    let one = open_store(&config(&samba, "", &samba.password), "smb/one").unwrap();
+    let two = open_store(&config(&samba, "", &samba.password), "smb/two").unwrap();
+    let key = Key::parse("cas-two-clients/.blocks/HEAD").unwrap();
+    let put = |store: Arc<dyn ObjectStore>, mode: PutMode, body: &'static str| {
+        let key = key.clone();
+        async move {
+            let opts = StorePut {
+                mode,
+                ..Default::default()
+            };
+            store
+                .put_opts(&key, PutPayload::from_static(body.as_bytes()), opts)
+                .await
+        }
+    };
+    put(one.clone(), PutMode::Create, "first").await.unwrap();
+    let again = put(two.clone(), PutMode::Create, "second").await;
+    assert!(
+        matches!(
+            again,
+            Err(storage_smb::object_store::Error::AlreadyExists { .. })
+        ),
+        "{again:?}"
+    );
+
+    let read = one.get(&key).await.unwrap();
+    let seen = UpdateVersion {
+        e_tag: read.meta.e_tag.clone(),
+        version: None,
+    };
+    // The other client replaces the file (same size: only the ETag tells them apart).
+    put(two.clone(), PutMode::Overwrite, "other").await.unwrap();
+    let stale = put(one.clone(), PutMode::Update(seen), "mine!").await;
+    assert!(
+        matches!(
+            stale,
+            Err(storage_smb::object_store::Error::Precondition { .. })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        &two.get(&key).await.unwrap().bytes().await.unwrap()[..],
+        b"other"
+    );
+
+    // Both clients race to swap the version they both read: exactly one wins.
+    let current = one.head(&key).await.unwrap();
+    let seen = UpdateVersion {
+        e_tag: current.e_tag.clone(),
+        version: None,
+    };
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        racers.push(put(store, PutMode::Update(seen.clone()), "racer"));
+    }
+    let results = futures::future::join_all(racers).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, storage_smb::object_store::Error::Precondition { .. }),
+            "{r:?}"
+        );
+    }
+    // No lock or temporary file is left behind.
+    let left: Vec<String> = std::fs::read_dir(samba.share_dir.join("cas-two-clients/.blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["HEAD"]);
+}
+
+const BIG: usize = 256 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_package_round_trips() {
+    let samba = samba();
+    let block = open(&config(&samba, PREFIX, &samba.password), "smb/big").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    let file = src.join("data/big.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    write(&src, "flow.py", "print('big')\n");
+    // Noise does not compress, so the package is as big as the file.
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for i in 0..(BIG / (4 << 20)) {
+        out.write_all(&noise(4 << 20, 2000 + i as u64)).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    let at = BlockPath::parse("big").unwrap();
+    let started = Instant::now();
+    let report = block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .expect("put 256 MiB");
+    let put_secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.bytes, BIG as u64 + 13);
+    let dest = scratch.path().join("dest");
+    let started = Instant::now();
+    block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .expect("get 256 MiB");
+    let get_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "256 MiB package over SMB: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s ({:.0} MiB/s)",
+        256.0 / put_secs,
+        256.0 / get_secs
+    );
+    assert_eq!(sha256_of(&dest.join("data/big.bin")), sha256_of(&file));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "print('big')\n"
+    );
+}
+
+fn sha256_of(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}

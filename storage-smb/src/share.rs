@@ -1,0 +1,597 @@
+//! One share on one server: the logon (made on first use), the SMB operations the store is
+//! built from, the lock that serializes writers of a key across clients, and SMB errors as
+//! `object_store` errors.
+//!
+//! Every operation runs on a clone of the one connection, so operations started together
+//! overlap on the wire (SMB credits, not a mutex, bound how many are in flight).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::Error as StoreError;
+use smb2::client::connection::Connection;
+use smb2::msg::create::{
+    CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
+};
+use smb2::pack::{FileTime, ReadCursor, Unpack};
+use smb2::types::flags::FileAccessMask;
+use smb2::types::status::NtStatus;
+use smb2::types::{Command, FileId, OplockLevel};
+use smb2::{
+    ClientConfig, DirectoryEntry, ErrorKind, FileInfo, FileReader, FileTimes, FileWriter,
+    RenameOptions, SmbClient, Tree,
+};
+use tokio::sync::OnceCell;
+
+/// Bookkeeping files live beside the file they serve and never show in listings.
+const TEMP_MARK: &str = ".~tmp-";
+const LOCK_MARK: &str = ".~lock-";
+/// How long a writer waits for another writer's lock on the same key.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Where to log on, and as whom.
+pub(crate) struct Target {
+    /// `host:port`.
+    pub addr: String,
+    pub share: String,
+    pub username: String,
+    pub password: String,
+    pub domain: String,
+}
+
+/// A share, connected on first use; see the module docs.
+pub(crate) struct Share {
+    target: Target,
+    connected: OnceCell<Connected>,
+}
+
+struct Connected {
+    conn: Connection,
+    tree: Arc<Tree>,
+    /// Owns the session the connection runs in; not used after logon.
+    _client: std::sync::Mutex<SmbClient>,
+}
+
+impl fmt::Debug for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Share")
+            .field("addr", &self.target.addr)
+            .field("share", &self.target.share)
+            .field("username", &self.target.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "//{}/{}", self.target.addr, self.target.share)
+    }
+}
+
+/// An SMB failure with what was being done, shown in one line.
+#[derive(Debug)]
+struct Failure {
+    what: String,
+    source: smb2::Error,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// An SMB error as `object_store`'s, keeping the kinds the adapter maps to exit codes (a
+/// refused logon or access is 4, a missing file 3).
+pub(crate) fn store_error(what: impl Into<String>, path: &str, e: smb2::Error) -> StoreError {
+    let path = path.to_string();
+    let kind = e.kind();
+    let source = Box::new(Failure {
+        what: what.into(),
+        source: e,
+    });
+    match kind {
+        ErrorKind::NotFound => StoreError::NotFound { path, source },
+        ErrorKind::AlreadyExists => StoreError::AlreadyExists { path, source },
+        ErrorKind::AccessDenied => StoreError::PermissionDenied { path, source },
+        ErrorKind::AuthRequired | ErrorKind::SigningRequired | ErrorKind::SessionExpired => {
+            StoreError::Unauthenticated { path, source }
+        }
+        _ => StoreError::Generic {
+            store: "SMB",
+            source,
+        },
+    }
+}
+
+/// The file name part of a `/`-separated path.
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => (dir, name),
+        None => ("", path),
+    }
+}
+
+fn beside(path: &str, name: String) -> String {
+    match split(path).0 {
+        "" => name,
+        dir => format!("{dir}/{name}"),
+    }
+}
+
+/// A fresh temporary name in the folder of `path`.
+pub(crate) fn temp_for(path: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded randomly per process; the counter separates names within one.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let (_, name) = split(path);
+    beside(path, format!("{TEMP_MARK}{:016x}-{name}", h.finish()))
+}
+
+fn lock_for(path: &str) -> String {
+    let (_, name) = split(path);
+    beside(path, format!("{LOCK_MARK}{name}"))
+}
+
+/// Temp and lock files: this store's own, not objects.
+pub(crate) fn is_bookkeeping(name: &str) -> bool {
+    name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
+}
+
+pub(crate) fn is_temp(name: &str) -> bool {
+    name.starts_with(TEMP_MARK)
+}
+
+/// The ETag of a file: its creation time, last write time and size. Every write replaces the
+/// file with a new one whose write time is later than its predecessor's (see
+/// [`Share::commit`]), so a version is never seen twice.
+pub(crate) fn e_tag(created: FileTime, modified: FileTime, size: u64) -> String {
+    format!("{:x}-{:x}-{size:x}", created.0, modified.0)
+}
+
+pub(crate) fn info_e_tag(info: &FileInfo) -> String {
+    e_tag(info.created, info.modified, info.size)
+}
+
+pub(crate) fn entry_e_tag(entry: &DirectoryEntry) -> String {
+    e_tag(entry.created, entry.modified, entry.size)
+}
+
+/// What a commit requires of the file it replaces.
+pub(crate) enum Replace {
+    /// Anything, or nothing.
+    Any,
+    /// Nothing may be there.
+    Absent,
+    /// The file there has this ETag.
+    Matching(Option<String>),
+}
+
+impl Share {
+    pub(crate) fn new(target: Target) -> Self {
+        Share {
+            target,
+            connected: OnceCell::new(),
+        }
+    }
+
+    /// A connection clone and the tree, after logging on if that has not happened yet (a
+    /// failed logon is tried again by the next call).
+    async fn session(&self) -> Result<(Connection, Arc<Tree>), StoreError> {
+        let c = self.connected.get_or_try_init(|| self.connect()).await?;
+        Ok((c.conn.clone(), c.tree.clone()))
+    }
+
+    async fn connect(&self) -> Result<Connected, StoreError> {
+        let t = &self.target;
+        let config = ClientConfig {
+            addr: t.addr.clone(),
+            username: t.username.clone(),
+            password: t.password.clone(),
+            domain: t.domain.clone(),
+            timeout: Duration::from_secs(10),
+            auto_reconnect: true,
+            compression: false,
+            dfs_enabled: false,
+            ..ClientConfig::default()
+        };
+        let whom = match t.username.as_str() {
+            "" => "as guest".to_string(),
+            user => format!("as {user}"),
+        };
+        let mut client = SmbClient::connect(config).await.map_err(|e| {
+            store_error(format!("logon to {} {whom}", t.addr), &self.to_string(), e)
+        })?;
+        let tree = client
+            .connect_share(&t.share)
+            .await
+            .map_err(|e| store_error(format!("opening share {self}"), &self.to_string(), e))?;
+        Ok(Connected {
+            conn: client.connection().clone(),
+            tree: Arc::new(tree),
+            _client: std::sync::Mutex::new(client),
+        })
+    }
+
+    /// The file at `path`, or `None` when there is none (or it is a folder).
+    pub(crate) async fn stat(&self, path: &str) -> Result<Option<FileInfo>, StoreError> {
+        let (mut conn, tree) = self.session().await?;
+        match tree.stat(&mut conn, path).await {
+            Ok(info) if !info.is_directory => Ok(Some(info)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(store_error(format!("reading {path}"), path, e)),
+        }
+    }
+
+    /// The entries of a folder (without `.` and `..`), or `None` when there is no such folder.
+    pub(crate) async fn list_dir(
+        &self,
+        path: &str,
+    ) -> Result<Option<Vec<DirectoryEntry>>, StoreError> {
+        let (mut conn, tree) = self.session().await?;
+        match tree.list_directory(&mut conn, path).await {
+            Ok(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .filter(|e| e.name != "." && e.name != "..")
+                    .collect(),
+            )),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
+            Err(e) => Err(store_error(format!("listing /{path}"), path, e)),
+        }
+    }
+
+    /// Creates every missing folder on the way to `dir`.
+    async fn make_dirs(&self, dir: &str) -> Result<(), StoreError> {
+        let (mut conn, tree) = self.session().await?;
+        let mut at = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            match tree.create_directory(&mut conn, &at).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(store_error(format!("creating folder {at}"), &at, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `op` and, when it fails because the folder of `path` is missing, makes the folders
+    /// and runs it again (a concurrent delete may remove an emptied folder in between).
+    async fn in_dir_of<T, F, Fut>(&self, path: &str, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, smb2::Error>>,
+    {
+        let mut attempts = 0;
+        loop {
+            match op().await {
+                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 4 => {
+                    attempts += 1;
+                    self.make_dirs(split(path).0).await?;
+                }
+                Err(e) => return Err(store_error(format!("creating {path}"), path, e)),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// A writer on a new temporary file beside `path` (folders made as needed).
+    pub(crate) async fn create_temp(&self, temp: &str) -> Result<FileWriter, StoreError> {
+        let (conn, tree) = self.session().await?;
+        self.in_dir_of(temp, || {
+            tree.create_file_writer_exclusive(conn.clone(), temp)
+        })
+        .await
+    }
+
+    pub(crate) async fn open_reader(&self, path: &str) -> Result<FileReader, StoreError> {
+        let (conn, tree) = self.session().await?;
+        tree.open_file_reader(conn, path)
+            .await
+            .map_err(|e| store_error(format!("opening {path}"), path, e))
+    }
+
+    /// Best effort: removes a temporary file that will not be committed.
+    pub(crate) async fn discard(&self, temp: &str) {
+        if let Ok((mut conn, tree)) = self.session().await {
+            let _ = tree.delete_file(&mut conn, temp).await;
+        }
+    }
+
+    /// Puts the finished temporary file `temp` in place of `path`, atomically (a rename over
+    /// it), if what is at `path` satisfies `replace`; returns the new file's ETag.
+    ///
+    /// Check and rename run under `path`'s lock, which every writer of `path` takes, so no
+    /// other write lands in between. The new file's last write time is made later than the
+    /// old one's (the server may stamp both in the same clock tick), so a file never gets the
+    /// ETag of one it replaced.
+    pub(crate) async fn commit(
+        &self,
+        temp: &str,
+        path: &str,
+        replace: Replace,
+    ) -> Result<String, StoreError> {
+        let result = match self.lock(path).await {
+            Ok(lock) => {
+                let done = self.commit_locked(temp, path, replace).await;
+                lock.release().await;
+                done
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.discard(temp).await;
+        }
+        result
+    }
+
+    async fn commit_locked(
+        &self,
+        temp: &str,
+        path: &str,
+        replace: Replace,
+    ) -> Result<String, StoreError> {
+        let (mut conn, tree) = self.session().await?;
+        let current = self.stat(path).await?;
+        match (&replace, &current) {
+            (Replace::Absent, Some(_)) => {
+                return Err(StoreError::AlreadyExists {
+                    path: path.to_string(),
+                    source: format!("{path} exists").into(),
+                });
+            }
+            (Replace::Matching(want), found)
+                if want.is_none() || found.as_ref().map(info_e_tag) != *want =>
+            {
+                return Err(StoreError::Precondition {
+                    path: path.to_string(),
+                    source: format!("{path} changed since it was read").into(),
+                });
+            }
+            _ => {}
+        }
+        let mut new = tree
+            .stat(&mut conn, temp)
+            .await
+            .map_err(|e| store_error(format!("reading {temp}"), temp, e))?;
+        if let Some(old) = &current
+            && new.modified.0 <= old.modified.0
+        {
+            let later = FileTime(old.modified.0 + 1);
+            tree.set_times(&mut conn, temp, FileTimes::new().set_modified(later))
+                .await
+                .map_err(|e| store_error(format!("stamping {temp}"), temp, e))?;
+            new.modified = later;
+        }
+        let options = RenameOptions::new().replace_if_exists(!matches!(replace, Replace::Absent));
+        tree.rename_with(&mut conn, temp, path, options)
+            .await
+            .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
+        Ok(info_e_tag(&new))
+    }
+
+    /// Deletes the file at `path` under its lock (a missing file is fine), then the folders
+    /// that this left empty.
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let lock = match self.lock(path).await {
+            Ok(lock) => lock,
+            // No folder, so no file.
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let (mut conn, tree) = self.session().await?;
+        let deleted = tree.delete_file(&mut conn, path).await;
+        lock.release().await;
+        match deleted {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(store_error(format!("deleting {path}"), path, e)),
+        }
+        let mut dir = split(path).0;
+        while !dir.is_empty() {
+            if tree.delete_directory(&mut conn, dir).await.is_err() {
+                break;
+            }
+            dir = split(dir).0;
+        }
+        Ok(())
+    }
+
+    /// Takes the lock of `path`: a file beside it created exclusively, with delete-on-close,
+    /// and shared with no one. It exists exactly while held; the server deletes it when its
+    /// holder closes it or its session ends (a crashed writer leaves no stale lock).
+    async fn lock(&self, path: &str) -> Result<HeldLock, StoreError> {
+        let (conn, tree) = self.session().await?;
+        let name = lock_for(path);
+        let request = lock_request(&name);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let frame = conn
+                .execute(Command::Create, &request, Some(tree.tree_id))
+                .await
+                .map_err(|e| store_error(format!("locking {path}"), path, e))?;
+            let status = frame.header.status;
+            if status == NtStatus::SUCCESS {
+                let created = CreateResponse::unpack(&mut ReadCursor::new(&frame.body))
+                    .map_err(|e| store_error(format!("locking {path}"), path, e))?;
+                return Ok(HeldLock {
+                    conn,
+                    tree,
+                    file_id: Some(created.file_id),
+                });
+            }
+            let busy = [
+                NtStatus::OBJECT_NAME_COLLISION,
+                NtStatus::DELETE_PENDING,
+                NtStatus::SHARING_VIOLATION,
+            ];
+            if busy.contains(&status) {
+                if Instant::now() > deadline {
+                    return Err(StoreError::Generic {
+                        store: "SMB",
+                        source: format!(
+                            "{path} stayed locked by another writer for {} s",
+                            LOCK_WAIT.as_secs()
+                        )
+                        .into(),
+                    });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                continue;
+            }
+            // A missing folder is NotFound: there is no file to guard there either.
+            let e = smb2::Error::Protocol {
+                status,
+                command: Command::Create,
+            };
+            return Err(store_error(format!("locking {path}"), path, e));
+        }
+    }
+
+    /// Removes temporary files under `dir` last written before `older_than`: what uploads
+    /// that never finished left behind. Returns how many.
+    pub(crate) async fn sweep_temps(
+        &self,
+        dir: &str,
+        older_than: std::time::SystemTime,
+    ) -> Result<u64, StoreError> {
+        let cutoff = file_time(older_than);
+        let (mut conn, tree) = self.session().await?;
+        let mut removed = 0;
+        let mut dirs = vec![dir.to_string()];
+        while let Some(d) = dirs.pop() {
+            let Some(entries) = self.list_dir(&d).await? else {
+                continue;
+            };
+            for e in entries {
+                let path = match d.as_str() {
+                    "" => e.name.clone(),
+                    d => format!("{d}/{}", e.name),
+                };
+                if e.is_directory {
+                    dirs.push(path);
+                } else if is_temp(&e.name)
+                    && e.modified.0 < cutoff
+                    && tree.delete_file(&mut conn, &path).await.is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The CREATE of a lock file; see [`Share::lock`].
+fn lock_request(name: &str) -> CreateRequest {
+    const DELETE: u32 = 0x0001_0000;
+    const FILE_READ_ATTRIBUTES: u32 = 0x0000_0080;
+    const SYNCHRONIZE: u32 = 0x0010_0000;
+    const FILE_ATTRIBUTE_NORMAL: u32 = 0x0000_0080;
+    const FILE_NON_DIRECTORY_FILE: u32 = 0x0000_0040;
+    const FILE_DELETE_ON_CLOSE: u32 = 0x0000_1000;
+    CreateRequest {
+        requested_oplock_level: OplockLevel::None,
+        impersonation_level: ImpersonationLevel::Impersonation,
+        desired_access: FileAccessMask::new(DELETE | FILE_READ_ATTRIBUTES | SYNCHRONIZE),
+        file_attributes: FILE_ATTRIBUTE_NORMAL,
+        share_access: ShareAccess(0),
+        create_disposition: CreateDisposition::FileCreate,
+        create_options: FILE_NON_DIRECTORY_FILE | FILE_DELETE_ON_CLOSE,
+        name: smb2::encode_path(name).replace('/', "\\"),
+        create_contexts: Vec::new(),
+    }
+}
+
+/// A held lock; [`HeldLock::release`] gives it back (dropping it does too, in the background).
+struct HeldLock {
+    conn: Connection,
+    tree: Arc<Tree>,
+    file_id: Option<FileId>,
+}
+
+impl HeldLock {
+    async fn release(mut self) {
+        if let Some(id) = self.file_id.take() {
+            let _ = self.tree.close_handle(&mut self.conn, id).await;
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let Some(id) = self.file_id.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut conn, tree) = (self.conn.clone(), self.tree.clone());
+            runtime.spawn(async move {
+                let _ = tree.close_handle(&mut conn, id).await;
+            });
+        }
+    }
+}
+
+/// 100 ns ticks since 1601, as SMB counts time.
+fn file_time(t: std::time::SystemTime) -> u64 {
+    const UNIX_EPOCH_TICKS: u64 = 116_444_736_000_000_000;
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UNIX_EPOCH_TICKS + since.as_secs() * 10_000_000 + u64::from(since.subsec_nanos()) / 100
+}
+
+/// An SMB time as `object_store` shows it.
+pub(crate) fn date_time(t: FileTime) -> chrono::DateTime<chrono::Utc> {
+    const UNIX_EPOCH_SECS: i64 = 11_644_473_600;
+    let secs = (t.0 / 10_000_000) as i64 - UNIX_EPOCH_SECS;
+    let nanos = (t.0 % 10_000_000) as u32 * 100;
+    chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_files_sit_beside_their_file_and_are_recognized() {
+        let temp = temp_for("a/b/HEAD");
+        assert!(
+            temp.starts_with("a/b/.~tmp-") && temp.ends_with("-HEAD"),
+            "{temp}"
+        );
+        assert_ne!(temp, temp_for("a/b/HEAD"));
+        assert_eq!(lock_for("a/b/HEAD"), "a/b/.~lock-HEAD");
+        assert_eq!(lock_for("HEAD"), ".~lock-HEAD");
+        assert!(is_bookkeeping(split(&temp).1) && is_bookkeeping(".~lock-HEAD"));
+        assert!(!is_bookkeeping("HEAD") && !is_bookkeeping(".blocks"));
+    }
+
+    #[test]
+    fn times_convert_both_ways() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let ticks = file_time(t);
+        assert_eq!(
+            date_time(FileTime(ticks)).timestamp_millis(),
+            1_700_000_000_123
+        );
+    }
+}

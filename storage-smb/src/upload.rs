@@ -1,0 +1,147 @@
+//! A multipart upload into a temporary file: parts are written in the order they were handed
+//! over (the writer keeps several WRITEs in flight), and `complete` renames the file into
+//! place, so the object appears whole or not at all. `abort` deletes the temporary file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
+use smb2::FileWriter;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::share::{Replace, Share, store_error};
+
+pub(crate) struct TempFileUpload {
+    share: Arc<Share>,
+    state: Arc<Mutex<WriterState>>,
+    temp: String,
+    key: String,
+    replace: Option<Replace>,
+    /// Fires when the part handed over last has been written (or given up).
+    last: Option<oneshot::Receiver<()>>,
+}
+
+struct WriterState {
+    writer: Option<FileWriter>,
+    failed: bool,
+}
+
+impl TempFileUpload {
+    pub(crate) fn new(
+        share: Arc<Share>,
+        writer: FileWriter,
+        temp: String,
+        key: String,
+        replace: Replace,
+    ) -> Self {
+        TempFileUpload {
+            share,
+            state: Arc::new(Mutex::new(WriterState {
+                writer: Some(writer),
+                failed: false,
+            })),
+            temp,
+            key,
+            replace: Some(replace),
+            last: None,
+        }
+    }
+
+    async fn wait_for_parts(&mut self) {
+        if let Some(previous) = self.last.take() {
+            // An error only means the previous part's task went away.
+            let _ = previous.await;
+        }
+    }
+
+    fn failed(&self) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "SMB",
+            source: format!("a part of {} could not be written", self.key).into(),
+        }
+    }
+}
+
+impl fmt::Debug for TempFileUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TempFileUpload")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for TempFileUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let (done, next) = oneshot::channel::<()>();
+        let previous = self.last.replace(next);
+        let state = self.state.clone();
+        let key = self.key.clone();
+        async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let mut guard = state.lock().await;
+            let state = &mut *guard;
+            let result = match (&mut state.writer, state.failed) {
+                (Some(writer), false) => {
+                    let mut result = Ok(());
+                    for chunk in data.iter() {
+                        result = writer.write_chunk(chunk).await;
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    result.map_err(|e| store_error(format!("writing {key}"), &key, e))
+                }
+                _ => Err(object_store::Error::Generic {
+                    store: "SMB",
+                    source: format!("an earlier part of {key} failed").into(),
+                }),
+            };
+            state.failed |= result.is_err();
+            drop(done);
+            result
+        }
+        .boxed()
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.wait_for_parts().await;
+        let (writer, failed) = {
+            let mut state = self.state.lock().await;
+            (state.writer.take(), state.failed)
+        };
+        let Some(writer) = writer.filter(|_| !failed) else {
+            self.share.discard(&self.temp).await;
+            return Err(self.failed());
+        };
+        if let Err(e) = writer.finish().await {
+            self.share.discard(&self.temp).await;
+            return Err(store_error(format!("writing {}", self.key), &self.key, e));
+        }
+        let replace = self.replace.take().unwrap_or(Replace::Any);
+        let e_tag = self.share.commit(&self.temp, &self.key, replace).await?;
+        Ok(PutResult {
+            e_tag: Some(e_tag),
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.wait_for_parts().await;
+        let writer = {
+            let mut state = self.state.lock().await;
+            state.failed = true;
+            state.writer.take()
+        };
+        if let Some(writer) = writer {
+            let _ = writer.abort().await;
+        }
+        self.share.discard(&self.temp).await;
+        Ok(())
+    }
+}
