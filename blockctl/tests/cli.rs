@@ -2,32 +2,10 @@
 //! output and what reaches stdout and stderr.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Home {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_blockctl"))
-            .args(args)
-            .env("BLOCKCTL_HOME", self.path("home"))
-            .env("BLOCKCTL_TEST_SECRET", "s3cret-from-env-71842")
-            .output()
-            .expect("blockctl runs")
-    }
-}
+mod common;
+use common::Home;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flow-project")

@@ -2,56 +2,15 @@
 //! current and whole, DEST is untouched, and the leftovers are cleaned up afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use conformance::tree::{noise, small_tree, snapshot, write};
 
+mod common;
+use common::Home;
+
 const BIG: usize = 300 * 1024 * 1024;
-
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Home {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_blockctl"));
-        c.args(args).env("BLOCKCTL_HOME", self.path("home"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_slice(&self.run(args).stdout).unwrap()
-    }
-}
 
 /// Polls `cond` every 2 ms for up to 60 s.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -131,7 +90,7 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
         .collect();
     assert_eq!(listed, [&v1], "an interrupted put became visible");
     let dest = h.path("after-kill");
-    h.run(&["get", "local/default/app", dest.to_str().unwrap()]);
+    h.ok(&["get", "local/default/app", dest.to_str().unwrap()]);
     assert_eq!(snapshot(&dest), snapshot(&v1_src));
 
     // gc keeps fresh leftovers (a put may still be writing them) and removes old ones.
@@ -169,7 +128,7 @@ fn kill_during_get_leaves_dest_untouched_and_the_next_get_cleans_up() {
     let big = h.path("big");
     small_tree(&big, "big");
     write(&big, "data/big.bin", noise(BIG, 9));
-    h.run(&["put", big.to_str().unwrap(), "local/default/app"]);
+    h.ok(&["put", big.to_str().unwrap(), "local/default/app"]);
     let staging_of = |dest: &str| {
         let prefix = format!(".{dest}.blockctl-");
         move |root: &Path| -> Vec<PathBuf> {
@@ -222,7 +181,7 @@ fn kill_during_get_leaves_dest_untouched_and_the_next_get_cleans_up() {
     );
 
     // The next get completes and removes what the killed one left.
-    h.run(&[
+    h.ok(&[
         "get",
         "local/default/app",
         dest.to_str().unwrap(),
@@ -233,6 +192,6 @@ fn kill_during_get_leaves_dest_untouched_and_the_next_get_cleans_up() {
         staged_run(h.dir.path()).is_empty(),
         "abandoned staging folder left behind"
     );
-    h.run(&["get", "local/default/app", fresh.to_str().unwrap()]);
+    h.ok(&["get", "local/default/app", fresh.to_str().unwrap()]);
     assert!(staged(h.dir.path()).is_empty());
 }

@@ -3,12 +3,12 @@
 //! serving bare repositories under a fresh folder. Recipes follow shared/EMULATORS.md.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 
-use super::{cache_dir, install, process};
+use super::{install, process};
 
 /// A running git daemon; stopped when dropped.
 pub struct GitDaemon {
@@ -71,7 +71,7 @@ impl GitHttp {
     /// Installs lighttpd if missing and starts it on a free port over a fresh folder holding
     /// the bare repository `repo.git` (branch `main`).
     pub fn start() -> Result<GitHttp, String> {
-        let lighttpd = lighttpd()?;
+        let lighttpd = install::apt("lighttpd", &["lighttpd"])?;
         let backend = Path::new(&exec_path()?).join("git-http-backend");
         let repos = repos_dir()?;
         let root = repos.path().to_path_buf();
@@ -194,39 +194,4 @@ fn ls_remote(url: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// lighttpd on PATH (or in /usr/sbin), installed with apt when missing. The install runs
-/// under the harness's `apt` lock, so parallel test binaries install once, and it waits for
-/// dpkg's own lock rather than failing when another apt runs.
-fn lighttpd() -> Result<PathBuf, String> {
-    if let Some(found) = find_program("lighttpd") {
-        return Ok(found);
-    }
-    // The binary is missing whatever an old marker says: install again.
-    let marker = cache_dir().join(".apt-lighttpd");
-    let _ = fs::remove_file(&marker);
-    install::once("apt", &marker, "lighttpd", || {
-        if find_program("lighttpd").is_some() {
-            return Ok(());
-        }
-        let apt = |args: &[&str]| {
-            let mut cmd = Command::new("apt-get");
-            cmd.args(["-o", "DPkg::Lock::Timeout=300"])
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            install::run(&mut cmd)
-        };
-        apt(&["update"])?;
-        apt(&["install", "-y", "--no-install-recommends", "lighttpd"])
-    })?;
-    find_program("lighttpd").ok_or_else(|| "lighttpd is still missing after apt-get install".into())
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
