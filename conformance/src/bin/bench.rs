@@ -1,0 +1,832 @@
+//! Benchmark: blockctl beside its peers (rclone, tar + zstd, cp -a) on the same seeded
+//! corpora and the same emulators, in one run. Not part of the test command.
+//!
+//!     cargo build --release -p blockctl
+//!     cargo run --release -p conformance --bin bench -- \
+//!         [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+//!         [--big-mib N] [--json out.json]
+//!
+//! Each figure is the median wall time of `--runs` runs, with the peak resident memory of the
+//! child process tree (from `wait4`). Every download is checked file by file (sha256)
+//! against the source tree.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba};
+use sha2::{Digest, Sha256};
+
+const BUCKET: &str = "bench";
+
+struct Args {
+    targets: Vec<String>,
+    corpora: Vec<String>,
+    runs: usize,
+    big_mib: usize,
+    json: Option<PathBuf>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+         [--big-mib N] [--json out.json]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        targets: ["local", "s3", "azure", "gcs", "smb"]
+            .map(String::from)
+            .to_vec(),
+        corpora: ["flow", "many", "big"].map(String::from).to_vec(),
+        runs: 3,
+        big_mib: 512,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        let list = |v: String| v.split(',').map(|s| s.trim().to_string()).collect();
+        match flag.as_str() {
+            "--targets" => args.targets = list(value()),
+            "--corpora" => args.corpora = list(value()),
+            "--runs" => args.runs = value().parse().unwrap_or_else(|_| usage()),
+            "--big-mib" => args.big_mib = value().parse().unwrap_or_else(|_| usage()),
+            "--json" => args.json = Some(PathBuf::from(value())),
+            _ => usage(),
+        }
+    }
+    for t in &args.targets {
+        if !["local", "s3", "azure", "gcs", "smb"].contains(&t.as_str()) {
+            eprintln!("unknown target {t}");
+            usage();
+        }
+    }
+    for c in &args.corpora {
+        if !["flow", "many", "big"].contains(&c.as_str()) {
+            eprintln!("unknown corpus {c}");
+            usage();
+        }
+    }
+    if args.runs == 0 {
+        usage();
+    }
+    args
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeded corpora
+
+/// splitmix64: small, fast, and the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+const WORDS: &[&str] = &[
+    "def", "return", "import", "from", "flow", "task", "self", "data", "frame", "select", "where",
+    "group", "by", "order", "config", "value", "None", "True", "False", "for", "in", "if", "else",
+    "with", "as", "print", "logger", "result", "table", "column", "join", "schema", "path", "open",
+    "read", "write", "(", ")", ":", "=", "+", ",", "\n", "\n    ",
+];
+
+fn text(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 16);
+    while out.len() < size {
+        out.extend_from_slice(WORDS[rng.range(0, WORDS.len() - 1)].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(size);
+    out
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn generate(corpus: &str, root: &Path, big_mib: usize) {
+    let mut rng = Rng(match corpus {
+        "flow" => 1,
+        "many" => 2,
+        _ => 3,
+    });
+    match corpus {
+        "flow" => {
+            for i in 0..3000 {
+                let dir = format!(
+                    "src/pkg{:02}/mod{:02}/sub{}",
+                    i % 40,
+                    (i / 40) % 8,
+                    (i / 320) % 3
+                );
+                let ext = ["py", "sql", "toml", "yaml", "md"][i % 5];
+                let size = rng.range(512, 16 * 1024);
+                write(
+                    &root.join(dir).join(format!("f{i:04}.{ext}")),
+                    &text(&mut rng, size),
+                );
+            }
+            let mut buf = vec![0u8; 1 << 20];
+            for i in 0..30 {
+                rng.fill(&mut buf);
+                write(&root.join("data").join(format!("blob{i:02}.bin")), &buf);
+            }
+        }
+        "many" => {
+            for i in 0..20_000 {
+                let dir = format!("d{:03}/e{:02}", i % 200, (i / 200) % 10);
+                let size = rng.range(1024, 4096);
+                write(
+                    &root.join(dir).join(format!("f{i:05}.txt")),
+                    &text(&mut rng, size),
+                );
+            }
+        }
+        _ => {
+            fs::create_dir_all(root).unwrap();
+            let mut f = fs::File::create(root.join("big.bin")).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            for _ in 0..big_mib {
+                rng.fill(&mut buf);
+                f.write_all(&buf).unwrap();
+            }
+        }
+    }
+}
+
+/// Relative path → sha256 of every regular file under `root` (symlinks and others are
+/// listed by kind, so a missing or extra one is noticed too).
+fn digest_tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let mut h = Sha256::new();
+                let mut f = fs::File::open(&path).unwrap();
+                loop {
+                    let n = f.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                out.insert(rel, hex::encode(h.finalize()));
+            } else {
+                out.insert(rel, "not a regular file".into());
+            }
+        }
+    }
+    out
+}
+
+fn verify(what: &str, expected: &BTreeMap<String, String>, dir: &Path) -> Result<(), String> {
+    let got = digest_tree(dir);
+    if &got == expected {
+        return Ok(());
+    }
+    let missing = expected.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
+    let differ = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+        .count();
+    Err(format!(
+        "{what}: download differs from the source ({missing} missing, {extra} extra, \
+         {differ} with other bytes)"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Timing a child
+
+struct Sample {
+    secs: f64,
+    peak_kib: i64,
+}
+
+/// Runs `cmd` to completion; wall time from spawn to reap, and the peak RSS of the largest
+/// process in its tree (`ru_maxrss` from `wait4`). Stdout is discarded; stderr is kept for
+/// the error message.
+fn run(cmd: &mut Command) -> Result<Sample, String> {
+    let shown = format!("{cmd:?}");
+    let err = tempfile::tempfile().map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: plain syscall on our own child, with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        // SAFETY: as above.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    // Already reaped: dropping `child` neither waits nor kills.
+    drop(child);
+    if r != pid {
+        return Err(format!(
+            "{shown}: wait4: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let mut text = String::new();
+        let mut err = err;
+        use std::io::Seek;
+        let _ = err.seek(std::io::SeekFrom::Start(0));
+        let _ = err.read_to_string(&mut text);
+        let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        return Err(format!("{shown} failed ({status:#x}): {tail}"));
+    }
+    Ok(Sample {
+        secs,
+        peak_kib: usage.ru_maxrss,
+    })
+}
+
+fn sh(script: &str, dir: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script).current_dir(dir);
+    c
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+struct Target {
+    name: String,
+    /// `blockctl block create` arguments after the slug.
+    block: (String, Vec<String>),
+    /// rclone remote env (`RCLONE_CONFIG_...`) and the remote root (`name:bucket`), when
+    /// rclone can reach this target.
+    rclone: Option<(Vec<(String, String)>, String)>,
+    /// Why rclone is not run here, if not.
+    rclone_skip: Option<String>,
+    _guard: Box<dyn std::any::Any>,
+}
+
+fn set(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+fn rclone_env(remote: &str, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!(
+                    "RCLONE_CONFIG_{}_{}",
+                    remote.to_uppercase(),
+                    k.to_uppercase()
+                ),
+                v.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn start_target(name: &str, work: &Path) -> Result<Target, String> {
+    let mut rclone_skip =
+        (!have("rclone")).then(|| "rclone is not on PATH (apt-get install rclone)".to_string());
+    let t = match name {
+        "local" => {
+            let base = work.join("local-store");
+            fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+            let rdir = work.join("rclone-local");
+            Target {
+                name: name.into(),
+                block: (
+                    "local/bench".into(),
+                    set(&[("basepath", &base.to_string_lossy())]),
+                ),
+                rclone: Some((vec![], rdir.to_string_lossy().into_owned())),
+                rclone_skip: None,
+                _guard: Box::new(()),
+            }
+        }
+        "s3" => {
+            let moto = Moto::start()?;
+            moto.create_bucket(BUCKET)?;
+            let ep = moto.endpoint.clone();
+            let env = rclone_env(
+                "bs3",
+                &[
+                    ("type", "s3"),
+                    ("provider", "Other"),
+                    ("endpoint", &ep),
+                    ("access_key_id", "test"),
+                    ("secret_access_key", "test"),
+                    ("region", "us-east-1"),
+                    ("force_path_style", "true"),
+                    ("no_head", "true"),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "s3/bench".into(),
+                    set(&[
+                        ("bucket", BUCKET),
+                        ("endpoint", &ep),
+                        ("access_key_id", "test"),
+                        ("secret_access_key", "test"),
+                        ("allow_http", "true"),
+                    ]),
+                ),
+                rclone: Some((env, format!("bs3:{BUCKET}"))),
+                rclone_skip: None,
+                _guard: Box::new(moto),
+            }
+        }
+        "azure" => {
+            let az = Azurite::start()?;
+            az.create_container(BUCKET)?;
+            let sas = account_sas(az.account, az.key)?;
+            let env = rclone_env(
+                "baz",
+                &[
+                    ("type", "azureblob"),
+                    ("sas_url", &format!("{}?{sas}", az.endpoint)),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "azure/bench".into(),
+                    set(&[
+                        ("container", BUCKET),
+                        ("account", az.account),
+                        ("access_key", az.key),
+                        ("endpoint", &az.endpoint),
+                    ]),
+                ),
+                rclone: Some((env, format!("baz:{BUCKET}"))),
+                rclone_skip: None,
+                _guard: Box::new(az),
+            }
+        }
+        "gcs" => {
+            let gcs = FakeGcs::start()?;
+            gcs.create_bucket(BUCKET)?;
+            let env = rclone_env(
+                "bgcs",
+                &[
+                    ("type", "google cloud storage"),
+                    ("anonymous", "true"),
+                    ("endpoint", &format!("{}/storage/v1/", gcs.endpoint)),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "gcs/bench".into(),
+                    set(&[
+                        ("bucket", BUCKET),
+                        ("endpoint", &gcs.endpoint),
+                        ("anonymous", "true"),
+                    ]),
+                ),
+                rclone: Some((env, format!("bgcs:{BUCKET}"))),
+                rclone_skip: None,
+                _guard: Box::new(gcs),
+            }
+        }
+        _ => {
+            let smb = Samba::start()?;
+            let port = smb.port.to_string();
+            let rclone = if rclone_skip.is_none() {
+                let out = Command::new("rclone")
+                    .args(["obscure", &smb.password])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let obscured = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let env = rclone_env(
+                    "bsmb",
+                    &[
+                        ("type", "smb"),
+                        ("host", &smb.host),
+                        ("port", &port),
+                        ("user", &smb.user),
+                        ("pass", &obscured),
+                    ],
+                );
+                Some((env, format!("bsmb:{}", smb.share)))
+            } else {
+                None
+            };
+            Target {
+                name: name.into(),
+                block: (
+                    "smb/bench".into(),
+                    set(&[
+                        ("host", &smb.host),
+                        ("share", &smb.share),
+                        ("port", &port),
+                        ("username", &smb.user),
+                        ("password", &smb.password),
+                    ]),
+                ),
+                rclone,
+                rclone_skip: None,
+                _guard: Box::new(smb),
+            }
+        }
+    };
+    if rclone_skip.is_none() {
+        rclone_skip = t.rclone_skip.clone();
+    }
+    Ok(Target { rclone_skip, ..t })
+}
+
+/// HMAC-SHA256 (RFC 2104), for the Azurite account SAS that rclone needs.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// An account SAS (blob service, every resource type, read/write/delete/list/add/create),
+/// valid until 2099: rclone 1.60 reaches Azurite only through `sas_url`.
+fn account_sas(account: &str, key: &str) -> Result<String, String> {
+    let key = STANDARD.decode(key).map_err(|e| e.to_string())?;
+    let (sv, ss, srt, sp, se, spr) = (
+        "2019-12-12",
+        "b",
+        "sco",
+        "rwdlac",
+        "2099-01-01T00:00:00Z",
+        "https,http",
+    );
+    let to_sign = format!("{account}\n{sp}\n{ss}\n{srt}\n\n{se}\n\n{spr}\n{sv}\n");
+    let sig = STANDARD.encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let sig = sig
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    Ok(format!(
+        "sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={se}&spr={}&sig={sig}",
+        spr.replace(',', "%2C")
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// The measurements
+
+#[derive(Clone)]
+struct Row {
+    target: String,
+    corpus: String,
+    tool: String,
+    op: String,
+    secs: Vec<f64>,
+    peak_kib: Vec<i64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Bench {
+    blockctl: PathBuf,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Bench {
+    fn record(&mut self, t: &str, c: &str, tool: &str, op: &str, s: Sample) {
+        eprintln!(
+            "   {t} / {c} / {tool} / {op}: {:.3} s, {:.1} MiB",
+            s.secs,
+            s.peak_kib as f64 / 1024.0
+        );
+        if let Some(r) = self
+            .rows
+            .iter_mut()
+            .find(|r| r.target == t && r.corpus == c && r.tool == tool && r.op == op)
+        {
+            r.secs.push(s.secs);
+            r.peak_kib.push(s.peak_kib);
+            return;
+        }
+        self.rows.push(Row {
+            target: t.into(),
+            corpus: c.into(),
+            tool: tool.into(),
+            op: op.into(),
+            secs: vec![s.secs],
+            peak_kib: vec![s.peak_kib],
+        });
+    }
+
+    fn blockctl(&self, home: &Path) -> Command {
+        let mut c = Command::new(&self.blockctl);
+        c.env("BLOCKCTL_HOME", home).arg("-q");
+        c
+    }
+
+    fn target(&mut self, t: &Target, corpora: &[(String, PathBuf)], runs: usize, work: &Path) {
+        let home = work.join(format!("home-{}", t.name));
+        let (slug, sets) = &t.block;
+        let mut create = self.blockctl(&home);
+        create.args(["block", "create", slug]).args(sets);
+        if let Err(e) = run(&mut create) {
+            self.notes
+                .push(format!("{}: block create failed: {e}", t.name));
+            return;
+        }
+        if let Some(why) = &t.rclone_skip {
+            self.notes
+                .push(format!("{}: rclone skipped: {why}", t.name));
+        }
+        for (corpus, src) in corpora {
+            eprintln!("== {} / {corpus}: hashing the source", t.name);
+            let expected = digest_tree(src);
+            for i in 0..runs {
+                eprintln!("== {} / {corpus}: run {}/{runs}", t.name, i + 1);
+                if let Err(e) = self.one_run(t, &home, corpus, src, &expected, i, work) {
+                    self.notes.push(format!("{} / {corpus}: {e}", t.name));
+                    eprintln!("!! {e}");
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn one_run(
+        &mut self,
+        t: &Target,
+        home: &Path,
+        corpus: &str,
+        src: &Path,
+        expected: &BTreeMap<String, String>,
+        i: usize,
+        work: &Path,
+    ) -> Result<(), String> {
+        let base = &t.block.0;
+        let tn = t.name.as_str();
+        let dl = |tag: &str| work.join(format!("dl-{tn}-{corpus}-{tag}-{i}"));
+
+        // blockctl, package layout: cold put, unchanged re-put, get.
+        let slug = format!("{base}/{corpus}-pkg-{i}");
+        let s = run(self.blockctl(home).arg("put").arg(src).arg(&slug))?;
+        self.record(tn, corpus, "blockctl package", "put", s);
+        let s = run(self.blockctl(home).arg("put").arg(src).arg(&slug))?;
+        self.record(tn, corpus, "blockctl package", "re-put", s);
+        let out = dl("pkg");
+        let s = run(self.blockctl(home).arg("get").arg(&slug).arg(&out))?;
+        verify("blockctl get (package)", expected, &out)?;
+        self.record(tn, corpus, "blockctl package", "get", s);
+        let _ = fs::remove_dir_all(&out);
+        let _ = run(self.blockctl(home).arg("rm").arg(&slug));
+
+        // blockctl, files layout.
+        let slug = format!("{base}/{corpus}-files-{i}");
+        let s = run(self
+            .blockctl(home)
+            .arg("put")
+            .arg(src)
+            .arg(&slug)
+            .args(["--layout", "files"]))?;
+        self.record(tn, corpus, "blockctl files", "put", s);
+        let out = dl("files");
+        let s = run(self.blockctl(home).arg("get").arg(&slug).arg(&out))?;
+        verify("blockctl get (files)", expected, &out)?;
+        self.record(tn, corpus, "blockctl files", "get", s);
+        let _ = fs::remove_dir_all(&out);
+        let _ = run(self.blockctl(home).arg("rm").arg(&slug));
+
+        // rclone copy, both ways.
+        if let (Some((env, root)), None) = (&t.rclone, &t.rclone_skip) {
+            let remote = format!("{root}/{corpus}-rclone-{i}");
+            let rclone = |from: &OsStr, to: &OsStr| {
+                let mut c = Command::new("rclone");
+                c.env_remove("AWS_CA_BUNDLE")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .args(["copy", "--transfers", "8", "-q"])
+                    .arg(from)
+                    .arg(to);
+                c
+            };
+            let s = run(&mut rclone(src.as_os_str(), OsStr::new(&remote)))?;
+            self.record(tn, corpus, "rclone", "put", s);
+            let out = dl("rclone");
+            let s = run(&mut rclone(OsStr::new(&remote), out.as_os_str()))?;
+            verify("rclone copy down", expected, &out)?;
+            self.record(tn, corpus, "rclone", "get", s);
+            let _ = fs::remove_dir_all(&out);
+            let mut purge = Command::new("rclone");
+            purge
+                .env_remove("AWS_CA_BUNDLE")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .args(["purge", "-q", &remote]);
+            let _ = run(&mut purge);
+        }
+
+        // The local limit: tar + zstd, and cp -a.
+        if tn == "local" {
+            let archive = work.join(format!("{corpus}-{i}.tar.zst"));
+            let a = archive.to_string_lossy();
+            let s = run(&mut sh(
+                &format!("tar -cf - . | zstd -q -3 -T0 > '{a}'"),
+                src,
+            ))?;
+            self.record(tn, corpus, "tar+zstd", "put", s);
+            let out = dl("tar");
+            fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+            let s = run(&mut sh(&format!("zstd -q -dc '{a}' | tar -xf -"), &out))?;
+            verify("zstd -dc | tar -x", expected, &out)?;
+            self.record(tn, corpus, "tar+zstd", "get", s);
+            let _ = fs::remove_dir_all(&out);
+            let _ = fs::remove_file(&archive);
+
+            let out = dl("cp");
+            let s = run(Command::new("cp").arg("-a").arg(src).arg(&out))?;
+            verify("cp -a", expected, &out)?;
+            self.record(tn, corpus, "cp -a", "copy", s);
+            let _ = fs::remove_dir_all(&out);
+        }
+        Ok(())
+    }
+
+    /// Peer time / blockctl (package layout) time for the same target, corpus and op.
+    fn ratio(&self, r: &Row) -> Option<f64> {
+        if r.tool == "blockctl package" {
+            return None;
+        }
+        let op = if r.op == "copy" { "get" } else { r.op.as_str() };
+        let base = self.rows.iter().find(|b| {
+            b.tool == "blockctl package"
+                && b.target == r.target
+                && b.corpus == r.corpus
+                && b.op == op
+        })?;
+        Some(median(&r.secs) / median(&base.secs))
+    }
+}
+
+fn find_blockctl() -> Result<PathBuf, String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let bin = target.join("release").join("blockctl");
+    // Always (a no-op when up to date), so a stale binary is never measured.
+    eprintln!("cargo build --release -p blockctl");
+    let ok = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "blockctl"])
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if !ok || !bin.exists() {
+        return Err(format!(
+            "{} is missing: `cargo build --release -p blockctl` failed",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
+
+fn main() {
+    let args = parse_args();
+    let blockctl = find_blockctl().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    let work = tempfile::Builder::new()
+        .prefix("blockctl-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let mut corpora = Vec::new();
+    for c in &args.corpora {
+        eprintln!("generating corpus {c}");
+        let root = work.path().join("corpus").join(c);
+        generate(c, &root, args.big_mib);
+        corpora.push((c.clone(), root));
+    }
+    let mut bench = Bench {
+        blockctl,
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    for name in &args.targets {
+        eprintln!("== starting {name}");
+        match start_target(name, work.path()) {
+            Ok(t) => bench.target(&t, &corpora, args.runs, work.path()),
+            Err(e) => bench
+                .notes
+                .push(format!("{name}: emulator did not start: {e}")),
+        }
+    }
+
+    println!("| target | corpus | tool | op | median s | peak MiB | ratio peer/blockctl |");
+    println!("|---|---|---|---|---:|---:|---:|");
+    let mut json = Vec::new();
+    for r in &bench.rows {
+        let med = median(&r.secs);
+        let peak = *r.peak_kib.iter().max().unwrap_or(&0) as f64 / 1024.0;
+        let ratio = bench.ratio(r);
+        println!(
+            "| {} | {} | {} | {} | {:.3} | {:.1} | {} |",
+            r.target,
+            r.corpus,
+            r.tool,
+            r.op,
+            med,
+            peak,
+            ratio.map_or("—".to_string(), |x| format!("{x:.2}"))
+        );
+        json.push(serde_json::json!({
+            "target": r.target, "corpus": r.corpus, "tool": r.tool, "op": r.op,
+            "median_s": med, "runs_s": r.secs, "peak_mib": peak, "ratio_vs_blockctl": ratio,
+        }));
+    }
+    for n in &bench.notes {
+        println!("\n- {n}");
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "runs": args.runs, "big_mib": args.big_mib, "rows": json, "notes": bench.notes,
+        });
+        fs::write(path, serde_json::to_vec_pretty(&doc).unwrap())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    if !bench.notes.is_empty() {
+        std::process::exit(1);
+    }
+}
