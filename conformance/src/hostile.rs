@@ -98,20 +98,7 @@ pub async fn plant(
     records.sort_by(|a, b| a.path.cmp(&b.path));
     let package = zstd::encode_all(tar, 3).expect("zstd in memory");
     let version = version_id(&records);
-    let mut totals = Totals {
-        package_bytes: package.len() as u64,
-        ..Totals::default()
-    };
-    for r in &records {
-        match r.kind {
-            EntryKind::File => {
-                totals.files += 1;
-                totals.bytes += r.size;
-            }
-            EntryKind::Dir => totals.dirs += 1,
-            EntryKind::Symlink => totals.symlinks += 1,
-        }
-    }
+    let totals = Totals::count(&records, package.len() as u64);
     let manifest = PackageManifest {
         format: 1,
         version: version.clone(),

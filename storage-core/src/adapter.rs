@@ -21,8 +21,8 @@ use crate::block::*;
 use crate::error::{Error, Result};
 use crate::extract::unpack_verified;
 use crate::manifest::{
-    HeadRecord, MANIFEST_FORMAT, PackageManifest, Totals, is_safe_relative_path, is_version_id,
-    short,
+    HeadRecord, MANIFEST_FORMAT, ManifestEntry, PackageManifest, Totals, is_safe_relative_path,
+    is_version_id, short,
 };
 use crate::pack::{DEFAULT_LEVEL, write_package};
 use crate::place::{check_destination, commit, staging_for};
@@ -427,25 +427,16 @@ impl ObjectStoreBlock {
             });
             let layout = self.upload(to, &package_key, rx, packer).await?;
 
-            let mut records = Vec::with_capacity(entries.len());
-            let mut totals = Totals {
-                package_bytes: layout.package_bytes,
-                ..Totals::default()
-            };
-            for (e, (frame, offset)) in entries.iter().zip(&layout.placements) {
-                let mut r = e.record.clone();
-                r.frame = *frame;
-                r.offset = *offset;
-                match r.kind {
-                    EntryKind::File => {
-                        totals.files += 1;
-                        totals.bytes += r.size;
-                    }
-                    EntryKind::Dir => totals.dirs += 1,
-                    EntryKind::Symlink => totals.symlinks += 1,
-                }
-                records.push(r);
-            }
+            let records: Vec<_> = entries
+                .iter()
+                .zip(&layout.placements)
+                .map(|(e, &(frame, offset))| ManifestEntry {
+                    frame,
+                    offset,
+                    ..e.record.clone()
+                })
+                .collect();
+            let totals = Totals::count(&records, layout.package_bytes);
             let manifest = PackageManifest {
                 format: MANIFEST_FORMAT,
                 version: version.clone(),

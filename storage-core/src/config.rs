@@ -235,16 +235,7 @@ mod tests {
             block_type: BlockType::Local,
             summary: "demo",
             fields: FIELDS,
-            capabilities: Capabilities {
-                package_layout: true,
-                files_layout: true,
-                native_tree: false,
-                versions: true,
-                atomic_put: true,
-                compare_and_swap: true,
-                files_keep_metadata: false,
-                gc: true,
-            },
+            capabilities: Capabilities::OBJECT_STORE,
         };
     }
 

@@ -53,6 +53,27 @@ pub struct Totals {
     pub package_bytes: u64,
 }
 
+impl Totals {
+    /// The totals of `entries`, for a package of `package_bytes`.
+    pub fn count(entries: &[ManifestEntry], package_bytes: u64) -> Self {
+        let mut t = Totals {
+            package_bytes,
+            ..Totals::default()
+        };
+        for e in entries {
+            match e.kind {
+                EntryKind::File => {
+                    t.files += 1;
+                    t.bytes += e.size;
+                }
+                EntryKind::Dir => t.dirs += 1,
+                EntryKind::Symlink => t.symlinks += 1,
+            }
+        }
+        t
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageManifest {
     pub format: u32,
@@ -161,10 +182,6 @@ impl PackageManifest {
         }
         let mut kinds: HashMap<&str, EntryKind> = HashMap::with_capacity(m.entries.len());
         let mut prev: Option<&str> = None;
-        let mut totals = Totals {
-            package_bytes: m.totals.package_bytes,
-            ..Totals::default()
-        };
         for e in &m.entries {
             if !is_safe_relative_path(&e.path) {
                 return Err(bad(format!("unsafe path `{}`", e.path.escape_debug())));
@@ -195,10 +212,8 @@ impl PackageManifest {
                     if e.mode != 0o644 && e.mode != 0o755 {
                         return Err(bad(format!("`{}` has mode {:o}", e.path, e.mode)));
                     }
-                    totals.files += 1;
-                    totals.bytes += e.size;
                 }
-                EntryKind::Dir => totals.dirs += 1,
+                EntryKind::Dir => {}
                 EntryKind::Symlink => {
                     let inside = e
                         .target
@@ -207,12 +222,11 @@ impl PackageManifest {
                     if !inside {
                         return Err(bad(format!("symlink `{}` points outside the tree", e.path)));
                     }
-                    totals.symlinks += 1;
                 }
             }
             kinds.insert(&e.path, e.kind);
         }
-        if totals != m.totals {
+        if Totals::count(&m.entries, m.totals.package_bytes) != m.totals {
             return Err(bad("its totals do not match its entries".into()));
         }
         let mut next = (0, 0);
