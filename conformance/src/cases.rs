@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use storage_core::{BlockPath, ProgressEvent, ProgressObserver, StorageBlock};
 
 use crate::Subject;
-use crate::hostile::{RawEntry, file_record, plant, read, symlink_record, tar_bytes, write};
+use crate::hostile::{
+    RawEntry, file_record, header, plant, plant_package, read, symlink_record, tar_bytes,
+    tar_entries, write, zstd_skippable, zstd_zeros,
+};
 use crate::tree::{
     files_only, small_tree, snapshot, tricky_tree, without_empty_dirs, write as write_file,
 };
@@ -682,6 +685,24 @@ pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
             ],
             vec![file_record("a.txt", evil)],
         ),
+        (
+            "same-path-twice",
+            vec![
+                RawEntry::file("a.txt", b"good"),
+                RawEntry::file("a.txt", evil),
+            ],
+            vec![file_record("a.txt", b"good")],
+        ),
+        (
+            "same-path-twice-in-manifest",
+            vec![RawEntry::file("a.txt", evil), RawEntry::file("a.txt", evil)],
+            vec![file_record("a.txt", evil), file_record("a.txt", evil)],
+        ),
+        (
+            "file-then-folder-of-the-same-name",
+            vec![RawEntry::file("a", evil), RawEntry::dir("a")],
+            vec![file_record("a", evil)],
+        ),
     ];
     for (name, entries, records) in cases {
         let at = format!("hostile/{name}");
@@ -718,6 +739,548 @@ pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
             .join("dotdot-evil.txt")
             .exists()
     );
+}
+
+/// A get of `at` that must fail with exit `want` and write nothing: DEST not created, no
+/// staging left, a `--merge` folder unchanged. Returns the one-line message.
+async fn refused_cleanly(s: &Subject, at: &str, want: i32) -> String {
+    let dest = s.fresh_dir("dest");
+    let started = std::time::Instant::now();
+    let err = s
+        .block
+        .get_directory(&s.path(at), &dest, &GetOptions::default())
+        .await
+        .expect_err(&format!("{at}: the get succeeded"));
+    let took = started.elapsed();
+    let msg = err.to_string();
+    assert_eq!(err.exit_code(), want, "{at}: {msg}");
+    assert!(!msg.contains('\n'), "{at}: not one line: {msg}");
+    assert!(msg.len() < 600, "{at}: a message of {} bytes", msg.len());
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "{at}: refused only after {took:?}"
+    );
+    assert!(
+        !dest.exists(),
+        "{at}: a refused get created its destination"
+    );
+    assert_no_leftovers_beside(&dest);
+    let keep = s.fresh_dir("keep");
+    write_file(&keep, "mine.txt", "mine");
+    let before = snapshot(&keep);
+    let r = s
+        .block
+        .get_directory(&s.path(at), &keep, &get_opts(GetMode::Merge))
+        .await;
+    assert_eq!(code(r), want, "{at}: --merge");
+    assert_eq!(
+        snapshot(&keep),
+        before,
+        "{at}: a refused --merge touched DEST"
+    );
+    msg
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+pub async fn zstd_bombs_and_huge_sizes_are_refused_early_with_nothing_written(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "bomb").await;
+    }
+    let small = b"ok\n".as_slice();
+    let good = tar_entries(&[RawEntry::file("a.txt", small)]);
+
+    // A valid tar followed by 4 GiB of zeros: the package unpacks to far more than its
+    // entries take up.
+    let mut tar = good.clone();
+    tar.extend_from_slice(&[0u8; 1024]);
+    let mut package = zstd::encode_all(&tar[..], 3).unwrap();
+    package.extend(zstd_zeros(4 * GIB));
+    let records = vec![file_record("a.txt", small)];
+    plant_package(
+        s.block.as_ref(),
+        &s.path("bomb/trailing"),
+        package,
+        4 * GIB,
+        records,
+    )
+    .await;
+    let msg = refused_cleanly(s, "bomb/trailing", 5).await;
+    assert!(
+        msg.contains("bomb/trailing"),
+        "the message names no slug: {msg}"
+    );
+    assert!(msg.contains("unpacks to more than"), "{msg}");
+
+    // A GNU long-name record claiming 16 GiB (of zeros): tar would read it into memory.
+    let mut head = Vec::new();
+    header(
+        &mut head,
+        b"././@LongLink",
+        tar::EntryType::GNULongName,
+        16 * GIB,
+        None,
+    );
+    let mut package = zstd::encode_all(&head[..], 3).unwrap();
+    package.extend(zstd_zeros(16 * GIB));
+    let records = vec![file_record("a.txt", small)];
+    plant_package(
+        s.block.as_ref(),
+        &s.path("bomb/long-name"),
+        package,
+        16 * GIB,
+        records,
+    )
+    .await;
+    let msg = refused_cleanly(s, "bomb/long-name", 5).await;
+    assert!(msg.contains("PATH_MAX"), "{msg}");
+
+    // A file header claiming 1 TiB where the manifest lists 3 bytes.
+    let mut head = Vec::new();
+    header(
+        &mut head,
+        b"a.txt",
+        tar::EntryType::Regular,
+        1024 * GIB,
+        None,
+    );
+    let mut package = zstd::encode_all(&head[..], 3).unwrap();
+    package.extend(zstd_zeros(GIB));
+    let records = vec![file_record("a.txt", small)];
+    plant_package(
+        s.block.as_ref(),
+        &s.path("bomb/huge-header"),
+        package,
+        GIB,
+        records,
+    )
+    .await;
+    refused_cleanly(s, "bomb/huge-header", 5).await;
+
+    // A manifest that declares a 1 TiB file in a package of a few KiB: more than zstd can
+    // expand to, refused before anything is unpacked.
+    let mut record = file_record("a.txt", small);
+    record.size = 1024 * GIB;
+    let mut head = Vec::new();
+    header(
+        &mut head,
+        b"a.txt",
+        tar::EntryType::Regular,
+        record.size,
+        None,
+    );
+    let mut package = zstd::encode_all(&head[..], 3).unwrap();
+    package.extend(zstd_zeros(64 * 1024 * 1024));
+    plant_package(
+        s.block.as_ref(),
+        &s.path("bomb/absurd"),
+        package,
+        1024 * GIB,
+        vec![record],
+    )
+    .await;
+    let msg = refused_cleanly(s, "bomb/absurd", 5).await;
+    assert!(msg.contains("more than zstd can expand to"), "{msg}");
+
+    // Sizes that add up past u64.
+    let mut a = file_record("a.txt", small);
+    let mut b = file_record("b.txt", small);
+    a.size = 1 << 63;
+    b.size = 1 << 63;
+    let package = zstd::encode_all(&tar_bytes(&[RawEntry::file("a.txt", small)])[..], 3).unwrap();
+    plant_package(
+        s.block.as_ref(),
+        &s.path("bomb/overflow"),
+        package,
+        0,
+        vec![a, b],
+    )
+    .await;
+    refused_cleanly(s, "bomb/overflow", 5).await;
+
+    // A pax header: `tar -x` would take its size and path, so a package never holds one.
+    let pax = b"17 path=evil.txt\n".to_vec();
+    let mut entries = vec![RawEntry::file("pax", &pax)];
+    entries[0].kind = tar::EntryType::XHeader;
+    entries.push(RawEntry::file("a.txt", small));
+    plant(
+        s.block.as_ref(),
+        &s.path("bomb/pax"),
+        &tar_bytes(&entries),
+        vec![file_record("a.txt", small)],
+    )
+    .await;
+    let msg = refused_cleanly(s, "bomb/pax", 5).await;
+    assert!(msg.contains("pax"), "{msg}");
+}
+
+/// Bytes free on the filesystem that holds `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a struct statvfs to fill.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", dir.display());
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+pub async fn versions_larger_than_the_free_space_are_refused_before_unpacking(s: &Subject) {
+    if !s.block.capabilities().package_layout {
+        return assert_no_raw_objects(s, "full").await;
+    }
+    let probe = s.fresh_dir("probe");
+    fs::create_dir_all(&probe).unwrap();
+    let declared = free_bytes(&probe) + 64 * GIB;
+    let small = b"ok\n".as_slice();
+    let mut record = file_record("big.bin", small);
+    record.size = declared;
+    // The header claims the declared size; the stream then ends. A skippable frame makes the
+    // package big enough that zstd could expand it that far.
+    let mut head = Vec::new();
+    header(
+        &mut head,
+        b"big.bin",
+        tar::EntryType::Regular,
+        declared,
+        None,
+    );
+    let mut package = zstd::encode_all(&head[..], 3).unwrap();
+    let padding = declared / storage_core::manifest::MAX_EXPANSION + 4096;
+    package.extend(zstd_skippable(padding as u32));
+    plant_package(
+        s.block.as_ref(),
+        &s.path("full"),
+        package,
+        declared,
+        vec![record],
+    )
+    .await;
+    let msg = refused_cleanly(s, "full", 1).await;
+    assert!(msg.contains("not enough space"), "{msg}");
+}
+
+pub async fn long_names_round_trip_and_overlong_ones_are_refused(s: &Subject) {
+    let src = s.fresh_dir("src");
+    write_file(
+        &src,
+        &format!("long/{}.txt", "a".repeat(200)),
+        "200-byte name\n",
+    );
+    write_file(
+        &src,
+        &format!("long/{}.txt", "b".repeat(251)),
+        "255-byte name\n",
+    );
+    let deep: Vec<String> = (0..24)
+        .map(|i| format!("d{i:02}-{}", "x".repeat(60)))
+        .collect();
+    let deep = deep.join("/");
+    assert!(deep.len() > 1500);
+    write_file(&src, &format!("{deep}/leaf.txt"), "deep\n");
+    let before = snapshot(&src);
+    let report = put(s, &src, "long").await;
+    assert_eq!(report.files, 3);
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&s.path("long"), &dest, &GetOptions::default())
+        .await
+        .expect("get of long names");
+    assert_eq!(snapshot(&dest), before, "long names did not round-trip");
+    let got = s
+        .block
+        .read_path(&s.path(&format!("long/{deep}/leaf.txt")))
+        .await
+        .expect("cat of a deep file");
+    assert_eq!(&got[..], b"deep\n");
+
+    if s.block.capabilities().files_layout {
+        // A mirror holds a 200-byte name and the deep path as they are.
+        let opts = PutOptions {
+            layout: Layout::Files,
+            ..PutOptions::default()
+        };
+        let mirror = s.fresh_dir("mirror");
+        write_file(
+            &mirror,
+            &format!("long/{}.txt", "a".repeat(200)),
+            "200
+",
+        );
+        write_file(
+            &mirror,
+            &format!("{deep}/leaf.txt"),
+            "deep
+",
+        );
+        s.block
+            .put_directory(&mirror, &s.path("long-files"), &opts)
+            .await
+            .expect("files put of long names");
+        let dest = s.fresh_dir("dest-files");
+        s.block
+            .get_directory(&s.path("long-files"), &dest, &GetOptions::default())
+            .await
+            .expect("files get of long names");
+        assert_eq!(files_only(&snapshot(&dest)), files_only(&snapshot(&mirror)));
+        // A name of the full 255 bytes: kept, or refused in one line naming the slug (a
+        // store that writes through a temporary name beside it has fewer bytes to spare).
+        match s
+            .block
+            .put_directory(&src, &s.path("long-files-255"), &opts)
+            .await
+        {
+            Ok(_) => {
+                let dest = s.fresh_dir("dest-255");
+                s.block
+                    .get_directory(&s.path("long-files-255"), &dest, &GetOptions::default())
+                    .await
+                    .expect("files get of a 255-byte name");
+                assert_eq!(files_only(&snapshot(&dest)), files_only(&before));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                eprintln!(
+                    "files put of a 255-byte name: exit {}: {msg}",
+                    e.exit_code()
+                );
+                assert!(matches!(e.exit_code(), 1 | 2), "{msg}");
+                assert!(
+                    !msg.contains('\n') && msg.contains("long-files-255"),
+                    "{msg}"
+                );
+            }
+        }
+    }
+
+    if !s.block.capabilities().package_layout {
+        return;
+    }
+    let evil = b"evil".as_slice();
+    let long_component = format!("{}.txt", "c".repeat(300));
+    let over_path_max: Vec<String> = (0..20)
+        .map(|i| format!("{i:02}{}", "p".repeat(247)))
+        .collect();
+    let over_path_max = over_path_max.join("/");
+    assert!(over_path_max.len() > 4096);
+    let cases: Vec<(
+        &str,
+        Vec<RawEntry>,
+        Vec<storage_core::manifest::ManifestEntry>,
+    )> = vec![
+        (
+            "component-over-255",
+            vec![RawEntry::file(&long_component, evil)],
+            vec![file_record("short.txt", evil)],
+        ),
+        (
+            "component-over-255-in-manifest",
+            vec![RawEntry::file(&long_component, evil)],
+            vec![file_record(&long_component, evil)],
+        ),
+        (
+            "path-over-path-max",
+            vec![RawEntry::file(&over_path_max, evil)],
+            vec![file_record("short.txt", evil)],
+        ),
+        (
+            "path-over-path-max-in-manifest",
+            vec![RawEntry::file(&over_path_max, evil)],
+            vec![file_record(&over_path_max, evil)],
+        ),
+        (
+            "link-target-over-path-max",
+            vec![RawEntry::link("l", tar::EntryType::Symlink, &over_path_max)],
+            vec![symlink_record("l", "short")],
+        ),
+    ];
+    for (name, entries, records) in cases {
+        let at = format!("long-hostile/{name}");
+        plant(
+            s.block.as_ref(),
+            &s.path(&at),
+            &tar_bytes(&entries),
+            records,
+        )
+        .await;
+        refused_cleanly(s, &at, 5).await;
+    }
+}
+
+/// The same names in several spellings: case, and NFC beside NFD.
+fn case_and_normalization_tree(root: &Path) {
+    write_file(root, "Readme.md", "mixed case\n");
+    write_file(root, "README.md", "upper case\n");
+    write_file(root, "readme.md", "lower case\n");
+    write_file(root, "caf\u{e9}.txt", "NFC\n");
+    write_file(root, "cafe\u{301}.txt", "NFD\n");
+    write_file(root, "Dir/a.txt", "in Dir\n");
+    write_file(root, "dir/a.txt", "in dir\n");
+}
+
+pub async fn names_that_differ_by_case_or_normalization_stay_distinct(s: &Subject) {
+    let src = s.fresh_dir("src");
+    case_and_normalization_tree(&src);
+    let before = snapshot(&src);
+    assert_eq!(
+        before.len(),
+        9,
+        "the test folder itself folds names: {before:?}"
+    );
+    let report = put(s, &src, "case").await;
+    assert_eq!(report.files, 7);
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&s.path("case"), &dest, &GetOptions::default())
+        .await
+        .expect("get");
+    assert_eq!(snapshot(&dest), before, "names were folded together");
+    for (name, want) in [("README.md", "upper case\n"), ("cafe\u{301}.txt", "NFD\n")] {
+        let got = s
+            .block
+            .read_path(&s.path(&format!("case/{name}")))
+            .await
+            .expect("cat");
+        assert_eq!(&got[..], want.as_bytes(), "cat {name}");
+    }
+
+    let caps = s.block.capabilities();
+    if caps.files_layout {
+        let opts = PutOptions {
+            layout: Layout::Files,
+            ..PutOptions::default()
+        };
+        if !caps.files_case_sensitive {
+            // The store folds case: a tree holding names that differ only by case cannot
+            // be mirrored, and is refused before anything is written.
+            let err = s
+                .block
+                .put_directory(&src, &s.path("case-files"), &opts)
+                .await
+                .expect_err("a files put of case-colliding names to a case-folding store");
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains("differ only by case"), "{err}");
+            assert!(
+                s.block.list_files(&s.path("case-files")).await.is_err(),
+                "the refused put wrote something"
+            );
+            // Renaming a file by case only: the new spelling's content must survive the
+            // stale-file sweep (which would delete it under its old spelling).
+            let one = s.fresh_dir("rename-before");
+            crate::tree::write(&one, "Readme.md", b"old spelling\n");
+            s.block
+                .put_directory(&one, &s.path("case-rename"), &opts)
+                .await
+                .expect("files put, old spelling");
+            let two = s.fresh_dir("rename-after");
+            crate::tree::write(&two, "README.md", b"new spelling\n");
+            s.block
+                .put_directory(&two, &s.path("case-rename"), &opts)
+                .await
+                .expect("files put, new spelling");
+            let dest = s.fresh_dir("dest-rename");
+            s.block
+                .get_directory(&s.path("case-rename"), &dest, &GetOptions::default())
+                .await
+                .expect("files get after a rename by case");
+            let got = files_only(&snapshot(&dest));
+            assert_eq!(got.len(), 1, "one file after a rename by case: {got:?}");
+            let name = got.keys().next().expect("one file");
+            assert_eq!(
+                std::fs::read(dest.join(name)).expect("read the renamed file"),
+                b"new spelling\n",
+                "the file renamed by case lost its new content"
+            );
+        } else {
+            s.block
+                .put_directory(&src, &s.path("case-files"), &opts)
+                .await
+                .expect("files put");
+            let dest = s.fresh_dir("dest-files");
+            s.block
+                .get_directory(&s.path("case-files"), &dest, &GetOptions::default())
+                .await
+                .expect("files get");
+            let got = files_only(&snapshot(&dest));
+            assert_eq!(
+                got,
+                files_only(&before),
+                "a files layout folded names together"
+            );
+        }
+    }
+
+    if !caps.package_layout {
+        return;
+    }
+    // A link whose name differs only by case from a folder: on a case-folding filesystem
+    // the file below would be written through the link. It must be refused, or kept as two
+    // distinct names with nothing outside DEST.
+    let evil = b"evil".as_slice();
+    plant(
+        s.block.as_ref(),
+        &s.path("case-hostile"),
+        &tar_bytes(&[
+            RawEntry::dir("sub"),
+            RawEntry::link("sub/Link", tar::EntryType::Symlink, ".."),
+            RawEntry::dir("sub/link"),
+            RawEntry::file("sub/link/x.txt", evil),
+        ]),
+        vec![
+            storage_core::manifest::ManifestEntry {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                size: 0,
+                sha256: None,
+                ..file_record("sub", b"")
+            },
+            symlink_record("sub/Link", ".."),
+            storage_core::manifest::ManifestEntry {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                size: 0,
+                sha256: None,
+                ..file_record("sub/link", b"")
+            },
+            file_record("sub/link/x.txt", evil),
+        ],
+    )
+    .await;
+    let outside = s.fresh_dir("outside");
+    let dest = outside.join("dest");
+    match s
+        .block
+        .get_directory(&s.path("case-hostile"), &dest, &GetOptions::default())
+        .await
+    {
+        Err(e) => {
+            assert_eq!(e.exit_code(), 5, "{e}");
+            assert!(!dest.exists());
+        }
+        Ok(_) => {
+            let got = snapshot(&dest);
+            assert_eq!(
+                got.get("sub/Link"),
+                Some(&crate::tree::Node::Symlink("..".into()))
+            );
+            assert!(matches!(
+                got.get("sub/link/x.txt"),
+                Some(crate::tree::Node::File { size: 4, .. })
+            ));
+            assert!(
+                !fs::symlink_metadata(dest.join("sub/link"))
+                    .unwrap()
+                    .is_symlink()
+            );
+        }
+    }
+    let left: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "dest")
+        .collect();
+    assert!(left.is_empty(), "written beside DEST: {left:?}");
+    assert!(!outside.join("x.txt").exists());
 }
 
 pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subject) {
@@ -1068,6 +1631,114 @@ pub async fn concurrent_puts_leave_a_whole_current_version(s: &Subject) {
     assert_eq!(snapshot(&dest), snapshot(&trees[winner]));
 }
 
+pub async fn racing_puts_of_different_trees_and_gets_see_only_whole_versions(s: &Subject) {
+    let tree = |marker: &str, seed: u64| {
+        let src = s.fresh_dir("src");
+        small_tree(&src, marker);
+        write_file(&src, &format!("only/{marker}.txt"), marker);
+        write_file(&src, "data/blob.bin", crate::tree::noise(64 * 1024, seed));
+        src
+    };
+    let base = tree("base", 40);
+    let at = s.path("race8");
+    let v0 = put(s, &base, "race8").await.version.unwrap();
+    let trees: Vec<_> = (0..8).map(|i| tree(&format!("racer{i}"), 41 + i)).collect();
+    let mut whole: Vec<_> = trees.iter().map(|t| snapshot(t)).collect();
+    whole.push(snapshot(&base));
+    let whole = &whole;
+
+    let cas = s.block.capabilities().compare_and_swap;
+    let opts = PutOptions {
+        if_version: cas.then(|| VersionPrecondition::Current(v0.clone())),
+        ..PutOptions::default()
+    };
+    let done = AtomicBool::new(false);
+    let puts = async {
+        let r =
+            futures::future::join_all(trees.iter().map(|t| s.block.put_directory(t, &at, &opts)))
+                .await;
+        done.store(true, Ordering::SeqCst);
+        r
+    };
+    // Readers during the race: each get is one whole version, never a mix.
+    let gets = async {
+        let mut n = 0;
+        while n < 3 || !done.load(Ordering::SeqCst) {
+            let dest = s.fresh_dir("reader");
+            s.block
+                .get_directory(&at, &dest, &GetOptions::default())
+                .await
+                .expect("a get during the race");
+            let got = snapshot(&dest);
+            assert!(
+                whole.contains(&got),
+                "a get during the race read a tree that was never put: {:?}",
+                got.keys().collect::<Vec<_>>()
+            );
+            n += 1;
+        }
+        n
+    };
+    let (results, reads) = tokio::join!(puts, gets);
+    assert!(reads >= 3);
+    let winners: Vec<(usize, &PutReport)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|r| (i, r)))
+        .collect();
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(e.exit_code(), 6, "a losing put: {e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+    if cas {
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one --if-version put may win: {results:?}"
+        );
+    } else {
+        assert_eq!(
+            winners.len(),
+            8,
+            "every unconditional put succeeds: {results:?}"
+        );
+    }
+    let listed = s.block.list_versions(&at).await.expect("versions");
+    let current: Vec<_> = listed.iter().filter(|v| v.current).collect();
+    assert_eq!(current.len(), 1, "{listed:?}");
+    let (winner, _) = winners
+        .iter()
+        .find(|(_, r)| r.version.as_ref() == Some(&current[0].version))
+        .expect("HEAD is one of the successful puts");
+    let dest = s.fresh_dir("head");
+    s.block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot(&dest),
+        whole[*winner],
+        "HEAD does not read back as its tree"
+    );
+    assert!(listed.iter().any(|v| v.version == v0));
+    for v in &listed {
+        let dest = s.fresh_dir("listed");
+        let opts = GetOptions {
+            version: Some(v.version.clone()),
+            ..GetOptions::default()
+        };
+        s.block
+            .get_directory(&at, &dest, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("listed version {} does not read back: {e}", v.version));
+        assert!(
+            whole.contains(&snapshot(&dest)),
+            "listed version {} is not one of the trees put",
+            v.version
+        );
+    }
+}
+
 /// A progress observer that, when the upload phase starts (after the put has read HEAD),
 /// moves the current version itself from another thread, as a concurrent writer would.
 struct Interloper {
@@ -1138,4 +1809,67 @@ impl ProgressObserver for Interloper {
         });
         *self.stored.lock().unwrap() = stored;
     }
+}
+
+pub async fn files_layout_reput_skips_what_is_uploaded_and_restores_what_changed(s: &Subject) {
+    let caps = s.block.capabilities();
+    let src = s.fresh_dir("src");
+    small_tree(&src, "reput");
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    let r = s.block.put_directory(&src, &s.path("m"), &opts).await;
+    if !caps.files_layout {
+        assert_eq!(code(r), 2, "a files layout must be refused as unsupported");
+        return;
+    }
+    assert!(!r.expect("first files put").skipped);
+    let reput = s
+        .block
+        .put_directory(&src, &s.path("m"), &opts)
+        .await
+        .expect("unchanged files re-put");
+    assert!(
+        reput.skipped,
+        "an unchanged files re-put uploaded something"
+    );
+
+    let local = fs::read(src.join("flow.py")).unwrap();
+    let read = |rel: &'static str| async move {
+        s.block
+            .read_path(&s.path(&format!("m/{rel}")))
+            .await
+            .expect("read a mirrored object")
+    };
+    // Another client overwrites an object with other bytes of the same size: its ETag
+    // changes, so the next put restores it even though the local file did not change.
+    let tampered: Vec<u8> = local.iter().map(|b| b ^ 0x20).collect();
+    s.block
+        .write_path(&s.path("m/flow.py"), tampered.into())
+        .await
+        .expect("overwrite an object from elsewhere");
+    let again = s
+        .block
+        .put_directory(&src, &s.path("m"), &opts)
+        .await
+        .expect("re-put after a remote change");
+    assert!(!again.skipped, "a changed object was not uploaded again");
+    assert_eq!(&read("flow.py").await[..], &local[..], "not restored");
+
+    // A local change is uploaded; the other files are not.
+    write_file(&src, "flow.py", "print('changed')\n");
+    let changed = s
+        .block
+        .put_directory(&src, &s.path("m"), &opts)
+        .await
+        .expect("re-put after a local change");
+    assert!(!changed.skipped);
+    assert_eq!(&read("flow.py").await[..], b"print('changed')\n");
+    let dest = s.fresh_dir("dest");
+    s.block
+        .get_directory(&s.path("m"), &dest, &GetOptions::default())
+        .await
+        .expect("files get");
+    assert_eq!(files_only(&snapshot(&dest)), files_only(&snapshot(&src)));
 }

@@ -76,6 +76,7 @@ macro_rules! conformance_suite {
             get_merge_overwrites_and_keeps_other_files,
             sub_paths_are_independent_and_a_package_folder_can_be_pulled,
             files_layout_is_a_plain_mirror_or_declared_unsupported,
+            files_layout_reput_skips_what_is_uploaded_and_restores_what_changed,
             ignore_rules_leave_files_out,
             bad_slugs_are_usage_errors,
             missing_paths_are_not_found_and_create_nothing,
@@ -84,10 +85,15 @@ macro_rules! conformance_suite {
             tampered_manifest_is_refused,
             head_pointing_at_a_missing_version_is_refused,
             hostile_archives_are_refused_with_nothing_written,
+            zstd_bombs_and_huge_sizes_are_refused_early_with_nothing_written,
+            versions_larger_than_the_free_space_are_refused_before_unpacking,
+            long_names_round_trip_and_overlong_ones_are_refused,
+            names_that_differ_by_case_or_normalization_stay_distinct,
             if_version_is_a_compare_and_swap_or_declared_unsupported,
             cat_reads_one_file_of_the_current_version,
             rm_and_gc_drop_versions_but_never_the_current_one,
             concurrent_puts_leave_a_whole_current_version,
+            racing_puts_of_different_trees_and_gets_see_only_whole_versions,
         );
     };
     (@cases $make:path, $($case:ident),* $(,)?) => {

@@ -27,6 +27,7 @@ fn s3_config(server: &S3sFs, bucket: &str, secret: &str) -> S3Config {
         session_token: None,
         allow_http: Some(true),
         virtual_hosted_style: None,
+        timeout: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn azure_config(azurite: &Azurite, container: &str, key: &str) -> AzureConfig {
         sas_token: None,
         endpoint: Some(azurite.endpoint.clone()),
         use_emulator: None,
+        timeout: None,
     }
 }
 

@@ -23,6 +23,7 @@ async fn azure_subject(case: &str) -> Subject {
         sas_token: None,
         endpoint: Some(azurite.endpoint.clone()),
         use_emulator: None,
+        timeout: None,
     };
     let block = open(&config, "azure/conformance").expect("open azure block");
     Subject::new(Arc::new(block), case).with_guard(azurite)

@@ -27,6 +27,7 @@ fn config(gcs: &FakeGcs, bucket: &str) -> GcsConfig {
         service_account_key: None,
         service_account_path: None,
         anonymous: Some(true),
+        timeout: None,
     }
 }
 
@@ -208,6 +209,7 @@ async fn big_package_in_this_process() {
                 service_account_key: None,
                 service_account_path: None,
                 anonymous: Some(true),
+                timeout: None,
             },
         ),
         Err(_) => {

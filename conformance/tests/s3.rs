@@ -19,6 +19,7 @@ pub fn config(endpoint: &str, bucket: &str, secret: &str) -> S3Config {
         session_token: None,
         allow_http: Some(true),
         virtual_hosted_style: None,
+        timeout: None,
     }
 }
 

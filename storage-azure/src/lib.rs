@@ -14,7 +14,7 @@ pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 pub const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-use FieldKind::{Bool, String as Text};
+use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
@@ -30,6 +30,7 @@ pub struct AzureConfig {
     pub sas_token: Option<Secret>,
     pub endpoint: Option<String>,
     pub use_emulator: Option<bool>,
+    pub timeout: Option<i64>,
 }
 
 const fn field(
@@ -80,12 +81,22 @@ impl BlockConfig for AzureConfig {
                 false,
                 "talk to Azurite with its well-known account",
             ),
+            field(
+                "timeout",
+                Integer,
+                false,
+                false,
+                "seconds one request may take before it is retried (default 300)",
+            ),
         ],
         capabilities: CAPABILITIES,
     };
 }
 
 pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+
+/// How long one request may take when the block sets no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The parts of a connection string this block uses.
 fn parse_connection_string(cs: &str) -> (Option<String>, Option<String>, Option<String>) {
@@ -161,11 +172,12 @@ pub fn open(config: &AzureConfig, label: &str) -> Result<ObjectStoreBlock> {
     if let Some(e) = endpoint {
         b = b.with_endpoint(e);
     }
+    let timeout = storage_core::adapter::request_timeout(label, config.timeout, DEFAULT_TIMEOUT)?;
     b = b.with_allow_http(allow_http).with_client_options(
         ClientOptions::new()
             .with_allow_http(allow_http)
             .with_connect_timeout(Duration::from_secs(10))
-            .with_timeout(Duration::from_secs(300)),
+            .with_timeout(timeout),
     );
     let store = b.build().map_err(|e| {
         Error::Usage(format!(

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::block::*;
 use crate::error::{Error, Result};
 use crate::extract::unpack_verified;
+use crate::hashcache::{HashCache, UploadLedger, same_etag};
 use crate::manifest::{
     HeadRecord, MANIFEST_FORMAT, ManifestEntry, PackageManifest, Totals, is_safe_relative_path,
     is_version_id, short,
@@ -311,7 +312,7 @@ impl ObjectStoreBlock {
         key: &ObjPath,
         mut rx: mpsc::Receiver<Bytes>,
         producer: tokio::task::JoinHandle<Result<T>>,
-    ) -> Result<T> {
+    ) -> Result<(T, Option<String>)> {
         let mut head: Vec<Bytes> = Vec::new();
         let mut buffered = 0usize;
         while buffered < self.part_size {
@@ -326,8 +327,8 @@ impl ObjectStoreBlock {
         if buffered < self.part_size {
             let out = producer.await??;
             let payload: PutPayload = head.into_iter().collect();
-            self.store.put(key, payload).await.map_err(self.fail(at))?;
-            return Ok(out);
+            let put = self.store.put(key, payload).await.map_err(self.fail(at))?;
+            return Ok((out, put.e_tag));
         }
         let upload = self.store.put_multipart(key).await.map_err(self.fail(at))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
@@ -349,8 +350,8 @@ impl ObjectStoreBlock {
         let produced = producer.await.map_err(Error::from).and_then(|r| r);
         match (sent, produced) {
             (Ok(()), Ok(out)) => {
-                writer.finish().await.map_err(self.fail(at))?;
-                Ok(out)
+                let put = writer.finish().await.map_err(self.fail(at))?;
+                Ok((out, put.e_tag))
             }
             (Err(e), _) | (Ok(()), Err(e)) => {
                 let _ = writer.abort().await;
@@ -425,7 +426,7 @@ impl ObjectStoreBlock {
                 std::io::Write::flush(&mut out).map_err(|e| Error::io("writing the package", e))?;
                 Ok(layout)
             });
-            let layout = self.upload(to, &package_key, rx, packer).await?;
+            let (layout, _) = self.upload(to, &package_key, rx, packer).await?;
 
             let records: Vec<_> = entries
                 .iter()
@@ -521,32 +522,87 @@ impl ObjectStoreBlock {
                 total: Some(total),
             },
         );
-        let keep: std::collections::HashSet<String> =
-            files.iter().map(|e| e.record.path.clone()).collect();
-        stream::iter(files)
+        // On a store that folds case (SMB), `README.md` and `Readme.md` are one object: a
+        // tree holding both cannot be mirrored, and the stale check must compare folded
+        // names, or it would delete the file just written under its old spelling.
+        let fold = |p: &str| {
+            if self.caps.files_case_sensitive {
+                p.to_string()
+            } else {
+                p.to_lowercase()
+            }
+        };
+        let mut keep = std::collections::HashMap::<String, &str>::new();
+        for e in &files {
+            if let Some(other) = keep.insert(fold(&e.record.path), &e.record.path) {
+                return Err(Error::Usage(format!(
+                    "{slug}: `{other}` and `{}` differ only by case, which this store folds \
+                     into one file; put with --layout package to keep both",
+                    e.record.path
+                )));
+            }
+        }
+        let keep: std::collections::HashSet<String> = keep.into_keys().collect();
+        let count = files.len() as u64;
+        // What an earlier put from here uploaded: a file whose content is what was uploaded
+        // then, and whose object still carries the ETag that upload got back, is skipped.
+        let ledger = UploadLedger::open(&slug);
+        let remote: std::collections::HashMap<String, (u64, Option<&str>)> = existing
+            .iter()
+            .filter_map(|m| {
+                let rel = self.relative(to, m).ok()?;
+                Some((rel, (m.size, m.e_tag.as_deref())))
+            })
+            .collect();
+        let (files, unchanged): (Vec<_>, Vec<_>) = files.into_iter().partition(|e| {
+            let sha = e.record.sha256.as_deref();
+            let uploaded = sha.and_then(|sha| ledger.get(&e.record.path, sha, e.record.size));
+            let stored = remote.get(&e.record.path);
+            !matches!((uploaded, stored), (Some(tag), Some((size, Some(now))))
+                if *size == e.record.size && same_etag(tag, now))
+        });
+        let skipped_bytes: u64 = unchanged.iter().map(|e| e.record.size).sum();
+        let mut recorded: Vec<(String, String, u64, String)> = unchanged
+            .iter()
+            .filter_map(|e| {
+                let sha = e.record.sha256.clone()?;
+                let tag = ledger.get(&e.record.path, &sha, e.record.size)?.to_string();
+                Some((e.record.path.clone(), sha, e.record.size, tag))
+            })
+            .collect();
+        emit(&opts.progress, ProgressEvent::Advance(skipped_bytes));
+        let nothing_to_upload = files.is_empty();
+        let uploaded: Vec<Option<(String, String, u64, String)>> = stream::iter(files)
             .map(|e| async move {
                 let key = self.key(to, &e.record.path)?;
-                self.upload_file(to, &key, &e.fs_path, e.record.size)
+                let tag = self
+                    .upload_file(to, &key, &e.fs_path, e.record.size)
                     .await?;
                 emit(&opts.progress, ProgressEvent::Advance(e.record.size));
-                Ok::<_, Error>(())
+                let record = |sha, tag| (e.record.path, sha, e.record.size, tag);
+                Ok::<_, Error>(e.record.sha256.zip(tag).map(|(sha, tag)| record(sha, tag)))
             })
             .buffer_unordered(self.concurrency * 2)
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
+        recorded.extend(uploaded.into_iter().flatten());
+        ledger.save(&recorded);
         let stale: Vec<ObjPath> = existing
             .iter()
-            .filter(|m| self.relative(to, m).is_ok_and(|r| !keep.contains(&r)))
+            .filter(|m| {
+                self.relative(to, m)
+                    .is_ok_and(|r| !keep.contains(&fold(&r)))
+            })
             .map(|m| m.location.clone())
             .collect();
-        self.delete_all(to, stale).await?;
+        let removed = self.delete_all(to, stale).await?;
         emit(&opts.progress, ProgressEvent::Done);
         Ok(PutReport {
             version: None,
             layout: Layout::Files,
-            files: keep.len() as u64,
+            files: count,
             bytes: total,
-            skipped: false,
+            skipped: nothing_to_upload && removed == 0,
             warnings,
         })
     }
@@ -557,15 +613,16 @@ impl ObjectStoreBlock {
         key: &ObjPath,
         path: &Path,
         size: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let read_err = |e| Error::io(format!("reading {}", path.display()), e);
         if size < self.part_size as u64 {
             let data = tokio::fs::read(path).await.map_err(read_err)?;
-            self.store
+            let put = self
+                .store
                 .put(key, data.into())
                 .await
                 .map_err(self.fail(at))?;
-            return Ok(());
+            return Ok(put.e_tag);
         }
         let (tx, rx) = mpsc::channel::<Bytes>(8);
         let path = path.to_path_buf();
@@ -578,7 +635,8 @@ impl ObjectStoreBlock {
             std::io::Write::flush(&mut out).map_err(|e| Error::io("uploading", e))?;
             Ok(())
         });
-        self.upload(at, key, rx, reader).await
+        let ((), e_tag) = self.upload(at, key, rx, reader).await?;
+        Ok(e_tag)
     }
 
     async fn delete_all(&self, at: &BlockPath, keys: Vec<ObjPath>) -> Result<usize> {
@@ -824,6 +882,18 @@ pub fn retry_config() -> object_store::RetryConfig {
     }
 }
 
+/// How long one request of a remote block may take before it is given up (and retried): the
+/// block's `timeout` field in seconds, else `default`.
+pub fn request_timeout(label: &str, secs: Option<i64>, default: Duration) -> Result<Duration> {
+    match secs {
+        None => Ok(default),
+        Some(s) if s > 0 => Ok(Duration::from_secs(s as u64)),
+        Some(s) => Err(Error::Usage(format!(
+            "{label}: timeout must be a positive number of seconds, not {s}"
+        ))),
+    }
+}
+
 pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -860,9 +930,10 @@ impl StorageBlock for ObjectStoreBlock {
         let layout = opts.layout;
         let tree = tokio::task::spawn_blocking(move || {
             let mut tree = SourceTree::scan(&src, &scan)?;
-            if layout == Layout::Package {
-                tree.hash_files()?;
-            }
+            // Files are hashed for both layouts: the package's version id, and the files
+            // layout's skip of what is already uploaded. The stat cache makes it cheap.
+            let _ = layout;
+            tree.hash_files_cached(&HashCache::open(&src))?;
             Ok::<_, Error>(tree)
         })
         .await?

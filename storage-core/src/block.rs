@@ -35,6 +35,10 @@ pub struct Capabilities {
     pub files_keep_metadata: bool,
     /// Old versions can be dropped, one by one (`rm --version`) or by `gc`.
     pub gc: bool,
+    /// The files layout keeps names that differ only by case (`README.md`, `Readme.md`)
+    /// apart. When false the store folds case (SMB shares do), such names overwrite each
+    /// other in a mirror, and only the package layout keeps them.
+    pub files_case_sensitive: bool,
 }
 
 impl Capabilities {
@@ -49,6 +53,7 @@ impl Capabilities {
         compare_and_swap: true,
         files_keep_metadata: false,
         gc: true,
+        files_case_sensitive: true,
     };
 }
 

@@ -153,6 +153,8 @@ impl BlockDocument {
                     toml::Value::String(s) if secret && !s.starts_with("env:") => {
                         toml::Value::String(MASK.into())
                     }
+                    // A URL field may carry credentials (`https://user:token@host`).
+                    toml::Value::String(s) => toml::Value::String(crate::secret::redact(s)),
                     other => other.clone(),
                 };
                 (k.clone(), shown)

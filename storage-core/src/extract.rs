@@ -1,12 +1,16 @@
 //! Safe extraction: a package is unpacked into a fresh staging directory, every entry checked
 //! against the manifest (path, kind, size, mode, sha256). Absolute paths, `..`, links that
 //! leave the tree, hard links, devices and FIFOs are refused; symlinks are made last, so no
-//! entry can be written through one.
+//! entry can be written through one. The decompressed stream is bounded by what the
+//! manifest's entries can take up, and long-name records by PATH_MAX, so a zstd bomb or a
+//! huge declared size is refused before it fills memory or disk.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
@@ -43,17 +47,56 @@ pub fn unpack_verified(
     let mut links: Vec<(String, String)> = Vec::new();
     let mut done = Extracted::default();
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
+    check_free_space(manifest, staging, subtree)?;
 
     let decoder =
         zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
-    let mut archive = tar::Archive::new(decoder);
-    let entries = archive.entries().map_err(corrupt)?;
+    let limit = tar_bound(manifest);
+    let overflowed = Rc::new(Cell::new(false));
+    let bounded = Bounded {
+        inner: decoder,
+        left: limit,
+        overflowed: overflowed.clone(),
+    };
+    let mut archive = tar::Archive::new(bounded);
+    let bomb = || {
+        unsafe_archive(format!(
+            "it unpacks to more than the {limit} bytes its manifest accounts for"
+        ))
+    };
+    // Raw entries: long-name records are read here, bounded, not by tar into memory.
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
+    let entries = archive.entries().map_err(corrupt)?.raw(true);
     for entry in entries {
-        let mut entry = entry.map_err(corrupt)?;
-        let raw = entry.path_bytes().into_owned();
+        let mut entry = entry.map_err(|e| or_bomb(&overflowed, bomb, corrupt(e)))?;
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_gnu_longname() || entry_type.is_gnu_longlink() {
+            let slot = if entry_type.is_gnu_longname() {
+                &mut long_name
+            } else {
+                &mut long_link
+            };
+            let record = read_name_record(&mut entry, slot.is_some())
+                .map_err(|e| or_bomb(&overflowed, bomb, e))?;
+            *slot = Some(record);
+            continue;
+        }
+        if entry_type.is_pax_local_extensions() || entry_type.is_pax_global_extensions() {
+            return Err(unsafe_archive(
+                "it holds a pax header, which no package has".into(),
+            ));
+        }
+        let raw = long_name
+            .take()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let long_target = long_link.take();
         let path = std::str::from_utf8(&raw)
             .map_err(|_| unsafe_archive("an entry name is not UTF-8".into()))?;
         let path = path.strip_suffix('/').unwrap_or(path).to_string();
+        if let Some(why) = name_too_long(&path) {
+            return Err(unsafe_archive(format!("entry `{}` {why}", shown(&path))));
+        }
         if !is_safe_relative_path(&path) {
             return Err(unsafe_archive(format!(
                 "entry `{}` would leave the destination",
@@ -97,9 +140,9 @@ pub fn unpack_verified(
                 }
             }
             EntryKind::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .and_then(|t| String::from_utf8(t.into_owned()).ok())
+                let target = long_target
+                    .or_else(|| entry.link_name_bytes().map(|t| t.into_owned()))
+                    .and_then(|t| String::from_utf8(t).ok())
                     .ok_or_else(|| unsafe_archive(format!("symlink `{path}` has no target")))?;
                 if Some(&target) != record.target.as_ref() || !link_stays_inside(&out_rel, &target)
                 {
@@ -140,6 +183,15 @@ pub fn unpack_verified(
             }
         }
     }
+    if long_name.is_some() || long_link.is_some() {
+        return Err(unsafe_archive(
+            "a long-name record at its end names no entry".into(),
+        ));
+    }
+    // What follows the end of the tar is read too, within the bound: a package is refused
+    // when it unpacks to more than its entries take up.
+    io::copy(&mut archive.into_inner(), &mut io::sink())
+        .map_err(|e| or_bomb(&overflowed, bomb, corrupt(e)))?;
     if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
         return Err(Error::Integrity(format!(
             "package is incomplete: `{}` is in the manifest but not in the package",
@@ -159,6 +211,139 @@ pub fn unpack_verified(
 
 /// Files up to this size are copied with one write instead of through a buffer.
 const SMALL_FILE: u64 = 64 * 1024;
+
+/// The longest relative path an entry may have: Linux's PATH_MAX less its NUL.
+const MAX_PATH: usize = 4095;
+/// The longest name one path component may have (NAME_MAX).
+const MAX_NAME: usize = 255;
+/// Besides the entries: two end-of-archive blocks and a blocking factor's padding.
+const TAR_SLACK: u64 = 1024 + 10240;
+
+/// The most bytes a tar of the manifest's entries can take up: per entry a header, GNU
+/// long-name records for a long path or link target, and its data in 512-byte blocks.
+fn tar_bound(manifest: &PackageManifest) -> u64 {
+    let blocks = |n: u64| n.div_ceil(512).saturating_mul(512);
+    let name_record = |len: usize| {
+        if len >= 100 {
+            512 + blocks(len as u64 + 2)
+        } else {
+            0
+        }
+    };
+    manifest.entries.iter().fold(TAR_SLACK, |acc, e| {
+        let link = e.target.as_ref().map_or(0, |t| name_record(t.len()));
+        acc.saturating_add(512 + name_record(e.path.len() + 1) + link)
+            .saturating_add(blocks(e.size))
+    })
+}
+
+/// A reader that fails once more than `left` bytes would come through, and says so.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    overflowed: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more than allowed is enough to know.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.overflowed.set(true);
+            return Err(io::Error::other(
+                "the package unpacks to more than declared",
+            ));
+        }
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The error to report: the bound's, when the stream went past it.
+fn or_bomb(overflowed: &Cell<bool>, bomb: impl Fn() -> Error, err: Error) -> Error {
+    if overflowed.get() { bomb() } else { err }
+}
+
+/// Reads a GNU long-name (or long-link) record, at most PATH_MAX long, up to its first NUL.
+fn read_name_record(entry: &mut impl Read, twice: bool) -> Result<Vec<u8>> {
+    if twice {
+        return Err(unsafe_archive(
+            "two long-name records describe one entry".into(),
+        ));
+    }
+    let mut name = Vec::new();
+    let read = entry
+        .take(MAX_PATH as u64 + 2)
+        .read_to_end(&mut name)
+        .map_err(corrupt)?;
+    if read > MAX_PATH + 1 {
+        return Err(unsafe_archive(format!(
+            "a long-name record is longer than PATH_MAX ({MAX_PATH} bytes)"
+        )));
+    }
+    if let Some(nul) = name.iter().position(|&b| b == 0) {
+        name.truncate(nul);
+    }
+    Ok(name)
+}
+
+/// Why a path cannot be made on Linux, if it cannot: too long, or a component too long.
+fn name_too_long(path: &str) -> Option<String> {
+    if path.len() > MAX_PATH {
+        return Some(format!(
+            "is {} bytes long, more than PATH_MAX ({MAX_PATH})",
+            path.len()
+        ));
+    }
+    path.split('/')
+        .find(|c| c.len() > MAX_NAME)
+        .map(|c| format!("has a {}-byte name, more than {MAX_NAME}", c.len()))
+}
+
+/// A path for a message: at most 80 characters of it, escaped.
+fn shown(path: &str) -> String {
+    let mut cut: String = path.chars().take(80).collect();
+    if cut.len() < path.len() {
+        cut.push('…');
+    }
+    cut.escape_debug().to_string()
+}
+
+/// Refuses, before anything is written, a version whose files need more space than is free
+/// where it is unpacked.
+fn check_free_space(manifest: &PackageManifest, staging: &Path, subtree: &str) -> Result<()> {
+    let needed = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && kept_path(&e.path, subtree).is_some())
+        .fold(0u64, |acc, e| acc.saturating_add(e.size));
+    #[cfg(unix)]
+    {
+        let Ok(fs) = rustix::fs::statvfs(staging) else {
+            return Ok(());
+        };
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if needed > free {
+            let at = staging.parent().unwrap_or(staging);
+            return Err(Error::io(
+                format!("unpacking into {}", at.display()),
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "not enough space: the version holds {needed} bytes of files and {free} bytes are free"
+                    ),
+                ),
+            ));
+        }
+    }
+    let _ = (needed, staging);
+    Ok(())
+}
 
 /// Creates a new file (never over an existing one) with its final mode, in one call.
 fn create_file(path: &Path, mode: u32) -> io::Result<fs::File> {
@@ -244,6 +429,59 @@ mod tests {
             frame: 0,
             offset: 0,
         }
+    }
+
+    fn one_file_manifest(data: &[u8]) -> PackageManifest {
+        let entries = vec![record("a.txt", data)];
+        PackageManifest {
+            format: 1,
+            version: version_id(&entries),
+            created: String::new(),
+            compression: "zstd".into(),
+            totals: Totals::default(),
+            frames: Vec::new(),
+            entries,
+        }
+    }
+
+    fn unpack(package: &[u8], manifest: &PackageManifest) -> Result<Extracted> {
+        let outer = tempfile::tempdir().unwrap();
+        let staging = outer.path().join("s");
+        fs::create_dir(&staging).unwrap();
+        unpack_verified(package, manifest, &staging, "", |_| {})
+    }
+
+    #[test]
+    fn a_package_that_unpacks_past_its_entries_is_refused() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "a.txt", &b"hi"[..]).unwrap();
+        let mut plain = tar.into_inner().unwrap();
+        let manifest = one_file_manifest(b"hi");
+        let package = zstd::encode_all(&plain[..], 3).unwrap();
+        assert_eq!(unpack(&package, &manifest).unwrap().files, 1);
+        plain.extend(vec![0u8; 1024 * 1024]);
+        let package = zstd::encode_all(&plain[..], 3).unwrap();
+        let err = unpack(&package, &manifest).unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("unpacks to more than"), "{err}");
+    }
+
+    #[test]
+    fn a_long_name_record_past_path_max_is_refused_unread() {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(1 << 40);
+        h.set_cksum();
+        let mut plain = h.as_bytes().to_vec();
+        plain.extend(vec![b'x'; 64 * 1024]);
+        let package = zstd::encode_all(&plain[..], 3).unwrap();
+        let err = unpack(&package, &one_file_manifest(b"hi")).unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("PATH_MAX"), "{err}");
     }
 
     /// A bounded, seeded stand-in for the `archive` fuzz target that runs with every test

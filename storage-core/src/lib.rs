@@ -22,6 +22,7 @@ pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 
 pub mod adapter;
 pub mod extract;
+pub mod hashcache;
 pub mod manifest;
 pub mod pack;
 pub mod place;

@@ -12,6 +12,11 @@ use crate::slug::check_segment;
 
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// zstd cannot expand more than this: a block of at most 128 KiB costs at least 4 bytes
+/// (an RLE block), so 32768 is the ceiling, doubled for frame overheads. A manifest whose
+/// files hold more bytes than this times its package declares what no package can hold.
+pub const MAX_EXPANSION: u64 = 65536;
+
 /// One entry of a packaged tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
@@ -64,7 +69,8 @@ impl Totals {
             match e.kind {
                 EntryKind::File => {
                     t.files += 1;
-                    t.bytes += e.size;
+                    // Saturating: a hostile manifest's sizes may add up past u64.
+                    t.bytes = t.bytes.saturating_add(e.size);
                 }
                 EntryKind::Dir => t.dirs += 1,
                 EntryKind::Symlink => t.symlinks += 1,
@@ -229,15 +235,24 @@ impl PackageManifest {
         if Totals::count(&m.entries, m.totals.package_bytes) != m.totals {
             return Err(bad("its totals do not match its entries".into()));
         }
-        let mut next = (0, 0);
+        if m.totals.bytes > m.totals.package_bytes.saturating_mul(MAX_EXPANSION) {
+            return Err(bad(format!(
+                "it declares {} bytes of files in a package of {} bytes, more than zstd can expand to",
+                m.totals.bytes, m.totals.package_bytes
+            )));
+        }
+        let mut next = (0u64, 0u64);
         for f in &m.frames {
             if (f.offset, f.uncompressed_offset) != next {
                 return Err(bad("its frame table is not contiguous".into()));
             }
-            next = (
-                f.offset + f.length,
-                f.uncompressed_offset + f.uncompressed_length,
-            );
+            next = match (
+                f.offset.checked_add(f.length),
+                f.uncompressed_offset.checked_add(f.uncompressed_length),
+            ) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(bad("its frame table overflows".into())),
+            };
         }
         if next.0 != m.totals.package_bytes {
             return Err(bad("its frame table does not cover the package".into()));

@@ -4,14 +4,16 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkState};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
+use crate::hashcache::{HashCache, Stamp};
 use crate::manifest::{ManifestEntry, link_stays_inside, version_id};
 use crate::slug::check_segment;
 
@@ -32,6 +34,8 @@ pub struct ScanOptions {
 pub struct SourceEntry {
     pub record: ManifestEntry,
     pub fs_path: PathBuf,
+    /// What `stat` said of a file at scan time, the key of the hash cache.
+    pub stamp: Option<Stamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,57 +67,29 @@ impl SourceTree {
                 let is_dir = e.file_type().is_some_and(|t| t.is_dir());
                 rel.as_os_str().is_empty() || !rules.matched(rel, is_dir).is_ignore()
             })
-            .build();
+            .threads(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(4),
+            )
+            .build_parallel();
 
+        // Each walker thread fills its own lists; they are merged (and sorted) at the end.
+        let all = Mutex::new(Vec::new());
+        walker.visit(&mut Collector { root, all: &all });
         let mut entries = Vec::new();
         let mut warnings = Vec::new();
-        for item in walker {
-            let item = item.map_err(|e| Error::Usage(format!("reading source: {e}")))?;
-            if item.depth() == 0 {
-                continue;
-            }
-            let rel = rel_path(root, item.path())?;
-            let ft = item
-                .file_type()
-                .ok_or_else(|| Error::Usage(format!("cannot read the type of {rel}")))?;
-            let record = if ft.is_dir() {
-                entry(rel, EntryKind::Dir, 0o755, 0, None)
-            } else if ft.is_file() {
-                let meta = item
-                    .metadata()
-                    .map_err(|e| Error::Usage(format!("reading {rel}: {e}")))?;
-                if let Some(pattern) = secret_pattern(&rel) {
-                    warnings.push(format!(
-                        "{rel} looks like a secret (matches {pattern}); add it to .blockignore to leave it out"
-                    ));
-                }
-                entry(rel, EntryKind::File, file_mode(&meta), meta.len(), None)
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(item.path())
-                    .map_err(|e| Error::io(format!("reading link {rel}"), e))?;
-                let target = target
-                    .to_str()
-                    .map(str::to_string)
-                    .filter(|t| link_stays_inside(&rel, t));
-                match target {
-                    Some(t) => entry(rel, EntryKind::Symlink, 0o777, 0, Some(t)),
-                    None => {
-                        return Err(Error::Usage(format!(
-                            "symlink {rel} points outside the tree; use --follow-symlinks to store its target instead"
-                        )));
-                    }
-                }
-            } else {
-                warnings.push(format!(
-                    "{rel} is not a file, directory or symlink; left out"
-                ));
-                continue;
-            };
-            entries.push(SourceEntry {
-                record,
-                fs_path: item.into_path(),
-            });
+        let mut errors = Vec::new();
+        for found in all.into_inner().expect("walker threads ended") {
+            entries.extend(found.entries);
+            warnings.extend(found.warnings);
+            errors.extend(found.errors);
         }
+        // The same error whichever thread met it first: the first by message.
+        if let Some(e) = errors.into_iter().min_by_key(|e| e.to_string()) {
+            return Err(e);
+        }
+        warnings.sort();
         entries.sort_by(|a, b| a.record.path.cmp(&b.record.path));
         Ok(SourceTree {
             root: root.to_path_buf(),
@@ -124,16 +100,35 @@ impl SourceTree {
 
     /// Reads every file once, in parallel, recording its size and sha256.
     pub fn hash_files(&mut self) -> Result<()> {
+        self.hash_files_cached(&HashCache::disabled())
+    }
+
+    /// Like [`hash_files`](Self::hash_files), but a file whose stamp matches its entry in
+    /// `cache` is not read; the cache is then rewritten with this tree's hashes.
+    pub fn hash_files_cached(&mut self, cache: &HashCache) -> Result<()> {
         self.entries
             .par_iter_mut()
             .filter(|e| e.record.kind == EntryKind::File)
             .try_for_each(|e| {
-                let (size, sha) = hash_file(&e.fs_path)
-                    .map_err(|err| Error::io(format!("reading {}", e.record.path), err))?;
+                let cached = e.stamp.as_ref().and_then(|s| {
+                    cache
+                        .get(&e.record.path, s)
+                        .map(|sha| (s.size(), sha.to_string()))
+                });
+                let (size, sha) = match cached {
+                    Some(hit) => hit,
+                    None => hash_file(&e.fs_path)
+                        .map_err(|err| Error::io(format!("reading {}", e.record.path), err))?,
+                };
                 e.record.size = size;
                 e.record.sha256 = Some(sha);
-                Ok(())
-            })
+                Ok::<_, Error>(())
+            })?;
+        cache.save(self.entries.iter().filter_map(|e| {
+            let stamp = e.stamp.as_ref().filter(|s| s.size() == e.record.size)?;
+            Some((e.record.path.as_str(), stamp, e.record.sha256.as_deref()?))
+        }));
+        Ok(())
     }
 
     pub fn records(&self) -> Vec<ManifestEntry> {
@@ -154,6 +149,121 @@ impl SourceTree {
 
     pub fn file_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.record.size).sum()
+    }
+}
+
+enum Visited {
+    Entry(SourceEntry, Option<String>),
+    Skip(Option<String>),
+}
+
+/// One walked item: its entry (with a warning, if any), or why it is left out.
+fn visit(root: &Path, item: std::result::Result<DirEntry, ignore::Error>) -> Result<Visited> {
+    let item = item.map_err(|e| Error::Usage(format!("reading source: {e}")))?;
+    if item.depth() == 0 {
+        return Ok(Visited::Skip(None));
+    }
+    let rel = rel_path(root, item.path())?;
+    let ft = item
+        .file_type()
+        .ok_or_else(|| Error::Usage(format!("cannot read the type of {rel}")))?;
+    let mut stamp = None;
+    let mut warning = None;
+    let record = if ft.is_dir() {
+        entry(rel, EntryKind::Dir, 0o755, 0, None)
+    } else if ft.is_file() {
+        let meta = item
+            .metadata()
+            .map_err(|e| Error::Usage(format!("reading {rel}: {e}")))?;
+        if let Some(pattern) = secret_pattern(&rel) {
+            warning = Some(format!(
+                "{rel} looks like a secret (matches {pattern}); add it to .blockignore to leave it out"
+            ));
+        }
+        stamp = Some(Stamp::of(&meta));
+        entry(rel, EntryKind::File, file_mode(&meta), meta.len(), None)
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(item.path())
+            .map_err(|e| Error::io(format!("reading link {rel}"), e))?;
+        let target = target
+            .to_str()
+            .map(str::to_string)
+            .filter(|t| link_stays_inside(&rel, t));
+        match target {
+            Some(t) => entry(rel, EntryKind::Symlink, 0o777, 0, Some(t)),
+            None => {
+                return Err(Error::Usage(format!(
+                    "symlink {rel} points outside the tree; use --follow-symlinks to store its target instead"
+                )));
+            }
+        }
+    } else {
+        return Ok(Visited::Skip(Some(format!(
+            "{rel} is not a file, directory or symlink; left out"
+        ))));
+    };
+    Ok(Visited::Entry(
+        SourceEntry {
+            record,
+            fs_path: item.into_path(),
+            stamp,
+        },
+        warning,
+    ))
+}
+
+#[derive(Default)]
+struct Found {
+    entries: Vec<SourceEntry>,
+    warnings: Vec<String>,
+    errors: Vec<Error>,
+}
+
+/// Gives each walker thread its own [`Found`], handed over when the thread is done.
+struct Collector<'a> {
+    root: &'a Path,
+    all: &'a Mutex<Vec<Found>>,
+}
+
+impl<'s> ParallelVisitorBuilder<'s> for Collector<'s> {
+    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
+        Box::new(ThreadLists {
+            root: self.root,
+            all: self.all,
+            found: Found::default(),
+        })
+    }
+}
+
+struct ThreadLists<'a> {
+    root: &'a Path,
+    all: &'a Mutex<Vec<Found>>,
+    found: Found,
+}
+
+impl ParallelVisitor for ThreadLists<'_> {
+    fn visit(&mut self, item: std::result::Result<DirEntry, ignore::Error>) -> WalkState {
+        match visit(self.root, item) {
+            Ok(Visited::Entry(e, warning)) => {
+                self.found.entries.push(e);
+                self.found.warnings.extend(warning);
+            }
+            Ok(Visited::Skip(warning)) => self.found.warnings.extend(warning),
+            Err(e) => {
+                self.found.errors.push(e);
+                return WalkState::Quit;
+            }
+        }
+        WalkState::Continue
+    }
+}
+
+impl Drop for ThreadLists<'_> {
+    fn drop(&mut self) {
+        let found = std::mem::take(&mut self.found);
+        if let Ok(mut all) = self.all.lock() {
+            all.push(found);
+        }
     }
 }
 
@@ -253,18 +363,24 @@ fn secret_pattern(rel: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    thread_local! {
+        // One read buffer per hashing thread: a fresh zeroed 256 KiB per file cost more
+        // than hashing a small file.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+    }
     let mut f = File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
+    BUF.with_borrow_mut(|buf| {
+        loop {
+            let n = f.read(buf)?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
         }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
+    })?;
     Ok((size, hex::encode(h.finalize())))
 }
 

@@ -21,8 +21,6 @@ use reqsign_google::Credential;
 
 /// How often a request that failed for a transient reason is sent again.
 const ATTEMPTS: u32 = 6;
-/// Bound on one request, connection included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies up to this size are compared with the stored object when a retried conditional
 /// write meets a precondition failure (the first attempt may have been the one that won).
 const RECONCILE_LIMIT: usize = 1 << 20;
@@ -35,6 +33,8 @@ pub(crate) struct JsonApi {
     signer: Option<Signer<Credential>>,
     /// Reads the object back when a retried write must be reconciled.
     op: Operator,
+    /// Bound on one request, connection included.
+    timeout: Duration,
 }
 
 /// What one attempt came to.
@@ -56,6 +56,7 @@ impl JsonApi {
         http: HttpTransporter,
         signer: Option<Signer<Credential>>,
         op: Operator,
+        timeout: Duration,
     ) -> Self {
         JsonApi {
             endpoint: endpoint.to_string(),
@@ -63,6 +64,7 @@ impl JsonApi {
             http,
             signer,
             op,
+            timeout,
         }
     }
 
@@ -163,10 +165,10 @@ impl JsonApi {
                 Request::from_parts(parts, body)
             }
         };
-        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.http.send(req)).await {
+        let resp = match tokio::time::timeout(self.timeout, self.http.send(req)).await {
             Err(_) => {
                 return Attempt::Retry {
-                    why: format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+                    why: format!("no answer within {}s", self.timeout.as_secs()),
                     maybe_applied: true,
                 };
             }

@@ -13,7 +13,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use FieldKind::{Bool, String as Text};
+use FieldKind::{Bool, Integer, String as Text};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{HttpTransporter, OperationContext, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
@@ -39,6 +39,7 @@ pub struct GcsConfig {
     pub service_account_key: Option<Secret>,
     pub service_account_path: Option<String>,
     pub anonymous: Option<bool>,
+    pub timeout: Option<i64>,
 }
 
 const fn field(
@@ -93,12 +94,23 @@ impl BlockConfig for GcsConfig {
                 "path to a service account key file",
             ),
             field("anonymous", Bool, false, false, "send no credentials"),
+            field(
+                "timeout",
+                Integer,
+                false,
+                false,
+                "seconds one request may take before it is retried (default 60)",
+            ),
         ],
         capabilities: CAPABILITIES,
     };
 }
 
 pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+
+/// How long one request (or one read or write of a transfer) may take when the block sets
+/// no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds the block. Without `anonymous` or a key, credentials come from the standard Google
 /// environment (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the VM metadata server).
@@ -159,6 +171,7 @@ fn build(
         _ => Vec::new(),
     };
     let endpoint = endpoint(config, label)?;
+    let timeout = storage_core::adapter::request_timeout(label, config.timeout, DEFAULT_TIMEOUT)?;
 
     // The block's prefix is the adapter's root, so opendal works from the bucket's root.
     let mut builder = opendal::services::Gcs::default()
@@ -190,8 +203,8 @@ fn build(
         // Each attempt is timed out on its own, so the timeout goes below the retries.
         .layer(
             TimeoutLayer::new()
-                .with_timeout(Duration::from_secs(60))
-                .with_io_timeout(Duration::from_secs(60)),
+                .with_timeout(timeout)
+                .with_io_timeout(timeout),
         )
         // Timeouts, 5xx, 429 and connection resets: exponential backoff, 6 more tries.
         .layer(
@@ -207,6 +220,7 @@ fn build(
         http.clone(),
         source.signer(http),
         op.clone(),
+        timeout,
     );
     let store = store::GcsStore::new(op, json, &config.bucket);
     Ok((Arc::new(store), secrets))
@@ -224,6 +238,7 @@ mod tests {
             service_account_key: None,
             service_account_path: None,
             anonymous: Some(true),
+            timeout: None,
         }
     }
 
@@ -251,6 +266,17 @@ mod tests {
         let err = open(&c, "gcs/x").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn timeout_must_be_a_positive_number_of_seconds() {
+        let mut c = config(None);
+        c.timeout = Some(0);
+        let err = open(&c, "gcs/x").unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("timeout"), "{err}");
+        c.timeout = Some(5);
+        assert!(open(&c, "gcs/x").is_ok());
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     compare_and_swap: true,
     files_keep_metadata: false,
     gc: false,
+    files_case_sensitive: true,
 };
 
 impl BlockConfig for GitConfig {

@@ -10,7 +10,7 @@ use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use storage_core::{Error, ObjectStoreBlock, Result};
 
-use FieldKind::{Bool, String as Text};
+use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
@@ -27,6 +27,7 @@ pub struct S3Config {
     pub session_token: Option<Secret>,
     pub allow_http: Option<bool>,
     pub virtual_hosted_style: Option<bool>,
+    pub timeout: Option<i64>,
 }
 
 const fn field(
@@ -96,12 +97,22 @@ impl BlockConfig for S3Config {
                 false,
                 "use virtual-hosted-style requests",
             ),
+            field(
+                "timeout",
+                Integer,
+                false,
+                false,
+                "seconds one request may take before it is retried (default 300)",
+            ),
         ],
         capabilities: CAPABILITIES,
     };
 }
 
 pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+
+/// How long one request may take when the block sets no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Builds the block; credentials the block leaves out come from the standard AWS
 /// environment variables.
@@ -150,11 +161,12 @@ pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
         .as_deref()
         .is_some_and(|e| e.starts_with("http://"));
     let allow_http = config.allow_http.unwrap_or(plain_http);
+    let timeout = storage_core::adapter::request_timeout(label, config.timeout, DEFAULT_TIMEOUT)?;
     b = b.with_allow_http(allow_http).with_client_options(
         ClientOptions::new()
             .with_allow_http(allow_http)
             .with_connect_timeout(Duration::from_secs(10))
-            .with_timeout(Duration::from_secs(300)),
+            .with_timeout(timeout),
     );
     if let Some(id) = &config.access_key_id {
         b = b.with_access_key_id(id);

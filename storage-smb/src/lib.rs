@@ -94,7 +94,11 @@ impl BlockConfig for SmbConfig {
 
 /// Both layouts, versions, an atomic HEAD swap by rename, a compare-and-swap under a lock
 /// every writer takes, gc; a files layout keeps only files.
-pub const CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+pub const CAPABILITIES: Capabilities = Capabilities {
+    // Samba and Windows fold case by default: `Readme.md` and `README.md` are one file.
+    files_case_sensitive: false,
+    ..Capabilities::OBJECT_STORE
+};
 
 /// Builds the block. Nothing is sent until the first operation, which logs on.
 pub fn open(config: &SmbConfig, label: &str) -> Result<ObjectStoreBlock> {

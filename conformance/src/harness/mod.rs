@@ -5,7 +5,9 @@
 
 mod azure_auth;
 mod azurite;
+mod cargo_fuzz;
 mod fake_gcs;
+mod faults;
 mod git;
 pub mod http;
 mod install;
@@ -20,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 pub use azurite::Azurite;
+pub use cargo_fuzz::{CARGO_FUZZ_VERSION, cargo_fuzz};
 pub use fake_gcs::FakeGcs;
+pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
 pub use s3s::S3sFs;

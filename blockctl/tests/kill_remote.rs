@@ -1,0 +1,561 @@
+//! blockctl killed with SIGKILL during a large put (while hashing, and while the package goes
+//! up) and during a get (into a new DEST, and over an existing one with `--replace`), against
+//! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server) and SMB
+//! (Samba). The previous version stays current and whole, DEST is untouched or absent, the
+//! next get leaves no staging folder, and after `gc` the store holds only the live version.
+//!
+//! The phase is read from the process itself: `rchar` in `/proc/PID/io` counts the bytes it
+//! read from files. A put reads the tree once to hash it, then again to pack it while the
+//! parts go up, so below one tree's size it is hashing, and well past it it is uploading.
+//!
+//! What unfinished uploads leave that a listing does not show is read from each emulator
+//! (moto's multipart uploads, Azurite's uncommitted blobs, Samba's temp files on disk) and
+//! reported; only the SMB temp files are within `gc`'s reach (its `LeftoverSweeper`).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use conformance::harness::http::request;
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, shared};
+use conformance::tree::{noise, small_tree, snapshot, write};
+use sha2::{Digest, Sha256};
+
+mod common;
+use common::Home;
+
+/// The big file of the large tree: random, so packing does not shrink it.
+const BIG: u64 = 160 << 20;
+/// The put is killed once it has read this much past one pass over the tree: with 8 MiB
+/// parts, 4 in flight and the packer's buffers, some tens of MiB are then already stored.
+const INTO_UPLOAD: u64 = 96 << 20;
+const TIMEOUT: Duration = Duration::from_secs(180);
+/// Every block keeps its data under this prefix of its bucket, container or share.
+const PREFIX: &str = "team";
+
+/// The large tree, written once for every test of this binary.
+fn big_tree() -> &'static Path {
+    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        small_tree(dir.path(), "big");
+        write(dir.path(), "data/big.bin", noise(BIG as usize, 17));
+        dir
+    })
+    .path()
+}
+
+/// One remote backend behind its emulator.
+struct Remote {
+    kind: &'static str,
+    settings: Vec<String>,
+    /// Every stored key under `PREFIX/` (relative to it) that a listing shows.
+    listed: Box<dyn Fn() -> BTreeSet<String>>,
+    /// What unfinished uploads left that a listing does not show, as the emulator tells.
+    unfinished: Box<dyn Fn() -> Vec<String>>,
+    /// Makes those leftovers look old enough for gc (where gc can see them at all).
+    age: Box<dyn Fn()>,
+    _server: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// `<Tag>...</Tag>` contents, in order.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_string()))
+        .collect()
+}
+
+fn under_prefix(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    let p = format!("{PREFIX}/");
+    keys.into_iter()
+        .filter_map(|k| k.strip_prefix(&p).map(str::to_string))
+        .collect()
+}
+
+fn get_text(url: &str, headers: &[(&str, &str)]) -> String {
+    let resp = request("GET", url, headers, b"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status, 200, "GET {url}: {}", resp.text());
+    resp.text()
+}
+
+fn s3() -> Remote {
+    let moto = shared::<Moto>(Moto::start);
+    let bucket = "kill-remote";
+    moto.create_bucket(bucket).unwrap();
+    let endpoint = moto.endpoint.clone();
+    let settings = vec![
+        format!("bucket={bucket}"),
+        format!("prefix={PREFIX}"),
+        format!("endpoint={endpoint}"),
+        "region=us-east-1".into(),
+        "access_key_id=testing".into(),
+        "secret_access_key=testing".into(),
+    ];
+    // moto answers unsigned requests.
+    let base = format!("{endpoint}/{bucket}");
+    let list = base.clone();
+    let uploads = base.clone();
+    Remote {
+        kind: "s3",
+        settings,
+        listed: Box::new(move || {
+            let xml = get_text(&format!("{list}?list-type=2&prefix={PREFIX}/"), &[]);
+            under_prefix(xml_values(&xml, "Key"))
+        }),
+        unfinished: Box::new(move || {
+            let xml = get_text(&format!("{uploads}?uploads"), &[]);
+            xml_values(&xml, "Upload")
+                .iter()
+                .flat_map(|u| xml_values(u, "Key"))
+                .map(|k| format!("multipart upload of {k}"))
+                .collect()
+        }),
+        age: Box::new(|| {}),
+        _server: moto,
+    }
+}
+
+fn gcs() -> Remote {
+    let gcs = shared::<FakeGcs>(FakeGcs::start);
+    let bucket = "kill-remote";
+    gcs.create_bucket(bucket).unwrap();
+    let endpoint = gcs.endpoint.clone();
+    let settings = vec![
+        format!("bucket={bucket}"),
+        format!("prefix={PREFIX}"),
+        format!("endpoint={endpoint}"),
+        "anonymous=true".into(),
+    ];
+    let list = format!("{endpoint}/storage/v1/b/{bucket}/o?prefix={PREFIX}/");
+    Remote {
+        kind: "gcs",
+        settings,
+        listed: Box::new(move || {
+            let json: serde_json::Value = serde_json::from_str(&get_text(&list, &[])).unwrap();
+            let items = json["items"].as_array().cloned().unwrap_or_default();
+            under_prefix(
+                items
+                    .iter()
+                    .filter_map(|i| i["name"].as_str().map(str::to_string)),
+            )
+        }),
+        // fake-gcs-server lists no unfinished (resumable) uploads.
+        unfinished: Box::new(Vec::new),
+        age: Box::new(|| {}),
+        _server: gcs,
+    }
+}
+
+/// HMAC (RFC 2104) over SHA-256, for Azurite's SharedKey signatures.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The container's blobs under `PREFIX/`, with the ones that only have uncommitted blocks
+/// when `uncommitted`: a SharedKey-signed List Blobs.
+fn azure_list(az: &Azurite, container: &str, uncommitted: bool) -> BTreeSet<String> {
+    const VERSION: &str = "2021-08-06";
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let mut params = vec![
+        ("comp", "list".to_string()),
+        ("prefix", format!("{PREFIX}/")),
+        ("restype", "container".to_string()),
+    ];
+    if uncommitted {
+        params.push(("include", "uncommittedblobs".to_string()));
+    }
+    params.sort();
+    let canonical: String = params.iter().map(|(k, v)| format!("\n{k}:{v}")).collect();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let acct = az.account;
+    let to_sign = format!(
+        "GET\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n/{acct}/{acct}/{container}{canonical}"
+    );
+    let key = STANDARD.decode(az.key).unwrap();
+    let auth = format!(
+        "SharedKey {acct}:{}",
+        STANDARD.encode(hmac_sha256(&key, to_sign.as_bytes()))
+    );
+    let url = format!("{}/{container}?{}", az.endpoint, query.join("&"));
+    let headers = [
+        ("x-ms-date", date.as_str()),
+        ("x-ms-version", VERSION),
+        ("Authorization", auth.as_str()),
+    ];
+    let xml = get_text(&url, &headers);
+    under_prefix(xml_values(&xml, "Name"))
+}
+
+fn azure() -> Remote {
+    let az = shared::<Azurite>(Azurite::start);
+    let container = "kill-remote";
+    az.create_container(container).unwrap();
+    let settings = vec![
+        format!("container={container}"),
+        format!("prefix={PREFIX}"),
+        "use_emulator=true".into(),
+        format!("endpoint={}", az.endpoint),
+    ];
+    let (a1, a2) = (az.clone(), az.clone());
+    Remote {
+        kind: "azure",
+        settings,
+        listed: Box::new(move || azure_list(&a1, container, false)),
+        unfinished: Box::new(move || {
+            let all = azure_list(&a2, container, true);
+            let committed = azure_list(&a2, container, false);
+            all.difference(&committed)
+                .map(|b| format!("uncommitted blocks of {b}"))
+                .collect()
+        }),
+        age: Box::new(|| {}),
+        _server: az,
+    }
+}
+
+/// Every file under `dir`, relative to `base`.
+fn files_under(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(base, &p, out);
+        } else {
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            out.push((rel, p));
+        }
+    }
+}
+
+fn smb() -> Remote {
+    let samba = shared::<Samba>(Samba::start);
+    let settings = vec![
+        format!("host={}", samba.host),
+        format!("port={}", samba.port),
+        format!("share={}", samba.share),
+        format!("prefix={PREFIX}"),
+        format!("username={}", samba.user),
+        format!("password={}", samba.password),
+    ];
+    let root = samba.share_dir.join(PREFIX);
+    let files = move || {
+        let mut out = Vec::new();
+        files_under(&root, &root, &mut out);
+        out
+    };
+    let is_temp = |rel: &str| rel.contains(".~tmp-");
+    let (f1, f2, f3) = (files.clone(), files.clone(), files);
+    Remote {
+        kind: "smb",
+        settings,
+        // The share's own bookkeeping (`.~tmp-*` temp files, `.~lock-*` locks) is hidden
+        // from a listing.
+        listed: Box::new(move || {
+            f1().into_iter()
+                .map(|(rel, _)| rel)
+                .filter(|rel| !rel.rsplit('/').next().unwrap().starts_with(".~"))
+                .collect()
+        }),
+        unfinished: Box::new(move || {
+            f2().into_iter()
+                .filter(|(rel, _)| is_temp(rel))
+                .map(|(rel, p)| {
+                    let len = p.metadata().map_or(0, |m| m.len());
+                    format!("temp file {rel} ({len} bytes)")
+                })
+                .collect()
+        }),
+        age: Box::new(move || {
+            let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+            for (rel, p) in f3() {
+                if is_temp(&rel) {
+                    let f = fs::File::options().write(true).open(&p).unwrap();
+                    f.set_modified(hour_ago).unwrap();
+                }
+            }
+        }),
+        _server: samba,
+    }
+}
+
+/// Bytes the process has read so far (`rchar` of `/proc/PID/io`), or None once it is gone.
+fn read_bytes(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// A blockctl run in the background, its stderr kept for when it ends too early.
+struct Running {
+    child: Child,
+    stderr: PathBuf,
+    what: String,
+}
+
+fn spawn(h: &Home, args: &[&str]) -> Running {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let stderr = h.path(&format!("stderr-{n}"));
+    // A fresh hash cache: every put hashes the tree, so the phases below are where
+    // `read_bytes` says they are.
+    let cache = h.path(&format!("cache-{n}"));
+    let child = h
+        .cmd(args)
+        .env("BLOCKCTL_CACHE_DIR", &cache)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Running {
+        child,
+        stderr,
+        what: args.join(" "),
+    }
+}
+
+impl Running {
+    /// Polls `cond` every 2 ms; fails if blockctl ends first or it takes too long.
+    fn wait_until(&mut self, phase: &str, mut cond: impl FnMut(&mut Self) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "`blockctl {}` ended ({status}) before {phase}: {}",
+                    self.what,
+                    fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "`blockctl {}`: timed out waiting for {phase}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Folders beside `dest` that a get stages into.
+fn staging(dest: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}.blockctl-", dest.file_name().unwrap().to_string_lossy());
+    fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// True once a staging folder beside `dest` holds at least `min` bytes of the big file.
+fn big_file_staged(dest: &Path, min: u64) -> bool {
+    let mut found = Vec::new();
+    for s in staging(dest) {
+        files_under(&s, &s, &mut found);
+    }
+    found
+        .iter()
+        .any(|(rel, p)| rel.ends_with("big.bin") && p.metadata().is_ok_and(|m| m.len() >= min))
+}
+
+fn scenario(remote: Remote) {
+    let t0 = Instant::now();
+    let kind = remote.kind;
+    let h = Home::new();
+    let block = format!("{kind}/emu");
+    let mut create = vec!["block", "create", block.as_str()];
+    for s in &remote.settings {
+        create.extend(["--set", s.as_str()]);
+    }
+    h.ok(&create);
+    let slug = format!("{block}/app");
+    let slug = slug.as_str();
+
+    let v1_src = h.path("v1");
+    small_tree(&v1_src, "v1");
+    let v1 = h.json(&["--json", "put", v1_src.to_str().unwrap(), slug])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v1_is_current_and_whole = |when: &str| {
+        let versions = h.json(&["--json", "versions", slug]);
+        let listed: Vec<&str> = versions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, [v1.as_str()], "{kind}: {when}: versions changed");
+        let dest = h.path(&format!("check-{}", when.replace(' ', "-")));
+        h.ok(&["get", slug, dest.to_str().unwrap()]);
+        assert_eq!(
+            snapshot(&dest),
+            snapshot(&v1_src),
+            "{kind}: {when}: v1 is not whole"
+        );
+    };
+    let big = big_tree().to_str().unwrap();
+
+    // While hashing: part of the tree read, not all of it.
+    let mut put = spawn(&h, &["put", big, slug]);
+    let pid = put.child.id();
+    put.wait_until("hashing", |_| {
+        read_bytes(pid).is_some_and(|n| n >= 16 << 20)
+    });
+    let read = read_bytes(pid).unwrap_or(0);
+    put.kill();
+    eprintln!(
+        "{kind}: put killed while hashing, {} MiB of {} read",
+        read >> 20,
+        BIG >> 20
+    );
+    assert!(
+        read < BIG,
+        "{kind}: the put was past hashing ({read} bytes read)"
+    );
+    v1_is_current_and_whole("after a kill while hashing");
+
+    // While uploading: the tree read once, and well into a second pass.
+    let mut put = spawn(&h, &["put", big, slug]);
+    let pid = put.child.id();
+    put.wait_until("the upload", |_| {
+        read_bytes(pid).is_some_and(|n| n >= BIG + INTO_UPLOAD)
+    });
+    put.kill();
+    let after_kill = (remote.unfinished)();
+    v1_is_current_and_whole("after a kill while uploading");
+
+    // gc spares fresh leftovers (a put may still be writing them), then removes old ones:
+    // only v1 is stored afterwards.
+    let early = h.json(&["--json", "gc", slug, "--keep", "5"]);
+    assert_eq!(early["leftovers"], 0, "{kind}: gc removed fresh leftovers");
+    assert_eq!(
+        (remote.unfinished)(),
+        after_kill,
+        "{kind}: fresh leftovers gone"
+    );
+    (remote.age)();
+    let gc = h.json(&["--json", "gc", slug, "--keep", "5"]);
+    let expected: BTreeSet<String> = [
+        "app/.blocks/HEAD".to_string(),
+        format!("app/.blocks/manifests/{v1}.json"),
+        format!("app/.blocks/packages/{v1}.tar.zst"),
+    ]
+    .into();
+    assert_eq!(
+        (remote.listed)(),
+        expected,
+        "{kind}: the store holds more than v1 after gc"
+    );
+    let after_gc = (remote.unfinished)();
+    eprintln!(
+        "{kind}: unfinished uploads after the kill: {after_kill:?}; gc removed {} leftover(s); \
+         after gc: {after_gc:?}",
+        gc["leftovers"]
+    );
+    // Proof that the kill hit the upload, where the emulator can tell: moto's multipart
+    // upload, Azurite's uncommitted blocks, Samba's temp file (fake-gcs-server lists none).
+    if kind != "gcs" {
+        assert!(
+            !after_kill.is_empty(),
+            "{kind}: the killed upload left no trace of its parts"
+        );
+    }
+    // gc reaches only the SMB temp files (through its LeftoverSweeper); S3 and Azure have
+    // no sweeper: their stores expire unfinished uploads themselves (lifecycle rule, 7 days).
+    if kind == "smb" {
+        assert!(after_gc.is_empty(), "smb: gc left {after_gc:?}");
+    }
+
+    // Gets of the big version, killed mid-download.
+    let v2 = h.json(&["--json", "put", big, slug])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v2, v1);
+    let fresh = h.path("fresh");
+    let mut get = spawn(&h, &["get", slug, fresh.to_str().unwrap()]);
+    // Early in the download into a new DEST, late (most of the file there) over an old one.
+    get.wait_until("a staging folder with data", |_| big_file_staged(&fresh, 1));
+    get.kill();
+    assert!(!fresh.exists(), "{kind}: a killed get created DEST");
+
+    let dest = h.path("run");
+    small_tree(&dest, "old");
+    let before = snapshot(&dest);
+    let mut get = spawn(&h, &["get", slug, dest.to_str().unwrap(), "--replace"]);
+    get.wait_until("most of the big file staged", |_| {
+        big_file_staged(&dest, BIG * 3 / 4)
+    });
+    get.kill();
+    assert_eq!(snapshot(&dest), before, "{kind}: a killed get changed DEST");
+    assert!(
+        !staging(&dest).is_empty(),
+        "{kind}: expected the killed get's staging folder"
+    );
+
+    // The next gets complete and remove what the killed ones left.
+    h.ok(&["get", slug, dest.to_str().unwrap(), "--replace"]);
+    assert_eq!(snapshot(&dest), snapshot(big_tree()));
+    assert!(
+        staging(&dest).is_empty(),
+        "{kind}: staging folder left behind"
+    );
+    h.ok(&["get", slug, fresh.to_str().unwrap()]);
+    assert_eq!(snapshot(&fresh), snapshot(big_tree()));
+    assert!(
+        staging(&fresh).is_empty(),
+        "{kind}: staging folder left behind"
+    );
+    eprintln!("{kind}: done in {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn kill_on_s3() {
+    scenario(s3());
+}
+
+#[test]
+fn kill_on_azure() {
+    scenario(azure());
+}
+
+#[test]
+fn kill_on_gcs() {
+    scenario(gcs());
+}
+
+#[test]
+fn kill_on_smb() {
+    scenario(smb());
+}

@@ -1,0 +1,568 @@
+//! Fault injection: S3 (moto), Azure (Azurite) and GCS (fake-gcs-server), each with the
+//! block's endpoint pointed at a [`FaultProxy`] in front of the real emulator. Under 503s,
+//! connections reset mid-transfer and stalled connections, put and get either succeed
+//! through retries or fail cleanly (exit 1, one line) in bounded time; the previous version
+//! stays current and whole, no partial version is ever listed, and gc leaves a sound store.
+//! Each test checks that its fault really happened.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use conformance::harness::{Azurite, Cut, Direction, FakeGcs, FaultProxy, Moto, shared};
+use conformance::tree::{Node, noise, small_tree, snapshot, write};
+use storage_azure::AzureConfig;
+use storage_core::{BlockPath, GetOptions, PutOptions, PutReport, Result, Secret, StorageBlock};
+use storage_gcs::GcsConfig;
+use storage_s3::S3Config;
+use tempfile::TempDir;
+
+/// The longest any operation under faults may take before the test fails.
+const BOUND: Duration = Duration::from_secs(90);
+/// Per-request timeout of the blocks that must give up on stalled connections.
+const SHORT_TIMEOUT: i64 = 3;
+/// Per-request timeout otherwise: generous, but it bounds a hang all the same.
+const TIMEOUT: i64 = 30;
+const MIB: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    S3,
+    Azure,
+    Gcs,
+}
+
+impl Backend {
+    /// The `type/name` the blocks are opened with, which every error must name.
+    fn label(self) -> &'static str {
+        match self {
+            Backend::S3 => "s3/faults",
+            Backend::Azure => "azure/faults",
+            Backend::Gcs => "gcs/faults",
+        }
+    }
+}
+
+/// Opens a block of the rig's backend on an endpoint, with a request timeout (seconds).
+type Opener = Box<dyn Fn(&str, i64) -> Arc<dyn StorageBlock> + Send + Sync>;
+/// Keeps an emulator running.
+type Server = Arc<dyn Any + Send + Sync>;
+
+/// One backend's emulator, a proxy in front of it, and a way to open blocks on either.
+struct Rig {
+    backend: Backend,
+    proxy: FaultProxy,
+    /// Opens a block whose endpoint is the given one, with the given request timeout.
+    open: Opener,
+    /// The emulator's own endpoint, for setup and checks that no fault may touch.
+    direct_endpoint: String,
+    /// What the block's endpoint is below the server's address (Azure: the account).
+    endpoint_path: String,
+    at: BlockPath,
+    scratch: TempDir,
+    /// Makes every destination folder new.
+    folders: AtomicU32,
+    _server: Server,
+}
+
+impl Rig {
+    async fn new(backend: Backend, case: &str) -> Rig {
+        let name = conformance::bucket_name(&format!("{backend:?}-{case}").to_lowercase());
+        let (server, direct_endpoint, endpoint_path, open): (Server, String, String, Opener) =
+            match backend {
+                Backend::S3 => {
+                    let moto = shared::<Moto>(Moto::start);
+                    moto.create_bucket(&name).expect("create bucket");
+                    let endpoint = moto.endpoint.clone();
+                    let open = move |endpoint: &str, timeout: i64| {
+                        let config = S3Config {
+                            bucket: name.clone(),
+                            prefix: Some("team/flows".into()),
+                            region: Some("us-east-1".into()),
+                            endpoint: Some(endpoint.into()),
+                            access_key_id: Some("AKIDFAULTS".into()),
+                            secret_access_key: Some(Secret::new("faults-secret")),
+                            session_token: None,
+                            allow_http: Some(true),
+                            virtual_hosted_style: None,
+                            timeout: Some(timeout),
+                        };
+                        let block =
+                            storage_s3::open(&config, Backend::S3.label()).expect("open s3 block");
+                        Arc::new(block) as Arc<dyn StorageBlock>
+                    };
+                    (moto, endpoint, String::new(), Box::new(open))
+                }
+                Backend::Azure => {
+                    let azurite = shared::<Azurite>(Azurite::start);
+                    azurite.create_container(&name).expect("create container");
+                    let (account, key) = (azurite.account, azurite.key);
+                    let (server, path) = azurite
+                        .endpoint
+                        .rsplit_once('/')
+                        .expect("azurite endpoint ends with the account");
+                    let open = move |endpoint: &str, timeout: i64| {
+                        let config = AzureConfig {
+                            container: name.clone(),
+                            prefix: Some("team/flows".into()),
+                            account: Some(account.into()),
+                            access_key: Some(Secret::new(key)),
+                            connection_string: None,
+                            sas_token: None,
+                            endpoint: Some(endpoint.into()),
+                            use_emulator: None,
+                            timeout: Some(timeout),
+                        };
+                        let block = storage_azure::open(&config, Backend::Azure.label())
+                            .expect("open azure block");
+                        Arc::new(block) as Arc<dyn StorageBlock>
+                    };
+                    let (server, path) = (server.to_string(), format!("/{path}"));
+                    (azurite, server, path, Box::new(open))
+                }
+                Backend::Gcs => {
+                    let gcs = shared::<FakeGcs>(FakeGcs::start);
+                    gcs.create_bucket(&name).expect("create bucket");
+                    let endpoint = gcs.endpoint.clone();
+                    let open = move |endpoint: &str, timeout: i64| {
+                        let config = GcsConfig {
+                            bucket: name.clone(),
+                            prefix: Some("team/flows".into()),
+                            endpoint: Some(endpoint.into()),
+                            service_account_key: None,
+                            service_account_path: None,
+                            anonymous: Some(true),
+                            timeout: Some(timeout),
+                        };
+                        let block = storage_gcs::open(&config, Backend::Gcs.label())
+                            .expect("open gcs block");
+                        Arc::new(block) as Arc<dyn StorageBlock>
+                    };
+                    (gcs, endpoint, String::new(), Box::new(open))
+                }
+            };
+        // A proxy that does not start fails the test, like an emulator that does not.
+        let proxy = FaultProxy::start(&direct_endpoint)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Rig {
+            backend,
+            proxy,
+            open,
+            direct_endpoint,
+            endpoint_path,
+            at: BlockPath::parse("etl/daily").unwrap(),
+            scratch: tempfile::tempdir().expect("scratch dir"),
+            folders: AtomicU32::new(0),
+            _server: server,
+        }
+    }
+
+    /// A block straight on the emulator.
+    fn direct(&self) -> Arc<dyn StorageBlock> {
+        (self.open)(
+            &format!("{}{}", self.direct_endpoint, self.endpoint_path),
+            TIMEOUT,
+        )
+    }
+
+    /// A fresh block (a fresh connection pool) through the proxy.
+    fn proxied(&self, timeout: i64) -> Arc<dyn StorageBlock> {
+        (self.open)(
+            &format!("{}{}", self.proxy.url(), self.endpoint_path),
+            timeout,
+        )
+    }
+
+    /// A source tree: a small project plus `mib` MiB of data that does not compress.
+    fn tree(&self, marker: &str, mib: usize) -> PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib * MIB, mib as u64 + 17));
+        root
+    }
+
+    /// A fresh destination in an empty folder of its own: (folder, destination).
+    fn destination(&self, hint: &str) -> (PathBuf, PathBuf) {
+        let n = self.folders.fetch_add(1, Ordering::Relaxed);
+        let parent = self.scratch.path().join(format!("out-{hint}-{n}"));
+        std::fs::create_dir_all(&parent).unwrap();
+        let dest = parent.join("dest");
+        (parent, dest)
+    }
+
+    async fn put_direct(&self, src: &Path) -> PutReport {
+        self.direct()
+            .put_directory(src, &self.at, &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: put without faults: {e}", self.backend))
+    }
+
+    /// Checks, straight on the emulator, that every listed version reads back as exactly one
+    /// of `sources`, and that the current one (and a plain get) is exactly `current`.
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        let trees: Vec<BTreeMap<String, Node>> = sources.iter().map(|s| snapshot(s)).collect();
+        let direct = self.direct();
+        let versions = direct
+            .list_versions(&self.at)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: versions: {e}", self.backend));
+        assert_eq!(
+            versions.iter().filter(|v| v.current).count(),
+            1,
+            "{:?}: one current version: {versions:?}",
+            self.backend
+        );
+        for v in &versions {
+            let (_, dest) = self.destination(&format!("check-{}", &v.version[..12]));
+            let opts = GetOptions {
+                version: Some(v.version.clone()),
+                ..Default::default()
+            };
+            direct
+                .get_directory(&self.at, &dest, &opts)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{:?}: listed version does not read: {e}", self.backend)
+                });
+            let got = snapshot(&dest);
+            assert!(
+                trees.contains(&got),
+                "{:?}: version {} is not any source tree",
+                self.backend,
+                v.version
+            );
+            if v.current {
+                assert_eq!(
+                    got,
+                    snapshot(current),
+                    "{:?}: current version",
+                    self.backend
+                );
+            }
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        let (_, dest) = self.destination("check-current");
+        direct
+            .get_directory(&self.at, &dest, &GetOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: get of current: {e}", self.backend));
+        assert_eq!(snapshot(&dest), snapshot(current), "{:?}", self.backend);
+    }
+
+    /// gc keeping only the current version must work and leave it whole.
+    async fn assert_gc_keeps_current(&self, sources: &[&Path], current: &Path) {
+        self.direct()
+            .gc(&self.at, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: gc after faults: {e}", self.backend));
+        self.assert_sound(sources, current).await;
+        let versions = self.direct().list_versions(&self.at).await.unwrap();
+        assert_eq!(
+            versions.len(),
+            1,
+            "{:?}: gc --keep 1: {versions:?}",
+            self.backend
+        );
+    }
+}
+
+/// Runs `op`, which must end within [`BOUND`]; returns its result and how long it took.
+async fn bounded<T>(what: &str, op: impl Future<Output = Result<T>>) -> (Result<T>, Duration) {
+    let start = Instant::now();
+    match tokio::time::timeout(BOUND, op).await {
+        Ok(result) => (result, start.elapsed()),
+        Err(_) => panic!("{what} did not end within {} s", BOUND.as_secs()),
+    }
+}
+
+/// A failure under faults must be clean: a transport failure (exit 1), one line, naming
+/// the block.
+fn assert_clean_failure(what: &str, err: &storage_core::Error, label: &str) {
+    let text = err.to_string();
+    eprintln!("{what}: exit {}: {text}", err.exit_code());
+    assert_eq!(err.exit_code(), 1, "{what}: wrong exit code for: {text}");
+    assert!(!text.contains('\n'), "{what}: not one line: {text:?}");
+    assert!(
+        text.starts_with(label),
+        "{what}: does not name {label}: {text}"
+    );
+}
+
+/// The next 3 requests of a put, then of a get, are answered 503: both succeed through
+/// retries and the download is exactly the source.
+async fn answers_503_are_retried(backend: Backend) {
+    let rig = Rig::new(backend, "503").await;
+    let src = rig.tree("v1", 6);
+
+    rig.proxy.answer_503(3);
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(TIMEOUT)
+            .put_directory(&src, &rig.at, &PutOptions::default()),
+    )
+    .await;
+    let put = put.unwrap_or_else(|e| panic!("{backend:?}: put through 3 × 503: {e}"));
+    assert!(!put.skipped);
+    assert_eq!(
+        rig.proxy.injected().unavailable,
+        3,
+        "{backend:?}: 503s on put"
+    );
+    eprintln!("{backend:?}: put through 3 × 503 in {took:?}");
+
+    rig.proxy.answer_503(3);
+    let (_, dest) = rig.destination("503");
+    let (got, took) = bounded(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &GetOptions::default()),
+    )
+    .await;
+    let got = got.unwrap_or_else(|e| panic!("{backend:?}: get through 3 × 503: {e}"));
+    assert_eq!(got.version, put.version);
+    assert_eq!(snapshot(&dest), snapshot(&src), "{backend:?}: download");
+    assert_eq!(
+        rig.proxy.injected().unavailable,
+        6,
+        "{backend:?}: 503s on get"
+    );
+    eprintln!("{backend:?}: get through 3 × 503 in {took:?}");
+    rig.assert_sound(&[&src], &src).await;
+}
+
+/// One connection is reset after 2 MiB of a 12 MiB put: the put succeeds through retries or
+/// fails cleanly, and either way the store is sound (the new version whole and current, or
+/// the old one still current).
+async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
+    let rig = Rig::new(backend, "reset-put").await;
+    let v1 = rig.tree("v1", 1);
+    let v2 = rig.tree("v2", 12);
+    rig.put_direct(&v1).await;
+
+    rig.proxy
+        .cut(Cut::Reset, 1, 2 * MIB as u64, Direction::Upstream);
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(TIMEOUT)
+            .put_directory(&v2, &rig.at, &PutOptions::default()),
+    )
+    .await;
+    assert_eq!(
+        rig.proxy.injected().reset,
+        1,
+        "{backend:?}: no reset happened"
+    );
+    let current = match put {
+        Ok(_) => &v2,
+        Err(e) => {
+            assert_clean_failure("put under one reset", &e, backend.label());
+            &v1
+        }
+    };
+    eprintln!(
+        "{backend:?}: put under one reset: {} in {took:?}",
+        if current == &v2 {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    );
+    rig.assert_sound(&[&v1, &v2], current).await;
+    rig.assert_gc_keeps_current(&[&v1, &v2], current).await;
+}
+
+/// Every connection is reset after 2 MiB up: the put cannot succeed, fails cleanly, HEAD
+/// stays on the previous version, nothing partial is listed, and gc leaves a sound store.
+async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Backend) {
+    let rig = Rig::new(backend, "reset-put-always").await;
+    let v1 = rig.tree("v1", 1);
+    let v2 = rig.tree("v2", 12);
+    rig.put_direct(&v1).await;
+
+    rig.proxy
+        .cut(Cut::Reset, u32::MAX, 2 * MIB as u64, Direction::Upstream);
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(TIMEOUT)
+            .put_directory(&v2, &rig.at, &PutOptions::default()),
+    )
+    .await;
+    let resets = rig.proxy.injected().reset;
+    assert!(resets > 1, "{backend:?}: {resets} resets: was it retried?");
+    let err = put.expect_err("a put whose every upload is reset succeeded");
+    assert_clean_failure("put under resets", &err, backend.label());
+    eprintln!("{backend:?}: put failed after {resets} resets in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
+    rig.assert_gc_keeps_current(&[&v1], &v1).await;
+}
+
+/// One connection is reset after 2 MiB of a 12 MiB download: the get succeeds through
+/// retries with exactly the source, or fails cleanly with nothing written.
+async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
+    let rig = Rig::new(backend, "reset-get").await;
+    let v1 = rig.tree("v1", 12);
+    rig.put_direct(&v1).await;
+
+    rig.proxy
+        .cut(Cut::Reset, 1, 2 * MIB as u64, Direction::Downstream);
+    let (parent, dest) = rig.destination("reset-get");
+    let (got, took) = bounded(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &GetOptions::default()),
+    )
+    .await;
+    assert_eq!(
+        rig.proxy.injected().reset,
+        1,
+        "{backend:?}: no reset happened"
+    );
+    let outcome = match got {
+        Ok(_) => {
+            assert_eq!(snapshot(&dest), snapshot(&v1), "{backend:?}: download");
+            "succeeded"
+        }
+        Err(e) => {
+            assert_clean_failure("get under one reset", &e, backend.label());
+            assert_nothing_written(&parent);
+            "failed"
+        }
+    };
+    eprintln!("{backend:?}: get under one reset {outcome} in {took:?}");
+
+    // Every connection reset from 2 MiB into the download on: the get cannot succeed, even
+    // by resuming, and must leave nothing behind.
+    rig.proxy
+        .partition_after(Cut::Reset, 2 * MIB as u64, Direction::Downstream);
+    let (parent, dest) = rig.destination("reset-get-always");
+    let (got, took) = bounded(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &GetOptions::default()),
+    )
+    .await;
+    let err = got.expect_err("a get whose every download is reset succeeded");
+    assert_clean_failure("get under resets", &err, backend.label());
+    assert_nothing_written(&parent);
+    eprintln!("{backend:?}: get failed under resets in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// With a 3 s request timeout: a put whose first connection stalls succeeds through a retry;
+/// a put whose every connection stalls after 1 MiB up, and a get cut off by a stall 1 MiB
+/// into its download, fail cleanly in bounded time, and the previous version stays current.
+async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
+    let rig = Rig::new(backend, "stall").await;
+    let v1 = rig.tree("v1", 1);
+    let v2 = rig.tree("v2", 12);
+
+    rig.proxy.cut(Cut::Stall, 1, 0, Direction::Upstream);
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(SHORT_TIMEOUT)
+            .put_directory(&v1, &rig.at, &PutOptions::default()),
+    )
+    .await;
+    put.unwrap_or_else(|e| panic!("{backend:?}: put after one stalled connection: {e}"));
+    assert_eq!(
+        rig.proxy.injected().stalled,
+        1,
+        "{backend:?}: nothing stalled"
+    );
+    eprintln!("{backend:?}: put past one stalled connection in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+
+    rig.proxy
+        .cut(Cut::Stall, u32::MAX, MIB as u64, Direction::Upstream);
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(SHORT_TIMEOUT)
+            .put_directory(&v2, &rig.at, &PutOptions::default()),
+    )
+    .await;
+    assert!(
+        rig.proxy.injected().stalled > 1,
+        "{backend:?}: no upload stalled"
+    );
+    let err = put.expect_err("a put whose uploads all stall succeeded");
+    assert_clean_failure("put under stalls", &err, backend.label());
+    eprintln!("{backend:?}: stalled put failed in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
+    rig.assert_gc_keeps_current(&[&v1], &v1).await;
+
+    // A 12 MiB version to read, then the network goes silent 1 MiB into its download.
+    rig.put_direct(&v2).await;
+    let stalled_before = rig.proxy.injected().stalled;
+    rig.proxy
+        .partition_after(Cut::Stall, MIB as u64, Direction::Downstream);
+    let (parent, dest) = rig.destination("stall-get");
+    let (got, took) = bounded(
+        "get",
+        rig.proxied(SHORT_TIMEOUT)
+            .get_directory(&rig.at, &dest, &GetOptions::default()),
+    )
+    .await;
+    assert!(
+        rig.proxy.injected().stalled > stalled_before,
+        "{backend:?}: no download stalled"
+    );
+    let err = got.expect_err("a get whose downloads all stall succeeded");
+    assert_clean_failure("get under stalls", &err, backend.label());
+    assert_nothing_written(&parent);
+    eprintln!("{backend:?}: stalled get failed in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1, &v2], &v2).await;
+}
+
+/// A failed get leaves its destination's folder as it was: empty, no staging left behind.
+fn assert_nothing_written(parent: &Path) {
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a failed get left {left:?} in {}",
+        parent.display()
+    );
+}
+
+macro_rules! fault_tests {
+    ($($module:ident => $backend:ident: $($case:ident),* ;)*) => {
+        $(
+            mod $module {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        super::$case(Backend::$backend).await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+fault_tests! {
+    s3 => S3: answers_503_are_retried,
+        a_reset_during_put_is_retried_or_fails_cleanly,
+        a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
+        a_reset_during_get_is_retried_or_fails_cleanly,
+        stalled_connections_fail_cleanly_in_bounded_time;
+    azure => Azure: answers_503_are_retried,
+        a_reset_during_put_is_retried_or_fails_cleanly,
+        a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
+        a_reset_during_get_is_retried_or_fails_cleanly,
+        stalled_connections_fail_cleanly_in_bounded_time;
+    gcs => Gcs: answers_503_are_retried,
+        a_reset_during_put_is_retried_or_fails_cleanly,
+        a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
+        a_reset_during_get_is_retried_or_fails_cleanly,
+        stalled_connections_fail_cleanly_in_bounded_time;
+}

@@ -1,0 +1,294 @@
+//! What a `put` keeps from earlier runs on this machine, to do less work: the stat cache of
+//! source hashes ([`HashCache`]), and the ledger of files-layout uploads ([`UploadLedger`]).
+//!
+//! The stat cache: the sha256 of each source file, kept between runs and trusted
+//! only while `stat` still says the same thing of the file (device, inode, size, mtime and
+//! ctime, to the nanosecond). An unchanged re-put then reads no file at all.
+//!
+//! Racy entries are never stored: a file whose mtime or ctime is less than
+//! [`RACY_MARGIN`] older than the moment hashing began could still change within the same
+//! clock tick without its times moving, so it is hashed again next time (git's "racily
+//! clean" rule). Any later write moves ctime past the stored value, which the kernel does
+//! not let a user set back. The packer hashes every file again as it reads it, so even a
+//! wrong entry could not store wrong bytes; at worst it would fail the put.
+//!
+//! One file per source root, in `$BLOCKCTL_CACHE_DIR`, else `$BLOCKCTL_HOME/cache`, else
+//! `$XDG_CACHE_HOME/blockctl`, else `~/.cache/blockctl`. A cache that cannot be read or
+//! written is treated as empty: it only ever saves time.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// How much older than the start of hashing a file's times must be for its hash to be kept.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+const FORMAT: u32 = 1;
+
+/// What `stat` says of a file; a cached hash is used only when all of it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether both times are at least [`RACY_MARGIN`] before `start`.
+    fn settled_before(&self, start: SystemTime) -> bool {
+        let Ok(since_epoch) = start.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let limit = since_epoch.saturating_sub(RACY_MARGIN);
+        let limit = (limit.as_secs() as i64, i64::from(limit.subsec_nanos()));
+        self.mtime < limit && self.ctime < limit
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    format: u32,
+    root: PathBuf,
+    files: HashMap<String, (Stamp, String)>,
+}
+
+/// The cached hashes of one source root.
+pub struct HashCache {
+    file: Option<PathBuf>,
+    root: PathBuf,
+    old: HashMap<String, (Stamp, String)>,
+    /// When hashing began; entries newer than this (minus the margin) are not kept.
+    start: SystemTime,
+}
+
+impl HashCache {
+    /// The cache of `root` (an absent or unreadable cache is empty).
+    pub fn open(root: &Path) -> HashCache {
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let file = cache_dir().map(|dir| {
+            let key = hex::encode(&Sha256::digest(root.as_os_str().as_encoded_bytes())[..16]);
+            dir.join("hashes").join(format!("{key}.json"))
+        });
+        HashCache::open_in(root, file)
+    }
+
+    fn open_in(root: PathBuf, file: Option<PathBuf>) -> HashCache {
+        let old = file
+            .as_deref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|bytes| serde_json::from_slice::<OnDisk>(&bytes).ok())
+            .filter(|d| d.format == FORMAT && d.root == root)
+            .map(|d| d.files)
+            .unwrap_or_default();
+        HashCache {
+            file,
+            root,
+            old,
+            start: SystemTime::now(),
+        }
+    }
+
+    /// An empty cache that is never saved (for callers that want every file read).
+    pub fn disabled() -> HashCache {
+        HashCache {
+            file: None,
+            root: PathBuf::new(),
+            old: HashMap::new(),
+            start: SystemTime::now(),
+        }
+    }
+
+    /// The cached sha256 of `rel`, if `stamp` still matches.
+    pub fn get(&self, rel: &str, stamp: &Stamp) -> Option<&str> {
+        self.old
+            .get(rel)
+            .filter(|(s, _)| s == stamp)
+            .map(|(_, sha)| sha.as_str())
+    }
+
+    /// Replaces the cache with `files` (path, stamp, sha256), leaving out racy entries.
+    /// Written to a temp file and renamed, so readers see the old or the new cache whole.
+    pub fn save<'a>(&self, files: impl Iterator<Item = (&'a str, &'a Stamp, &'a str)>) {
+        let Some(file) = &self.file else { return };
+        let files: HashMap<String, (Stamp, String)> = files
+            .filter(|(_, stamp, _)| stamp.settled_before(self.start))
+            .map(|(rel, stamp, sha)| (rel.to_string(), (*stamp, sha.to_string())))
+            .collect();
+        if files == self.old {
+            // An unchanged tree: nothing to write.
+            return;
+        }
+        let doc = OnDisk {
+            format: FORMAT,
+            root: self.root.clone(),
+            files,
+        };
+        // Best effort: a failure here costs only a re-hash next time.
+        let _ = write_atomically(file, &doc);
+    }
+}
+
+fn write_atomically(file: &Path, doc: &impl Serialize) -> std::io::Result<()> {
+    let dir = file.parent().expect("cache file has a folder");
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    serde_json::to_writer(&mut out, doc)?;
+    out.flush()?;
+    drop(out);
+    tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `$BLOCKCTL_CACHE_DIR`, else `$BLOCKCTL_HOME/cache`, else `$XDG_CACHE_HOME/blockctl`,
+/// else `~/.cache/blockctl`.
+pub fn cache_dir() -> Option<PathBuf> {
+    env_path("BLOCKCTL_CACHE_DIR")
+        .or_else(|| env_path("BLOCKCTL_HOME").map(|h| h.join("cache")))
+        .or_else(|| env_path("XDG_CACHE_HOME").map(|x| x.join("blockctl")))
+        .or_else(|| env_path("HOME").map(|h| h.join(".cache").join("blockctl")))
+}
+
+/// The files layout's record of what was uploaded from here: per object, the sha256 and
+/// size of the content sent and the ETag the store answered with. A later put skips a file
+/// when its content is the same and the object's current ETag is still that one, so an
+/// object changed by anyone else since is uploaded again.
+pub struct UploadLedger {
+    file: Option<PathBuf>,
+    slug: String,
+    old: HashMap<String, (String, u64, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LedgerOnDisk {
+    format: u32,
+    slug: String,
+    files: HashMap<String, (String, u64, String)>,
+}
+
+impl UploadLedger {
+    /// The ledger of `slug` (absent or unreadable: empty).
+    pub fn open(slug: &str) -> UploadLedger {
+        let file = cache_dir().map(|dir| {
+            let key = hex::encode(&Sha256::digest(slug.as_bytes())[..16]);
+            dir.join("uploads").join(format!("{key}.json"))
+        });
+        let old = file
+            .as_deref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|bytes| serde_json::from_slice::<LedgerOnDisk>(&bytes).ok())
+            .filter(|d| d.format == FORMAT && d.slug == slug)
+            .map(|d| d.files)
+            .unwrap_or_default();
+        UploadLedger {
+            file,
+            slug: slug.to_string(),
+            old,
+        }
+    }
+
+    /// The ETag recorded for `rel` when content `sha256` of `size` bytes was uploaded.
+    pub fn get(&self, rel: &str, sha256: &str, size: u64) -> Option<&str> {
+        self.old
+            .get(rel)
+            .filter(|(sha, n, _)| sha == sha256 && *n == size)
+            .map(|(_, _, tag)| tag.as_str())
+    }
+
+    /// Replaces the ledger with `files` (path, sha256, size, ETag).
+    pub fn save(&self, files: &[(String, String, u64, String)]) {
+        let Some(file) = &self.file else { return };
+        let files: HashMap<String, (String, u64, String)> = files
+            .iter()
+            .map(|(rel, sha, size, tag)| (rel.clone(), (sha.clone(), *size, tag.clone())))
+            .collect();
+        if files == self.old {
+            return;
+        }
+        let doc = LedgerOnDisk {
+            format: FORMAT,
+            slug: self.slug.clone(),
+            files,
+        };
+        let _ = write_atomically(file, &doc);
+    }
+}
+
+/// ETags as the same object's: stores quote them in some answers and not in others.
+pub fn same_etag(a: &str, b: &str) -> bool {
+    let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();
+    bare(a) == bare(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(secs: i64) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (secs, 0),
+            ctime: (secs, 0),
+        }
+    }
+
+    #[test]
+    fn a_hash_is_used_only_while_the_stamp_matches_and_racy_ones_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("src");
+        std::fs::create_dir(&root).unwrap();
+        let file = dir.path().join("cache.json");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let cache = HashCache::open_in(root.clone(), Some(file.clone()));
+        let (old, racy) = (stamp(now - 60), stamp(now));
+        cache.save([("a", &old, "aa"), ("b", &racy, "bb")].into_iter());
+
+        let again = HashCache::open_in(root.clone(), Some(file.clone()));
+        assert_eq!(again.get("a", &old), Some("aa"));
+        assert_eq!(again.get("b", &racy), None, "a racy entry was kept");
+        let mut touched = old;
+        touched.ctime.1 += 1;
+        assert_eq!(again.get("a", &touched), None, "a changed ctime matched");
+        let mut other = old;
+        other.ino += 1;
+        assert_eq!(again.get("a", &other), None, "another inode matched");
+        let elsewhere = HashCache::open_in(dir.path().to_path_buf(), Some(file));
+        assert_eq!(
+            elsewhere.get("a", &old),
+            None,
+            "another root's cache was used"
+        );
+    }
+}
