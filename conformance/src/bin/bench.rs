@@ -4,23 +4,25 @@
 //!     cargo build --release -p blockctl
 //!     cargo run --release -p conformance --bin bench -- \
 //!         [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+//!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
-//! Each figure is the median wall time of `--runs` runs, with the peak resident memory of the
+//! Each figure is the median wall time of `--runs` runs (`--many-runs` for the 20,000-file
+//! corpus, whose peer and files-layout runs take minutes each on the emulators), with the peak resident memory of the
 //! child process tree (from `wait4`). Every download is checked file by file (sha256)
 //! against the source tree.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, peers};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -29,6 +31,7 @@ struct Args {
     targets: Vec<String>,
     corpora: Vec<String>,
     runs: usize,
+    many_runs: Option<usize>,
     big_mib: usize,
     json: Option<PathBuf>,
 }
@@ -36,7 +39,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: bench [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
-         [--big-mib N] [--json out.json]"
+         [--many-runs N] [--big-mib N] [--json out.json]"
     );
     std::process::exit(2)
 }
@@ -48,6 +51,7 @@ fn parse_args() -> Args {
             .to_vec(),
         corpora: ["flow", "many", "big"].map(String::from).to_vec(),
         runs: 3,
+        many_runs: None,
         big_mib: 512,
         json: None,
     };
@@ -59,6 +63,7 @@ fn parse_args() -> Args {
             "--targets" => args.targets = list(value()),
             "--corpora" => args.corpora = list(value()),
             "--runs" => args.runs = value().parse().unwrap_or_else(|_| usage()),
+            "--many-runs" => args.many_runs = Some(value().parse().unwrap_or_else(|_| usage())),
             "--big-mib" => args.big_mib = value().parse().unwrap_or_else(|_| usage()),
             "--json" => args.json = Some(PathBuf::from(value())),
             _ => usage(),
@@ -76,7 +81,7 @@ fn parse_args() -> Args {
             usage();
         }
     }
-    if args.runs == 0 {
+    if args.runs == 0 || args.many_runs == Some(0) {
         usage();
     }
     args
@@ -239,6 +244,8 @@ fn verify(what: &str, expected: &BTreeMap<String, String>, dir: &Path) -> Result
 struct Sample {
     secs: f64,
     peak_kib: i64,
+    /// What the child printed on stdout.
+    out: String,
 }
 
 /// Runs `cmd` to completion; wall time from spawn to reap, and the peak RSS of the largest
@@ -247,10 +254,11 @@ struct Sample {
 fn run(cmd: &mut Command) -> Result<Sample, String> {
     let shown = format!("{cmd:?}");
     let err = tempfile::tempfile().map_err(|e| e.to_string())?;
+    let mut out = tempfile::tempfile().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(out.try_clone().map_err(|e| e.to_string())?)
         .stderr(err.try_clone().map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("{shown}: {e}"))?;
@@ -278,15 +286,18 @@ fn run(cmd: &mut Command) -> Result<Sample, String> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         let mut text = String::new();
         let mut err = err;
-        use std::io::Seek;
         let _ = err.seek(std::io::SeekFrom::Start(0));
         let _ = err.read_to_string(&mut text);
         let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
         return Err(format!("{shown} failed ({status:#x}): {tail}"));
     }
+    let mut text = String::new();
+    let _ = out.seek(std::io::SeekFrom::Start(0));
+    let _ = out.read_to_string(&mut text);
     Ok(Sample {
         secs,
         peak_kib: usage.ru_maxrss,
+        out: text,
     })
 }
 
@@ -308,6 +319,9 @@ struct Target {
     rclone: Option<(Vec<(String, String)>, String)>,
     /// Why rclone is not run here, if not.
     rclone_skip: Option<String>,
+    /// Prefect's basepath (a folder, or `s3://bucket/prefix`) and S3 endpoint, where
+    /// Prefect's own storage blocks reach this target.
+    prefect: Option<(String, Option<String>)>,
     _guard: Box<dyn std::any::Any>,
 }
 
@@ -334,18 +348,10 @@ fn rclone_env(remote: &str, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn start_target(name: &str, work: &Path) -> Result<Target, String> {
-    let mut rclone_skip =
-        (!have("rclone")).then(|| "rclone is not on PATH (apt-get install rclone)".to_string());
+    let mut rclone_skip = peers::rclone()
+        .err()
+        .map(|e| format!("rclone could not be installed: {e}"));
     let t = match name {
         "local" => {
             let base = work.join("local-store");
@@ -359,6 +365,10 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((vec![], rdir.to_string_lossy().into_owned())),
                 rclone_skip: None,
+                prefect: Some((
+                    work.join("prefect-local").to_string_lossy().into_owned(),
+                    None,
+                )),
                 _guard: Box::new(()),
             }
         }
@@ -393,6 +403,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("bs3:{BUCKET}"))),
                 rclone_skip: None,
+                prefect: Some((format!("s3://{BUCKET}/prefect"), Some(ep.clone()))),
                 _guard: Box::new(moto),
             }
         }
@@ -420,6 +431,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("baz:{BUCKET}"))),
                 rclone_skip: None,
+                prefect: None,
                 _guard: Box::new(az),
             }
         }
@@ -446,6 +458,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("bgcs:{BUCKET}"))),
                 rclone_skip: None,
+                prefect: None,
                 _guard: Box::new(gcs),
             }
         }
@@ -486,6 +499,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone,
                 rclone_skip: None,
+                prefect: None,
                 _guard: Box::new(smb),
             }
         }
@@ -563,6 +577,8 @@ fn median(v: &[f64]) -> f64 {
 
 struct Bench {
     blockctl: PathBuf,
+    /// The python that has Prefect, when it could be installed.
+    prefect: Option<PathBuf>,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -599,7 +615,7 @@ impl Bench {
         c
     }
 
-    fn target(&mut self, t: &Target, corpora: &[(String, PathBuf)], runs: usize, work: &Path) {
+    fn target(&mut self, t: &Target, corpora: &[(String, PathBuf)], args: &Args, work: &Path) {
         let home = work.join(format!("home-{}", t.name));
         let (slug, sets) = &t.block;
         let mut create = self.blockctl(&home);
@@ -616,6 +632,10 @@ impl Bench {
         for (corpus, src) in corpora {
             eprintln!("== {} / {corpus}: hashing the source", t.name);
             let expected = digest_tree(src);
+            let runs = match corpus.as_str() {
+                "many" => args.many_runs.unwrap_or(args.runs),
+                _ => args.runs,
+            };
             for i in 0..runs {
                 eprintln!("== {} / {corpus}: run {}/{runs}", t.name, i + 1);
                 if let Err(e) = self.one_run(t, &home, corpus, src, &expected, i, work) {
@@ -663,6 +683,13 @@ impl Bench {
             .arg(&slug)
             .args(["--layout", "files"]))?;
         self.record(tn, corpus, "blockctl files", "put", s);
+        let s = run(self
+            .blockctl(home)
+            .arg("put")
+            .arg(src)
+            .arg(&slug)
+            .args(["--layout", "files"]))?;
+        self.record(tn, corpus, "blockctl files", "re-put", s);
         let out = dl("files");
         let s = run(self.blockctl(home).arg("get").arg(&slug).arg(&out))?;
         verify("blockctl get (files)", expected, &out)?;
@@ -695,6 +722,40 @@ impl Bench {
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .args(["purge", "-q", &remote]);
             let _ = run(&mut purge);
+        }
+
+        // Prefect's own put_directory / get_directory, timed inside Python around the call.
+        if let (Some(python), Some((basepath, endpoint))) = (self.prefect.clone(), &t.prefect)
+            && corpus != "big"
+        {
+            let remote = format!("{corpus}-prefect-{i}");
+            let prefect = |op: &str, local: &Path| {
+                let mut c = Command::new(&python);
+                c.arg(prefect_script())
+                    .arg(op)
+                    .arg(local)
+                    .arg(basepath)
+                    .arg(&remote)
+                    .args(endpoint.iter())
+                    .env("PREFECT_HOME", work.join("prefect-home"))
+                    .env("PREFECT_LOGGING_LEVEL", "WARNING");
+                c
+            };
+            let inside = |s: Sample| -> Result<Sample, String> {
+                let secs = s
+                    .out
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("prefect printed no timing: {:?}", s.out.trim()))?;
+                Ok(Sample { secs, ..s })
+            };
+            let s = inside(run(&mut prefect("put", src))?)?;
+            self.record(tn, corpus, "prefect", "put", s);
+            let out = dl("prefect");
+            let s = inside(run(&mut prefect("get", &out))?)?;
+            verify("prefect get_directory", expected, &out)?;
+            self.record(tn, corpus, "prefect", "get", s);
+            let _ = fs::remove_dir_all(&out);
         }
 
         // The local limit: tar + zstd, and cp -a.
@@ -739,6 +800,110 @@ impl Bench {
     }
 }
 
+/// One of the issue's speed goals, checked on this run's medians.
+struct Goal {
+    goal: &'static str,
+    target: String,
+    corpus: String,
+    op: String,
+    measured: f64,
+    limit: f64,
+    /// `measured >= limit` (a speed-up), else `measured < limit` (a cost).
+    at_least: bool,
+    met: bool,
+}
+
+impl Bench {
+    fn median_of(&self, t: &str, c: &str, tool: &str, op: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.target == t && r.corpus == c && r.tool == tool && r.op == op)
+            .map(|r| median(&r.secs))
+    }
+
+    /// The goals of the benchmark issue that this run measured.
+    fn goals(&self) -> Vec<Goal> {
+        let mut out = Vec::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for r in &self.rows {
+            let key = (r.target.clone(), r.corpus.clone());
+            if !seen.contains(&key) {
+                seen.push(key);
+            }
+        }
+        let mut check = |goal, t: &str, c: &str, op: &str, m: Option<f64>, limit, at_least| {
+            if let Some(measured) = m {
+                out.push(Goal {
+                    goal,
+                    target: t.into(),
+                    corpus: c.into(),
+                    op: op.into(),
+                    measured,
+                    limit,
+                    at_least,
+                    met: if at_least {
+                        measured >= limit
+                    } else {
+                        measured < limit
+                    },
+                });
+            }
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        for (t, c) in &seen {
+            let (t, c) = (t.as_str(), c.as_str());
+            let m = |tool, op| self.median_of(t, c, tool, op);
+            for op in ["put", "get"] {
+                let pkg = m("blockctl package", op);
+                if c != "big" {
+                    let r = ratio(m("rclone", op), pkg);
+                    check("package vs rclone", t, c, op, r, 5.0, true);
+                    let r = ratio(m("prefect", op), pkg);
+                    check("package vs Prefect", t, c, op, r, 20.0, true);
+                }
+                let r = ratio(m("rclone", op), m("blockctl files", op));
+                check("files vs rclone", t, c, op, r, 1.0, true);
+                if t == "local" {
+                    let r = ratio(pkg, m("tar+zstd", op));
+                    check("package / tar+zstd", t, c, op, r, 1.3, false);
+                }
+                if c == "big" && (t == "s3" || t == "azure") {
+                    let r = ratio(pkg, m("rclone", op));
+                    check("package / rclone (big)", t, c, op, r, 1.2, false);
+                }
+            }
+            if c == "many" {
+                let r = ratio(
+                    m("blockctl package", "re-put"),
+                    m("blockctl package", "put"),
+                );
+                check("re-put / cold put", t, c, "re-put", r, 0.05, false);
+            }
+        }
+        for r in &self.rows {
+            if r.corpus == "big" && r.tool.starts_with("blockctl") {
+                let peak = *r.peak_kib.iter().max().unwrap_or(&0) as f64 / 1024.0;
+                let op = format!("{} {}", r.tool.trim_start_matches("blockctl "), r.op);
+                check(
+                    "peak MiB (big)",
+                    &r.target,
+                    "big",
+                    &op,
+                    Some(peak),
+                    100.0,
+                    false,
+                );
+            }
+        }
+        out
+    }
+}
+
+fn prefect_script() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    workspace.join("bench").join("prefect_put_get.py")
+}
+
 fn find_blockctl() -> Result<PathBuf, String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -779,15 +944,30 @@ fn main() {
         generate(c, &root, args.big_mib);
         corpora.push((c.clone(), root));
     }
+    let mut notes = Vec::new();
+    let prefect = if args.targets.iter().any(|t| t == "local" || t == "s3") {
+        eprintln!("installing Prefect if missing");
+        peers::prefect_python()
+            .map_err(|e| notes.push(format!("prefect could not be installed: {e}")))
+            .ok()
+    } else {
+        None
+    };
+    if args.targets.iter().any(|t| t == "local")
+        && let Err(e) = peers::zstd()
+    {
+        notes.push(format!("zstd could not be installed: {e}"));
+    }
     let mut bench = Bench {
         blockctl,
+        prefect,
         rows: Vec::new(),
-        notes: Vec::new(),
+        notes,
     };
     for name in &args.targets {
         eprintln!("== starting {name}");
         match start_target(name, work.path()) {
-            Ok(t) => bench.target(&t, &corpora, args.runs, work.path()),
+            Ok(t) => bench.target(&t, &corpora, &args, work.path()),
             Err(e) => bench
                 .notes
                 .push(format!("{name}: emulator did not start: {e}")),
@@ -816,12 +996,32 @@ fn main() {
             "median_s": med, "runs_s": r.secs, "peak_mib": peak, "ratio_vs_blockctl": ratio,
         }));
     }
+    let goals = bench.goals();
+    println!("\n| goal | target | corpus | op | measured | limit | met |");
+    println!("|---|---|---|---|---:|---:|---|");
+    for g in &goals {
+        println!(
+            "| {} | {} | {} | {} | {:.3} | {} {} | {} |",
+            g.goal,
+            g.target,
+            g.corpus,
+            g.op,
+            g.measured,
+            if g.at_least { "≥" } else { "<" },
+            g.limit,
+            if g.met { "yes" } else { "**no**" }
+        );
+    }
     for n in &bench.notes {
         println!("\n- {n}");
     }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
-            "runs": args.runs, "big_mib": args.big_mib, "rows": json, "notes": bench.notes,
+            "runs": args.runs, "many_runs": args.many_runs.unwrap_or(args.runs), "big_mib": args.big_mib, "rows": json, "notes": bench.notes,
+            "goals": goals.iter().map(|g| serde_json::json!({
+                "goal": g.goal, "target": g.target, "corpus": g.corpus, "op": g.op,
+                "measured": g.measured, "limit": g.limit, "at_least": g.at_least, "met": g.met,
+            })).collect::<Vec<_>>(),
         });
         fs::write(path, serde_json::to_vec_pretty(&doc).unwrap())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

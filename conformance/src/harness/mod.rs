@@ -12,6 +12,7 @@ mod git;
 pub mod http;
 mod install;
 mod moto;
+pub mod peers;
 mod process;
 mod s3s;
 mod smb;

@@ -1,0 +1,37 @@
+//! The benchmark's peers, installed like the emulators: rclone and zstd from Debian's
+//! packages, and Prefect (with s3fs, for its RemoteFileSystem over S3) from PyPI into a venv
+//! of its own, so its pins never meet the emulators'.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::cache_dir;
+use super::install::{apt, once, run};
+
+/// Pinned so that every machine measures the same Prefect.
+const PREFECT: [&str; 2] = ["prefect==3.8.8", "s3fs==2026.9.0"];
+
+/// The `rclone` program, installed from Debian's packages when missing.
+pub fn rclone() -> Result<PathBuf, String> {
+    apt("rclone", &["rclone"])
+}
+
+/// The `zstd` program, installed from Debian's packages when missing.
+pub fn zstd() -> Result<PathBuf, String> {
+    apt("zstd", &["zstd"])
+}
+
+/// The python of a venv holding Prefect and s3fs (about a minute the first time).
+pub fn prefect_python() -> Result<PathBuf, String> {
+    let venv = cache_dir().join("prefect-venv");
+    let marker = venv.join(".installed");
+    once("prefect", &marker, &PREFECT.join(" "), || {
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "--no-input"])
+            .args(PREFECT))
+    })?;
+    Ok(venv.join("bin/python"))
+}
