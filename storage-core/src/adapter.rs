@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePutOptions, PutPayload,
@@ -36,6 +37,8 @@ const BLOCKS_DIR: &str = ".blocks";
 const HEAD: &str = ".blocks/HEAD";
 /// Packages younger than this without a manifest may belong to a put still under way.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(60);
+/// Markers of package uploads in progress, one per multipart upload: `<id>.json`.
+const UPLOADS: &str = ".blocks/uploads";
 
 /// A storage block over an object store, rooted at a prefix inside it.
 #[derive(Clone)]
@@ -48,6 +51,7 @@ pub struct ObjectStoreBlock {
     part_size: usize,
     concurrency: usize,
     sweeper: Option<Arc<dyn LeftoverSweeper>>,
+    multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 /// Removes what interrupted uploads leave that the store's listing does not show (staged
@@ -98,7 +102,17 @@ impl ObjectStoreBlock {
             part_size: 8 * 1024 * 1024,
             concurrency: 4,
             sweeper: None,
+            multipart: None,
         }
+    }
+
+    /// Runs package uploads through `store`'s multipart API directly, so their ids are
+    /// known: a marker under `.blocks/uploads/` names each one while it runs, and `gc`
+    /// aborts the uploads that a killed put left (S3 keeps their parts, and bills them,
+    /// until they are aborted; no listing shows them).
+    pub fn with_multipart(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(store);
+        self
     }
 
     /// Lets `gc` also remove leftovers the listing does not show.
@@ -312,6 +326,7 @@ impl ObjectStoreBlock {
         key: &ObjPath,
         mut rx: mpsc::Receiver<Bytes>,
         producer: tokio::task::JoinHandle<Result<T>>,
+        track: bool,
     ) -> Result<(T, Option<String>)> {
         let mut head: Vec<Bytes> = Vec::new();
         let mut buffered = 0usize;
@@ -329,6 +344,9 @@ impl ObjectStoreBlock {
             let payload: PutPayload = head.into_iter().collect();
             let put = self.store.put(key, payload).await.map_err(self.fail(at))?;
             return Ok((out, put.e_tag));
+        }
+        if let (true, Some(mp)) = (track, self.multipart.clone()) {
+            return self.upload_tracked(at, key, mp, head, rx, producer).await;
         }
         let upload = self.store.put_multipart(key).await.map_err(self.fail(at))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
@@ -358,6 +376,118 @@ impl ObjectStoreBlock {
                 Err(e)
             }
         }
+    }
+
+    /// A multipart upload with its id recorded in a marker object until it completes or is
+    /// aborted; parts of `part_size` go up `concurrency` at a time, in order.
+    async fn upload_tracked<T: Send + 'static>(
+        &self,
+        at: &BlockPath,
+        key: &ObjPath,
+        mp: Arc<dyn MultipartStore>,
+        head: Vec<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+        producer: tokio::task::JoinHandle<Result<T>>,
+    ) -> Result<(T, Option<String>)> {
+        let id = mp.create_multipart(key).await.map_err(self.fail(at))?;
+        let marker = self.key(at, &format!("{UPLOADS}/{}.json", upload_name(key, &id)))?;
+        let record = serde_json::to_vec(&UploadMarker {
+            key: key.to_string(),
+            id: id.clone(),
+        })
+        .expect("a marker serializes");
+        if let Err(e) = self.store.put(&marker, record.into()).await {
+            let _ = mp.abort_multipart(key, &id).await;
+            return Err(self.fail(at)(e));
+        }
+        // The chunks, regrouped into parts of `part_size` (no copying: a part is a list of
+        // the chunks' buffers), go up `concurrency` at a time and complete in order.
+        let part_size = self.part_size;
+        let parts = stream::unfold(
+            (head.into_iter(), rx, false),
+            move |(mut head, mut rx, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let (mut part, mut len) = (Vec::new(), 0usize);
+                while len < part_size {
+                    let next = match head.next() {
+                        Some(b) => Some(b),
+                        None => rx.recv().await,
+                    };
+                    let Some(b) = next else {
+                        return (!part.is_empty()).then_some((part, (head, rx, true)));
+                    };
+                    len += b.len();
+                    part.push(b);
+                }
+                Some((part, (head, rx, false)))
+            },
+        );
+        let sent: Result<Vec<PartId>> = parts
+            .enumerate()
+            .map(|(i, part)| {
+                let (mp, key, id) = (mp.clone(), key.clone(), id.clone());
+                let payload: PutPayload = part.into_iter().collect();
+                async move { mp.put_part(&key, &id, i, payload).await }
+            })
+            .buffered(self.concurrency)
+            .map_err(self.fail(at))
+            .try_collect()
+            .await;
+        let produced = producer.await.map_err(Error::from).and_then(|r| r);
+        let result = match (sent, produced) {
+            (Ok(parts), Ok(out)) => match mp.complete_multipart(key, &id, parts).await {
+                Ok(put) => Ok((out, put.e_tag)),
+                Err(e) => Err(self.fail(at)(e)),
+            },
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        if result.is_err() {
+            let _ = mp.abort_multipart(key, &id).await;
+        }
+        let _ = self.store.delete(&marker).await;
+        result
+    }
+
+    /// Aborts the multipart uploads whose markers are older than the grace (a killed put's),
+    /// and removes their markers; returns how many.
+    async fn abort_abandoned_uploads(&self, at: &BlockPath, cutoff: i64) -> Result<u64> {
+        let Some(mp) = self.multipart.clone() else {
+            return Ok(0);
+        };
+        let prefix = self.key(at, UPLOADS)?;
+        let markers: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.fail(at))?;
+        let base = self.key(at, "")?;
+        let mut removed = 0;
+        for m in markers
+            .into_iter()
+            .filter(|m| m.last_modified.timestamp() < cutoff)
+        {
+            let body = self.store.get(&m.location).await.map_err(self.fail(at))?;
+            let bytes = body.bytes().await.map_err(self.fail(at))?;
+            // A marker that does not parse, or names an object elsewhere, is only removed.
+            let upload = serde_json::from_slice::<UploadMarker>(&bytes)
+                .ok()
+                .and_then(|u| Some((ObjPath::parse(&u.key).ok()?, u.id)))
+                .filter(|(key, _)| key.prefix_matches(&base));
+            if let Some((key, id)) = upload {
+                match mp.abort_multipart(&key, &id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.fail(at)(e)),
+                }
+            }
+            match self.store.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(self.fail(at)(e)),
+            }
+        }
+        Ok(removed)
     }
 
     async fn put_package(
@@ -426,7 +556,7 @@ impl ObjectStoreBlock {
                 std::io::Write::flush(&mut out).map_err(|e| Error::io("writing the package", e))?;
                 Ok(layout)
             });
-            let (layout, _) = self.upload(to, &package_key, rx, packer).await?;
+            let (layout, _) = self.upload(to, &package_key, rx, packer, true).await?;
 
             let records: Vec<_> = entries
                 .iter()
@@ -635,7 +765,7 @@ impl ObjectStoreBlock {
             std::io::Write::flush(&mut out).map_err(|e| Error::io("uploading", e))?;
             Ok(())
         });
-        let ((), e_tag) = self.upload(at, key, rx, reader).await?;
+        let ((), e_tag) = self.upload(at, key, rx, reader, false).await?;
         Ok(e_tag)
     }
 
@@ -1163,6 +1293,7 @@ impl StorageBlock for ObjectStoreBlock {
             .map(|m| m.location)
             .collect();
         report.removed_leftovers = self.delete_all(at, leftovers).await? as u64;
+        report.removed_leftovers += self.abort_abandoned_uploads(at, cutoff).await?;
         if let Some(sweeper) = self.sweeper.clone() {
             let prefix = self.key(at, BLOCKS_DIR)?;
             let older_than = SystemTime::now() - LEFTOVER_GRACE;
@@ -1182,6 +1313,19 @@ impl StorageBlock for ObjectStoreBlock {
             .map_err(self.fail(&root))?;
         Ok(())
     }
+}
+
+/// What `.blocks/uploads/<name>.json` records of a multipart upload in progress.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadMarker {
+    key: String,
+    id: String,
+}
+
+/// A marker's name: a digest of the upload's key and id (an id may hold any character).
+fn upload_name(key: &ObjPath, id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(format!("{key}\n{id}"))[..16])
 }
 
 /// Unix seconds before which a package without a manifest is a leftover.

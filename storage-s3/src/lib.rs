@@ -181,7 +181,13 @@ pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
         secrets.push(token.clone());
         b = b.with_token(token);
     }
-    let store = b.build().map_err(bad)?;
+    let store = Arc::new(b.build().map_err(bad)?);
     let prefix = config.prefix.as_deref().unwrap_or("");
-    Ok(ObjectStoreBlock::new(Arc::new(store), prefix, label, CAPABILITIES).with_secrets(secrets))
+    // Package uploads go through the multipart API with their ids recorded, so gc can
+    // abort what a killed put left.
+    Ok(
+        ObjectStoreBlock::new(store.clone(), prefix, label, CAPABILITIES)
+            .with_multipart(store)
+            .with_secrets(secrets),
+    )
 }
