@@ -2,7 +2,7 @@
 //! fixed-size chunks to an async uploader, and a `Read` over an async download stream.
 //! Both hold a bounded amount of data, so memory does not grow with the package.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -100,6 +100,38 @@ impl Read for StreamReader {
         }
         let n = out.len().min(self.current.len());
         out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A byte range of a local file, read directly (positioned on first read), counting bytes.
+pub struct FileRange {
+    file: io::Take<std::fs::File>,
+    start: Option<u64>,
+    on_bytes: Box<dyn FnMut(u64) + Send>,
+}
+
+impl FileRange {
+    pub fn new(
+        file: std::fs::File,
+        range: std::ops::Range<u64>,
+        on_bytes: Box<dyn FnMut(u64) + Send>,
+    ) -> Self {
+        FileRange {
+            file: file.take(range.end.saturating_sub(range.start)),
+            start: Some(range.start),
+            on_bytes,
+        }
+    }
+}
+
+impl Read for FileRange {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(start) = self.start.take() {
+            self.file.get_mut().seek(SeekFrom::Start(start))?;
+        }
+        let n = self.file.read(out)?;
+        (self.on_bytes)(n as u64);
         Ok(n)
     }
 }
