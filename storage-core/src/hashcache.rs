@@ -119,6 +119,13 @@ impl HashCache {
         }
     }
 
+    /// Whether a file with `stamp` last changed well before this put began (see
+    /// [`RACY_MARGIN`]): then any later write moves its ctime, so an unchanged stamp
+    /// means unchanged content.
+    pub fn is_settled(&self, stamp: &Stamp) -> bool {
+        stamp.settled_before(self.start)
+    }
+
     /// The cached sha256 of `rel`, if `stamp` still matches.
     pub fn get(&self, rel: &str, stamp: &Stamp) -> Option<&str> {
         self.old

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
+use crate::hashcache::Stamp;
 use crate::manifest::Frame;
 use crate::tree::SourceEntry;
 
@@ -25,8 +26,10 @@ pub struct PackLayout {
     pub package_bytes: u64,
 }
 
-/// Packs `entries` (sorted, hashed) into `out`. Every file is hashed again while it is read,
-/// so a file that changed since it was hashed fails the put instead of being stored wrong.
+/// Packs `entries` (sorted, hashed) into `out`. A file that changed since it was hashed fails
+/// the put instead of being stored wrong: a settled file (unchanged for a while before the
+/// put began) must still have its scan-time stamp after it is read, since any write moves
+/// its ctime; any other file is hashed again while it is read.
 pub fn write_package<W: Write>(
     entries: &[SourceEntry],
     level: i32,
@@ -66,11 +69,25 @@ pub fn write_package<W: Write>(
                 h.set_size(r.size);
                 let file = std::fs::File::open(&e.fs_path)
                     .map_err(|err| Error::io(format!("reading {}", r.path), err))?;
-                let mut reader = HashingReader::new(file.take(r.size));
-                tar.append_data(&mut h, &r.path, &mut reader)
-                    .map_err(|err| Error::io(format!("packing {}", r.path), err))?;
-                let (read, sha) = reader.finish();
-                if read != r.size || Some(sha) != r.sha256 {
+                let unchanged = if let (true, Some(stamp)) = (e.settled, e.stamp.as_ref()) {
+                    let mut reader = CountingReader {
+                        inner: (&file).take(r.size),
+                        count: 0,
+                    };
+                    tar.append_data(&mut h, &r.path, &mut reader)
+                        .map_err(|err| Error::io(format!("packing {}", r.path), err))?;
+                    let after = file
+                        .metadata()
+                        .map_err(|err| Error::io(format!("reading {}", r.path), err))?;
+                    reader.count == r.size && Stamp::of(&after) == *stamp
+                } else {
+                    let mut reader = HashingReader::new(file.take(r.size));
+                    tar.append_data(&mut h, &r.path, &mut reader)
+                        .map_err(|err| Error::io(format!("packing {}", r.path), err))?;
+                    let (read, sha) = reader.finish();
+                    read == r.size && Some(sha) == r.sha256
+                };
+                if !unchanged {
                     return Err(Error::Backend(format!(
                         "{} changed while it was being packed; put again",
                         r.path
@@ -114,6 +131,19 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
         self.count += n as u64;
         Ok(n)
     }
@@ -213,5 +243,51 @@ impl<W: Write> Write for FrameWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashcache::{HashCache, RACY_MARGIN};
+    use crate::tree::{ScanOptions, SourceTree};
+
+    fn scanned(root: &std::path::Path) -> SourceTree {
+        let mut tree = SourceTree::scan(root, &ScanOptions::default()).unwrap();
+        tree.hash_files_cached(&HashCache::disabled()).unwrap();
+        tree
+    }
+
+    #[test]
+    fn a_file_changed_after_hashing_fails_the_put_whether_settled_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.txt"), b"settled content").unwrap();
+        std::thread::sleep(RACY_MARGIN + std::time::Duration::from_millis(100));
+        std::fs::write(dir.path().join("new.txt"), b"fresh content").unwrap();
+
+        let tree = scanned(dir.path());
+        let settled: Vec<bool> = tree.entries.iter().map(|e| e.settled).collect();
+        assert_eq!(settled, [false, true], "new.txt is racy, old.txt settled");
+        write_package(&tree.entries, DEFAULT_LEVEL, io::sink(), |_| {}).expect("unchanged");
+
+        // Same sizes, other bytes: only the stamp (settled) or the hash (racy) can tell.
+        for (name, other) in [
+            ("old.txt", b"SETTLED CONTENT"),
+            ("new.txt", b"FRESH CONTENTS!"),
+        ] {
+            let tree = scanned(dir.path());
+            std::fs::write(dir.path().join(name), &other[..tree_size(&tree, name)]).unwrap();
+            let err = write_package(&tree.entries, DEFAULT_LEVEL, io::sink(), |_| {})
+                .expect_err("a file changed between hashing and packing");
+            assert!(err.to_string().contains("changed while"), "{name}: {err}");
+        }
+    }
+
+    fn tree_size(tree: &SourceTree, name: &str) -> usize {
+        tree.entries
+            .iter()
+            .find(|e| e.record.path == name)
+            .map(|e| e.record.size as usize)
+            .unwrap()
     }
 }

@@ -36,6 +36,9 @@ pub struct SourceEntry {
     pub fs_path: PathBuf,
     /// What `stat` said of a file at scan time, the key of the hash cache.
     pub stamp: Option<Stamp>,
+    /// Set by hashing when the file had not changed for a while before the put began: the
+    /// packer may then check its stamp instead of hashing it again.
+    pub settled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,10 @@ impl SourceTree {
                 };
                 e.record.size = size;
                 e.record.sha256 = Some(sha);
+                e.settled = e
+                    .stamp
+                    .as_ref()
+                    .is_some_and(|s| s.size() == size && cache.is_settled(s));
                 Ok::<_, Error>(())
             })?;
         cache.save(self.entries.iter().filter_map(|e| {
@@ -207,6 +214,7 @@ fn visit(root: &Path, item: std::result::Result<DirEntry, ignore::Error>) -> Res
             record,
             fs_path: item.into_path(),
             stamp,
+            settled: false,
         },
         warning,
     ))
