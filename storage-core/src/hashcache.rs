@@ -9,8 +9,9 @@
 //! [`RACY_MARGIN`] older than the moment hashing began could still change within the same
 //! clock tick without its times moving, so it is hashed again next time (git's "racily
 //! clean" rule). Any later write moves ctime past the stored value, which the kernel does
-//! not let a user set back. The packer hashes every file again as it reads it, so even a
-//! wrong entry could not store wrong bytes; at worst it would fail the put.
+//! not let a user set back. The packer checks the stamp again (or the hash, for a racy file)
+//! as it reads each file, and `get` verifies every sha256, so a wrong entry can fail a put
+//! or be refused by a get, but never unpack wrong bytes.
 //!
 //! One file per source root, in `$BLOCKCTL_CACHE_DIR`, else `$BLOCKCTL_HOME/cache`, else
 //! `$XDG_CACHE_HOME/blockctl`, else `~/.cache/blockctl`. A cache that cannot be read or
