@@ -371,8 +371,15 @@ fn kept_path(path: &str, subtree: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Files from this size on are hashed on a second thread while the first unpacks and writes.
+const HASH_BESIDE: u64 = 4 * 1024 * 1024;
+
 /// Copies an entry's bytes to `out`, checking its length and sha256 against the record.
 fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Write) -> Result<()> {
+    if record.size >= HASH_BESIDE {
+        let (size, sha) = copy_hashing_beside(entry, &mut out, &record.path)?;
+        return check_digest(record, size, sha);
+    }
     let mut reader = HashingReader::new(entry);
     if record.size <= SMALL_FILE {
         let mut data = Vec::with_capacity(record.size as usize);
@@ -385,6 +392,10 @@ fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Wr
     out.flush()
         .map_err(|e| Error::io(format!("writing {}", record.path), e))?;
     let (size, sha) = reader.finish();
+    check_digest(record, size, sha)
+}
+
+fn check_digest(record: &ManifestEntry, size: u64, sha: String) -> Result<()> {
     if size != record.size || Some(&sha) != record.sha256.as_ref() {
         return Err(Error::Integrity(format!(
             "checksum mismatch for `{}`: the package is corrupt",
@@ -392,6 +403,60 @@ fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Wr
         )));
     }
     Ok(())
+}
+
+/// Copies `entry` to `out` in 1 MiB buffers while a second thread hashes each buffer once
+/// it is written (buffers go back for reuse, so at most a few MiB are held). For a large
+/// file the sha256 is then no longer added to the unpacking time.
+fn copy_hashing_beside(
+    entry: &mut impl Read,
+    out: &mut impl Write,
+    path: &str,
+) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    const BUF: usize = 1024 * 1024;
+    let (to_hasher, written) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let (mut h, mut n) = (Sha256::new(), 0u64);
+            for buf in written {
+                h.update(&buf);
+                n += buf.len() as u64;
+                let _ = give_back.send(buf);
+            }
+            (n, hex::encode(h.finalize()))
+        });
+        let copied = (|| {
+            loop {
+                let mut buf = spare.try_recv().unwrap_or_default();
+                buf.resize(BUF, 0);
+                let mut filled = 0;
+                while filled < BUF {
+                    match entry.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(corrupt(e)),
+                    }
+                }
+                if filled == 0 {
+                    return out
+                        .flush()
+                        .map_err(|e| Error::io(format!("writing {path}"), e));
+                }
+                buf.truncate(filled);
+                out.write_all(&buf)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+                if to_hasher.send(buf).is_err() {
+                    return Err(Error::Backend("the hashing thread stopped".into()));
+                }
+            }
+        })();
+        drop(to_hasher);
+        let digest = hasher.join().expect("the hashing thread does not panic");
+        copied.map(|()| digest)
+    })
 }
 
 fn corrupt(e: io::Error) -> Error {
@@ -467,6 +532,37 @@ mod tests {
         let err = unpack(&package, &manifest).unwrap_err();
         assert_eq!(err.exit_code(), 5);
         assert!(err.to_string().contains("unpacks to more than"), "{err}");
+    }
+
+    #[test]
+    fn a_large_file_hashed_beside_the_copy_is_verified_byte_for_byte() {
+        // Over HASH_BESIDE, and not a whole number of copy buffers.
+        let data: Vec<u8> = (0..HASH_BESIDE as usize + 1_234_567)
+            .map(|i| (i * 7 + i / 4099) as u8)
+            .collect();
+        let tar_of = |body: &[u8]| {
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, "a.txt", body).unwrap();
+            zstd::encode_all(&tar.into_inner().unwrap()[..], 1).unwrap()
+        };
+        let manifest = one_file_manifest(&data);
+        let outer = tempfile::tempdir().unwrap();
+        let staging = outer.path().join("s");
+        fs::create_dir(&staging).unwrap();
+        unpack_verified(&tar_of(&data)[..], &manifest, &staging, "", |_| {}).expect("whole");
+        assert!(
+            fs::read(staging.join("a.txt")).unwrap() == data,
+            "bytes differ"
+        );
+
+        let mut flipped = data.clone();
+        flipped[HASH_BESIDE as usize + 3] ^= 1;
+        let err = unpack(&tar_of(&flipped), &manifest).unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
     }
 
     #[test]
