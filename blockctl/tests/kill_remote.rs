@@ -24,9 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::http::request;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, shared};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, shared};
 use conformance::tree::{noise, small_tree, snapshot, write};
-use sha2::{Digest, Sha256};
 
 mod common;
 use common::Home;
@@ -154,26 +153,6 @@ fn gcs() -> Remote {
         age: Box::new(|| {}),
         _server: gcs,
     }
-}
-
-/// HMAC (RFC 2104) over SHA-256, for Azurite's SharedKey signatures.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
 }
 
 /// The container's blobs under `PREFIX/`, with the ones that only have uncommitted blocks

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, peers};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, peers};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -508,23 +508,6 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
         rclone_skip = t.rclone_skip.clone();
     }
     Ok(Target { rclone_skip, ..t })
-}
-
-/// HMAC-SHA256 (RFC 2104), for the Azurite account SAS that rclone needs.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
 }
 
 /// An account SAS (blob service, every resource type, read/write/delete/list/add/create),

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+pub use azure_auth::hmac_sha256;
 pub use azurite::Azurite;
 pub use cargo_fuzz::{CARGO_FUZZ_VERSION, cargo_fuzz};
 pub use fake_gcs::FakeGcs;
