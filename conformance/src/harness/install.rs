@@ -54,6 +54,49 @@ pub(super) fn run(cmd: &mut Command) -> Result<(), String> {
     ))
 }
 
+/// The binary `bin` of crate `krate` at `version` (with `features`), built by
+/// `cargo install --locked` into `<cache>/<dir>` under the install lock `dir` when missing.
+pub(super) fn cargo_install(
+    dir: &str,
+    krate: &str,
+    version: &str,
+    features: &[&str],
+    bin: &str,
+) -> Result<PathBuf, String> {
+    let root = cache_dir().join(dir);
+    let path = root.join("bin").join(bin);
+    let marker = root.join(".installed");
+    let mut spec = format!("{krate} {version}");
+    if !features.is_empty() {
+        spec.push_str(&format!(" --features {}", features.join(",")));
+    }
+    if !path.exists() {
+        // A marker without its binary (deleted by hand) must not stop the install.
+        let _ = fs::remove_file(&marker);
+    }
+    once(dir, &marker, &spec, || {
+        // The cargo running these tests when there is one; a temp target dir (cargo
+        // install's default), not the workspace's, whose lock a running `cargo test` holds.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["install", krate, "--version", version, "--locked"]);
+        if !features.is_empty() {
+            cmd.args(["--features", &features.join(",")]);
+        }
+        run(cmd
+            .arg("--root")
+            .arg(&root)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .current_dir(cache_dir()))
+    })?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{krate}: {} missing after install", path.display()))
+    }
+}
+
 /// The python venv shared by the emulators that come from PyPI.
 pub(super) fn venv() -> PathBuf {
     cache_dir().join("venv")

@@ -10,7 +10,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use super::http::status_of;
-use super::{cache_dir, install, process};
+use super::{install, process};
 
 /// Pinned: newer versions need a newer rustc than the workspace's.
 const VERSION: &str = "0.14.1";
@@ -74,31 +74,5 @@ impl S3sFs {
 /// The s3s-fs binary, built by `cargo install` into `<cache>/s3s` under the harness's install
 /// lock when it is missing.
 fn installed() -> Result<PathBuf, String> {
-    let root = cache_dir().join("s3s");
-    let bin = root.join("bin").join("s3s-fs");
-    let marker = root.join(".installed");
-    let spec = format!("s3s-fs {VERSION} --features binary");
-    if !bin.exists() {
-        // A marker without its binary (deleted by hand) must not stop the install.
-        let _ = fs::remove_file(&marker);
-    }
-    install::once("s3s", &marker, &spec, || {
-        // The cargo running these tests when there is one; a temp target dir, not the
-        // workspace's, whose lock a running `cargo test` may hold.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        install::run(
-            Command::new(cargo)
-                .args(["install", "s3s-fs", "--version", VERSION])
-                .args(["--features", "binary", "--locked", "--root"])
-                .arg(&root)
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("CARGO_BUILD_TARGET_DIR")
-                .current_dir(cache_dir()),
-        )
-    })?;
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!("s3s-fs: {} missing after install", bin.display()))
-    }
+    install::cargo_install("s3s", "s3s-fs", VERSION, &["binary"], "s3s-fs")
 }
