@@ -87,18 +87,12 @@ impl HashCache {
     /// The cache of `root` (an absent or unreadable cache is empty).
     pub fn open(root: &Path) -> HashCache {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let file = cache_dir().map(|dir| {
-            let key = hex::encode(&Sha256::digest(root.as_os_str().as_encoded_bytes())[..16]);
-            dir.join("hashes").join(format!("{key}.json"))
-        });
+        let file = cache_file("hashes", root.as_os_str().as_encoded_bytes());
         HashCache::open_in(root, file)
     }
 
     fn open_in(root: PathBuf, file: Option<PathBuf>) -> HashCache {
-        let old = file
-            .as_deref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|bytes| serde_json::from_slice::<OnDisk>(&bytes).ok())
+        let old = read_json::<OnDisk>(file.as_deref())
             .filter(|d| d.format == FORMAT && d.root == root)
             .map(|d| d.files)
             .unwrap_or_default();
@@ -157,6 +151,17 @@ impl HashCache {
     }
 }
 
+/// `<cache dir>/<kind>/<digest of key>.json`, when there is a cache dir.
+fn cache_file(kind: &str, key: &[u8]) -> Option<PathBuf> {
+    let name = hex::encode(&Sha256::digest(key)[..16]);
+    cache_dir().map(|dir| dir.join(kind).join(format!("{name}.json")))
+}
+
+/// A cache file's contents; absent or unreadable is `None` (the cache is then empty).
+fn read_json<T: serde::de::DeserializeOwned>(file: Option<&Path>) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(file?).ok()?).ok()
+}
+
 fn write_atomically(file: &Path, doc: &impl Serialize) -> std::io::Result<()> {
     let dir = file.parent().expect("cache file has a folder");
     std::fs::create_dir_all(dir)?;
@@ -204,14 +209,8 @@ struct LedgerOnDisk {
 impl UploadLedger {
     /// The ledger of `slug` (absent or unreadable: empty).
     pub fn open(slug: &str) -> UploadLedger {
-        let file = cache_dir().map(|dir| {
-            let key = hex::encode(&Sha256::digest(slug.as_bytes())[..16]);
-            dir.join("uploads").join(format!("{key}.json"))
-        });
-        let old = file
-            .as_deref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|bytes| serde_json::from_slice::<LedgerOnDisk>(&bytes).ok())
+        let file = cache_file("uploads", slug.as_bytes());
+        let old = read_json::<LedgerOnDisk>(file.as_deref())
             .filter(|d| d.format == FORMAT && d.slug == slug)
             .map(|d| d.files)
             .unwrap_or_default();
