@@ -382,9 +382,19 @@ impl Share {
             new.modified = later;
         }
         let options = RenameOptions::new().replace_if_exists(!matches!(replace, Replace::Absent));
-        tree.rename_with(&mut conn, temp, path, options)
-            .await
-            .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
+        // A reader that has `path` open (a get reading HEAD) makes the server refuse the
+        // rename for a moment (STATUS_ACCESS_DENIED); we still hold the lock, so try again.
+        let mut tries = 0;
+        loop {
+            match tree.rename_with(&mut conn, temp, path, options).await {
+                Ok(_) => break,
+                Err(_) if tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+                Err(e) => return Err(store_error(format!("renaming {temp} to {path}"), path, e)),
+            }
+        }
         Ok(info_e_tag(&new))
     }
 
