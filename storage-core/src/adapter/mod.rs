@@ -1,0 +1,515 @@
+//! The generic adapter: any `object_store::ObjectStore` becomes a [`StorageBlock`]. Package
+//! upload with HEAD written last, conditional HEAD swap, the files layout, versions, gc and
+//! verification live here once; a backend crate only builds its store. Its parts:
+//!
+//! - `package`: the package layout (archive, manifests, versions, HEAD);
+//! - `files`: the files layout (a plain mirror);
+//! - `multipart`: streamed uploads, with the multipart ids `gc` may have to abort;
+//! - `gc`: dropping old versions and what interrupted puts left;
+//! - `settings`: the retry and timeout settings every remote store shares.
+
+mod files;
+mod gc;
+mod multipart;
+mod package;
+mod settings;
+
+pub use settings::request_timeout;
+#[cfg(feature = "cloud")]
+pub use settings::retry_config;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions as StorePutOptions, PutPayload, UpdateVersion, WriteMultipart,
+};
+use tokio::sync::mpsc;
+
+use crate::block::*;
+use crate::error::{Error, Result};
+use crate::extract::unpack_verified;
+use crate::hashcache::{HashCache, UploadLedger, same_etag};
+use crate::manifest::{
+    HeadRecord, MANIFEST_FORMAT, ManifestEntry, PackageManifest, Totals, is_safe_relative_path,
+    is_version_id, short,
+};
+use crate::pack::{DEFAULT_LEVEL, write_package};
+use crate::place::{check_destination, commit, staging_for};
+use crate::secret::scrub;
+use crate::slug::BlockPath;
+use crate::stream::{ChunkWriter, FileRange, StreamReader};
+use crate::tree::{ScanOptions, SourceTree};
+
+const BLOCKS_DIR: &str = ".blocks";
+const HEAD: &str = ".blocks/HEAD";
+/// Packages younger than this without a manifest may belong to a put still under way.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(60);
+/// Markers of package uploads in progress, one per multipart upload: `<id>.json`.
+const UPLOADS: &str = ".blocks/uploads";
+
+/// A storage block over an object store, rooted at a prefix inside it.
+#[derive(Clone)]
+pub struct ObjectStoreBlock {
+    store: Arc<dyn ObjectStore>,
+    root: String,
+    label: String,
+    caps: Capabilities,
+    secrets: Vec<String>,
+    part_size: usize,
+    concurrency: usize,
+    sweeper: Option<Arc<dyn LeftoverSweeper>>,
+    multipart: Option<Arc<dyn MultipartStore>>,
+}
+
+/// Removes what interrupted uploads leave that the store's listing does not show (staged
+/// files of a local store, incomplete multipart uploads), for `gc`.
+pub trait LeftoverSweeper: Send + Sync + std::fmt::Debug {
+    /// Removes leftovers under `prefix` last touched before `older_than`; returns how many.
+    fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64>;
+}
+
+/// Never shows the secrets it scrubs.
+impl std::fmt::Debug for ObjectStoreBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBlock")
+            .field("store", &self.store.to_string())
+            .field("root", &self.root)
+            .field("label", &self.label)
+            .field("secrets", &format_args!("[{} masked]", self.secrets.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is stored at a path, as `get` finds it.
+enum Stored {
+    Package {
+        at: BlockPath,
+        version: String,
+        subtree: String,
+    },
+    Files(Vec<ObjectMeta>),
+}
+
+impl ObjectStoreBlock {
+    /// `root` is the prefix inside the store (may be empty); `label` (`type/name`) prefixes
+    /// every message.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        root: &str,
+        label: impl Into<String>,
+        caps: Capabilities,
+    ) -> Self {
+        ObjectStoreBlock {
+            store,
+            root: root.trim_matches('/').to_string(),
+            label: label.into(),
+            caps,
+            secrets: Vec::new(),
+            // 8 MiB parts, 4 in flight: about 40 MiB of upload buffers at most.
+            part_size: 8 * 1024 * 1024,
+            concurrency: 4,
+            sweeper: None,
+            multipart: None,
+        }
+    }
+
+    /// Runs package uploads through `store`'s multipart API directly, so their ids are
+    /// known: a marker under `.blocks/uploads/` names each one while it runs, and `gc`
+    /// aborts the uploads that a killed put left (S3 keeps their parts, and bills them,
+    /// until they are aborted; no listing shows them).
+    pub fn with_multipart(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(store);
+        self
+    }
+
+    /// Lets `gc` also remove leftovers the listing does not show.
+    pub fn with_sweeper(mut self, sweeper: Arc<dyn LeftoverSweeper>) -> Self {
+        self.sweeper = Some(sweeper);
+        self
+    }
+
+    /// Values scrubbed from every error text (the block's resolved secrets).
+    pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// Size of multipart upload parts; packages smaller than one part go up in one request.
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes;
+        self
+    }
+
+    fn slug(&self, at: &BlockPath) -> String {
+        if at.is_root() {
+            self.label.clone()
+        } else {
+            format!("{}/{at}", self.label)
+        }
+    }
+
+    fn key(&self, at: &BlockPath, rel: &str) -> Result<ObjPath> {
+        let inner = at.join(rel);
+        let full = match (self.root.is_empty(), inner.is_empty()) {
+            (true, _) => inner,
+            (false, true) => self.root.clone(),
+            (false, false) => format!("{}/{inner}", self.root),
+        };
+        ObjPath::parse(&full)
+            .map_err(|e| Error::Usage(format!("{}: bad object path: {e}", self.slug(at))))
+    }
+
+    /// Turns a store error into ours, scrubbed of secrets and naming the slug.
+    fn fail(&self, at: &BlockPath) -> impl Fn(object_store::Error) -> Error + '_ {
+        let slug = self.slug(at);
+        move |e| scrub_error(Error::from_store(e), &self.secrets).context(&slug)
+    }
+
+    async fn exists(&self, at: &BlockPath, key: &ObjPath) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail(at)(e)),
+        }
+    }
+
+    async fn locate(&self, from: &BlockPath, version: Option<&str>) -> Result<Stored> {
+        if let Some(v) = version {
+            let version = self.resolve_version(from, v).await?;
+            return Ok(Stored::Package {
+                at: from.clone(),
+                version,
+                subtree: String::new(),
+            });
+        }
+        if let Some((head, _)) = self.read_head(from).await? {
+            return Ok(Stored::Package {
+                at: from.clone(),
+                version: head.version,
+                subtree: String::new(),
+            });
+        }
+        let files = self.mirror_objects(from).await?;
+        if !files.is_empty() {
+            return Ok(Stored::Files(files));
+        }
+        for anc in from.ancestors() {
+            if let Some((head, _)) = self.read_head(&anc).await? {
+                let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
+                return Ok(Stored::Package {
+                    at: anc,
+                    version: head.version,
+                    subtree,
+                });
+            }
+        }
+        Err(Error::NotFound(format!(
+            "{}: nothing is stored there",
+            self.slug(from)
+        )))
+    }
+
+    async fn delete_all(&self, at: &BlockPath, keys: Vec<ObjPath>) -> Result<usize> {
+        let n = keys.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let locations = stream::iter(keys.into_iter().map(Ok)).boxed();
+        self.store
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(self.fail(at))?;
+        Ok(n)
+    }
+}
+
+fn scrub_error(e: Error, secrets: &[String]) -> Error {
+    if secrets.is_empty() {
+        return e;
+    }
+    let s = |m: String| scrub(&m, secrets);
+    match e {
+        Error::Usage(m) => Error::Usage(s(m)),
+        Error::Unsupported(m) => Error::Unsupported(s(m)),
+        Error::NotFound(m) => Error::NotFound(s(m)),
+        Error::Auth(m) => Error::Auth(s(m)),
+        Error::Integrity(m) => Error::Integrity(s(m)),
+        Error::Conflict(m) => Error::Conflict(s(m)),
+        Error::Backend(m) => Error::Backend(s(m)),
+        Error::Io { context, source } => Error::Io {
+            context: s(context),
+            source,
+        },
+    }
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[async_trait]
+impl StorageBlock for ObjectStoreBlock {
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let slug = self.slug(to);
+        if opts.layout == Layout::Files && !self.caps.files_layout {
+            return Err(Error::Unsupported(format!(
+                "{slug}: this backend has no files layout"
+            )));
+        }
+        if opts.layout == Layout::Package && !self.caps.package_layout {
+            return Err(Error::Unsupported(format!(
+                "{slug}: this backend has no package layout"
+            )));
+        }
+        let scan = ScanOptions {
+            ignore_file: opts.ignore_file.clone(),
+            no_default_ignores: opts.no_default_ignores,
+            follow_symlinks: opts.follow_symlinks,
+        };
+        let src = src.to_path_buf();
+        let layout = opts.layout;
+        let tree = tokio::task::spawn_blocking(move || {
+            let mut tree = SourceTree::scan(&src, &scan)?;
+            // Files are hashed for both layouts: the package's version id, and the files
+            // layout's skip of what is already uploaded. The stat cache makes it cheap.
+            let _ = layout;
+            tree.hash_files_cached(&HashCache::open(&src))?;
+            Ok::<_, Error>(tree)
+        })
+        .await?
+        .map_err(|e| e.context(&slug))?;
+        for w in &tree.warnings {
+            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
+        }
+        match opts.layout {
+            Layout::Package => self.put_package(tree, to, opts).await,
+            Layout::Files => self.put_files(tree, to, opts).await,
+        }
+    }
+
+    async fn get_directory(
+        &self,
+        from: &BlockPath,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let slug = self.slug(from);
+        check_destination(dest, opts.mode).map_err(|e| e.context(&slug))?;
+        let stored = self.locate(from, opts.version.as_deref()).await?;
+        let staging = staging_for(dest).map_err(|e| e.context(&slug))?;
+        let report = match stored {
+            Stored::Package {
+                at,
+                version,
+                subtree,
+            } => {
+                self.get_package(&at, &version, &subtree, staging.path(), opts)
+                    .await?
+            }
+            Stored::Files(objects) => self.get_files(from, objects, staging.path(), opts).await?,
+        };
+        commit(staging, dest, opts.mode).map_err(|e| e.context(&slug))?;
+        Ok(report)
+    }
+
+    async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
+        if path.is_root() {
+            return Err(Error::Usage(format!(
+                "{}: name a file to read",
+                self.slug(path)
+            )));
+        }
+        match self.store.get(&self.key(path, "")?).await {
+            Ok(g) => return g.bytes().await.map_err(self.fail(path)),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.fail(path)(e)),
+        }
+        for anc in path.ancestors() {
+            if let Some((head, _)) = self.read_head(&anc).await? {
+                let rel = path.strip_prefix(&anc).unwrap_or_default();
+                return self.read_package_file(&anc, &head.version, rel).await;
+            }
+        }
+        Err(Error::NotFound(format!(
+            "{}: no such file",
+            self.slug(path)
+        )))
+    }
+
+    async fn write_path(&self, path: &BlockPath, data: Bytes) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::Usage(format!(
+                "{}: name a file to write",
+                self.slug(path)
+            )));
+        }
+        self.store
+            .put(&self.key(path, "")?, data.into())
+            .await
+            .map_err(self.fail(path))?;
+        Ok(())
+    }
+
+    async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
+        let current = self.read_head(at).await?.map(|(h, _)| h.version);
+        let stored = self.stored_versions(at).await?;
+        let current = current.as_deref();
+        if stored.is_empty() && current.is_none() {
+            return Err(Error::NotFound(format!(
+                "{}: no versions are stored there",
+                self.slug(at)
+            )));
+        }
+        let mut out: Vec<VersionInfo> = stream::iter(stored)
+            .map(|(v, _)| async move {
+                let m = self.read_manifest(at, &v).await?;
+                Ok::<_, Error>(VersionInfo {
+                    current: current == Some(v.as_str()),
+                    version: v,
+                    created: m.created,
+                    files: m.totals.files,
+                    bytes: m.totals.bytes,
+                })
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.version.cmp(&b.version))
+        });
+        Ok(out)
+    }
+
+    async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
+        if let Some((head, _)) = self.read_head(at).await? {
+            let m = self.read_manifest(at, &head.version).await?;
+            return Ok(m
+                .entries
+                .into_iter()
+                .map(|e| ListedFile {
+                    path: e.path,
+                    kind: e.kind,
+                    size: e.size,
+                })
+                .collect());
+        }
+        let objects = self.mirror_objects(at).await?;
+        if objects.is_empty() {
+            return Err(Error::NotFound(format!(
+                "{}: nothing is stored there",
+                self.slug(at)
+            )));
+        }
+        let mut out = objects
+            .iter()
+            .map(|m| {
+                Ok(ListedFile {
+                    path: self.relative(at, m)?,
+                    kind: EntryKind::File,
+                    size: m.size,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
+        let slug = self.slug(at);
+        if let Some(v) = &opts.version {
+            let version = self.resolve_version(at, v).await?;
+            if self
+                .read_head(at)
+                .await?
+                .is_some_and(|(h, _)| h.version == version)
+            {
+                return Err(Error::Conflict(format!(
+                    "{slug}: version {} is current; put another version first or rm the whole path",
+                    short(&version)
+                )));
+            }
+            let manifest = self.manifest_key(at, &version)?;
+            if !self.exists(at, &manifest).await? {
+                return Err(Error::NotFound(format!(
+                    "{slug}: no version {}",
+                    short(&version)
+                )));
+            }
+            // Manifest first: a version without a manifest is no longer listed.
+            self.delete_all(at, vec![manifest, self.package_key(at, &version)?])
+                .await?;
+            return Ok(());
+        }
+        let prefix = self.key(at, "")?;
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let all: Vec<ObjPath> = self
+            .store
+            .list(prefix.as_ref())
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(self.fail(at))?;
+        if all.is_empty() {
+            return Err(Error::NotFound(format!("{slug}: nothing is stored there")));
+        }
+        // HEAD goes first, so readers stop seeing a version before its objects disappear.
+        let head = self.key(at, HEAD)?;
+        if all.contains(&head) {
+            self.delete_all(at, vec![head.clone()]).await?;
+        }
+        self.delete_all(at, all.into_iter().filter(|k| *k != head).collect())
+            .await?;
+        Ok(())
+    }
+
+    async fn gc(&self, at: &BlockPath, keep: usize) -> Result<GcReport> {
+        self.collect(at, keep).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        let root = BlockPath::root();
+        let prefix = self.key(&root, "")?;
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        self.store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(self.fail(&root))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let block = ObjectStoreBlock::new(store, "p", "s3/x", Capabilities::OBJECT_STORE)
+            .with_secrets(vec!["very-secret-value-1234".into()]);
+        let shown = format!("{block:?}");
+        assert!(!shown.contains("very-secret-value-1234"), "{shown}");
+        assert!(shown.contains("s3/x"));
+    }
+}
