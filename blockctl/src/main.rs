@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use storage_blocks::{
-    BlockId, BlockPath, BlockSlug, BlockType, DeleteOptions, Error, GetMode, GetOptions, Layout,
-    PutOptions, Registry, Result, VersionPrecondition, type_spec, type_specs,
+    BlockId, BlockPath, BlockSlug, BlockType, DeleteOptions, Error, GcOptions, GetMode, GetOptions,
+    Layout, PackageFormat, PutOptions, Registry, Result, VersionPrecondition, type_spec,
+    type_specs,
 };
 
 use output::{Out, Progress};
@@ -58,12 +59,46 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
     },
-    /// Drop old versions (keeping the current one and the N newest) and leftovers.
+    /// Drop old versions (keeping the current one and the N newest), the frames no kept
+    /// version uses, and leftovers of interrupted puts.
     Gc {
+        /// Where the versions are: TYPE/NAME[/PATH].
         slug: String,
-        #[arg(long)]
+        /// How many of the newest versions to keep besides the current one.
+        #[arg(long, value_name = "N")]
         keep: usize,
+        /// Leave unreferenced objects younger than this (a put may still be writing them):
+        /// `60s`, `10m`, `0` for none when nothing else writes there.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        grace: std::time::Duration,
     },
+    /// Files added, removed and changed between two versions, and the bytes a pull of the
+    /// newer one moves when the older one is cached.
+    Diff {
+        /// Where the versions are: TYPE/NAME[/PATH].
+        slug: String,
+        /// The older version (default: the newest one before the current one).
+        #[arg(long, value_name = "V")]
+        from: Option<String>,
+        /// The newer version (default: the current one).
+        #[arg(long, value_name = "V")]
+        to: Option<String>,
+    },
+    /// Write a version as one ordinary .tar.zst to stdout (`| zstd -dc | tar -x`).
+    Export {
+        /// Where the version is: TYPE/NAME[/PATH].
+        slug: String,
+        /// A version id or unique prefix (default: the current one).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
+}
+
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text}: {e} (e.g. 60s, 10m, 0)"))
 }
 
 #[derive(Subcommand)]
@@ -110,6 +145,10 @@ struct PutArgs {
     /// Also upload .git/, .hg/ and .svn/.
     #[arg(long)]
     no_default_ignores: bool,
+    /// Package format: 2 (frames shared between versions) or 1 (one archive per version,
+    /// for agents still on a release before format 2).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = ["1", "2"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -124,6 +163,9 @@ struct GetArgs {
     /// Overwrite files of the version, keep the others.
     #[arg(long)]
     merge: bool,
+    /// Neither read nor fill the local frame cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[tokio::main]
@@ -193,11 +235,66 @@ async fn run(command: Command, out: &Out) -> Result<()> {
             out.removed(&slug, version.as_deref());
             Ok(())
         }
-        Command::Gc { slug, keep } => {
+        Command::Gc { slug, keep, grace } => {
             let (block, path, slug) = open(&slug)?;
-            let report = block.gc(&path, keep).await?;
+            let report = block.gc(&path, &GcOptions { keep, grace }).await?;
             out.gc(&slug, &report);
             Ok(())
+        }
+        Command::Diff { slug, from, to } => {
+            let (block, path, slug) = open(&slug)?;
+            let (from, to) = match (from, to) {
+                (Some(f), Some(t)) => (f, t),
+                (from, to) => {
+                    let versions = block.list_versions(&path).await?;
+                    let current = versions.iter().find(|v| v.current).or(versions.first());
+                    let to = match (to, current) {
+                        (Some(t), _) => t,
+                        (None, Some(c)) => c.version.clone(),
+                        (None, None) => {
+                            return Err(Error::NotFound(format!("{slug}: no versions")));
+                        }
+                    };
+                    let from = match from {
+                        Some(f) => f,
+                        None => versions
+                            .iter()
+                            .map(|v| &v.version)
+                            .find(|v| !v.starts_with(&to))
+                            .cloned()
+                            .ok_or_else(|| {
+                                Error::Usage(format!(
+                                    "{slug}: only one version is stored; nothing to diff"
+                                ))
+                            })?,
+                    };
+                    (from, to)
+                }
+            };
+            let old = block.manifest(&path, Some(&from)).await?;
+            let new = block.manifest(&path, Some(&to)).await?;
+            out.diff(&slug, &storage_blocks::diff::diff(&old, &new));
+            Ok(())
+        }
+        Command::Export { slug, version } => {
+            use futures::StreamExt;
+            use std::io::IsTerminal;
+            let (block, path, slug) = open(&slug)?;
+            if std::io::stdout().is_terminal() {
+                return Err(Error::Usage(format!(
+                    "{slug}: export writes a .tar.zst to stdout; redirect it to a file or a pipe"
+                )));
+            }
+            let mut export = block.export(&path, version.as_deref()).await?;
+            let mut stdout = std::io::stdout().lock();
+            while let Some(chunk) = export.stream.next().await {
+                stdout
+                    .write_all(&chunk?)
+                    .map_err(|e| Error::io("writing to stdout", e))?;
+            }
+            stdout
+                .flush()
+                .map_err(|e| Error::io("writing to stdout", e))
         }
     }
 }
@@ -256,6 +353,10 @@ async fn put(args: PutArgs, out: &Out) -> Result<()> {
             LayoutArg::Package => Layout::Package,
             LayoutArg::Files => Layout::Files,
         },
+        format: match args.format.as_str() {
+            "1" => PackageFormat::Archive,
+            _ => PackageFormat::Frames,
+        },
         ignore_file: args.ignore_file,
         no_default_ignores: args.no_default_ignores,
         if_version,
@@ -278,6 +379,8 @@ async fn get(args: GetArgs, out: &Out) -> Result<()> {
     let opts = GetOptions {
         version: args.version,
         mode,
+        no_cache: args.no_cache,
+        cache_dir: None,
         progress: Some(Arc::new(Progress::new(out))),
     };
     let started = std::time::Instant::now();

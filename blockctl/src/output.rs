@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use storage_blocks::diff::VersionDiff;
 use storage_blocks::{
     BlockDocument, BlockId, Error, GcReport, GetReport, ListedFile, ProgressEvent,
     ProgressObserver, PutReport, TypeSpec, VersionInfo, type_spec,
@@ -162,7 +163,8 @@ impl Out {
     pub fn put(&self, slug: &str, r: &PutReport, took: Duration) {
         if self.json {
             return print_json(
-                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes, "skipped": r.skipped}),
+                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes, "skipped": r.skipped,
+                    "uploaded_bytes": r.uploaded_bytes, "frames_uploaded": r.frames_uploaded, "frames_reused": r.frames_reused}),
             );
         }
         let what = match (&r.version, r.skipped) {
@@ -171,10 +173,13 @@ impl Out {
                 short(v)
             ),
             (Some(v), false) => format!(
-                "{slug}: stored version {} ({} files, {} bytes)",
+                "{slug}: stored version {} ({} files, {} bytes; uploaded {} bytes, {} new frames, {} reused)",
                 short(v),
                 r.files,
-                r.bytes
+                r.bytes,
+                r.uploaded_bytes,
+                r.frames_uploaded,
+                r.frames_reused
             ),
             (None, _) => format!("{slug}: mirrored {} files ({} bytes)", r.files, r.bytes),
         };
@@ -185,7 +190,9 @@ impl Out {
     pub fn get(&self, slug: &str, dir: &Path, r: &GetReport, took: Duration) {
         if self.json {
             return print_json(
-                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes}),
+                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes,
+                    "downloaded_bytes": r.downloaded_bytes, "frames_downloaded": r.frames_downloaded, "frames_cached": r.frames_cached,
+                    "files_linked": r.files_linked}),
             );
         }
         let version = r
@@ -247,14 +254,44 @@ impl Out {
     pub fn gc(&self, slug: &str, r: &GcReport) {
         if self.json {
             return print_json(
-                json!({"slug": slug, "kept": r.kept, "removed": r.removed_versions, "leftovers": r.removed_leftovers}),
+                json!({"slug": slug, "kept": r.kept, "removed": r.removed_versions, "leftovers": r.removed_leftovers,
+                    "frames": r.removed_frames, "held_by_puts": r.held_by_puts}),
             );
         }
         self.say(format!(
-            "{slug}: kept {} version(s), removed {} version(s) and {} leftover(s)",
+            "{slug}: kept {} version(s), removed {} version(s), {} frame(s) and {} leftover(s)",
             r.kept.len(),
             r.removed_versions.len(),
+            r.removed_frames,
             r.removed_leftovers
+        ));
+        if r.held_by_puts {
+            self.say(format!(
+                "{slug}: a put is under way there, so nothing was removed; gc again later"
+            ));
+        }
+    }
+
+    pub fn diff(&self, slug: &str, d: &VersionDiff) {
+        if self.json {
+            return print_json(json!(d));
+        }
+        for (sign, paths) in [("+", &d.added), ("-", &d.removed), ("~", &d.changed)] {
+            for p in paths.iter() {
+                self.say(format!("{sign} {p}"));
+            }
+        }
+        self.say(format!(
+            "{slug}: {} → {}: {} added, {} removed, {} changed; a pull with {} cached moves {} of {} bytes ({} frames)",
+            short(&d.from),
+            short(&d.to),
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len(),
+            short(&d.from),
+            d.pull_bytes,
+            d.package_bytes,
+            d.pull_frames
         ));
     }
 }

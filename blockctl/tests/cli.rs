@@ -196,3 +196,59 @@ fn block_lifecycle_and_types() {
         .collect();
     assert_eq!(names, ["local", "s3", "gcs", "azure", "git", "smb"]);
 }
+
+#[test]
+fn export_piped_into_zstd_and_tar_gives_the_tree_and_diff_names_the_edit() {
+    let zstd = conformance::harness::peers::zstd().expect("zstd installed");
+    let h = Home::new();
+    let src = h.path("src");
+    conformance::tree::tricky_tree(&src);
+    let v1 = h.json(&["--json", "put", src.to_str().unwrap(), "local/default/x"]);
+    let out = h.path("untarred");
+    std::fs::create_dir_all(&out).unwrap();
+    let exported = h.path("x.tar.zst");
+    let blockctl = h.cmd(&["export", "local/default/x"]).output().unwrap();
+    assert_eq!(blockctl.status.code(), Some(0), "{}", stderr(&blockctl));
+    std::fs::write(&exported, &blockctl.stdout).unwrap();
+    let shell = format!(
+        "'{}' -dc '{}' | tar -x -C '{}'",
+        zstd.display(),
+        exported.display(),
+        out.display()
+    );
+    let untar = std::process::Command::new("sh")
+        .args(["-c", &shell])
+        .output()
+        .unwrap();
+    assert!(untar.status.success(), "{}", stderr(&untar));
+    assert_eq!(
+        conformance::tree::snapshot(&out),
+        conformance::tree::snapshot(&src)
+    );
+
+    // One file edited: diff names it, and says a pull moves a small part of the package.
+    let edited = src.join("flows/etl/daily.py");
+    let mut text = std::fs::read(&edited).unwrap();
+    text.extend_from_slice(b"# edited\n");
+    std::fs::write(&edited, text).unwrap();
+    let v2 = h.json(&["--json", "put", src.to_str().unwrap(), "local/default/x"]);
+    assert_eq!(
+        v2["frames_reused"].as_u64().map(|n| n > 0),
+        Some(true),
+        "{v2}"
+    );
+    let d = h.json(&["--json", "diff", "local/default/x"]);
+    assert_eq!(d["from"], v1["version"]);
+    assert_eq!(d["to"], v2["version"]);
+    assert_eq!(d["changed"], serde_json::json!(["flows/etl/daily.py"]));
+    assert!(
+        d["pull_bytes"].as_u64() < d["package_bytes"].as_u64(),
+        "{d}"
+    );
+    let text = stdout(&h.ok(&["diff", "local/default/x"]));
+    assert!(text.contains("~ flows/etl/daily.py"), "{text}");
+
+    // A terminal is not a place for a .tar.zst; a missing version is exit 3.
+    let missing = h.run(&["export", "local/default/x", "--version", "abcdef12"]);
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+}

@@ -66,18 +66,16 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
     let big = h.path("big");
     small_tree(&big, "v2");
     write(&big, "data/big.bin", noise(BIG, 5));
-    let packages = h.path("home/storage/app/.blocks/packages");
+    let blocks = h.path("home/storage/app/.blocks");
+    let v1_objects = find(&blocks, &|_| true);
 
-    // While hashing (before anything is written) and while the package is being written.
+    // While hashing (before anything is written) and while frames are being written.
     let early = h.spawn(&["put", big.to_str().unwrap(), "local/default/app"]);
     std::thread::sleep(Duration::from_millis(30));
     kill(early);
     let mid = h.spawn(&["put", big.to_str().unwrap(), "local/default/app"]);
-    wait_until("a staged package", || {
-        find(&packages, &is_staged).iter().any(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.len() > 0 && m.len() < 100 << 20)
-        })
+    wait_until("frames of the big file", || {
+        find(&blocks.join("frames"), &|_| true).len() >= v1_objects.len() + 8
     });
     kill(mid);
 
@@ -93,16 +91,23 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
     h.ok(&["get", "local/default/app", dest.to_str().unwrap()]);
     assert_eq!(snapshot(&dest), snapshot(&v1_src));
 
-    // gc keeps fresh leftovers (a put may still be writing them) and removes old ones.
-    let staged = find(&packages, &is_staged);
+    // gc keeps what a put may still be using (its intent is fresh) and removes it once old.
+    let left: Vec<PathBuf> = find(&blocks, &|_| true)
+        .into_iter()
+        .filter(|p| !v1_objects.contains(p))
+        .collect();
     assert!(
-        !staged.is_empty(),
-        "the kill left no staged package to clean up"
+        left.iter().any(|p| p.starts_with(blocks.join("intents"))),
+        "the killed put left no intent: {left:?}"
     );
     let fresh = h.json(&["--json", "gc", "local/default/app", "--keep", "5"]);
-    assert_eq!(fresh["leftovers"], 0);
+    assert_eq!(
+        (fresh["frames"].as_u64(), fresh["leftovers"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(fresh["held_by_puts"], true);
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    for p in &staged {
+    for p in &left {
         std::fs::File::options()
             .write(true)
             .open(p)
@@ -111,8 +116,21 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
             .unwrap();
     }
     let old = h.json(&["--json", "gc", "local/default/app", "--keep", "5"]);
-    assert_eq!(old["leftovers"], staged.len());
-    assert!(find(&packages, &is_staged).is_empty());
+    let frames = left
+        .iter()
+        .filter(|p| p.starts_with(blocks.join("frames")) && !is_staged(&p.to_string_lossy()))
+        .count();
+    let staged = left
+        .iter()
+        .filter(|p| is_staged(&p.to_string_lossy()))
+        .count();
+    assert_eq!(old["frames"], frames, "{old}");
+    assert_eq!(old["leftovers"], staged, "{old}");
+    let mut after = find(&blocks, &|_| true);
+    after.sort();
+    let mut expected = v1_objects.clone();
+    expected.sort();
+    assert_eq!(after, expected, "only v1's objects stay");
     assert_eq!(
         h.json(&["--json", "versions", "local/default/app"])
             .as_array()

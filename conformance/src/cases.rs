@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use storage_core::{
-    BlockSlug, DeleteOptions, EntryKind, Error, GetMode, GetOptions, Layout, PutOptions, PutReport,
-    Result, VersionPrecondition,
+    BlockSlug, DeleteOptions, EntryKind, Error, GcOptions, GetMode, GetOptions, Layout, PutOptions,
+    PutReport, Result, VersionPrecondition,
 };
 
 use std::sync::Arc;
@@ -468,22 +468,30 @@ pub async fn missing_paths_are_not_found_and_create_nothing(s: &Subject) {
     );
 }
 
-/// Puts a small tree and returns the version and the package object's path.
+/// Puts a small tree and returns the version and the path of its largest frame object.
 async fn stored(s: &Subject, at: &str) -> (String, String) {
     let src = s.fresh_dir("src");
     small_tree(&src, at);
     write_file(&src, "data/blob.bin", crate::tree::noise(300 * 1024, 3));
     let v = put(s, &src, at).await.version.unwrap();
-    let pkg = format!(".blocks/packages/{v}.tar.zst");
-    (v, pkg)
+    let manifest = crate::delta::stored_manifest(s, at, &v).await;
+    let frame = crate::delta::frames_of(&manifest)
+        .into_iter()
+        .max_by_key(|(_, len)| *len)
+        .expect("a frame")
+        .0;
+    (v, format!(".blocks/frames/{frame}.zst"))
 }
 
+/// A get that must fail because of what the store holds: no cached frame may stand in for
+/// the damaged one.
 async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
     let dest = s.fresh_dir("dest");
-    let r = s
-        .block
-        .get_directory(&s.path(at), &dest, &GetOptions::default())
-        .await;
+    let uncached = GetOptions {
+        no_cache: true,
+        ..GetOptions::default()
+    };
+    let r = s.block.get_directory(&s.path(at), &dest, &uncached).await;
     let c = code(r);
     assert!(
         codes.contains(&c),
@@ -499,10 +507,11 @@ async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
     let keep = s.fresh_dir("keep");
     write_file(&keep, "mine.txt", "mine");
     let before = snapshot(&keep);
-    let r = s
-        .block
-        .get_directory(&s.path(at), &keep, &get_opts(GetMode::Merge))
-        .await;
+    let merge = GetOptions {
+        no_cache: true,
+        ..get_opts(GetMode::Merge)
+    };
+    let r = s.block.get_directory(&s.path(at), &keep, &merge).await;
     assert!(codes.contains(&code(r)));
     assert_eq!(snapshot(&keep), before);
 }
@@ -568,14 +577,11 @@ pub async fn tampered_manifest_is_refused(s: &Subject) {
         return assert_no_raw_objects(s, "tamper").await;
     }
     let (v, _) = stored(s, "tamper").await;
-    let at = s.path("tamper");
-    let rel = format!(".blocks/manifests/{v}.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&read(s.block.as_ref(), &at, &rel).await).unwrap();
+    let mut m = crate::delta::stored_manifest(s, "tamper", &v).await;
     let entries = m["entries"].as_array_mut().unwrap();
     let file = entries.iter_mut().find(|e| e["kind"] == "file").unwrap();
     file["sha256"] = serde_json::Value::String("0".repeat(64));
-    write(s.block.as_ref(), &at, &rel, serde_json::to_vec(&m).unwrap()).await;
+    crate::delta::write_manifest(s, "tamper", &v, &m).await;
     assert_get_fails_cleanly(s, "tamper", &[5]).await;
 }
 
@@ -1500,7 +1506,7 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
             };
             assert_eq!(code(s.block.delete(&at, &one).await), 2);
         }
-        assert_eq!(code(s.block.gc(&at, 1).await), 2);
+        assert_eq!(code(s.block.gc(&at, &GcOptions::keep(1)).await), 2);
         let left: Vec<String> = s
             .block
             .list_versions(&at)
@@ -1551,10 +1557,10 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
         .collect();
     assert_eq!(left, [ids[3].clone(), ids[2].clone(), ids[1].clone()]);
     if !s.block.capabilities().gc {
-        assert_eq!(code(s.block.gc(&at, 1).await), 2);
+        assert_eq!(code(s.block.gc(&at, &GcOptions::keep(1)).await), 2);
         return;
     }
-    let report = s.block.gc(&at, 2).await.expect("gc");
+    let report = s.block.gc(&at, &GcOptions::keep(2)).await.expect("gc");
     assert_eq!(report.kept, [ids[3].clone(), ids[2].clone()]);
     assert_eq!(report.removed_versions, [ids[1].clone()]);
     let dest = s.fresh_dir("dest");

@@ -214,6 +214,7 @@ pub async fn plant_package(
             length: package.len() as u64,
             uncompressed_offset: 0,
             uncompressed_length: uncompressed,
+            sha256: None,
         }],
         entries: records,
     };

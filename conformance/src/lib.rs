@@ -4,6 +4,7 @@
 //! checks that the operation is refused as unsupported, never skipped.
 
 pub mod cases;
+pub mod delta;
 pub mod harness;
 pub mod hostile;
 pub mod tree;
@@ -28,6 +29,10 @@ pub struct Subject {
 impl Subject {
     /// `base` is a path inside the block that no other case uses.
     pub fn new(block: Arc<dyn StorageBlock>, base: &str) -> Self {
+        // The suite's gets keep their frames apart from the user's own cache.
+        storage_core::framecache::set_process_default(
+            std::env::temp_dir().join(format!("blockctl-suite-frames-{}", std::process::id())),
+        );
         Subject {
             block,
             base: base.to_string(),
@@ -95,6 +100,15 @@ macro_rules! conformance_suite {
             concurrent_puts_leave_a_whole_current_version,
             racing_puts_of_different_trees_and_gets_see_only_whole_versions,
         );
+        $crate::conformance_suite!(@delta $make,
+            frames_are_shared_between_versions_and_only_new_ones_are_sent,
+            a_missing_frame_is_refused_with_nothing_written,
+            a_version_whose_frames_are_cached_is_pulled_without_frame_downloads,
+            gc_racing_puts_never_breaks_a_listed_version,
+            export_is_an_ordinary_tar_zst_of_the_version,
+            diff_lists_changes_and_the_bytes_a_pull_moves,
+            format_1_versions_written_by_the_previous_release_still_read,
+        );
     };
     (@cases $make:path, $($case:ident),* $(,)?) => {
         $(
@@ -102,6 +116,15 @@ macro_rules! conformance_suite {
             async fn $case() {
                 let subject = $make(stringify!($case)).await;
                 $crate::cases::$case(&subject).await;
+            }
+        )*
+    };
+    (@delta $make:path, $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let subject = $make(stringify!($case)).await;
+                $crate::delta::$case(&subject).await;
             }
         )*
     };

@@ -27,6 +27,9 @@ const SHORT_TIMEOUT: i64 = 3;
 /// Per-request timeout otherwise: generous, but it bounds a hang all the same.
 const TIMEOUT: i64 = 30;
 const MIB: usize = 1024 * 1024;
+/// Where a connection is cut: inside one frame's transfer (frames are about 1 MiB, and
+/// several go up or down at once, each connection carrying only a few of them).
+const CUT_AFTER: u64 = 512 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
@@ -220,7 +223,7 @@ impl Rig {
             let (_, dest) = self.destination(&format!("check-{}", &v.version[..12]));
             let opts = GetOptions {
                 version: Some(v.version.clone()),
-                ..Default::default()
+                ..uncached()
             };
             direct
                 .get_directory(&self.at, &dest, &opts)
@@ -247,7 +250,7 @@ impl Rig {
         }
         let (_, dest) = self.destination("check-current");
         direct
-            .get_directory(&self.at, &dest, &GetOptions::default())
+            .get_directory(&self.at, &dest, &uncached())
             .await
             .unwrap_or_else(|e| panic!("{:?}: get of current: {e}", self.backend));
         assert_eq!(snapshot(&dest), snapshot(current), "{:?}", self.backend);
@@ -256,7 +259,7 @@ impl Rig {
     /// gc keeping only the current version must work and leave it whole.
     async fn assert_gc_keeps_current(&self, sources: &[&Path], current: &Path) {
         self.direct()
-            .gc(&self.at, 1)
+            .gc(&self.at, &storage_core::GcOptions::keep(1))
             .await
             .unwrap_or_else(|e| panic!("{:?}: gc after faults: {e}", self.backend));
         self.assert_sound(sources, current).await;
@@ -267,6 +270,14 @@ impl Rig {
             "{:?}: gc --keep 1: {versions:?}",
             self.backend
         );
+    }
+}
+
+/// Gets here test the network: no frame comes from the agent cache.
+fn uncached() -> GetOptions {
+    GetOptions {
+        no_cache: true,
+        ..GetOptions::default()
     }
 }
 
@@ -319,7 +330,7 @@ async fn answers_503_are_retried(backend: Backend) {
     let (got, took) = bounded(
         "get",
         rig.proxied(TIMEOUT)
-            .get_directory(&rig.at, &dest, &GetOptions::default()),
+            .get_directory(&rig.at, &dest, &uncached()),
     )
     .await;
     let got = got.unwrap_or_else(|e| panic!("{backend:?}: get through 3 × 503: {e}"));
@@ -334,7 +345,7 @@ async fn answers_503_are_retried(backend: Backend) {
     rig.assert_sound(&[&src], &src).await;
 }
 
-/// One connection is reset after 2 MiB of a 12 MiB put: the put succeeds through retries or
+/// One connection is reset after 512 KiB of a 12 MiB put: the put succeeds through retries or
 /// fails cleanly, and either way the store is sound (the new version whole and current, or
 /// the old one still current).
 async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
@@ -343,8 +354,7 @@ async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
     let v2 = rig.tree("v2", 12);
     rig.put_direct(&v1).await;
 
-    rig.proxy
-        .cut(Cut::Reset, 1, 2 * MIB as u64, Direction::Upstream);
+    rig.proxy.cut(Cut::Reset, 1, CUT_AFTER, Direction::Upstream);
     let (put, took) = bounded(
         "put",
         rig.proxied(TIMEOUT)
@@ -375,7 +385,7 @@ async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
     rig.assert_gc_keeps_current(&[&v1, &v2], current).await;
 }
 
-/// Every connection is reset after 2 MiB up: the put cannot succeed, fails cleanly, HEAD
+/// Every connection is reset after 512 KiB up: the put cannot succeed, fails cleanly, HEAD
 /// stays on the previous version, nothing partial is listed, and gc leaves a sound store.
 async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Backend) {
     let rig = Rig::new(backend, "reset-put-always").await;
@@ -384,7 +394,7 @@ async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Back
     rig.put_direct(&v1).await;
 
     rig.proxy
-        .cut(Cut::Reset, u32::MAX, 2 * MIB as u64, Direction::Upstream);
+        .cut(Cut::Reset, u32::MAX, CUT_AFTER, Direction::Upstream);
     let (put, took) = bounded(
         "put",
         rig.proxied(TIMEOUT)
@@ -401,7 +411,7 @@ async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Back
     rig.assert_gc_keeps_current(&[&v1], &v1).await;
 }
 
-/// One connection is reset after 2 MiB of a 12 MiB download: the get succeeds through
+/// One connection is reset after 512 KiB of a 12 MiB download: the get succeeds through
 /// retries with exactly the source, or fails cleanly with nothing written.
 async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
     let rig = Rig::new(backend, "reset-get").await;
@@ -409,12 +419,12 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
     rig.put_direct(&v1).await;
 
     rig.proxy
-        .cut(Cut::Reset, 1, 2 * MIB as u64, Direction::Downstream);
+        .cut(Cut::Reset, 1, CUT_AFTER, Direction::Downstream);
     let (parent, dest) = rig.destination("reset-get");
     let (got, took) = bounded(
         "get",
         rig.proxied(TIMEOUT)
-            .get_directory(&rig.at, &dest, &GetOptions::default()),
+            .get_directory(&rig.at, &dest, &uncached()),
     )
     .await;
     assert_eq!(
@@ -435,15 +445,15 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
     };
     eprintln!("{backend:?}: get under one reset {outcome} in {took:?}");
 
-    // Every connection reset from 2 MiB into the download on: the get cannot succeed, even
+    // Every connection reset from 512 KiB into the download on: the get cannot succeed, even
     // by resuming, and must leave nothing behind.
     rig.proxy
-        .partition_after(Cut::Reset, 2 * MIB as u64, Direction::Downstream);
+        .partition_after(Cut::Reset, CUT_AFTER, Direction::Downstream);
     let (parent, dest) = rig.destination("reset-get-always");
     let (got, took) = bounded(
         "get",
         rig.proxied(TIMEOUT)
-            .get_directory(&rig.at, &dest, &GetOptions::default()),
+            .get_directory(&rig.at, &dest, &uncached()),
     )
     .await;
     let err = got.expect_err("a get whose every download is reset succeeded");
@@ -454,7 +464,7 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
 }
 
 /// With a 3 s request timeout: a put whose first connection stalls succeeds through a retry;
-/// a put whose every connection stalls after 1 MiB up, and a get cut off by a stall 1 MiB
+/// a put whose every connection stalls after 512 KiB up, and a get cut off by a stall 1 MiB
 /// into its download, fail cleanly in bounded time, and the previous version stays current.
 async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     let rig = Rig::new(backend, "stall").await;
@@ -478,7 +488,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     rig.assert_sound(&[&v1], &v1).await;
 
     rig.proxy
-        .cut(Cut::Stall, u32::MAX, MIB as u64, Direction::Upstream);
+        .cut(Cut::Stall, u32::MAX, CUT_AFTER, Direction::Upstream);
     let (put, took) = bounded(
         "put",
         rig.proxied(SHORT_TIMEOUT)
@@ -505,7 +515,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     let (got, took) = bounded(
         "get",
         rig.proxied(SHORT_TIMEOUT)
-            .get_directory(&rig.at, &dest, &GetOptions::default()),
+            .get_directory(&rig.at, &dest, &uncached()),
     )
     .await;
     assert!(

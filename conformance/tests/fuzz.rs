@@ -1,5 +1,5 @@
 //! Bounded fuzzing with every test run: each cargo-fuzz target of `fuzz/` (slug, manifest,
-//! archive) runs for `FUZZ_SECONDS` seconds (default 20), all three at once (more libFuzzer
+//! frames_manifest, archive) runs for `FUZZ_SECONDS` seconds (default 20), all at once (more libFuzzer
 //! flags in `FUZZ_ARGS`), seeded from
 //! `fuzz/seeds/<target>` where it exists. cargo-fuzz comes from the harness (pinned, built
 //! once into `<cache>/cargo-fuzz`); the fuzz build, corpora, artifacts and logs all live in
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use conformance::harness;
 
-const TARGETS: [&str; 3] = ["slug", "manifest", "archive"];
+const TARGETS: [&str; 4] = ["slug", "manifest", "frames_manifest", "archive"];
 /// Per target, unless `FUZZ_SECONDS` says otherwise.
 const DEFAULT_SECONDS: u64 = 20;
 /// libFuzzer's per-input limit: an input slower than this is reported as a hang.

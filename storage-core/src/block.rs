@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::manifest::PackageManifest;
 use crate::slug::BlockPath;
 
 /// What a backend can do. The conformance suite picks its cases from these declarations and
@@ -84,9 +85,21 @@ pub enum VersionPrecondition {
     Current(String),
 }
 
+/// Which package format a put writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum PackageFormat {
+    /// Format 2: content-addressed frames shared between versions.
+    #[default]
+    Frames,
+    /// Format 1: one archive per version, for agents still on a release before format 2.
+    Archive,
+}
+
 #[derive(Clone, Default)]
 pub struct PutOptions {
     pub layout: Layout,
+    /// The package format (package layout only).
+    pub format: PackageFormat,
     /// Use this ignore file instead of `.blockignore` / `.prefectignore`.
     pub ignore_file: Option<PathBuf>,
     /// Leave out `.git/`, `.hg/` and `.svn/` (the default).
@@ -114,7 +127,33 @@ pub struct GetOptions {
     /// A version id or a unique prefix of one; the current version when `None`.
     pub version: Option<String>,
     pub mode: GetMode,
+    /// Neither read nor fill the agent's frame cache.
+    pub no_cache: bool,
+    /// The frame cache's folder, instead of `frames/` in the cache folder.
+    pub cache_dir: Option<PathBuf>,
     pub progress: Option<Arc<dyn ProgressObserver>>,
+}
+
+/// What `gc` keeps.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// The current version and this many of the newest stay.
+    pub keep: usize,
+    /// Unreferenced objects (frames, leftovers of interrupted puts) younger than this stay:
+    /// a put may still be writing them.
+    pub grace: std::time::Duration,
+}
+
+impl GcOptions {
+    /// The grace when none is given: long enough for any put's objects to be referenced.
+    pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn keep(keep: usize) -> Self {
+        GcOptions {
+            keep,
+            grace: Self::DEFAULT_GRACE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -123,7 +162,7 @@ pub struct DeleteOptions {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PutReport {
     pub version: Option<String>,
     pub layout: Layout,
@@ -133,14 +172,26 @@ pub struct PutReport {
     pub skipped: bool,
     /// Things the user should know (secret-looking files, skipped special files).
     pub warnings: Vec<String>,
+    /// Bytes of objects this put wrote (format 2: new frames and the manifest).
+    pub uploaded_bytes: u64,
+    /// Format 2: frames sent, and frames the store already held.
+    pub frames_uploaded: u64,
+    pub frames_reused: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GetReport {
     pub version: Option<String>,
     pub layout: Layout,
     pub files: u64,
     pub bytes: u64,
+    /// Bytes of frames (format 2) downloaded; the manifest not included.
+    pub downloaded_bytes: u64,
+    /// Format 2: frames downloaded, and frames taken from the agent cache.
+    pub frames_downloaded: u64,
+    pub frames_cached: u64,
+    /// `--replace`: unchanged files taken over from the folder replaced, not written again.
+    pub files_linked: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -176,6 +227,17 @@ pub struct GcReport {
     pub removed_versions: Vec<String>,
     /// Objects of uploads that never completed.
     pub removed_leftovers: u64,
+    /// Format-2 frames no kept version refers to.
+    pub removed_frames: u64,
+    /// A put was under way, so nothing was removed (a later gc removes it).
+    pub held_by_puts: bool,
+}
+
+/// One version's package as an ordinary `.tar.zst`, in pieces.
+pub struct PackageExport {
+    pub version: String,
+    pub bytes: u64,
+    pub stream: futures::stream::BoxStream<'static, Result<Bytes>>,
 }
 
 /// Progress of a long operation. The library prints nothing; blockctl draws bars from these.
@@ -239,9 +301,25 @@ pub trait StorageBlock: Send + Sync {
 
     async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()>;
 
-    /// Keeps the current version and the `keep` newest, drops the rest and the leftovers of
-    /// interrupted uploads.
-    async fn gc(&self, at: &BlockPath, keep: usize) -> Result<GcReport>;
+    /// Keeps the current version and the `keep` newest, drops the rest, the frames no kept
+    /// version uses, and the leftovers of interrupted uploads (those older than the grace).
+    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport>;
+
+    /// The manifest of a version (the current one when `None`).
+    async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
+        let _ = version;
+        Err(crate::Error::Unsupported(format!(
+            "{at}: this backend keeps no package manifests"
+        )))
+    }
+
+    /// A version (the current one when `None`) as one ordinary `.tar.zst` stream.
+    async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
+        let _ = version;
+        Err(crate::Error::Unsupported(format!(
+            "{at}: this backend stores no packages to export"
+        )))
+    }
 
     /// Reaches the storage and checks the credentials.
     async fn check(&self) -> Result<()>;

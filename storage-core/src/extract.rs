@@ -22,6 +22,38 @@ use crate::pack::HashingReader;
 pub struct Extracted {
     pub files: u64,
     pub bytes: u64,
+    /// Files taken over from the folder being replaced instead of written.
+    pub linked: u64,
+}
+
+/// Links `old` to `new` when it is a regular file of the record's size and mode whose
+/// content (read through the new link) has the record's sha256; otherwise leaves nothing at
+/// `new` and says no.
+fn link_unchanged(old: &Path, new: &Path, record: &ManifestEntry) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(old) else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.len() != record.size
+        || meta.permissions().mode() & 0o7777 != record.mode
+    {
+        return false;
+    }
+    if fs::hard_link(old, new).is_err() {
+        return false;
+    }
+    let same = fs::File::open(new).is_ok_and(|f| {
+        let mut reader = HashingReader::new(f);
+        io::copy(&mut reader, &mut io::sink()).is_ok() && {
+            let (n, sha) = reader.finish();
+            n == record.size && Some(&sha) == record.sha256.as_ref()
+        }
+    });
+    if !same {
+        let _ = fs::remove_file(new);
+    }
+    same
 }
 
 fn unsafe_archive(why: String) -> Error {
@@ -36,6 +68,21 @@ pub fn unpack_verified(
     manifest: &PackageManifest,
     staging: &Path,
     subtree: &str,
+    on_bytes: impl FnMut(u64),
+) -> Result<Extracted> {
+    unpack_verified_over(package, manifest, staging, subtree, None, on_bytes)
+}
+
+/// [`unpack_verified`] for a `get --replace`: a file that `previous` (the folder being
+/// replaced) already holds with the same size, mode and sha256 is linked into staging instead
+/// of written (its content hashed through the link first), so only changed files are
+/// written. The package is still read and checked whole.
+pub fn unpack_verified_over(
+    package: impl Read,
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    previous: Option<&Path>,
     mut on_bytes: impl FnMut(u64),
 ) -> Result<Extracted> {
     let by_path: HashMap<&str, &ManifestEntry> = manifest
@@ -168,6 +215,16 @@ pub fn unpack_verified(
                     fs::create_dir_all(parent)
                         .map_err(|e| Error::io(format!("creating the folder of {out_rel}"), e))?;
                     made_dirs.insert(parent.to_path_buf());
+                }
+                if let Some(prev) = previous
+                    && link_unchanged(&prev.join(&out_rel), &dest, record)
+                {
+                    verify_stream(&mut entry, record, io::sink())?;
+                    done.files += 1;
+                    done.bytes += record.size;
+                    done.linked += 1;
+                    on_bytes(record.size);
+                    continue;
                 }
                 let file = create_file(&dest, record.mode)
                     .map_err(|e| Error::io(format!("creating {out_rel}"), e))?;
@@ -612,6 +669,7 @@ mod tests {
                 length: package.len() as u64,
                 uncompressed_offset: 0,
                 uncompressed_length: 0,
+                sha256: None,
             }],
             entries,
         };

@@ -10,9 +10,9 @@ pub mod secret;
 pub mod slug;
 
 pub use block::{
-    Capabilities, DeleteOptions, EntryKind, GcReport, GetMode, GetOptions, GetReport, Layout,
-    ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, StorageBlock, VersionInfo,
-    VersionPrecondition,
+    Capabilities, DeleteOptions, EntryKind, GcOptions, GcReport, GetMode, GetOptions, GetReport,
+    Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent, ProgressObserver, PutOptions,
+    PutReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
 pub use error::{Error, Result};
@@ -21,7 +21,10 @@ pub use secret::Secret;
 pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 
 pub mod adapter;
+pub mod diff;
 pub mod extract;
+pub mod framecache;
+pub mod frames;
 pub mod hashcache;
 pub mod manifest;
 pub mod pack;

@@ -10,7 +10,12 @@ use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::slug::check_segment;
 
+/// Format 1: one `<version>.tar.zst` per version, its manifest as plain JSON.
 pub const MANIFEST_FORMAT: u32 = 1;
+/// Format 2: content-addressed frames shared by versions, the manifest zstd-compressed.
+pub const FRAMES_FORMAT: u32 = 2;
+/// A compressed manifest may not unpack to more than this (a bomb is refused, not read).
+pub const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
 
 /// zstd cannot expand more than this: a block of at most 128 KiB costs at least 4 bytes
 /// (an RLE block), so 32768 is the ceiling, doubled for frame overheads. A manifest whose
@@ -38,13 +43,17 @@ pub struct ManifestEntry {
     pub offset: u64,
 }
 
-/// One independent zstd frame of the package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One independent zstd frame of the package. Offsets are positions in the concatenation of
+/// the frames in order (in format 1, in the package file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub offset: u64,
     pub length: u64,
     pub uncompressed_offset: u64,
     pub uncompressed_length: u64,
+    /// Format 2: the sha256 of the frame's compressed bytes, which is also its object name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,8 +183,16 @@ impl PackageManifest {
         };
         let m: PackageManifest =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        if m.format != MANIFEST_FORMAT {
+        if m.format != MANIFEST_FORMAT && m.format != FRAMES_FORMAT {
             return Err(bad(format!("unsupported format {}", m.format)));
+        }
+        if m.format == FRAMES_FORMAT
+            && !m
+                .frames
+                .iter()
+                .all(|f| f.sha256.as_deref().is_some_and(is_version_id))
+        {
+            return Err(bad("a frame has no valid sha256".into()));
         }
         if m.compression != "zstd" {
             return Err(bad(format!("unsupported compression {}", m.compression)));
@@ -262,6 +279,54 @@ impl PackageManifest {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a manifest always serializes")
+    }
+
+    /// A format-2 manifest as stored: zstd-compressed JSON.
+    pub fn to_compressed(&self) -> Vec<u8> {
+        zstd::bulk::compress(&self.to_json(), 9).expect("compressing to memory")
+    }
+
+    /// Parses a stored manifest, compressed (`.json.zst`) or not (`.json`), as [`Self::parse`];
+    /// a compressed one may unpack to at most [`MAX_MANIFEST_BYTES`].
+    pub fn parse_stored(bytes: &[u8], compressed: bool, expected_version: &str) -> Result<Self> {
+        if !compressed {
+            return Self::parse(bytes, expected_version);
+        }
+        let bad = |why: String| {
+            Error::Integrity(format!(
+                "manifest of version {}: {why}",
+                short(expected_version)
+            ))
+        };
+        let mut json = Vec::new();
+        let decoder =
+            zstd::stream::read::Decoder::new(bytes).map_err(|e| bad(format!("not zstd: {e}")))?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(decoder, MAX_MANIFEST_BYTES + 1),
+            &mut json,
+        )
+        .map_err(|e| bad(format!("not valid zstd: {e}")))?;
+        if json.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(bad("it unpacks to more than any manifest needs".into()));
+        }
+        let m = Self::parse(&json, expected_version)?;
+        if m.format != FRAMES_FORMAT {
+            return Err(bad(format!("a compressed manifest of format {}", m.format)));
+        }
+        Ok(m)
+    }
+
+    /// For each frame, the range of entries (by index) whose bytes lie in it: the frames a
+    /// reader needs for one entry run from its `frame` up to the frame holding its last byte,
+    /// which is just before the next entry's offset.
+    pub fn entry_end(&self, index: usize) -> u64 {
+        match self.entries.get(index + 1) {
+            Some(next) => next.offset,
+            None => self
+                .frames
+                .last()
+                .map_or(0, |f| f.uncompressed_offset + f.uncompressed_length),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::hashcache::Stamp;
-use crate::manifest::Frame;
+use crate::manifest::{Frame, ManifestEntry};
 use crate::tree::SourceEntry;
 
 /// A new frame starts at the first entry boundary after this much uncompressed input.
@@ -26,25 +26,54 @@ pub struct PackLayout {
     pub package_bytes: u64,
 }
 
-/// Packs `entries` (sorted, hashed) into `out`. A file that changed since it was hashed fails
-/// the put instead of being stored wrong: a settled file (unchanged for a while before the
-/// put began) must still have its scan-time stamp after it is read, since any write moves
-/// its ctime; any other file is hashed again while it is read.
+/// Packs `entries` (sorted, hashed) into `out` in format 1: one stream of zstd frames, a new
+/// one at the first entry boundary after [`FRAME_TARGET`]. Kept for tests and tools that
+/// need a format-1 package; `put` writes format 2 ([`write_frames`]).
 pub fn write_package<W: Write>(
     entries: &[SourceEntry],
     level: i32,
     out: W,
-    mut on_bytes: impl FnMut(u64),
+    on_bytes: impl FnMut(u64),
 ) -> Result<PackLayout> {
     let io_err = |e: io::Error| Error::io("writing the package", e);
     let frames = FrameWriter::new(out, level).map_err(io_err)?;
-    let mut tar = tar::Builder::new(frames);
+    let (placements, frames) = pack_entries(entries, frames, on_bytes)?;
+    let (frames, package_bytes) = frames.finish().map_err(io_err)?;
+    Ok(PackLayout {
+        placements,
+        frames,
+        package_bytes,
+    })
+}
+
+/// Where a packer cuts the tar stream into frames.
+pub trait FrameCuts: Write {
+    /// Called before each entry is written: may end the frame open so far.
+    fn before_entry(&mut self, record: &ManifestEntry) -> io::Result<()>;
+    /// Called before the end-of-archive blocks.
+    fn before_trailer(&mut self) -> io::Result<()>;
+    /// `(index of the open frame, uncompressed bytes written so far)`.
+    fn position(&self) -> (u32, u64);
+}
+
+/// Writes the deterministic tar of `entries` into `sink`; returns each entry's `(frame,
+/// uncompressed offset)` and the sink. A file that changed since it was hashed fails the
+/// put instead of being stored wrong: a settled file (unchanged for a while before the put
+/// began) must still have its scan-time stamp after it is read, since any write moves its
+/// ctime; any other file is hashed again while it is read.
+pub fn pack_entries<S: FrameCuts>(
+    entries: &[SourceEntry],
+    sink: S,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<(Vec<(u32, u64)>, S)> {
+    let io_err = |e: io::Error| Error::io("writing the package", e);
+    let mut tar = tar::Builder::new(sink);
     let mut placements = Vec::with_capacity(entries.len());
     for e in entries {
         let r = &e.record;
         let w = tar.get_mut();
-        w.cut_if_due().map_err(io_err)?;
-        placements.push((w.frames.len() as u32, w.uncompressed));
+        w.before_entry(r).map_err(io_err)?;
+        placements.push(w.position());
 
         let mut h = tar::Header::new_gnu();
         h.set_mtime(0);
@@ -97,13 +126,9 @@ pub fn write_package<W: Write>(
             }
         }
     }
-    let frames = tar.into_inner().map_err(io_err)?;
-    let (frames, package_bytes) = frames.finish().map_err(io_err)?;
-    Ok(PackLayout {
-        placements,
-        frames,
-        package_bytes,
-    })
+    tar.get_mut().before_trailer().map_err(io_err)?;
+    let sink = tar.into_inner().map_err(io_err)?;
+    Ok((placements, sink))
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -208,6 +233,7 @@ impl<W: Write> FrameWriter<W> {
             length: out.count - self.frame_start.0,
             uncompressed_offset: self.frame_start.1,
             uncompressed_length: self.uncompressed - self.frame_start.1,
+            sha256: None,
         };
         self.frames.push(frame);
         self.frame_start = (out.count, self.uncompressed);
@@ -233,6 +259,18 @@ fn new_encoder<W: Write>(
         enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
     }
     Ok(enc)
+}
+
+impl<W: Write> FrameCuts for FrameWriter<W> {
+    fn before_entry(&mut self, _: &ManifestEntry) -> io::Result<()> {
+        self.cut_if_due()
+    }
+    fn before_trailer(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn position(&self) -> (u32, u64) {
+        (self.frames.len() as u32, self.uncompressed)
+    }
 }
 
 impl<W: Write> Write for FrameWriter<W> {

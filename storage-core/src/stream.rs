@@ -58,7 +58,7 @@ impl Write for ChunkWriter {
 /// caller can report it as what it is, not as a corrupt archive.
 pub struct StreamReader {
     handle: tokio::runtime::Handle,
-    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    stream: BoxStream<'static, Result<Bytes, Error>>,
     current: Bytes,
     failure: Arc<Mutex<Option<Error>>>,
     on_bytes: Box<dyn FnMut(u64) + Send>,
@@ -67,7 +67,7 @@ pub struct StreamReader {
 impl StreamReader {
     pub fn new(
         handle: tokio::runtime::Handle,
-        stream: BoxStream<'static, object_store::Result<Bytes>>,
+        stream: BoxStream<'static, Result<Bytes, Error>>,
         on_bytes: Box<dyn FnMut(u64) + Send>,
     ) -> (Self, Arc<Mutex<Option<Error>>>) {
         let failure = Arc::new(Mutex::new(None));
@@ -93,7 +93,7 @@ impl Read for StreamReader {
                 }
                 Some(Err(e)) => {
                     let msg = e.to_string();
-                    *self.failure.lock().expect("failure slot") = Some(Error::from_store(e));
+                    *self.failure.lock().expect("failure slot") = Some(e);
                     return Err(io::Error::other(msg));
                 }
             }

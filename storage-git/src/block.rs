@@ -14,9 +14,9 @@ use git2::{ObjectType, Oid, Repository, Signature, Sort};
 use storage_core::place::{check_destination, commit, staging_for};
 use storage_core::tree::{ScanOptions, SourceTree};
 use storage_core::{
-    BlockPath, Capabilities, DeleteOptions, Error, GcReport, GetOptions, GetReport, Layout,
-    ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, StorageBlock,
-    VersionInfo, VersionPrecondition,
+    BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
+    Layout, ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, Result,
+    StorageBlock, VersionInfo, VersionPrecondition,
 };
 use tempfile::TempDir;
 
@@ -268,6 +268,7 @@ impl Inner {
             layout: Layout::Package,
             files: written.files,
             bytes: written.bytes,
+            ..GetReport::default()
         })
     }
 
@@ -312,6 +313,7 @@ impl Inner {
                 bytes: tree.file_bytes(),
                 skipped: true,
                 warnings: warnings.clone(),
+                ..PutReport::default()
             };
             if base_tree.as_ref().is_some_and(|t| t.id() == root) {
                 emit(&opts.progress, ProgressEvent::Done);
@@ -549,7 +551,7 @@ impl StorageBlock for GitBlock {
         self.run(at, move |b| b.remove(&p)).await
     }
 
-    async fn gc(&self, at: &BlockPath, _keep: usize) -> Result<GcReport> {
+    async fn gc(&self, at: &BlockPath, _opts: &GcOptions) -> Result<GcReport> {
         Err(Error::Unsupported(format!(
             "{}: git keeps every commit and blockctl never rewrites history; there is nothing to gc",
             self.inner.slug(at)

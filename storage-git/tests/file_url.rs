@@ -112,7 +112,14 @@ async fn files_layout_write_path_and_gc_are_refused_as_unsupported() {
     assert_eq!(e.exit_code(), 2);
     let e = block.write_path(&at, "x".into()).await.unwrap_err();
     assert_eq!(e.exit_code(), 2);
-    assert_eq!(block.gc(&at, 1).await.unwrap_err().exit_code(), 2);
+    assert_eq!(
+        block
+            .gc(&at, &storage_core::GcOptions::keep(1))
+            .await
+            .unwrap_err()
+            .exit_code(),
+        2
+    );
     let caps = block.capabilities();
     assert!(caps.native_tree && !caps.package_layout && !caps.files_layout && !caps.gc);
 }

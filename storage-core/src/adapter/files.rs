@@ -154,6 +154,7 @@ impl ObjectStoreBlock {
             bytes: total,
             skipped: nothing_to_upload && removed == 0,
             warnings,
+            ..PutReport::default()
         })
     }
 
@@ -185,7 +186,7 @@ impl ObjectStoreBlock {
             std::io::Write::flush(&mut out).map_err(|e| Error::io("uploading", e))?;
             Ok(())
         });
-        let ((), e_tag) = self.upload(at, key, rx, reader, false).await?;
+        let ((), e_tag) = self.upload(at, key, rx, reader, true).await?;
         Ok(e_tag)
     }
 
@@ -259,6 +260,7 @@ impl ObjectStoreBlock {
             layout: Layout::Files,
             files,
             bytes: total,
+            ..GetReport::default()
         })
     }
 

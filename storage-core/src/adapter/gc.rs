@@ -1,28 +1,60 @@
-//! `gc`: old versions and leftovers of interrupted uploads.
+//! `gc`: old versions, the frames no kept version uses, and leftovers of interrupted uploads.
+//!
+//! Frames are shared, so a frame no manifest names may be one a put is about to reuse, and an
+//! old version may be the one a put is about to make current again. The protocol (with
+//! `frames.rs` and `package.rs`): gc marks itself running before it lists anything, and
+//! removes nothing while any put's intent is live; once it removes frames it lists the
+//! manifests again and spares the frames of any that appeared meanwhile. A put declares its
+//! intent before it looks at the store, waits for every gc that was already running to end
+//! before it trusts what it finds there, and after sending its frames checks that all of
+//! them are still there before it writes its manifest.
 
+use std::collections::HashSet;
+
+use super::frames::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
 use super::*;
 
 impl ObjectStoreBlock {
-    /// `gc`: drops versions beyond the `keep` newest (never the current one), then what
-    /// interrupted puts left once it is older than the grace.
-    pub(super) async fn collect(&self, at: &BlockPath, keep: usize) -> Result<GcReport> {
+    /// Drops versions beyond the `keep` newest (never the current one), then the frames and
+    /// leftovers older than the grace that nothing kept refers to.
+    pub(super) async fn collect(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        let mark = self.write_record(at, GC_MARKS).await?;
+        let report = self.collect_marked(at, opts).await;
+        let _ = self.store.delete(&mark).await;
+        report
+    }
+
+    async fn collect_marked(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let versions = self.list_versions(at).await?;
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
         for (i, v) in versions.iter().enumerate() {
             // The `keep` newest stay, and the current version always does.
-            if v.current || i < keep {
+            if v.current || i < opts.keep {
                 report.kept.push(v.version.clone());
             } else {
+                // Manifest first: a version without one is no longer listed.
+                doomed.push(self.manifest_zst_key(at, &v.version)?);
                 doomed.push(self.manifest_key(at, &v.version)?);
                 doomed.push(self.package_key(at, &v.version)?);
                 report.removed_versions.push(v.version.clone());
             }
         }
+        if self
+            .live_records(at, INTENTS, INTENT_LIFETIME, true)
+            .await?
+            > 0
+        {
+            // A put under way may make any of them current again, or reuse any frame.
+            report.kept.append(&mut report.removed_versions);
+            report.held_by_puts = true;
+            return Ok(report);
+        }
         self.delete_all(at, doomed).await?;
+        let cutoff = unix_millis() - opts.grace.as_millis() as i64;
+        report.removed_frames = self.collect_frames(at, &report.kept, cutoff).await?;
 
-        let known: std::collections::HashSet<&str> =
-            report.kept.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = report.kept.iter().map(String::as_str).collect();
         let prefix = self.key(at, ".blocks/packages")?;
         let packages: Vec<ObjectMeta> = self
             .store
@@ -30,7 +62,6 @@ impl ObjectStoreBlock {
             .try_collect()
             .await
             .map_err(self.fail(at))?;
-        let cutoff = chrono_cutoff();
         let leftovers: Vec<ObjPath> = packages
             .into_iter()
             .filter(|m| {
@@ -39,7 +70,7 @@ impl ObjectStoreBlock {
                     .filename()
                     .and_then(|f| f.strip_suffix(".tar.zst"))
                     .unwrap_or("");
-                !known.contains(v) && m.last_modified.timestamp() < cutoff
+                !known.contains(v) && m.last_modified.timestamp_millis() < cutoff
             })
             .map(|m| m.location)
             .collect();
@@ -47,18 +78,60 @@ impl ObjectStoreBlock {
         report.removed_leftovers += self.abort_abandoned_uploads(at, cutoff).await?;
         if let Some(sweeper) = self.sweeper.clone() {
             let prefix = self.key(at, BLOCKS_DIR)?;
-            let older_than = SystemTime::now() - LEFTOVER_GRACE;
+            let older_than = SystemTime::now() - opts.grace;
             report.removed_leftovers +=
                 tokio::task::spawn_blocking(move || sweeper.sweep(&prefix, older_than)).await??;
         }
         Ok(report)
     }
-}
 
-/// Unix seconds before which a package without a manifest is a leftover.
-fn chrono_cutoff() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    (now.saturating_sub(LEFTOVER_GRACE)).as_secs() as i64
+    /// Removes the frames older than `cutoff` that no kept version names.
+    async fn collect_frames(&self, at: &BlockPath, kept: &[String], cutoff: i64) -> Result<u64> {
+        let mut referenced = HashSet::new();
+        let mut read: HashSet<String> = HashSet::new();
+        for v in kept {
+            self.add_frames_of(at, v, &mut referenced).await?;
+            read.insert(v.clone());
+        }
+        let mut doomed: Vec<(String, ObjPath)> = self
+            .stored_frames(at)
+            .await?
+            .into_iter()
+            .filter(|(name, m)| {
+                !referenced.contains(name) && m.last_modified.timestamp_millis() < cutoff
+            })
+            .map(|(name, m)| (name, m.location))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // A put that finished after the first listing has its manifest by now.
+        for (v, _) in self.stored_versions(at).await? {
+            if !read.contains(&v) {
+                self.add_frames_of(at, &v, &mut referenced).await?;
+            }
+        }
+        doomed.retain(|(name, _)| !referenced.contains(name));
+        let n = self
+            .delete_all(at, doomed.into_iter().map(|(_, k)| k).collect())
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn add_frames_of(
+        &self,
+        at: &BlockPath,
+        version: &str,
+        into: &mut HashSet<String>,
+    ) -> Result<()> {
+        match self.read_manifest(at, version).await {
+            Ok(m) => {
+                into.extend(m.frames.into_iter().filter_map(|f| f.sha256));
+                Ok(())
+            }
+            // Removed since it was listed (an rm, another gc): it holds nothing.
+            Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }

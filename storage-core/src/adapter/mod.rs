@@ -9,6 +9,7 @@
 //! - `settings`: the retry and timeout settings every remote store shares.
 
 mod files;
+mod frames;
 mod gc;
 mod multipart;
 mod package;
@@ -36,13 +37,11 @@ use tokio::sync::mpsc;
 
 use crate::block::*;
 use crate::error::{Error, Result};
-use crate::extract::unpack_verified;
+use crate::extract::unpack_verified_over;
 use crate::hashcache::{HashCache, UploadLedger, same_etag};
 use crate::manifest::{
-    HeadRecord, MANIFEST_FORMAT, ManifestEntry, PackageManifest, Totals, is_safe_relative_path,
-    is_version_id, short,
+    HeadRecord, ManifestEntry, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
 };
-use crate::pack::{DEFAULT_LEVEL, write_package};
 use crate::place::{check_destination, commit, staging_for};
 use crate::secret::scrub;
 use crate::slug::BlockPath;
@@ -51,8 +50,6 @@ use crate::tree::{ScanOptions, SourceTree};
 
 const BLOCKS_DIR: &str = ".blocks";
 const HEAD: &str = ".blocks/HEAD";
-/// Packages younger than this without a manifest may belong to a put still under way.
-const LEFTOVER_GRACE: Duration = Duration::from_secs(60);
 /// Markers of package uploads in progress, one per multipart upload: `<id>.json`.
 const UPLOADS: &str = ".blocks/uploads";
 
@@ -218,6 +215,7 @@ impl ObjectStoreBlock {
         )))
     }
 
+    /// Deletes `keys` (those already gone count as deleted); returns how many.
     async fn delete_all(&self, at: &BlockPath, keys: Vec<ObjPath>) -> Result<usize> {
         let n = keys.len();
         if n == 0 {
@@ -226,10 +224,30 @@ impl ObjectStoreBlock {
         let locations = stream::iter(keys.into_iter().map(Ok)).boxed();
         self.store
             .delete_stream(locations)
+            .filter_map(|r| async move {
+                match r {
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    other => Some(other),
+                }
+            })
             .try_collect::<Vec<_>>()
             .await
             .map_err(self.fail(at))?;
         Ok(n)
+    }
+
+    /// A full version id: `version` resolved, else the current one.
+    async fn version_or_current(&self, at: &BlockPath, version: Option<&str>) -> Result<String> {
+        match version {
+            Some(v) => self.resolve_version(at, v).await,
+            None => match self.read_head(at).await? {
+                Some((head, _)) => Ok(head.version),
+                None => Err(Error::NotFound(format!(
+                    "{}: no version is stored there",
+                    self.slug(at)
+                ))),
+            },
+        }
     }
 }
 
@@ -322,7 +340,7 @@ impl StorageBlock for ObjectStoreBlock {
                 version,
                 subtree,
             } => {
-                self.get_package(&at, &version, &subtree, staging.path(), opts)
+                self.get_package(&at, &version, &subtree, staging.path(), dest, opts)
                     .await?
             }
             Stored::Files(objects) => self.get_files(from, objects, staging.path(), opts).await?,
@@ -449,15 +467,20 @@ impl StorageBlock for ObjectStoreBlock {
                     short(&version)
                 )));
             }
-            let manifest = self.manifest_key(at, &version)?;
-            if !self.exists(at, &manifest).await? {
+            let manifests = [
+                self.manifest_zst_key(at, &version)?,
+                self.manifest_key(at, &version)?,
+            ];
+            if !(self.exists(at, &manifests[0]).await? || self.exists(at, &manifests[1]).await?) {
                 return Err(Error::NotFound(format!(
                     "{slug}: no version {}",
                     short(&version)
                 )));
             }
-            // Manifest first: a version without a manifest is no longer listed.
-            self.delete_all(at, vec![manifest, self.package_key(at, &version)?])
+            // Manifest first: a version without a manifest is no longer listed. Its frames
+            // may be shared; gc removes those no version uses.
+            let [zst, json] = manifests;
+            self.delete_all(at, vec![zst, json, self.package_key(at, &version)?])
                 .await?;
             return Ok(());
         }
@@ -483,8 +506,42 @@ impl StorageBlock for ObjectStoreBlock {
         Ok(())
     }
 
-    async fn gc(&self, at: &BlockPath, keep: usize) -> Result<GcReport> {
-        self.collect(at, keep).await
+    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        self.collect(at, opts).await
+    }
+
+    async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
+        let version = self.version_or_current(at, version).await?;
+        self.read_manifest(at, &version).await
+    }
+
+    async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
+        let version = self.version_or_current(at, version).await?;
+        let manifest = self.read_manifest(at, &version).await?;
+        let bytes = manifest.totals.package_bytes;
+        let stream = if manifest.format == crate::manifest::FRAMES_FORMAT {
+            let counts = Arc::new(crate::framecache::FrameCounts::default());
+            let cache = crate::framecache::FrameCache::open(true);
+            let slug = self.slug(at);
+            self.frame_stream(at, manifest.frames, cache, counts)
+                .map_err(move |e| e.context(&slug))
+                .boxed()
+        } else {
+            let got = self
+                .store
+                .get(&self.package_key(at, &version)?)
+                .await
+                .map_err(self.fail(at))?;
+            let (slug, secrets) = (self.slug(at), self.secrets.clone());
+            got.into_stream()
+                .map_err(move |e| scrub_error(Error::from_store(e), &secrets).context(&slug))
+                .boxed()
+        };
+        Ok(PackageExport {
+            version,
+            bytes,
+            stream,
+        })
     }
 
     async fn check(&self) -> Result<()> {

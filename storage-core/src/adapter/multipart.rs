@@ -137,7 +137,7 @@ impl ObjectStoreBlock {
         result
     }
 
-    /// Aborts the multipart uploads whose markers are older than the grace (a killed put's),
+    /// Aborts the multipart uploads whose markers are older than `cutoff` (unix ms) (a killed put's),
     /// and removes their markers; returns how many.
     pub(super) async fn abort_abandoned_uploads(&self, at: &BlockPath, cutoff: i64) -> Result<u64> {
         let Some(mp) = self.multipart.clone() else {
@@ -154,7 +154,7 @@ impl ObjectStoreBlock {
         let mut removed = 0;
         for m in markers
             .into_iter()
-            .filter(|m| m.last_modified.timestamp() < cutoff)
+            .filter(|m| m.last_modified.timestamp_millis() < cutoff)
         {
             let body = self.store.get(&m.location).await.map_err(self.fail(at))?;
             let bytes = body.bytes().await.map_err(self.fail(at))?;

@@ -1,6 +1,13 @@
-//! The package layout: one archive and one manifest per version, HEAD naming the current
-//! one; upload with HEAD swapped last (conditionally where the store can), verified download,
-//! and one file read by a ranged read of its frame.
+//! The package layout: a manifest per version (format 2: compressed, listing content-addressed
+//! frames; format 1: plain JSON beside one archive), HEAD naming the current one; upload with
+//! HEAD swapped last (conditionally where the store can), verified download, and one file
+//! read from the frames that hold it.
+
+use std::sync::atomic::Ordering;
+
+use crate::framecache::{FrameCache, FrameCounts};
+use crate::manifest::{FRAMES_FORMAT, Frame, MANIFEST_FORMAT};
+use crate::pack::{DEFAULT_LEVEL, write_package};
 
 use super::*;
 
@@ -9,8 +16,14 @@ impl ObjectStoreBlock {
         self.key(at, &format!(".blocks/packages/{version}.tar.zst"))
     }
 
+    /// Format 1's manifest (plain JSON).
     pub(super) fn manifest_key(&self, at: &BlockPath, version: &str) -> Result<ObjPath> {
         self.key(at, &format!(".blocks/manifests/{version}.json"))
+    }
+
+    /// Format 2's manifest (zstd-compressed JSON).
+    pub(super) fn manifest_zst_key(&self, at: &BlockPath, version: &str) -> Result<ObjPath> {
+        self.key(at, &format!(".blocks/manifests/{version}.json.zst"))
     }
 
     pub(super) async fn read_head(
@@ -31,24 +44,39 @@ impl ObjectStoreBlock {
         Ok(Some((head, tag)))
     }
 
+    /// The manifest of `version`, format 2 or 1, checked against its id.
     pub(super) async fn read_manifest(
         &self,
         at: &BlockPath,
         version: &str,
     ) -> Result<PackageManifest> {
-        let key = self.manifest_key(at, version)?;
-        let bytes = match self.store.get(&key).await {
-            Ok(g) => g.bytes().await.map_err(self.fail(at))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::NotFound(format!(
-                    "{}: version {} has no manifest (is it deleted or incomplete?)",
-                    self.slug(at),
-                    short(version)
-                )));
-            }
-            Err(e) => return Err(self.fail(at)(e)),
-        };
-        PackageManifest::parse(&bytes, version).map_err(|e| e.context(self.slug(at)))
+        Ok(self.read_manifest_sized(at, version).await?.0)
+    }
+
+    /// The manifest and its stored size in bytes.
+    pub(super) async fn read_manifest_sized(
+        &self,
+        at: &BlockPath,
+        version: &str,
+    ) -> Result<(PackageManifest, u64)> {
+        for (key, compressed) in [
+            (self.manifest_zst_key(at, version)?, true),
+            (self.manifest_key(at, version)?, false),
+        ] {
+            let bytes = match self.store.get(&key).await {
+                Ok(g) => g.bytes().await.map_err(self.fail(at))?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(self.fail(at)(e)),
+            };
+            let manifest = PackageManifest::parse_stored(&bytes, compressed, version)
+                .map_err(|e| e.context(self.slug(at)))?;
+            return Ok((manifest, bytes.len() as u64));
+        }
+        Err(Error::NotFound(format!(
+            "{}: version {} has no manifest (is it deleted or incomplete?)",
+            self.slug(at),
+            short(version)
+        )))
     }
 
     /// Every version id that has a manifest at `at`.
@@ -66,7 +94,11 @@ impl ObjectStoreBlock {
         Ok(metas
             .into_iter()
             .filter_map(|m| {
-                let name = m.location.filename()?.strip_suffix(".json")?.to_string();
+                let file = m.location.filename()?;
+                let name = file
+                    .strip_suffix(".json.zst")
+                    .or_else(|| file.strip_suffix(".json"))?
+                    .to_string();
                 is_version_id(&name).then_some((name, m))
             })
             .collect())
@@ -110,13 +142,14 @@ impl ObjectStoreBlock {
     ) -> Result<PutReport> {
         let slug = self.slug(to);
         let version = tree.version_id();
-        let mut report = PutReport {
+        let report = PutReport {
             version: Some(version.clone()),
             layout: Layout::Package,
             files: tree.file_count(),
             bytes: tree.file_bytes(),
             skipped: true,
             warnings: tree.warnings.clone(),
+            ..PutReport::default()
         };
         if opts.if_version.is_some() && !self.caps.compare_and_swap {
             return Err(Error::Unsupported(format!(
@@ -145,9 +178,36 @@ impl ObjectStoreBlock {
             return Ok(report);
         }
 
-        let manifest_key = self.manifest_key(to, &version)?;
-        let package_key = self.package_key(to, &version)?;
-        if !(self.exists(to, &manifest_key).await? && self.exists(to, &package_key).await?) {
+        // Declared before anything is looked up or written, so that no gc removes what
+        // this put reuses or writes (see `gc.rs`).
+        let intent = self.declare_intent(to).await?;
+        let result = self
+            .store_version(to, &version, tree, precondition, report, opts)
+            .await;
+        self.withdraw_intent(intent).await;
+        result
+    }
+
+    /// The part of a put that runs under its intent: frames and manifest unless the
+    /// version is stored already, then the HEAD swap.
+    async fn store_version(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        tree: SourceTree,
+        precondition: PutMode,
+        mut report: PutReport,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let slug = self.slug(to);
+        // A gc that began before the intent may be removing this version: let it finish.
+        self.wait_for_gc(to).await?;
+        let stored = self
+            .exists(to, &self.manifest_zst_key(to, version)?)
+            .await?
+            || (self.exists(to, &self.manifest_key(to, version)?).await?
+                && self.exists(to, &self.package_key(to, version)?).await?);
+        if !stored {
             report.skipped = false;
             emit(
                 &opts.progress,
@@ -156,47 +216,18 @@ impl ObjectStoreBlock {
                     total: Some(report.bytes),
                 },
             );
-            let (tx, rx) = mpsc::channel::<Bytes>(8);
-            let entries = Arc::new(tree.entries);
-            let packer_entries = entries.clone();
-            let progress = opts.progress.clone();
-            let packer = tokio::task::spawn_blocking(move || {
-                let mut out = ChunkWriter::new(tx);
-                let layout = write_package(&packer_entries, DEFAULT_LEVEL, &mut out, |n| {
-                    emit(&progress, ProgressEvent::Advance(n))
-                })?;
-                std::io::Write::flush(&mut out).map_err(|e| Error::io("writing the package", e))?;
-                Ok(layout)
-            });
-            let (layout, _) = self.upload(to, &package_key, rx, packer, true).await?;
-
-            let records: Vec<_> = entries
-                .iter()
-                .zip(&layout.placements)
-                .map(|(e, &(frame, offset))| ManifestEntry {
-                    frame,
-                    offset,
-                    ..e.record.clone()
-                })
-                .collect();
-            let totals = Totals::count(&records, layout.package_bytes);
-            let manifest = PackageManifest {
-                format: MANIFEST_FORMAT,
-                version: version.clone(),
-                created: now(),
-                compression: "zstd".into(),
-                totals,
-                frames: layout.frames,
-                entries: records,
-            };
-            self.store
-                .put(&manifest_key, manifest.to_json().into())
-                .await
-                .map_err(self.fail(to))?;
+            if opts.format == PackageFormat::Archive {
+                report.uploaded_bytes = self.put_archive(to, version, tree.entries, opts).await?;
+            } else {
+                let sent = self.put_frames(to, version, tree.entries, opts).await?;
+                report.uploaded_bytes = sent.bytes;
+                report.frames_uploaded = sent.frames_uploaded;
+                report.frames_reused = sent.frames_reused;
+            }
         }
 
         let head = HeadRecord {
-            version: version.clone(),
+            version: version.to_string(),
             updated: now(),
         };
         let body = serde_json::to_vec(&head).expect("HEAD serializes");
@@ -216,7 +247,7 @@ impl ObjectStoreBlock {
             ) => {
                 return Err(Error::Conflict(format!(
                     "{slug}: another put changed the current version first; version {} is stored but not current",
-                    short(&version)
+                    short(version)
                 )));
             }
             Err(e) => return Err(self.fail(to)(e)),
@@ -225,12 +256,66 @@ impl ObjectStoreBlock {
         Ok(report)
     }
 
+    /// Format 1: the whole tree as one archive (a tracked multipart upload when large), then
+    /// its JSON manifest. Returns the bytes written.
+    async fn put_archive(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        entries: Vec<crate::tree::SourceEntry>,
+        opts: &PutOptions,
+    ) -> Result<u64> {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let entries = Arc::new(entries);
+        let packer_entries = entries.clone();
+        let progress = opts.progress.clone();
+        let packer = tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter::new(tx);
+            let layout = write_package(&packer_entries, DEFAULT_LEVEL, &mut out, |n| {
+                emit(&progress, ProgressEvent::Advance(n))
+            })?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::io("writing the package", e))?;
+            Ok(layout)
+        });
+        let key = self.package_key(to, version)?;
+        let (layout, _) = self.upload(to, &key, rx, packer, true).await?;
+        let records: Vec<_> = entries
+            .iter()
+            .zip(&layout.placements)
+            .map(|(e, &(frame, offset))| ManifestEntry {
+                frame,
+                offset,
+                ..e.record.clone()
+            })
+            .collect();
+        let manifest = PackageManifest {
+            format: MANIFEST_FORMAT,
+            version: version.to_string(),
+            created: now(),
+            compression: "zstd".into(),
+            totals: Totals::count(&records, layout.package_bytes),
+            frames: layout.frames,
+            entries: records,
+        };
+        let body = manifest.to_json();
+        let len = body.len() as u64;
+        self.store
+            .put(&self.manifest_key(to, version)?, body.into())
+            .await
+            .map_err(self.fail(to))?;
+        Ok(layout.package_bytes + len)
+    }
+
+    /// Unpacks `version` (its `subtree`) into `staging`; `dest` is where it will go, whose
+    /// unchanged files a `--replace` takes over.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn get_package(
         &self,
         at: &BlockPath,
         version: &str,
         subtree: &str,
         staging: &Path,
+        dest: &Path,
         opts: &GetOptions,
     ) -> Result<GetReport> {
         let manifest = self.read_manifest(at, version).await?;
@@ -246,15 +331,6 @@ impl ObjectStoreBlock {
                 short(version)
             )));
         }
-        let key = self.package_key(at, version)?;
-        let got = self.store.get(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => Error::Integrity(format!(
-                "{}: the package of version {} is missing",
-                self.slug(at),
-                short(version)
-            )),
-            e => self.fail(at)(e),
-        })?;
         emit(
             &opts.progress,
             ProgressEvent::Phase {
@@ -264,41 +340,75 @@ impl ObjectStoreBlock {
         );
         let progress = opts.progress.clone();
         let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
-        let range = got.range.clone();
-        let (reader, failure): (Box<dyn Read + Send>, _) = match got.payload {
-            // A local file is read directly: its stream form hands over 8 KiB at a time
-            // through a blocking task each, which took longer than unpacking.
-            GetResultPayload::File(file, _) => (
-                Box::new(FileRange::new(file, range, on_bytes)),
-                Arc::new(std::sync::Mutex::new(None)),
-            ),
-            GetResultPayload::Stream(stream) => {
-                let (r, f) = StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
-                (Box::new(r), f)
+        let counts = Arc::new(FrameCounts::default());
+        let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        let (reader, failure): (Box<dyn Read + Send>, _) = if manifest.format == FRAMES_FORMAT {
+            let stream =
+                self.frame_stream(at, manifest.frames.clone(), cache.clone(), counts.clone());
+            let (r, f) = StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
+            (Box::new(r), f)
+        } else {
+            let key = self.package_key(at, version)?;
+            let got = self.store.get(&key).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::Integrity(format!(
+                    "{}: the package of version {} is missing",
+                    self.slug(at),
+                    short(version)
+                )),
+                e => self.fail(at)(e),
+            })?;
+            let range = got.range.clone();
+            match got.payload {
+                // A local file is read directly: its stream form hands over 8 KiB at a time
+                // through a blocking task each, which took longer than unpacking.
+                GetResultPayload::File(file, _) => (
+                    Box::new(FileRange::new(file, range, on_bytes)),
+                    Arc::new(std::sync::Mutex::new(None)),
+                ),
+                GetResultPayload::Stream(stream) => {
+                    let stream = stream.map_err(Error::from_store).boxed();
+                    let (r, f) =
+                        StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
+                    (Box::new(r), f)
+                }
             }
         };
         let staging = staging.to_path_buf();
         let subtree = subtree.to_string();
         let slug = self.slug(at);
         let secrets = self.secrets.clone();
+        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
         let done = tokio::task::spawn_blocking(move || {
-            let result = unpack_verified(reader, &manifest, &staging, &subtree, |_| {});
+            let result = unpack_verified_over(
+                reader,
+                &manifest,
+                &staging,
+                &subtree,
+                previous.as_deref(),
+                |_| {},
+            );
             match (result, failure.lock().expect("failure slot").take()) {
                 (Err(_), Some(transfer)) => Err(scrub_error(transfer, &secrets).context(&slug)),
                 (r, _) => r.map_err(|e| e.context(&slug)),
             }
         })
         .await??;
+        tokio::task::spawn_blocking(move || cache.trim()).await?;
         emit(&opts.progress, ProgressEvent::Done);
         Ok(GetReport {
             version: Some(version.to_string()),
             layout: Layout::Package,
             files: done.files,
             bytes: done.bytes,
+            downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
+            frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
+            frames_cached: counts.cached.load(Ordering::Relaxed),
+            files_linked: done.linked,
         })
     }
 
-    /// One file of a package: a ranged read of the frame that holds it, checked by sha256.
+    /// One file of a package: the frames that hold it (format 2: fetched by name, through
+    /// the cache; format 1: one ranged read of the package), checked by sha256.
     pub(super) async fn read_package_file(
         &self,
         at: &BlockPath,
@@ -307,37 +417,65 @@ impl ObjectStoreBlock {
     ) -> Result<Bytes> {
         let manifest = self.read_manifest(at, version).await?;
         let slug = self.slug(at);
-        let entry = manifest
+        let index = manifest
             .entries
             .iter()
-            .find(|e| e.path == rel)
+            .position(|e| e.path == rel)
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "{slug}: no file {rel} in version {}",
                     short(version)
                 ))
-            })?
-            .clone();
+            })?;
+        let entry = manifest.entries[index].clone();
         if entry.kind != EntryKind::File {
             return Err(Error::Usage(
                 format!("{slug}: {rel} is a {:?}, not a file", entry.kind).to_lowercase(),
             ));
         }
-        let frame = manifest.frames[entry.frame as usize];
+        let end = manifest.entry_end(index);
+        let first = entry.frame as usize;
+        let needed: Vec<Frame> = manifest.frames[first..]
+            .iter()
+            .take_while(|f| f.uncompressed_offset < end || f.uncompressed_offset == entry.offset)
+            .cloned()
+            .collect();
+        let Some(start_frame) = needed.first().cloned() else {
+            return Err(Error::Integrity(format!(
+                "{slug}: {rel}: no frame holds it"
+            )));
+        };
+        let compressed: Bytes = if manifest.format == FRAMES_FORMAT {
+            let counts = FrameCounts::default();
+            let cache = FrameCache::open(true);
+            let mut all = Vec::new();
+            for f in &needed {
+                let data = self
+                    .fetch_frame(at, f, &cache, &counts)
+                    .await
+                    .map_err(|e| e.context(&slug))?;
+                all.extend_from_slice(&data);
+            }
+            all.into()
+        } else {
+            let last = needed.last().expect("one frame at least");
+            self.store
+                .get_range(
+                    &self.package_key(at, version)?,
+                    start_frame.offset..last.offset + last.length,
+                )
+                .await
+                .map_err(self.fail(at))?
+        };
         let rel = rel.to_string();
-        let key = self.package_key(at, version)?;
-        let compressed = self
-            .store
-            .get_range(&key, frame.offset..frame.offset + frame.length)
-            .await
-            .map_err(self.fail(at))?;
         tokio::task::spawn_blocking(move || {
             let corrupt = |why: String| Error::Integrity(format!("{slug}: {rel}: {why}"));
             let data = zstd::stream::decode_all(&compressed[..])
                 .map_err(|e| corrupt(format!("frame is corrupt: {e}")))?;
-            let start = (entry.offset - frame.uncompressed_offset) as usize;
-            let tail = data
-                .get(start..)
+            let tail = entry
+                .offset
+                .checked_sub(start_frame.uncompressed_offset)
+                .and_then(|start| data.get(start as usize..))
                 .ok_or_else(|| corrupt("offset outside its frame".into()))?;
             let mut archive = tar::Archive::new(tail);
             let mut first = archive
@@ -345,7 +483,7 @@ impl ObjectStoreBlock {
                 .and_then(|mut it| it.next().transpose())
                 .map_err(|e| corrupt(e.to_string()))?
                 .ok_or_else(|| corrupt("no entry at its offset".into()))?;
-            let mut out = Vec::with_capacity(entry.size as usize);
+            let mut out = Vec::with_capacity(entry.size.min(1 << 30) as usize);
             first
                 .read_to_end(&mut out)
                 .map_err(|e| corrupt(e.to_string()))?;
@@ -356,5 +494,24 @@ impl ObjectStoreBlock {
             Ok(Bytes::from(out))
         })
         .await?
+    }
+
+    /// The frames of a format-2 version, in order, verified, `IN_FLIGHT` at a time.
+    pub(super) fn frame_stream(
+        &self,
+        at: &BlockPath,
+        frames: Vec<Frame>,
+        cache: FrameCache,
+        counts: Arc<FrameCounts>,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes>> {
+        let (block, at) = (self.clone(), at.clone());
+        stream::iter(frames)
+            .map(move |f| {
+                let (block, at, cache, counts) =
+                    (block.clone(), at.clone(), cache.clone(), counts.clone());
+                async move { block.fetch_frame(&at, &f, &cache, &counts).await }
+            })
+            .buffered(super::frames::IN_FLIGHT)
+            .boxed()
     }
 }
