@@ -7,6 +7,13 @@
 //!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
+//! On `flow` it also measures the next deploy and the next run (package format 2): one small
+//! file edited (300 bytes appended) and put again, beside `rclone copy` of the same edit and
+//! beside a format-1 put; then a get of the new version over the previous one with the agent
+//! cache holding the previous frames, and a get of a fully cached version. Bytes are counted
+//! on the wire by a `FaultProxy` (injecting nothing) between the tools and the emulator, and
+//! on `local` as the growth of the store folder.
+//!
 //! Each figure is the median wall time of `--runs` runs (`--many-runs` for the 20,000-file
 //! corpus, whose peer and files-layout runs take minutes each on the emulators), with the peak resident memory of the
 //! child process tree (from `wait4`). Every download is checked file by file (sha256)
@@ -22,7 +29,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, peers};
+use conformance::harness::{Azurite, FakeGcs, FaultProxy, Moto, Samba, hmac_sha256, peers};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -322,7 +329,132 @@ struct Target {
     /// Prefect's basepath (a folder, or `s3://bucket/prefix`) and S3 endpoint, where
     /// Prefect's own storage blocks reach this target.
     prefect: Option<(String, Option<String>)>,
+    /// The same store behind a byte-counting proxy, for the delta rows (none on local).
+    wire: Option<Wire>,
     _guard: Box<dyn std::any::Any>,
+}
+
+/// A target reached through a [`FaultProxy`] that counts what crosses it.
+struct Wire {
+    proxy: FaultProxy,
+    /// `blockctl block create` arguments, pointing at the proxy.
+    block: (String, Vec<String>),
+    /// rclone's remote env and root, pointing at the proxy.
+    rclone: Option<(Vec<(String, String)>, String)>,
+}
+
+/// The runtime the proxies run on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+/// Puts a counting proxy in front of the target's server: the first `127.0.0.1:PORT` in its
+/// block settings (or `port=` for SMB) is replaced by the proxy's, there and in rclone's.
+fn wire_for(t: &Target) -> Result<Option<Wire>, String> {
+    let (slug, sets) = &t.block;
+    let port_set = sets.iter().find_map(|s| s.strip_prefix("port="));
+    let authority = match port_set {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => {
+            let Some(found) = sets.iter().find_map(|s| {
+                let at = s.find("127.0.0.1:")?;
+                let rest = &s[at..];
+                let end = rest[10..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(rest.len(), |e| e + 10);
+                Some(rest[..end].to_string())
+            }) else {
+                return Ok(None);
+            };
+            found
+        }
+    };
+    let proxy = runtime().block_on(FaultProxy::start(&authority))?;
+    let via = proxy.url().trim_start_matches("http://").to_string();
+    let (old_port, new_port) = (
+        authority.rsplit(':').next().unwrap_or_default().to_string(),
+        via.rsplit(':').next().unwrap_or_default().to_string(),
+    );
+    let swap = |v: &str| -> String {
+        if port_set.is_some() && v == old_port {
+            new_port.clone()
+        } else if v == format!("port={old_port}") {
+            format!("port={new_port}")
+        } else {
+            v.replace(&authority, &via)
+        }
+    };
+    let block = (
+        format!("{}-wire", slug),
+        sets.iter().map(|v| swap(v)).collect(),
+    );
+    let rclone = t.rclone.as_ref().map(|(env, root)| {
+        let env = env
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.ends_with("_PORT") {
+                    swap(v)
+                } else {
+                    v.replace(&authority, &via)
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        (env, root.clone())
+    });
+    Ok(Some(Wire {
+        proxy,
+        block,
+        rclone,
+    }))
+}
+
+/// Bytes of every file under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            total += tree_bytes(&e.path());
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// Appends 300 bytes to the first `.py` file of the tree (in path order): the one-line edit.
+fn edit_one_file(root: &Path) -> Result<PathBuf, String> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "py") {
+                out.push(p);
+            }
+        }
+    }
+    walk(root, &mut files);
+    files.sort();
+    let file = files.into_iter().next().ok_or("no .py file to edit")?;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .map_err(|e| e.to_string())?;
+    f.write_all(&[b'#'; 300]).map_err(|e| e.to_string())?;
+    Ok(file)
 }
 
 fn set(pairs: &[(&str, &str)]) -> Vec<String> {
@@ -369,6 +501,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                     work.join("prefect-local").to_string_lossy().into_owned(),
                     None,
                 )),
+                wire: None,
                 _guard: Box::new(()),
             }
         }
@@ -404,6 +537,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("bs3:{BUCKET}"))),
                 rclone_skip: None,
                 prefect: Some((format!("s3://{BUCKET}/prefect"), Some(ep.clone()))),
+                wire: None,
                 _guard: Box::new(moto),
             }
         }
@@ -432,6 +566,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("baz:{BUCKET}"))),
                 rclone_skip: None,
                 prefect: None,
+                wire: None,
                 _guard: Box::new(az),
             }
         }
@@ -459,6 +594,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("bgcs:{BUCKET}"))),
                 rclone_skip: None,
                 prefect: None,
+                wire: None,
                 _guard: Box::new(gcs),
             }
         }
@@ -500,6 +636,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone,
                 rclone_skip: None,
                 prefect: None,
+                wire: None,
                 _guard: Box::new(smb),
             }
         }
@@ -507,7 +644,12 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
     if rclone_skip.is_none() {
         rclone_skip = t.rclone_skip.clone();
     }
-    Ok(Target { rclone_skip, ..t })
+    let wire = wire_for(&t)?;
+    Ok(Target {
+        rclone_skip,
+        wire,
+        ..t
+    })
 }
 
 /// An account SAS (blob service, every resource type, read/write/delete/list/add/create),
@@ -563,6 +705,8 @@ struct Bench {
     /// The python that has Prefect, when it could be installed.
     prefect: Option<PathBuf>,
     rows: Vec<Row>,
+    /// Bytes moved by the delta rows: (target, tool, what, bytes), one per run.
+    bytes: Vec<(String, String, String, u64)>,
     notes: Vec<String>,
 }
 
@@ -592,6 +736,172 @@ impl Bench {
         });
     }
 
+    fn bytes(&mut self, t: &str, tool: &str, what: &str, n: u64) {
+        eprintln!("   {t} / flow / {tool} / {what}: {n} bytes");
+        self.bytes.push((t.into(), tool.into(), what.into(), n));
+    }
+
+    /// Median of the byte counts recorded for `(target, tool, what)`.
+    fn bytes_of(&self, t: &str, tool: &str, what: &str) -> Option<f64> {
+        let v: Vec<f64> = self
+            .bytes
+            .iter()
+            .filter(|b| b.0 == t && b.1 == tool && b.2 == what)
+            .map(|b| b.3 as f64)
+            .collect();
+        (!v.is_empty()).then(|| median(&v))
+    }
+
+    /// The next deploy and the next run of `flow`: a one-file edit put again (format 2,
+    /// format 1, rclone), pulled by an agent that holds the previous version and its frames,
+    /// and a pull of a version whose frames are all cached.
+    #[allow(clippy::too_many_arguments)]
+    fn delta_run(
+        &mut self,
+        t: &Target,
+        home: &Path,
+        src: &Path,
+        i: usize,
+        work: &Path,
+    ) -> Result<(), String> {
+        let tn = t.name.as_str();
+        let (base, proxy) = match &t.wire {
+            Some(w) => (w.block.0.clone(), Some(&w.proxy)),
+            None => (t.block.0.clone(), None),
+        };
+        let store = match tn {
+            "local" => Some(work.join("local-store")),
+            _ => None,
+        };
+        // Bytes sent up (wire or store growth) and down (wire) while `f` runs.
+        let measure = |f: &mut dyn FnMut() -> Result<Sample, String>| {
+            let (up0, down0) = proxy.map_or((0, 0), |p| p.carried());
+            let grown0 = store.as_deref().map_or(0, tree_bytes);
+            let s = f()?;
+            let (up1, down1) = proxy.map_or((0, 0), |p| p.carried());
+            let grown1 = store.as_deref().map_or(0, tree_bytes);
+            let up = if proxy.is_some() {
+                up1 - up0
+            } else {
+                grown1.saturating_sub(grown0)
+            };
+            Ok::<_, String>((s, up, down1 - down0))
+        };
+        let copy = |tag: &str| -> Result<PathBuf, String> {
+            let dir = work.join(format!("edit-{tn}-{tag}-{i}"));
+            let _ = fs::remove_dir_all(&dir);
+            run(Command::new("cp").arg("-a").arg(src).arg(&dir))?;
+            Ok(dir)
+        };
+
+        // Format 2.
+        let tree = copy("v2")?;
+        let slug = format!("{base}/flow-delta-{i}");
+        let cache = work.join(format!("agent-cache-{tn}-{i}"));
+        let agent = |c: &mut Command| {
+            c.env("BLOCKCTL_CACHE_DIR", &cache);
+        };
+        let (_, cold_up, _) =
+            measure(&mut || run(self.blockctl(home).arg("put").arg(&tree).arg(&slug)))?;
+        let run_dir = work.join(format!("agent-run-{tn}-{i}"));
+        let (_, _, cold_down) = measure(&mut || {
+            let mut c = self.blockctl(home);
+            agent(&mut c);
+            run(c.arg("get").arg(&slug).arg(&run_dir))
+        })?;
+        edit_one_file(&tree)?;
+        let (s, up, _) =
+            measure(&mut || run(self.blockctl(home).arg("put").arg(&tree).arg(&slug)))?;
+        self.record(tn, "flow", "blockctl package", "edit re-put", s);
+        self.bytes(tn, "blockctl package", "cold put up", cold_up);
+        self.bytes(tn, "blockctl package", "edit re-put up", up);
+        let (s, _, down) = measure(&mut || {
+            let mut c = self.blockctl(home);
+            agent(&mut c);
+            run(c.arg("get").arg(&slug).arg(&run_dir).arg("--replace"))
+        })?;
+        verify("get --replace of the edit", &digest_tree(&tree), &run_dir)?;
+        self.record(tn, "flow", "blockctl package", "edit get (cached)", s);
+        self.bytes(tn, "blockctl package", "cold get down", cold_down);
+        self.bytes(tn, "blockctl package", "edit get down", down);
+        let again = work.join(format!("agent-again-{tn}-{i}"));
+        let (s, _, down) = measure(&mut || {
+            let mut c = self.blockctl(home);
+            agent(&mut c);
+            run(c.arg("get").arg(&slug).arg(&again))
+        })?;
+        verify("get of a cached version", &digest_tree(&tree), &again)?;
+        self.record(tn, "flow", "blockctl package", "cached get", s);
+        self.bytes(tn, "blockctl package", "cached get down", down);
+        for d in [&run_dir, &again, &cache, &tree] {
+            let _ = fs::remove_dir_all(d);
+        }
+        let _ = run(self.blockctl(home).arg("rm").arg(&slug));
+
+        // Format 1, as the previous release wrote it.
+        let tree = copy("v1")?;
+        let slug = format!("{base}/flow-delta1-{i}");
+        run(self
+            .blockctl(home)
+            .args(["put", "--format", "1"])
+            .arg(&tree)
+            .arg(&slug))?;
+        edit_one_file(&tree)?;
+        let (s, up, _) = measure(&mut || {
+            run(self
+                .blockctl(home)
+                .args(["put", "--format", "1"])
+                .arg(&tree)
+                .arg(&slug))
+        })?;
+        self.record(tn, "flow", "blockctl format 1", "edit re-put", s);
+        self.bytes(tn, "blockctl format 1", "edit re-put up", up);
+        let _ = fs::remove_dir_all(&tree);
+        let _ = run(self.blockctl(home).arg("rm").arg(&slug));
+
+        // rclone copy of the same edit onto a copy of the previous tree.
+        let rclone = match &t.wire {
+            Some(w) => w.rclone.clone(),
+            None => t.rclone.clone(),
+        };
+        if let (Some((env, root)), None) = (rclone, &t.rclone_skip) {
+            let tree = copy("rclone")?;
+            let remote = format!("{root}/flow-delta-rclone-{i}");
+            let rclone = |args: &[&str]| {
+                let mut c = Command::new("rclone");
+                c.env_remove("AWS_CA_BUNDLE")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .args(args);
+                c
+            };
+            let to = tree.to_string_lossy().into_owned();
+            run(&mut rclone(&[
+                "copy",
+                "--transfers",
+                "8",
+                "-q",
+                &to,
+                &remote,
+            ]))?;
+            edit_one_file(&tree)?;
+            let (s, up, _) = measure(&mut || {
+                run(&mut rclone(&[
+                    "copy",
+                    "--transfers",
+                    "8",
+                    "-q",
+                    &to,
+                    &remote,
+                ]))
+            })?;
+            self.record(tn, "flow", "rclone", "edit re-put", s);
+            self.bytes(tn, "rclone", "edit re-put up", up);
+            let _ = run(&mut rclone(&["purge", "-q", &remote]));
+            let _ = fs::remove_dir_all(&tree);
+        }
+        Ok(())
+    }
+
     fn blockctl(&self, home: &Path) -> Command {
         let mut c = Command::new(&self.blockctl);
         c.env("BLOCKCTL_HOME", home).arg("-q");
@@ -607,6 +917,17 @@ impl Bench {
             self.notes
                 .push(format!("{}: block create failed: {e}", t.name));
             return;
+        }
+        if let Some(w) = &t.wire {
+            let mut create = self.blockctl(&home);
+            create
+                .args(["block", "create", &w.block.0])
+                .args(&w.block.1);
+            if let Err(e) = run(&mut create) {
+                self.notes
+                    .push(format!("{}: block create (wire) failed: {e}", t.name));
+                return;
+            }
         }
         if let Some(why) = &t.rclone_skip {
             self.notes
@@ -764,6 +1085,9 @@ impl Bench {
             self.record(tn, corpus, "cp -a", "copy", s);
             let _ = fs::remove_dir_all(&out);
         }
+        if corpus == "flow" {
+            self.delta_run(t, home, src, i, work)?;
+        }
         Ok(())
     }
 
@@ -851,8 +1175,10 @@ impl Bench {
                     check("package / tar+zstd", t, c, op, r, 1.3, false);
                 }
                 if c == "big" && (t == "s3" || t == "azure") {
+                    // A cold get at least as fast as rclone; a put within 1.2x.
+                    let limit = if op == "get" { 1.0001 } else { 1.2 };
                     let r = ratio(pkg, m("rclone", op));
-                    check("package / rclone (big)", t, c, op, r, 1.2, false);
+                    check("package / rclone (big)", t, c, op, r, limit, false);
                 }
             }
             if c == "many" {
@@ -861,6 +1187,53 @@ impl Bench {
                     m("blockctl package", "put"),
                 );
                 check("re-put / cold put", t, c, "re-put", r, 0.05, false);
+            }
+            if c == "flow" {
+                let b = |tool, what| self.bytes_of(t, tool, what);
+                let pkg = "blockctl package";
+                let r = ratio(b(pkg, "edit re-put up"), b(pkg, "cold put up"));
+                check(
+                    "edit re-put bytes / cold put bytes",
+                    t,
+                    c,
+                    "edit re-put",
+                    r,
+                    0.02,
+                    false,
+                );
+                let r = ratio(m("rclone", "edit re-put"), m(pkg, "edit re-put"));
+                check(
+                    "edit re-put: rclone / blockctl",
+                    t,
+                    c,
+                    "edit re-put",
+                    r,
+                    1.0,
+                    true,
+                );
+                let r = ratio(b(pkg, "edit get down"), b(pkg, "cold get down"));
+                if t != "local" {
+                    check(
+                        "edit get bytes / package bytes",
+                        t,
+                        c,
+                        "edit get",
+                        r,
+                        0.02,
+                        false,
+                    );
+                }
+                let cp = self.median_of("local", "flow", "cp -a", "copy");
+                let r = ratio(m(pkg, "cached get"), cp);
+                check(
+                    "cached get / cp -a (local)",
+                    t,
+                    c,
+                    "cached get",
+                    r,
+                    1.5,
+                    false,
+                );
             }
         }
         for r in &self.rows {
@@ -945,6 +1318,7 @@ fn main() {
         blockctl,
         prefect,
         rows: Vec::new(),
+        bytes: Vec::new(),
         notes,
     };
     for name in &args.targets {
@@ -979,6 +1353,19 @@ fn main() {
             "median_s": med, "runs_s": r.secs, "peak_mib": peak, "ratio_vs_blockctl": ratio,
         }));
     }
+    if !bench.bytes.is_empty() {
+        println!("\n| target | tool | bytes (median over runs) | what |");
+        println!("|---|---|---:|---|");
+        let mut seen = Vec::new();
+        for (t, tool, what, _) in &bench.bytes {
+            if seen.contains(&(t, tool, what)) {
+                continue;
+            }
+            seen.push((t, tool, what));
+            let n = bench.bytes_of(t, tool, what).unwrap_or(0.0);
+            println!("| {t} | {tool} | {n:.0} | {what} |");
+        }
+    }
     let goals = bench.goals();
     println!("\n| goal | target | corpus | op | measured | limit | met |");
     println!("|---|---|---|---|---:|---:|---|");
@@ -999,7 +1386,13 @@ fn main() {
         println!("\n- {n}");
     }
     if let Some(path) = &args.json {
+        let bytes: Vec<_> = bench
+            .bytes
+            .iter()
+            .map(|(t, tool, what, n)| serde_json::json!({"target": t, "tool": tool, "what": what, "bytes": n}))
+            .collect();
         let doc = serde_json::json!({
+            "bytes": bytes,
             "runs": args.runs, "many_runs": args.many_runs.unwrap_or(args.runs), "big_mib": args.big_mib, "rows": json, "notes": bench.notes,
             "goals": goals.iter().map(|g| serde_json::json!({
                 "goal": g.goal, "target": g.target, "corpus": g.corpus, "op": g.op,

@@ -84,6 +84,8 @@ struct Faults {
     injected_reset: AtomicU32,
     injected_stalled: AtomicU32,
     connections: AtomicU32,
+    /// Bytes forwarded (upstream, downstream) over every connection.
+    carried: [AtomicU64; 2],
 }
 
 impl Faults {
@@ -144,6 +146,7 @@ impl FaultProxy {
             injected_reset: AtomicU32::new(0),
             injected_stalled: AtomicU32::new(0),
             connections: AtomicU32::new(0),
+            carried: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, faults.clone()));
         Ok(FaultProxy {
@@ -197,6 +200,13 @@ impl FaultProxy {
     }
 
     /// What has really been injected so far.
+    /// Bytes forwarded so far: (to the server, to the client), request and response heads
+    /// included, as they crossed the wire.
+    pub fn carried(&self) -> (u64, u64) {
+        let c = &self.faults.carried;
+        (c[0].load(Ordering::SeqCst), c[1].load(Ordering::SeqCst))
+    }
+
     pub fn injected(&self) -> Injected {
         let f = &self.faults;
         Injected {
@@ -330,6 +340,8 @@ impl Counted<'_> {
             to.write_all(&chunk[..forward as usize])
                 .await
                 .map_err(|_| Interrupted::Io)?;
+            let index = usize::from(direction == Direction::Downstream);
+            self.faults.carried[index].fetch_add(forward, Ordering::SeqCst);
             if let Some(cut) = cut {
                 let _ = to.flush().await;
                 return Err(Interrupted::Fault(cut));
