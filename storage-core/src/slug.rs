@@ -45,7 +45,15 @@ impl BlockType {
             BlockType::S3 => &["s3-bucket"],
             BlockType::Gcs => &["gcs-bucket"],
             BlockType::Azure => &["azure-blob-storage-container"],
-            BlockType::Git => &["github", "gitlab", "bitbucket"],
+            // Prefect's block type slugs (`github-repository`, ...) and the short host names.
+            BlockType::Git => &[
+                "github",
+                "github-repository",
+                "gitlab",
+                "gitlab-repository",
+                "bitbucket",
+                "bitbucket-repository",
+            ],
             BlockType::Smb => &[],
         }
     }
@@ -320,6 +328,19 @@ mod tests {
                 .to_string(),
             "local/x"
         );
+    }
+
+    #[test]
+    fn prefect_git_block_type_slugs_are_aliases() {
+        for alias in [
+            "github-repository",
+            "gitlab-repository",
+            "bitbucket-repository",
+        ] {
+            let slug = BlockSlug::parse(&format!("{alias}/flows/etl")).unwrap();
+            assert_eq!(slug.block.block_type, BlockType::Git, "{alias}");
+            assert_eq!(slug.to_string(), "git/flows/etl");
+        }
     }
 
     #[test]
