@@ -231,6 +231,18 @@ fn cases(tag: &str, port: u16) -> Vec<Case> {
             ],
             secrets: vec![secret("smb-password")],
         },
+        Case {
+            id: format!("rfs/{tag}-sftp"),
+            settings: vec![
+                format!(
+                    "basepath=sftp://deploy:{}@127.0.0.1:{port}/srv/flows",
+                    url_encode(&secret("sftp-url-password"))
+                ),
+                format!("password={}", secret("sftp-password")),
+                "insecure_accept_host_key=true".into(),
+            ],
+            secrets: vec![secret("sftp-url-password"), secret("sftp-password")],
+        },
     ]
 }
 
@@ -276,9 +288,12 @@ fn leaks(case: &Case, out: &str) -> Vec<String> {
 
 /// A slug with its type alias replaced by the canonical type, as messages show it.
 fn canonical(slug: &str) -> String {
-    match slug.strip_prefix("github/") {
-        Some(rest) => format!("git/{rest}"),
-        None => slug.to_string(),
+    if let Some(rest) = slug.strip_prefix("github/") {
+        format!("git/{rest}")
+    } else if let Some(rest) = slug.strip_prefix("rfs/") {
+        format!("remote-file-system/{rest}")
+    } else {
+        slug.to_string()
     }
 }
 

@@ -16,16 +16,19 @@ pub enum BlockType {
     Azure,
     Git,
     Smb,
+    #[serde(rename = "remote-file-system")]
+    RemoteFileSystem,
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 6] = [
+    pub const ALL: [BlockType; 7] = [
         BlockType::Local,
         BlockType::S3,
         BlockType::Gcs,
         BlockType::Azure,
         BlockType::Git,
         BlockType::Smb,
+        BlockType::RemoteFileSystem,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl BlockType {
             BlockType::Azure => "azure",
             BlockType::Git => "git",
             BlockType::Smb => "smb",
+            BlockType::RemoteFileSystem => "remote-file-system",
         }
     }
 
@@ -55,6 +59,7 @@ impl BlockType {
                 "bitbucket-repository",
             ],
             BlockType::Smb => &[],
+            BlockType::RemoteFileSystem => &["rfs"],
         }
     }
 
@@ -331,16 +336,22 @@ mod tests {
     }
 
     #[test]
-    fn prefect_git_block_type_slugs_are_aliases() {
-        for alias in [
-            "github-repository",
-            "gitlab-repository",
-            "bitbucket-repository",
+    fn prefect_block_type_slugs_are_aliases() {
+        for (alias, canonical) in [
+            ("github-repository", BlockType::Git),
+            ("gitlab-repository", BlockType::Git),
+            ("bitbucket-repository", BlockType::Git),
+            ("remote-file-system", BlockType::RemoteFileSystem),
+            ("rfs", BlockType::RemoteFileSystem),
         ] {
             let slug = BlockSlug::parse(&format!("{alias}/flows/etl")).unwrap();
-            assert_eq!(slug.block.block_type, BlockType::Git, "{alias}");
-            assert_eq!(slug.to_string(), "git/flows/etl");
+            assert_eq!(slug.block.block_type, canonical, "{alias}");
+            assert_eq!(slug.path.as_str(), "etl");
         }
+        assert_eq!(
+            BlockSlug::parse("rfs/nas").unwrap().to_string(),
+            "remote-file-system/nas"
+        );
     }
 
     #[test]
