@@ -1,7 +1,7 @@
 //! blockctl killed with SIGKILL during a large put (while hashing, and while the package goes
 //! up) and during a get (into a new DEST, and over an existing one with `--replace`), against
-//! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server) and SMB
-//! (Samba). The previous version stays current and whole, DEST is untouched or absent, the
+//! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server), SMB
+//! (Samba) and SFTP (OpenSSH's sshd). The previous version stays current and whole, DEST is untouched or absent, the
 //! next get leaves no staging folder, and after `gc` the store holds only the live version.
 //!
 //! The phase is read from the process itself: `rchar` in `/proc/PID/io` counts the bytes it
@@ -11,7 +11,8 @@
 //! What unfinished uploads leave that a listing does not show is read from each emulator
 //! (moto's multipart uploads, Azurite's uncommitted blobs, Samba's temp files on disk) and
 //! reported. `gc` aborts S3 multipart uploads (their ids are in `.blocks/uploads/` markers)
-//! and removes SMB temp files (its `LeftoverSweeper`), once older than the 60 s grace.
+//! and removes SMB and SFTP temp files (their `LeftoverSweeper`s), once older than the 60 s
+//! grace.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::http::request;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, shared};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, Sshd, hmac_sha256, shared};
 use conformance::tree::{noise, small_tree, snapshot, write};
 
 mod common;
@@ -244,6 +245,29 @@ fn smb() -> Remote {
         format!("password={}", samba.password),
     ];
     let root = samba.share_dir.join(PREFIX);
+    temp_file_remote("smb", settings, root, samba)
+}
+
+fn sftp() -> Remote {
+    let sshd = shared::<Sshd>(Sshd::start);
+    let settings = vec![
+        format!("basepath={}", sshd.url(PREFIX)),
+        format!("username={}", sshd.user),
+        format!("private_key_path={}", sshd.client_key.display()),
+        format!("known_hosts={}", sshd.known_hosts.display()),
+    ];
+    let root = sshd.data_dir.join(PREFIX);
+    temp_file_remote("remote-file-system", settings, root, sshd)
+}
+
+/// A backend that writes `.~tmp-*` files renamed into place, whose folder `root` the test
+/// reads directly.
+fn temp_file_remote(
+    kind: &'static str,
+    settings: Vec<String>,
+    root: PathBuf,
+    server: Arc<dyn std::any::Any + Send + Sync>,
+) -> Remote {
     let files = move || {
         let mut out = Vec::new();
         files_under(&root, &root, &mut out);
@@ -252,9 +276,9 @@ fn smb() -> Remote {
     let is_temp = |rel: &str| rel.contains(".~tmp-");
     let (f1, f2, f3) = (files.clone(), files.clone(), files);
     Remote {
-        kind: "smb",
+        kind,
         settings,
-        // The share's own bookkeeping (`.~tmp-*` temp files, `.~lock-*` locks) is hidden
+        // The store's own bookkeeping (`.~tmp-*` temp files, `.~lock-*` locks) is hidden
         // from a listing.
         listed: Box::new(move || {
             f1().into_iter()
@@ -280,7 +304,7 @@ fn smb() -> Remote {
                 }
             }
         }),
-        _server: samba,
+        _server: server,
     }
 }
 
@@ -475,7 +499,7 @@ fn scenario(remote: Remote) {
     // gc aborts S3 multipart uploads through their markers and removes SMB temp files
     // (through its LeftoverSweeper). Azure cannot abort uncommitted blocks (it discards
     // them after 7 days), and fake-gcs-server shows none.
-    if kind == "smb" || kind == "s3" {
+    if kind == "smb" || kind == "s3" || kind == "remote-file-system" {
         assert!(after_gc.is_empty(), "{kind}: gc left {after_gc:?}");
         assert!(
             gc["leftovers"].as_u64() >= Some(1),
@@ -544,4 +568,9 @@ fn kill_on_gcs() {
 #[test]
 fn kill_on_smb() {
     scenario(smb());
+}
+
+#[test]
+fn kill_on_sftp() {
+    scenario(sftp());
 }
