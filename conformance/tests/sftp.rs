@@ -402,3 +402,99 @@ fn sha256_of(path: &Path) -> String {
     std::io::copy(&mut f, &mut h).unwrap();
     hex::encode(h.finalize())
 }
+
+/// Prefect's own RemoteFileSystem (fsspec's SFTP driver, over paramiko): `put|get LOCAL
+/// BASEPATH REMOTE`, logging in to `$SFTP_HOST:$SFTP_PORT` as `$SFTP_USER` with
+/// `$SFTP_PASSWORD`, as Prefect users configure it (fsspec takes the host from the settings,
+/// not from the basepath).
+const PREFECT_SFTP: &str = r#"
+import asyncio, inspect, os, sys
+from prefect.filesystems import RemoteFileSystem
+
+# Prefect 3.8.8's put_directory hands fsspec's SFTP put_file the full sftp:// URL, which
+# put_file passes on to paramiko unstripped (ENOENT): strip it as fsspec's own put does.
+from fsspec.implementations.sftp import SFTPFileSystem
+_put_file = SFTPFileSystem.put_file
+SFTPFileSystem.put_file = lambda self, lpath, rpath, **kw: _put_file(
+    self, lpath, self._strip_protocol(rpath), **kw
+)
+
+op, local, basepath, remote = sys.argv[1:5]
+fs = RemoteFileSystem(
+    basepath=basepath,
+    settings={
+        "host": os.environ["SFTP_HOST"],
+        "port": int(os.environ["SFTP_PORT"]),
+        "username": os.environ["SFTP_USER"],
+        "password": os.environ["SFTP_PASSWORD"],
+    },
+)
+call = fs.put_directory(local_path=local, to_path=remote) if op == "put" else fs.get_directory(
+    from_path=remote, local_path=local
+)
+if inspect.isawaitable(call):
+    asyncio.run(call)
+"#;
+
+fn prefect(sshd: &Sshd, op: &str, local: &Path, basepath: &str, remote: &str) {
+    let python = conformance::harness::peers::prefect_python().expect("install prefect");
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", PREFECT_SFTP, op])
+        .arg(local)
+        .args([basepath, remote])
+        .env("SFTP_HOST", &sshd.host)
+        .env("SFTP_PORT", sshd.port.to_string())
+        .env("SFTP_USER", &sshd.user)
+        .env("SFTP_PASSWORD", &sshd.password)
+        .env("PREFECT_HOME", home.path())
+        .output()
+        .expect("run prefect");
+    assert!(
+        out.status.success(),
+        "prefect {op} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_remote_file_system_and_blockctl_read_each_others_folders() {
+    let sshd = sshd();
+    let block = open(
+        &password_config(&sshd, "prefect", &sshd.password),
+        "rfs/prefect",
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "prefect");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    let basepath = sshd.url("prefect");
+
+    // blockctl puts a files layout; Prefect's get_directory pulls it.
+    let files = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    let at = BlockPath::parse("from-blockctl").unwrap();
+    block.put_directory(src.path(), &at, &files).await.unwrap();
+    let pulled = tempfile::tempdir().unwrap();
+    prefect(&sshd, "get", pulled.path(), &basepath, "from-blockctl");
+    assert_eq!(
+        conformance::tree::snapshot(pulled.path()),
+        conformance::tree::snapshot(src.path())
+    );
+
+    // Prefect's put_directory writes a folder; blockctl gets it as a files layout.
+    prefect(&sshd, "put", src.path(), &basepath, "from-prefect");
+    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let at = BlockPath::parse("from-prefect").unwrap();
+    block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        conformance::tree::snapshot(&dest),
+        conformance::tree::snapshot(src.path())
+    );
+}

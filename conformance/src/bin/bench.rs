@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release -p blockctl
 //!     cargo run --release -p conformance --bin bench -- \
-//!         [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+//!         [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
 //!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, peers};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, Sshd, hmac_sha256, peers};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -38,7 +38,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+        "usage: bench [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
          [--many-runs N] [--big-mib N] [--json out.json]"
     );
     std::process::exit(2)
@@ -46,7 +46,7 @@ fn usage() -> ! {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        targets: ["local", "s3", "azure", "gcs", "smb"]
+        targets: ["local", "s3", "azure", "gcs", "smb", "sftp"]
             .map(String::from)
             .to_vec(),
         corpora: ["flow", "many", "big"].map(String::from).to_vec(),
@@ -70,7 +70,7 @@ fn parse_args() -> Args {
         }
     }
     for t in &args.targets {
-        if !["local", "s3", "azure", "gcs", "smb"].contains(&t.as_str()) {
+        if !["local", "s3", "azure", "gcs", "smb", "sftp"].contains(&t.as_str()) {
             eprintln!("unknown target {t}");
             usage();
         }
@@ -460,6 +460,40 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone_skip: None,
                 prefect: None,
                 _guard: Box::new(gcs),
+            }
+        }
+        "sftp" => {
+            let sshd = Sshd::start()?;
+            let port = sshd.port.to_string();
+            let key = sshd.client_key.to_string_lossy().into_owned();
+            let known = sshd.known_hosts.to_string_lossy().into_owned();
+            let env = rclone_env(
+                "bsftp",
+                &[
+                    ("type", "sftp"),
+                    ("host", &sshd.host),
+                    ("port", &port),
+                    ("user", &sshd.user),
+                    ("key_file", &key),
+                    ("known_hosts_file", &known),
+                ],
+            );
+            let rroot = format!("bsftp:{}/rclone", sshd.data_dir.display());
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &sshd.url("blockctl")),
+                        ("username", &sshd.user),
+                        ("private_key_path", &key),
+                        ("known_hosts", &known),
+                    ]),
+                ),
+                rclone: Some((env, rroot)),
+                rclone_skip: None,
+                prefect: None,
+                _guard: Box::new(sshd),
             }
         }
         _ => {
