@@ -7,10 +7,13 @@
 //!   host keys checked against a known_hosts file. Writes go to a temporary file renamed over
 //!   the target (OpenSSH's `posix-rename`), and the HEAD compare-and-swap runs under a lock
 //!   file every writer takes, as storage-smb does for SMB.
+//! - `http://`, `https://` (`http.rs`): read-only; packages by plain GETs, a files layout
+//!   through the server's directory listing.
 //!
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
+mod http;
 mod sftp;
 mod target;
 
@@ -66,8 +69,9 @@ impl BlockConfig for RfsConfig {
         summary: "a folder on a remote file system, by URL. sftp://[user@]host[:port]/path \
                   (an absolute path; /~/path is below the login folder): both layouts, \
                   versions, atomic put (temp file + rename), compare-and-swap under a lock \
-                  file, gc. Other schemes (webdav+http(s)://, ftp://, http(s)://) are not \
-                  supported yet",
+                  file, gc. http(s)://host/path: read-only (get, cat, ls, versions of what a web \
+                  server serves; a files layout needs its directory listing), no put, rm, gc \
+                  or compare-and-swap. webdav+http(s):// and ftp:// are not supported yet",
         fields: &[
             field(
                 "basepath",
@@ -75,7 +79,7 @@ impl BlockConfig for RfsConfig {
                 true,
                 false,
                 None,
-                "URL of the folder: sftp://[user@]host[:port]/path",
+                "URL of the folder: sftp://[user@]host[:port]/path, or http(s)://host/path (read-only)",
             ),
             field(
                 "username",
@@ -134,10 +138,20 @@ impl BlockConfig for RfsConfig {
 /// lock file every writer takes, gc; a files layout keeps only files.
 pub const SFTP_CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
+/// Read-only HTTP(S): both layouts and versions can be read; nothing can be written,
+/// swapped or dropped (a put, rm or gc is refused as unsupported, exit 2).
+pub const HTTP_CAPABILITIES: Capabilities = Capabilities {
+    atomic_put: false,
+    compare_and_swap: false,
+    gc: false,
+    ..Capabilities::OBJECT_STORE
+};
+
 /// The capabilities of a block whose basepath uses `protocol`.
 pub fn capabilities(protocol: Protocol) -> Capabilities {
     match protocol {
         Protocol::Sftp => SFTP_CAPABILITIES,
+        Protocol::Http => HTTP_CAPABILITIES,
     }
 }
 
@@ -152,6 +166,10 @@ pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
                 .with_secrets(secrets)
                 .with_sweeper(sweeper))
         }
+        Protocol::Http => {
+            let (store, secrets) = http_store(config, &target, label)?;
+            Ok(ObjectStoreBlock::new(store, "", label, HTTP_CAPABILITIES).with_secrets(secrets))
+        }
     }
 }
 
@@ -161,7 +179,30 @@ pub fn open_store(config: &RfsConfig, label: &str) -> Result<Arc<dyn object_stor
     let target = Target::parse(&config.basepath, label)?;
     match target.protocol {
         Protocol::Sftp => Ok(sftp_store(config, &target, label)?.0),
+        Protocol::Http => Ok(http_store(config, &target, label)?.0),
     }
+}
+
+fn http_store(
+    config: &RfsConfig,
+    target: &Target,
+    label: &str,
+) -> Result<(Arc<http::HttpStore>, Vec<String>)> {
+    if config.private_key.is_some() || config.private_key_path.is_some() {
+        return Err(Error::Usage(format!(
+            "{label}: private keys are for sftp://; http(s):// takes username and password"
+        )));
+    }
+    let password = match (&config.password, &target.password) {
+        (Some(p), _) => Some(p.resolve("password")?),
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => None,
+    };
+    let username = config.username.clone().or_else(|| target.username.clone());
+    let secrets = password.iter().filter(|p| !p.is_empty()).cloned().collect();
+    let store = http::HttpStore::new(target.folder_url.clone(), username, password)
+        .map_err(|e| Error::from_store(e).context(label))?;
+    Ok((Arc::new(store), secrets))
 }
 
 fn sftp_store(

@@ -8,14 +8,8 @@ use storage_core::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Sftp,
-}
-
-impl Protocol {
-    pub fn default_port(self) -> u16 {
-        match self {
-            Protocol::Sftp => 22,
-        }
-    }
+    /// Plain `http://` or `https://`: read-only.
+    Http,
 }
 
 /// A parsed `basepath`.
@@ -29,6 +23,8 @@ pub struct Target {
     pub path: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The folder's URL without credentials, ending in `/` (for HTTP).
+    pub folder_url: url::Url,
 }
 
 /// Never shows the password.
@@ -56,13 +52,18 @@ impl Target {
             .map_err(|_| bad("is not a URL (sftp://[user@]host[:port]/path)"))?;
         let protocol = match url.scheme() {
             "sftp" => Protocol::Sftp,
-            "webdav+http" | "webdav+https" | "ftp" | "ftps" | "http" | "https" => {
+            "http" | "https" => Protocol::Http,
+            "webdav+http" | "webdav+https" | "ftp" | "ftps" => {
                 return Err(Error::Unsupported(format!(
-                    "{label}: {}:// remote file systems are not supported yet (sftp:// is)",
+                    "{label}: {}:// remote file systems are not supported yet (sftp:// and read-only http(s):// are)",
                     url.scheme()
                 )));
             }
-            _ => return Err(bad("has a scheme no remote file system speaks (sftp://)")),
+            _ => {
+                return Err(bad(
+                    "has a scheme no remote file system speaks (sftp://, http(s)://)",
+                ));
+            }
         };
         let host = url
             .host_str()
@@ -75,7 +76,7 @@ impl Target {
         let port = match url.port() {
             Some(0) => return Err(bad("has port 0")),
             Some(p) => p,
-            None => protocol.default_port(),
+            None => url.port_or_known_default().unwrap_or(22),
         };
         let decode = |s: &str| {
             url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
@@ -118,6 +119,15 @@ impl Target {
             _ if path.is_empty() => String::new(),
             _ => path,
         };
+        let mut folder_url = url.clone();
+        let _ = folder_url.set_username("");
+        let _ = folder_url.set_password(None);
+        folder_url.set_query(None);
+        folder_url.set_fragment(None);
+        if !folder_url.path().ends_with('/') {
+            let with_slash = format!("{}/", folder_url.path());
+            folder_url.set_path(&with_slash);
+        }
         Ok(Target {
             protocol,
             host,
@@ -125,6 +135,7 @@ impl Target {
             path,
             username,
             password,
+            folder_url,
         })
     }
 }
@@ -151,6 +162,10 @@ mod tests {
 
     #[test]
     fn other_schemes_are_refused_without_showing_credentials() {
+        let t = Target::parse("https://u:pw@files.example/flows", "rfs/x").unwrap();
+        assert_eq!(t.protocol, Protocol::Http);
+        assert_eq!(t.folder_url.as_str(), "https://files.example/flows/");
+        assert_eq!(t.password.as_deref(), Some("pw"));
         let e = Target::parse("ftp://u:pw-s3cr3t@nas/x", "rfs/x").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let e = Target::parse("nfs://u:pw-s3cr3t@nas/x", "rfs/x").unwrap_err();
