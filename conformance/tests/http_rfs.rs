@@ -31,6 +31,7 @@ fn http_block(server: &StaticHttp, sub: &str) -> storage_core::ObjectStoreBlock 
         private_key: None,
         known_hosts: None,
         insecure_accept_host_key: None,
+        timeout: None,
     };
     storage_rfs::open(&config, "remote-file-system/web").unwrap()
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use conformance::harness::{Sshd, shared};
+use conformance::harness::{Cut, Direction, FaultProxy, Sshd, shared};
 use conformance::tree::{noise, small_tree, write};
 use conformance::{Subject, conformance_suite};
 use sha2::{Digest, Sha256};
@@ -36,6 +36,7 @@ fn key_config(sshd: &Sshd, sub: &str) -> RfsConfig {
         private_key: None,
         known_hosts: Some(sshd.known_hosts.display().to_string()),
         insecure_accept_host_key: None,
+        timeout: None,
     }
 }
 
@@ -497,4 +498,187 @@ async fn prefect_remote_file_system_and_blockctl_read_each_others_folders() {
         conformance::tree::snapshot(&dest),
         conformance::tree::snapshot(src.path())
     );
+}
+
+/// A block through a [`FaultProxy`] in front of sshd, with a request timeout (seconds), and
+/// one straight on sshd for setup and checks.
+struct FaultRig {
+    sshd: Arc<Sshd>,
+    proxy: FaultProxy,
+    sub: String,
+    known_hosts: std::path::PathBuf,
+    scratch: tempfile::TempDir,
+}
+
+const LABEL: &str = "remote-file-system/faults";
+
+impl FaultRig {
+    async fn new(sub: &str) -> FaultRig {
+        let sshd = sshd();
+        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", sshd.port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let scratch = tempfile::tempdir().unwrap();
+        let port: u16 = proxy.url().rsplit(':').next().unwrap().parse().unwrap();
+        let known_hosts = sshd.known_hosts_for(port, scratch.path());
+        FaultRig {
+            sshd,
+            proxy,
+            sub: sub.to_string(),
+            known_hosts,
+            scratch,
+        }
+    }
+
+    fn direct(&self) -> storage_core::ObjectStoreBlock {
+        open(&key_config(&self.sshd, &self.sub), LABEL).unwrap()
+    }
+
+    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
+        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
+        let config = RfsConfig {
+            basepath: format!(
+                "sftp://127.0.0.1:{port}{}/{}",
+                self.sshd.data_dir.display(),
+                self.sub
+            ),
+            known_hosts: Some(self.known_hosts.display().to_string()),
+            timeout: Some(timeout),
+            ..key_config(&self.sshd, &self.sub)
+        };
+        open(&config, LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
+        root
+    }
+
+    /// Straight on sshd: the current version reads back as exactly `current`, and so does
+    /// every listed version as one of `sources`; then gc --keep 1 leaves just the current one.
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        let direct = self.direct();
+        let at = BlockPath::parse("etl").unwrap();
+        let trees: Vec<_> = sources
+            .iter()
+            .map(|s| conformance::tree::snapshot(s))
+            .collect();
+        for v in direct.list_versions(&at).await.unwrap() {
+            let dest = self
+                .scratch
+                .path()
+                .join(format!("check-{}", &v.version[..12]));
+            let opts = GetOptions {
+                version: Some(v.version.clone()),
+                ..GetOptions::default()
+            };
+            direct.get_directory(&at, &dest, &opts).await.unwrap();
+            let got = conformance::tree::snapshot(&dest);
+            assert!(trees.contains(&got), "version {} is no source", v.version);
+            if v.current {
+                assert_eq!(got, conformance::tree::snapshot(current));
+            }
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        direct.gc(&at, 1).await.unwrap();
+        assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
+    }
+}
+
+/// Runs `op`, which must end within 90 s.
+async fn within_bound<T>(what: &str, op: impl Future<Output = T>) -> (T, std::time::Duration) {
+    let started = Instant::now();
+    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
+        Ok(v) => (v, started.elapsed()),
+        Err(_) => panic!("{what} did not end within 90 s"),
+    }
+}
+
+fn assert_clean_failure(what: &str, err: &storage_core::Error) {
+    let text = err.to_string();
+    eprintln!("{what}: exit {}: {text}", err.exit_code());
+    assert_eq!(err.exit_code(), 1, "{what}: {text}");
+    assert!(
+        !text.contains('\n') && text.starts_with(LABEL),
+        "{what}: {text}"
+    );
+}
+
+/// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
+/// the previous version, and gc leaves a sound store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
+    let rig = FaultRig::new("faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(30)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure("put under resets", &put.unwrap_err());
+    eprintln!("put failed under resets in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get cut by resets 2 MiB into the download fails cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(30)
+            .get_directory(&at, &parent.join("dest"), &GetOptions::default()),
+    )
+    .await;
+    assert_clean_failure("get under resets", &got.unwrap_err());
+    eprintln!("get failed under resets in {took:?}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// With a 3 s timeout, a put whose connection stalls 1 MiB up fails cleanly in bounded time
+/// and the previous version stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
+    let rig = FaultRig::new("faults-stall").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Stall, 1 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(3)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
+    assert_clean_failure("put over a stalled connection", &put.unwrap_err());
+    eprintln!("put failed over a stall in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
 }

@@ -35,10 +35,11 @@ impl HttpStore {
         base: url::Url,
         username: Option<String>,
         password: Option<String>,
+        timeout: std::time::Duration,
     ) -> object_store::Result<Self> {
         let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .read_timeout(std::time::Duration::from_secs(120))
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
             .build()
             .map_err(|e| generic(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpStore {

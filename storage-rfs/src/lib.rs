@@ -20,7 +20,9 @@ mod target;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use FieldKind::{Bool, String as Text};
+use std::time::Duration;
+
+use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{
@@ -43,6 +45,7 @@ pub struct RfsConfig {
     pub private_key: Option<Secret>,
     pub known_hosts: Option<String>,
     pub insecure_accept_host_key: Option<bool>,
+    pub timeout: Option<i64>,
 }
 
 const fn field(
@@ -129,6 +132,14 @@ impl BlockConfig for RfsConfig {
                 Some("false"),
                 "accept a host key that known_hosts does not list (a changed key is still refused)",
             ),
+            field(
+                "timeout",
+                Integer,
+                false,
+                false,
+                Some("60"),
+                "seconds one request (or the login) may take before it fails",
+            ),
         ],
         capabilities: SFTP_CAPABILITIES,
     };
@@ -157,6 +168,7 @@ pub fn capabilities(protocol: Protocol) -> Capabilities {
 
 /// Builds the block. Nothing is sent until the first operation, which logs in.
 pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
+    let _ = timeout(config, label)?;
     let target = Target::parse(&config.basepath, label)?;
     match target.protocol {
         Protocol::Sftp => {
@@ -200,8 +212,13 @@ fn http_store(
     };
     let username = config.username.clone().or_else(|| target.username.clone());
     let secrets = password.iter().filter(|p| !p.is_empty()).cloned().collect();
-    let store = http::HttpStore::new(target.folder_url.clone(), username, password)
-        .map_err(|e| Error::from_store(e).context(label))?;
+    let store = http::HttpStore::new(
+        target.folder_url.clone(),
+        username,
+        password,
+        timeout(config, label)?,
+    )
+    .map_err(|e| Error::from_store(e).context(label))?;
     Ok((Arc::new(store), secrets))
 }
 
@@ -267,11 +284,23 @@ fn sftp_store(
         key: key.map(Arc::new),
         known_hosts,
         accept_unknown_host_key: config.insecure_accept_host_key.unwrap_or(false),
+        timeout: timeout(config, label)?,
     };
     Ok((
         Arc::new(sftp::SftpStore::open(login, target.path.clone())),
         secrets,
     ))
+}
+
+/// The per-request timeout: `timeout` seconds, default 60.
+fn timeout(config: &RfsConfig, label: &str) -> Result<Duration> {
+    match config.timeout {
+        None => Ok(Duration::from_secs(60)),
+        Some(s) if (1..=86_400).contains(&s) => Ok(Duration::from_secs(s as u64)),
+        Some(s) => Err(Error::Usage(format!(
+            "{label}: timeout {s} is not between 1 and 86400 seconds"
+        ))),
+    }
 }
 
 /// `~/x` as `$HOME/x`.
@@ -296,6 +325,7 @@ mod tests {
             private_key: None,
             known_hosts: Some("/nonexistent/known_hosts".into()),
             insecure_accept_host_key: None,
+            timeout: None,
         }
     }
 
@@ -309,6 +339,7 @@ mod tests {
             ("private_key_path", "~/.ssh/id_ed25519"),
             ("known_hosts", "/etc/ssh/ssh_known_hosts"),
             ("insecure_accept_host_key", "true"),
+            ("timeout", "5"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

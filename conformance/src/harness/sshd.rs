@@ -35,6 +35,8 @@ pub struct Sshd {
     pub wrong_known_hosts: PathBuf,
     /// A folder the user owns: blocks live below it.
     pub data_dir: PathBuf,
+    /// The host key's public half, as `ALGORITHM BASE64`.
+    pub host_key: String,
     // Declared before `_root`: the server stops before its folders go away.
     _server: process::Server,
     _root: TempDir,
@@ -75,13 +77,13 @@ impl Sshd {
             },
             banner_seen,
         )?;
-        let host_line = |pub_file: &str| -> Result<String, String> {
+        let public = |pub_file: &str| -> Result<String, String> {
             let key = fs::read_to_string(base.join(pub_file))
                 .map_err(|e| format!("sshd: {pub_file}: {e}"))?;
-            let mut fields = key.split_whitespace();
-            let (alg, data) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
-            Ok(format!("[127.0.0.1]:{port} {alg} {data}\n"))
+            Ok(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         };
+        let host_line =
+            |pub_file: &str| Ok::<_, String>(format!("[127.0.0.1]:{port} {}\n", public(pub_file)?));
         let known_hosts = base.join("known_hosts");
         fs::write(&known_hosts, host_line("host.pub")?)
             .map_err(|e| format!("sshd: known_hosts: {e}"))?;
@@ -98,9 +100,19 @@ impl Sshd {
             known_hosts,
             wrong_known_hosts,
             data_dir,
+            host_key: public("host.pub")?,
             _server: server,
             _root: root,
         })
+    }
+
+    /// A known_hosts file in `dir` that lists this server's host key for `port` (a proxy in
+    /// front of it, say).
+    pub fn known_hosts_for(&self, port: u16, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("known_hosts-{port}"));
+        fs::write(&path, format!("[127.0.0.1]:{port} {}\n", self.host_key))
+            .expect("write known_hosts");
+        path
     }
 
     /// `sftp://127.0.0.1:PORT/<data dir>/<sub>`.

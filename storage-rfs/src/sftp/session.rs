@@ -16,10 +16,6 @@ use russh_sftp::protocol::StatusCode;
 use tokio::sync::Mutex;
 
 pub(crate) const STORE: &str = "SFTP";
-/// How long one SFTP request may take before the connection is given up.
-const REQUEST_TIMEOUT_SECS: u64 = 120;
-/// How long the TCP connect and the SSH handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// AES-GCM first: ring's assembly with the CPU's AES instructions is several times faster
 /// than the ChaCha20-Poly1305 russh prefers (plain Rust), and servers all offer it.
@@ -40,6 +36,8 @@ pub(crate) struct Login {
     pub key: Option<Arc<PrivateKey>>,
     pub known_hosts: PathBuf,
     pub accept_unknown_host_key: bool,
+    /// How long one request, or the connect and login, may take.
+    pub timeout: Duration,
 }
 
 /// Never shows the password or the key.
@@ -102,7 +100,7 @@ impl Session {
         }
         *slot = None;
         let conn = Arc::new(
-            tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+            tokio::time::timeout(self.login.timeout, self.connect())
                 .await
                 .map_err(|_| generic(format!("{}: connect timed out", self.login.server())))??,
         );
@@ -132,7 +130,7 @@ impl Session {
         };
         let config = client::Config {
             // No inactivity timeout: a store may sit idle between operations; a dead
-            // connection is found by the next request and made again.
+            // connection is found by the next request (each has a timeout) and made again.
             nodelay: true,
             window_size: 8 * 1024 * 1024,
             maximum_packet_size: 64 * 1024,
@@ -202,7 +200,7 @@ impl Session {
             .await
             .map_err(|e| generic(format!("{server}: no sftp subsystem: {e}")))?;
         let mut sftp = RawSftpSession::new(channel.into_stream());
-        sftp.set_timeout(REQUEST_TIMEOUT_SECS);
+        sftp.set_timeout(self.login.timeout.as_secs().max(1));
         sftp.init()
             .await
             .map_err(|e| generic(format!("{server}: sftp init failed: {e}")))?;
