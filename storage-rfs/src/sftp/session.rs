@@ -304,6 +304,9 @@ pub(crate) fn store_error(what: &str, path: &str, e: SftpError) -> object_store:
             path: path.to_string(),
             source: format!("{what} {path}: permission denied").into(),
         },
+        None if breaks_connection(&e) => generic(format!(
+            "{what} {path}: the SFTP connection was lost or timed out ({e})"
+        )),
         _ => generic(format!("{what} {path}: {e}")),
     }
 }
