@@ -194,7 +194,18 @@ fn block_lifecycle_and_types() {
         .iter()
         .map(|t| t["type"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["local", "s3", "gcs", "azure", "git", "smb"]);
+    assert_eq!(
+        names,
+        [
+            "local",
+            "s3",
+            "gcs",
+            "azure",
+            "git",
+            "smb",
+            "remote-file-system"
+        ]
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! blockctl killed with SIGKILL during a large put (while hashing, and while the package goes
 //! up) and during a get (into a new DEST, and over an existing one with `--replace`), against
-//! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server) and SMB
-//! (Samba). The previous version stays current and whole, DEST is untouched or absent, the
+//! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server), SMB
+//! (Samba) and SFTP (OpenSSH's sshd). The previous version stays current and whole, DEST is untouched or absent, the
 //! next get leaves no staging folder, and after `gc` the store holds only the live version.
 //!
 //! The phase is read from the process itself: `rchar` in `/proc/PID/io` counts the bytes it
@@ -12,7 +12,7 @@
 //! show is read from each emulator (moto's multipart uploads, Azurite's uncommitted blobs,
 //! Samba's temp files on disk) and reported. `gc` removes nothing while the put's intent is
 //! fresh (a put renews it every 15 s; one not renewed for 60 s is a killed put's), then the
-//! frames no version uses and SMB temp files (its `LeftoverSweeper`) older than the 60 s
+//! frames no version uses and SMB and SFTP temp files (their `LeftoverSweeper`s) older than the 60 s
 //! grace.
 
 use std::collections::BTreeSet;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::http::request;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, hmac_sha256, shared};
+use conformance::harness::{Azurite, FakeGcs, Moto, Samba, Sshd, hmac_sha256, shared};
 use conformance::tree::{noise, small_tree, snapshot, write};
 
 mod common;
@@ -246,6 +246,29 @@ fn smb() -> Remote {
         format!("password={}", samba.password),
     ];
     let root = samba.share_dir.join(PREFIX);
+    temp_file_remote("smb", settings, root, samba)
+}
+
+fn sftp() -> Remote {
+    let sshd = shared::<Sshd>(Sshd::start);
+    let settings = vec![
+        format!("basepath={}", sshd.url(PREFIX)),
+        format!("username={}", sshd.user),
+        format!("private_key_path={}", sshd.client_key.display()),
+        format!("known_hosts={}", sshd.known_hosts.display()),
+    ];
+    let root = sshd.data_dir.join(PREFIX);
+    temp_file_remote("remote-file-system", settings, root, sshd)
+}
+
+/// A backend that writes `.~tmp-*` files renamed into place, whose folder `root` the test
+/// reads directly.
+fn temp_file_remote(
+    kind: &'static str,
+    settings: Vec<String>,
+    root: PathBuf,
+    server: Arc<dyn std::any::Any + Send + Sync>,
+) -> Remote {
     let files = move || {
         let mut out = Vec::new();
         files_under(&root, &root, &mut out);
@@ -254,9 +277,9 @@ fn smb() -> Remote {
     let is_temp = |rel: &str| rel.contains(".~tmp-");
     let (f1, f2, f3) = (files.clone(), files.clone(), files);
     Remote {
-        kind: "smb",
+        kind,
         settings,
-        // The share's own bookkeeping (`.~tmp-*` temp files, `.~lock-*` locks) is hidden
+        // The store's own bookkeeping (`.~tmp-*` temp files, `.~lock-*` locks) is hidden
         // from a listing.
         listed: Box::new(move || {
             f1().into_iter()
@@ -283,7 +306,7 @@ fn smb() -> Remote {
                 }
             }
         }),
-        _server: samba,
+        _server: server,
     }
 }
 
@@ -484,10 +507,10 @@ fn scenario(remote: Remote) {
         gc["frames"].as_u64() >= Some(sent.len() as u64),
         "{kind}: gc removed fewer frames than the kill left: {gc}"
     );
-    // gc removes SMB temp files (through its LeftoverSweeper); S3 frames go up in single
+    // gc removes SMB and SFTP temp files (through its LeftoverSweeper); S3 frames go up in single
     // requests, so no multipart upload is left. Azure cannot abort uncommitted blocks (it
     // discards them after 7 days), and fake-gcs-server shows none.
-    if kind == "smb" || kind == "s3" {
+    if kind == "smb" || kind == "s3" || kind == "remote-file-system" {
         assert!(after_gc.is_empty(), "{kind}: gc left {after_gc:?}");
     }
 
@@ -552,4 +575,9 @@ fn kill_on_gcs() {
 #[test]
 fn kill_on_smb() {
     scenario(smb());
+}
+
+#[test]
+fn kill_on_sftp() {
+    scenario(sftp());
 }

@@ -231,6 +231,30 @@ fn cases(tag: &str, port: u16) -> Vec<Case> {
             ],
             secrets: vec![secret("smb-password")],
         },
+        Case {
+            id: format!("rfs/{tag}-sftp"),
+            settings: vec![
+                format!(
+                    "basepath=sftp://deploy:{}@127.0.0.1:{port}/srv/flows",
+                    url_encode(&secret("sftp-url-password"))
+                ),
+                format!("password={}", secret("sftp-password")),
+                "insecure_accept_host_key=true".into(),
+            ],
+            secrets: vec![secret("sftp-url-password"), secret("sftp-password")],
+        },
+        Case {
+            id: format!("rfs/{tag}-web"),
+            settings: vec![
+                format!(
+                    "basepath=http://deploy:{}@127.0.0.1:{port}/flows",
+                    url_encode(&secret("web-url-password"))
+                ),
+                format!("password={}", secret("web-password")),
+                "username=deploy".into(),
+            ],
+            secrets: vec![secret("web-url-password"), secret("web-password")],
+        },
     ]
 }
 
@@ -276,9 +300,12 @@ fn leaks(case: &Case, out: &str) -> Vec<String> {
 
 /// A slug with its type alias replaced by the canonical type, as messages show it.
 fn canonical(slug: &str) -> String {
-    match slug.strip_prefix("github/") {
-        Some(rest) => format!("git/{rest}"),
-        None => slug.to_string(),
+    if let Some(rest) = slug.strip_prefix("github/") {
+        format!("git/{rest}")
+    } else if let Some(rest) = slug.strip_prefix("rfs/") {
+        format!("remote-file-system/{rest}")
+    } else {
+        slug.to_string()
     }
 }
 
@@ -336,7 +363,9 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
             let git = case.id.starts_with("git/") || case.id.starts_with("github/");
             let unsupported_by_git =
                 args.contains(&"files") || args.contains(&"gc") || args.contains(&"--version");
-            let allowed: &[i32] = if git && unsupported_by_git {
+            // A read-only http(s):// block refuses a conditional put before connecting.
+            let read_only = case.id.ends_with("-web") && args.contains(&"--if-version");
+            let allowed: &[i32] = if (git && unsupported_by_git) || read_only {
                 &[2]
             } else if case.id.starts_with("gcs/") {
                 &[1, 2]

@@ -89,6 +89,8 @@ pub fn type_spec(t: BlockType) -> Result<TypeSpec> {
         BlockType::Git => Some(<storage_git::GitConfig as BlockConfig>::SPEC),
         #[cfg(feature = "smb")]
         BlockType::Smb => Some(<storage_smb::SmbConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "remote-file-system")]
+        BlockType::RemoteFileSystem => Some(<storage_rfs::RfsConfig as BlockConfig>::SPEC),
         #[allow(unreachable_patterns)]
         _ => None,
     };
@@ -122,6 +124,8 @@ fn check_typed(doc: &BlockDocument) -> Result<()> {
         BlockType::Git => doc.typed::<storage_git::GitConfig>().map(drop),
         #[cfg(feature = "smb")]
         BlockType::Smb => doc.typed::<storage_smb::SmbConfig>().map(drop),
+        #[cfg(feature = "remote-file-system")]
+        BlockType::RemoteFileSystem => doc.typed::<storage_rfs::RfsConfig>().map(drop),
         #[allow(unreachable_patterns)]
         t => type_spec(t).map(drop),
     }
@@ -142,6 +146,8 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
         BlockType::Git => Ok(Arc::new(storage_git::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "smb")]
         BlockType::Smb => Ok(Arc::new(storage_smb::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "remote-file-system")]
+        BlockType::RemoteFileSystem => Ok(Arc::new(storage_rfs::open(&doc.typed()?, &label)?)),
         // Reached only in builds that leave a backend's feature out.
         #[allow(unreachable_patterns)]
         t => {

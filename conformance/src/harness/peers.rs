@@ -1,6 +1,6 @@
 //! The benchmark's peers, installed like the emulators: rclone and zstd from Debian's
-//! packages, and Prefect (with s3fs, for its RemoteFileSystem over S3) from PyPI into a venv
-//! of its own, so its pins never meet the emulators'.
+//! packages, and Prefect (with s3fs and paramiko, for its RemoteFileSystem over S3 and SFTP)
+//! from PyPI into a venv of its own, so its pins never meet the emulators'.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,7 +9,7 @@ use super::cache_dir;
 use super::install::{apt, once, run};
 
 /// Pinned so that every machine measures the same Prefect.
-const PREFECT: [&str; 2] = ["prefect==3.8.8", "s3fs==2026.9.0"];
+const PREFECT: [&str; 3] = ["prefect==3.8.8", "s3fs==2026.9.0", "paramiko==5.1.0"];
 
 /// The `rclone` program, installed from Debian's packages when missing.
 pub fn rclone() -> Result<PathBuf, String> {
@@ -21,7 +21,7 @@ pub fn zstd() -> Result<PathBuf, String> {
     apt("zstd", &["zstd"])
 }
 
-/// The python of a venv holding Prefect and s3fs (about a minute the first time).
+/// The python of a venv holding Prefect, s3fs and paramiko (about a minute the first time).
 pub fn prefect_python() -> Result<PathBuf, String> {
     let venv = cache_dir().join("prefect-venv");
     let marker = venv.join(".installed");

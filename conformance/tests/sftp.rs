@@ -1,0 +1,684 @@
+//! The conformance suite against a private OpenSSH sshd, started by the harness, once with a
+//! key login and once with a password login. Then what is specific to SFTP: a wrong password,
+//! a wrong key, an unknown and a changed host key (exit 4, one line, no secret), the files
+//! layout as the OpenSSH `sftp` client sees it, a compare-and-swap that holds between two
+//! connections, and a large package.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use conformance::harness::{Cut, Direction, FaultProxy, Sshd, shared};
+use conformance::tree::{noise, small_tree, write};
+use conformance::{Subject, conformance_suite};
+use sha2::{Digest, Sha256};
+use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
+use storage_rfs::object_store::path::Path as Key;
+use storage_rfs::object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePut, PutPayload, UpdateVersion,
+};
+use storage_rfs::{RfsConfig, open, open_store};
+
+const WRONG_PASSWORD: &str = "wrong-sftp-pw-T5m1-must-never-be-echoed";
+
+fn sshd() -> Arc<Sshd> {
+    shared::<Sshd>(Sshd::start)
+}
+
+fn key_config(sshd: &Sshd, sub: &str) -> RfsConfig {
+    RfsConfig {
+        basepath: sshd.url(sub),
+        username: Some(sshd.user.clone()),
+        password: None,
+        private_key_path: Some(sshd.client_key.display().to_string()),
+        private_key: None,
+        known_hosts: Some(sshd.known_hosts.display().to_string()),
+        insecure_accept_host_key: None,
+        timeout: None,
+    }
+}
+
+fn password_config(sshd: &Sshd, sub: &str, password: &str) -> RfsConfig {
+    RfsConfig {
+        password: Some(Secret::new(password)),
+        private_key_path: None,
+        ..key_config(sshd, sub)
+    }
+}
+
+mod key_login {
+    use super::*;
+
+    async fn subject(case: &str) -> Subject {
+        let sshd = sshd();
+        let block = open(&key_config(&sshd, "key"), "remote-file-system/conformance")
+            .expect("open sftp block");
+        Subject::new(Arc::new(block), case).with_guard(sshd)
+    }
+
+    conformance_suite!(subject);
+}
+
+mod password_login {
+    use super::*;
+
+    async fn subject(case: &str) -> Subject {
+        let sshd = sshd();
+        let config = password_config(&sshd, "password", &sshd.password);
+        let block = open(&config, "rfs/conformance").expect("open sftp block");
+        Subject::new(Arc::new(block), case).with_guard(sshd)
+    }
+
+    conformance_suite!(subject);
+}
+
+/// check, put and get all fail with exit 4, one line that names the block, and no secret.
+async fn refused(block: &dyn StorageBlock, label: &str, secrets: &[&str]) {
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "x");
+    let at = BlockPath::parse("refused").unwrap();
+    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let failures = [
+        ("check", block.check().await.err()),
+        (
+            "put",
+            block
+                .put_directory(src.path(), &at, &PutOptions::default())
+                .await
+                .err(),
+        ),
+        (
+            "get",
+            block
+                .get_directory(&at, &dest, &GetOptions::default())
+                .await
+                .err(),
+        ),
+    ];
+    for (what, err) in failures {
+        let err = err.unwrap_or_else(|| panic!("{label}: {what} succeeded"));
+        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
+        eprintln!("{label}: {what}: exit {}: {shown}", err.exit_code());
+        assert_eq!(err.exit_code(), 4, "{label}: {what}: {shown}");
+        assert!(shown.starts_with(label), "{what}: {shown}");
+        assert!(!shown.contains('\n'), "{what}: {shown}");
+        for secret in secrets {
+            assert!(
+                !shown.contains(secret) && !debugged.contains(secret),
+                "{label}: {what}: a secret appears in the error: {debugged}"
+            );
+        }
+    }
+    assert!(!dest.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_exit_4_and_never_shown() {
+    let sshd = sshd();
+    let label = "remote-file-system/wrong-password";
+    let block = open(&password_config(&sshd, "wrong", WRONG_PASSWORD), label).unwrap();
+    refused(&block, label, &[WRONG_PASSWORD, &sshd.password]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_does_not_know_is_exit_4() {
+    let sshd = sshd();
+    let label = "remote-file-system/wrong-key";
+    let config = RfsConfig {
+        private_key_path: Some(sshd.stranger_key.display().to_string()),
+        ..key_config(&sshd, "wrong")
+    };
+    let key = std::fs::read_to_string(&sshd.stranger_key).unwrap();
+    let body = key.lines().nth(1).unwrap().to_string();
+    refused(&open(&config, label).unwrap(), label, &[&body]).await;
+    // The same key given inline as a secret.
+    let config = RfsConfig {
+        private_key_path: None,
+        private_key: Some(Secret::new(key)),
+        ..key_config(&sshd, "wrong")
+    };
+    refused(&open(&config, label).unwrap(), label, &[&body]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_exit_4_unless_explicitly_accepted() {
+    let sshd = sshd();
+    let label = "remote-file-system/unknown-host";
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let config = RfsConfig {
+        known_hosts: Some(empty.path().display().to_string()),
+        ..password_config(&sshd, "unknown-host", &sshd.password)
+    };
+    refused(&open(&config, label).unwrap(), label, &[&sshd.password]).await;
+    let err = open(&config, label).unwrap().check().await.unwrap_err();
+    assert!(err.to_string().contains("not in known_hosts"), "{err}");
+
+    let accepting = RfsConfig {
+        insecure_accept_host_key: Some(true),
+        ..config
+    };
+    open(&accepting, label).unwrap().check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_exit_4_even_when_unknown_keys_are_accepted() {
+    let sshd = sshd();
+    let label = "remote-file-system/changed-host";
+    let config = RfsConfig {
+        known_hosts: Some(sshd.wrong_known_hosts.display().to_string()),
+        insecure_accept_host_key: Some(true),
+        ..key_config(&sshd, "changed-host")
+    };
+    refused(&open(&config, label).unwrap(), label, &[]).await;
+}
+
+/// Files that `sftp`'s `ls -1` finds below `dir`, walking folders, relative to it.
+fn files_seen_by_sftp(sshd: &Sshd, dir: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut folders = vec![String::new()];
+    while let Some(rel) = folders.pop() {
+        let at = dir.join(&rel);
+        // `ls -l` marks folders with a leading `d`; the name is the last field.
+        let listing = sshd
+            .sftp(&format!("ls -la \"{}\"\n", at.display()))
+            .expect("sftp ls");
+        for line in listing.lines().filter(|l| !l.starts_with("sftp>")) {
+            let Some(name) = line.split_whitespace().nth(8) else {
+                continue;
+            };
+            let name = line[line.find(name).unwrap()..].trim_end();
+            let name = name.rsplit('/').next().unwrap_or(name);
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if line.starts_with('d') {
+                folders.push(path);
+            } else {
+                files.insert(path);
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sftp_cli_sees_exactly_the_files_layout_and_reads_a_package() {
+    let sshd = sshd();
+    let block = open(&key_config(&sshd, "cli"), "rfs/files").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "files");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
+    let at = BlockPath::parse("mirror-seen").unwrap();
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let dir = sshd.data_dir.join("cli/mirror-seen");
+    let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        files_seen_by_sftp(&sshd, &dir),
+        expected(&[
+            "conf/settings.toml",
+            "deep/er/data.csv",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg",
+        ])
+    );
+    let copy = tempfile::tempdir().unwrap();
+    let local = copy.path().join("data.csv");
+    sshd.sftp(&format!(
+        "get \"{}\" \"{}\"\n",
+        dir.join("deep/er/data.csv").display(),
+        local.display()
+    ))
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "a,b\n1,2\n");
+
+    // A second put mirrors the deletion, and the folders it emptied go too.
+    std::fs::remove_file(src.path().join("deep/er/data.csv")).unwrap();
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    assert_eq!(
+        files_seen_by_sftp(&sshd, &dir),
+        expected(&[
+            "conf/settings.toml",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg"
+        ])
+    );
+    assert!(!dir.join("deep").exists());
+
+    // A package put over SFTP is an ordinary .tar.zst that sftp fetches and tar reads.
+    let at = BlockPath::parse("package-seen").unwrap();
+    let report = block
+        .put_directory(src.path(), &at, &PutOptions::default())
+        .await
+        .unwrap();
+    let version = report.version.unwrap();
+    let package = copy.path().join("p.tar.zst");
+    sshd.sftp(&format!(
+        "get \"{}\" \"{}\"\n",
+        sshd.data_dir
+            .join(format!(
+                "cli/package-seen/.blocks/packages/{version}.tar.zst"
+            ))
+            .display(),
+        package.display()
+    ))
+    .unwrap();
+    let tar = zstd::decode_all(std::fs::File::open(&package).unwrap()).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.retain(|n| n.ends_with("flow.py"));
+    assert_eq!(names, ["flow.py"]);
+}
+
+/// Two stores on two connections: the lock and the ETag check hold between them, as they
+/// would between two machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_holds_between_two_connections() {
+    let sshd = sshd();
+    let one = open_store(&key_config(&sshd, "cas"), "rfs/one").unwrap();
+    let two = open_store(&password_config(&sshd, "cas", &sshd.password), "rfs/two").unwrap();
+    let key = Key::parse("two-clients/.blocks/HEAD").unwrap();
+    let put = |store: Arc<dyn ObjectStore>, mode: PutMode, body: &'static str| {
+        let key = key.clone();
+        async move {
+            let opts = StorePut {
+                mode,
+                ..Default::default()
+            };
+            store
+                .put_opts(&key, PutPayload::from_static(body.as_bytes()), opts)
+                .await
+        }
+    };
+    put(one.clone(), PutMode::Create, "first").await.unwrap();
+    let again = put(two.clone(), PutMode::Create, "second").await;
+    assert!(
+        matches!(
+            again,
+            Err(storage_rfs::object_store::Error::AlreadyExists { .. })
+        ),
+        "{again:?}"
+    );
+
+    let read = one.get(&key).await.unwrap();
+    let seen = UpdateVersion {
+        e_tag: read.meta.e_tag.clone(),
+        version: None,
+    };
+    // The other connection replaces the file within the same second, with the same size:
+    // only the commit's mtime stamp tells the two apart.
+    put(two.clone(), PutMode::Overwrite, "other").await.unwrap();
+    let stale = put(one.clone(), PutMode::Update(seen), "mine!").await;
+    assert!(
+        matches!(
+            stale,
+            Err(storage_rfs::object_store::Error::Precondition { .. })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        &two.get(&key).await.unwrap().bytes().await.unwrap()[..],
+        b"other"
+    );
+
+    // Both race to swap the version they both read: exactly one wins.
+    let current = one.head(&key).await.unwrap();
+    let seen = UpdateVersion {
+        e_tag: current.e_tag.clone(),
+        version: None,
+    };
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        racers.push(put(store, PutMode::Update(seen.clone()), "racer"));
+    }
+    let results = futures::future::join_all(racers).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    // No lock or temporary file is left behind.
+    let left: Vec<String> = std::fs::read_dir(sshd.data_dir.join("cas/two-clients/.blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["HEAD"]);
+}
+
+const BIG: usize = 64 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_package_round_trips() {
+    let sshd = sshd();
+    let block = open(&key_config(&sshd, "big"), "rfs/big").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    let file = src.join("data/big.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    write(&src, "flow.py", "print('big')\n");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for i in 0..(BIG / (4 << 20)) {
+        out.write_all(&noise(4 << 20, 3000 + i as u64)).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    let at = BlockPath::parse("big").unwrap();
+    let started = Instant::now();
+    block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .expect("put 64 MiB");
+    let put_secs = started.elapsed().as_secs_f64();
+    let dest = scratch.path().join("dest");
+    let started = Instant::now();
+    block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .expect("get 64 MiB");
+    let get_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "64 MiB package over SFTP: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s ({:.0} MiB/s)",
+        64.0 / put_secs,
+        64.0 / get_secs
+    );
+    assert_eq!(sha256_of(&dest.join("data/big.bin")), sha256_of(&file));
+}
+
+fn sha256_of(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// Prefect's own RemoteFileSystem (fsspec's SFTP driver, over paramiko): `put|get LOCAL
+/// BASEPATH REMOTE`, logging in to `$SFTP_HOST:$SFTP_PORT` as `$SFTP_USER` with
+/// `$SFTP_PASSWORD`, as Prefect users configure it (fsspec takes the host from the settings,
+/// not from the basepath).
+const PREFECT_SFTP: &str = r#"
+import asyncio, inspect, os, sys
+from prefect.filesystems import RemoteFileSystem
+
+# Prefect 3.8.8's put_directory hands fsspec's SFTP put_file the full sftp:// URL, which
+# put_file passes on to paramiko unstripped (ENOENT): strip it as fsspec's own put does.
+from fsspec.implementations.sftp import SFTPFileSystem
+_put_file = SFTPFileSystem.put_file
+SFTPFileSystem.put_file = lambda self, lpath, rpath, **kw: _put_file(
+    self, lpath, self._strip_protocol(rpath), **kw
+)
+
+op, local, basepath, remote = sys.argv[1:5]
+fs = RemoteFileSystem(
+    basepath=basepath,
+    settings={
+        "host": os.environ["SFTP_HOST"],
+        "port": int(os.environ["SFTP_PORT"]),
+        "username": os.environ["SFTP_USER"],
+        "password": os.environ["SFTP_PASSWORD"],
+    },
+)
+call = fs.put_directory(local_path=local, to_path=remote) if op == "put" else fs.get_directory(
+    from_path=remote, local_path=local
+)
+if inspect.isawaitable(call):
+    asyncio.run(call)
+"#;
+
+fn prefect(sshd: &Sshd, op: &str, local: &Path, basepath: &str, remote: &str) {
+    let python = conformance::harness::peers::prefect_python().expect("install prefect");
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", PREFECT_SFTP, op])
+        .arg(local)
+        .args([basepath, remote])
+        .env("SFTP_HOST", &sshd.host)
+        .env("SFTP_PORT", sshd.port.to_string())
+        .env("SFTP_USER", &sshd.user)
+        .env("SFTP_PASSWORD", &sshd.password)
+        .env("PREFECT_HOME", home.path())
+        .output()
+        .expect("run prefect");
+    assert!(
+        out.status.success(),
+        "prefect {op} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_remote_file_system_and_blockctl_read_each_others_folders() {
+    let sshd = sshd();
+    let block = open(
+        &password_config(&sshd, "prefect", &sshd.password),
+        "rfs/prefect",
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "prefect");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    let basepath = sshd.url("prefect");
+
+    // blockctl puts a files layout; Prefect's get_directory pulls it.
+    let files = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    let at = BlockPath::parse("from-blockctl").unwrap();
+    block.put_directory(src.path(), &at, &files).await.unwrap();
+    let pulled = tempfile::tempdir().unwrap();
+    prefect(&sshd, "get", pulled.path(), &basepath, "from-blockctl");
+    assert_eq!(
+        conformance::tree::snapshot(pulled.path()),
+        conformance::tree::snapshot(src.path())
+    );
+
+    // Prefect's put_directory writes a folder; blockctl gets it as a files layout.
+    prefect(&sshd, "put", src.path(), &basepath, "from-prefect");
+    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let at = BlockPath::parse("from-prefect").unwrap();
+    block
+        .get_directory(&at, &dest, &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        conformance::tree::snapshot(&dest),
+        conformance::tree::snapshot(src.path())
+    );
+}
+
+/// A block through a [`FaultProxy`] in front of sshd, with a request timeout (seconds), and
+/// one straight on sshd for setup and checks.
+struct FaultRig {
+    sshd: Arc<Sshd>,
+    proxy: FaultProxy,
+    sub: String,
+    known_hosts: std::path::PathBuf,
+    scratch: tempfile::TempDir,
+}
+
+const LABEL: &str = "remote-file-system/faults";
+
+impl FaultRig {
+    async fn new(sub: &str) -> FaultRig {
+        let sshd = sshd();
+        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", sshd.port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let scratch = tempfile::tempdir().unwrap();
+        let port: u16 = proxy.url().rsplit(':').next().unwrap().parse().unwrap();
+        let known_hosts = sshd.known_hosts_for(port, scratch.path());
+        FaultRig {
+            sshd,
+            proxy,
+            sub: sub.to_string(),
+            known_hosts,
+            scratch,
+        }
+    }
+
+    fn direct(&self) -> storage_core::ObjectStoreBlock {
+        open(&key_config(&self.sshd, &self.sub), LABEL).unwrap()
+    }
+
+    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
+        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
+        let config = RfsConfig {
+            basepath: format!(
+                "sftp://127.0.0.1:{port}{}/{}",
+                self.sshd.data_dir.display(),
+                self.sub
+            ),
+            known_hosts: Some(self.known_hosts.display().to_string()),
+            timeout: Some(timeout),
+            ..key_config(&self.sshd, &self.sub)
+        };
+        open(&config, LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
+        root
+    }
+
+    /// Straight on sshd: the current version reads back as exactly `current`, and so does
+    /// every listed version as one of `sources`; then gc --keep 1 leaves just the current one.
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        let direct = self.direct();
+        let at = BlockPath::parse("etl").unwrap();
+        let trees: Vec<_> = sources
+            .iter()
+            .map(|s| conformance::tree::snapshot(s))
+            .collect();
+        for v in direct.list_versions(&at).await.unwrap() {
+            let dest = self
+                .scratch
+                .path()
+                .join(format!("check-{}", &v.version[..12]));
+            let opts = GetOptions {
+                version: Some(v.version.clone()),
+                ..GetOptions::default()
+            };
+            direct.get_directory(&at, &dest, &opts).await.unwrap();
+            let got = conformance::tree::snapshot(&dest);
+            assert!(trees.contains(&got), "version {} is no source", v.version);
+            if v.current {
+                assert_eq!(got, conformance::tree::snapshot(current));
+            }
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        direct.gc(&at, 1).await.unwrap();
+        assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
+    }
+}
+
+/// Runs `op`, which must end within 90 s.
+async fn within_bound<T>(what: &str, op: impl Future<Output = T>) -> (T, std::time::Duration) {
+    let started = Instant::now();
+    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
+        Ok(v) => (v, started.elapsed()),
+        Err(_) => panic!("{what} did not end within 90 s"),
+    }
+}
+
+fn assert_clean_failure(what: &str, err: &storage_core::Error) {
+    let text = err.to_string();
+    eprintln!("{what}: exit {}: {text}", err.exit_code());
+    assert_eq!(err.exit_code(), 1, "{what}: {text}");
+    assert!(
+        !text.contains('\n') && text.starts_with(LABEL),
+        "{what}: {text}"
+    );
+}
+
+/// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
+/// the previous version, and gc leaves a sound store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
+    let rig = FaultRig::new("faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(30)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure("put under resets", &put.unwrap_err());
+    eprintln!("put failed under resets in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get cut by resets 2 MiB into the download fails cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(30)
+            .get_directory(&at, &parent.join("dest"), &GetOptions::default()),
+    )
+    .await;
+    assert_clean_failure("get under resets", &got.unwrap_err());
+    eprintln!("get failed under resets in {took:?}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// With a 3 s timeout, a put whose connection stalls 1 MiB up fails cleanly in bounded time
+/// and the previous version stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
+    let rig = FaultRig::new("faults-stall").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Stall, 1 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(3)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
+    assert_clean_failure("put over a stalled connection", &put.unwrap_err());
+    eprintln!("put failed over a stall in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
+}

@@ -1,0 +1,487 @@
+//! Read-only HTTP(S): a folder served by any web server as an `object_store::ObjectStore`
+//! that only reads. A package is read with plain GETs (HEAD, manifest, package; a ranged read
+//! is sliced locally when the server ignores `Range`); a files layout is found through the
+//! server's directory listing (the links of an autoindex page, as python's http.server,
+//! nginx and Apache write them), each file's size from a HEAD request. Every write is refused
+//! as unsupported.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use reqwest::StatusCode;
+
+const STORE: &str = "HTTP";
+/// Folders listed, or files sized, at once.
+const FAN_OUT: usize = 8;
+
+pub(crate) struct HttpStore {
+    client: reqwest::Client,
+    /// The folder's URL, ending in `/`.
+    base: url::Url,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl HttpStore {
+    pub(crate) fn new(
+        base: url::Url,
+        username: Option<String>,
+        password: Option<String>,
+        timeout: std::time::Duration,
+    ) -> object_store::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| generic(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpStore {
+            client,
+            base,
+            username,
+            password,
+        })
+    }
+
+    fn url(&self, key: &str, folder: bool) -> url::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty();
+            segs.extend(key.split('/').filter(|s| !s.is_empty()));
+            if folder {
+                segs.push("");
+            }
+        }
+        url
+    }
+
+    fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, url);
+        match &self.username {
+            Some(user) => req.basic_auth(user, self.password.as_deref()),
+            None => req,
+        }
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        key: &str,
+    ) -> object_store::Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| generic(format!("{}: {}", self.shown(key), e.without_url())))?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(object_store::Error::NotFound {
+                path: key.to_string(),
+                source: format!("{}: 404 Not Found", self.shown(key)).into(),
+            }),
+            StatusCode::UNAUTHORIZED => Err(object_store::Error::Unauthenticated {
+                path: key.to_string(),
+                source: format!("{}: 401 Unauthorized", self.shown(key)).into(),
+            }),
+            StatusCode::FORBIDDEN => Err(object_store::Error::PermissionDenied {
+                path: key.to_string(),
+                source: format!("{}: 403 Forbidden", self.shown(key)).into(),
+            }),
+            s => Err(generic(format!("{}: HTTP {s}", self.shown(key)))),
+        }
+    }
+
+    /// The URL of `key` as messages show it (without credentials).
+    fn shown(&self, key: &str) -> String {
+        let mut url = self.url(key, false);
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        url.to_string()
+    }
+
+    /// Size and dates of `key` from a HEAD request.
+    async fn head_meta(&self, key: &str) -> object_store::Result<ObjectMeta> {
+        let resp = self
+            .send(
+                self.request(reqwest::Method::HEAD, self.url(key, false)),
+                key,
+            )
+            .await?;
+        Ok(meta_of(key, &resp, None))
+    }
+
+    /// Names linked from the listing page of folder `dir` (a key): `(key, is_folder)`.
+    async fn list_dir(&self, dir: &str) -> object_store::Result<Vec<(String, bool)>> {
+        let req = self.request(reqwest::Method::GET, self.url(dir, true));
+        let page = match self.send(req, dir).await {
+            Ok(resp) => resp
+                .text()
+                .await
+                .map_err(|e| generic(format!("{}: {}", self.shown(dir), e.without_url())))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names: Vec<(String, bool)> = listed_links(&page)
+            .into_iter()
+            .map(|(name, folder)| {
+                let key = match dir {
+                    "" => name,
+                    d => format!("{d}/{name}"),
+                };
+                (key, folder)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Every file below folder `dir`, sized by HEAD requests.
+    async fn walk(&self, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
+        let mut files = Vec::new();
+        let mut level = vec![dir];
+        while !level.is_empty() {
+            let listed: Vec<Vec<(String, bool)>> = stream::iter(level)
+                .map(|d| async move { self.list_dir(&d).await })
+                .buffer_unordered(FAN_OUT)
+                .try_collect()
+                .await?;
+            level = Vec::new();
+            for (key, folder) in listed.into_iter().flatten() {
+                if folder {
+                    level.push(key);
+                } else {
+                    files.push(key);
+                }
+            }
+        }
+        let mut metas: Vec<ObjectMeta> = stream::iter(files)
+            .map(|key| async move { self.head_meta(&key).await })
+            .buffer_unordered(FAN_OUT)
+            .try_collect()
+            .await?;
+        metas.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(metas)
+    }
+}
+
+/// Relative links of an autoindex page: `(name, is_folder)`. Links that leave the folder,
+/// carry a query or a fragment, or name another host are not entries.
+fn listed_links(page: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for part in page.split("href=").skip(1) {
+        let Some(quote) = part.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let Some(raw) = part[1..].split(quote).next() else {
+            continue;
+        };
+        let raw = raw.replace("&amp;", "&");
+        if raw.is_empty()
+            || raw.starts_with('/')
+            || raw.starts_with('.') && (raw.starts_with("./") || raw.starts_with("../"))
+            || raw.contains(['?', '#', ':'])
+        {
+            continue;
+        }
+        let folder = raw.ends_with('/');
+        let trimmed = raw.trim_end_matches('/');
+        if trimmed.contains('/') {
+            continue;
+        }
+        let name: String =
+            url::form_urlencoded::parse(format!("x={}", trimmed.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+        if !name.is_empty() && name != "." && name != ".." {
+            out.push((name, folder));
+        }
+    }
+    out
+}
+
+fn meta_of(key: &str, resp: &reqwest::Response, size: Option<u64>) -> ObjectMeta {
+    let headers = resp.headers();
+    let header = |name: reqwest::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let last_modified = header(reqwest::header::LAST_MODIFIED)
+        .and_then(|d| chrono::DateTime::parse_from_rfc2822(&d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let size = size
+        .or_else(|| header(reqwest::header::CONTENT_LENGTH).and_then(|l| l.parse().ok()))
+        .unwrap_or(0);
+    ObjectMeta {
+        location: Path::parse(key).unwrap_or_else(|_| Path::from_iter(key.split('/'))),
+        last_modified,
+        size,
+        e_tag: header(reqwest::header::ETAG),
+        version: None,
+    }
+}
+
+fn generic(message: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: message.into(),
+    }
+}
+
+fn read_only(key: &str) -> object_store::Error {
+    object_store::Error::NotSupported {
+        source: format!("{key}: an http(s):// remote file system is read-only").into(),
+    }
+}
+
+impl fmt::Debug for HttpStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpStore")
+            .field("base", &self.shown(""))
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for HttpStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP({})", self.shown(""))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for HttpStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        _payload: PutPayload,
+        _opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        Err(read_only(location.as_ref()))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        Err(read_only(location.as_ref()))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let key = location.as_ref().to_string();
+        if options.head {
+            let meta = self.head_meta(&key).await?;
+            options.check_preconditions(&meta)?;
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(stream::empty().boxed()),
+                range: 0..meta.size,
+                meta,
+                attributes: Attributes::default(),
+                extensions: Default::default(),
+            });
+        }
+        let mut req = self.request(reqwest::Method::GET, self.url(&key, false));
+        if let Some(object_store::GetRange::Bounded(r)) = &options.range {
+            req = req.header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", r.start, r.end.saturating_sub(1)),
+            );
+        }
+        let resp = self.send(req, &key).await?;
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let total = if partial {
+            // `Content-Range: bytes a-b/total`
+            resp.headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|t| t.parse().ok())
+        } else {
+            resp.content_length()
+        };
+        let Some(total) = total else {
+            // No length: read it all to know the size.
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| generic(format!("{}: {}", self.shown(&key), e.without_url())))?;
+            return whole_body(&key, body, options);
+        };
+        let meta = meta_of(&key, &resp, Some(total));
+        options.check_preconditions(&meta)?;
+        let range = match &options.range {
+            Some(r) => r
+                .as_range(total)
+                .map_err(|e| object_store::Error::Generic {
+                    store: STORE,
+                    source: Box::new(e),
+                })?,
+            None => 0..total,
+        };
+        // Where the body starts in the object, and which of its bytes are wanted.
+        let (skip, take) = if partial {
+            (0, range.end - range.start)
+        } else {
+            (range.start, range.end - range.start)
+        };
+        let shown = self.shown(&key);
+        let body = stream::try_unfold((resp, skip, take), move |(mut resp, mut skip, mut take)| {
+            let shown = shown.clone();
+            async move {
+                loop {
+                    if take == 0 {
+                        return Ok(None);
+                    }
+                    let Some(mut chunk) = resp
+                        .chunk()
+                        .await
+                        .map_err(|e| generic(format!("{shown}: {}", e.without_url())))?
+                    else {
+                        return Err(generic(format!("{shown}: the body ended early")));
+                    };
+                    let drop_front = skip.min(chunk.len() as u64);
+                    skip -= drop_front;
+                    let chunk = chunk.split_off(drop_front as usize);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let keep = take.min(chunk.len() as u64);
+                    take -= keep;
+                    let out: Bytes = chunk.slice(..keep as usize);
+                    return Ok(Some((out, (resp, skip, take))));
+                }
+            }
+        });
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(body.boxed()),
+            range,
+            meta,
+            attributes: Attributes::default(),
+            extensions: Default::default(),
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        locations
+            .map(|l| l.and_then(|l| Err(read_only(l.as_ref()))))
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
+        let me = HttpStore {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+        };
+        stream::once(async move { me.walk(dir).await })
+            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
+        let mut out = ListResult {
+            common_prefixes: Vec::new(),
+            objects: Vec::new(),
+            extensions: Default::default(),
+        };
+        let mut files = Vec::new();
+        for (key, folder) in self.list_dir(&dir).await? {
+            if folder {
+                out.common_prefixes.push(Path::from_iter(key.split('/')));
+            } else {
+                files.push(key);
+            }
+        }
+        out.objects = stream::iter(files)
+            .map(|key| async move { self.head_meta(&key).await })
+            .buffered(FAN_OUT)
+            .try_collect()
+            .await?;
+        Ok(out)
+    }
+
+    async fn copy_opts(
+        &self,
+        _from: &Path,
+        to: &Path,
+        _options: CopyOptions,
+    ) -> object_store::Result<()> {
+        Err(read_only(to.as_ref()))
+    }
+}
+
+/// A result from a body read whole (a server that sent no length).
+fn whole_body(key: &str, body: Bytes, options: GetOptions) -> object_store::Result<GetResult> {
+    let meta = ObjectMeta {
+        location: Path::parse(key).unwrap_or_else(|_| Path::from_iter(key.split('/'))),
+        last_modified: Default::default(),
+        size: body.len() as u64,
+        e_tag: None,
+        version: None,
+    };
+    let range = match &options.range {
+        Some(r) => r
+            .as_range(meta.size)
+            .map_err(|e| object_store::Error::Generic {
+                store: STORE,
+                source: Box::new(e),
+            })?,
+        None => 0..meta.size,
+    };
+    let data = body.slice(range.start as usize..range.end as usize);
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(stream::once(async move { Ok(data) }).boxed()),
+        range,
+        meta,
+        attributes: Attributes::default(),
+        extensions: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoindex_links_are_entries_and_the_rest_is_not() {
+        let page = r#"<ul>
+<li><a href=".blocks/">.blocks/</a></li>
+<li><a href="flow.py">flow.py</a></li>
+<li><a href="odd%20name%2B.txt">odd name+.txt</a></li>
+<li><a href="../">up</a></li>
+<li><a href="/abs">abs</a></li>
+<li><a href="?C=N;O=D">sort</a></li>
+<li><a href="http://elsewhere/x">x</a></li>
+</ul>"#;
+        assert_eq!(
+            listed_links(page),
+            [
+                (".blocks".to_string(), true),
+                ("flow.py".to_string(), false),
+                ("odd name+.txt".to_string(), false),
+            ]
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The folder on the SFTP server and the file operations the store is built from: stat,
+//! listing, temporary files committed by rename under a per-key lock, deletion that prunes
+//! emptied folders, and the sweep of leftovers.
+//!
+//! SFTP v3 gives only whole-second modification times and no inode numbers, so an ETag of
+//! size and mtime alone could repeat when a small file (HEAD) is replaced twice within a
+//! second. Every commit therefore runs under the key's lock and stamps the new file with an
+//! mtime one second past the old file's: successive contents of a key never share an ETag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use object_store::path::Path;
+use object_store::{ObjectMeta, PutMode};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+
+use super::session::{Conn, Session, generic, status, store_error};
+
+const TEMP_MARK: &str = ".~tmp-";
+const LOCK_MARK: &str = ".~lock-";
+/// How long a writer waits for another writer's lock on the same key.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// A lock this old belongs to a writer that died (a commit holds it for milliseconds).
+const LOCK_STALE: Duration = Duration::from_secs(30);
+
+/// The server folder a store works in, and the connection to it.
+pub(crate) struct Remote {
+    pub session: Session,
+    /// Absolute, relative to the login folder, or empty for the login folder.
+    root: String,
+}
+
+/// One listed file or folder.
+pub(crate) struct Entry {
+    pub key: String,
+    pub attrs: FileAttributes,
+}
+
+impl Remote {
+    pub(crate) fn new(session: Session, root: String) -> Self {
+        Remote { session, root }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let root = match self.root.as_str() {
+            "" => "~",
+            r => r,
+        };
+        format!(
+            "sftp://{}@{}{root}",
+            self.session.login.username,
+            self.session.login.server()
+        )
+    }
+
+    /// The server path of a key (or of a folder key; `""` is the root).
+    pub(crate) fn full(&self, key: &str) -> String {
+        match (self.root.as_str(), key) {
+            ("", "") => ".".into(),
+            ("", k) => k.into(),
+            (r, "") => r.into(),
+            ("/", k) => format!("/{k}"),
+            (r, k) => format!("{r}/{k}"),
+        }
+    }
+
+    /// Runs one SFTP request on the live connection; a broken connection is dropped so the
+    /// next request makes a new one.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        key: &str,
+        op: F,
+    ) -> object_store::Result<T>
+    where
+        F: FnOnce(Arc<Conn>) -> Fut,
+        Fut: Future<Output = Result<T, SftpError>>,
+    {
+        let conn = self.session.conn().await?;
+        match op(conn.clone()).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if super::session::breaks_connection(&e) {
+                    self.session.reset(&conn).await;
+                }
+                Err(store_error(what, key, e))
+            }
+        }
+    }
+
+    /// The attributes of `key`, or `None` when nothing is there.
+    pub(crate) async fn stat(&self, key: &str) -> object_store::Result<Option<FileAttributes>> {
+        let full = self.full(key);
+        match self
+            .call("stat", key, |c| async move { c.sftp.stat(full).await })
+            .await
+        {
+            Ok(a) => Ok(Some(a.attrs)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries of folder `dir` (a key; `""` is the root), bookkeeping files included;
+    /// `None` when the folder does not exist.
+    pub(crate) async fn list_dir(&self, dir: &str) -> object_store::Result<Option<Vec<Entry>>> {
+        let full = self.full(dir);
+        let listed = self
+            .call("listing", dir, |c| async move {
+                let handle = c.sftp.opendir(full).await?.handle;
+                let mut files = Vec::new();
+                let result = loop {
+                    match c.sftp.readdir(handle.clone()).await {
+                        Ok(name) => files.extend(name.files),
+                        Err(e) if status(&e) == Some(StatusCode::Eof) => break Ok(files),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let _ = c.sftp.close(handle).await;
+                result
+            })
+            .await;
+        let files = match listed {
+            Ok(files) => files,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(
+            files
+                .into_iter()
+                .filter(|f| f.filename != "." && f.filename != "..")
+                .map(|f| Entry {
+                    key: child(dir, &f.filename),
+                    attrs: f.attrs,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Makes the folders of `dir` (a key) that are missing, the block's own folder
+    /// included, from the top down. Called only when a create found no folder.
+    pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        let mut paths = Vec::new();
+        let mut at = if self.root.starts_with('/') {
+            String::from("/")
+        } else {
+            String::new()
+        };
+        for seg in self.root.split('/').chain(dir.split('/')) {
+            if seg.is_empty() {
+                continue;
+            }
+            if !at.is_empty() && !at.ends_with('/') {
+                at.push('/');
+            }
+            at.push_str(seg);
+            paths.push(at.clone());
+        }
+        for full in paths {
+            let target = full.clone();
+            let made = self
+                .call("making folder", &full, |c| async move {
+                    c.sftp.mkdir(target, FileAttributes::default()).await
+                })
+                .await;
+            if made.is_err() {
+                let probe = full.clone();
+                let is_dir = self
+                    .call("stat", &full, |c| async move { c.sftp.stat(probe).await })
+                    .await
+                    .is_ok_and(|a| a.attrs.is_dir());
+                if !is_dir {
+                    return made.map(drop);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `key` exclusively and returns its handle, making its folders when missing.
+    pub(crate) async fn create_new(&self, key: &str) -> object_store::Result<(Arc<Conn>, String)> {
+        let mut made_dirs = false;
+        loop {
+            let full = self.full(key);
+            let conn = self.session.conn().await?;
+            let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+            match conn.sftp.open(full, flags, FileAttributes::default()).await {
+                Ok(h) => return Ok((conn, h.handle)),
+                Err(e) if status(&e) == Some(StatusCode::NoSuchFile) && !made_dirs => {
+                    made_dirs = true;
+                    self.make_dirs(parent(key)).await?;
+                }
+                Err(e) => {
+                    if super::session::breaks_connection(&e) {
+                        self.session.reset(&conn).await;
+                    }
+                    return Err(store_error("creating", key, e));
+                }
+            }
+        }
+    }
+
+    /// Removes `key` (a missing file is fine).
+    pub(crate) async fn remove(&self, key: &str) -> object_store::Result<()> {
+        let full = self.full(key);
+        match self
+            .call(
+                "deleting",
+                key,
+                |c| async move { c.sftp.remove(full).await },
+            )
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `key` under its lock, then the folders above it that this emptied.
+    pub(crate) async fn delete(&self, key: &str) -> object_store::Result<()> {
+        let lock = self.lock(key).await?;
+        let removed = self.remove(key).await;
+        self.unlock(&lock).await;
+        removed?;
+        let mut dir = parent(key);
+        while !dir.is_empty() {
+            let full = self.full(dir);
+            let gone = self
+                .call("removing folder", dir, |c| async move {
+                    c.sftp.rmdir(full).await
+                })
+                .await;
+            if gone.is_err() {
+                break;
+            }
+            dir = parent(dir);
+        }
+        Ok(())
+    }
+
+    /// Moves the finished temporary file `temp` to `key` if `mode` allows, under `key`'s
+    /// lock; returns the new file's ETag. The temporary file is gone afterwards either way.
+    pub(crate) async fn commit(
+        &self,
+        temp: &str,
+        key: &str,
+        mode: PutMode,
+    ) -> object_store::Result<String> {
+        let result = match self.lock(key).await {
+            Ok(lock) => {
+                let done = self.commit_locked(temp, key, mode).await;
+                self.unlock(&lock).await;
+                done
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = self.remove(temp).await;
+        }
+        result
+    }
+
+    async fn commit_locked(
+        &self,
+        temp: &str,
+        key: &str,
+        mode: PutMode,
+    ) -> object_store::Result<String> {
+        let current = self.stat(key).await?;
+        match (&mode, &current) {
+            (PutMode::Overwrite, _) | (PutMode::Create, None) => {}
+            (PutMode::Create, Some(_)) => {
+                return Err(object_store::Error::AlreadyExists {
+                    path: key.to_string(),
+                    source: format!("{key} already exists").into(),
+                });
+            }
+            (PutMode::Update(want), Some(attrs))
+                if want.e_tag.as_deref() == Some(&e_tag(attrs)) => {}
+            (PutMode::Update(_), _) => {
+                return Err(object_store::Error::Precondition {
+                    path: key.to_string(),
+                    source: format!("{key} changed since it was read").into(),
+                });
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(u64::from(u32::MAX)) as u32;
+        let stamp = match current.as_ref().and_then(|a| a.mtime) {
+            Some(old) => now.max(old.saturating_add(1)),
+            None => now,
+        };
+        let full_temp = self.full(temp);
+        let attrs = FileAttributes {
+            atime: Some(stamp),
+            mtime: Some(stamp),
+            ..FileAttributes::default()
+        };
+        let stamped = self
+            .call("stamping", temp, |c| async move {
+                c.sftp.setstat(full_temp, attrs).await
+            })
+            .await?;
+        drop(stamped);
+        self.rename_over(temp, key).await?;
+        let attrs = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| generic(format!("{key} is missing right after it was written")))?;
+        Ok(e_tag(&attrs))
+    }
+
+    /// Renames `from` over `to` in one step (OpenSSH's `posix-rename@openssh.com`; plain
+    /// SFTP rename refuses an existing target).
+    async fn rename_over(&self, from: &str, to: &str) -> object_store::Result<()> {
+        let (old, new) = (self.full(from), self.full(to));
+        let mut data = Vec::with_capacity(8 + old.len() + new.len());
+        for s in [&old, &new] {
+            data.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            data.extend_from_slice(s.as_bytes());
+        }
+        let reply = self
+            .call("renaming", to, |c| async move {
+                c.sftp.extended("posix-rename@openssh.com", data).await
+            })
+            .await?;
+        match reply {
+            Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+            Packet::Status(s) if s.status_code == StatusCode::OpUnsupported => Err(generic(
+                format!("the server has no atomic rename (posix-rename@openssh.com) for {to}"),
+            )),
+            Packet::Status(s) => Err(store_error("renaming", to, SftpError::Status(s))),
+            _ => Err(generic(format!("renaming {to}: unexpected reply"))),
+        }
+    }
+
+    /// Takes `key`'s lock: a file beside it created exclusively. A lock older than
+    /// [`LOCK_STALE`] was left by a writer that died and is broken.
+    async fn lock(&self, key: &str) -> object_store::Result<String> {
+        let lock = beside(key, LOCK_MARK, "");
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.create_new(&lock).await {
+                Ok((conn, handle)) => {
+                    let _ = conn.sftp.close(handle).await;
+                    return Ok(lock);
+                }
+                Err(object_store::Error::Generic { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            // Exists (SFTP v3 says only "failure"): break it if stale, else wait.
+            if let Some(attrs) = self.stat(&lock).await?
+                && let Some(mtime) = attrs.mtime
+                && SystemTime::now()
+                    .duration_since(UNIX_EPOCH + Duration::from_secs(mtime.into()))
+                    .is_ok_and(|age| age > LOCK_STALE)
+            {
+                self.remove(&lock).await?;
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(generic(format!(
+                    "{key} stayed locked by another writer for {} s",
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    async fn unlock(&self, lock: &str) {
+        let _ = self.remove(lock).await;
+    }
+
+    /// Removes temporary files under `dir` older than `older_than`; returns how many.
+    pub(crate) async fn sweep_temps(
+        &self,
+        dir: &str,
+        older_than: SystemTime,
+    ) -> object_store::Result<u64> {
+        let mut removed = 0;
+        let mut level = vec![dir.to_string()];
+        while let Some(d) = level.pop() {
+            for e in self.list_dir(&d).await?.into_iter().flatten() {
+                let name = e.key.rsplit('/').next().unwrap_or_default();
+                if e.attrs.is_dir() {
+                    level.push(e.key);
+                } else if name.starts_with(TEMP_MARK)
+                    && e.attrs
+                        .mtime
+                        .is_some_and(|m| UNIX_EPOCH + Duration::from_secs(m.into()) < older_than)
+                {
+                    self.remove(&e.key).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A fresh temporary name beside `key`.
+pub(crate) fn temp_for(key: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("-{}-{n}-{nanos:08x}", std::process::id());
+    beside(key, TEMP_MARK, &tag)
+}
+
+/// `<dir>/<mark><name><tag>`, with the name shortened so the whole stays a legal file name.
+fn beside(key: &str, mark: &str, tag: &str) -> String {
+    let (dir, name) = match key.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", key),
+    };
+    let room = 255usize.saturating_sub(mark.len() + tag.len());
+    let mut cut = name.len().min(room);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    child(dir, &format!("{mark}{}{tag}", &name[..cut]))
+}
+
+/// Temporary and lock files: this store's own, never objects.
+pub(crate) fn is_bookkeeping(name: &str) -> bool {
+    name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
+}
+
+pub(crate) fn child(dir: &str, name: &str) -> String {
+    match dir {
+        "" => name.to_string(),
+        d => format!("{d}/{name}"),
+    }
+}
+
+pub(crate) fn parent(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+pub(crate) fn e_tag(attrs: &FileAttributes) -> String {
+    format!(
+        "{:x}-{:x}",
+        attrs.size.unwrap_or(0),
+        attrs.mtime.unwrap_or(0)
+    )
+}
+
+pub(crate) fn meta(key: &str, attrs: &FileAttributes) -> ObjectMeta {
+    let secs = i64::from(attrs.mtime.unwrap_or(0));
+    ObjectMeta {
+        location: Path::parse(key).unwrap_or_else(|_| Path::from_iter(key.split('/'))),
+        last_modified: chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+        size: attrs.size.unwrap_or(0),
+        e_tag: Some(e_tag(attrs)),
+        version: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_files_sit_beside_their_key_and_are_recognized() {
+        let t = temp_for("a/b/HEAD");
+        assert!(t.starts_with("a/b/.~tmp-HEAD-"), "{t}");
+        assert_eq!(beside("a/b/HEAD", LOCK_MARK, ""), "a/b/.~lock-HEAD");
+        assert!(is_bookkeeping(".~lock-HEAD") && is_bookkeeping(t.rsplit('/').next().unwrap()));
+        assert!(!is_bookkeeping("HEAD"));
+        let long = "x".repeat(255);
+        assert!(temp_for(&long).len() <= 255);
+    }
+}
