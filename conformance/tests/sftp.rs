@@ -256,25 +256,29 @@ async fn the_sftp_cli_sees_exactly_the_files_layout_and_reads_a_package() {
     );
     assert!(!dir.join("deep").exists());
 
-    // A package put over SFTP is an ordinary .tar.zst that sftp fetches and tar reads.
+    // A package put over SFTP is frames that sftp fetches and, in order, tar reads.
     let at = BlockPath::parse("package-seen").unwrap();
     let report = block
         .put_directory(src.path(), &at, &PutOptions::default())
         .await
         .unwrap();
     let version = report.version.unwrap();
-    let package = copy.path().join("p.tar.zst");
-    sshd.sftp(&format!(
-        "get \"{}\" \"{}\"\n",
-        sshd.data_dir
-            .join(format!(
-                "cli/package-seen/.blocks/packages/{version}.tar.zst"
-            ))
-            .display(),
-        package.display()
-    ))
-    .unwrap();
-    let tar = zstd::decode_all(std::fs::File::open(&package).unwrap()).unwrap();
+    let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+    let mut package = Vec::new();
+    for (i, frame) in manifest.frames.iter().enumerate() {
+        let sha = frame.sha256.as_deref().unwrap();
+        let local = copy.path().join(format!("frame-{i}.zst"));
+        sshd.sftp(&format!(
+            "get \"{}\" \"{}\"\n",
+            sshd.data_dir
+                .join(format!("cli/package-seen/.blocks/frames/{sha}.zst"))
+                .display(),
+            local.display()
+        ))
+        .unwrap();
+        package.extend(std::fs::read(&local).unwrap());
+    }
+    let tar = zstd::decode_all(&package[..]).unwrap();
     let mut names: Vec<String> = tar::Archive::new(&tar[..])
         .entries()
         .unwrap()
