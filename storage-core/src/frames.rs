@@ -168,12 +168,15 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ContentCuts<F> {
     }
 }
 
-/// A frame ready to store: its compressed bytes, their sha256, and its uncompressed size.
+/// A frame ready to store: its compressed bytes (empty when the store holds them already),
+/// their sha256 and length, its uncompressed size and the sha256 of its uncompressed bytes.
 #[derive(Debug, Clone)]
 pub struct SealedFrame {
     pub sha256: String,
     pub data: bytes::Bytes,
+    pub length: u64,
     pub uncompressed: u64,
+    pub raw_sha256: String,
 }
 
 /// Compresses one frame (deterministically: one zstd frame at [`FRAME_LEVEL`], one thread).
@@ -181,8 +184,10 @@ pub fn seal(frame: &[u8]) -> io::Result<SealedFrame> {
     let data = zstd::bulk::compress(frame, FRAME_LEVEL)?;
     Ok(SealedFrame {
         sha256: hex::encode(Sha256::digest(&data)),
+        length: data.len() as u64,
         data: data.into(),
         uncompressed: frame.len() as u64,
+        raw_sha256: frame_hash(frame),
     })
 }
 

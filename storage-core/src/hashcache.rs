@@ -248,6 +248,61 @@ impl UploadLedger {
     }
 }
 
+/// What format-2 puts from here compressed before, per slug: the sha256 of a frame's
+/// uncompressed bytes → the sha256 and length of its compressed bytes. A re-put finds an
+/// unchanged frame by hashing it (cheap) instead of compressing it again (not), and trusts
+/// the entry only when the store still lists that compressed frame.
+pub struct FrameLedger {
+    file: Option<PathBuf>,
+    slug: String,
+    old: HashMap<String, (String, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FrameLedgerOnDisk {
+    format: u32,
+    slug: String,
+    frames: HashMap<String, (String, u64)>,
+}
+
+impl FrameLedger {
+    pub fn open(slug: &str) -> FrameLedger {
+        let file = cache_file("frames-ledger", slug.as_bytes());
+        let old = read_json::<FrameLedgerOnDisk>(file.as_deref())
+            .filter(|d| d.format == FORMAT && d.slug == slug)
+            .map(|d| d.frames)
+            .unwrap_or_default();
+        FrameLedger {
+            file,
+            slug: slug.to_string(),
+            old,
+        }
+    }
+
+    /// The compressed frame's sha256 and length recorded for uncompressed bytes `raw_sha256`.
+    pub fn get(&self, raw_sha256: &str) -> Option<(&str, u64)> {
+        self.old
+            .get(raw_sha256)
+            .map(|(sha, len)| (sha.as_str(), *len))
+    }
+
+    /// Replaces the ledger with `frames` (uncompressed sha256, compressed sha256, length).
+    pub fn save(&self, frames: impl Iterator<Item = (String, String, u64)>) {
+        let Some(file) = &self.file else { return };
+        let frames: HashMap<String, (String, u64)> =
+            frames.map(|(raw, sha, len)| (raw, (sha, len))).collect();
+        if frames == self.old {
+            return;
+        }
+        let doc = FrameLedgerOnDisk {
+            format: FORMAT,
+            slug: self.slug.clone(),
+            frames,
+        };
+        let _ = write_atomically(file, &doc);
+    }
+}
+
 /// ETags as the same object's: stores quote them in some answers and not in others.
 pub fn same_etag(a: &str, b: &str) -> bool {
     let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();

@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::framecache::{FrameCache, FrameCounts};
 use crate::frames::{ContentCuts, SealedFrame, frame_hash, seal};
+use crate::hashcache::FrameLedger;
 use crate::manifest::{FRAMES_FORMAT, Frame};
 use crate::pack::pack_entries;
 use crate::tree::SourceEntry;
@@ -247,11 +248,30 @@ impl ObjectStoreBlock {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let uploaded = AtomicU64::new(0);
         let uploaded_bytes = AtomicU64::new(0);
+        // A frame compressed by an earlier put from here, whose compressed form the store
+        // still lists, is found by hashing it rather than compressed again.
+        let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
+        let reusable: Arc<HashSet<String>> = Arc::new(known.clone());
         let sealed = tokio_stream_of(rx)
-            .map(|raw| async move {
-                tokio::task::spawn_blocking(move || seal(&raw))
+            .map(|raw| {
+                let (ledger, reusable) = (ledger.clone(), reusable.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let raw_sha256 = frame_hash(&raw);
+                        match ledger.get(&raw_sha256) {
+                            Some((sha, length)) if reusable.contains(sha) => Ok(SealedFrame {
+                                sha256: sha.to_string(),
+                                data: Bytes::new(),
+                                length,
+                                uncompressed: raw.len() as u64,
+                                raw_sha256,
+                            }),
+                            _ => seal(&raw),
+                        }
+                    })
                     .await?
                     .map_err(|e| Error::io("compressing a frame", e))
+                }
             })
             .buffered(workers)
             .map_ok(|frame: SealedFrame| {
@@ -259,7 +279,7 @@ impl ObjectStoreBlock {
                 async move {
                     if !known.contains(&frame.sha256) {
                         let key = self.frame_key(to, &frame.sha256)?;
-                        let len = frame.data.len() as u64;
+                        let len = frame.length;
                         self.store
                             .put(&key, frame.data.clone().into())
                             .await
@@ -267,7 +287,12 @@ impl ObjectStoreBlock {
                         uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         uploaded_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Ok::<_, Error>((frame.sha256, frame.data.len() as u64, frame.uncompressed))
+                    Ok::<_, Error>((
+                        frame.sha256,
+                        frame.length,
+                        frame.uncompressed,
+                        frame.raw_sha256,
+                    ))
                 }
             })
             .try_buffered(IN_FLIGHT)
@@ -280,9 +305,14 @@ impl ObjectStoreBlock {
             // closed channel the uploader then sees, and the other way round.
             (_, Err(e)) | (Err(e), _) => return Err(e),
         };
+        ledger.save(
+            sealed
+                .iter()
+                .map(|(sha, len, _, raw)| (raw.clone(), sha.clone(), *len)),
+        );
         let mut frames = Vec::with_capacity(sealed.len());
         let (mut offset, mut uncompressed_offset) = (0u64, 0u64);
-        for (sha256, length, uncompressed_length) in sealed {
+        for (sha256, length, uncompressed_length, _) in sealed {
             frames.push(Frame {
                 offset,
                 length,
