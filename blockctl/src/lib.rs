@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use storage_blocks::{
     BlockId, BlockPath, BlockSlug, BlockType, DeleteOptions, Error, GetMode, GetOptions, Layout,
-    PutOptions, Registry, Result, VersionPrecondition, type_spec, type_specs,
+    PutOptions, Registry, Result, VersionPrecondition, prefect, type_spec, type_specs,
 };
 
 use output::{Out, Progress};
@@ -88,6 +88,18 @@ enum BlockCommand {
     Rm { id: String },
     /// Reach the storage and check the credentials.
     Check { id: String },
+    /// Import the storage blocks saved on a Prefect server, secrets included.
+    ImportPrefect {
+        /// The server's API (default: PREFECT_API_URL, else the active Prefect profile's).
+        #[arg(long, value_name = "URL")]
+        api_url: Option<String>,
+        /// Replace blocks already in the registry.
+        #[arg(long)]
+        overwrite: bool,
+        /// Show what would be imported, save nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -259,6 +271,19 @@ async fn block_command(cmd: BlockCommand, out: &Out) -> Result<()> {
             let block = registry.open_block(&id)?;
             block.check().await?;
             out.checked(&id);
+        }
+        BlockCommand::ImportPrefect {
+            api_url,
+            overwrite,
+            dry_run,
+        } => {
+            let (env_url, api_key) = prefect::api_settings();
+            let api_url = api_url.or(env_url).ok_or_else(|| {
+                Error::Usage("no Prefect API URL: pass --api-url or set PREFECT_API_URL".into())
+            })?;
+            let blocks = prefect::fetch_blocks(&api_url, api_key.as_deref()).await?;
+            let report = prefect::import_blocks(&mut registry, &blocks, overwrite, dry_run)?;
+            out.imported(&report, dry_run);
         }
     }
     Ok(())
