@@ -69,6 +69,8 @@ pub fn api_settings() -> (Option<String>, Option<String>) {
 pub async fn fetch_blocks(api_url: &str, api_key: Option<&str>) -> Result<Vec<PrefectBlock>> {
     const PAGE: usize = 200;
     let url = format!("{}/block_documents/filter", api_url.trim_end_matches('/'));
+    // A URL may carry `user:password@`; messages show it without.
+    let shown = crate::secret::redact(&url);
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .build()
@@ -89,7 +91,7 @@ pub async fn fetch_blocks(api_url: &str, api_key: Option<&str>) -> Result<Vec<Pr
             let (user, password) = auth.split_once(':').unwrap_or((&auth, ""));
             req = req.basic_auth(user, Some(password));
         }
-        let failed = |what: String| Error::Backend(format!("Prefect API {url}: {what}"));
+        let failed = |what: String| Error::Backend(format!("Prefect API {shown}: {what}"));
         let resp = req
             .send()
             .await
@@ -97,7 +99,7 @@ pub async fn fetch_blocks(api_url: &str, api_key: Option<&str>) -> Result<Vec<Pr
         let status = resp.status();
         if status == 401 || status == 403 {
             return Err(Error::Auth(format!(
-                "Prefect API {url}: {status} (check PREFECT_API_KEY)"
+                "Prefect API {shown}: {status} (check PREFECT_API_KEY)"
             )));
         }
         if !status.is_success() {
@@ -665,6 +667,21 @@ mod tests {
         assert!(err.contains("Bad_Name"), "{err}");
         let relative = json!({"basepath": "flows"});
         assert!(map_block(&block("local-file-system", "x", relative)).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_reported_without_the_credentials_of_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://admin:SECRET-PW@127.0.0.1:{port}/api");
+        let err = fetch_blocks(&url, Some("SECRET-KEY")).await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.exit_code(), 1);
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
     }
 
     #[test]
