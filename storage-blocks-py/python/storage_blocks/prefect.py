@@ -87,10 +87,13 @@ class BlockStorage:
         return self._base_path / _slug_folder(self._slug)
 
     async def pull_code(self) -> None:
-        """Makes ``destination`` exactly the stored version, swapped in at once."""
+        """Gets the stored version into ``destination``: the first pull renames the
+        verified tree into place; a later one (a serving runner refreshing every
+        ``pull_interval``) overwrites files in place, as Prefect's own storages do, so
+        runs started from the folder never have it swapped from under them."""
         self.destination.parent.mkdir(parents=True, exist_ok=True)
         await aget_directory(
-            self._slug, self.destination, version=self._version, mode="replace"
+            self._slug, self.destination, version=self._version, mode="merge"
         )
 
     def to_pull_step(self) -> Dict[str, Any]:
