@@ -256,7 +256,12 @@ async fn every_write_is_refused_as_unsupported_and_changes_nothing() {
             .await
             .err(),
         ),
-        ("gc", web.gc(&path("etl"), 0).await.err()),
+        (
+            "gc",
+            web.gc(&path("etl"), &storage_core::GcOptions::keep(0))
+                .await
+                .err(),
+        ),
     ];
     for (what, err) in attempts {
         let err = err.unwrap_or_else(|| panic!("{what} succeeded on a read-only block"));

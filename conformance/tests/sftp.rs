@@ -586,7 +586,10 @@ impl FaultRig {
             }
             std::fs::remove_dir_all(&dest).unwrap();
         }
-        direct.gc(&at, 1).await.unwrap();
+        direct
+            .gc(&at, &storage_core::GcOptions::keep(1))
+            .await
+            .unwrap();
         assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
     }
 }
