@@ -363,8 +363,9 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
             let git = case.id.starts_with("git/") || case.id.starts_with("github/");
             let unsupported_by_git =
                 args.contains(&"files") || args.contains(&"gc") || args.contains(&"--version");
-            // A read-only http(s):// block refuses a conditional put before connecting.
-            let read_only = case.id.ends_with("-web") && args.contains(&"--if-version");
+            // A read-only http(s):// block refuses a conditional put and gc before connecting.
+            let read_only = case.id.ends_with("-web")
+                && (args.contains(&"--if-version") || args.contains(&"gc"));
             let allowed: &[i32] = if (git && unsupported_by_git) || read_only {
                 &[2]
             } else if case.id.starts_with("gcs/") {

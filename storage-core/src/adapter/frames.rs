@@ -40,6 +40,9 @@ pub(super) struct Intent {
     renewal: tokio::task::JoinHandle<()>,
 }
 
+/// What the packer reports when the uploader has gone.
+const UPLOAD_STOPPED: &str = "the upload stopped";
+
 /// What a put sent.
 #[derive(Debug, Default)]
 pub(super) struct Sent {
@@ -236,7 +239,7 @@ impl ObjectStoreBlock {
         let packer = tokio::task::spawn_blocking(move || {
             let cuts = ContentCuts::new(|frame| {
                 tx.blocking_send(frame)
-                    .map_err(|_| std::io::Error::other("the upload stopped"))
+                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
             });
             let (placements, cuts) = pack_entries(&entries, cuts, |n| {
                 emit(&progress, ProgressEvent::Advance(n))
@@ -301,8 +304,10 @@ impl ObjectStoreBlock {
         let packed = packer.await.map_err(Error::from).and_then(|r| r);
         let (sealed, placements) = match (sealed, packed) {
             (Ok(s), Ok(p)) => (s, p),
-            // The packer's own failure (a file changed, unreadable) says more than the
-            // closed channel the uploader then sees, and the other way round.
+            // When the upload failed, the packer only saw its channel close: the upload's
+            // error says what happened. Otherwise the packer's own failure (a file changed
+            // or unreadable) is the cause.
+            (Err(up), Err(pack)) if pack.to_string().contains(UPLOAD_STOPPED) => return Err(up),
             (_, Err(e)) | (Err(e), _) => return Err(e),
         };
         ledger.save(

@@ -507,6 +507,12 @@ impl StorageBlock for ObjectStoreBlock {
     }
 
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        if !self.caps.gc {
+            return Err(Error::Unsupported(format!(
+                "{}: gc: this backend cannot drop versions",
+                self.slug(at)
+            )));
+        }
         self.collect(at, opts).await
     }
 
