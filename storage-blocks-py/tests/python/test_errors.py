@@ -129,11 +129,12 @@ def test_auth_error_for_a_refused_key(s3_answering, tmp_path):
 
 
 def test_integrity_error_for_a_corrupted_package(project, tmp_path, blockctl_home):
-    version = sb.put_directory(project, "local/default/etl").version
-    package = blockctl_home / "storage" / "etl" / ".blocks" / "packages" / f"{version}.tar.zst"
-    data = bytearray(package.read_bytes())
+    sb.put_directory(project, "local/default/etl")
+    frames = blockctl_home / "storage" / "etl" / ".blocks" / "frames"
+    frame = max(frames.iterdir(), key=lambda f: f.stat().st_size)
+    data = bytearray(frame.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    package.write_bytes(bytes(data))
+    frame.write_bytes(bytes(data))
     raised(sb.IntegrityError, sb.get_directory, "local/default/etl", tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
