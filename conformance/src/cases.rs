@@ -30,11 +30,11 @@ fn code<T: std::fmt::Debug>(r: Result<T>) -> i32 {
     }
 }
 
-async fn put(s: &Subject, src: &Path, at: &str) -> PutReport {
+pub(crate) async fn put(s: &Subject, src: &Path, at: &str) -> PutReport {
     s.block
         .put_directory(src, &s.path(at), &PutOptions::default())
         .await
-        .expect("put")
+        .unwrap_or_else(|e| panic!("put to {at}: {e}"))
 }
 
 fn get_opts(mode: GetMode) -> GetOptions {

@@ -10,6 +10,7 @@ use storage_core::diff::diff;
 use storage_core::{BlockPath, GcOptions, GetMode, GetOptions, PutOptions, StorageBlock};
 
 use crate::Subject;
+use crate::cases::put;
 use crate::hostile::{read, write};
 use crate::tree::{noise, snapshot, write as write_file};
 
@@ -64,13 +65,6 @@ fn append(root: &Path, rel: &str, extra: &[u8]) {
     let mut data = std::fs::read(root.join(rel)).unwrap();
     data.extend_from_slice(extra);
     std::fs::write(root.join(rel), data).unwrap();
-}
-
-async fn put(s: &Subject, src: &Path, at: &str) -> storage_core::PutReport {
-    s.block
-        .put_directory(src, &s.path(at), &PutOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("put to {at}: {e}"))
 }
 
 fn cached(dir: &Path) -> GetOptions {

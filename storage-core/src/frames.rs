@@ -183,7 +183,7 @@ pub struct SealedFrame {
 pub fn seal(frame: &[u8]) -> io::Result<SealedFrame> {
     let data = zstd::bulk::compress(frame, FRAME_LEVEL)?;
     Ok(SealedFrame {
-        sha256: hex::encode(Sha256::digest(&data)),
+        sha256: frame_hash(&data),
         length: data.len() as u64,
         data: data.into(),
         uncompressed: frame.len() as u64,

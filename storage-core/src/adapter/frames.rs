@@ -189,15 +189,7 @@ impl ObjectStoreBlock {
                 tracing::debug!(missing, attempt, "a gc removed frames this put reused");
                 continue;
             }
-            let records: Vec<_> = entries
-                .iter()
-                .zip(&placements)
-                .map(|(e, &(frame, offset))| ManifestEntry {
-                    frame,
-                    offset,
-                    ..e.record.clone()
-                })
-                .collect();
+            let records = super::package::placed(&entries, &placements);
             let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
             let manifest = PackageManifest {
                 format: FRAMES_FORMAT,

@@ -279,15 +279,7 @@ impl ObjectStoreBlock {
         });
         let key = self.package_key(to, version)?;
         let (layout, _) = self.upload(to, &key, rx, packer, true).await?;
-        let records: Vec<_> = entries
-            .iter()
-            .zip(&layout.placements)
-            .map(|(e, &(frame, offset))| ManifestEntry {
-                frame,
-                offset,
-                ..e.record.clone()
-            })
-            .collect();
+        let records = placed(&entries, &layout.placements);
         let manifest = PackageManifest {
             format: MANIFEST_FORMAT,
             version: version.to_string(),
@@ -514,4 +506,20 @@ impl ObjectStoreBlock {
             .buffered(super::frames::IN_FLIGHT)
             .boxed()
     }
+}
+
+/// The manifest records of `entries`, each with the frame and offset the packer put it at.
+pub(super) fn placed(
+    entries: &[crate::tree::SourceEntry],
+    placements: &[(u32, u64)],
+) -> Vec<ManifestEntry> {
+    entries
+        .iter()
+        .zip(placements)
+        .map(|(e, &(frame, offset))| ManifestEntry {
+            frame,
+            offset,
+            ..e.record.clone()
+        })
+        .collect()
 }
