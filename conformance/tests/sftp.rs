@@ -389,7 +389,7 @@ async fn a_64_mib_package_round_trips() {
     let dest = scratch.path().join("dest");
     let started = Instant::now();
     block
-        .get_directory(&at, &dest, &GetOptions::default())
+        .get_directory(&at, &dest, &uncached())
         .await
         .expect("get 64 MiB");
     let get_secs = started.elapsed().as_secs_f64();
@@ -576,7 +576,7 @@ impl FaultRig {
                 .join(format!("check-{}", &v.version[..12]));
             let opts = GetOptions {
                 version: Some(v.version.clone()),
-                ..GetOptions::default()
+                ..uncached()
             };
             direct.get_directory(&at, &dest, &opts).await.unwrap();
             let got = conformance::tree::snapshot(&dest);
@@ -591,6 +591,15 @@ impl FaultRig {
             .await
             .unwrap();
         assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
+    }
+}
+
+/// Gets here test the network: no frame comes from the agent cache, which tests sharing
+/// this process may have filled with the same frames.
+fn uncached() -> GetOptions {
+    GetOptions {
+        no_cache: true,
+        ..GetOptions::default()
     }
 }
 
@@ -655,7 +664,7 @@ async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
     let (got, took) = within_bound(
         "get",
         rig.proxied(30)
-            .get_directory(&at, &parent.join("dest"), &GetOptions::default()),
+            .get_directory(&at, &parent.join("dest"), &uncached()),
     )
     .await;
     assert_clean_failure("get under resets", &got.unwrap_err());
