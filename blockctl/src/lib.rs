@@ -5,13 +5,14 @@
 //! `blockctl` console script of the Python wheel (through its extension module) are one
 //! program with one behavior.
 
+mod logging;
 mod output;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use storage_blocks::{
     BlockId, BlockPath, BlockSlug, BlockType, DeleteOptions, Error, GcOptions, GetMode, GetOptions,
     Layout, PackageFormat, PutOptions, Registry, Result, VersionPrecondition, prefect, type_spec,
@@ -33,7 +34,7 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Print more detail (timings).
+    /// Print how long each phase took (scan, upload, download...) on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -43,7 +44,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Block types, their fields and capabilities.
-    Types { r#type: Option<String> },
+    Types {
+        /// Only this type (or alias): s3, gcs, azure, git, smb, remote-file-system, local...
+        r#type: Option<String>,
+    },
     /// Create, list, inspect, remove and check saved blocks.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -51,16 +55,27 @@ enum Command {
     Put(PutArgs),
     /// Download SLUG into DIR, verified before anything appears there.
     Get(GetArgs),
-    /// Versions stored at SLUG, newest first.
-    Versions { slug: String },
+    /// Versions stored at SLUG, newest first (`*` marks the current one).
+    Versions {
+        /// Where the versions are: TYPE/NAME[/PATH], e.g. s3/prod-flows/etl.
+        slug: String,
+    },
     /// Files of the current version (or of the mirror) at SLUG.
-    Ls { slug: String },
+    Ls {
+        /// Where the tree is: TYPE/NAME[/PATH].
+        slug: String,
+    },
     /// One file's bytes to stdout: SLUG/FILE.
-    Cat { slug: String },
+    Cat {
+        /// A file of the current version: TYPE/NAME[/PATH]/FILE.
+        slug: String,
+    },
     /// Delete one version, or everything at SLUG.
     Rm {
+        /// What to delete: TYPE/NAME[/PATH].
         slug: String,
-        #[arg(long)]
+        /// Delete only this version (an id or unique prefix; never the current one).
+        #[arg(long, value_name = "V")]
         version: Option<String>,
     },
     /// Drop old versions (keeping the current one and the N newest), the frames no kept
@@ -88,6 +103,12 @@ enum Command {
         #[arg(long, value_name = "V")]
         to: Option<String>,
     },
+    /// Print a completion script for SHELL to stdout, e.g.
+    /// `blockctl completions bash > ~/.local/share/bash-completion/completions/blockctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Write a version as one ordinary .tar.zst to stdout (`| zstd -dc | tar -x`).
     Export {
         /// Where the version is: TYPE/NAME[/PATH].
@@ -109,20 +130,32 @@ fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String
 enum BlockCommand {
     /// Save a block: TYPE/NAME --set K=V...
     Create {
+        /// The block's name: TYPE/NAME, e.g. s3/prod-flows (`blockctl types` lists types).
         id: String,
+        /// A field of the type (repeat for each); a secret can be `env:VAR` to read VAR at use.
         #[arg(long = "set", value_name = "K=V")]
         set: Vec<String>,
+        /// Replace a block saved under the same name.
         #[arg(long)]
         overwrite: bool,
     },
     /// List saved blocks.
     Ls,
     /// Show a block's fields, secrets masked.
-    Inspect { id: String },
+    Inspect {
+        /// The block's name: TYPE/NAME.
+        id: String,
+    },
     /// Remove a saved block (its data stays).
-    Rm { id: String },
+    Rm {
+        /// The block's name: TYPE/NAME.
+        id: String,
+    },
     /// Reach the storage and check the credentials.
-    Check { id: String },
+    Check {
+        /// The block's name: TYPE/NAME.
+        id: String,
+    },
     /// Import the storage blocks saved on a Prefect server, secrets included.
     ImportPrefect {
         /// The server's API (default: PREFECT_API_URL, else the active Prefect profile's).
@@ -139,14 +172,19 @@ enum BlockCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LayoutArg {
+    /// Versioned, verified packages under .blocks/ (git: the block's own commits).
     Package,
+    /// A plain mirror of the files, no versions.
     Files,
 }
 
 #[derive(Args)]
 struct PutArgs {
+    /// The folder to upload (ignore rules from .blockignore or .prefectignore apply).
     dir: PathBuf,
+    /// Where to store it: TYPE/NAME[/PATH], e.g. s3/prod-flows/etl.
     slug: String,
+    /// How the tree is stored.
     #[arg(long, value_enum, default_value = "package")]
     layout: LayoutArg,
     /// Use this ignore file instead of .blockignore / .prefectignore.
@@ -169,9 +207,12 @@ struct PutArgs {
 
 #[derive(Args)]
 struct GetArgs {
+    /// What to download: TYPE/NAME[/PATH].
     slug: String,
+    /// The folder to fill; it must be empty or missing unless --replace or --merge.
     dir: PathBuf,
-    #[arg(long)]
+    /// This version (an id or unique prefix) instead of the current one.
+    #[arg(long, value_name = "V")]
     version: Option<String>,
     /// Make DIR exactly the version (stale files removed), swapped in atomically.
     #[arg(long, conflicts_with = "merge")]
@@ -191,6 +232,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    logging::init();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -305,6 +347,11 @@ async fn execute(command: Command, out: &Out) -> Result<()> {
             let old = block.manifest(&path, Some(&from)).await?;
             let new = block.manifest(&path, Some(&to)).await?;
             out.diff(&slug, &storage_blocks::diff::diff(&old, &new));
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "blockctl", &mut std::io::stdout());
             Ok(())
         }
         Command::Export { slug, version } => {

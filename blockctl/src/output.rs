@@ -98,6 +98,7 @@ impl Out {
                 ("atomic", c.atomic_put),
                 ("cas", c.compare_and_swap),
                 ("gc", c.gc),
+                ("read-only", c.read_only),
             ];
             let caps: Vec<&str> = caps.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
             println!("  capabilities: {}\n", caps.join(", "));
@@ -321,11 +322,14 @@ impl Out {
     }
 }
 
-/// Draws a bar per phase on a terminal; prints warnings always (unless quiet).
+/// Draws a bar per phase on a terminal; prints warnings always (unless quiet), and with
+/// `-v` how long each phase took.
 pub struct Progress {
     out: Out,
     bar: Mutex<Option<ProgressBar>>,
     draw: bool,
+    /// The phase under way and when it began (with `-v`).
+    phase: Mutex<Option<(&'static str, std::time::Instant)>>,
 }
 
 impl Progress {
@@ -334,12 +338,30 @@ impl Progress {
             out: *out,
             bar: Mutex::new(None),
             draw: !out.quiet && std::io::stderr().is_terminal(),
+            phase: Mutex::new(None),
         }
+    }
+
+    /// With `-v`: ends the phase under way (printing its time) and begins `next`.
+    fn time_phase(&self, next: Option<&'static str>) {
+        if !self.out.verbose || self.out.quiet {
+            return;
+        }
+        let mut phase = self.phase.lock().expect("phase lock");
+        if let Some((name, began)) = phase.take() {
+            eprintln!("{name:>12} {:.3}s", began.elapsed().as_secs_f64());
+        }
+        *phase = next.map(|n| (n, std::time::Instant::now()));
     }
 }
 
 impl ProgressObserver for Progress {
     fn event(&self, event: ProgressEvent) {
+        match &event {
+            ProgressEvent::Phase { name, .. } => self.time_phase(Some(name)),
+            ProgressEvent::Done => self.time_phase(None),
+            _ => {}
+        }
         let mut bar = self.bar.lock().expect("progress lock");
         match event {
             ProgressEvent::Warning(w) => match bar.as_ref() {

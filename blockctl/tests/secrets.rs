@@ -363,9 +363,9 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
             let git = case.id.starts_with("git/") || case.id.starts_with("github/");
             let unsupported_by_git =
                 args.contains(&"files") || args.contains(&"gc") || args.contains(&"--version");
-            // A read-only http(s):// block refuses a conditional put and gc before connecting.
-            let read_only = case.id.ends_with("-web")
-                && (args.contains(&"--if-version") || args.contains(&"gc"));
+            // A read-only http(s):// block refuses every put, rm and gc before connecting.
+            let read_only =
+                case.id.ends_with("-web") && ["put", "rm", "gc"].iter().any(|op| args.contains(op));
             let allowed: &[i32] = if (git && unsupported_by_git) || read_only {
                 &[2]
             } else if case.id.starts_with("gcs/") {
@@ -379,11 +379,22 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
                     o.status.code()
                 ));
             }
-            let lines: Vec<&str> = err.trim_end().lines().collect();
-            if lines.len() != 1 || !lines[0].starts_with("blockctl: ") {
-                problems.push(format!("{what}: stderr is not one error line: {err:?}"));
-            } else if !lines[0].contains(names) && !lines[0].contains(&canonical(names)) {
+            // RUST_LOG=trace logs to stderr first; the error is one line, the last.
+            let errors: Vec<&str> = err
+                .lines()
+                .filter(|l| l.starts_with("blockctl: "))
+                .collect();
+            let last = err.trim_end().lines().last().unwrap_or_default();
+            if errors.len() != 1 || errors[0] != last {
+                problems.push(format!(
+                    "{what}: stderr does not end in one error line: {err:?}"
+                ));
+            } else if !last.contains(names) && !last.contains(&canonical(names)) {
                 problems.push(format!("{what}: the error does not name {names}: {err}"));
+            }
+            // The log must really be on: a put through the adapter logs its phases.
+            if args.contains(&"put") && !git && !read_only && !err.contains("phase begins") {
+                problems.push(format!("{what}: RUST_LOG=trace logged no phase: {err}"));
             }
             if !out.is_empty() {
                 problems.push(format!("{what}: a failure printed to stdout: {out}"));

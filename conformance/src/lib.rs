@@ -34,7 +34,8 @@ impl Subject {
             std::env::temp_dir().join(format!("blockctl-suite-frames-{}", std::process::id())),
         );
         Subject {
-            block,
+            // The suite tests blocks as the facade hands them out: capabilities enforced.
+            block: storage_core::Checked::wrap(block),
             base: base.to_string(),
             scratch: tempfile::tempdir().expect("scratch dir"),
             counter: AtomicU32::new(0),

@@ -22,7 +22,8 @@ fn server() -> Arc<StaticHttp> {
     shared::<StaticHttp>(StaticHttp::start)
 }
 
-fn http_block(server: &StaticHttp, sub: &str) -> storage_core::ObjectStoreBlock {
+/// A read-only block over `server`'s `sub`, as the facade opens it (capabilities checked).
+fn http_block(server: &StaticHttp, sub: &str) -> Arc<dyn StorageBlock> {
     let config = RfsConfig {
         basepath: server.url(sub),
         username: None,
@@ -33,7 +34,9 @@ fn http_block(server: &StaticHttp, sub: &str) -> storage_core::ObjectStoreBlock 
         insecure_accept_host_key: None,
         timeout: None,
     };
-    storage_rfs::open(&config, "remote-file-system/web").unwrap()
+    storage_core::Checked::wrap(Arc::new(
+        storage_rfs::open(&config, "remote-file-system/web").unwrap(),
+    ))
 }
 
 /// A local block writing into the served folder's `sub`.

@@ -45,9 +45,10 @@ impl Registry {
         Ok((self.open_block(&slug.block)?, slug.path))
     }
 
+    /// The block named `id`, its capabilities enforced by [`storage_core::Checked`].
     pub fn open_block(&self, id: &BlockId) -> Result<Arc<dyn StorageBlock>> {
         let doc = self.file.get(id)?;
-        build(&doc)
+        Ok(storage_core::Checked::wrap(build(&doc)?))
     }
 
     pub fn document(&self, id: &BlockId) -> Result<BlockDocument> {

@@ -40,6 +40,9 @@ pub struct Capabilities {
     /// apart. When false the store folds case (SMB shares do), such names overwrite each
     /// other in a mirror, and only the package layout keeps them.
     pub files_case_sensitive: bool,
+    /// Nothing can be written, swapped or dropped (read-only HTTP): put, write, rm and gc
+    /// are refused.
+    pub read_only: bool,
 }
 
 impl Capabilities {
@@ -55,6 +58,7 @@ impl Capabilities {
         files_keep_metadata: false,
         gc: true,
         files_case_sensitive: true,
+        read_only: false,
     };
 }
 
@@ -65,6 +69,8 @@ pub enum Layout {
     #[default]
     Package,
     Files,
+    /// The store's own tree (a git commit): what a native-tree store keeps.
+    Tree,
 }
 
 impl std::fmt::Display for Layout {
@@ -72,6 +78,7 @@ impl std::fmt::Display for Layout {
         f.write_str(match self {
             Layout::Package => "package",
             Layout::Files => "files",
+            Layout::Tree => "tree",
         })
     }
 }
@@ -261,15 +268,40 @@ pub trait ProgressObserver: Send + Sync {
 
 /// Sends an event when an observer is set.
 pub(crate) fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
+    if let ProgressEvent::Phase { name, total } = &event {
+        tracing::debug!(phase = name, total, "phase begins");
+    }
     if let Some(p) = progress {
         p.event(event);
     }
 }
 
-/// A place flow code is stored: the one interface every backend implements.
+/// `s3/prod/etl`: the block's name and the path inside it, as messages name a place.
+pub fn slug_of(label: &str, at: &BlockPath) -> String {
+    if at.is_root() {
+        label.to_string()
+    } else {
+        format!("{label}/{at}")
+    }
+}
+
+/// What an operation a backend does not implement returns, naming the slug and the operation. Blocks opened through the facade
+/// never get here: [`crate::Checked`] refuses first, with the reason the capabilities give.
+pub fn unsupported(label: &str, at: &BlockPath, op: &str) -> crate::Error {
+    crate::Error::Unsupported(format!(
+        "{}: {op}: not supported by this backend",
+        slug_of(label, at)
+    ))
+}
+
+/// A place flow code is stored: the one interface every backend implements. Operations a
+/// backend cannot do keep the default bodies; [`crate::Checked`] enforces the capabilities.
 #[async_trait]
 pub trait StorageBlock: Send + Sync {
     fn capabilities(&self) -> Capabilities;
+
+    /// The block's name (`s3/prod`), which every error message starts with.
+    fn label(&self) -> &str;
 
     /// Stores the tree at `src` under `to`.
     async fn put_directory(
@@ -291,7 +323,10 @@ pub trait StorageBlock: Send + Sync {
     async fn read_path(&self, path: &BlockPath) -> Result<Bytes>;
 
     /// Writes one object as it is, at `path`.
-    async fn write_path(&self, path: &BlockPath, data: Bytes) -> Result<()>;
+    async fn write_path(&self, path: &BlockPath, data: Bytes) -> Result<()> {
+        let _ = data;
+        Err(unsupported(self.label(), path, "write"))
+    }
 
     /// Versions stored at `at`, newest first.
     async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>>;
@@ -303,22 +338,21 @@ pub trait StorageBlock: Send + Sync {
 
     /// Keeps the current version and the `keep` newest, drops the rest, the frames no kept
     /// version uses, and the leftovers of interrupted uploads (those older than the grace).
-    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport>;
+    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        let _ = opts;
+        Err(unsupported(self.label(), at, "gc"))
+    }
 
     /// The manifest of a version (the current one when `None`).
     async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
         let _ = version;
-        Err(crate::Error::Unsupported(format!(
-            "{at}: this backend keeps no package manifests"
-        )))
+        Err(unsupported(self.label(), at, "manifest"))
     }
 
     /// A version (the current one when `None`) as one ordinary `.tar.zst` stream.
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
         let _ = version;
-        Err(crate::Error::Unsupported(format!(
-            "{at}: this backend stores no packages to export"
-        )))
+        Err(unsupported(self.label(), at, "export"))
     }
 
     /// Reaches the storage and checks the credentials.

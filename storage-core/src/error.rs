@@ -61,7 +61,7 @@ impl Error {
     /// Maps an object store error, with the credentials in its text redacted.
     pub fn from_store(err: object_store::Error) -> Self {
         use object_store::Error as E;
-        let text = one_line(&redact(&err.to_string()));
+        let text = one_line(&redact(&with_causes(&err)));
         match err {
             E::NotFound { .. } => Error::NotFound(text),
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::Conflict(text),
@@ -90,6 +90,22 @@ impl Error {
             },
         }
     }
+}
+
+/// `err` and each of its causes not already in its text: "error sending request" alone
+/// hides what happened, its innermost cause ("connection reset by peer", "timed out") says it.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Server replies (XML error bodies) span lines; a message is one line.
@@ -133,6 +149,21 @@ impl From<tokio::task::JoinError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_error_names_its_innermost_cause() {
+        let reset = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        );
+        let err = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(reset),
+        };
+        let text = Error::from_store(err).to_string();
+        assert!(text.contains("connection reset by peer"), "{text}");
+        assert_eq!(text.matches("connection reset").count(), 1, "{text}");
+    }
 
     #[test]
     fn exit_codes_follow_the_contract() {

@@ -3,6 +3,7 @@
 //! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
 
 pub mod block;
+pub mod checked;
 pub mod config;
 pub mod error;
 pub mod registry;
@@ -14,6 +15,7 @@ pub use block::{
     Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent, ProgressObserver, PutOptions,
     PutReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
+pub use checked::Checked;
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
 pub use error::{Error, Result};
 pub use registry::RegistryFile;

@@ -33,7 +33,55 @@ impl Secret {
             }),
             None => Ok(self.0.clone()),
         }
+        .inspect(|value| remember(value))
     }
+}
+
+/// Every secret value this process has resolved: what [`scrub_known`] masks in log lines.
+static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `value` to the secrets [`scrub_known`] masks (values shorter than 4 are not masked:
+/// they would mask ordinary text and protect nothing).
+pub fn remember(value: &str) {
+    if value.len() < 4 {
+        return;
+    }
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    if !known.iter().any(|k| k == value) {
+        known.push(value.to_string());
+    }
+}
+
+/// `text` with URL credentials, bearer tokens and every secret value resolved so far
+/// masked: what a log line goes through before it is written.
+pub fn scrub_known(text: &str) -> String {
+    let known = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    mask_bearer(&scrub(text, &known))
+}
+
+/// `Bearer <token>` and `Basic <credentials>` (as an `Authorization` header prints) masked.
+fn mask_bearer(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut words = text.split_inclusive(char::is_whitespace).peekable();
+    while let Some(word) = words.next() {
+        out.push_str(word);
+        let scheme = word.trim_end().trim_start_matches(['"', '\'']);
+        let is_scheme =
+            scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic");
+        if let Some(token) = words.next_if(|_| is_scheme) {
+            let end = token
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .unwrap_or(token.len());
+            // Credentials are long; a short word after "basic" is prose.
+            if end >= 8 {
+                out.push_str(MASK);
+                out.push_str(&token[end..]);
+            } else {
+                out.push_str(token);
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Secret {
@@ -113,6 +161,24 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_lose_resolved_secrets_and_tokens() {
+        Secret::new("resolved-secret-4821").resolve("key").unwrap();
+        let line = r#"GET https://u:p@h/x?sig=abc auth "Bearer eyJhbGci.x" resolved-secret-4821 basic dXNlcg=="#;
+        let got = scrub_known(line);
+        for gone in [
+            "u:p",
+            "sig=abc",
+            "eyJhbGci",
+            "resolved-secret-4821",
+            "dXNlcg",
+        ] {
+            assert!(!got.contains(gone), "{gone} in {got}");
+        }
+        assert!(got.contains("GET https://***@h/x?sig=***"), "{got}");
+        assert_eq!(scrub_known("a basic rule"), "a basic rule");
+    }
 
     #[test]
     fn debug_never_shows_the_value() {

@@ -14,9 +14,9 @@ use git2::{ObjectType, Oid, Repository, Signature, Sort};
 use storage_core::place::{check_destination, commit, staging_for};
 use storage_core::tree::{ScanOptions, SourceTree};
 use storage_core::{
-    BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
-    Layout, ListedFile, ProgressEvent, ProgressObserver, PutOptions, PutReport, Result,
-    StorageBlock, VersionInfo, VersionPrecondition,
+    BlockPath, Capabilities, DeleteOptions, Error, GetOptions, GetReport, Layout, ListedFile,
+    ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, StorageBlock, VersionInfo,
+    VersionPrecondition,
 };
 use tempfile::TempDir;
 
@@ -143,11 +143,7 @@ impl std::fmt::Debug for GitBlock {
 
 impl Inner {
     fn slug(&self, at: &BlockPath) -> String {
-        if at.is_root() {
-            self.label.clone()
-        } else {
-            format!("{}/{at}", self.label)
-        }
+        storage_core::block::slug_of(&self.label, at)
     }
 
     /// Fetches what get reads (`reference`: a branch, a tag or a commit id) and returns its
@@ -265,7 +261,7 @@ impl Inner {
         emit(&opts.progress, ProgressEvent::Done);
         Ok(GetReport {
             version: Some(id.to_string()),
-            layout: Layout::Package,
+            layout: Layout::Tree,
             files: written.files,
             bytes: written.bytes,
             ..GetReport::default()
@@ -273,12 +269,6 @@ impl Inner {
     }
 
     fn put(&self, src: &Path, to: &BlockPath, opts: &PutOptions) -> Result<PutReport> {
-        if opts.layout == Layout::Files {
-            return Err(Error::Unsupported(
-                "git blocks have no files layout: a put commits the tree (leave out --layout files)"
-                    .into(),
-            ));
-        }
         let scan = ScanOptions {
             ignore_file: opts.ignore_file.clone(),
             no_default_ignores: opts.no_default_ignores,
@@ -308,7 +298,7 @@ impl Inner {
             let root = splice(repo, base_tree.as_ref(), &segments(to), Some(subtree))?;
             let mut report = PutReport {
                 version: base.map(|b| b.to_string()),
-                layout: Layout::Package,
+                layout: Layout::Tree,
                 files: tree.file_count(),
                 bytes: tree.file_bytes(),
                 skipped: true,
@@ -498,6 +488,10 @@ impl StorageBlock for GitBlock {
         CAPABILITIES
     }
 
+    fn label(&self) -> &str {
+        &self.inner.label
+    }
+
     async fn put_directory(
         &self,
         src: &Path,
@@ -523,13 +517,6 @@ impl StorageBlock for GitBlock {
         self.run(path, move |b| b.read_path(&p)).await
     }
 
-    async fn write_path(&self, path: &BlockPath, _data: Bytes) -> Result<()> {
-        Err(Error::Unsupported(format!(
-            "{}: git blocks store trees as commits and have no raw objects to write; put a folder instead",
-            self.inner.slug(path)
-        )))
-    }
-
     async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
         let p = at.clone();
         self.run(at, move |b| b.list_versions(&p)).await
@@ -541,21 +528,16 @@ impl StorageBlock for GitBlock {
     }
 
     async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
+        // Checked refuses this first; a direct caller must never get the path removed.
         if opts.version.is_some() {
-            return Err(Error::Unsupported(format!(
-                "{}: git keeps every commit, so one version cannot be removed; rm without --version commits the removal of the path",
-                self.inner.slug(at)
-            )));
+            return Err(storage_core::block::unsupported(
+                &self.inner.label,
+                at,
+                "rm --version",
+            ));
         }
         let p = at.clone();
         self.run(at, move |b| b.remove(&p)).await
-    }
-
-    async fn gc(&self, at: &BlockPath, _opts: &GcOptions) -> Result<GcReport> {
-        Err(Error::Unsupported(format!(
-            "{}: git keeps every commit and blockctl never rewrites history; there is nothing to gc",
-            self.inner.slug(at)
-        )))
     }
 
     async fn check(&self) -> Result<()> {

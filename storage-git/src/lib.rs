@@ -58,6 +58,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     files_keep_metadata: false,
     gc: false,
     files_case_sensitive: true,
+    read_only: false,
 };
 
 impl BlockConfig for GitConfig {

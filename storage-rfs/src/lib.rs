@@ -155,6 +155,7 @@ pub const HTTP_CAPABILITIES: Capabilities = Capabilities {
     atomic_put: false,
     compare_and_swap: false,
     gc: false,
+    read_only: true,
     ..Capabilities::OBJECT_STORE
 };
 

@@ -14,6 +14,7 @@ mod gc;
 mod multipart;
 mod package;
 mod settings;
+mod traced;
 
 pub use settings::request_timeout;
 #[cfg(feature = "cloud")]
@@ -106,7 +107,7 @@ impl ObjectStoreBlock {
         caps: Capabilities,
     ) -> Self {
         ObjectStoreBlock {
-            store,
+            store: traced::Traced::wrap(store),
             root: root.trim_matches('/').to_string(),
             label: label.into(),
             caps,
@@ -147,11 +148,7 @@ impl ObjectStoreBlock {
     }
 
     fn slug(&self, at: &BlockPath) -> String {
-        if at.is_root() {
-            self.label.clone()
-        } else {
-            format!("{}/{at}", self.label)
-        }
+        crate::block::slug_of(&self.label, at)
     }
 
     fn key(&self, at: &BlockPath, rel: &str) -> Result<ObjPath> {
@@ -281,28 +278,28 @@ impl StorageBlock for ObjectStoreBlock {
         self.caps
     }
 
+    fn label(&self) -> &str {
+        &self.label
+    }
+
     async fn put_directory(
         &self,
         src: &Path,
         to: &BlockPath,
         opts: &PutOptions,
     ) -> Result<PutReport> {
-        let slug = self.slug(to);
-        if opts.layout == Layout::Files && !self.caps.files_layout {
-            return Err(Error::Unsupported(format!(
-                "{slug}: this backend has no files layout"
-            )));
-        }
-        if opts.layout == Layout::Package && !self.caps.package_layout {
-            return Err(Error::Unsupported(format!(
-                "{slug}: this backend has no package layout"
-            )));
-        }
         let scan = ScanOptions {
             ignore_file: opts.ignore_file.clone(),
             no_default_ignores: opts.no_default_ignores,
             follow_symlinks: opts.follow_symlinks,
         };
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "scanning",
+                total: None,
+            },
+        );
         let src = src.to_path_buf();
         let layout = opts.layout;
         let tree = tokio::task::spawn_blocking(move || {
@@ -314,13 +311,17 @@ impl StorageBlock for ObjectStoreBlock {
             Ok::<_, Error>(tree)
         })
         .await?
-        .map_err(|e| e.context(&slug))?;
+        .map_err(|e| e.context(self.slug(to)))?;
         for w in &tree.warnings {
             emit(&opts.progress, ProgressEvent::Warning(w.clone()));
         }
         match opts.layout {
             Layout::Package => self.put_package(tree, to, opts).await,
             Layout::Files => self.put_files(tree, to, opts).await,
+            Layout::Tree => Err(Error::Unsupported(format!(
+                "{}: put: object stores keep packages or files, not native trees",
+                self.slug(to)
+            ))),
         }
     }
 
@@ -332,6 +333,13 @@ impl StorageBlock for ObjectStoreBlock {
     ) -> Result<GetReport> {
         let slug = self.slug(from);
         check_destination(dest, opts.mode).map_err(|e| e.context(&slug))?;
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "locating",
+                total: None,
+            },
+        );
         let stored = self.locate(from, opts.version.as_deref()).await?;
         let staging = staging_for(dest).map_err(|e| e.context(&slug))?;
         let report = match stored {
@@ -507,12 +515,6 @@ impl StorageBlock for ObjectStoreBlock {
     }
 
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
-        if !self.caps.gc {
-            return Err(Error::Unsupported(format!(
-                "{}: gc: this backend cannot drop versions",
-                self.slug(at)
-            )));
-        }
         self.collect(at, opts).await
     }
 

@@ -44,6 +44,11 @@ impl ObjectStoreBlock {
         Ok(Some((head, tag)))
     }
 
+    /// HEAD is exactly `head` (same version, same timestamp): the record this put wrote.
+    async fn head_is(&self, at: &BlockPath, head: &HeadRecord) -> bool {
+        matches!(self.read_head(at).await, Ok(Some((h, _))) if h == *head)
+    }
+
     /// The manifest of `version`, format 2 or 1, checked against its id.
     pub(super) async fn read_manifest(
         &self,
@@ -151,11 +156,6 @@ impl ObjectStoreBlock {
             warnings: tree.warnings.clone(),
             ..PutReport::default()
         };
-        if opts.if_version.is_some() && !self.caps.compare_and_swap {
-            return Err(Error::Unsupported(format!(
-                "{slug}: this backend cannot swap versions conditionally"
-            )));
-        }
         let head = self.read_head(to).await?;
         let precondition = match (&opts.if_version, &head) {
             (None, _) => PutMode::Overwrite,
@@ -226,6 +226,13 @@ impl ObjectStoreBlock {
             }
         }
 
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "committing",
+                total: None,
+            },
+        );
         let head = HeadRecord {
             version: version.to_string(),
             updated: now(),
@@ -241,6 +248,14 @@ impl ObjectStoreBlock {
             .await
         {
             Ok(_) => {}
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) if self.head_is(to, &head).await => {
+                // The swap landed but its response was lost; the client's retry then met
+                // the precondition our own write had changed. That is our success.
+                tracing::debug!(slug, "HEAD swap retried after a lost response; it was ours");
+            }
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
