@@ -531,6 +531,47 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
 }
 
 /// A failed get leaves its destination's folder as it was: empty, no staging left behind.
+/// The response to the put's HEAD swap is lost after the server made it: the client sees a
+/// reset (and may retry into the precondition its own write changed). The put must know the
+/// swap as its own: it succeeds, and the new version is current and whole.
+async fn a_lost_head_swap_response_is_recognised_as_our_own(backend: Backend) {
+    let rig = Rig::new(backend, "lost-head").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 1));
+    rig.put_direct(&v1).await;
+    rig.proxy.lose_response_to(1, "PUT", "/.blocks/HEAD");
+    let (put, took) = bounded(
+        "put",
+        rig.proxied(TIMEOUT).put_directory(
+            &v2,
+            &rig.at,
+            &PutOptions {
+                // Conditional, so a retry of the swap meets the precondition it changed.
+                if_version: Some(storage_core::VersionPrecondition::Current(
+                    rig.direct().list_versions(&rig.at).await.unwrap()[0]
+                        .version
+                        .clone(),
+                )),
+                ..PutOptions::default()
+            },
+        ),
+    )
+    .await;
+    assert_eq!(
+        rig.proxy.injected().lost,
+        1,
+        "{backend:?}: no response was lost"
+    );
+    let put = put.unwrap_or_else(|e| panic!("{backend:?}: put with its HEAD answer lost: {e}"));
+    eprintln!("{backend:?}: put with a lost HEAD answer in {took:?}");
+    let versions = rig.direct().list_versions(&rig.at).await.unwrap();
+    let current = versions
+        .iter()
+        .find(|v| v.current)
+        .expect("a current version");
+    assert_eq!(Some(&current.version), put.version.as_ref());
+    rig.assert_sound(&[&v1, &v2], &v2).await;
+}
+
 fn assert_nothing_written(parent: &Path) {
     let left: Vec<_> = std::fs::read_dir(parent)
         .unwrap()
@@ -564,12 +605,14 @@ fault_tests! {
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
         a_reset_during_get_is_retried_or_fails_cleanly,
-        stalled_connections_fail_cleanly_in_bounded_time;
+        stalled_connections_fail_cleanly_in_bounded_time,
+        a_lost_head_swap_response_is_recognised_as_our_own;
     azure => Azure: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
         a_reset_during_get_is_retried_or_fails_cleanly,
-        stalled_connections_fail_cleanly_in_bounded_time;
+        stalled_connections_fail_cleanly_in_bounded_time,
+        a_lost_head_swap_response_is_recognised_as_our_own;
     gcs => Gcs: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,

@@ -48,6 +48,8 @@ pub struct Injected {
     pub reset: u32,
     /// Connections stalled.
     pub stalled: u32,
+    /// Responses the server sent that the client never got (each also counts as a reset).
+    pub lost: u32,
     /// Connections accepted in all.
     pub connections: u32,
 }
@@ -63,6 +65,9 @@ struct Plan {
     after: u64,
     direction: Direction,
     partition: Option<Partition>,
+    /// Requests still to lose the response of, and their method and a part of their path.
+    lose: u32,
+    lose_matching: (&'static str, &'static str),
 }
 
 /// Every connection is cut once the proxy as a whole has carried `after` bytes `direction`.
@@ -83,6 +88,7 @@ struct Faults {
     injected_unavailable: AtomicU32,
     injected_reset: AtomicU32,
     injected_stalled: AtomicU32,
+    injected_lost: AtomicU32,
     connections: AtomicU32,
     /// Bytes forwarded (upstream, downstream) over every connection.
     carried: [AtomicU64; 2],
@@ -141,10 +147,13 @@ impl FaultProxy {
                 after: 0,
                 direction: Direction::Upstream,
                 partition: None,
+                lose: 0,
+                lose_matching: ("", ""),
             }),
             injected_unavailable: AtomicU32::new(0),
             injected_reset: AtomicU32::new(0),
             injected_stalled: AtomicU32::new(0),
+            injected_lost: AtomicU32::new(0),
             connections: AtomicU32::new(0),
             carried: [AtomicU64::new(0), AtomicU64::new(0)],
         });
@@ -191,12 +200,23 @@ impl FaultProxy {
         });
     }
 
+    /// The next `n` requests with `method` whose request line contains `path_part` (e.g.
+    /// `"PUT"`, `"/.blocks/HEAD"`) reach the server, which acts on them; their responses are
+    /// then dropped and the connection reset, as when a route fails after the server
+    /// committed. The client's retry meets the state its own request left.
+    pub fn lose_response_to(&self, n: u32, method: &'static str, path_part: &'static str) {
+        let mut plan = self.faults.plan();
+        plan.lose = n;
+        plan.lose_matching = (method, path_part);
+    }
+
     /// Back to passing everything through (connections already cut stay so).
     pub fn pass_through(&self) {
         let mut plan = self.faults.plan();
         plan.unavailable = 0;
         plan.cuts = 0;
         plan.partition = None;
+        plan.lose = 0;
     }
 
     /// What has really been injected so far.
@@ -213,6 +233,7 @@ impl FaultProxy {
             unavailable: f.injected_unavailable.load(Ordering::SeqCst),
             reset: f.injected_reset.load(Ordering::SeqCst),
             stalled: f.injected_stalled.load(Ordering::SeqCst),
+            lost: f.injected_lost.load(Ordering::SeqCst),
             connections: f.connections.load(Ordering::SeqCst),
         }
     }
@@ -269,6 +290,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>)
         faults: &faults,
         moved: [AtomicU64::new(0), AtomicU64::new(0)],
         cut_once: AtomicBool::new(false),
+        losing: AtomicBool::new(false),
     };
     let outcome = {
         let (mut client_read, mut client_write) = client.split();
@@ -312,6 +334,8 @@ struct Counted<'a> {
     faults: &'a Faults,
     moved: [AtomicU64; 2],
     cut_once: AtomicBool,
+    /// A request whose response is to be lost went up; its response must not come down.
+    losing: AtomicBool,
 }
 
 impl Counted<'_> {
@@ -336,6 +360,13 @@ impl Counted<'_> {
                 }
             }
             let chunk = &buf[..pending];
+            if direction == Direction::Upstream {
+                self.mark_if_to_lose(chunk);
+            } else if self.losing.load(Ordering::SeqCst) {
+                // HTTP/1.1 without pipelining: what comes down now is that request's answer.
+                self.faults.injected_lost.fetch_add(1, Ordering::SeqCst);
+                return Err(Interrupted::Fault(Cut::Reset));
+            }
             let (forward, cut) = self.allowance(chunk.len() as u64, direction);
             to.write_all(&chunk[..forward as usize])
                 .await
@@ -347,6 +378,20 @@ impl Counted<'_> {
                 return Err(Interrupted::Fault(cut));
             }
             pending = 0;
+        }
+    }
+
+    /// Marks this connection when `chunk` carries a request whose response is to be lost.
+    fn mark_if_to_lose(&self, chunk: &[u8]) {
+        let mut plan = self.faults.plan();
+        let (method, path_part) = plan.lose_matching;
+        let line = &chunk[..find(chunk, b"\r\n").unwrap_or(chunk.len())];
+        let matches = line.starts_with(method.as_bytes())
+            && line.get(method.len()) == Some(&b' ')
+            && find(line, path_part.as_bytes()).is_some();
+        if plan.lose > 0 && matches {
+            plan.lose -= 1;
+            self.losing.store(true, Ordering::SeqCst);
         }
     }
 

@@ -248,13 +248,11 @@ impl ObjectStoreBlock {
             .await
         {
             Ok(_) => {}
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) if self.head_is(to, &head).await => {
-                // The swap landed but its response was lost; the client's retry then met
-                // the precondition our own write had changed. That is our success.
-                tracing::debug!(slug, "HEAD swap retried after a lost response; it was ours");
+            // The swap landed but its response was lost: the client's retry then met the
+            // precondition our own write had changed, or it gave up. HEAD holding exactly
+            // the record this put wrote is our success either way.
+            Err(e) if self.head_is(to, &head).await => {
+                tracing::debug!(slug, error = %e, "HEAD swap answered with an error, but HEAD is ours");
             }
             Err(
                 object_store::Error::Precondition { .. }
