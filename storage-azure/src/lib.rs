@@ -14,7 +14,7 @@ pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 pub const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-use FieldKind::{Bool, Integer, String as Text};
+use FieldKind::{Bool, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
@@ -33,61 +33,24 @@ pub struct AzureConfig {
     pub timeout: Option<i64>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default: None,
-        help,
-    }
-}
-
 impl BlockConfig for AzureConfig {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::Azure,
         summary: "an Azure Blob Storage container",
         fields: &[
-            field("container", Text, true, false, "container name"),
-            field(
-                "prefix",
-                Text,
-                false,
-                false,
-                "blob name prefix inside the container",
-            ),
-            field("account", Text, false, false, "storage account name"),
-            field("access_key", Text, false, true, "account key, or env:NAME"),
-            field(
-                "connection_string",
-                Text,
-                false,
-                true,
-                "connection string, or env:NAME",
-            ),
-            field("sas_token", Text, false, true, "SAS token, or env:NAME"),
-            field("endpoint", Text, false, false, "blob endpoint URL"),
-            field(
+            FieldSpec::new("container", Text, "container name").required(),
+            FieldSpec::new("prefix", Text, "blob name prefix inside the container"),
+            FieldSpec::new("account", Text, "storage account name"),
+            FieldSpec::new("access_key", Text, "account key, or env:NAME").secret(),
+            FieldSpec::new("connection_string", Text, "connection string, or env:NAME").secret(),
+            FieldSpec::new("sas_token", Text, "SAS token, or env:NAME").secret(),
+            FieldSpec::new("endpoint", Text, "blob endpoint URL"),
+            FieldSpec::new(
                 "use_emulator",
                 Bool,
-                false,
-                false,
                 "talk to Azurite with its well-known account",
             ),
-            field(
-                "timeout",
-                Integer,
-                false,
-                false,
-                "seconds one request may take before it is retried (default 300)",
-            ),
+            FieldSpec::timeout("seconds one request may take before it is retried (default 300)"),
         ],
         capabilities: CAPABILITIES,
     };

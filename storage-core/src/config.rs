@@ -40,6 +40,48 @@ pub struct TypeSpec {
     pub capabilities: Capabilities,
 }
 
+impl FieldSpec {
+    /// An optional field that holds no secret; [`FieldSpec::required`], [`FieldSpec::secret`]
+    /// and [`FieldSpec::with_default`] say otherwise.
+    pub const fn new(name: &'static str, kind: FieldKind, help: &'static str) -> Self {
+        FieldSpec {
+            name,
+            kind,
+            required: false,
+            secret: false,
+            default: None,
+            help,
+        }
+    }
+
+    pub const fn required(self) -> Self {
+        FieldSpec {
+            required: true,
+            ..self
+        }
+    }
+
+    /// Holds a credential: masked when shown, may be `env:NAME`.
+    pub const fn secret(self) -> Self {
+        FieldSpec {
+            secret: true,
+            ..self
+        }
+    }
+
+    pub const fn with_default(self, value: &'static str) -> Self {
+        FieldSpec {
+            default: Some(value),
+            ..self
+        }
+    }
+
+    /// `timeout`: how long one request may take, as the network backends take it.
+    pub const fn timeout(help: &'static str) -> Self {
+        FieldSpec::new("timeout", FieldKind::Integer, help)
+    }
+}
+
 impl TypeSpec {
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)

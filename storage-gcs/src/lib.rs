@@ -13,7 +13,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use FieldKind::{Bool, Integer, String as Text};
+use FieldKind::{Bool, String as Text};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{HttpTransporter, OperationContext, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
@@ -42,65 +42,27 @@ pub struct GcsConfig {
     pub timeout: Option<i64>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default: None,
-        help,
-    }
-}
-
 impl BlockConfig for GcsConfig {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::Gcs,
         summary: "a Google Cloud Storage bucket",
         fields: &[
-            field("bucket", Text, true, false, "bucket name"),
-            field(
-                "prefix",
-                Text,
-                false,
-                false,
-                "object name prefix inside the bucket",
-            ),
-            field(
-                "endpoint",
-                Text,
-                false,
-                false,
-                "custom endpoint URL (emulators)",
-            ),
-            field(
+            FieldSpec::new("bucket", Text, "bucket name").required(),
+            FieldSpec::new("prefix", Text, "object name prefix inside the bucket"),
+            FieldSpec::new("endpoint", Text, "custom endpoint URL (emulators)"),
+            FieldSpec::new(
                 "service_account_key",
                 Text,
-                false,
-                true,
                 "service account key JSON (or its base64), or env:NAME",
-            ),
-            field(
+            )
+            .secret(),
+            FieldSpec::new(
                 "service_account_path",
                 Text,
-                false,
-                false,
                 "path to a service account key file",
             ),
-            field("anonymous", Bool, false, false, "send no credentials"),
-            field(
-                "timeout",
-                Integer,
-                false,
-                false,
-                "seconds one request may take before it is retried (default 60)",
-            ),
+            FieldSpec::new("anonymous", Bool, "send no credentials"),
+            FieldSpec::timeout("seconds one request may take before it is retried (default 60)"),
         ],
         capabilities: CAPABILITIES,
     };

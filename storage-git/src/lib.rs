@@ -27,23 +27,6 @@ pub struct GitConfig {
     pub author_email: Option<String>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default: None,
-        help,
-    }
-}
-
 /// What git can do: versions are commits, a put is one commit (atomic) pushed only as a
 /// fast-forward from the commit it was built on (compare-and-swap), trees keep modes and
 /// symlinks. History is never rewritten, so versions cannot be dropped (no gc, no
@@ -66,60 +49,33 @@ impl BlockConfig for GitConfig {
         block_type: BlockType::Git,
         summary: "a git repository (GitHub, GitLab, Bitbucket or any remote)",
         fields: &[
-            field(
+            FieldSpec::new(
                 "url",
                 Text,
-                true,
-                false,
                 "repository URL (https://, http://, git:// or file://)",
-            ),
-            field(
+            )
+            .required(),
+            FieldSpec::new(
                 "reference",
                 Text,
-                false,
-                false,
                 "branch, tag or commit id to get (default: the branch)",
             ),
-            field(
-                "branch",
-                Text,
-                false,
-                false,
-                "branch that put commits to (default main)",
-            ),
-            field(
-                "token",
-                Text,
-                false,
-                true,
-                "access token or password, or env:NAME",
-            ),
-            field(
+            FieldSpec::new("branch", Text, "branch that put commits to (default main)"),
+            FieldSpec::new("token", Text, "access token or password, or env:NAME").secret(),
+            FieldSpec::new(
                 "username",
                 Text,
-                false,
-                false,
                 "user name for basic auth (default: what the host expects with a token)",
             ),
-            field(
+            FieldSpec::new(
                 "depth",
                 Integer,
-                false,
-                false,
                 "fetch depth; 0 = full history (default 1)",
             ),
-            field(
-                "author_name",
-                Text,
-                false,
-                false,
-                "commit author name (default blockctl)",
-            ),
-            field(
+            FieldSpec::new("author_name", Text, "commit author name (default blockctl)"),
+            FieldSpec::new(
                 "author_email",
                 Text,
-                false,
-                false,
                 "commit author email (default blockctl@localhost)",
             ),
         ],

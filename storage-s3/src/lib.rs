@@ -10,7 +10,7 @@ use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use storage_core::{Error, ObjectStoreBlock, Result};
 
-use FieldKind::{Bool, Integer, String as Text};
+use FieldKind::{Bool, String as Text};
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{BlockConfig, Capabilities, FieldKind, FieldSpec, Secret, TypeSpec};
@@ -30,80 +30,33 @@ pub struct S3Config {
     pub timeout: Option<i64>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default: None,
-        help,
-    }
-}
-
 impl BlockConfig for S3Config {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::S3,
         summary: "an S3 bucket (AWS or any S3-compatible server)",
         fields: &[
-            field("bucket", Text, true, false, "bucket name"),
-            field("prefix", Text, false, false, "key prefix inside the bucket"),
-            field("region", Text, false, false, "region (default us-east-1)"),
-            field(
+            FieldSpec::new("bucket", Text, "bucket name").required(),
+            FieldSpec::new("prefix", Text, "key prefix inside the bucket"),
+            FieldSpec::new("region", Text, "region (default us-east-1)"),
+            FieldSpec::new(
                 "endpoint",
                 Text,
-                false,
-                false,
                 "custom endpoint URL; path-style addressing by default",
             ),
-            field(
+            FieldSpec::new(
                 "access_key_id",
                 Text,
-                false,
-                false,
                 "access key id (else from the AWS environment)",
             ),
-            field(
-                "secret_access_key",
-                Text,
-                false,
-                true,
-                "secret access key, or env:NAME",
-            ),
-            field(
-                "session_token",
-                Text,
-                false,
-                true,
-                "session token, or env:NAME",
-            ),
-            field(
-                "allow_http",
-                Bool,
-                false,
-                false,
-                "allow plain http endpoints",
-            ),
-            field(
+            FieldSpec::new("secret_access_key", Text, "secret access key, or env:NAME").secret(),
+            FieldSpec::new("session_token", Text, "session token, or env:NAME").secret(),
+            FieldSpec::new("allow_http", Bool, "allow plain http endpoints"),
+            FieldSpec::new(
                 "virtual_hosted_style",
                 Bool,
-                false,
-                false,
                 "use virtual-hosted-style requests",
             ),
-            field(
-                "timeout",
-                Integer,
-                false,
-                false,
-                "seconds one request may take before it is retried (default 300)",
-            ),
+            FieldSpec::timeout("seconds one request may take before it is retried (default 300)"),
         ],
         capabilities: CAPABILITIES,
     };

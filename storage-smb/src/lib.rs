@@ -43,50 +43,18 @@ pub struct SmbConfig {
     pub domain: Option<String>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default,
-        help,
-    }
-}
-
 impl BlockConfig for SmbConfig {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::Smb,
         summary: "an SMB 2/3 share",
         fields: &[
-            field(
-                "host",
-                Text,
-                true,
-                false,
-                None,
-                "server host name or address",
-            ),
-            field("share", Text, true, false, None, "share name"),
-            field("port", Integer, false, false, Some("445"), "TCP port"),
-            field(
-                "prefix",
-                Text,
-                false,
-                false,
-                None,
-                "folder inside the share",
-            ),
-            field("username", Text, false, false, None, "user name"),
-            field("password", Text, false, true, None, "password, or env:NAME"),
-            field("domain", Text, false, false, None, "domain or workgroup"),
+            FieldSpec::new("host", Text, "server host name or address").required(),
+            FieldSpec::new("share", Text, "share name").required(),
+            FieldSpec::new("port", Integer, "TCP port").with_default("445"),
+            FieldSpec::new("prefix", Text, "folder inside the share"),
+            FieldSpec::new("username", Text, "user name"),
+            FieldSpec::new("password", Text, "password, or env:NAME").secret(),
+            FieldSpec::new("domain", Text, "domain or workgroup"),
         ],
         capabilities: CAPABILITIES,
     };
