@@ -2,11 +2,13 @@
 //! `smb2` client, as an object store (`store.rs`) under the generic adapter. What is the same
 //! for every store (packages, HEAD, files layout, versions, gc) lives in storage-core; what is
 //! SMB's own is here: temp-file-and-rename writes, the cross-client lock that makes the HEAD
-//! swap a compare-and-swap (`share.rs`), and streamed uploads (`upload.rs`).
+//! swap a compare-and-swap (`share/lock.rs`), SMB errors as object_store's (`error.rs`), and
+//! streamed uploads (`upload.rs`).
 //!
 //! `smb2` rather than the `smb` crate: `smb` 0.12's directory listing stream loses a wakeup
 //! and hangs when its consumer keeps up, and it reads one block at a time; `smb2` pipelines.
 
+mod error;
 mod share;
 mod store;
 mod upload;

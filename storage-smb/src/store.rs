@@ -22,7 +22,8 @@ use object_store::{
 };
 use smb2::{DirectoryEntry, FileInfo};
 
-use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag, store_error};
+use crate::error::store_error;
+use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag};
 use crate::upload::TempFileUpload;
 
 /// Bytes per READ request.

@@ -11,7 +11,8 @@ use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
 use smb2::FileWriter;
 use tokio::sync::{Mutex, oneshot};
 
-use crate::share::{Replace, Share, store_error};
+use crate::error::store_error;
+use crate::share::{Replace, Share};
 
 pub(crate) struct TempFileUpload {
     share: Arc<Share>,

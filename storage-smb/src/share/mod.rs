@@ -1,6 +1,6 @@
-//! One share on one server: the logon (made on first use), the SMB operations the store is
-//! built from, the lock that serializes writers of a key across clients, and SMB errors as
-//! `object_store` errors.
+//! One share on one server: the logon (made on first use) and the SMB operations the store
+//! is built from. The lock that serializes writers of a key across clients is in `lock.rs`,
+//! SMB errors as `object_store` errors in `../error.rs`.
 //!
 //! Every operation runs on a clone of the one connection, so operations started together
 //! overlap on the wire (SMB credits, not a mutex, bound how many are in flight).
@@ -24,11 +24,15 @@ use smb2::{
 };
 use tokio::sync::OnceCell;
 
+mod lock;
+
+use crate::error::store_error;
+#[cfg(test)]
+use lock::lock_for;
+
 /// Bookkeeping files live beside the file they serve and never show in listings.
 const TEMP_MARK: &str = ".~tmp-";
 const LOCK_MARK: &str = ".~lock-";
-/// How long a writer waits for another writer's lock on the same key.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Where to log on, and as whom.
 pub(crate) struct Target {
@@ -69,48 +73,6 @@ impl fmt::Display for Share {
     }
 }
 
-/// An SMB failure with what was being done, shown in one line.
-#[derive(Debug)]
-struct Failure {
-    what: String,
-    source: smb2::Error,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
-    }
-}
-
-impl std::error::Error for Failure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// An SMB error as `object_store`'s, keeping the kinds the adapter maps to exit codes (a
-/// refused logon or access is 4, a missing file 3).
-pub(crate) fn store_error(what: impl Into<String>, path: &str, e: smb2::Error) -> StoreError {
-    let path = path.to_string();
-    let kind = e.kind();
-    let source = Box::new(Failure {
-        what: what.into(),
-        source: e,
-    });
-    match kind {
-        ErrorKind::NotFound => StoreError::NotFound { path, source },
-        ErrorKind::AlreadyExists => StoreError::AlreadyExists { path, source },
-        ErrorKind::AccessDenied => StoreError::PermissionDenied { path, source },
-        ErrorKind::AuthRequired | ErrorKind::SigningRequired | ErrorKind::SessionExpired => {
-            StoreError::Unauthenticated { path, source }
-        }
-        _ => StoreError::Generic {
-            store: "SMB",
-            source,
-        },
-    }
-}
-
 /// The file name part of a `/`-separated path.
 fn split(path: &str) -> (&str, &str) {
     match path.rsplit_once('/') {
@@ -137,11 +99,6 @@ pub(crate) fn temp_for(path: &str) -> String {
     h.write_u32(std::process::id());
     let (_, name) = split(path);
     beside(path, format!("{TEMP_MARK}{:016x}-{name}", h.finish()))
-}
-
-fn lock_for(path: &str) -> String {
-    let (_, name) = split(path);
-    beside(path, format!("{LOCK_MARK}{name}"))
 }
 
 /// Temp and lock files: this store's own, not objects.
@@ -425,59 +382,6 @@ impl Share {
         Ok(())
     }
 
-    /// Takes the lock of `path`: a file beside it created exclusively, with delete-on-close,
-    /// and shared with no one. It exists exactly while held; the server deletes it when its
-    /// holder closes it or its session ends (a crashed writer leaves no stale lock).
-    async fn lock(&self, path: &str) -> Result<HeldLock, StoreError> {
-        let (conn, tree) = self.session().await?;
-        let name = lock_for(path);
-        let request = lock_request(&name);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let frame = conn
-                .execute(Command::Create, &request, Some(tree.tree_id))
-                .await
-                .map_err(|e| store_error(format!("locking {path}"), path, e))?;
-            let status = frame.header.status;
-            if status == NtStatus::SUCCESS {
-                let created = CreateResponse::unpack(&mut ReadCursor::new(&frame.body))
-                    .map_err(|e| store_error(format!("locking {path}"), path, e))?;
-                return Ok(HeldLock {
-                    conn,
-                    tree,
-                    file_id: Some(created.file_id),
-                });
-            }
-            let busy = [
-                NtStatus::OBJECT_NAME_COLLISION,
-                NtStatus::DELETE_PENDING,
-                NtStatus::SHARING_VIOLATION,
-            ];
-            if busy.contains(&status) {
-                if Instant::now() > deadline {
-                    return Err(StoreError::Generic {
-                        store: "SMB",
-                        source: format!(
-                            "{path} stayed locked by another writer for {} s",
-                            LOCK_WAIT.as_secs()
-                        )
-                        .into(),
-                    });
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
-                continue;
-            }
-            // A missing folder is NotFound: there is no file to guard there either.
-            let e = smb2::Error::Protocol {
-                status,
-                command: Command::Create,
-            };
-            return Err(store_error(format!("locking {path}"), path, e));
-        }
-    }
-
     /// Removes temporary files under `dir` last written before `older_than`: what uploads
     /// that never finished left behind. Returns how many.
     pub(crate) async fn sweep_temps(
@@ -509,56 +413,6 @@ impl Share {
             }
         }
         Ok(removed)
-    }
-}
-
-/// The CREATE of a lock file; see [`Share::lock`].
-fn lock_request(name: &str) -> CreateRequest {
-    const DELETE: u32 = 0x0001_0000;
-    const FILE_READ_ATTRIBUTES: u32 = 0x0000_0080;
-    const SYNCHRONIZE: u32 = 0x0010_0000;
-    const FILE_ATTRIBUTE_NORMAL: u32 = 0x0000_0080;
-    const FILE_NON_DIRECTORY_FILE: u32 = 0x0000_0040;
-    const FILE_DELETE_ON_CLOSE: u32 = 0x0000_1000;
-    CreateRequest {
-        requested_oplock_level: OplockLevel::None,
-        impersonation_level: ImpersonationLevel::Impersonation,
-        desired_access: FileAccessMask::new(DELETE | FILE_READ_ATTRIBUTES | SYNCHRONIZE),
-        file_attributes: FILE_ATTRIBUTE_NORMAL,
-        share_access: ShareAccess(0),
-        create_disposition: CreateDisposition::FileCreate,
-        create_options: FILE_NON_DIRECTORY_FILE | FILE_DELETE_ON_CLOSE,
-        name: smb2::encode_path(name).replace('/', "\\"),
-        create_contexts: Vec::new(),
-    }
-}
-
-/// A held lock; [`HeldLock::release`] gives it back (dropping it does too, in the background).
-struct HeldLock {
-    conn: Connection,
-    tree: Arc<Tree>,
-    file_id: Option<FileId>,
-}
-
-impl HeldLock {
-    async fn release(mut self) {
-        if let Some(id) = self.file_id.take() {
-            let _ = self.tree.close_handle(&mut self.conn, id).await;
-        }
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        let Some(id) = self.file_id.take() else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (mut conn, tree) = (self.conn.clone(), self.tree.clone());
-            runtime.spawn(async move {
-                let _ = tree.close_handle(&mut conn, id).await;
-            });
-        }
     }
 }
 

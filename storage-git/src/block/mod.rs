@@ -2,7 +2,8 @@
 //! only what it needs (the tip, shallow; the whole history for versions), and runs on a
 //! blocking thread. A put builds the new tree from the old one with only its path replaced,
 //! commits it and pushes it as a fast-forward from the commit it was built on; a plain put
-//! that loses that race builds again on the new tip.
+//! that loses that race builds again on the new tip (`write.rs`, one loop for put and rm);
+//! reads (get, cat, ls, versions) are here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +25,10 @@ use crate::remote::{GitRemote, PushOutcome, short};
 use crate::tree::{Local, entry_at, list, splice, totals, write_out, write_source};
 use crate::{CAPABILITIES, GitConfig};
 
+mod write;
+
 /// Where a fetched reference lands in the private repository.
 const WANTED: &str = "refs/blockctl/wanted";
-/// How often a plain put builds again on a branch that moved under it.
-const PUT_ATTEMPTS: u32 = 8;
 
 /// A git repository as a storage block.
 #[derive(Clone)]
@@ -268,99 +269,6 @@ impl Inner {
         })
     }
 
-    fn put(&self, src: &Path, to: &BlockPath, opts: &PutOptions) -> Result<PutReport> {
-        let scan = ScanOptions {
-            ignore_file: opts.ignore_file.clone(),
-            no_default_ignores: opts.no_default_ignores,
-            follow_symlinks: opts.follow_symlinks,
-        };
-        let tree = SourceTree::scan(src, &scan)?;
-        let ws = Workspace::new()?;
-        let repo = &ws.repo;
-        let (subtree, mut warnings) = write_source(repo, &tree)?;
-        let Some(subtree) = subtree else {
-            return Err(Error::Usage(format!(
-                "{} holds no file to commit (git stores no empty folders)",
-                src.display()
-            )));
-        };
-        warnings.splice(0..0, tree.warnings.iter().cloned());
-        for w in &warnings {
-            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
-        }
-        let message = format!("blockctl put {}", shown(to));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let base = self.fetch_branch(repo)?;
-            let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
-            check_precondition(&opts.if_version, base, base_tree.as_ref(), to)?;
-            let root = splice(repo, base_tree.as_ref(), &segments(to), Some(subtree))?;
-            let mut report = PutReport {
-                version: base.map(|b| b.to_string()),
-                layout: Layout::Tree,
-                files: tree.file_count(),
-                bytes: tree.file_bytes(),
-                skipped: true,
-                warnings: warnings.clone(),
-                ..PutReport::default()
-            };
-            if base_tree.as_ref().is_some_and(|t| t.id() == root) {
-                emit(&opts.progress, ProgressEvent::Done);
-                return Ok(report);
-            }
-            let new = self.commit(repo, root, base, &message)?;
-            emit(
-                &opts.progress,
-                ProgressEvent::Phase {
-                    name: "uploading",
-                    total: None,
-                },
-            );
-            match self.remote.push(repo, &self.branch, new, base)? {
-                PushOutcome::Pushed => {
-                    emit(&opts.progress, ProgressEvent::Done);
-                    report.version = Some(new.to_string());
-                    report.skipped = false;
-                    return Ok(report);
-                }
-                PushOutcome::Moved(why) => {
-                    if opts.if_version.is_some() {
-                        return Err(Error::Conflict(format!(
-                            "the push was rejected as non-fast-forward: {why} since this put read it; nothing was changed (get the new version, then put again)"
-                        )));
-                    }
-                    if attempt >= PUT_ATTEMPTS {
-                        return Err(Error::Conflict(format!(
-                            "the push was rejected as non-fast-forward {attempt} times ({why}): branch {} keeps moving; try again",
-                            self.branch
-                        )));
-                    }
-                    pause(attempt);
-                }
-            }
-        }
-    }
-
-    fn commit(
-        &self,
-        repo: &Repository,
-        root: Oid,
-        base: Option<Oid>,
-        message: &str,
-    ) -> Result<Oid> {
-        let sig = Signature::now(&self.author_name, &self.author_email)
-            .map_err(|e| Error::Usage(format!("commit author: {}", e.message())))?;
-        let tree = repo.find_tree(root).local("reading a tree")?;
-        let parent = base
-            .map(|b| repo.find_commit(b))
-            .transpose()
-            .local("reading a commit")?;
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        repo.commit(None, &sig, &sig, message, &tree, &parents)
-            .local("writing a commit")
-    }
-
     fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
         if path.is_root() {
             return Err(Error::Usage("name a file to read".into()));
@@ -445,41 +353,6 @@ impl Inner {
         }
         Ok(out)
     }
-
-    /// Commits the removal of `at` and pushes it, building again if the branch moves.
-    fn remove(&self, at: &BlockPath) -> Result<()> {
-        let ws = Workspace::new()?;
-        let repo = &ws.repo;
-        let message = format!("blockctl rm {}", shown(at));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let base = self.fetch_branch(repo)?;
-            let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
-            let present = match &base_tree {
-                Some(t) if at.is_root() => !t.is_empty(),
-                Some(t) => entry_at(t, at.as_str())?.is_some(),
-                None => false,
-            };
-            if !present {
-                return Err(Error::NotFound(format!(
-                    "nothing is stored there on branch {}",
-                    self.branch
-                )));
-            }
-            let root = splice(repo, base_tree.as_ref(), &segments(at), None)?;
-            let new = self.commit(repo, root, base, &message)?;
-            match self.remote.push(repo, &self.branch, new, base)? {
-                PushOutcome::Pushed => return Ok(()),
-                PushOutcome::Moved(why) if attempt >= PUT_ATTEMPTS => {
-                    return Err(Error::Conflict(format!(
-                        "the push was rejected as non-fast-forward {attempt} times ({why}); try again"
-                    )));
-                }
-                PushOutcome::Moved(_) => pause(attempt),
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -543,49 +416,6 @@ impl StorageBlock for GitBlock {
     async fn check(&self) -> Result<()> {
         self.run(&BlockPath::root(), |b| b.remote.list().map(drop))
             .await
-    }
-}
-
-/// Refuses the put when `--if-version` does not hold for the branch as fetched. The push
-/// then only fast-forwards from that same commit, which makes the check a compare-and-swap.
-fn check_precondition(
-    wanted: &Option<VersionPrecondition>,
-    base: Option<Oid>,
-    base_tree: Option<&git2::Tree<'_>>,
-    to: &BlockPath,
-) -> Result<()> {
-    match wanted {
-        None => Ok(()),
-        Some(VersionPrecondition::NoVersion) => {
-            let exists = match base_tree {
-                Some(t) => entry_at(t, to.as_str())?.is_some(),
-                None => false,
-            };
-            if exists {
-                let at = base.map(|b| short(&b)).unwrap_or_default();
-                return Err(Error::Conflict(format!(
-                    "--if-version none, but the branch already holds this path (at commit {at})"
-                )));
-            }
-            Ok(())
-        }
-        Some(VersionPrecondition::Current(v)) => {
-            if !is_commit_prefix(v) {
-                return Err(Error::Usage(format!(
-                    "--if-version `{v}` is not a commit id; give at least 4 hex digits"
-                )));
-            }
-            match base {
-                Some(b) if b.to_string().starts_with(&v.to_ascii_lowercase()) => Ok(()),
-                Some(b) => Err(Error::Conflict(format!(
-                    "--if-version {v}, but the branch is at {}",
-                    short(&b)
-                ))),
-                None => Err(Error::Conflict(format!(
-                    "--if-version {v}, but the branch does not exist yet"
-                ))),
-            }
-        }
     }
 }
 

@@ -1,0 +1,198 @@
+//! The write side of the git block: put and rm share one loop. Each fetches the branch's
+//! tip, checks it, splices the new subtree (or none) in at the path, commits and pushes as a
+//! fast-forward from that tip; a push that loses the race starts again on the new tip
+//! (a conditional put instead fails as a conflict: its condition was about the old tip).
+
+use super::*;
+
+/// How often a write builds again on a branch that moved under it.
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// How a write ended.
+pub(super) enum Written {
+    /// The branch already had that tree at the path (its tip, if any).
+    Unchanged(Option<Oid>),
+    /// This commit was pushed.
+    Pushed(Oid),
+}
+
+impl Inner {
+    /// The one fetch-splice-commit-push loop. `decide` sees the tip and its tree and returns
+    /// what goes at `at` (a tree, or `None` to remove the path), or refuses; `strict` makes a
+    /// lost race a conflict instead of a new attempt.
+    pub(super) fn write(
+        &self,
+        repo: &Repository,
+        at: &BlockPath,
+        message: &str,
+        strict: bool,
+        progress: &Option<Arc<dyn ProgressObserver>>,
+        mut decide: impl FnMut(Option<Oid>, Option<&git2::Tree<'_>>) -> Result<Option<Oid>>,
+    ) -> Result<Written> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = self.fetch_branch(repo)?;
+            let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
+            let subtree = decide(base, base_tree.as_ref())?;
+            let root = splice(repo, base_tree.as_ref(), &segments(at), subtree)?;
+            if base_tree.as_ref().is_some_and(|t| t.id() == root) {
+                return Ok(Written::Unchanged(base));
+            }
+            let new = self.commit(repo, root, base, message)?;
+            emit(
+                progress,
+                ProgressEvent::Phase {
+                    name: "uploading",
+                    total: None,
+                },
+            );
+            match self.remote.push(repo, &self.branch, new, base)? {
+                PushOutcome::Pushed => return Ok(Written::Pushed(new)),
+                PushOutcome::Moved(why) if strict => {
+                    return Err(Error::Conflict(format!(
+                        "the push was rejected as non-fast-forward: {why} since this put read it; nothing was changed (get the new version, then put again)"
+                    )));
+                }
+                PushOutcome::Moved(why) if attempt >= WRITE_ATTEMPTS => {
+                    return Err(Error::Conflict(format!(
+                        "the push was rejected as non-fast-forward {attempt} times ({why}): branch {} keeps moving; try again",
+                        self.branch
+                    )));
+                }
+                PushOutcome::Moved(_) => pause(attempt),
+            }
+        }
+    }
+
+    pub(super) fn put(&self, src: &Path, to: &BlockPath, opts: &PutOptions) -> Result<PutReport> {
+        let scan = ScanOptions {
+            ignore_file: opts.ignore_file.clone(),
+            no_default_ignores: opts.no_default_ignores,
+            follow_symlinks: opts.follow_symlinks,
+        };
+        let tree = SourceTree::scan(src, &scan)?;
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let (subtree, mut warnings) = write_source(repo, &tree)?;
+        let Some(subtree) = subtree else {
+            return Err(Error::Usage(format!(
+                "{} holds no file to commit (git stores no empty folders)",
+                src.display()
+            )));
+        };
+        warnings.splice(0..0, tree.warnings.iter().cloned());
+        for w in &warnings {
+            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
+        }
+        let message = format!("blockctl put {}", shown(to));
+        let written = self.write(
+            repo,
+            to,
+            &message,
+            opts.if_version.is_some(),
+            &opts.progress,
+            |base, base_tree| {
+                check_precondition(&opts.if_version, base, base_tree, to)?;
+                Ok(Some(subtree))
+            },
+        )?;
+        emit(&opts.progress, ProgressEvent::Done);
+        let (version, skipped) = match written {
+            Written::Unchanged(base) => (base, true),
+            Written::Pushed(new) => (Some(new), false),
+        };
+        Ok(PutReport {
+            version: version.map(|v| v.to_string()),
+            layout: Layout::Tree,
+            files: tree.file_count(),
+            bytes: tree.file_bytes(),
+            skipped,
+            warnings,
+            ..PutReport::default()
+        })
+    }
+
+    /// Commits the removal of `at` and pushes it, building again if the branch moves.
+    pub(super) fn remove(&self, at: &BlockPath) -> Result<()> {
+        let ws = Workspace::new()?;
+        let message = format!("blockctl rm {}", shown(at));
+        self.write(&ws.repo, at, &message, false, &None, |_, base_tree| {
+            let present = match base_tree {
+                Some(t) if at.is_root() => !t.is_empty(),
+                Some(t) => entry_at(t, at.as_str())?.is_some(),
+                None => false,
+            };
+            if !present {
+                return Err(Error::NotFound(format!(
+                    "nothing is stored there on branch {}",
+                    self.branch
+                )));
+            }
+            Ok(None)
+        })?;
+        Ok(())
+    }
+
+    fn commit(
+        &self,
+        repo: &Repository,
+        root: Oid,
+        base: Option<Oid>,
+        message: &str,
+    ) -> Result<Oid> {
+        let sig = Signature::now(&self.author_name, &self.author_email)
+            .map_err(|e| Error::Usage(format!("commit author: {}", e.message())))?;
+        let tree = repo.find_tree(root).local("reading a tree")?;
+        let parent = base
+            .map(|b| repo.find_commit(b))
+            .transpose()
+            .local("reading a commit")?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(None, &sig, &sig, message, &tree, &parents)
+            .local("writing a commit")
+    }
+}
+
+/// Refuses the put when `--if-version` does not hold for the branch as fetched. The push
+/// then only fast-forwards from that same commit, which makes the check a compare-and-swap.
+fn check_precondition(
+    wanted: &Option<VersionPrecondition>,
+    base: Option<Oid>,
+    base_tree: Option<&git2::Tree<'_>>,
+    to: &BlockPath,
+) -> Result<()> {
+    match wanted {
+        None => Ok(()),
+        Some(VersionPrecondition::NoVersion) => {
+            let exists = match base_tree {
+                Some(t) => entry_at(t, to.as_str())?.is_some(),
+                None => false,
+            };
+            if exists {
+                let at = base.map(|b| short(&b)).unwrap_or_default();
+                return Err(Error::Conflict(format!(
+                    "--if-version none, but the branch already holds this path (at commit {at})"
+                )));
+            }
+            Ok(())
+        }
+        Some(VersionPrecondition::Current(v)) => {
+            if !is_commit_prefix(v) {
+                return Err(Error::Usage(format!(
+                    "--if-version `{v}` is not a commit id; give at least 4 hex digits"
+                )));
+            }
+            match base {
+                Some(b) if b.to_string().starts_with(&v.to_ascii_lowercase()) => Ok(()),
+                Some(b) => Err(Error::Conflict(format!(
+                    "--if-version {v}, but the branch is at {}",
+                    short(&b)
+                ))),
+                None => Err(Error::Conflict(format!(
+                    "--if-version {v}, but the branch does not exist yet"
+                ))),
+            }
+        }
+    }
+}

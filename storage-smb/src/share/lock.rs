@@ -1,0 +1,119 @@
+//! The lock every writer of a key takes, across clients: a file beside the key created
+//! exclusively with delete-on-close, so it exists exactly while held and a crashed writer
+//! leaves none. It makes the HEAD swap a compare-and-swap (see `Share::commit`).
+
+use super::*;
+
+/// How long a writer waits for another writer's lock on the same key.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The lock file of `path`: beside it, marked as bookkeeping.
+pub(super) fn lock_for(path: &str) -> String {
+    let (_, name) = split(path);
+    beside(path, format!("{LOCK_MARK}{name}"))
+}
+
+impl Share {
+    /// Takes the lock of `path`: a file beside it created exclusively, with delete-on-close,
+    /// and shared with no one. It exists exactly while held; the server deletes it when its
+    /// holder closes it or its session ends (a crashed writer leaves no stale lock).
+    pub(super) async fn lock(&self, path: &str) -> Result<HeldLock, StoreError> {
+        let (conn, tree) = self.session().await?;
+        let name = lock_for(path);
+        let request = lock_request(&name);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let frame = conn
+                .execute(Command::Create, &request, Some(tree.tree_id))
+                .await
+                .map_err(|e| store_error(format!("locking {path}"), path, e))?;
+            let status = frame.header.status;
+            if status == NtStatus::SUCCESS {
+                let created = CreateResponse::unpack(&mut ReadCursor::new(&frame.body))
+                    .map_err(|e| store_error(format!("locking {path}"), path, e))?;
+                return Ok(HeldLock {
+                    conn,
+                    tree,
+                    file_id: Some(created.file_id),
+                });
+            }
+            let busy = [
+                NtStatus::OBJECT_NAME_COLLISION,
+                NtStatus::DELETE_PENDING,
+                NtStatus::SHARING_VIOLATION,
+            ];
+            if busy.contains(&status) {
+                if Instant::now() > deadline {
+                    return Err(StoreError::Generic {
+                        store: "SMB",
+                        source: format!(
+                            "{path} stayed locked by another writer for {} s",
+                            LOCK_WAIT.as_secs()
+                        )
+                        .into(),
+                    });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                continue;
+            }
+            // A missing folder is NotFound: there is no file to guard there either.
+            let e = smb2::Error::Protocol {
+                status,
+                command: Command::Create,
+            };
+            return Err(store_error(format!("locking {path}"), path, e));
+        }
+    }
+}
+
+/// The CREATE of a lock file; see [`Share::lock`].
+fn lock_request(name: &str) -> CreateRequest {
+    const DELETE: u32 = 0x0001_0000;
+    const FILE_READ_ATTRIBUTES: u32 = 0x0000_0080;
+    const SYNCHRONIZE: u32 = 0x0010_0000;
+    const FILE_ATTRIBUTE_NORMAL: u32 = 0x0000_0080;
+    const FILE_NON_DIRECTORY_FILE: u32 = 0x0000_0040;
+    const FILE_DELETE_ON_CLOSE: u32 = 0x0000_1000;
+    CreateRequest {
+        requested_oplock_level: OplockLevel::None,
+        impersonation_level: ImpersonationLevel::Impersonation,
+        desired_access: FileAccessMask::new(DELETE | FILE_READ_ATTRIBUTES | SYNCHRONIZE),
+        file_attributes: FILE_ATTRIBUTE_NORMAL,
+        share_access: ShareAccess(0),
+        create_disposition: CreateDisposition::FileCreate,
+        create_options: FILE_NON_DIRECTORY_FILE | FILE_DELETE_ON_CLOSE,
+        name: smb2::encode_path(name).replace('/', "\\"),
+        create_contexts: Vec::new(),
+    }
+}
+
+/// A held lock; [`HeldLock::release`] gives it back (dropping it does too, in the background).
+pub(super) struct HeldLock {
+    conn: Connection,
+    tree: Arc<Tree>,
+    file_id: Option<FileId>,
+}
+
+impl HeldLock {
+    pub(super) async fn release(mut self) {
+        if let Some(id) = self.file_id.take() {
+            let _ = self.tree.close_handle(&mut self.conn, id).await;
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let Some(id) = self.file_id.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut conn, tree) = (self.conn.clone(), self.tree.clone());
+            runtime.spawn(async move {
+                let _ = tree.close_handle(&mut conn, id).await;
+            });
+        }
+    }
+}
