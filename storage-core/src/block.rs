@@ -40,6 +40,11 @@ pub struct Capabilities {
     /// apart. When false the store folds case (SMB shares do), such names overwrite each
     /// other in a mirror, and only the package layout keeps them.
     pub files_case_sensitive: bool,
+    /// A package's objects (`.blocks/` manifests, frames, HEAD) are objects of the store that
+    /// `read_path` and `write_path` reach one by one. A registry holds blobs under their
+    /// digests instead, so a frame cannot be overwritten with other bytes: the suite then
+    /// checks that raw writes are refused, and the backend's own tests damage its storage.
+    pub raw_objects: bool,
 }
 
 impl Capabilities {
@@ -55,6 +60,7 @@ impl Capabilities {
         files_keep_metadata: false,
         gc: true,
         files_case_sensitive: true,
+        raw_objects: true,
     };
 }
 

@@ -330,6 +330,21 @@ impl PackageManifest {
     }
 }
 
+impl PackageManifest {
+    /// The frames that hold entry `index`, from its own frame to the one holding its last byte.
+    pub fn frames_of_entry(&self, index: usize) -> Vec<Frame> {
+        let Some(entry) = self.entries.get(index) else {
+            return Vec::new();
+        };
+        let end = self.entry_end(index);
+        self.frames[(entry.frame as usize).min(self.frames.len())..]
+            .iter()
+            .take_while(|f| f.uncompressed_offset < end || f.uncompressed_offset == entry.offset)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The first 12 characters of a version id, for messages.
 pub fn short(version: &str) -> &str {
     &version[..version.len().min(12)]

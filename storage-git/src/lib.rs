@@ -58,6 +58,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     files_keep_metadata: false,
     gc: false,
     files_case_sensitive: true,
+    raw_objects: false,
 };
 
 impl BlockConfig for GitConfig {

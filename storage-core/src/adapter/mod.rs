@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::extract::unpack_verified_over;
 use crate::hashcache::{HashCache, UploadLedger, same_etag};
 use crate::manifest::{
-    HeadRecord, ManifestEntry, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
+    HeadRecord, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
 };
 use crate::place::{check_destination, commit, staging_for};
 use crate::secret::scrub;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::framecache::{FrameCache, FrameCounts};
 use crate::manifest::{FRAMES_FORMAT, Frame, MANIFEST_FORMAT};
-use crate::pack::{DEFAULT_LEVEL, write_package};
+use crate::pack::{DEFAULT_LEVEL, placed, write_package};
 
 use super::*;
 
@@ -425,13 +425,7 @@ impl ObjectStoreBlock {
                 format!("{slug}: {rel} is a {:?}, not a file", entry.kind).to_lowercase(),
             ));
         }
-        let end = manifest.entry_end(index);
-        let first = entry.frame as usize;
-        let needed: Vec<Frame> = manifest.frames[first..]
-            .iter()
-            .take_while(|f| f.uncompressed_offset < end || f.uncompressed_offset == entry.offset)
-            .cloned()
-            .collect();
+        let needed = manifest.frames_of_entry(index);
         let Some(start_frame) = needed.first().cloned() else {
             return Err(Error::Integrity(format!(
                 "{slug}: {rel}: no frame holds it"
@@ -461,29 +455,8 @@ impl ObjectStoreBlock {
         };
         let rel = rel.to_string();
         tokio::task::spawn_blocking(move || {
-            let corrupt = |why: String| Error::Integrity(format!("{slug}: {rel}: {why}"));
-            let data = zstd::stream::decode_all(&compressed[..])
-                .map_err(|e| corrupt(format!("frame is corrupt: {e}")))?;
-            let tail = entry
-                .offset
-                .checked_sub(start_frame.uncompressed_offset)
-                .and_then(|start| data.get(start as usize..))
-                .ok_or_else(|| corrupt("offset outside its frame".into()))?;
-            let mut archive = tar::Archive::new(tail);
-            let mut first = archive
-                .entries()
-                .and_then(|mut it| it.next().transpose())
-                .map_err(|e| corrupt(e.to_string()))?
-                .ok_or_else(|| corrupt("no entry at its offset".into()))?;
-            let mut out = Vec::with_capacity(entry.size.min(1 << 30) as usize);
-            first
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out));
-            if Some(&sha) != entry.sha256.as_ref() || out.len() as u64 != entry.size {
-                return Err(corrupt("checksum mismatch: the package is corrupt".into()));
-            }
-            Ok(Bytes::from(out))
+            crate::extract::file_in_frames(&entry, &start_frame, &compressed)
+                .map_err(|why| Error::Integrity(format!("{slug}: {rel}: {why}")))
         })
         .await?
     }
@@ -506,20 +479,4 @@ impl ObjectStoreBlock {
             .buffered(super::frames::IN_FLIGHT)
             .boxed()
     }
-}
-
-/// The manifest records of `entries`, each with the frame and offset the packer put it at.
-pub(super) fn placed(
-    entries: &[crate::tree::SourceEntry],
-    placements: &[(u32, u64)],
-) -> Vec<ManifestEntry> {
-    entries
-        .iter()
-        .zip(placements)
-        .map(|(e, &(frame, offset))| ManifestEntry {
-            frame,
-            offset,
-            ..e.record.clone()
-        })
-        .collect()
 }

@@ -1,0 +1,787 @@
+//! The OCI block: put pushes the frames the repository lacks, the config blob, the image
+//! manifest tagged with the version id, and then moves `current` to it; get reads the
+//! manifest at `current` (or at a version tag), fetches the frames (through the agent cache)
+//! checked against their digests, and feeds storage-core's verified extraction.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use oci_client::manifest::OciImageManifest;
+use storage_core::extract::{file_in_frames, unpack_verified_over};
+use storage_core::framecache::{FrameCache, FrameCounts};
+use storage_core::frames::frame_hash;
+use storage_core::manifest::{Frame, PackageManifest, is_version_id, short};
+use storage_core::place::{check_destination, commit, staging_for};
+use storage_core::secret::scrub;
+use storage_core::stream::StreamReader;
+use storage_core::tree::{ScanOptions, SourceTree};
+use storage_core::{
+    BlockPath, Capabilities, DeleteOptions, EntryKind, Error, GcOptions, GcReport, GetMode,
+    GetOptions, GetReport, Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent,
+    PutOptions, PutReport, Result, StorageBlock, VersionInfo,
+};
+
+use crate::artifact::{self, CURRENT, IN_FLIGHT};
+use crate::names::{check_repository, repository_name};
+use crate::registry::{Registry, credentials};
+use crate::{CAPABILITIES, OciConfig};
+
+/// An OCI registry repository tree as a storage block.
+#[derive(Clone)]
+pub struct OciBlock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    label: String,
+    registry: Registry,
+    /// Repository names start with this (the block's `repository`).
+    prefix: String,
+}
+
+/// A version found in a repository: its image manifest (bytes and digest too, so a tag can
+/// be moved onto it unchanged).
+struct Artifact {
+    repo: String,
+    version: String,
+    image: OciImageManifest,
+    digest: String,
+}
+
+impl std::fmt::Debug for OciBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciBlock")
+            .field("label", &self.inner.label)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "::1")
+}
+
+impl OciBlock {
+    pub(crate) fn new(config: &OciConfig, label: &str) -> Result<Self> {
+        let bad = |e: Error| e.context(label);
+        let host = config.registry.trim().trim_end_matches('/');
+        if host.is_empty() || host.contains("://") || host.contains('/') {
+            return Err(bad(Error::Usage(format!(
+                "registry `{host}` must be a host with an optional :port, without a scheme"
+            ))));
+        }
+        let prefix = config.repository.trim_matches('/').to_string();
+        check_repository(&prefix).map_err(bad)?;
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.resolve("password"))
+            .transpose()
+            .map_err(bad)?;
+        let token = config
+            .token
+            .as_ref()
+            .map(|t| t.resolve("token"))
+            .transpose()
+            .map_err(bad)?;
+        let auth = credentials(host, config.username.as_deref(), password, token).map_err(bad)?;
+        let plain_http = config.plain_http.unwrap_or_else(|| is_loopback(host));
+        let registry = Registry::new(host, plain_http, auth).map_err(bad)?;
+        Ok(OciBlock {
+            inner: Arc::new(Inner {
+                label: label.to_string(),
+                registry,
+                prefix,
+            }),
+        })
+    }
+
+    fn slug(&self, at: &BlockPath) -> String {
+        if at.is_root() {
+            self.inner.label.clone()
+        } else {
+            format!("{}/{at}", self.inner.label)
+        }
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn repo(&self, at: &BlockPath) -> Result<String> {
+        repository_name(&self.inner.prefix, at).map_err(|e| e.context(self.slug(at)))
+    }
+
+    /// The errors of `f`, naming the slug and scrubbed of secrets.
+    fn named<'a>(&'a self, at: &'a BlockPath) -> impl Fn(Error) -> Error + 'a {
+        move |e| scrub_error(e, self.registry().secrets()).context(self.slug(at))
+    }
+
+    /// The artifact `current` points at in `repo`, if any.
+    async fn current(&self, repo: &str) -> Result<Option<Artifact>> {
+        let Some((image, digest)) = self.registry().manifest(repo, CURRENT).await? else {
+            return Ok(None);
+        };
+        let version = artifact::version_of(&image)
+            .filter(|v| is_version_id(v))
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "the `{CURRENT}` tag of {repo} is not a blockctl version"
+                ))
+            })?
+            .to_string();
+        Ok(Some(Artifact {
+            repo: repo.to_string(),
+            version,
+            image,
+            digest,
+        }))
+    }
+
+    /// The artifact of `version` in `repo`.
+    async fn tagged(&self, repo: &str, version: &str) -> Result<Artifact> {
+        let Some((image, digest)) = self.registry().manifest(repo, version).await? else {
+            return Err(Error::NotFound(format!("no version {}", short(version))));
+        };
+        if artifact::version_of(&image) != Some(version) {
+            return Err(Error::Integrity(format!(
+                "the artifact tagged {} names another version",
+                short(version)
+            )));
+        }
+        Ok(Artifact {
+            repo: repo.to_string(),
+            version: version.to_string(),
+            image,
+            digest,
+        })
+    }
+
+    /// The version tags of `repo`.
+    async fn version_tags(&self, repo: &str) -> Result<Vec<String>> {
+        Ok(self
+            .registry()
+            .tags(repo)
+            .await?
+            .into_iter()
+            .filter(|t| is_version_id(t))
+            .collect())
+    }
+
+    /// A full version id from an id or a unique prefix of at least 4 characters.
+    async fn resolve_version(&self, repo: &str, wanted: &str) -> Result<String> {
+        if is_version_id(wanted) {
+            return Ok(wanted.to_string());
+        }
+        if wanted.len() < 4 {
+            return Err(Error::Usage(format!(
+                "version `{wanted}` is too short; give at least 4 characters"
+            )));
+        }
+        let matches: Vec<String> = self
+            .version_tags(repo)
+            .await?
+            .into_iter()
+            .filter(|v| v.starts_with(wanted))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::NotFound(format!("no version {wanted}"))),
+            _ => Err(Error::Usage(format!(
+                "version prefix {wanted} is ambiguous"
+            ))),
+        }
+    }
+
+    /// The artifact a get of `from` reads, and the folder inside it: a version of `from`, its
+    /// current one, or the current one of the nearest ancestor that holds a package.
+    async fn locate(&self, from: &BlockPath, version: Option<&str>) -> Result<(Artifact, String)> {
+        if let Some(v) = version {
+            let repo = self.repo(from)?;
+            let version = self.resolve_version(&repo, v).await?;
+            return Ok((self.tagged(&repo, &version).await?, String::new()));
+        }
+        let own = self.repo(from);
+        if let Ok(repo) = &own
+            && let Some(found) = self.current(repo).await?
+        {
+            return Ok((found, String::new()));
+        }
+        for anc in from.ancestors() {
+            let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
+                continue;
+            };
+            if let Some(found) = self.current(&repo).await? {
+                let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
+                return Ok((found, subtree));
+            }
+        }
+        own?;
+        Err(Error::NotFound("nothing is stored there".into()))
+    }
+
+    async fn manifest_of(&self, found: &Artifact) -> Result<PackageManifest> {
+        artifact::read_manifest(self.registry(), &found.repo, &found.image, &found.version).await
+    }
+
+    /// One frame's verified bytes: from the cache, else fetched (its digest checked as it
+    /// arrives and its sha256 again before use) and cached.
+    async fn fetch_frame(
+        &self,
+        repo: &str,
+        frame: &Frame,
+        cache: &FrameCache,
+        counts: &FrameCounts,
+    ) -> Result<Bytes> {
+        let sha = frame.sha256.clone().unwrap_or_default();
+        if cache.is_enabled() {
+            let (c, s) = (cache.clone(), sha.clone());
+            if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
+                counts.add_cached();
+                return Ok(data);
+            }
+        }
+        let data = match self.registry().blob(repo, &format!("sha256:{sha}")).await {
+            Err(Error::NotFound(_)) => {
+                return Err(Error::Integrity(format!(
+                    "frame {} is missing from the registry",
+                    short(&sha)
+                )));
+            }
+            other => other?,
+        };
+        counts.add_download(data.len() as u64);
+        let cache = cache.clone();
+        tokio::task::spawn_blocking(move || {
+            if frame_hash(&data) != sha {
+                return Err(Error::Integrity(format!(
+                    "frame {} does not match its sha256: the registry holds a corrupt copy",
+                    short(&sha)
+                )));
+            }
+            cache.put(&sha, &data);
+            Ok(data)
+        })
+        .await?
+    }
+
+    /// The frames of a version, in order, verified, `IN_FLIGHT` at a time.
+    fn frame_stream(
+        &self,
+        repo: &str,
+        frames: Vec<Frame>,
+        cache: FrameCache,
+        counts: Arc<FrameCounts>,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes>> {
+        let (block, repo) = (self.clone(), repo.to_string());
+        stream::iter(frames)
+            .map(move |f| {
+                let (block, repo, cache, counts) =
+                    (block.clone(), repo.clone(), cache.clone(), counts.clone());
+                async move { block.fetch_frame(&repo, &f, &cache, &counts).await }
+            })
+            .buffered(IN_FLIGHT)
+            .boxed()
+    }
+
+    async fn put_package(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let repo = self.repo(to)?;
+        let scan = ScanOptions {
+            ignore_file: opts.ignore_file.clone(),
+            no_default_ignores: opts.no_default_ignores,
+            follow_symlinks: opts.follow_symlinks,
+        };
+        let src = src.to_path_buf();
+        let tree = tokio::task::spawn_blocking(move || {
+            let mut tree = SourceTree::scan(&src, &scan)?;
+            tree.hash_files_cached(&storage_core::hashcache::HashCache::open(&src))?;
+            Ok::<_, Error>(tree)
+        })
+        .await??;
+        for w in &tree.warnings {
+            emit(opts, ProgressEvent::Warning(w.clone()));
+        }
+        let version = tree.version_id();
+        let mut report = PutReport {
+            version: Some(version.clone()),
+            layout: Layout::Package,
+            files: tree.file_count(),
+            bytes: tree.file_bytes(),
+            skipped: true,
+            warnings: tree.warnings.clone(),
+            ..PutReport::default()
+        };
+        if self
+            .current(&repo)
+            .await?
+            .is_some_and(|c| c.version == version)
+        {
+            return Ok(report);
+        }
+        // A version already stored is made current again without sending anything.
+        let body = match self.registry().manifest(&repo, &version).await? {
+            Some((image, _)) if artifact::version_of(&image) == Some(version.as_str()) => {
+                serde_json::to_vec(&image).expect("a manifest serializes")
+            }
+            _ => {
+                report.skipped = false;
+                emit(
+                    opts,
+                    ProgressEvent::Phase {
+                        name: "uploading",
+                        total: Some(report.bytes),
+                    },
+                );
+                let sent = artifact::push_frames(
+                    self.registry(),
+                    &repo,
+                    &version,
+                    now(),
+                    tree.entries,
+                    opts.progress.clone(),
+                )
+                .await?;
+                let manifest = sent.manifest.expect("a pushed version has a manifest");
+                let image = artifact::image_manifest(&manifest, &sent.config);
+                let body = serde_json::to_vec(&image).expect("a manifest serializes");
+                self.registry()
+                    .push_manifest_bytes(&repo, &version, body.clone())
+                    .await?;
+                report.uploaded_bytes = sent.bytes + body.len() as u64;
+                report.frames_uploaded = sent.frames_uploaded;
+                report.frames_reused = sent.frames_reused;
+                body
+            }
+        };
+        // Last, as HEAD: readers see the new version only once all of it is there.
+        self.registry()
+            .push_manifest_bytes(&repo, CURRENT, body)
+            .await?;
+        emit(opts, ProgressEvent::Done);
+        Ok(report)
+    }
+
+    async fn get_package(
+        &self,
+        found: Artifact,
+        subtree: &str,
+        staging: &Path,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let manifest = self.manifest_of(&found).await?;
+        if !subtree.is_empty()
+            && !manifest
+                .entries
+                .iter()
+                .any(|e| e.path == subtree || e.path.starts_with(&format!("{subtree}/")))
+        {
+            return Err(Error::NotFound(format!(
+                "no such path in version {}",
+                short(&found.version)
+            )));
+        }
+        emit_get(
+            opts,
+            ProgressEvent::Phase {
+                name: "downloading",
+                total: Some(manifest.totals.package_bytes),
+            },
+        );
+        let progress = opts.progress.clone();
+        let on_bytes = Box::new(move |n| {
+            if let Some(p) = &progress {
+                p.event(ProgressEvent::Advance(n));
+            }
+        });
+        let counts = Arc::new(FrameCounts::default());
+        let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        let stream = self.frame_stream(
+            &found.repo,
+            manifest.frames.clone(),
+            cache.clone(),
+            counts.clone(),
+        );
+        let (reader, failure) =
+            StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
+        let (staging, subtree) = (staging.to_path_buf(), subtree.to_string());
+        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+        let done = tokio::task::spawn_blocking(move || {
+            let reader: Box<dyn Read + Send> = Box::new(reader);
+            let result = unpack_verified_over(
+                reader,
+                &manifest,
+                &staging,
+                &subtree,
+                previous.as_deref(),
+                |_| {},
+            );
+            match (result, failure.lock().expect("failure slot").take()) {
+                (Err(_), Some(transfer)) => Err(transfer),
+                (r, _) => r,
+            }
+        })
+        .await??;
+        tokio::task::spawn_blocking(move || cache.trim()).await?;
+        emit_get(opts, ProgressEvent::Done);
+        Ok(GetReport {
+            version: Some(found.version),
+            layout: Layout::Package,
+            files: done.files,
+            bytes: done.bytes,
+            downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
+            frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
+            frames_cached: counts.cached.load(Ordering::Relaxed),
+            files_linked: done.linked,
+        })
+    }
+
+    /// One file of the current version of `found`.
+    async fn read_file(&self, found: &Artifact, rel: &str) -> Result<Bytes> {
+        let manifest = self.manifest_of(found).await?;
+        let index = manifest
+            .entries
+            .iter()
+            .position(|e| e.path == rel)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no file {rel} in version {}",
+                    short(&found.version)
+                ))
+            })?;
+        let entry = manifest.entries[index].clone();
+        if entry.kind != EntryKind::File {
+            return Err(Error::Usage(
+                format!("{rel} is a {:?}, not a file", entry.kind).to_lowercase(),
+            ));
+        }
+        let needed = manifest.frames_of_entry(index);
+        let Some(first) = needed.first().cloned() else {
+            return Err(Error::Integrity(format!("{rel}: no frame holds it")));
+        };
+        let (cache, counts) = (FrameCache::open(true), FrameCounts::default());
+        let mut compressed = Vec::new();
+        for f in &needed {
+            compressed.extend_from_slice(&self.fetch_frame(&found.repo, f, &cache, &counts).await?);
+        }
+        let rel = rel.to_string();
+        tokio::task::spawn_blocking(move || {
+            file_in_frames(&entry, &first, &compressed)
+                .map_err(|why| Error::Integrity(format!("{rel}: {why}")))
+        })
+        .await?
+    }
+
+    /// Every version of `repo` with its manifest's facts, newest first.
+    async fn versions(&self, repo: &str) -> Result<Vec<VersionInfo>> {
+        let current = self.current(repo).await?.map(|c| c.version);
+        let tags = self.version_tags(repo).await?;
+        let current = current.as_deref();
+        let listed: Vec<Option<VersionInfo>> = stream::iter(tags)
+            .map(|v| async move {
+                // A version deleted since the tags were listed is not one any more.
+                let found = match self.tagged(repo, &v).await {
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    other => other?,
+                };
+                let m = self.manifest_of(&found).await?;
+                Ok::<_, Error>(Some(VersionInfo {
+                    current: current == Some(v.as_str()),
+                    version: v,
+                    created: m.created,
+                    files: m.totals.files,
+                    bytes: m.totals.bytes,
+                }))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut out: Vec<VersionInfo> = listed.into_iter().flatten().collect();
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.version.cmp(&b.version))
+        });
+        Ok(out)
+    }
+
+    fn unsupported_raw(&self, at: &BlockPath) -> Error {
+        Error::Unsupported(format!(
+            "{}: a registry keeps blobs under their digests, not objects by name: nothing can be written there one by one (put a directory instead)",
+            self.slug(at)
+        ))
+    }
+}
+
+fn emit(opts: &PutOptions, event: ProgressEvent) {
+    if let Some(p) = &opts.progress {
+        p.event(event);
+    }
+}
+
+fn emit_get(opts: &GetOptions, event: ProgressEvent) {
+    if let Some(p) = &opts.progress {
+        p.event(event);
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn scrub_error(e: Error, secrets: &[String]) -> Error {
+    if secrets.is_empty() {
+        return e;
+    }
+    let s = |m: String| scrub(&m, secrets);
+    match e {
+        Error::Usage(m) => Error::Usage(s(m)),
+        Error::Unsupported(m) => Error::Unsupported(s(m)),
+        Error::NotFound(m) => Error::NotFound(s(m)),
+        Error::Auth(m) => Error::Auth(s(m)),
+        Error::Integrity(m) => Error::Integrity(s(m)),
+        Error::Conflict(m) => Error::Conflict(s(m)),
+        Error::Backend(m) => Error::Backend(s(m)),
+        Error::Io { context, source } => Error::Io {
+            context: s(context),
+            source,
+        },
+    }
+}
+
+#[async_trait]
+impl StorageBlock for OciBlock {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let slug = self.slug(to);
+        if opts.layout == Layout::Files {
+            return Err(Error::Unsupported(format!(
+                "{slug}: a registry has no files layout; put a package (the default)"
+            )));
+        }
+        if opts.format == PackageFormat::Archive {
+            return Err(Error::Unsupported(format!(
+                "{slug}: a registry stores package format 2 only"
+            )));
+        }
+        if opts.if_version.is_some() {
+            return Err(Error::Unsupported(format!(
+                "{slug}: registries ignore conditional manifest writes, so --if-version cannot be honoured; put without it"
+            )));
+        }
+        self.put_package(src, to, opts)
+            .await
+            .map_err(self.named(to))
+    }
+
+    async fn get_directory(
+        &self,
+        from: &BlockPath,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let named = self.named(from);
+        check_destination(dest, opts.mode).map_err(&named)?;
+        let (found, subtree) = self
+            .locate(from, opts.version.as_deref())
+            .await
+            .map_err(&named)?;
+        let staging = staging_for(dest).map_err(&named)?;
+        let report = self
+            .get_package(found, &subtree, staging.path(), dest, opts)
+            .await
+            .map_err(&named)?;
+        commit(staging, dest, opts.mode).map_err(&named)?;
+        Ok(report)
+    }
+
+    async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
+        if path.is_root() {
+            return Err(Error::Usage(format!(
+                "{}: name a file to read",
+                self.slug(path)
+            )));
+        }
+        let named = self.named(path);
+        for anc in path.ancestors() {
+            let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
+                continue;
+            };
+            if let Some(found) = self.current(&repo).await.map_err(&named)? {
+                let rel = path.strip_prefix(&anc).unwrap_or_default();
+                return self.read_file(&found, rel).await.map_err(&named);
+            }
+        }
+        Err(named(Error::NotFound("no such file".into())))
+    }
+
+    async fn write_path(&self, path: &BlockPath, _data: Bytes) -> Result<()> {
+        Err(self.unsupported_raw(path))
+    }
+
+    async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
+        let named = self.named(at);
+        let repo = self.repo(at)?;
+        let out = self.versions(&repo).await.map_err(&named)?;
+        if out.is_empty() {
+            return Err(named(Error::NotFound(
+                "no versions are stored there".into(),
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
+        let named = self.named(at);
+        let repo = self.repo(at)?;
+        let Some(found) = self.current(&repo).await.map_err(&named)? else {
+            return Err(named(Error::NotFound("nothing is stored there".into())));
+        };
+        let m = self.manifest_of(&found).await.map_err(&named)?;
+        Ok(m.entries
+            .into_iter()
+            .map(|e| ListedFile {
+                path: e.path,
+                kind: e.kind,
+                size: e.size,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
+        let named = self.named(at);
+        let repo = self.repo(at)?;
+        let registry = self.registry();
+        let current = self.current(&repo).await.map_err(&named)?;
+        if let Some(v) = &opts.version {
+            let version = self.resolve_version(&repo, v).await.map_err(&named)?;
+            if current.as_ref().is_some_and(|c| c.version == version) {
+                return Err(named(Error::Conflict(format!(
+                    "version {} is current; put another version first or rm the whole path",
+                    short(&version)
+                ))));
+            }
+            let found = self.tagged(&repo, &version).await.map_err(&named)?;
+            return registry
+                .delete_manifest(&repo, &found.digest)
+                .await
+                .map_err(&named);
+        }
+        let tags = self.version_tags(&repo).await.map_err(&named)?;
+        if tags.is_empty() && current.is_none() {
+            return Err(named(Error::NotFound("nothing is stored there".into())));
+        }
+        // `current` first, so readers stop seeing a version before its artifact goes.
+        if let Some(c) = current {
+            match registry.delete_manifest(&repo, &c.digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(named(e)),
+            }
+        }
+        for tag in tags {
+            let Some((_, digest)) = registry.manifest(&repo, &tag).await.map_err(&named)? else {
+                continue;
+            };
+            match registry.delete_manifest(&repo, &digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(named(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the manifests of versions beyond the `keep` newest (never the current one).
+    /// Frames are blobs the registry shares between manifests and reclaims with its own
+    /// garbage collection; gc never deletes one, so no put can lose a frame it reuses.
+    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        let named = self.named(at);
+        let repo = self.repo(at)?;
+        let versions = self.versions(&repo).await.map_err(&named)?;
+        if versions.is_empty() {
+            return Err(named(Error::NotFound(
+                "no versions are stored there".into(),
+            )));
+        }
+        let mut report = GcReport::default();
+        for (i, v) in versions.into_iter().enumerate() {
+            if v.current || i < opts.keep {
+                report.kept.push(v.version);
+                continue;
+            }
+            let found = match self.tagged(&repo, &v.version).await {
+                Err(Error::NotFound(_)) => continue,
+                other => other.map_err(&named)?,
+            };
+            match self.registry().delete_manifest(&repo, &found.digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => report.removed_versions.push(v.version),
+                Err(e) => return Err(named(e)),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
+        let named = self.named(at);
+        let repo = self.repo(at)?;
+        let found = match version {
+            Some(v) => {
+                let v = self.resolve_version(&repo, v).await.map_err(&named)?;
+                self.tagged(&repo, &v).await.map_err(&named)?
+            }
+            None => self
+                .current(&repo)
+                .await
+                .map_err(&named)?
+                .ok_or_else(|| named(Error::NotFound("no version is stored there".into())))?,
+        };
+        self.manifest_of(&found).await.map_err(&named)
+    }
+
+    async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
+        let manifest = self.manifest(at, version).await?;
+        let repo = self.repo(at)?;
+        let counts = Arc::new(FrameCounts::default());
+        let slug = self.slug(at);
+        let secrets = self.registry().secrets().to_vec();
+        let stream = self
+            .frame_stream(&repo, manifest.frames, FrameCache::open(true), counts)
+            .map_err(move |e| scrub_error(e, &secrets).context(&slug))
+            .boxed();
+        Ok(PackageExport {
+            version: manifest.version,
+            bytes: manifest.totals.package_bytes,
+            stream,
+        })
+    }
+
+    async fn check(&self) -> Result<()> {
+        let root = BlockPath::root();
+        self.registry()
+            .check(&self.inner.prefix)
+            .await
+            .map_err(self.named(&root))
+    }
+}
