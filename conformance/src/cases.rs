@@ -516,10 +516,18 @@ async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
     assert_eq!(snapshot(&keep), before);
 }
 
-/// What a backend without the package layout declares instead of the cases that tamper
-/// with packages: it has no raw package objects, so writing one is refused as unsupported,
-/// and what was put reads back unchanged.
-async fn assert_no_raw_objects(s: &Subject, at: &str) {
+/// Whether packages can be tampered with object by object: a package layout whose objects
+/// `write_path` reaches (not a native tree, not a registry's digest-addressed blobs).
+fn tamperable(s: &Subject) -> bool {
+    let caps = s.block.capabilities();
+    caps.package_layout && caps.raw_objects
+}
+
+/// What a backend without raw package objects (no package layout, or blobs a registry keeps
+/// under their digests) declares instead of the cases that tamper with packages: writing one
+/// is refused as unsupported, and what was put reads back unchanged. Such a backend's own
+/// tests damage its storage directly.
+pub(crate) async fn assert_no_raw_objects(s: &Subject, at: &str) {
     let src = s.fresh_dir("src");
     small_tree(&src, at);
     let v = put(s, &src, at).await.version.unwrap();
@@ -548,7 +556,7 @@ async fn assert_no_raw_objects(s: &Subject, at: &str) {
 }
 
 pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "corrupt").await;
     }
     let (_, pkg) = stored(s, "corrupt").await;
@@ -561,7 +569,7 @@ pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "trunc").await;
     }
     let (_, pkg) = stored(s, "trunc").await;
@@ -573,7 +581,7 @@ pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn tampered_manifest_is_refused(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "tamper").await;
     }
     let (v, _) = stored(s, "tamper").await;
@@ -586,7 +594,7 @@ pub async fn tampered_manifest_is_refused(s: &Subject) {
 }
 
 pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "dangling").await;
     }
     stored(s, "dangling").await;
@@ -610,7 +618,7 @@ pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
 }
 
 pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         // No archives to plant; a native tree's own hostile entries are its backend's tests.
         return assert_no_raw_objects(s, "hostile").await;
     }
@@ -790,7 +798,7 @@ async fn refused_cleanly(s: &Subject, at: &str, want: i32) -> String {
 const GIB: u64 = 1024 * 1024 * 1024;
 
 pub async fn zstd_bombs_and_huge_sizes_are_refused_early_with_nothing_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "bomb").await;
     }
     let small = b"ok\n".as_slice();
@@ -932,7 +940,7 @@ fn free_bytes(dir: &Path) -> u64 {
 }
 
 pub async fn versions_larger_than_the_free_space_are_refused_before_unpacking(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "full").await;
     }
     let probe = s.fresh_dir("probe");
@@ -1059,7 +1067,7 @@ pub async fn long_names_round_trip_and_overlong_ones_are_refused(s: &Subject) {
         }
     }
 
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return;
     }
     let evil = b"evil".as_slice();
@@ -1216,7 +1224,7 @@ pub async fn names_that_differ_by_case_or_normalization_stay_distinct(s: &Subjec
         }
     }
 
-    if !caps.package_layout {
+    if !tamperable(s) {
         return;
     }
     // A link whose name differs only by case from a folder: on a case-folding filesystem

@@ -29,6 +29,8 @@ pub const TITLE: &str = "org.opencontainers.image.title";
 const CREATED: &str = "org.opencontainers.image.created";
 /// The annotation naming the version an artifact holds.
 pub const VERSION: &str = "dev.blockctl.version";
+/// The annotation that marks the manifest `current` is tagged with.
+const TAG: &str = "dev.blockctl.tag";
 /// The tag moved last, as HEAD.
 pub const CURRENT: &str = "current";
 /// Frames checked, sent or fetched at once.
@@ -74,6 +76,16 @@ pub fn image_manifest(manifest: &PackageManifest, config: &[u8]) -> OciImageMani
             (CREATED.to_string(), manifest.created.clone()),
         ])),
     }
+}
+
+/// The manifest `current` is tagged with: the version's own, marked as the current one.
+pub fn as_current(image: &OciImageManifest) -> OciImageManifest {
+    let mut current = image.clone();
+    current
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TAG.to_string(), CURRENT.to_string());
+    current
 }
 
 /// The version an image manifest says it holds.

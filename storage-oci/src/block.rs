@@ -167,6 +167,18 @@ impl OciBlock {
         })
     }
 
+    /// The artifact of `version`: its tag's, else `current`'s when that is the version (a gc
+    /// racing a put may have left the current version untagged).
+    async fn version_artifact(&self, repo: &str, version: &str) -> Result<Artifact> {
+        match self.tagged(repo, version).await {
+            Err(Error::NotFound(why)) => match self.current(repo).await? {
+                Some(c) if c.version == version => Ok(c),
+                _ => Err(Error::NotFound(why)),
+            },
+            other => other,
+        }
+    }
+
     /// The version tags of `repo`.
     async fn version_tags(&self, repo: &str) -> Result<Vec<String>> {
         Ok(self
@@ -188,9 +200,13 @@ impl OciBlock {
                 "version `{wanted}` is too short; give at least 4 characters"
             )));
         }
-        let matches: Vec<String> = self
-            .version_tags(repo)
-            .await?
+        let mut known = self.version_tags(repo).await?;
+        if let Some(c) = self.current(repo).await?
+            && !known.contains(&c.version)
+        {
+            known.push(c.version);
+        }
+        let matches: Vec<String> = known
             .into_iter()
             .filter(|v| v.starts_with(wanted))
             .collect();
@@ -209,7 +225,7 @@ impl OciBlock {
         if let Some(v) = version {
             let repo = self.repo(from)?;
             let version = self.resolve_version(&repo, v).await?;
-            return Ok((self.tagged(&repo, &version).await?, String::new()));
+            return Ok((self.version_artifact(&repo, &version).await?, String::new()));
         }
         let own = self.repo(from);
         if let Ok(repo) = &own
@@ -334,9 +350,9 @@ impl OciBlock {
             return Ok(report);
         }
         // A version already stored is made current again without sending anything.
-        let body = match self.registry().manifest(&repo, &version).await? {
+        let (image, existed) = match self.registry().manifest(&repo, &version).await? {
             Some((image, _)) if artifact::version_of(&image) == Some(version.as_str()) => {
-                serde_json::to_vec(&image).expect("a manifest serializes")
+                (image, true)
             }
             _ => {
                 report.skipped = false;
@@ -359,19 +375,34 @@ impl OciBlock {
                 let manifest = sent.manifest.expect("a pushed version has a manifest");
                 let image = artifact::image_manifest(&manifest, &sent.config);
                 let body = serde_json::to_vec(&image).expect("a manifest serializes");
-                self.registry()
-                    .push_manifest_bytes(&repo, &version, body.clone())
-                    .await?;
                 report.uploaded_bytes = sent.bytes + body.len() as u64;
                 report.frames_uploaded = sent.frames_uploaded;
                 report.frames_reused = sent.frames_reused;
-                body
+                self.registry()
+                    .push_manifest_bytes(&repo, &version, body)
+                    .await?;
+                (image, false)
             }
         };
-        // Last, as HEAD: readers see the new version only once all of it is there.
+        // Last, as HEAD: readers see the new version only once all of it is there. Its
+        // manifest differs from the version tag's by one annotation, so that deleting an old
+        // version by digest can never take `current` with it.
+        let current = artifact::as_current(&image);
         self.registry()
-            .push_manifest_bytes(&repo, CURRENT, body)
+            .push_manifest_bytes(
+                &repo,
+                CURRENT,
+                serde_json::to_vec(&current).expect("a manifest serializes"),
+            )
             .await?;
+        if existed {
+            // A gc that dropped this old version meanwhile deleted its manifest, and with it
+            // the version tag: tag it again, now that it is current.
+            let body = serde_json::to_vec(&image).expect("a manifest serializes");
+            self.registry()
+                .push_manifest_bytes(&repo, &version, body)
+                .await?;
+        }
         emit(opts, ProgressEvent::Done);
         Ok(report)
     }
@@ -512,6 +543,20 @@ impl OciBlock {
             .try_collect()
             .await?;
         let mut out: Vec<VersionInfo> = listed.into_iter().flatten().collect();
+        // The current version is always listed, even while a racing gc has left it untagged.
+        if let Some(c) = current.filter(|c| !out.iter().any(|v| v.version == *c))
+            && let Some(found) = self.current(repo).await?
+            && found.version == c
+        {
+            let m = self.manifest_of(&found).await?;
+            out.push(VersionInfo {
+                current: true,
+                version: found.version,
+                created: m.created,
+                files: m.totals.files,
+                bytes: m.totals.bytes,
+            });
+        }
         out.sort_by(|a, b| {
             b.created
                 .cmp(&a.created)
@@ -735,8 +780,20 @@ impl StorageBlock for OciBlock {
                 Err(Error::NotFound(_)) => continue,
                 other => other.map_err(&named)?,
             };
+            // A put may have made it current since the listing: deleting its manifest would
+            // take `current` with it.
+            let now_current = self.current(&repo).await.map_err(&named)?;
+            if now_current.is_some_and(|c| c.digest == found.digest) {
+                report.kept.push(v.version);
+                continue;
+            }
             match self.registry().delete_manifest(&repo, &found.digest).await {
                 Ok(()) | Err(Error::NotFound(_)) => report.removed_versions.push(v.version),
+                // A put racing this gc is re-tagging it: it stays, for a later gc.
+                Err(Error::Backend(why)) => {
+                    tracing::warn!(%why, version = %v.version, "gc kept a version it could not delete");
+                    report.kept.push(v.version);
+                }
                 Err(e) => return Err(named(e)),
             }
         }
@@ -749,7 +806,7 @@ impl StorageBlock for OciBlock {
         let found = match version {
             Some(v) => {
                 let v = self.resolve_version(&repo, v).await.map_err(&named)?;
-                self.tagged(&repo, &v).await.map_err(&named)?
+                self.version_artifact(&repo, &v).await.map_err(&named)?
             }
             None => self
                 .current(&repo)

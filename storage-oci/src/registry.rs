@@ -4,6 +4,7 @@
 //! ours, scrubbed of secrets.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -15,6 +16,9 @@ use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest, Sha256};
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
+
+/// Tries of a request that fails transiently (100 ms, 300 ms, 900 ms apart).
+const ATTEMPTS: u32 = 4;
 
 /// A registry, with the credentials every request uses.
 #[derive(Clone)]
@@ -88,6 +92,12 @@ impl Registry {
                 Error::Auth(format!("the registry refused the credentials: {text}"))
             }
             OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound(text),
+            OciDistributionError::RequestError(r)
+                if r.status()
+                    .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) =>
+            {
+                Error::Auth(format!("the registry denied access: {text}"))
+            }
             OciDistributionError::DigestError(_) => Error::Integrity(format!(
                 "a blob does not match its digest: the registry holds a corrupt copy ({text})"
             )),
@@ -119,22 +129,48 @@ impl Registry {
         }
     }
 
+    /// Runs `op` again after a pause when it fails for a reason other than the answers
+    /// (not found, refused, corrupt) that another try would only repeat: 5xx answers, resets,
+    /// timeouts, and a registry's 500 while a tag's manifest is being deleted. Every request
+    /// retried here is idempotent.
+    async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(Error::Backend(why)) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "registry request failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 3;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Every tag of `repo`; none when the repository does not exist.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let image = self.tagged(repo, "latest");
         let mut all = Vec::new();
         let mut last: Option<String> = None;
         loop {
-            let page = match self
-                .client
-                .list_tags(&image, &self.auth, Some(1000), last.as_deref())
-                .await
-            {
+            let listed = self
+                .retried(|| async {
+                    self.client
+                        .list_tags(&image, &self.auth, Some(1000), last.as_deref())
+                        .await
+                        .map_err(|e| self.fail(e))
+                })
+                .await;
+            let page = match listed {
                 Ok(p) => p,
-                Err(e) => match self.fail(e) {
-                    Error::NotFound(_) => return Ok(all),
-                    e => return Err(e),
-                },
+                Err(Error::NotFound(_)) => return Ok(all),
+                Err(e) => return Err(e),
             };
             let n = page.tags.len();
             all.extend(page.tags);
@@ -158,16 +194,18 @@ impl Registry {
         } else {
             self.tagged(repo, tag_or_digest)
         };
-        let (body, digest) = match self
-            .client
-            .pull_manifest_raw(&image, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
-            .await
-        {
+        let pulled = self
+            .retried(|| async {
+                self.client
+                    .pull_manifest_raw(&image, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
+                    .await
+                    .map_err(|e| self.fail(e))
+            })
+            .await;
+        let (body, digest) = match pulled {
             Ok(got) => got,
-            Err(e) => match self.fail(e) {
-                Error::NotFound(_) => return Ok(None),
-                e => return Err(e),
-            },
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let actual = digest_of(&body);
         if actual != digest {
@@ -186,12 +224,15 @@ impl Registry {
     /// A blob's bytes, checked against its digest by the client as they arrive.
     pub async fn blob(&self, repo: &str, digest: &str) -> Result<Bytes> {
         let image = self.by_digest(repo, digest);
-        let mut out = Vec::new();
-        self.client
-            .pull_blob(&image, digest, &mut out)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(out.into())
+        self.retried(|| async {
+            let mut out = Vec::new();
+            self.client
+                .pull_blob(&image, digest, &mut out)
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok(Bytes::from(out))
+        })
+        .await
     }
 
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
@@ -199,10 +240,13 @@ impl Registry {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        self.client
-            .blob_exists(&image, digest)
-            .await
-            .map_err(|e| self.fail(e))
+        self.retried(|| async {
+            self.client
+                .blob_exists(&image, digest)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await
     }
 
     pub async fn push_blob(&self, repo: &str, data: Bytes, digest: &str) -> Result<()> {
@@ -210,10 +254,13 @@ impl Registry {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        self.client
-            .push_blob(&image, data, digest)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.retried(|| async {
+            self.client
+                .push_blob(&image, data.clone(), digest)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await?;
         Ok(())
     }
 
@@ -229,20 +276,31 @@ impl Registry {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        self.client
-            .push_manifest_raw(
-                &image,
-                body,
-                OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header"),
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
+        let body = Bytes::from(body);
+        self.retried(|| async {
+            self.client
+                .push_manifest_raw(
+                    &image,
+                    body.clone(),
+                    OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header"),
+                )
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await?;
         Ok(digest)
     }
 
     /// Deletes the manifest at `digest` (and every tag on it). Registries that do not allow
     /// deletes answer 405: unsupported.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        // The distribution registry answers 400 to a delete that races a push of the same
+        // manifest; tried again, it settles.
+        self.retried(|| self.delete_manifest_once(repo, digest))
+            .await
+    }
+
+    async fn delete_manifest_once(&self, repo: &str, digest: &str) -> Result<()> {
         let url = format!(
             "{}://{}/v2/{repo}/manifests/{digest}",
             self.scheme, self.host
@@ -260,8 +318,11 @@ impl Registry {
             ))
         })?;
         let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
         match status {
             200..=299 => Ok(()),
+            _ if unknown => Err(Error::NotFound(format!("no manifest {digest}"))),
             401 | 403 => Err(Error::Auth(format!(
                 "the registry refused to delete {digest} (HTTP {status})"
             ))),
@@ -271,7 +332,8 @@ impl Registry {
                     .into(),
             )),
             _ => Err(Error::Backend(format!(
-                "the registry answered HTTP {status} to deleting {digest}"
+                "the registry answered HTTP {status} to deleting {digest}: {}",
+                scrub(body.trim(), &self.secrets).replace('\n', " ")
             ))),
         }
     }
@@ -315,7 +377,8 @@ pub fn credentials(
         }
         _ => {}
     }
-    Ok(docker_config_auth(host).unwrap_or(RegistryAuth::Anonymous))
+    let from_docker = docker_config_path().and_then(|p| docker_config_auth(&p, host));
+    Ok(from_docker.unwrap_or(RegistryAuth::Anonymous))
 }
 
 fn docker_config_path() -> Option<PathBuf> {
@@ -326,8 +389,8 @@ fn docker_config_path() -> Option<PathBuf> {
 }
 
 /// Basic credentials from the Docker config's `auths`, keyed by host (or by a URL of it).
-fn docker_config_auth(host: &str) -> Option<RegistryAuth> {
-    let text = std::fs::read(docker_config_path()?).ok()?;
+fn docker_config_auth(path: &std::path::Path, host: &str) -> Option<RegistryAuth> {
+    let text = std::fs::read(path).ok()?;
     let config: serde_json::Value = serde_json::from_slice(&text).ok()?;
     let auths = config.get("auths")?.as_object()?;
     let entry = auths.iter().find_map(|(key, value)| {
@@ -350,4 +413,38 @@ fn docker_config_auth(host: &str) -> Option<RegistryAuth> {
     let user = entry.get("username")?.as_str()?;
     let pass = entry.get("password")?.as_str()?;
     Some(RegistryAuth::Basic(user.to_string(), pass.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_config_auths_give_basic_credentials_for_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("me:s3cret");
+        let config = serde_json::json!({"auths": {
+            "https://ghcr.io": {"auth": encoded},
+            "127.0.0.1:5000": {"username": "u", "password": "p"},
+        }});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let got = |host| match docker_config_auth(&path, host) {
+            Some(RegistryAuth::Basic(u, p)) => Some((u, p)),
+            _ => None,
+        };
+        assert_eq!(got("ghcr.io"), Some(("me".into(), "s3cret".into())));
+        assert_eq!(got("127.0.0.1:5000"), Some(("u".into(), "p".into())));
+        assert_eq!(got("quay.io"), None);
+    }
+
+    #[test]
+    fn block_credentials_come_first_and_a_token_is_bearer() {
+        let auth = credentials("h", Some("u"), Some("p".into()), None).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, p) if u == "u" && p == "p"));
+        let auth = credentials("h", None, None, Some("t".into())).unwrap();
+        assert!(matches!(auth, RegistryAuth::Bearer(t) if t == "t"));
+        let lone = credentials("h", None, Some("p".into()), None).unwrap_err();
+        assert_eq!(lone.exit_code(), 2);
+    }
 }
