@@ -1,7 +1,7 @@
-//! The OCI block: put pushes the frames the repository lacks, the config blob, the image
-//! manifest tagged with the version id, and then moves `current` to it; get reads the
-//! manifest at `current` (or at a version tag), fetches the frames (through the agent cache)
-//! checked against their digests, and feeds storage-core's verified extraction.
+//! The OCI block: where a version of a slug path lives (its repository, the artifact at
+//! `current` or at a version tag, or an ancestor's for a folder inside a package), versions,
+//! rm and gc by manifest digest, and the `StorageBlock` interface; `transfer` moves the
+//! frames.
 
 use std::io::Read;
 use std::path::Path;
@@ -16,9 +16,8 @@ use oci_client::manifest::OciImageManifest;
 use storage_core::extract::{file_in_frames, unpack_verified_over};
 use storage_core::framecache::{FrameCache, FrameCounts};
 use storage_core::frames::frame_hash;
-use storage_core::manifest::{Frame, PackageManifest, is_version_id, short};
+use storage_core::manifest::{Frame, PackageManifest, is_version_id, resolve_version, short};
 use storage_core::place::{check_destination, commit, staging_for};
-use storage_core::secret::scrub;
 use storage_core::stream::StreamReader;
 use storage_core::tree::{ScanOptions, SourceTree};
 use storage_core::{
@@ -31,6 +30,8 @@ use crate::artifact::{self, CURRENT, IN_FLIGHT};
 use crate::names::{check_repository, repository_name};
 use crate::registry::{Registry, credentials};
 use crate::{CAPABILITIES, OciConfig};
+
+mod transfer;
 
 /// An OCI registry repository tree as a storage block.
 #[derive(Clone)]
@@ -119,12 +120,12 @@ impl OciBlock {
     }
 
     fn repo(&self, at: &BlockPath) -> Result<String> {
-        repository_name(&self.inner.prefix, at).map_err(|e| e.context(self.slug(at)))
+        repository_name(&self.inner.prefix, at)
     }
 
     /// The errors of `f`, naming the slug and scrubbed of secrets.
     fn named<'a>(&'a self, at: &'a BlockPath) -> impl Fn(Error) -> Error + 'a {
-        move |e| scrub_error(e, self.registry().secrets()).context(self.slug(at))
+        move |e| e.scrubbed(self.registry().secrets()).context(self.slug(at))
     }
 
     /// The artifact `current` points at in `repo`, if any.
@@ -190,15 +191,10 @@ impl OciBlock {
             .collect())
     }
 
-    /// A full version id from an id or a unique prefix of at least 4 characters.
+    /// A full version id from an id or a unique prefix of a version tag (or of `current`).
     async fn resolve_version(&self, repo: &str, wanted: &str) -> Result<String> {
-        if is_version_id(wanted) {
-            return Ok(wanted.to_string());
-        }
-        if wanted.len() < 4 {
-            return Err(Error::Usage(format!(
-                "version `{wanted}` is too short; give at least 4 characters"
-            )));
+        if is_version_id(wanted) || wanted.len() < 4 {
+            return resolve_version(wanted, []);
         }
         let mut known = self.version_tags(repo).await?;
         if let Some(c) = self.current(repo).await?
@@ -206,17 +202,7 @@ impl OciBlock {
         {
             known.push(c.version);
         }
-        let matches: Vec<String> = known
-            .into_iter()
-            .filter(|v| v.starts_with(wanted))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::NotFound(format!("no version {wanted}"))),
-            _ => Err(Error::Usage(format!(
-                "version prefix {wanted} is ambiguous"
-            ))),
-        }
+        resolve_version(wanted, known)
     }
 
     /// The artifact a get of `from` reads, and the folder inside it: a version of `from`, its
@@ -248,274 +234,6 @@ impl OciBlock {
 
     async fn manifest_of(&self, found: &Artifact) -> Result<PackageManifest> {
         artifact::read_manifest(self.registry(), &found.repo, &found.image, &found.version).await
-    }
-
-    /// One frame's verified bytes: from the cache, else fetched (its digest checked as it
-    /// arrives and its sha256 again before use) and cached.
-    async fn fetch_frame(
-        &self,
-        repo: &str,
-        frame: &Frame,
-        cache: &FrameCache,
-        counts: &FrameCounts,
-    ) -> Result<Bytes> {
-        let sha = frame.sha256.clone().unwrap_or_default();
-        if cache.is_enabled() {
-            let (c, s) = (cache.clone(), sha.clone());
-            if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
-                counts.add_cached();
-                return Ok(data);
-            }
-        }
-        let data = match self.registry().blob(repo, &format!("sha256:{sha}")).await {
-            Err(Error::NotFound(_)) => {
-                return Err(Error::Integrity(format!(
-                    "frame {} is missing from the registry",
-                    short(&sha)
-                )));
-            }
-            other => other?,
-        };
-        counts.add_download(data.len() as u64);
-        let cache = cache.clone();
-        tokio::task::spawn_blocking(move || {
-            if frame_hash(&data) != sha {
-                return Err(Error::Integrity(format!(
-                    "frame {} does not match its sha256: the registry holds a corrupt copy",
-                    short(&sha)
-                )));
-            }
-            cache.put(&sha, &data);
-            Ok(data)
-        })
-        .await?
-    }
-
-    /// The frames of a version, in order, verified, `IN_FLIGHT` at a time.
-    fn frame_stream(
-        &self,
-        repo: &str,
-        frames: Vec<Frame>,
-        cache: FrameCache,
-        counts: Arc<FrameCounts>,
-    ) -> futures::stream::BoxStream<'static, Result<Bytes>> {
-        let (block, repo) = (self.clone(), repo.to_string());
-        stream::iter(frames)
-            .map(move |f| {
-                let (block, repo, cache, counts) =
-                    (block.clone(), repo.clone(), cache.clone(), counts.clone());
-                async move { block.fetch_frame(&repo, &f, &cache, &counts).await }
-            })
-            .buffered(IN_FLIGHT)
-            .boxed()
-    }
-
-    async fn put_package(
-        &self,
-        src: &Path,
-        to: &BlockPath,
-        opts: &PutOptions,
-    ) -> Result<PutReport> {
-        let repo = self.repo(to)?;
-        let scan = ScanOptions {
-            ignore_file: opts.ignore_file.clone(),
-            no_default_ignores: opts.no_default_ignores,
-            follow_symlinks: opts.follow_symlinks,
-        };
-        let src = src.to_path_buf();
-        let tree = tokio::task::spawn_blocking(move || {
-            let mut tree = SourceTree::scan(&src, &scan)?;
-            tree.hash_files_cached(&storage_core::hashcache::HashCache::open(&src))?;
-            Ok::<_, Error>(tree)
-        })
-        .await??;
-        for w in &tree.warnings {
-            emit(opts, ProgressEvent::Warning(w.clone()));
-        }
-        let version = tree.version_id();
-        let mut report = PutReport {
-            version: Some(version.clone()),
-            layout: Layout::Package,
-            files: tree.file_count(),
-            bytes: tree.file_bytes(),
-            skipped: true,
-            warnings: tree.warnings.clone(),
-            ..PutReport::default()
-        };
-        if self
-            .current(&repo)
-            .await?
-            .is_some_and(|c| c.version == version)
-        {
-            return Ok(report);
-        }
-        // A version already stored is made current again without sending anything.
-        let (image, existed) = match self.registry().manifest(&repo, &version).await? {
-            Some((image, _)) if artifact::version_of(&image) == Some(version.as_str()) => {
-                (image, true)
-            }
-            _ => {
-                report.skipped = false;
-                emit(
-                    opts,
-                    ProgressEvent::Phase {
-                        name: "uploading",
-                        total: Some(report.bytes),
-                    },
-                );
-                let sent = artifact::push_frames(
-                    self.registry(),
-                    &repo,
-                    &version,
-                    now(),
-                    tree.entries,
-                    opts.progress.clone(),
-                )
-                .await?;
-                let manifest = sent.manifest.expect("a pushed version has a manifest");
-                let image = artifact::image_manifest(&manifest, &sent.config);
-                let body = serde_json::to_vec(&image).expect("a manifest serializes");
-                report.uploaded_bytes = sent.bytes + body.len() as u64;
-                report.frames_uploaded = sent.frames_uploaded;
-                report.frames_reused = sent.frames_reused;
-                self.registry()
-                    .push_manifest_bytes(&repo, &version, body)
-                    .await?;
-                (image, false)
-            }
-        };
-        // Last, as HEAD: readers see the new version only once all of it is there. Its
-        // manifest differs from the version tag's by one annotation, so that deleting an old
-        // version by digest can never take `current` with it.
-        let current = artifact::as_current(&image);
-        self.registry()
-            .push_manifest_bytes(
-                &repo,
-                CURRENT,
-                serde_json::to_vec(&current).expect("a manifest serializes"),
-            )
-            .await?;
-        if existed {
-            // A gc that dropped this old version meanwhile deleted its manifest, and with it
-            // the version tag: tag it again, now that it is current.
-            let body = serde_json::to_vec(&image).expect("a manifest serializes");
-            self.registry()
-                .push_manifest_bytes(&repo, &version, body)
-                .await?;
-        }
-        emit(opts, ProgressEvent::Done);
-        Ok(report)
-    }
-
-    async fn get_package(
-        &self,
-        found: Artifact,
-        subtree: &str,
-        staging: &Path,
-        dest: &Path,
-        opts: &GetOptions,
-    ) -> Result<GetReport> {
-        let manifest = self.manifest_of(&found).await?;
-        if !subtree.is_empty()
-            && !manifest
-                .entries
-                .iter()
-                .any(|e| e.path == subtree || e.path.starts_with(&format!("{subtree}/")))
-        {
-            return Err(Error::NotFound(format!(
-                "no such path in version {}",
-                short(&found.version)
-            )));
-        }
-        emit_get(
-            opts,
-            ProgressEvent::Phase {
-                name: "downloading",
-                total: Some(manifest.totals.package_bytes),
-            },
-        );
-        let progress = opts.progress.clone();
-        let on_bytes = Box::new(move |n| {
-            if let Some(p) = &progress {
-                p.event(ProgressEvent::Advance(n));
-            }
-        });
-        let counts = Arc::new(FrameCounts::default());
-        let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
-        let stream = self.frame_stream(
-            &found.repo,
-            manifest.frames.clone(),
-            cache.clone(),
-            counts.clone(),
-        );
-        let (reader, failure) =
-            StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
-        let (staging, subtree) = (staging.to_path_buf(), subtree.to_string());
-        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
-        let done = tokio::task::spawn_blocking(move || {
-            let reader: Box<dyn Read + Send> = Box::new(reader);
-            let result = unpack_verified_over(
-                reader,
-                &manifest,
-                &staging,
-                &subtree,
-                previous.as_deref(),
-                |_| {},
-            );
-            match (result, failure.lock().expect("failure slot").take()) {
-                (Err(_), Some(transfer)) => Err(transfer),
-                (r, _) => r,
-            }
-        })
-        .await??;
-        tokio::task::spawn_blocking(move || cache.trim()).await?;
-        emit_get(opts, ProgressEvent::Done);
-        Ok(GetReport {
-            version: Some(found.version),
-            layout: Layout::Package,
-            files: done.files,
-            bytes: done.bytes,
-            downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
-            frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
-            frames_cached: counts.cached.load(Ordering::Relaxed),
-            files_linked: done.linked,
-        })
-    }
-
-    /// One file of the current version of `found`.
-    async fn read_file(&self, found: &Artifact, rel: &str) -> Result<Bytes> {
-        let manifest = self.manifest_of(found).await?;
-        let index = manifest
-            .entries
-            .iter()
-            .position(|e| e.path == rel)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no file {rel} in version {}",
-                    short(&found.version)
-                ))
-            })?;
-        let entry = manifest.entries[index].clone();
-        if entry.kind != EntryKind::File {
-            return Err(Error::Usage(
-                format!("{rel} is a {:?}, not a file", entry.kind).to_lowercase(),
-            ));
-        }
-        let needed = manifest.frames_of_entry(index);
-        let Some(first) = needed.first().cloned() else {
-            return Err(Error::Integrity(format!("{rel}: no frame holds it")));
-        };
-        let (cache, counts) = (FrameCache::open(true), FrameCounts::default());
-        let mut compressed = Vec::new();
-        for f in &needed {
-            compressed.extend_from_slice(&self.fetch_frame(&found.repo, f, &cache, &counts).await?);
-        }
-        let rel = rel.to_string();
-        tokio::task::spawn_blocking(move || {
-            file_in_frames(&entry, &first, &compressed)
-                .map_err(|why| Error::Integrity(format!("{rel}: {why}")))
-        })
-        .await?
     }
 
     /// Every version of `repo` with its manifest's facts, newest first.
@@ -570,42 +288,6 @@ impl OciBlock {
             "{}: a registry keeps blobs under their digests, not objects by name: nothing can be written there one by one (put a directory instead)",
             self.slug(at)
         ))
-    }
-}
-
-fn emit(opts: &PutOptions, event: ProgressEvent) {
-    if let Some(p) = &opts.progress {
-        p.event(event);
-    }
-}
-
-fn emit_get(opts: &GetOptions, event: ProgressEvent) {
-    if let Some(p) = &opts.progress {
-        p.event(event);
-    }
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn scrub_error(e: Error, secrets: &[String]) -> Error {
-    if secrets.is_empty() {
-        return e;
-    }
-    let s = |m: String| scrub(&m, secrets);
-    match e {
-        Error::Usage(m) => Error::Usage(s(m)),
-        Error::Unsupported(m) => Error::Unsupported(s(m)),
-        Error::NotFound(m) => Error::NotFound(s(m)),
-        Error::Auth(m) => Error::Auth(s(m)),
-        Error::Integrity(m) => Error::Integrity(s(m)),
-        Error::Conflict(m) => Error::Conflict(s(m)),
-        Error::Backend(m) => Error::Backend(s(m)),
-        Error::Io { context, source } => Error::Io {
-            context: s(context),
-            source,
-        },
     }
 }
 
@@ -689,7 +371,7 @@ impl StorageBlock for OciBlock {
 
     async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
         let named = self.named(at);
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(&named)?;
         let out = self.versions(&repo).await.map_err(&named)?;
         if out.is_empty() {
             return Err(named(Error::NotFound(
@@ -701,7 +383,7 @@ impl StorageBlock for OciBlock {
 
     async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
         let named = self.named(at);
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(&named)?;
         let Some(found) = self.current(&repo).await.map_err(&named)? else {
             return Err(named(Error::NotFound("nothing is stored there".into())));
         };
@@ -718,7 +400,7 @@ impl StorageBlock for OciBlock {
 
     async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
         let named = self.named(at);
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(&named)?;
         let registry = self.registry();
         let current = self.current(&repo).await.map_err(&named)?;
         if let Some(v) = &opts.version {
@@ -763,7 +445,7 @@ impl StorageBlock for OciBlock {
     /// garbage collection; gc never deletes one, so no put can lose a frame it reuses.
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let named = self.named(at);
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(&named)?;
         let versions = self.versions(&repo).await.map_err(&named)?;
         if versions.is_empty() {
             return Err(named(Error::NotFound(
@@ -802,7 +484,7 @@ impl StorageBlock for OciBlock {
 
     async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
         let named = self.named(at);
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(&named)?;
         let found = match version {
             Some(v) => {
                 let v = self.resolve_version(&repo, v).await.map_err(&named)?;
@@ -819,13 +501,13 @@ impl StorageBlock for OciBlock {
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
         let manifest = self.manifest(at, version).await?;
-        let repo = self.repo(at)?;
+        let repo = self.repo(at).map_err(self.named(at))?;
         let counts = Arc::new(FrameCounts::default());
         let slug = self.slug(at);
         let secrets = self.registry().secrets().to_vec();
         let stream = self
             .frame_stream(&repo, manifest.frames, FrameCache::open(true), counts)
-            .map_err(move |e| scrub_error(e, &secrets).context(&slug))
+            .map_err(move |e| e.scrubbed(&secrets).context(&slug))
             .boxed();
         Ok(PackageExport {
             version: manifest.version,

@@ -91,7 +91,7 @@ mod tests {
             let at = BlockPath::parse(good).unwrap();
             assert!(repository_name("team", &at).is_ok(), "{good}");
         }
-        let long = BlockPath::parse(&"a".repeat(300)).unwrap();
+        let long = BlockPath::parse(&["a".repeat(200), "b".repeat(100)].join("/")).unwrap();
         assert_eq!(repository_name("t", &long).unwrap_err().exit_code(), 2);
     }
 }

@@ -104,34 +104,15 @@ impl ObjectStoreBlock {
             .collect())
     }
 
-    /// A full version id from an id or a unique prefix of at least 4 characters.
+    /// A full version id from an id or a unique prefix of one stored at `at`.
     pub(super) async fn resolve_version(&self, at: &BlockPath, wanted: &str) -> Result<String> {
-        if is_version_id(wanted) {
-            return Ok(wanted.to_string());
-        }
-        if wanted.len() < 4 {
-            return Err(Error::Usage(format!(
-                "version `{wanted}` is too short; give at least 4 characters"
-            )));
-        }
-        let matches: Vec<String> = self
-            .stored_versions(at)
-            .await?
-            .into_iter()
-            .map(|(v, _)| v)
-            .filter(|v| v.starts_with(wanted))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::NotFound(format!(
-                "{}: no version {wanted}",
-                self.slug(at)
-            ))),
-            _ => Err(Error::Usage(format!(
-                "{}: version prefix {wanted} is ambiguous",
-                self.slug(at)
-            ))),
-        }
+        let known = if is_version_id(wanted) || wanted.len() < 4 {
+            Vec::new()
+        } else {
+            self.stored_versions(at).await?
+        };
+        crate::manifest::resolve_version(wanted, known.into_iter().map(|(v, _)| v))
+            .map_err(|e| e.context(self.slug(at)))
     }
 
     pub(super) async fn put_package(
