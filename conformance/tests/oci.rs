@@ -2,7 +2,9 @@
 //! the harness. Then what is specific to a registry: a wrong password (exit 4, one line, no
 //! secret), names no registry can hold (exit 2), oras (an independent OCI client) pulling the
 //! artifact blockctl pushed, a frame damaged or lost in the registry's own storage (exit 5,
-//! nothing written), and a 40 MiB tree.
+//! nothing written), a 40 MiB tree, and through a fault-injecting proxy: 503s and resets
+//! retried, a put and a get cut by a partition failing cleanly (exit 1, one line) with the
+//! previous version current and whole and nothing written.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use conformance::harness::{OciRegistry, peers, shared};
+use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
 use conformance::tree::{noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
 use storage_core::{BlockPath, GetOptions, PutOptions, Secret, StorageBlock, VersionPrecondition};
@@ -334,4 +336,164 @@ async fn a_40_mib_tree_round_trips() {
         40.0 / get_secs
     );
     assert_eq!(snapshot(&dest), snapshot(&src));
+}
+
+/// A registry behind a fault-injecting proxy, and what each test puts through it.
+struct FaultRig {
+    registry: Arc<OciRegistry>,
+    proxy: FaultProxy,
+    repository: String,
+    scratch: tempfile::TempDir,
+}
+
+const FAULT_LABEL: &str = "oci/faults";
+
+impl FaultRig {
+    async fn new(repository: &str) -> FaultRig {
+        let registry = registry();
+        let proxy = FaultProxy::start(&registry.host)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        FaultRig {
+            registry,
+            proxy,
+            repository: repository.into(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn direct(&self) -> storage_oci::OciBlock {
+        let c = config(&self.registry, &self.repository, &self.registry.password);
+        open(&c, FAULT_LABEL).unwrap()
+    }
+
+    fn proxied(&self) -> storage_oci::OciBlock {
+        let c = OciConfig {
+            registry: self.proxy.url().trim_start_matches("http://").to_string(),
+            ..config(&self.registry, &self.repository, &self.registry.password)
+        };
+        open(&c, FAULT_LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 191));
+        root
+    }
+
+    /// Straight on the registry: the current version is `current`, and every listed one
+    /// reads back as one of `sources`.
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        let direct = self.direct();
+        let at = BlockPath::parse("etl").unwrap();
+        let trees: Vec<_> = sources.iter().map(|s| snapshot(s)).collect();
+        for v in direct.list_versions(&at).await.unwrap() {
+            let dest = self
+                .scratch
+                .path()
+                .join(format!("check-{}", &v.version[..12]));
+            let opts = GetOptions {
+                version: Some(v.version.clone()),
+                ..uncached()
+            };
+            direct.get_directory(&at, &dest, &opts).await.unwrap();
+            let got = snapshot(&dest);
+            assert!(trees.contains(&got), "version {} is no source", v.version);
+            if v.current {
+                assert_eq!(got, snapshot(current));
+            }
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+    }
+}
+
+/// Runs `op`, which must end within 90 s.
+async fn within_bound<T>(what: &str, op: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not end within 90 s"),
+    }
+}
+
+fn assert_clean_failure(what: &str, err: &storage_core::Error) {
+    let text = err.to_string();
+    eprintln!("{what}: exit {}: {text}", err.exit_code());
+    assert_eq!(err.exit_code(), 1, "{what}: {text}");
+    assert!(
+        !text.contains('\n') && text.starts_with(FAULT_LABEL),
+        "{what}: {text}"
+    );
+}
+
+/// 503s and connections reset mid-upload are retried: the put succeeds and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
+    let rig = FaultRig::new("team/faults-retry").await;
+    let v1 = rig.tree("v1", 6);
+    rig.proxy.answer_503(3);
+    rig.proxy.cut(Cut::Reset, 2, 256 << 10, Direction::Upstream);
+    let at = BlockPath::parse("etl").unwrap();
+    within_bound(
+        "put",
+        rig.proxied()
+            .put_directory(&v1, &at, &PutOptions::default()),
+    )
+    .await
+    .expect("a put through transient faults");
+    let injected = rig.proxy.injected();
+    assert!(
+        injected.unavailable >= 1 && injected.reset >= 1,
+        "{injected:?}"
+    );
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// Every connection is reset 2 MiB into the upload: the put fails cleanly and the previous
+/// version stays current and whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_a_partition_fails_cleanly_and_keeps_current() {
+    let rig = FaultRig::new("team/faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
+    let put = within_bound(
+        "put",
+        rig.proxied()
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure("put under a partition", &put.unwrap_err());
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get cut 2 MiB into the download fails cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_a_partition_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("team/faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let got = within_bound(
+        "get",
+        rig.proxied()
+            .get_directory(&at, &parent.join("dest"), &uncached()),
+    )
+    .await;
+    assert_clean_failure("get under a partition", &got.unwrap_err());
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
 }

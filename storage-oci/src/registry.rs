@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
 
-/// Tries of a request that fails transiently (100 ms, 300 ms, 900 ms apart).
+/// Tries of a request that fails transiently.
 const ATTEMPTS: u32 = 4;
 
 /// A registry, with the credentials every request uses.
@@ -69,6 +69,10 @@ impl Registry {
             auth,
             secrets,
         })
+    }
+
+    fn anonymous(&self) -> bool {
+        matches!(self.auth, RegistryAuth::Anonymous)
     }
 
     pub fn secrets(&self) -> &[String] {
@@ -129,10 +133,10 @@ impl Registry {
         }
     }
 
-    /// Runs `op` again after a pause when it fails for a reason other than the answers
-    /// (not found, refused, corrupt) that another try would only repeat: 5xx answers, resets,
-    /// timeouts, and a registry's 500 while a tag's manifest is being deleted. Every request
-    /// retried here is idempotent.
+    /// Runs `op` again after a pause (100 ms, 300 ms, 900 ms) when it failed in a way another
+    /// try may not repeat: 5xx answers, resets, timeouts, a registry's 500 or 400 while a
+    /// manifest is being deleted, a refusal that may follow a failed auth challenge. Not
+    /// found and corrupt answers are final. Every request retried here is idempotent.
     async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -141,15 +145,25 @@ impl Registry {
         let mut pause = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            match op().await {
-                Err(Error::Backend(why)) if attempt < ATTEMPTS => {
-                    tracing::debug!(attempt, %why, "registry request failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 3;
-                    attempt += 1;
-                }
-                other => return other,
+            let result = op().await;
+            let transient = match &result {
+                Err(Error::Backend(_)) => true,
+                // oci-client learns how to authenticate from the registry's answer to
+                // `GET /v2/`; when that answer was a 5xx it sends the request without
+                // credentials, and the 401 says nothing about them: ask again. (A wrong
+                // password is reported about a second later than it could be.)
+                Err(Error::Auth(_)) => !self.anonymous(),
+                _ => false,
+            };
+            if !transient || attempt >= ATTEMPTS {
+                return result;
             }
+            if let Err(why) = &result {
+                tracing::debug!(attempt, %why, "registry request failed; trying again");
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 3;
+            attempt += 1;
         }
     }
 
