@@ -203,7 +203,8 @@ fn block_lifecycle_and_types() {
             "azure",
             "git",
             "smb",
-            "remote-file-system"
+            "remote-file-system",
+            "oci"
         ]
     );
 }

@@ -255,6 +255,25 @@ fn cases(tag: &str, port: u16) -> Vec<Case> {
             ],
             secrets: vec![secret("web-url-password"), secret("web-password")],
         },
+        Case {
+            id: format!("oci/{tag}-oci"),
+            settings: vec![
+                format!("registry=127.0.0.1:{port}"),
+                "repository=team/flows".into(),
+                "username=deploy".into(),
+                format!("password={}", secret("oci-password")),
+            ],
+            secrets: vec![secret("oci-password")],
+        },
+        Case {
+            id: format!("docker-registry/{tag}-token"),
+            settings: vec![
+                format!("registry=127.0.0.1:{port}"),
+                "repository=team/flows".into(),
+                format!("token={}", secret("oci-token")),
+            ],
+            secrets: vec![secret("oci-token")],
+        },
     ]
 }
 
@@ -304,6 +323,8 @@ fn canonical(slug: &str) -> String {
         format!("git/{rest}")
     } else if let Some(rest) = slug.strip_prefix("rfs/") {
         format!("remote-file-system/{rest}")
+    } else if let Some(rest) = slug.strip_prefix("docker-registry/") {
+        format!("oci/{rest}")
     } else {
         slug.to_string()
     }
@@ -366,7 +387,10 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
             // A read-only http(s):// block refuses every put, rm and gc before connecting.
             let read_only =
                 case.id.ends_with("-web") && ["put", "rm", "gc"].iter().any(|op| args.contains(op));
-            let allowed: &[i32] = if (git && unsupported_by_git) || read_only {
+            // A registry has no files layout and no compare-and-swap: refused before connecting.
+            let oci = (case.id.starts_with("oci/") || case.id.starts_with("docker-registry/"))
+                && (args.contains(&"files") || args.contains(&"--if-version"));
+            let allowed: &[i32] = if (git && unsupported_by_git) || read_only || oci {
                 &[2]
             } else if case.id.starts_with("gcs/") {
                 &[1, 2]

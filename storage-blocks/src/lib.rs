@@ -95,6 +95,8 @@ pub fn type_spec(t: BlockType) -> Result<TypeSpec> {
         BlockType::Smb => Some(<storage_smb::SmbConfig as BlockConfig>::SPEC),
         #[cfg(feature = "remote-file-system")]
         BlockType::RemoteFileSystem => Some(<storage_rfs::RfsConfig as BlockConfig>::SPEC),
+        #[cfg(feature = "oci")]
+        BlockType::Oci => Some(<storage_oci::OciConfig as BlockConfig>::SPEC),
         #[allow(unreachable_patterns)]
         _ => None,
     };
@@ -130,6 +132,8 @@ fn check_typed(doc: &BlockDocument) -> Result<()> {
         BlockType::Smb => doc.typed::<storage_smb::SmbConfig>().map(drop),
         #[cfg(feature = "remote-file-system")]
         BlockType::RemoteFileSystem => doc.typed::<storage_rfs::RfsConfig>().map(drop),
+        #[cfg(feature = "oci")]
+        BlockType::Oci => doc.typed::<storage_oci::OciConfig>().map(drop),
         #[allow(unreachable_patterns)]
         t => type_spec(t).map(drop),
     }
@@ -152,6 +156,8 @@ fn build(doc: &BlockDocument) -> Result<Arc<dyn StorageBlock>> {
         BlockType::Smb => Ok(Arc::new(storage_smb::open(&doc.typed()?, &label)?)),
         #[cfg(feature = "remote-file-system")]
         BlockType::RemoteFileSystem => Ok(Arc::new(storage_rfs::open(&doc.typed()?, &label)?)),
+        #[cfg(feature = "oci")]
+        BlockType::Oci => Ok(Arc::new(storage_oci::open(&doc.typed()?, &label)?)),
         // Reached only in builds that leave a backend's feature out.
         #[allow(unreachable_patterns)]
         t => {

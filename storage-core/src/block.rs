@@ -43,6 +43,11 @@ pub struct Capabilities {
     /// Nothing can be written, swapped or dropped (read-only HTTP): put, write, rm and gc
     /// are refused.
     pub read_only: bool,
+    /// A package's objects (`.blocks/` manifests, frames, HEAD) are objects of the store that
+    /// `read_path` and `write_path` reach one by one. A registry holds blobs under their
+    /// digests instead, so a frame cannot be overwritten with other bytes: the suite then
+    /// checks that raw writes are refused, and the backend's own tests damage its storage.
+    pub raw_objects: bool,
 }
 
 impl Capabilities {
@@ -59,6 +64,7 @@ impl Capabilities {
         gc: true,
         files_case_sensitive: true,
         read_only: false,
+        raw_objects: true,
     };
 }
 

@@ -122,6 +122,13 @@ impl StorageBlock for Checked {
                 "this backend stores trees as commits and has no raw objects to write; put a folder instead",
             );
         }
+        if !self.caps().raw_objects {
+            return self.refuse(
+                path,
+                "write",
+                "this backend keeps blobs under their digests, not objects by name; put a folder instead",
+            );
+        }
         self.inner.write_path(path, data).await
     }
 

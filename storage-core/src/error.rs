@@ -73,6 +73,28 @@ impl Error {
         }
     }
 
+    /// The same error with `secrets` (and credentials in URLs) masked in its text, for errors
+    /// of clients that may echo what they were given.
+    pub fn scrubbed(self, secrets: &[String]) -> Self {
+        if secrets.is_empty() {
+            return self;
+        }
+        let s = |m: String| crate::secret::scrub(&m, secrets);
+        match self {
+            Error::Usage(m) => Error::Usage(s(m)),
+            Error::Unsupported(m) => Error::Unsupported(s(m)),
+            Error::NotFound(m) => Error::NotFound(s(m)),
+            Error::Auth(m) => Error::Auth(s(m)),
+            Error::Integrity(m) => Error::Integrity(s(m)),
+            Error::Conflict(m) => Error::Conflict(s(m)),
+            Error::Backend(m) => Error::Backend(s(m)),
+            Error::Io { context, source } => Error::Io {
+                context: s(context),
+                source,
+            },
+        }
+    }
+
     /// Prefixes the message with where it happened (usually the slug), keeping the kind.
     pub fn context(self, at: impl std::fmt::Display) -> Self {
         let add = |m: String| format!("{at}: {m}");

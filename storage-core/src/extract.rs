@@ -14,7 +14,9 @@ use std::rc::Rc;
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
-use crate::manifest::{ManifestEntry, PackageManifest, is_safe_relative_path, link_stays_inside};
+use crate::manifest::{
+    Frame, ManifestEntry, PackageManifest, is_safe_relative_path, link_stays_inside,
+};
 use crate::pack::HashingReader;
 
 /// Files and bytes written.
@@ -532,6 +534,35 @@ fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
             "symlinks are not supported on this platform",
         ))
     }
+}
+
+/// One file's bytes from `compressed`, the frames that hold it (the first being `first`),
+/// checked against the entry's size and sha256. The error says what is wrong.
+pub fn file_in_frames(
+    entry: &ManifestEntry,
+    first: &Frame,
+    compressed: &[u8],
+) -> std::result::Result<bytes::Bytes, String> {
+    let data =
+        zstd::stream::decode_all(compressed).map_err(|e| format!("frame is corrupt: {e}"))?;
+    let tail = entry
+        .offset
+        .checked_sub(first.uncompressed_offset)
+        .and_then(|start| data.get(start as usize..))
+        .ok_or_else(|| "offset outside its frame".to_string())?;
+    let mut archive = tar::Archive::new(tail);
+    let mut found = archive
+        .entries()
+        .and_then(|mut it| it.next().transpose())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no entry at its offset".to_string())?;
+    let mut out = Vec::with_capacity(entry.size.min(1 << 30) as usize);
+    found.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out));
+    if Some(&sha) != entry.sha256.as_ref() || out.len() as u64 != entry.size {
+        return Err("checksum mismatch: the package is corrupt".into());
+    }
+    Ok(out.into())
 }
 
 #[cfg(test)]

@@ -143,6 +143,30 @@ pub fn is_version_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A full version id from `wanted` (an id, or a unique prefix of at least 4 characters of
+/// one of `known`). The errors name no place: callers add it.
+pub fn resolve_version(wanted: &str, known: impl IntoIterator<Item = String>) -> Result<String> {
+    if is_version_id(wanted) {
+        return Ok(wanted.to_string());
+    }
+    if wanted.len() < 4 {
+        return Err(Error::Usage(format!(
+            "version `{wanted}` is too short; give at least 4 characters"
+        )));
+    }
+    let matches: Vec<String> = known
+        .into_iter()
+        .filter(|v| v.starts_with(wanted))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Error::NotFound(format!("no version {wanted}"))),
+        _ => Err(Error::Usage(format!(
+            "version prefix {wanted} is ambiguous"
+        ))),
+    }
+}
+
 /// Whether a relative archive path is safe: non-empty `/`-separated segments, none `.` or
 /// `..`, no NUL or control characters, not absolute.
 pub fn is_safe_relative_path(path: &str) -> bool {
@@ -327,6 +351,21 @@ impl PackageManifest {
                 .last()
                 .map_or(0, |f| f.uncompressed_offset + f.uncompressed_length),
         }
+    }
+}
+
+impl PackageManifest {
+    /// The frames that hold entry `index`, from its own frame to the one holding its last byte.
+    pub fn frames_of_entry(&self, index: usize) -> Vec<Frame> {
+        let Some(entry) = self.entries.get(index) else {
+            return Vec::new();
+        };
+        let end = self.entry_end(index);
+        self.frames[(entry.frame as usize).min(self.frames.len())..]
+            .iter()
+            .take_while(|f| f.uncompressed_offset < end || f.uncompressed_offset == entry.offset)
+            .cloned()
+            .collect()
     }
 }
 

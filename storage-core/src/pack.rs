@@ -46,6 +46,19 @@ pub fn write_package<W: Write>(
     })
 }
 
+/// The manifest records of `entries`, each with the frame and offset the packer put it at.
+pub fn placed(entries: &[SourceEntry], placements: &[(u32, u64)]) -> Vec<ManifestEntry> {
+    entries
+        .iter()
+        .zip(placements)
+        .map(|(e, &(frame, offset))| ManifestEntry {
+            frame,
+            offset,
+            ..e.record.clone()
+        })
+        .collect()
+}
+
 /// Where a packer cuts the tar stream into frames.
 pub trait FrameCuts: Write {
     /// Called before each entry is written: may end the frame open so far.

@@ -18,10 +18,11 @@ pub enum BlockType {
     Smb,
     #[serde(rename = "remote-file-system")]
     RemoteFileSystem,
+    Oci,
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 7] = [
+    pub const ALL: [BlockType; 8] = [
         BlockType::Local,
         BlockType::S3,
         BlockType::Gcs,
@@ -29,6 +30,7 @@ impl BlockType {
         BlockType::Git,
         BlockType::Smb,
         BlockType::RemoteFileSystem,
+        BlockType::Oci,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +42,7 @@ impl BlockType {
             BlockType::Git => "git",
             BlockType::Smb => "smb",
             BlockType::RemoteFileSystem => "remote-file-system",
+            BlockType::Oci => "oci",
         }
     }
 
@@ -60,6 +63,7 @@ impl BlockType {
             ],
             BlockType::Smb => &[],
             BlockType::RemoteFileSystem => &["rfs"],
+            BlockType::Oci => &["docker-registry"],
         }
     }
 
@@ -343,6 +347,8 @@ mod tests {
             ("bitbucket-repository", BlockType::Git),
             ("remote-file-system", BlockType::RemoteFileSystem),
             ("rfs", BlockType::RemoteFileSystem),
+            ("oci", BlockType::Oci),
+            ("docker-registry", BlockType::Oci),
         ] {
             let slug = BlockSlug::parse(&format!("{alias}/flows/etl")).unwrap();
             assert_eq!(slug.block.block_type, canonical, "{alias}");

@@ -42,6 +42,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     gc: false,
     files_case_sensitive: true,
     read_only: false,
+    raw_objects: false,
 };
 
 impl BlockConfig for GitConfig {

@@ -3,7 +3,7 @@
 use super::*;
 
 pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         // No archives to plant; a native tree's own hostile entries are its backend's tests.
         return assert_no_raw_objects(s, "hostile").await;
     }
@@ -236,7 +236,7 @@ fn bombs() -> Vec<Bomb> {
 }
 
 pub async fn zstd_bombs_and_huge_sizes_are_refused_early_with_nothing_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "bomb").await;
     }
     for bomb in bombs() {
@@ -271,7 +271,7 @@ fn free_bytes(dir: &Path) -> u64 {
 }
 
 pub async fn versions_larger_than_the_free_space_are_refused_before_unpacking(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "full").await;
     }
     let probe = s.fresh_dir("probe");

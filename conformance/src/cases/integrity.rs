@@ -51,7 +51,7 @@ async fn assert_get_fails_cleanly(s: &Subject, at: &str, codes: &[i32]) {
 }
 
 pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "corrupt").await;
     }
     let (_, pkg) = stored(s, "corrupt").await;
@@ -64,7 +64,7 @@ pub async fn corrupted_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "trunc").await;
     }
     let (_, pkg) = stored(s, "trunc").await;
@@ -76,7 +76,7 @@ pub async fn truncated_package_is_refused_and_nothing_is_written(s: &Subject) {
 }
 
 pub async fn tampered_manifest_is_refused(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "tamper").await;
     }
     let (v, _) = stored(s, "tamper").await;
@@ -89,7 +89,7 @@ pub async fn tampered_manifest_is_refused(s: &Subject) {
 }
 
 pub async fn head_pointing_at_a_missing_version_is_refused(s: &Subject) {
-    if !s.block.capabilities().package_layout {
+    if !tamperable(s) {
         return assert_no_raw_objects(s, "dangling").await;
     }
     stored(s, "dangling").await;

@@ -75,10 +75,18 @@ fn assert_no_leftovers_beside(dest: &Path) {
     }
 }
 
-/// What a backend without the package layout declares instead of the cases that tamper
-/// with packages: it has no raw package objects, so writing one is refused as unsupported,
-/// and what was put reads back unchanged.
-async fn assert_no_raw_objects(s: &Subject, at: &str) {
+/// Whether packages can be tampered with object by object: a package layout whose objects
+/// `write_path` reaches (not a native tree, not a registry's digest-addressed blobs).
+fn tamperable(s: &Subject) -> bool {
+    let caps = s.block.capabilities();
+    caps.package_layout && caps.raw_objects
+}
+
+/// What a backend without raw package objects (no package layout, or blobs a registry keeps
+/// under their digests) declares instead of the cases that tamper with packages: writing one
+/// is refused as unsupported, and what was put reads back unchanged. Such a backend's own
+/// tests damage its storage directly.
+pub(crate) async fn assert_no_raw_objects(s: &Subject, at: &str) {
     let src = s.fresh_dir("src");
     small_tree(&src, at);
     let v = put(s, &src, at).await.version.unwrap();

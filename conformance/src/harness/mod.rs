@@ -1,9 +1,9 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
 //! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
-//! sshd (SFTP), python's http.server (read-only HTTP), and for the Python tests a Prefect
-//! server and worker. Each is installed from its package registry into
-//! [`cache_dir`] the first time it is needed and reused afterwards; recipes follow
-//! shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
+//! sshd (SFTP), python's http.server (read-only HTTP), the distribution registry (OCI), and
+//! for the Python tests a Prefect server and worker. Each is installed from its package
+//! registry into [`cache_dir`] the first time it is needed and reused afterwards; recipes
+//! follow shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
 
 mod azure_auth;
 mod azurite;
@@ -17,6 +17,7 @@ mod moto;
 pub mod peers;
 mod process;
 mod python;
+mod registry;
 mod s3s;
 mod smb;
 mod sshd;
@@ -37,6 +38,7 @@ pub use moto::Moto;
 pub use python::{
     PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
 };
+pub use registry::OciRegistry;
 pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;

@@ -189,7 +189,7 @@ impl ObjectStoreBlock {
                 tracing::debug!(missing, attempt, "a gc removed frames this put reused");
                 continue;
             }
-            let records = super::package::placed(&entries, &placements);
+            let records = crate::pack::placed(&entries, &placements);
             let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
             let manifest = PackageManifest {
                 format: FRAMES_FORMAT,

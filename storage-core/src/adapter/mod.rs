@@ -41,10 +41,9 @@ use crate::error::{Error, Result};
 use crate::extract::unpack_verified_over;
 use crate::hashcache::{HashCache, UploadLedger, same_etag};
 use crate::manifest::{
-    HeadRecord, ManifestEntry, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
+    HeadRecord, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
 };
 use crate::place::{check_destination, commit, staging_for};
-use crate::secret::scrub;
 use crate::slug::BlockPath;
 use crate::stream::{ChunkWriter, FileRange, StreamReader};
 use crate::tree::{ScanOptions, SourceTree};
@@ -249,23 +248,7 @@ impl ObjectStoreBlock {
 }
 
 fn scrub_error(e: Error, secrets: &[String]) -> Error {
-    if secrets.is_empty() {
-        return e;
-    }
-    let s = |m: String| scrub(&m, secrets);
-    match e {
-        Error::Usage(m) => Error::Usage(s(m)),
-        Error::Unsupported(m) => Error::Unsupported(s(m)),
-        Error::NotFound(m) => Error::NotFound(s(m)),
-        Error::Auth(m) => Error::Auth(s(m)),
-        Error::Integrity(m) => Error::Integrity(s(m)),
-        Error::Conflict(m) => Error::Conflict(s(m)),
-        Error::Backend(m) => Error::Backend(s(m)),
-        Error::Io { context, source } => Error::Io {
-            context: s(context),
-            source,
-        },
-    }
+    e.scrubbed(secrets)
 }
 
 pub(crate) fn now() -> String {

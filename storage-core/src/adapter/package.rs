@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::framecache::{FrameCache, FrameCounts};
 use crate::manifest::{FRAMES_FORMAT, Frame, MANIFEST_FORMAT};
-use crate::pack::{DEFAULT_LEVEL, write_package};
+use crate::pack::{DEFAULT_LEVEL, placed, write_package};
 
 use super::*;
 
@@ -109,34 +109,15 @@ impl ObjectStoreBlock {
             .collect())
     }
 
-    /// A full version id from an id or a unique prefix of at least 4 characters.
+    /// A full version id from an id or a unique prefix of one stored at `at`.
     pub(super) async fn resolve_version(&self, at: &BlockPath, wanted: &str) -> Result<String> {
-        if is_version_id(wanted) {
-            return Ok(wanted.to_string());
-        }
-        if wanted.len() < 4 {
-            return Err(Error::Usage(format!(
-                "version `{wanted}` is too short; give at least 4 characters"
-            )));
-        }
-        let matches: Vec<String> = self
-            .stored_versions(at)
-            .await?
-            .into_iter()
-            .map(|(v, _)| v)
-            .filter(|v| v.starts_with(wanted))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::NotFound(format!(
-                "{}: no version {wanted}",
-                self.slug(at)
-            ))),
-            _ => Err(Error::Usage(format!(
-                "{}: version prefix {wanted} is ambiguous",
-                self.slug(at)
-            ))),
-        }
+        let known = if is_version_id(wanted) || wanted.len() < 4 {
+            Vec::new()
+        } else {
+            self.stored_versions(at).await?
+        };
+        crate::manifest::resolve_version(wanted, known.into_iter().map(|(v, _)| v))
+            .map_err(|e| e.context(self.slug(at)))
     }
 
     pub(super) async fn put_package(
@@ -438,13 +419,7 @@ impl ObjectStoreBlock {
                 format!("{slug}: {rel} is a {:?}, not a file", entry.kind).to_lowercase(),
             ));
         }
-        let end = manifest.entry_end(index);
-        let first = entry.frame as usize;
-        let needed: Vec<Frame> = manifest.frames[first..]
-            .iter()
-            .take_while(|f| f.uncompressed_offset < end || f.uncompressed_offset == entry.offset)
-            .cloned()
-            .collect();
+        let needed = manifest.frames_of_entry(index);
         let Some(start_frame) = needed.first().cloned() else {
             return Err(Error::Integrity(format!(
                 "{slug}: {rel}: no frame holds it"
@@ -474,29 +449,8 @@ impl ObjectStoreBlock {
         };
         let rel = rel.to_string();
         tokio::task::spawn_blocking(move || {
-            let corrupt = |why: String| Error::Integrity(format!("{slug}: {rel}: {why}"));
-            let data = zstd::stream::decode_all(&compressed[..])
-                .map_err(|e| corrupt(format!("frame is corrupt: {e}")))?;
-            let tail = entry
-                .offset
-                .checked_sub(start_frame.uncompressed_offset)
-                .and_then(|start| data.get(start as usize..))
-                .ok_or_else(|| corrupt("offset outside its frame".into()))?;
-            let mut archive = tar::Archive::new(tail);
-            let mut first = archive
-                .entries()
-                .and_then(|mut it| it.next().transpose())
-                .map_err(|e| corrupt(e.to_string()))?
-                .ok_or_else(|| corrupt("no entry at its offset".into()))?;
-            let mut out = Vec::with_capacity(entry.size.min(1 << 30) as usize);
-            first
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out));
-            if Some(&sha) != entry.sha256.as_ref() || out.len() as u64 != entry.size {
-                return Err(corrupt("checksum mismatch: the package is corrupt".into()));
-            }
-            Ok(Bytes::from(out))
+            crate::extract::file_in_frames(&entry, &start_frame, &compressed)
+                .map_err(|why| Error::Integrity(format!("{slug}: {rel}: {why}")))
         })
         .await?
     }
@@ -519,20 +473,4 @@ impl ObjectStoreBlock {
             .buffered(super::frames::IN_FLIGHT)
             .boxed()
     }
-}
-
-/// The manifest records of `entries`, each with the frame and offset the packer put it at.
-pub(super) fn placed(
-    entries: &[crate::tree::SourceEntry],
-    placements: &[(u32, u64)],
-) -> Vec<ManifestEntry> {
-    entries
-        .iter()
-        .zip(placements)
-        .map(|(e, &(frame, offset))| ManifestEntry {
-            frame,
-            offset,
-            ..e.record.clone()
-        })
-        .collect()
 }

@@ -1,0 +1,502 @@
+//! The conformance suite against the CNCF distribution registry (htpasswd auth), started by
+//! the harness. Then what is specific to a registry: a wrong password (exit 4, one line, no
+//! secret), names no registry can hold (exit 2), oras (an independent OCI client) pulling the
+//! artifact blockctl pushed, a frame damaged or lost in the registry's own storage (exit 5,
+//! nothing written), a 40 MiB tree, and through a fault-injecting proxy: 503s and resets
+//! retried, a put and a get cut by a partition failing cleanly (exit 1, one line) with the
+//! previous version current and whole and nothing written.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
+use conformance::tree::{noise, small_tree, snapshot, write};
+use conformance::{Subject, conformance_suite};
+use storage_core::{BlockPath, GetOptions, PutOptions, Secret, StorageBlock, VersionPrecondition};
+use storage_oci::{OciConfig, open};
+
+const WRONG_PASSWORD: &str = "wrong-oci-pw-R8w2-must-never-be-echoed";
+
+fn registry() -> Arc<OciRegistry> {
+    shared::<OciRegistry>(OciRegistry::start)
+}
+
+fn config(registry: &OciRegistry, repository: &str, password: &str) -> OciConfig {
+    OciConfig {
+        registry: registry.host.clone(),
+        repository: repository.into(),
+        username: Some(registry.user.clone()),
+        password: Some(Secret::new(password)),
+        token: None,
+        plain_http: None,
+    }
+}
+
+async fn subject(case: &str) -> Subject {
+    let registry = registry();
+    let block = open(
+        &config(&registry, "team/flows", &registry.password),
+        "oci/conformance",
+    )
+    .expect("open oci block");
+    Subject::new(Arc::new(block), case).with_guard(registry)
+}
+
+conformance_suite!(subject);
+
+/// Gets here test the registry: no frame comes from the agent cache, which tests sharing
+/// this process may have filled with the same frames.
+fn uncached() -> GetOptions {
+    GetOptions {
+        no_cache: true,
+        ..GetOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_exit_4_and_never_shown() {
+    let registry = registry();
+    let label = "oci/wrong-password";
+    let block = open(&config(&registry, "team/refused", WRONG_PASSWORD), label).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "x");
+    let at = BlockPath::parse("refused").unwrap();
+    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let failures = [
+        ("check", block.check().await.err()),
+        (
+            "put",
+            block
+                .put_directory(src.path(), &at, &PutOptions::default())
+                .await
+                .err(),
+        ),
+        (
+            "get",
+            block.get_directory(&at, &dest, &uncached()).await.err(),
+        ),
+        ("versions", block.list_versions(&at).await.err()),
+    ];
+    for (what, err) in failures {
+        let err = err.unwrap_or_else(|| panic!("{what} succeeded with a wrong password"));
+        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
+        eprintln!("{what}: exit {}: {shown}", err.exit_code());
+        assert_eq!(err.exit_code(), 4, "{what}: {shown}");
+        assert!(shown.starts_with(label), "{what}: {shown}");
+        assert!(!shown.contains('\n'), "{what}: {shown}");
+        for secret in [WRONG_PASSWORD, registry.password.as_str()] {
+            assert!(
+                !shown.contains(secret) && !debugged.contains(secret),
+                "{what}: a secret appears in the error: {debugged}"
+            );
+        }
+    }
+    assert!(!dest.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_a_registry_cannot_hold_are_exit_2() {
+    let registry = registry();
+    // As the facade opens it: capabilities (no compare-and-swap) enforced by Checked.
+    let block = storage_core::Checked::wrap(Arc::new(
+        open(
+            &config(&registry, "team/names", &registry.password),
+            "oci/n",
+        )
+        .unwrap(),
+    ));
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "x");
+    for bad in ["Upper/case", "a..b", "trailing-", "plus+sign"] {
+        let at = BlockPath::parse(bad).unwrap();
+        let err = block
+            .put_directory(src.path(), &at, &PutOptions::default())
+            .await
+            .expect_err(bad);
+        assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+    }
+    let bad_prefix = config(&registry, "Team", &registry.password);
+    assert_eq!(open(&bad_prefix, "oci/x").unwrap_err().exit_code(), 2);
+    // --if-version is refused up front: registries move tags unconditionally.
+    let opts = PutOptions {
+        if_version: Some(VersionPrecondition::NoVersion),
+        ..PutOptions::default()
+    };
+    let at = BlockPath::parse("cas").unwrap();
+    let err = block
+        .put_directory(src.path(), &at, &opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+}
+
+/// Runs python with the oras client: logs in with basic auth and pulls `reference` into
+/// `outdir`.
+fn oras_pull(registry: &OciRegistry, reference: &str, outdir: &Path) {
+    let python = peers::oras_python().expect("oras installed");
+    let script = r#"
+import os, sys
+import oras.client
+host = os.environ["ORAS_HOST"]
+client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+client.login(username=os.environ["ORAS_USER"], password=os.environ["ORAS_PASSWORD"],
+             hostname=host)
+files = client.pull(target=sys.argv[1], outdir=sys.argv[2])
+print("\n".join(str(f) for f in files))
+"#;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(reference)
+        .arg(outdir)
+        .env("ORAS_HOST", &registry.host)
+        .env("ORAS_USER", &registry.user)
+        .env("ORAS_PASSWORD", &registry.password)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "oras pull failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pulls_what_blockctl_pushed_and_its_layers_are_the_tar_zst() {
+    let registry = registry();
+    let block = open(&config(&registry, "team/oras", &registry.password), "oci/o").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    small_tree(&src, "oras");
+    for i in 0..200 {
+        write(
+            &src,
+            &format!("flows/m{i:03}.py"),
+            format!("X = {i}\n").repeat(50 + i),
+        );
+    }
+    write(&src, "data/blob.bin", noise(3 << 20, 77));
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    let at = BlockPath::parse("etl/daily").unwrap();
+    let report = block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(report.frames_uploaded >= 3, "{report:?}");
+    let version = report.version.unwrap();
+
+    for tag in [version.as_str(), "current"] {
+        let pulled = scratch.path().join(format!("pulled-{tag}"));
+        std::fs::create_dir_all(&pulled).unwrap();
+        oras_pull(
+            &registry,
+            &format!("{}/team/oras/etl/daily:{tag}", registry.host),
+            &pulled,
+        );
+        // The layers, in order (their titles sort that way), are the version's .tar.zst.
+        let mut parts: Vec<_> = std::fs::read_dir(&pulled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        parts.sort();
+        let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+        assert_eq!(parts.len(), manifest.frames.len(), "{parts:?}");
+        let package = scratch.path().join(format!("package-{tag}.tar.zst"));
+        let mut out = std::fs::File::create(&package).unwrap();
+        for part in &parts {
+            out.write_all(&std::fs::read(part).unwrap()).unwrap();
+        }
+        drop(out);
+        let untarred = scratch.path().join(format!("untarred-{tag}"));
+        std::fs::create_dir_all(&untarred).unwrap();
+        let zstd = peers::zstd().expect("zstd installed");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" -dc \"$1\" | tar -x -C \"$2\"")
+            .arg(&zstd)
+            .arg(&package)
+            .arg(&untarred)
+            .status()
+            .unwrap();
+        assert!(status.success(), "zstd -dc | tar -x failed");
+        assert_eq!(snapshot(&untarred), snapshot(&src), "tag {tag}");
+    }
+}
+
+/// Puts a tree with a large random file and returns the block, the version's frames (sha256)
+/// and the tree.
+async fn stored(
+    registry: &OciRegistry,
+    repository: &str,
+    scratch: &Path,
+) -> (storage_oci::OciBlock, Vec<String>, std::path::PathBuf) {
+    let block = open(&config(registry, repository, &registry.password), "oci/d").unwrap();
+    let src = scratch.join("src");
+    small_tree(&src, "damaged");
+    write(&src, "data/blob.bin", noise(2 << 20, 5));
+    let at = BlockPath::parse("etl").unwrap();
+    block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    let frames = block
+        .manifest(&at, None)
+        .await
+        .unwrap()
+        .frames
+        .into_iter()
+        .map(|f| f.sha256.unwrap())
+        .collect();
+    (block, frames, src)
+}
+
+/// A get that fails with `code`, naming `word`, and leaves nothing behind.
+async fn refused_cleanly(block: &dyn StorageBlock, scratch: &Path, code: i32, word: &str) {
+    let parent = scratch.join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let at = BlockPath::parse("etl").unwrap();
+    let err = block
+        .get_directory(&at, &parent.join("dest"), &uncached())
+        .await
+        .expect_err("a get of a damaged version");
+    eprintln!("exit {}: {err}", err.exit_code());
+    assert_eq!(err.exit_code(), code, "{err}");
+    assert!(err.to_string().contains(word), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_corrupted_in_the_registry_storage_is_exit_5() {
+    let registry = registry();
+    let scratch = tempfile::tempdir().unwrap();
+    let (block, frames, _) = stored(&registry, "team/corrupt", scratch.path()).await;
+    let file = registry.blob_file(&frames[frames.len() / 2]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&file, bytes).unwrap();
+    refused_cleanly(&block, scratch.path(), 5, "digest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_lost_from_the_registry_storage_is_exit_5() {
+    let registry = registry();
+    let scratch = tempfile::tempdir().unwrap();
+    let (block, frames, _) = stored(&registry, "team/lost", scratch.path()).await;
+    let file = registry.blob_file(&frames[0]);
+    std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+    refused_cleanly(&block, scratch.path(), 5, "missing").await;
+}
+
+const BIG: usize = 40 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_40_mib_tree_round_trips() {
+    let registry = registry();
+    let block = open(
+        &config(&registry, "team/big", &registry.password),
+        "oci/big",
+    )
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    for i in 0..400 {
+        write(
+            &src,
+            &format!("flows/pkg{}/mod_{i:03}.py", i % 9),
+            format!("# module {i}\nVALUE_{i} = {i}\n").repeat(40 + i % 60),
+        );
+    }
+    for i in 0..(BIG / (4 << 20)) {
+        write(
+            &src,
+            &format!("data/blob{i}.bin"),
+            noise(4 << 20, 900 + i as u64),
+        );
+    }
+    let at = BlockPath::parse("big").unwrap();
+    let started = Instant::now();
+    block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .expect("put 40 MiB");
+    let put_secs = started.elapsed().as_secs_f64();
+    let dest = scratch.path().join("dest");
+    let started = Instant::now();
+    block
+        .get_directory(&at, &dest, &uncached())
+        .await
+        .expect("get 40 MiB");
+    let get_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "40 MiB tree over the registry: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s ({:.0} MiB/s)",
+        40.0 / put_secs,
+        40.0 / get_secs
+    );
+    assert_eq!(snapshot(&dest), snapshot(&src));
+}
+
+/// A registry behind a fault-injecting proxy, and what each test puts through it.
+struct FaultRig {
+    registry: Arc<OciRegistry>,
+    proxy: FaultProxy,
+    repository: String,
+    scratch: tempfile::TempDir,
+}
+
+const FAULT_LABEL: &str = "oci/faults";
+
+impl FaultRig {
+    async fn new(repository: &str) -> FaultRig {
+        let registry = registry();
+        let proxy = FaultProxy::start(&registry.host)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        FaultRig {
+            registry,
+            proxy,
+            repository: repository.into(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn direct(&self) -> storage_oci::OciBlock {
+        let c = config(&self.registry, &self.repository, &self.registry.password);
+        open(&c, FAULT_LABEL).unwrap()
+    }
+
+    fn proxied(&self) -> storage_oci::OciBlock {
+        let c = OciConfig {
+            registry: self.proxy.url().trim_start_matches("http://").to_string(),
+            ..config(&self.registry, &self.repository, &self.registry.password)
+        };
+        open(&c, FAULT_LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 191));
+        root
+    }
+
+    /// Straight on the registry: the current version is `current`, and every listed one
+    /// reads back as one of `sources`.
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        let direct = self.direct();
+        let at = BlockPath::parse("etl").unwrap();
+        let trees: Vec<_> = sources.iter().map(|s| snapshot(s)).collect();
+        for v in direct.list_versions(&at).await.unwrap() {
+            let dest = self
+                .scratch
+                .path()
+                .join(format!("check-{}", &v.version[..12]));
+            let opts = GetOptions {
+                version: Some(v.version.clone()),
+                ..uncached()
+            };
+            direct.get_directory(&at, &dest, &opts).await.unwrap();
+            let got = snapshot(&dest);
+            assert!(trees.contains(&got), "version {} is no source", v.version);
+            if v.current {
+                assert_eq!(got, snapshot(current));
+            }
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+    }
+}
+
+/// Runs `op`, which must end within 90 s.
+async fn within_bound<T>(what: &str, op: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not end within 90 s"),
+    }
+}
+
+fn assert_clean_failure(what: &str, err: &storage_core::Error) {
+    let text = err.to_string();
+    eprintln!("{what}: exit {}: {text}", err.exit_code());
+    assert_eq!(err.exit_code(), 1, "{what}: {text}");
+    assert!(
+        !text.contains('\n') && text.starts_with(FAULT_LABEL),
+        "{what}: {text}"
+    );
+}
+
+/// 503s and connections reset mid-upload are retried: the put succeeds and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
+    let rig = FaultRig::new("team/faults-retry").await;
+    let v1 = rig.tree("v1", 6);
+    rig.proxy.answer_503(3);
+    rig.proxy.cut(Cut::Reset, 2, 256 << 10, Direction::Upstream);
+    let at = BlockPath::parse("etl").unwrap();
+    within_bound(
+        "put",
+        rig.proxied()
+            .put_directory(&v1, &at, &PutOptions::default()),
+    )
+    .await
+    .expect("a put through transient faults");
+    let injected = rig.proxy.injected();
+    assert!(
+        injected.unavailable >= 1 && injected.reset >= 1,
+        "{injected:?}"
+    );
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// Every connection is reset 2 MiB into the upload: the put fails cleanly and the previous
+/// version stays current and whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_a_partition_fails_cleanly_and_keeps_current() {
+    let rig = FaultRig::new("team/faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
+    let put = within_bound(
+        "put",
+        rig.proxied()
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure("put under a partition", &put.unwrap_err());
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get cut 2 MiB into the download fails cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_a_partition_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("team/faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let got = within_bound(
+        "get",
+        rig.proxied()
+            .get_directory(&at, &parent.join("dest"), &uncached()),
+    )
+    .await;
+    assert_clean_failure("get under a partition", &got.unwrap_err());
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
+}

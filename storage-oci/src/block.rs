@@ -1,0 +1,509 @@
+//! The OCI block: where a version of a slug path lives (its repository, the artifact at
+//! `current` or at a version tag, or an ancestor's for a folder inside a package), versions,
+//! rm and gc by manifest digest, and the `StorageBlock` interface; `transfer` moves the
+//! frames.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use oci_client::manifest::OciImageManifest;
+use storage_core::extract::{file_in_frames, unpack_verified_over};
+use storage_core::framecache::{FrameCache, FrameCounts};
+use storage_core::frames::frame_hash;
+use storage_core::manifest::{Frame, PackageManifest, is_version_id, resolve_version, short};
+use storage_core::place::{check_destination, commit, staging_for};
+use storage_core::stream::StreamReader;
+use storage_core::tree::{ScanOptions, SourceTree};
+use storage_core::{
+    BlockPath, Capabilities, DeleteOptions, EntryKind, Error, GcOptions, GcReport, GetMode,
+    GetOptions, GetReport, Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent,
+    PutOptions, PutReport, Result, StorageBlock, VersionInfo,
+};
+
+use crate::artifact::{self, CURRENT, IN_FLIGHT};
+use crate::names::{check_repository, repository_name};
+use crate::registry::{Registry, credentials};
+use crate::{CAPABILITIES, OciConfig};
+
+mod transfer;
+
+/// An OCI registry repository tree as a storage block.
+#[derive(Clone)]
+pub struct OciBlock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    label: String,
+    registry: Registry,
+    /// Repository names start with this (the block's `repository`).
+    prefix: String,
+}
+
+/// A version found in a repository: its image manifest (bytes and digest too, so a tag can
+/// be moved onto it unchanged).
+struct Artifact {
+    repo: String,
+    version: String,
+    image: OciImageManifest,
+    digest: String,
+}
+
+impl std::fmt::Debug for OciBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciBlock")
+            .field("label", &self.inner.label)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "::1")
+}
+
+impl OciBlock {
+    pub(crate) fn new(config: &OciConfig, label: &str) -> Result<Self> {
+        let bad = |e: Error| e.context(label);
+        let host = config.registry.trim().trim_end_matches('/');
+        if host.is_empty() || host.contains("://") || host.contains('/') {
+            return Err(bad(Error::Usage(format!(
+                "registry `{host}` must be a host with an optional :port, without a scheme"
+            ))));
+        }
+        let prefix = config.repository.trim_matches('/').to_string();
+        check_repository(&prefix).map_err(bad)?;
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.resolve("password"))
+            .transpose()
+            .map_err(bad)?;
+        let token = config
+            .token
+            .as_ref()
+            .map(|t| t.resolve("token"))
+            .transpose()
+            .map_err(bad)?;
+        let auth = credentials(host, config.username.as_deref(), password, token).map_err(bad)?;
+        let plain_http = config.plain_http.unwrap_or_else(|| is_loopback(host));
+        let registry = Registry::new(host, plain_http, auth).map_err(bad)?;
+        Ok(OciBlock {
+            inner: Arc::new(Inner {
+                label: label.to_string(),
+                registry,
+                prefix,
+            }),
+        })
+    }
+
+    fn slug(&self, at: &BlockPath) -> String {
+        if at.is_root() {
+            self.inner.label.clone()
+        } else {
+            format!("{}/{at}", self.inner.label)
+        }
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn repo(&self, at: &BlockPath) -> Result<String> {
+        repository_name(&self.inner.prefix, at)
+    }
+
+    /// The errors of `f`, naming the slug and scrubbed of secrets.
+    fn named<'a>(&'a self, at: &'a BlockPath) -> impl Fn(Error) -> Error + 'a {
+        move |e| e.scrubbed(self.registry().secrets()).context(self.slug(at))
+    }
+
+    /// The artifact `current` points at in `repo`, if any.
+    async fn current(&self, repo: &str) -> Result<Option<Artifact>> {
+        let Some((image, digest)) = self.registry().manifest(repo, CURRENT).await? else {
+            return Ok(None);
+        };
+        let version = artifact::version_of(&image)
+            .filter(|v| is_version_id(v))
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "the `{CURRENT}` tag of {repo} is not a blockctl version"
+                ))
+            })?
+            .to_string();
+        Ok(Some(Artifact {
+            repo: repo.to_string(),
+            version,
+            image,
+            digest,
+        }))
+    }
+
+    /// The artifact of `version` in `repo`.
+    async fn tagged(&self, repo: &str, version: &str) -> Result<Artifact> {
+        let Some((image, digest)) = self.registry().manifest(repo, version).await? else {
+            return Err(Error::NotFound(format!("no version {}", short(version))));
+        };
+        if artifact::version_of(&image) != Some(version) {
+            return Err(Error::Integrity(format!(
+                "the artifact tagged {} names another version",
+                short(version)
+            )));
+        }
+        Ok(Artifact {
+            repo: repo.to_string(),
+            version: version.to_string(),
+            image,
+            digest,
+        })
+    }
+
+    /// The artifact of `version`: its tag's, else `current`'s when that is the version (a gc
+    /// racing a put may have left the current version untagged).
+    async fn version_artifact(&self, repo: &str, version: &str) -> Result<Artifact> {
+        match self.tagged(repo, version).await {
+            Err(Error::NotFound(why)) => match self.current(repo).await? {
+                Some(c) if c.version == version => Ok(c),
+                _ => Err(Error::NotFound(why)),
+            },
+            other => other,
+        }
+    }
+
+    /// The version tags of `repo`.
+    async fn version_tags(&self, repo: &str) -> Result<Vec<String>> {
+        Ok(self
+            .registry()
+            .tags(repo)
+            .await?
+            .into_iter()
+            .filter(|t| is_version_id(t))
+            .collect())
+    }
+
+    /// A full version id from an id or a unique prefix of a version tag (or of `current`).
+    async fn resolve_version(&self, repo: &str, wanted: &str) -> Result<String> {
+        if is_version_id(wanted) || wanted.len() < 4 {
+            return resolve_version(wanted, []);
+        }
+        let mut known = self.version_tags(repo).await?;
+        if let Some(c) = self.current(repo).await?
+            && !known.contains(&c.version)
+        {
+            known.push(c.version);
+        }
+        resolve_version(wanted, known)
+    }
+
+    /// The artifact a get of `from` reads, and the folder inside it: a version of `from`, its
+    /// current one, or the current one of the nearest ancestor that holds a package.
+    async fn locate(&self, from: &BlockPath, version: Option<&str>) -> Result<(Artifact, String)> {
+        if let Some(v) = version {
+            let repo = self.repo(from)?;
+            let version = self.resolve_version(&repo, v).await?;
+            return Ok((self.version_artifact(&repo, &version).await?, String::new()));
+        }
+        let own = self.repo(from);
+        if let Ok(repo) = &own
+            && let Some(found) = self.current(repo).await?
+        {
+            return Ok((found, String::new()));
+        }
+        for anc in from.ancestors() {
+            let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
+                continue;
+            };
+            if let Some(found) = self.current(&repo).await? {
+                let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
+                return Ok((found, subtree));
+            }
+        }
+        own?;
+        Err(Error::NotFound("nothing is stored there".into()))
+    }
+
+    async fn manifest_of(&self, found: &Artifact) -> Result<PackageManifest> {
+        artifact::read_manifest(self.registry(), &found.repo, &found.image, &found.version).await
+    }
+
+    /// Every version of `repo` with its manifest's facts, newest first.
+    async fn versions(&self, repo: &str) -> Result<Vec<VersionInfo>> {
+        let current = self.current(repo).await?.map(|c| c.version);
+        let tags = self.version_tags(repo).await?;
+        let current = current.as_deref();
+        let listed: Vec<Option<VersionInfo>> = stream::iter(tags)
+            .map(|v| async move {
+                // A version deleted since the tags were listed is not one any more.
+                let found = match self.tagged(repo, &v).await {
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    other => other?,
+                };
+                let m = self.manifest_of(&found).await?;
+                Ok::<_, Error>(Some(VersionInfo {
+                    current: current == Some(v.as_str()),
+                    version: v,
+                    created: m.created,
+                    files: m.totals.files,
+                    bytes: m.totals.bytes,
+                }))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut out: Vec<VersionInfo> = listed.into_iter().flatten().collect();
+        // The current version is always listed, even while a racing gc has left it untagged.
+        if let Some(c) = current.filter(|c| !out.iter().any(|v| v.version == *c))
+            && let Some(found) = self.current(repo).await?
+            && found.version == c
+        {
+            let m = self.manifest_of(&found).await?;
+            out.push(VersionInfo {
+                current: true,
+                version: found.version,
+                created: m.created,
+                files: m.totals.files,
+                bytes: m.totals.bytes,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.version.cmp(&b.version))
+        });
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl StorageBlock for OciBlock {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        if opts.format == PackageFormat::Archive {
+            return Err(Error::Unsupported(format!(
+                "{}: a registry stores package format 2 only",
+                self.slug(to)
+            )));
+        }
+        self.put_package(src, to, opts)
+            .await
+            .map_err(self.named(to))
+    }
+
+    async fn get_directory(
+        &self,
+        from: &BlockPath,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let named = self.named(from);
+        check_destination(dest, opts.mode).map_err(&named)?;
+        let (found, subtree) = self
+            .locate(from, opts.version.as_deref())
+            .await
+            .map_err(&named)?;
+        let staging = staging_for(dest).map_err(&named)?;
+        let report = self
+            .get_package(found, &subtree, staging.path(), dest, opts)
+            .await
+            .map_err(&named)?;
+        commit(staging, dest, opts.mode).map_err(&named)?;
+        Ok(report)
+    }
+
+    async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
+        if path.is_root() {
+            return Err(Error::Usage(format!(
+                "{}: name a file to read",
+                self.slug(path)
+            )));
+        }
+        let named = self.named(path);
+        for anc in path.ancestors() {
+            let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
+                continue;
+            };
+            if let Some(found) = self.current(&repo).await.map_err(&named)? {
+                let rel = path.strip_prefix(&anc).unwrap_or_default();
+                return self.read_file(&found, rel).await.map_err(&named);
+            }
+        }
+        Err(named(Error::NotFound("no such file".into())))
+    }
+
+    async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let out = self.versions(&repo).await.map_err(&named)?;
+        if out.is_empty() {
+            return Err(named(Error::NotFound(
+                "no versions are stored there".into(),
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let Some(found) = self.current(&repo).await.map_err(&named)? else {
+            return Err(named(Error::NotFound("nothing is stored there".into())));
+        };
+        let m = self.manifest_of(&found).await.map_err(&named)?;
+        Ok(m.entries
+            .into_iter()
+            .map(|e| ListedFile {
+                path: e.path,
+                kind: e.kind,
+                size: e.size,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let registry = self.registry();
+        let current = self.current(&repo).await.map_err(&named)?;
+        if let Some(v) = &opts.version {
+            let version = self.resolve_version(&repo, v).await.map_err(&named)?;
+            if current.as_ref().is_some_and(|c| c.version == version) {
+                return Err(named(Error::Conflict(format!(
+                    "version {} is current; put another version first or rm the whole path",
+                    short(&version)
+                ))));
+            }
+            let found = self.tagged(&repo, &version).await.map_err(&named)?;
+            return registry
+                .delete_manifest(&repo, &found.digest)
+                .await
+                .map_err(&named);
+        }
+        let tags = self.version_tags(&repo).await.map_err(&named)?;
+        if tags.is_empty() && current.is_none() {
+            return Err(named(Error::NotFound("nothing is stored there".into())));
+        }
+        // `current` first, so readers stop seeing a version before its artifact goes.
+        if let Some(c) = current {
+            match registry.delete_manifest(&repo, &c.digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(named(e)),
+            }
+        }
+        for tag in tags {
+            let Some((_, digest)) = registry.manifest(&repo, &tag).await.map_err(&named)? else {
+                continue;
+            };
+            match registry.delete_manifest(&repo, &digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(named(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the manifests of versions beyond the `keep` newest (never the current one).
+    /// Frames are blobs the registry shares between manifests and reclaims with its own
+    /// garbage collection; gc never deletes one, so no put can lose a frame it reuses.
+    async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let versions = self.versions(&repo).await.map_err(&named)?;
+        if versions.is_empty() {
+            return Err(named(Error::NotFound(
+                "no versions are stored there".into(),
+            )));
+        }
+        let mut report = GcReport::default();
+        for (i, v) in versions.into_iter().enumerate() {
+            if v.current || i < opts.keep {
+                report.kept.push(v.version);
+                continue;
+            }
+            let found = match self.tagged(&repo, &v.version).await {
+                Err(Error::NotFound(_)) => continue,
+                other => other.map_err(&named)?,
+            };
+            // A put may have made it current since the listing: deleting its manifest would
+            // take `current` with it.
+            let now_current = self.current(&repo).await.map_err(&named)?;
+            if now_current.is_some_and(|c| c.digest == found.digest) {
+                report.kept.push(v.version);
+                continue;
+            }
+            match self.registry().delete_manifest(&repo, &found.digest).await {
+                Ok(()) | Err(Error::NotFound(_)) => report.removed_versions.push(v.version),
+                // A put racing this gc is re-tagging it: it stays, for a later gc.
+                Err(Error::Backend(why)) => {
+                    tracing::warn!(%why, version = %v.version, "gc kept a version it could not delete");
+                    report.kept.push(v.version);
+                }
+                Err(e) => return Err(named(e)),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let found = match version {
+            Some(v) => {
+                let v = self.resolve_version(&repo, v).await.map_err(&named)?;
+                self.version_artifact(&repo, &v).await.map_err(&named)?
+            }
+            None => self
+                .current(&repo)
+                .await
+                .map_err(&named)?
+                .ok_or_else(|| named(Error::NotFound("no version is stored there".into())))?,
+        };
+        self.manifest_of(&found).await.map_err(&named)
+    }
+
+    async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
+        let manifest = self.manifest(at, version).await?;
+        let repo = self.repo(at).map_err(self.named(at))?;
+        let counts = Arc::new(FrameCounts::default());
+        let slug = self.slug(at);
+        let secrets = self.registry().secrets().to_vec();
+        let stream = self
+            .frame_stream(&repo, manifest.frames, FrameCache::open(true), counts)
+            .map_err(move |e| e.scrubbed(&secrets).context(&slug))
+            .boxed();
+        Ok(PackageExport {
+            version: manifest.version,
+            bytes: manifest.totals.package_bytes,
+            stream,
+        })
+    }
+
+    async fn check(&self) -> Result<()> {
+        let root = BlockPath::root();
+        self.registry()
+            .check(&self.inner.prefix)
+            .await
+            .map_err(self.named(&root))
+    }
+}

@@ -1,0 +1,464 @@
+//! The registry client: oci-client for manifests, blobs and tags (it answers Basic and
+//! Bearer-token challenges), a plain request for manifest deletes (which oci-client lacks),
+//! credentials from the block or `~/.docker/config.json`, and registry errors mapped to
+//! ours, scrubbed of secrets.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use sha2::{Digest, Sha256};
+use storage_core::secret::scrub;
+use storage_core::{Error, Result};
+
+/// Tries of a request that fails transiently.
+const ATTEMPTS: u32 = 4;
+
+/// A registry, with the credentials every request uses.
+#[derive(Clone)]
+pub struct Registry {
+    client: Client,
+    http: reqwest::Client,
+    host: String,
+    scheme: &'static str,
+    auth: RegistryAuth,
+    secrets: Vec<String>,
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+impl Registry {
+    pub fn new(host: &str, plain_http: bool, auth: RegistryAuth) -> Result<Self> {
+        let secrets = match &auth {
+            RegistryAuth::Basic(_, p) => vec![p.clone()],
+            RegistryAuth::Bearer(t) => vec![t.clone()],
+            RegistryAuth::Anonymous => Vec::new(),
+        };
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            // Frames are at most a few MiB: one PUT each beats a chunked session.
+            use_monolithic_push: true,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(300)),
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config)
+            .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
+        Ok(Registry {
+            client,
+            http,
+            host: host.to_string(),
+            scheme: if plain_http { "http" } else { "https" },
+            auth,
+            secrets,
+        })
+    }
+
+    fn anonymous(&self) -> bool {
+        matches!(self.auth, RegistryAuth::Anonymous)
+    }
+
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    fn tagged(&self, repo: &str, tag: &str) -> Reference {
+        Reference::with_tag(self.host.clone(), repo.to_string(), tag.to_string())
+    }
+
+    fn by_digest(&self, repo: &str, digest: &str) -> Reference {
+        Reference::with_digest(self.host.clone(), repo.to_string(), digest.to_string())
+    }
+
+    /// Our error for a registry error, its text scrubbed.
+    pub fn fail(&self, e: OciDistributionError) -> Error {
+        let text = scrub(&e.to_string(), &self.secrets).replace('\n', " ");
+        match &e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
+                Error::Auth(format!("the registry refused the credentials: {text}"))
+            }
+            OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound(text),
+            OciDistributionError::RequestError(r)
+                if r.status()
+                    .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) =>
+            {
+                Error::Auth(format!("the registry denied access: {text}"))
+            }
+            OciDistributionError::DigestError(_) => Error::Integrity(format!(
+                "a blob does not match its digest: the registry holds a corrupt copy ({text})"
+            )),
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let code = envelope.errors.first().map(|e| &e.code);
+                match code {
+                    Some(
+                        OciErrorCode::NameUnknown
+                        | OciErrorCode::ManifestUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound,
+                    ) => Error::NotFound(text),
+                    Some(OciErrorCode::Unauthorized | OciErrorCode::Denied) => {
+                        Error::Auth(format!("the registry denied access: {text}"))
+                    }
+                    Some(OciErrorCode::NameInvalid | OciErrorCode::TagInvalid) => {
+                        Error::Usage(text)
+                    }
+                    Some(OciErrorCode::Unsupported) => Error::Unsupported(text),
+                    _ => Error::Backend(text),
+                }
+            }
+            OciDistributionError::ServerError { code, .. } => match code {
+                401 | 403 => Error::Auth(format!("the registry denied access: {text}")),
+                404 => Error::NotFound(text),
+                _ => Error::Backend(text),
+            },
+            _ => Error::Backend(format!("registry request failed: {text}")),
+        }
+    }
+
+    /// Runs `op` again after a pause (100 ms, 300 ms, 900 ms) when it failed in a way another
+    /// try may not repeat: 5xx answers, resets, timeouts, a registry's 500 or 400 while a
+    /// manifest is being deleted, a refusal that may follow a failed auth challenge. Not
+    /// found and corrupt answers are final. Every request retried here is idempotent.
+    async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let result = op().await;
+            let transient = match &result {
+                Err(Error::Backend(_)) => true,
+                // oci-client learns how to authenticate from the registry's answer to
+                // `GET /v2/`; when that answer was a 5xx it sends the request without
+                // credentials, and the 401 says nothing about them: ask again. (A wrong
+                // password is reported about a second later than it could be.)
+                Err(Error::Auth(_)) => !self.anonymous(),
+                _ => false,
+            };
+            if !transient || attempt >= ATTEMPTS {
+                return result;
+            }
+            if let Err(why) = &result {
+                tracing::debug!(attempt, %why, "registry request failed; trying again");
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 3;
+            attempt += 1;
+        }
+    }
+
+    /// Every tag of `repo`; none when the repository does not exist.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        let image = self.tagged(repo, "latest");
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let listed = self
+                .retried(|| async {
+                    self.client
+                        .list_tags(&image, &self.auth, Some(1000), last.as_deref())
+                        .await
+                        .map_err(|e| self.fail(e))
+                })
+                .await;
+            let page = match listed {
+                Ok(p) => p,
+                Err(Error::NotFound(_)) => return Ok(all),
+                Err(e) => return Err(e),
+            };
+            let n = page.tags.len();
+            all.extend(page.tags);
+            // The registry pages by name; a short page is the last.
+            if n < 1000 {
+                return Ok(all);
+            }
+            last = all.last().cloned();
+        }
+    }
+
+    /// The image manifest tagged `tag` (or at a `sha256:` digest) and its digest, checked
+    /// against its bytes; `None` when there is none.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        tag_or_digest: &str,
+    ) -> Result<Option<(OciImageManifest, String)>> {
+        let image = if tag_or_digest.starts_with("sha256:") {
+            self.by_digest(repo, tag_or_digest)
+        } else {
+            self.tagged(repo, tag_or_digest)
+        };
+        let pulled = self
+            .retried(|| async {
+                self.client
+                    .pull_manifest_raw(&image, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
+                    .await
+                    .map_err(|e| self.fail(e))
+            })
+            .await;
+        let (body, digest) = match pulled {
+            Ok(got) => got,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let actual = digest_of(&body);
+        if actual != digest {
+            return Err(Error::Integrity(format!(
+                "the manifest at {tag_or_digest} does not match its digest"
+            )));
+        }
+        let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
+            Error::Integrity(format!(
+                "the manifest at {tag_or_digest} is not an OCI image manifest: {e}"
+            ))
+        })?;
+        Ok(Some((manifest, actual)))
+    }
+
+    /// A blob's bytes, checked against its digest by the client as they arrive.
+    pub async fn blob(&self, repo: &str, digest: &str) -> Result<Bytes> {
+        let image = self.by_digest(repo, digest);
+        self.retried(|| async {
+            let mut out = Vec::new();
+            self.client
+                .pull_blob(&image, digest, &mut out)
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok(Bytes::from(out))
+        })
+        .await
+    }
+
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+        let image = self.by_digest(repo, digest);
+        self.client
+            .store_auth_if_needed(image.resolve_registry(), &self.auth)
+            .await;
+        self.retried(|| async {
+            self.client
+                .blob_exists(&image, digest)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    pub async fn push_blob(&self, repo: &str, data: Bytes, digest: &str) -> Result<()> {
+        let image = self.by_digest(repo, digest);
+        self.client
+            .store_auth_if_needed(image.resolve_registry(), &self.auth)
+            .await;
+        self.retried(|| async {
+            self.client
+                .push_blob(&image, data.clone(), digest)
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a manifest's exact bytes under `tag` (moving a tag keeps the digest).
+    pub async fn push_manifest_bytes(
+        &self,
+        repo: &str,
+        tag: &str,
+        body: Vec<u8>,
+    ) -> Result<String> {
+        let digest = digest_of(&body);
+        let image = self.tagged(repo, tag);
+        self.client
+            .store_auth_if_needed(image.resolve_registry(), &self.auth)
+            .await;
+        let body = Bytes::from(body);
+        self.retried(|| async {
+            self.client
+                .push_manifest_raw(
+                    &image,
+                    body.clone(),
+                    OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header"),
+                )
+                .await
+                .map_err(|e| self.fail(e))
+        })
+        .await?;
+        Ok(digest)
+    }
+
+    /// Deletes the manifest at `digest` (and every tag on it). Registries that do not allow
+    /// deletes answer 405: unsupported.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        // The distribution registry answers 400 to a delete that races a push of the same
+        // manifest; tried again, it settles.
+        self.retried(|| self.delete_manifest_once(repo, digest))
+            .await
+    }
+
+    async fn delete_manifest_once(&self, repo: &str, digest: &str) -> Result<()> {
+        let url = format!(
+            "{}://{}/v2/{repo}/manifests/{digest}",
+            self.scheme, self.host
+        );
+        let request = self.http.delete(&url);
+        let request = match (self.bearer_for_push(repo).await?.as_ref(), &self.auth) {
+            (Some(token), _) | (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
+            (None, RegistryAuth::Anonymous) => request,
+        };
+        let response = request.send().await.map_err(|e| {
+            Error::Backend(format!(
+                "registry request failed: {}",
+                scrub(&e.to_string(), &self.secrets)
+            ))
+        })?;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
+        match status {
+            200..=299 => Ok(()),
+            _ if unknown => Err(Error::NotFound(format!("no manifest {digest}"))),
+            401 | 403 => Err(Error::Auth(format!(
+                "the registry refused to delete {digest} (HTTP {status})"
+            ))),
+            404 => Err(Error::NotFound(format!("no manifest {digest}"))),
+            405 => Err(Error::Unsupported(
+                "this registry does not allow deleting manifests (enable deletes in its configuration)"
+                    .into(),
+            )),
+            _ => Err(Error::Backend(format!(
+                "the registry answered HTTP {status} to deleting {digest}: {}",
+                scrub(body.trim(), &self.secrets).replace('\n', " ")
+            ))),
+        }
+    }
+
+    /// A bearer token for `repo` where the registry hands them out (Basic registries: none).
+    async fn bearer_for_push(&self, repo: &str) -> Result<Option<String>> {
+        if matches!(self.auth, RegistryAuth::Bearer(_)) {
+            return Ok(None);
+        }
+        let image = self.tagged(repo, "latest");
+        self.client
+            .auth(&image, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Reaches the registry and checks the credentials by listing the tags of `repo` (a
+    /// repository that does not exist yet is fine).
+    pub async fn check(&self, repo: &str) -> Result<()> {
+        self.tags(repo).await.map(drop)
+    }
+}
+
+/// The credentials for `host`: the block's own, else `auths` of the Docker config
+/// (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), else none.
+pub fn credentials(
+    host: &str,
+    username: Option<&str>,
+    password: Option<String>,
+    token: Option<String>,
+) -> Result<RegistryAuth> {
+    if let Some(token) = token {
+        return Ok(RegistryAuth::Bearer(token));
+    }
+    match (username, password) {
+        (Some(u), Some(p)) => return Ok(RegistryAuth::Basic(u.to_string(), p)),
+        (None, Some(_)) => {
+            return Err(Error::Usage(
+                "a password needs a username; set the username field".into(),
+            ));
+        }
+        _ => {}
+    }
+    let from_docker = docker_config_path().and_then(|p| docker_config_auth(&p, host));
+    Ok(from_docker.unwrap_or(RegistryAuth::Anonymous))
+}
+
+fn docker_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
+}
+
+/// Basic credentials from the Docker config's `auths`, keyed by host (or by a URL of it).
+fn docker_config_auth(path: &std::path::Path, host: &str) -> Option<RegistryAuth> {
+    let text = std::fs::read(path).ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths.iter().find_map(|(key, value)| {
+        let key = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let key = key.split('/').next().unwrap_or(key);
+        (key == host).then_some(value)
+    })?;
+    if let Some(encoded) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let (user, pass) = String::from_utf8(decoded)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))?;
+        return Some(RegistryAuth::Basic(user, pass));
+    }
+    let user = entry.get("username")?.as_str()?;
+    let pass = entry.get("password")?.as_str()?;
+    Some(RegistryAuth::Basic(user.to_string(), pass.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_config_auths_give_basic_credentials_for_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("me:s3cret");
+        let config = serde_json::json!({"auths": {
+            "https://ghcr.io": {"auth": encoded},
+            "127.0.0.1:5000": {"username": "u", "password": "p"},
+        }});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let got = |host| match docker_config_auth(&path, host) {
+            Some(RegistryAuth::Basic(u, p)) => Some((u, p)),
+            _ => None,
+        };
+        assert_eq!(got("ghcr.io"), Some(("me".into(), "s3cret".into())));
+        assert_eq!(got("127.0.0.1:5000"), Some(("u".into(), "p".into())));
+        assert_eq!(got("quay.io"), None);
+    }
+
+    #[test]
+    fn block_credentials_come_first_and_a_token_is_bearer() {
+        let auth = credentials("h", Some("u"), Some("p".into()), None).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, p) if u == "u" && p == "p"));
+        let auth = credentials("h", None, None, Some("t".into())).unwrap();
+        assert!(matches!(auth, RegistryAuth::Bearer(t) if t == "t"));
+        let lone = credentials("h", None, Some("p".into()), None).unwrap_err();
+        assert_eq!(lone.exit_code(), 2);
+    }
+}
