@@ -139,33 +139,46 @@ pub struct StagedFileSweeper {
     pub(crate) inner: LocalFileSystem,
 }
 
+#[async_trait::async_trait]
 impl storage_core::LeftoverSweeper for StagedFileSweeper {
-    fn sweep(&self, prefix: &Path, older_than: std::time::SystemTime) -> storage_core::Result<u64> {
+    async fn sweep(
+        &self,
+        prefix: &Path,
+        older_than: std::time::SystemTime,
+    ) -> storage_core::Result<u64> {
         let Ok(dir) = self.inner.path_to_filesystem(&prefix.clone().join("x")) else {
             return Ok(0);
         };
         let dir = dir.parent().map(FsPath::to_path_buf).unwrap_or_default();
-        let mut removed = 0;
-        let mut stack = vec![dir];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if is_staged(&path) && meta.modified().is_ok_and(|m| m < older_than) {
-                    std::fs::remove_file(&path).map_err(|e| {
-                        storage_core::Error::io(format!("removing {}", path.display()), e)
-                    })?;
-                    removed += 1;
-                }
+        tokio::task::spawn_blocking(move || sweep_staged(dir, older_than)).await?
+    }
+}
+
+/// Removes the staged files under `dir` last written before `older_than`; returns how many.
+fn sweep_staged(
+    dir: std::path::PathBuf,
+    older_than: std::time::SystemTime,
+) -> storage_core::Result<u64> {
+    let mut removed = 0;
+    let mut stack = vec![dir];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if is_staged(&path) && meta.modified().is_ok_and(|m| m < older_than) {
+                std::fs::remove_file(&path).map_err(|e| {
+                    storage_core::Error::io(format!("removing {}", path.display()), e)
+                })?;
+                removed += 1;
             }
         }
-        Ok(removed)
     }
+    Ok(removed)
 }
 
 /// `NAME#DIGITS`: how `LocalFileSystem` names a write in progress.

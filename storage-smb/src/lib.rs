@@ -140,11 +140,12 @@ struct TempFileSweeper {
     share: Arc<Share>,
 }
 
+#[async_trait::async_trait]
 impl LeftoverSweeper for TempFileSweeper {
-    fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64> {
-        // Called on a blocking thread of the runtime.
-        tokio::runtime::Handle::current()
-            .block_on(self.share.sweep_temps(prefix.as_ref(), older_than))
+    async fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64> {
+        self.share
+            .sweep_temps(prefix.as_ref(), older_than)
+            .await
             .map_err(Error::from_store)
     }
 }

@@ -79,8 +79,7 @@ impl ObjectStoreBlock {
         if let Some(sweeper) = self.sweeper.clone() {
             let prefix = self.key(at, BLOCKS_DIR)?;
             let older_than = SystemTime::now() - opts.grace;
-            report.removed_leftovers +=
-                tokio::task::spawn_blocking(move || sweeper.sweep(&prefix, older_than)).await??;
+            report.removed_leftovers += sweeper.sweep(&prefix, older_than).await?;
         }
         Ok(report)
     }

@@ -68,10 +68,11 @@ pub struct ObjectStoreBlock {
 }
 
 /// Removes what interrupted uploads leave that the store's listing does not show (staged
-/// files of a local store, incomplete multipart uploads), for `gc`.
+/// files of a local store, temp files of SMB and SFTP), for `gc`.
+#[async_trait]
 pub trait LeftoverSweeper: Send + Sync + std::fmt::Debug {
     /// Removes leftovers under `prefix` last touched before `older_than`; returns how many.
-    fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64>;
+    async fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64>;
 }
 
 /// Never shows the secrets it scrubs.
