@@ -264,3 +264,36 @@ fn export_piped_into_zstd_and_tar_gives_the_tree_and_diff_names_the_edit() {
     let missing = h.run(&["export", "local/default/x", "--version", "abcdef12"]);
     assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
 }
+
+#[test]
+fn verbose_prints_each_phase_and_completions_are_printed() {
+    let h = Home::new();
+    let src = example();
+    let put = h.ok(&["-v", "put", src.to_str().unwrap(), "local/default/v"]);
+    let err = stderr(&put);
+    for phase in ["scanning", "uploading", "committing"] {
+        assert!(
+            err.lines()
+                .any(|l| l.trim_start().starts_with(phase) && l.trim_end().ends_with('s')),
+            "-v put shows no {phase} time: {err}"
+        );
+    }
+    let dest = h.path("v-out");
+    let get = h.ok(&["-v", "get", "local/default/v", dest.to_str().unwrap()]);
+    let err = stderr(&get);
+    for phase in ["locating", "downloading"] {
+        assert!(err.contains(phase), "-v get shows no {phase} time: {err}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = stdout(&h.ok(&["completions", shell]));
+        assert!(
+            out.contains("blockctl") && out.contains("export"),
+            "{shell} completions name no subcommand: {out}"
+        );
+    }
+    let help = stdout(&h.ok(&["help", "get"]));
+    assert!(
+        help.contains("This version (an id or unique prefix)"),
+        "{help}"
+    );
+}

@@ -272,8 +272,8 @@ pub trait ProgressObserver: Send + Sync {
     fn event(&self, event: ProgressEvent);
 }
 
-/// Sends an event when an observer is set.
-pub(crate) fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
+/// Sends an event when an observer is set; a phase is also logged (`RUST_LOG=debug`).
+pub fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
     if let ProgressEvent::Phase { name, total } = &event {
         tracing::debug!(phase = name, total, "phase begins");
     }

@@ -56,7 +56,31 @@ pub fn remember(value: &str) {
 /// masked: what a log line goes through before it is written.
 pub fn scrub_known(text: &str) -> String {
     let known = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    mask_bearer(&scrub(text, &known))
+    mask_bearer(&mask_userinfo(&scrub(text, &known)))
+}
+
+/// `user:password@host` outside a URL (as an HTTP client's connection pool prints its key:
+/// `("http", ak:secret@127.0.0.1:9000)`) becomes `***@host`.
+fn mask_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let (before, after) = rest.split_at(at);
+        let start = before
+            .rfind(|c: char| c.is_whitespace() || "(\"',[{=".contains(c))
+            .map_or(0, |i| i + 1);
+        let userinfo = &before[start..];
+        out.push_str(&before[..start]);
+        if userinfo.contains(':') && !userinfo.contains("://") && !userinfo.ends_with("***") {
+            out.push_str("***");
+        } else {
+            out.push_str(userinfo);
+        }
+        out.push('@');
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `Bearer <token>` and `Basic <credentials>` (as an `Authorization` header prints) masked.
@@ -178,6 +202,10 @@ mod tests {
         }
         assert!(got.contains("GET https://***@h/x?sig=***"), "{got}");
         assert_eq!(scrub_known("a basic rule"), "a basic rule");
+        assert_eq!(
+            scrub_known(r#"checkout for ("http", ak:p%2Bw@127.0.0.1:9) by me@host"#),
+            r#"checkout for ("http", ***@127.0.0.1:9) by me@host"#
+        );
     }
 
     #[test]

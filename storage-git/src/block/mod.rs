@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use git2::{ObjectType, Oid, Repository, Signature, Sort};
+use storage_core::block::emit;
 use storage_core::place::{check_destination, commit, staging_for};
 use storage_core::tree::{ScanOptions, SourceTree};
 use storage_core::{
@@ -416,12 +417,6 @@ impl StorageBlock for GitBlock {
     async fn check(&self) -> Result<()> {
         self.run(&BlockPath::root(), |b| b.remote.list().map(drop))
             .await
-    }
-}
-
-fn emit(progress: &Option<Arc<dyn ProgressObserver>>, event: ProgressEvent) {
-    if let Some(p) = progress {
-        p.event(event);
     }
 }
 

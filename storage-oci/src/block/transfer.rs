@@ -4,6 +4,7 @@
 //! `cat` reads the frames that hold one file.
 
 use super::*;
+use storage_core::block::emit;
 
 impl OciBlock {
     /// One frame's verified bytes: from the cache, else fetched (its digest checked as it
@@ -78,6 +79,13 @@ impl OciBlock {
             no_default_ignores: opts.no_default_ignores,
             follow_symlinks: opts.follow_symlinks,
         };
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "scanning",
+                total: None,
+            },
+        );
         let src = src.to_path_buf();
         let tree = tokio::task::spawn_blocking(move || {
             let mut tree = SourceTree::scan(&src, &scan)?;
@@ -86,7 +94,7 @@ impl OciBlock {
         })
         .await??;
         for w in &tree.warnings {
-            emit(opts, ProgressEvent::Warning(w.clone()));
+            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
         }
         let version = tree.version_id();
         let mut report = PutReport {
@@ -113,7 +121,7 @@ impl OciBlock {
             _ => {
                 report.skipped = false;
                 emit(
-                    opts,
+                    &opts.progress,
                     ProgressEvent::Phase {
                         name: "uploading",
                         total: Some(report.bytes),
@@ -159,7 +167,7 @@ impl OciBlock {
                 .push_manifest_bytes(&repo, &version, body)
                 .await?;
         }
-        emit(opts, ProgressEvent::Done);
+        emit(&opts.progress, ProgressEvent::Done);
         Ok(report)
     }
 
@@ -183,8 +191,8 @@ impl OciBlock {
                 short(&found.version)
             )));
         }
-        emit_get(
-            opts,
+        emit(
+            &opts.progress,
             ProgressEvent::Phase {
                 name: "downloading",
                 total: Some(manifest.totals.package_bytes),
@@ -225,7 +233,7 @@ impl OciBlock {
         })
         .await??;
         tokio::task::spawn_blocking(move || cache.trim()).await?;
-        emit_get(opts, ProgressEvent::Done);
+        emit(&opts.progress, ProgressEvent::Done);
         Ok(GetReport {
             version: Some(found.version),
             layout: Layout::Package,
@@ -272,18 +280,6 @@ impl OciBlock {
                 .map_err(|why| Error::Integrity(format!("{rel}: {why}")))
         })
         .await?
-    }
-}
-
-fn emit(opts: &PutOptions, event: ProgressEvent) {
-    if let Some(p) = &opts.progress {
-        p.event(event);
-    }
-}
-
-fn emit_get(opts: &GetOptions, event: ProgressEvent) {
-    if let Some(p) = &opts.progress {
-        p.event(event);
     }
 }
 
