@@ -102,7 +102,10 @@ async fn put_get_versions_and_rm_over_a_file_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_layout_write_path_and_gc_are_refused_as_unsupported() {
     let d = tempfile::tempdir().unwrap();
-    let block = open(&config(bare_repo(&d.path().join("r.git"))), "git/local").unwrap();
+    // As the facade opens it: Checked refuses what the capabilities leave out.
+    let block = storage_core::Checked::wrap(std::sync::Arc::new(
+        open(&config(bare_repo(&d.path().join("r.git"))), "git/local").unwrap(),
+    ));
     let at = BlockPath::parse("etl").unwrap();
     let opts = PutOptions {
         layout: storage_core::Layout::Files,
