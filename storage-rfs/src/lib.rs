@@ -13,6 +13,7 @@
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
+mod bookkeeping;
 mod http;
 mod sftp;
 mod target;
