@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release -p blockctl
 //!     cargo run --release -p conformance --bin bench -- \
-//!         [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
+//!         [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp] [--corpora flow,many,big] [--runs N] \
 //!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
@@ -29,7 +29,9 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, FaultProxy, Moto, Samba, Sshd, hmac_sha256, peers};
+use conformance::harness::{
+    Azurite, FakeGcs, FaultProxy, Moto, PyFtpd, Samba, Sshd, WsgiDav, hmac_sha256, peers,
+};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "bench";
@@ -45,7 +47,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
+        "usage: bench [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp] [--corpora flow,many,big] [--runs N] \
          [--many-runs N] [--big-mib N] [--json out.json]"
     );
     std::process::exit(2)
@@ -77,7 +79,11 @@ fn parse_args() -> Args {
         }
     }
     for t in &args.targets {
-        if !["local", "s3", "azure", "gcs", "smb", "sftp"].contains(&t.as_str()) {
+        if ![
+            "local", "s3", "azure", "gcs", "smb", "sftp", "webdav", "ftp",
+        ]
+        .contains(&t.as_str())
+        {
             eprintln!("unknown target {t}");
             usage();
         }
@@ -464,6 +470,15 @@ fn set(pairs: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// `rclone obscure PASSWORD`, as rclone's config wants passwords.
+fn obscure(password: &str) -> Result<String, String> {
+    let out = Command::new("rclone")
+        .args(["obscure", password])
+        .output()
+        .map_err(|e| format!("rclone obscure: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn rclone_env(remote: &str, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -634,6 +649,66 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 _guard: Box::new(sshd),
             }
         }
+        "webdav" => {
+            let dav = WsgiDav::start()?;
+            let env = rclone_env(
+                "bdav",
+                &[
+                    ("type", "webdav"),
+                    ("url", &format!("http://127.0.0.1:{}/", dav.port)),
+                    ("vendor", "other"),
+                    ("user", &dav.user),
+                    ("pass", &obscure(&dav.password)?),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &dav.url("blockctl")),
+                        ("username", &dav.user),
+                        ("password", &dav.password),
+                    ]),
+                ),
+                rclone: Some((env, "bdav:rclone".into())),
+                rclone_skip: None,
+                prefect: None,
+                wire: None,
+                _guard: Box::new(dav),
+            }
+        }
+        "ftp" => {
+            let ftpd = PyFtpd::start()?;
+            let port = ftpd.port.to_string();
+            let env = rclone_env(
+                "bftp",
+                &[
+                    ("type", "ftp"),
+                    ("host", "127.0.0.1"),
+                    ("port", &port),
+                    ("user", &ftpd.user),
+                    ("pass", &obscure(&ftpd.password)?),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &ftpd.url("blockctl")),
+                        ("username", &ftpd.user),
+                        ("password", &ftpd.password),
+                    ]),
+                ),
+                rclone: Some((env, "bftp:rclone".into())),
+                rclone_skip: None,
+                prefect: None,
+                // Passive data connections go straight to the server, past any proxy.
+                wire: None,
+                _guard: Box::new(ftpd),
+            }
+        }
         _ => {
             let smb = Samba::start()?;
             let port = smb.port.to_string();
@@ -680,7 +755,11 @@ fn start_target(name: &str, work: &Path) -> Result<Target, String> {
     if rclone_skip.is_none() {
         rclone_skip = t.rclone_skip.clone();
     }
-    let wire = if name == "sftp" { None } else { wire_for(&t)? };
+    let wire = if ["sftp", "ftp"].contains(&name) {
+        None
+    } else {
+        wire_for(&t)?
+    };
     Ok(Target {
         rclone_skip,
         wire,
@@ -773,7 +852,7 @@ impl Bench {
     }
 
     fn bytes(&mut self, t: &str, tool: &str, what: &str, n: u64) {
-        if t == "sftp" {
+        if t == "sftp" || t == "ftp" {
             // Neither a proxy nor a store folder of ours counts its bytes.
             return;
         }
