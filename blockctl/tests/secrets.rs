@@ -255,6 +255,28 @@ fn cases(tag: &str, port: u16) -> Vec<Case> {
             ],
             secrets: vec![secret("web-url-password"), secret("web-password")],
         },
+        Case {
+            id: format!("rfs/{tag}-webdav"),
+            settings: vec![
+                format!(
+                    "basepath=webdav+http://deploy:{}@127.0.0.1:{port}/flows",
+                    url_encode(&secret("dav-url-password"))
+                ),
+                format!("password={}", secret("dav-password")),
+            ],
+            secrets: vec![secret("dav-url-password"), secret("dav-password")],
+        },
+        Case {
+            id: format!("rfs/{tag}-ftp"),
+            settings: vec![
+                format!(
+                    "basepath=ftp://deploy:{}@127.0.0.1:{port}/flows",
+                    url_encode(&secret("ftp-url-password"))
+                ),
+                format!("password={}", secret("ftp-password")),
+            ],
+            secrets: vec![secret("ftp-url-password"), secret("ftp-password")],
+        },
     ]
 }
 
