@@ -104,7 +104,7 @@ impl BlockConfig for RfsConfig {
                 false,
                 false,
                 None,
-                "login name (else the URL's, else $USER)",
+                "login name (else the URL's; else $USER for sftp://, anonymous for ftp://)",
             ),
             field(
                 "password",
