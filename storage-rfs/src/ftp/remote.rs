@@ -121,16 +121,19 @@ pub(crate) struct Remote {
     slots: Semaphore,
 }
 
-/// A connection taken from the pool; returned on drop unless it broke.
+/// A connection taken from the pool. It goes back on drop only once its command has been
+/// settled: one whose future was dropped mid-command (a cancelled get) may still owe a
+/// reply, which the next command would read as its own.
 pub(crate) struct Conn<'a> {
     stream: Option<AsyncFtpStream>,
+    settled: bool,
     remote: &'a Remote,
     _slot: SemaphorePermit<'a>,
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(s) = self.stream.take()
+        if let Some(s) = self.stream.take().filter(|_| self.settled)
             && let Ok(mut idle) = self.remote.idle.lock()
         {
             idle.push(s);
@@ -243,6 +246,7 @@ impl Remote {
         };
         Ok(Conn {
             stream: Some(stream),
+            settled: false,
             remote: self,
             _slot: slot,
         })
@@ -385,6 +389,11 @@ impl Remote {
             within(limit, up.finish()).await
         };
         let done = work.await;
+        if done.is_err() {
+            // A refused STOR may leave the passive data channel it opened half set up on
+            // the server: a new connection serves the next request.
+            conn.stream = None;
+        }
         self.settle(&mut conn, "writing", key, done)
     }
 
@@ -433,13 +442,12 @@ impl Remote {
             }
         };
         let done = work.await;
-        let keep = matches!(done, Ok((_, true)));
-        let out = self.settle(&mut conn, "reading", key, done.map(|(out, _)| out))?;
-        if !keep {
-            // A transfer cut short leaves a reply not worth waiting for: a new connection
-            // serves the next request.
+        // As for a refused STOR, and a transfer cut short leaves a reply not worth waiting
+        // for: only a read to the end keeps its connection.
+        if !matches!(done, Ok((_, true))) {
             conn.stream = None;
         }
+        let out = self.settle(&mut conn, "reading", key, done.map(|(out, _)| out))?;
         Ok(out.into())
     }
 
@@ -451,6 +459,7 @@ impl Remote {
         key: &str,
         done: Result<T, FtpError>,
     ) -> object_store::Result<T> {
+        conn.settled = true;
         match done {
             Ok(v) => Ok(v),
             Err(e) => {
