@@ -1,7 +1,7 @@
 //! blockctl killed with SIGKILL during a large put (while hashing, and while the package goes
 //! up) and during a get (into a new DEST, and over an existing one with `--replace`), against
 //! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server), SMB
-//! (Samba) and SFTP (OpenSSH's sshd). The previous version stays current and whole, DEST is untouched or absent, the
+//! (Samba), SFTP (OpenSSH's sshd), WebDAV (wsgidav) and FTP (pyftpdlib). The previous version stays current and whole, DEST is untouched or absent, the
 //! next get leaves no staging folder, and after `gc` the store holds only the live version.
 //!
 //! The phase is read from the process itself: `rchar` in `/proc/PID/io` counts the bytes it
@@ -12,7 +12,7 @@
 //! show is read from each emulator (moto's multipart uploads, Azurite's uncommitted blobs,
 //! Samba's temp files on disk) and reported. `gc` removes nothing while the put's intent is
 //! fresh (a put renews it every 15 s; one not renewed for 60 s is a killed put's), then the
-//! frames no version uses and SMB and SFTP temp files (their `LeftoverSweeper`s) older than the 60 s
+//! frames no version uses and SMB, SFTP, WebDAV and FTP temp files (their `LeftoverSweeper`s) older than the 60 s
 //! grace.
 
 use std::collections::BTreeSet;
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::http::request;
-use conformance::harness::{Azurite, FakeGcs, Moto, Samba, Sshd, hmac_sha256, shared};
+use conformance::harness::{
+    Azurite, FakeGcs, Moto, PyFtpd, Samba, Sshd, WsgiDav, hmac_sha256, shared,
+};
 use conformance::tree::{noise, small_tree, snapshot, write};
 
 mod common;
@@ -259,6 +261,28 @@ fn sftp() -> Remote {
     ];
     let root = sshd.data_dir.join(PREFIX);
     temp_file_remote("remote-file-system", settings, root, sshd)
+}
+
+fn webdav() -> Remote {
+    let dav = shared::<WsgiDav>(WsgiDav::start);
+    let settings = vec![
+        format!("basepath={}", dav.url(PREFIX)),
+        format!("username={}", dav.user),
+        format!("password={}", dav.password),
+    ];
+    let root = dav.root.join(PREFIX);
+    temp_file_remote("remote-file-system", settings, root, dav)
+}
+
+fn ftp() -> Remote {
+    let ftpd = shared::<PyFtpd>(PyFtpd::start);
+    let settings = vec![
+        format!("basepath={}", ftpd.url(PREFIX)),
+        format!("username={}", ftpd.user),
+        format!("password={}", ftpd.password),
+    ];
+    let root = ftpd.root.join(PREFIX);
+    temp_file_remote("remote-file-system", settings, root, ftpd)
 }
 
 /// A backend that writes `.~tmp-*` files renamed into place, whose folder `root` the test
@@ -507,7 +531,7 @@ fn scenario(remote: Remote) {
         gc["frames"].as_u64() >= Some(sent.len() as u64),
         "{kind}: gc removed fewer frames than the kill left: {gc}"
     );
-    // gc removes SMB and SFTP temp files (through its LeftoverSweeper); S3 frames go up in single
+    // gc removes SMB, SFTP, WebDAV and FTP temp files (through its LeftoverSweeper); S3 frames go up in single
     // requests, so no multipart upload is left. Azure cannot abort uncommitted blocks (it
     // discards them after 7 days), and fake-gcs-server shows none.
     if kind == "smb" || kind == "s3" || kind == "remote-file-system" {
@@ -580,4 +604,14 @@ fn kill_on_smb() {
 #[test]
 fn kill_on_sftp() {
     scenario(sftp());
+}
+
+#[test]
+fn kill_on_webdav() {
+    scenario(webdav());
+}
+
+#[test]
+fn kill_on_ftp() {
+    scenario(ftp());
 }

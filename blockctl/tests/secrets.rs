@@ -274,6 +274,28 @@ fn cases(tag: &str, port: u16) -> Vec<Case> {
             ],
             secrets: vec![secret("oci-token")],
         },
+        Case {
+            id: format!("rfs/{tag}-webdav"),
+            settings: vec![
+                format!(
+                    "basepath=webdav+http://deploy:{}@127.0.0.1:{port}/flows",
+                    url_encode(&secret("dav-url-password"))
+                ),
+                format!("password={}", secret("dav-password")),
+            ],
+            secrets: vec![secret("dav-url-password"), secret("dav-password")],
+        },
+        Case {
+            id: format!("rfs/{tag}-ftp"),
+            settings: vec![
+                format!(
+                    "basepath=ftp://deploy:{}@127.0.0.1:{port}/flows",
+                    url_encode(&secret("ftp-url-password"))
+                ),
+                format!("password={}", secret("ftp-password")),
+            ],
+            secrets: vec![secret("ftp-url-password"), secret("ftp-password")],
+        },
     ]
 }
 

@@ -7,15 +7,23 @@
 //!   host keys checked against a known_hosts file. Writes go to a temporary file renamed over
 //!   the target (OpenSSH's `posix-rename`), and the HEAD compare-and-swap runs under a lock
 //!   file every writer takes, as storage-smb does for SMB.
+//! - `webdav+http://`, `webdav+https://` (`webdav/`): reqwest with basic auth. A put goes to a
+//!   temporary file MOVEd over the key under a lock folder (MKCOL, which only one writer
+//!   can make); conditional puts compare the server's ETag under that lock.
+//! - `ftp://` (`ftp/`): suppaftp on tokio, passive mode. A put STORes a temporary file and
+//!   renames it over the key (RNTO replaces in one step) under a lock folder (MKD).
 //! - `http://`, `https://` (`http.rs`): read-only; packages by plain GETs, a files layout
 //!   through the server's directory listing.
 //!
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
+mod bookkeeping;
+mod ftp;
 mod http;
 mod sftp;
 mod target;
+mod webdav;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,98 +56,30 @@ pub struct RfsConfig {
     pub timeout: Option<i64>,
 }
 
-const fn field(
-    name: &'static str,
-    kind: FieldKind,
-    required: bool,
-    secret: bool,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        required,
-        secret,
-        default,
-        help,
-    }
-}
-
 impl BlockConfig for RfsConfig {
     const SPEC: TypeSpec = TypeSpec {
         block_type: BlockType::RemoteFileSystem,
         summary: "a folder on a remote file system, by URL. sftp://[user@]host[:port]/path \
                   (an absolute path; /~/path is below the login folder): both layouts, \
                   versions, atomic put (temp file + rename), compare-and-swap under a lock \
-                  file, gc. http(s)://host/path: read-only (get, cat, ls, versions of what a web \
+                  file, gc. webdav+http(s)://host[:port]/path (basic auth): both layouts, \
+                  versions, atomic put (temp file + MOVE under a lock; readers wait out a \
+                  swap), compare-and-swap of the ETag under a lock folder (MKCOL), gc. \
+                  http(s)://host/path: read-only (get, cat, ls, versions of what a web \
                   server serves; a files layout needs its directory listing), no put, rm, gc \
-                  or compare-and-swap. webdav+http(s):// and ftp:// are not supported yet",
+                  or compare-and-swap. ftp://host[:port]/path (plain FTP, passive): both \
+                  layouts, versions, atomic put (temp file + RNFR/RNTO under a lock), \
+                  compare-and-swap of MLST facts under a lock folder (MKD), gc; the server \
+                  must offer MLST and MFMT",
         fields: &[
-            field(
-                "basepath",
-                Text,
-                true,
-                false,
-                None,
-                "URL of the folder: sftp://[user@]host[:port]/path, or http(s)://host/path (read-only)",
-            ),
-            field(
-                "username",
-                Text,
-                false,
-                false,
-                None,
-                "login name (else the URL's, else $USER)",
-            ),
-            field(
-                "password",
-                Text,
-                false,
-                true,
-                None,
-                "password, or env:NAME (also decrypts an encrypted private key)",
-            ),
-            field(
-                "private_key_path",
-                Text,
-                false,
-                false,
-                None,
-                "OpenSSH private key file for a key login",
-            ),
-            field(
-                "private_key",
-                Text,
-                false,
-                true,
-                None,
-                "OpenSSH private key text, or env:NAME",
-            ),
-            field(
-                "known_hosts",
-                Text,
-                false,
-                false,
-                Some("~/.ssh/known_hosts"),
-                "known_hosts file the server's host key must be in",
-            ),
-            field(
-                "insecure_accept_host_key",
-                Bool,
-                false,
-                false,
-                Some("false"),
-                "accept a host key that known_hosts does not list (a changed key is still refused)",
-            ),
-            field(
-                "timeout",
-                Integer,
-                false,
-                false,
-                Some("60"),
-                "seconds one request (or the login) may take before it fails",
-            ),
+            FieldSpec::new("basepath", Text, "URL of the folder: sftp://[user@]host[:port]/path, webdav+http(s)://host[:port]/path, ftp://host[:port]/path, or http(s)://host/path (read-only)").required(),
+            FieldSpec::new("username", Text, "login name (else the URL's; else $USER for sftp://, anonymous for ftp://)"),
+            FieldSpec::new("password", Text, "password, or env:NAME (also decrypts an encrypted private key)").secret(),
+            FieldSpec::new("private_key_path", Text, "OpenSSH private key file for a key login"),
+            FieldSpec::new("private_key", Text, "OpenSSH private key text, or env:NAME").secret(),
+            FieldSpec::new("known_hosts", Text, "known_hosts file the server's host key must be in").with_default("~/.ssh/known_hosts"),
+            FieldSpec::new("insecure_accept_host_key", Bool, "accept a host key that known_hosts does not list (a changed key is still refused)").with_default("false"),
+            FieldSpec::new("timeout", Integer, "seconds one request (or the login) may take before it fails").with_default("60"),
         ],
         capabilities: SFTP_CAPABILITIES,
     };
@@ -159,11 +99,59 @@ pub const HTTP_CAPABILITIES: Capabilities = Capabilities {
     ..Capabilities::OBJECT_STORE
 };
 
+/// WebDAV: what SFTP can do. Puts go to a temporary file MOVEd over the key under a lock
+/// (a lock folder made by MKCOL), and the compare-and-swap checks the ETag under that lock.
+pub const WEBDAV_CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+
+/// FTP: what SFTP can do. Puts STOR a temporary file renamed (RNFR/RNTO) over the key under
+/// a lock folder (MKD); the compare-and-swap checks the MLST facts under that lock.
+pub const FTP_CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
+
+fn ftp_remote(
+    config: &RfsConfig,
+    target: &Target,
+    label: &str,
+) -> Result<(Arc<ftp::Remote>, Vec<String>)> {
+    let (username, password, secrets) = password_login(config, target, label)?;
+    let login = ftp::Login {
+        host: target.host.clone(),
+        port: target.port,
+        username: username.unwrap_or_else(|| "anonymous".into()),
+        password: password.unwrap_or_default(),
+        timeout: timeout(config, label)?,
+    };
+    Ok((
+        Arc::new(ftp::Remote::new(login, target.path.clone())),
+        secrets,
+    ))
+}
+
+fn ftp_block(config: &RfsConfig, target: &Target, label: &str) -> Result<ObjectStoreBlock> {
+    let (remote, secrets) = ftp_remote(config, target, label)?;
+    let sweeper = Arc::new(ftp::TempFileSweeper::new(remote.clone()));
+    let store = Arc::new(ftp::FtpStore::new(remote));
+    Ok(ObjectStoreBlock::new(store, "", label, FTP_CAPABILITIES)
+        .with_secrets(secrets)
+        .with_sweeper(sweeper))
+}
+
+fn ftp_store(
+    config: &RfsConfig,
+    target: &Target,
+    label: &str,
+) -> Result<Arc<dyn object_store::ObjectStore>> {
+    Ok(Arc::new(ftp::FtpStore::new(
+        ftp_remote(config, target, label)?.0,
+    )))
+}
+
 /// The capabilities of a block whose basepath uses `protocol`.
 pub fn capabilities(protocol: Protocol) -> Capabilities {
     match protocol {
         Protocol::Sftp => SFTP_CAPABILITIES,
         Protocol::Http => HTTP_CAPABILITIES,
+        Protocol::WebDav => WEBDAV_CAPABILITIES,
+        Protocol::Ftp => FTP_CAPABILITIES,
     }
 }
 
@@ -183,6 +171,15 @@ pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
             let (store, secrets) = http_store(config, &target, label)?;
             Ok(ObjectStoreBlock::new(store, "", label, HTTP_CAPABILITIES).with_secrets(secrets))
         }
+        Protocol::WebDav => {
+            let (dav, secrets) = dav_client(config, &target, label)?;
+            let sweeper = Arc::new(webdav::TempFileSweeper::new(dav.clone()));
+            let store = Arc::new(webdav::DavStore::new(dav));
+            Ok(ObjectStoreBlock::new(store, "", label, WEBDAV_CAPABILITIES)
+                .with_secrets(secrets)
+                .with_sweeper(sweeper))
+        }
+        Protocol::Ftp => ftp_block(config, &target, label),
     }
 }
 
@@ -193,17 +190,23 @@ pub fn open_store(config: &RfsConfig, label: &str) -> Result<Arc<dyn object_stor
     match target.protocol {
         Protocol::Sftp => Ok(sftp_store(config, &target, label)?.0),
         Protocol::Http => Ok(http_store(config, &target, label)?.0),
+        Protocol::WebDav => Ok(Arc::new(webdav::DavStore::new(
+            dav_client(config, &target, label)?.0,
+        ))),
+        Protocol::Ftp => ftp_store(config, &target, label),
     }
 }
 
-fn http_store(
+/// Username and password of an http(s)://, webdav+http(s):// or ftp:// block (the fields
+/// first, else the URL's), and the secrets to keep out of messages.
+fn password_login(
     config: &RfsConfig,
     target: &Target,
     label: &str,
-) -> Result<(Arc<http::HttpStore>, Vec<String>)> {
+) -> Result<(Option<String>, Option<String>, Vec<String>)> {
     if config.private_key.is_some() || config.private_key_path.is_some() {
         return Err(Error::Usage(format!(
-            "{label}: private keys are for sftp://; http(s):// takes username and password"
+            "{label}: private keys are for sftp://; this URL takes username and password"
         )));
     }
     let password = match (&config.password, &target.password) {
@@ -213,6 +216,31 @@ fn http_store(
     };
     let username = config.username.clone().or_else(|| target.username.clone());
     let secrets = password.iter().filter(|p| !p.is_empty()).cloned().collect();
+    Ok((username, password, secrets))
+}
+
+fn dav_client(
+    config: &RfsConfig,
+    target: &Target,
+    label: &str,
+) -> Result<(Arc<webdav::Dav>, Vec<String>)> {
+    let (username, password, secrets) = password_login(config, target, label)?;
+    let dav = webdav::Dav::new(
+        target.folder_url.clone(),
+        username,
+        password,
+        timeout(config, label)?,
+    )
+    .map_err(|e| Error::from_store(e).context(label))?;
+    Ok((Arc::new(dav), secrets))
+}
+
+fn http_store(
+    config: &RfsConfig,
+    target: &Target,
+    label: &str,
+) -> Result<(Arc<http::HttpStore>, Vec<String>)> {
+    let (username, password, secrets) = password_login(config, target, label)?;
     let store = http::HttpStore::new(
         target.folder_url.clone(),
         username,

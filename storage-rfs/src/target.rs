@@ -10,6 +10,10 @@ pub enum Protocol {
     Sftp,
     /// Plain `http://` or `https://`: read-only.
     Http,
+    /// `webdav+http://` or `webdav+https://`.
+    WebDav,
+    /// `ftp://` (plain FTP, passive mode).
+    Ftp,
 }
 
 /// A parsed `basepath`.
@@ -48,20 +52,28 @@ impl Target {
                 redact(basepath).escape_debug()
             ))
         };
-        let url = url::Url::parse(basepath.trim())
+        // `webdav+http(s)://` is parsed as the `http(s)://` URL it names, so that the folder
+        // URL and the default port are HTTP's.
+        let trimmed = basepath.trim();
+        let (webdav, inner) = match trimmed.get(..7) {
+            Some(s) if s.eq_ignore_ascii_case("webdav+") => (true, &trimmed[7..]),
+            _ => (false, trimmed),
+        };
+        let url = url::Url::parse(inner)
             .map_err(|_| bad("is not a URL (sftp://[user@]host[:port]/path)"))?;
-        let protocol = match url.scheme() {
-            "sftp" => Protocol::Sftp,
-            "http" | "https" => Protocol::Http,
-            "webdav+http" | "webdav+https" | "ftp" | "ftps" => {
+        let protocol = match (webdav, url.scheme()) {
+            (false, "sftp") => Protocol::Sftp,
+            (false, "http" | "https") => Protocol::Http,
+            (true, "http" | "https") => Protocol::WebDav,
+            (false, "ftp") => Protocol::Ftp,
+            (false, "ftps") => {
                 return Err(Error::Unsupported(format!(
-                    "{label}: {}:// remote file systems are not supported yet (sftp:// and read-only http(s):// are)",
-                    url.scheme()
+                    "{label}: ftps:// (FTP over TLS) is not supported; use ftp://, sftp:// or webdav+https://"
                 )));
             }
             _ => {
                 return Err(bad(
-                    "has a scheme no remote file system speaks (sftp://, http(s)://)",
+                    "has a scheme no remote file system speaks (sftp://, webdav+http(s)://, ftp://, http(s)://)",
                 ));
             }
         };
@@ -88,8 +100,7 @@ impl Target {
         let password = url.password().map(decode).filter(|p| !p.is_empty());
         // The URL crate has already resolved `.` and `..`; refuse them as written instead,
         // so that the folder is the one the user wrote.
-        let raw_path = basepath
-            .trim()
+        let raw_path = inner
             .split_once("://")
             .map(|(_, rest)| rest.split_once('/').map_or("", |(_, p)| p))
             .unwrap_or("");
@@ -166,8 +177,18 @@ mod tests {
         assert_eq!(t.protocol, Protocol::Http);
         assert_eq!(t.folder_url.as_str(), "https://files.example/flows/");
         assert_eq!(t.password.as_deref(), Some("pw"));
-        let e = Target::parse("ftp://u:pw-s3cr3t@nas/x", "rfs/x").unwrap_err();
+        let t = Target::parse("webdav+https://u:pw@files.example/dav/flows", "rfs/x").unwrap();
+        assert_eq!(t.protocol, Protocol::WebDav);
+        assert_eq!(t.folder_url.as_str(), "https://files.example/dav/flows/");
+        assert_eq!((t.port, t.path.as_str()), (443, "/dav/flows"));
+        let t = Target::parse("ftp://u:pw@nas/srv/flows", "rfs/x").unwrap();
+        assert_eq!(
+            (t.protocol, t.port, t.path.as_str()),
+            (Protocol::Ftp, 21, "/srv/flows")
+        );
+        let e = Target::parse("ftps://u:pw-s3cr3t@nas/x", "rfs/x").unwrap_err();
         assert_eq!(e.exit_code(), 2);
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
         let e = Target::parse("nfs://u:pw-s3cr3t@nas/x", "rfs/x").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(!e.to_string().contains("s3cr3t"), "{e}");

@@ -1,9 +1,10 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
 //! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
-//! sshd (SFTP), python's http.server (read-only HTTP), the distribution registry (OCI), and
-//! for the Python tests a Prefect server and worker. Each is installed from its package
-//! registry into [`cache_dir`] the first time it is needed and reused afterwards; recipes
-//! follow shared/EMULATORS.md. A server is stopped (by its PID) when its value is dropped.
+//! sshd (SFTP), wsgidav (WebDAV), pyftpdlib (FTP), python's http.server (read-only HTTP),
+//! the distribution registry (OCI), and for the Python tests a Prefect server and worker.
+//! Each is installed from its package registry into [`cache_dir`] the first time it is
+//! needed and reused afterwards; recipes follow shared/EMULATORS.md. A server is stopped (by
+//! its PID) when its value is dropped.
 
 mod azure_auth;
 mod azurite;
@@ -16,12 +17,14 @@ mod install;
 mod moto;
 pub mod peers;
 mod process;
+mod pyftpdlib;
 mod python;
 mod registry;
 mod s3s;
 mod smb;
 mod sshd;
 mod static_http;
+mod wsgidav;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -35,6 +38,7 @@ pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
 pub use moto::Moto;
+pub use pyftpdlib::PyFtpd;
 pub use python::{
     PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
 };
@@ -43,6 +47,7 @@ pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;
 pub use static_http::StaticHttp;
+pub use wsgidav::WsgiDav;
 
 /// Where emulators are installed: `$STORAGE_BLOCKS_EMULATORS` if set, else
 /// `<workspace root>/target/emulators`, so every test binary of the workspace shares one

@@ -8,7 +8,6 @@
 //! mtime one second past the old file's: successive contents of a key never share an ETag.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
@@ -17,13 +16,8 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, Session, generic, status, store_error};
-
-const TEMP_MARK: &str = ".~tmp-";
-const LOCK_MARK: &str = ".~lock-";
-/// How long a writer waits for another writer's lock on the same key.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
-/// A lock this old belongs to a writer that died (a commit holds it for milliseconds).
-const LOCK_STALE: Duration = Duration::from_secs(30);
+use crate::bookkeeping::{LOCK_STALE, LOCK_WAIT, TEMP_MARK, child, lock_for, parent};
+pub(crate) use crate::bookkeeping::{is_bookkeeping, temp_for};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {
@@ -341,7 +335,7 @@ impl Remote {
     /// Takes `key`'s lock: a file beside it created exclusively. A lock older than
     /// [`LOCK_STALE`] was left by a writer that died and is broken.
     async fn lock(&self, key: &str) -> object_store::Result<String> {
-        let lock = beside(key, LOCK_MARK, "");
+        let lock = lock_for(key);
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(5);
         loop {
@@ -405,47 +399,6 @@ impl Remote {
     }
 }
 
-/// A fresh temporary name beside `key`.
-pub(crate) fn temp_for(key: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tag = format!("-{}-{n}-{nanos:08x}", std::process::id());
-    beside(key, TEMP_MARK, &tag)
-}
-
-/// `<dir>/<mark><name><tag>`, with the name shortened so the whole stays a legal file name.
-fn beside(key: &str, mark: &str, tag: &str) -> String {
-    let (dir, name) = match key.rsplit_once('/') {
-        Some((d, n)) => (d, n),
-        None => ("", key),
-    };
-    let room = 255usize.saturating_sub(mark.len() + tag.len());
-    let mut cut = name.len().min(room);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    child(dir, &format!("{mark}{}{tag}", &name[..cut]))
-}
-
-/// Temporary and lock files: this store's own, never objects.
-pub(crate) fn is_bookkeeping(name: &str) -> bool {
-    name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
-}
-
-pub(crate) fn child(dir: &str, name: &str) -> String {
-    match dir {
-        "" => name.to_string(),
-        d => format!("{d}/{name}"),
-    }
-}
-
-pub(crate) fn parent(key: &str) -> &str {
-    key.rsplit_once('/').map_or("", |(d, _)| d)
-}
-
 pub(crate) fn e_tag(attrs: &FileAttributes) -> String {
     format!(
         "{:x}-{:x}",
@@ -462,21 +415,5 @@ pub(crate) fn meta(key: &str, attrs: &FileAttributes) -> ObjectMeta {
         size: attrs.size.unwrap_or(0),
         e_tag: Some(e_tag(attrs)),
         version: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bookkeeping_files_sit_beside_their_key_and_are_recognized() {
-        let t = temp_for("a/b/HEAD");
-        assert!(t.starts_with("a/b/.~tmp-HEAD-"), "{t}");
-        assert_eq!(beside("a/b/HEAD", LOCK_MARK, ""), "a/b/.~lock-HEAD");
-        assert!(is_bookkeeping(".~lock-HEAD") && is_bookkeeping(t.rsplit('/').next().unwrap()));
-        assert!(!is_bookkeeping("HEAD"));
-        let long = "x".repeat(255);
-        assert!(temp_for(&long).len() <= 255);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release -p blockctl
 //!     cargo run --release -p conformance --bin bench -- \
-//!         [--targets local,s3,azure,gcs,smb,sftp] [--corpora flow,many,big] [--runs N] \
+//!         [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp] [--corpora flow,many,big] [--runs N] \
 //!         [--many-runs N] \
 //!         [--big-mib N] [--json out.json]
 //!
@@ -29,7 +29,9 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conformance::harness::{Azurite, FakeGcs, FaultProxy, Moto, Samba, Sshd, hmac_sha256, peers};
+use conformance::harness::{
+    Azurite, FakeGcs, FaultProxy, Moto, PyFtpd, Samba, Sshd, WsgiDav, hmac_sha256, peers,
+};
 use sha2::{Digest, Sha256};
 
 mod corpus;
@@ -44,12 +46,15 @@ use measure::*;
 use runs::*;
 use targets::*;
 
-const TARGETS: [&str; 6] = ["local", "s3", "azure", "gcs", "smb", "sftp"];
+const TARGETS: [&str; 8] = [
+    "local", "s3", "azure", "gcs", "smb", "sftp", "webdav", "ftp",
+];
 
 /// blockctl beside rclone, tar + zstd and cp -a on the same corpora and emulators.
 #[derive(Parser)]
 struct Args {
-    /// Where to measure, comma-separated: local, s3, azure, gcs, smb, sftp.
+    /// Where to measure, comma-separated: local, s3, azure, gcs, smb, sftp, webdav, ftp
+    /// (the last two only when asked for).
     #[arg(long, value_delimiter = ',', default_value = "local,s3,azure,gcs,smb,sftp", value_parser = TARGETS)]
     targets: Vec<String>,
     /// Which corpora, comma-separated: flow (3,036 files, 43 MiB), many (20,000 small files),

@@ -39,7 +39,7 @@ impl Bench {
     }
 
     pub(crate) fn bytes(&mut self, t: &str, tool: &str, what: &str, n: u64) {
-        if t == "sftp" {
+        if t == "sftp" || t == "ftp" {
             // Neither a proxy nor a store folder of ours counts its bytes.
             return;
         }

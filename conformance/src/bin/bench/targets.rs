@@ -108,6 +108,15 @@ pub(crate) fn set(pairs: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// `rclone obscure PASSWORD`, as rclone's config wants passwords.
+pub(crate) fn obscure(password: &str) -> Result<String, String> {
+    let out = Command::new("rclone")
+        .args(["obscure", password])
+        .output()
+        .map_err(|e| format!("rclone obscure: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 pub(crate) fn rclone_env(remote: &str, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -278,6 +287,66 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 _guard: Box::new(sshd),
             }
         }
+        "webdav" => {
+            let dav = WsgiDav::start()?;
+            let env = rclone_env(
+                "bdav",
+                &[
+                    ("type", "webdav"),
+                    ("url", &format!("http://127.0.0.1:{}/", dav.port)),
+                    ("vendor", "other"),
+                    ("user", &dav.user),
+                    ("pass", &obscure(&dav.password)?),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &dav.url("blockctl")),
+                        ("username", &dav.user),
+                        ("password", &dav.password),
+                    ]),
+                ),
+                rclone: Some((env, "bdav:rclone".into())),
+                rclone_skip: None,
+                prefect: None,
+                wire: None,
+                _guard: Box::new(dav),
+            }
+        }
+        "ftp" => {
+            let ftpd = PyFtpd::start()?;
+            let port = ftpd.port.to_string();
+            let env = rclone_env(
+                "bftp",
+                &[
+                    ("type", "ftp"),
+                    ("host", "127.0.0.1"),
+                    ("port", &port),
+                    ("user", &ftpd.user),
+                    ("pass", &obscure(&ftpd.password)?),
+                ],
+            );
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[
+                        ("basepath", &ftpd.url("blockctl")),
+                        ("username", &ftpd.user),
+                        ("password", &ftpd.password),
+                    ]),
+                ),
+                rclone: Some((env, "bftp:rclone".into())),
+                rclone_skip: None,
+                prefect: None,
+                // Passive data connections go straight to the server, past any proxy.
+                wire: None,
+                _guard: Box::new(ftpd),
+            }
+        }
         _ => {
             let smb = Samba::start()?;
             let port = smb.port.to_string();
@@ -324,7 +393,11 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
     if rclone_skip.is_none() {
         rclone_skip = t.rclone_skip.clone();
     }
-    let wire = if name == "sftp" { None } else { wire_for(&t)? };
+    let wire = if ["sftp", "ftp"].contains(&name) {
+        None
+    } else {
+        wire_for(&t)?
+    };
     Ok(Target {
         rclone_skip,
         wire,

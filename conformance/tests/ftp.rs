@@ -1,0 +1,351 @@
+//! The conformance suite against pyftpdlib, started by the harness, with a password login.
+//! Then what is specific to FTP: a wrong password (exit 4, one line, no secret), the files
+//! layout as Python's `ftplib` sees it (MLSD) and reads it, a compare-and-swap that holds
+//! between two clients, and puts and gets through resets and stalls of the control
+//! connection (passive data connections go straight to the server, past the fault proxy).
+
+mod rfs_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use conformance::harness::{Cut, Direction, FaultProxy, PyFtpd, shared};
+use conformance::tree::{noise, small_tree, write};
+use conformance::{Subject, conformance_suite};
+use rfs_common::{
+    assert_clean_failure, assert_sound, compare_and_swap_between, refused, uncached, within_bound,
+};
+use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
+use storage_rfs::{RfsConfig, open, open_store};
+
+const WRONG_PASSWORD: &str = "wrong-ftp-pw-M2x8-must-never-be-echoed";
+
+fn ftpd() -> Arc<PyFtpd> {
+    shared::<PyFtpd>(PyFtpd::start)
+}
+
+fn config(basepath: String, user: &str, password: &str) -> RfsConfig {
+    RfsConfig {
+        basepath,
+        username: Some(user.to_string()),
+        password: Some(Secret::new(password)),
+        private_key_path: None,
+        private_key: None,
+        known_hosts: None,
+        insecure_accept_host_key: None,
+        timeout: None,
+    }
+}
+
+fn login(ftpd: &PyFtpd, sub: &str) -> RfsConfig {
+    config(ftpd.url(sub), &ftpd.user, &ftpd.password)
+}
+
+mod suite {
+    use super::*;
+
+    async fn subject(case: &str) -> Subject {
+        let ftpd = ftpd();
+        let block =
+            open(&login(&ftpd, "suite"), "remote-file-system/conformance").expect("open ftp block");
+        Subject::new(Arc::new(block), case).with_guard(ftpd)
+    }
+
+    conformance_suite!(subject);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_exit_4_and_never_shown() {
+    let ftpd = ftpd();
+    let label = "remote-file-system/wrong-password";
+    let block = open(
+        &config(ftpd.url("wrong"), &ftpd.user, WRONG_PASSWORD),
+        label,
+    )
+    .unwrap();
+    // The password in the URL instead of the field.
+    let in_url = ftpd
+        .url("wrong")
+        .replace("://", &format!("://{}:{WRONG_PASSWORD}@", ftpd.user));
+    let url_block = open(
+        &RfsConfig {
+            password: None,
+            ..config(in_url, &ftpd.user, "")
+        },
+        label,
+    )
+    .unwrap();
+    refused(
+        &[&block, &url_block],
+        label,
+        &[WRONG_PASSWORD, &ftpd.password],
+    )
+    .await;
+    assert!(!ftpd.root.join("wrong").exists());
+}
+
+/// Python's ftplib, logged in as the server's user: every file below `dir` (MLSD, walking
+/// folders) with its bytes, as `path\tHEX` lines.
+const FTPLIB_WALK: &str = r#"
+import ftplib, io, sys
+port, user, password, top = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ftp = ftplib.FTP()
+ftp.encoding = "utf-8"
+ftp.connect("127.0.0.1", int(port))
+ftp.login(user, password)
+todo = [top]
+while todo:
+    d = todo.pop()
+    for name, facts in ftp.mlsd(d):
+        path = d + "/" + name
+        if facts["type"] == "dir":
+            todo.append(path)
+        elif facts["type"] == "file":
+            buf = io.BytesIO()
+            ftp.retrbinary("RETR " + path, buf.write)
+            print(path[len(top) + 1:] + "\t" + buf.getvalue().hex())
+ftp.quit()
+"#;
+
+/// Files `ftplib` finds below `dir` (a folder path on the server) and their bytes.
+fn files_seen_by_ftplib(ftpd: &PyFtpd, dir: &str) -> BTreeMap<String, Vec<u8>> {
+    let out = Command::new(&ftpd.python)
+        .args(["-c", FTPLIB_WALK])
+        .arg(ftpd.port.to_string())
+        .args([&ftpd.user, &ftpd.password])
+        .arg(format!("/{dir}"))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "ftplib walk of {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (path, data) = l.split_once('\t').unwrap();
+            (path.to_string(), hex::decode(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftplib_sees_exactly_the_files_layout_and_reads_a_package() {
+    let ftpd = ftpd();
+    let block = open(&login(&ftpd, "ftplib"), "rfs/files").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "files");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
+    write(src.path(), "odd/sp ace & amp.txt", "amp\n");
+    let at = BlockPath::parse("mirror-seen").unwrap();
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let seen = files_seen_by_ftplib(&ftpd, "ftplib/mirror-seen");
+    let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "conf/settings.toml",
+            "deep/er/data.csv",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg",
+            "odd/sp ace & amp.txt",
+        ]
+    );
+    for (name, data) in &seen {
+        assert_eq!(
+            data,
+            &std::fs::read(src.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+
+    // A second put mirrors the deletion.
+    std::fs::remove_file(src.path().join("deep/er/data.csv")).unwrap();
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let seen = files_seen_by_ftplib(&ftpd, "ftplib/mirror-seen");
+    assert!(!seen.contains_key("deep/er/data.csv"), "{:?}", seen.keys());
+    assert_eq!(seen.len(), 4);
+
+    // A package put over FTP is frames that ftplib fetches and, in order, tar reads.
+    let at = BlockPath::parse("package-seen").unwrap();
+    let report = block
+        .put_directory(src.path(), &at, &PutOptions::default())
+        .await
+        .unwrap();
+    let version = report.version.unwrap();
+    let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+    let frames = files_seen_by_ftplib(&ftpd, "ftplib/package-seen/.blocks/frames");
+    let mut package = Vec::new();
+    for frame in &manifest.frames {
+        let sha = frame.sha256.as_deref().unwrap();
+        package.extend(&frames[&format!("{sha}.zst")]);
+    }
+    let tar = zstd::decode_all(&package[..]).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.retain(|n| n.ends_with("flow.py"));
+    assert_eq!(names, ["flow.py"]);
+    // No lock or temporary file is left behind.
+    let left: Vec<String> = std::fs::read_dir(ftpd.root.join("ftplib/package-seen/.blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".~"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Two stores (two clients): the lock and the ETag check hold between them, as they would
+/// between two machines. Each commit stamps the file one second past the old one (MFMT)
+/// and the ETag holds the inode (MLST `unique`), so a replacement within the same second
+/// with the same size still changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_holds_between_two_clients() {
+    let ftpd = ftpd();
+    let one = open_store(&login(&ftpd, "cas"), "rfs/one").unwrap();
+    let two = open_store(&login(&ftpd, "cas"), "rfs/two").unwrap();
+    compare_and_swap_between(one, two, &ftpd.root.join("cas")).await;
+}
+
+/// A block through a [`FaultProxy`] in front of pyftpdlib (its control connections), and one straight on it.
+struct FaultRig {
+    ftpd: Arc<PyFtpd>,
+    proxy: FaultProxy,
+    sub: String,
+    scratch: tempfile::TempDir,
+}
+
+const LABEL: &str = "remote-file-system/faults";
+
+impl FaultRig {
+    async fn new(sub: &str) -> FaultRig {
+        let ftpd = ftpd();
+        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", ftpd.port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        FaultRig {
+            ftpd,
+            proxy,
+            sub: sub.to_string(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn direct(&self) -> storage_core::ObjectStoreBlock {
+        open(&login(&self.ftpd, &self.sub), LABEL).unwrap()
+    }
+
+    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
+        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
+        let config = RfsConfig {
+            timeout: Some(timeout),
+            ..config(
+                format!("ftp://127.0.0.1:{port}/{}", self.sub),
+                &self.ftpd.user,
+                &self.ftpd.password,
+            )
+        };
+        open(&config, LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
+        root
+    }
+
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        assert_sound(&self.direct(), self.scratch.path(), sources, current).await;
+    }
+}
+
+/// Every control connection is reset once 1 KiB of commands went up during the put (data
+/// connections do not pass the proxy): the put fails cleanly, HEAD stays on the previous
+/// version, and gc leaves a sound store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
+    let rig = FaultRig::new("faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 1 << 10, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(30)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
+    eprintln!("put failed under resets in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get whose control connections are reset once 2 KiB of replies came down fails
+/// cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 10, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(30)
+            .get_directory(&at, &parent.join("dest"), &uncached()),
+    )
+    .await;
+    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
+    eprintln!("get failed under resets in {took:?}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// With a 3 s timeout, a put whose control connection stalls after 512 bytes of commands
+/// fails cleanly in bounded time and the previous version stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
+    let rig = FaultRig::new("faults-stall").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Stall, 512, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(3)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
+    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
+    eprintln!("put failed over a stall in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
+}

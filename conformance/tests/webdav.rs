@@ -1,0 +1,390 @@
+//! The conformance suite against wsgidav, started by the harness, with a basic-auth login.
+//! Then what is specific to WebDAV: a wrong password (exit 4, one line, no secret), the
+//! files layout as `curl` sees it (PROPFIND) and reads it, a compare-and-swap that holds
+//! between two clients, and puts and gets through resets and stalls.
+
+mod rfs_common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use conformance::harness::{Cut, Direction, FaultProxy, WsgiDav, shared};
+use conformance::tree::{noise, small_tree, write};
+use conformance::{Subject, conformance_suite};
+use rfs_common::{
+    assert_clean_failure, assert_sound, compare_and_swap_between, refused, uncached, within_bound,
+};
+use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
+use storage_rfs::{RfsConfig, open, open_store};
+
+const WRONG_PASSWORD: &str = "wrong-dav-pw-J3k9-must-never-be-echoed";
+
+fn dav() -> Arc<WsgiDav> {
+    shared::<WsgiDav>(WsgiDav::start)
+}
+
+fn config(basepath: String, user: &str, password: &str) -> RfsConfig {
+    RfsConfig {
+        basepath,
+        username: Some(user.to_string()),
+        password: Some(Secret::new(password)),
+        private_key_path: None,
+        private_key: None,
+        known_hosts: None,
+        insecure_accept_host_key: None,
+        timeout: None,
+    }
+}
+
+fn login(dav: &WsgiDav, sub: &str) -> RfsConfig {
+    config(dav.url(sub), &dav.user, &dav.password)
+}
+
+mod suite {
+    use super::*;
+
+    async fn subject(case: &str) -> Subject {
+        let dav = dav();
+        let block = open(&login(&dav, "suite"), "remote-file-system/conformance")
+            .expect("open webdav block");
+        Subject::new(Arc::new(block), case).with_guard(dav)
+    }
+
+    conformance_suite!(subject);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_exit_4_and_never_shown() {
+    let dav = dav();
+    let label = "remote-file-system/wrong-password";
+    let block = open(&config(dav.url("wrong"), &dav.user, WRONG_PASSWORD), label).unwrap();
+    // The password in the URL instead of the field.
+    let in_url = dav
+        .url("wrong")
+        .replace("://", &format!("://{}:{WRONG_PASSWORD}@", dav.user));
+    let url_block = open(
+        &RfsConfig {
+            password: None,
+            ..config(in_url, &dav.user, "")
+        },
+        label,
+    )
+    .unwrap();
+    refused(
+        &[&block, &url_block],
+        label,
+        &[WRONG_PASSWORD, &dav.password],
+    )
+    .await;
+    assert!(!dav.root.join("wrong").exists());
+}
+
+/// `curl` with the server's login: PROPFIND (Depth 1) of folder `url`, its hrefs as
+/// `(path, is_folder)`.
+fn curl_propfind(dav: &WsgiDav, url: &str) -> Vec<(String, bool)> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "-X", "PROPFIND", "-H", "Depth: 1"])
+        .arg("-H")
+        .arg(format!("Authorization: {}", dav.authorization()))
+        .arg(url)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl PROPFIND {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Each <response> holds one href; a collection's resourcetype holds <collection/>.
+    xml.split("response>")
+        .filter_map(|r| {
+            let href = r
+                .split("href>")
+                .nth(1)?
+                .trim_end_matches("</")
+                .trim_end_matches('<');
+            let href = href.split('<').next()?.to_string();
+            Some((href, r.contains("collection")))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 3 <= bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Files `curl` finds below `dir` (a folder path on the server), walking folders.
+fn files_seen_by_curl(dav: &WsgiDav, dir: &str) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut folders = vec![format!("/{dir}/")];
+    while let Some(folder) = folders.pop() {
+        let url = format!("http://127.0.0.1:{}{folder}", dav.port);
+        for (href, is_folder) in curl_propfind(dav, &url) {
+            let href = href.replace("&amp;", "&");
+            if href.trim_end_matches('/') == folder.trim_end_matches('/') {
+                continue;
+            }
+            if is_folder {
+                folders.push(format!("{}/", href.trim_end_matches('/')));
+            } else {
+                let rel = href.strip_prefix(&format!("/{dir}/")).unwrap();
+                files.insert(decode(rel));
+            }
+        }
+    }
+    files
+}
+
+fn curl_get(dav: &WsgiDav, path: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "-u"])
+        .arg(format!("{}:{}", dav.user, dav.password))
+        .arg(format!("http://127.0.0.1:{}/{path}", dav.port))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl GET {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sees_exactly_the_files_layout_and_reads_a_package() {
+    let dav = dav();
+    let block = open(&login(&dav, "curl"), "rfs/files").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "files");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
+    write(src.path(), "odd/sp ace & amp.txt", "amp\n");
+    let at = BlockPath::parse("mirror-seen").unwrap();
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        files_seen_by_curl(&dav, "curl/mirror-seen"),
+        expected(&[
+            "conf/settings.toml",
+            "deep/er/data.csv",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg",
+            "odd/sp ace & amp.txt",
+        ])
+    );
+    assert_eq!(
+        curl_get(&dav, "curl/mirror-seen/deep/er/data.csv"),
+        b"a,b\n1,2\n"
+    );
+    assert_eq!(
+        curl_get(&dav, "curl/mirror-seen/odd/plus%2Bpercent%25hash%23.cfg"),
+        b"odd\n"
+    );
+
+    // A second put mirrors the deletion.
+    std::fs::remove_file(src.path().join("deep/er/data.csv")).unwrap();
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    assert_eq!(
+        files_seen_by_curl(&dav, "curl/mirror-seen"),
+        expected(&[
+            "conf/settings.toml",
+            "flow.py",
+            "odd/plus+percent%hash#.cfg",
+            "odd/sp ace & amp.txt",
+        ])
+    );
+
+    // A package put over WebDAV is frames that curl fetches and, in order, tar reads.
+    let at = BlockPath::parse("package-seen").unwrap();
+    let report = block
+        .put_directory(src.path(), &at, &PutOptions::default())
+        .await
+        .unwrap();
+    let version = report.version.unwrap();
+    let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+    let mut package = Vec::new();
+    for frame in &manifest.frames {
+        let sha = frame.sha256.as_deref().unwrap();
+        package.extend(curl_get(
+            &dav,
+            &format!("curl/package-seen/.blocks/frames/{sha}.zst"),
+        ));
+    }
+    let tar = zstd::decode_all(&package[..]).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.retain(|n| n.ends_with("flow.py"));
+    assert_eq!(names, ["flow.py"]);
+    // No lock or temporary file is left behind.
+    let left: Vec<String> = std::fs::read_dir(dav.root.join("curl/package-seen/.blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".~"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Two stores (two clients): the lock and the ETag check hold between them, as they would
+/// between two machines. wsgidav's ETag holds the inode, and every put is a new file, so a
+/// replacement within the same second with the same size still changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_holds_between_two_clients() {
+    let dav = dav();
+    let one = open_store(&login(&dav, "cas"), "rfs/one").unwrap();
+    let two = open_store(&login(&dav, "cas"), "rfs/two").unwrap();
+    compare_and_swap_between(one, two, &dav.root.join("cas")).await;
+}
+
+/// A block through a [`FaultProxy`] in front of wsgidav, and one straight on it.
+struct FaultRig {
+    dav: Arc<WsgiDav>,
+    proxy: FaultProxy,
+    sub: String,
+    scratch: tempfile::TempDir,
+}
+
+const LABEL: &str = "remote-file-system/faults";
+
+impl FaultRig {
+    async fn new(sub: &str) -> FaultRig {
+        let dav = dav();
+        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", dav.port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        FaultRig {
+            dav,
+            proxy,
+            sub: sub.to_string(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn direct(&self) -> storage_core::ObjectStoreBlock {
+        open(&login(&self.dav, &self.sub), LABEL).unwrap()
+    }
+
+    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
+        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
+        let config = RfsConfig {
+            timeout: Some(timeout),
+            ..config(
+                format!("webdav+http://127.0.0.1:{port}/{}", self.sub),
+                &self.dav.user,
+                &self.dav.password,
+            )
+        };
+        open(&config, LABEL).unwrap()
+    }
+
+    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
+        let root = self.scratch.path().join(format!("src-{marker}"));
+        small_tree(&root, marker);
+        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
+        root
+    }
+
+    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
+        assert_sound(&self.direct(), self.scratch.path(), sources, current).await;
+    }
+}
+
+/// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
+/// the previous version, and gc leaves a sound store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
+    let rig = FaultRig::new("faults-put").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(30)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
+    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
+    eprintln!("put failed under resets in {took:?}");
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A get cut by resets 2 MiB into the download fails cleanly and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
+    let rig = FaultRig::new("faults-get").await;
+    let v1 = rig.tree("v1", 12);
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
+    let parent = rig.scratch.path().join("out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(30)
+            .get_directory(&at, &parent.join("dest"), &uncached()),
+    )
+    .await;
+    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
+    eprintln!("get failed under resets in {took:?}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
+    rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// With a 3 s timeout, a put whose connection stalls 1 MiB up fails cleanly in bounded time
+/// and the previous version stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
+    let rig = FaultRig::new("faults-stall").await;
+    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
+    let at = BlockPath::parse("etl").unwrap();
+    rig.direct()
+        .put_directory(&v1, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    rig.proxy
+        .partition_after(Cut::Stall, 1 << 20, Direction::Upstream);
+    let (put, took) = within_bound(
+        "put",
+        rig.proxied(3)
+            .put_directory(&v2, &at, &PutOptions::default()),
+    )
+    .await;
+    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
+    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
+    eprintln!("put failed over a stall in {took:?}");
+    rig.proxy.pass_through();
+    rig.assert_sound(&[&v1], &v1).await;
+}

@@ -1,0 +1,527 @@
+//! The WebDAV requests the store is built from (RFC 4918 over reqwest): PROPFIND for stat and
+//! listings, PUT, MKCOL for folders and locks, MOVE, DELETE; and what their statuses mean as
+//! `object_store` errors.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use object_store::ObjectMeta;
+use object_store::path::Path;
+use quick_xml::events::Event;
+use reqwest::{Method, StatusCode};
+
+use crate::bookkeeping::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+
+pub(crate) const STORE: &str = "WebDAV";
+/// Tries of one request when the server answers 5xx or the connection fails.
+const ATTEMPTS: u32 = 3;
+
+const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/></D:prop></D:propfind>"#;
+
+/// One file or folder a PROPFIND reported.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The key below the store's folder (`""` for the folder itself).
+    pub key: String,
+    pub folder: bool,
+    pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    pub e_tag: Option<String>,
+}
+
+impl Entry {
+    pub(crate) fn meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            location: object_path(&self.key),
+            last_modified: self.modified.unwrap_or_default(),
+            size: self.size,
+            e_tag: self.e_tag.clone(),
+            version: None,
+        }
+    }
+}
+
+pub(crate) fn object_path(key: &str) -> Path {
+    Path::parse(key).unwrap_or_else(|_| Path::from_iter(key.split('/')))
+}
+
+/// A folder on a WebDAV server and a login to it. Debug shows no password.
+pub(crate) struct Dav {
+    client: reqwest::Client,
+    /// The folder's URL, ending in `/`, without credentials.
+    base: url::Url,
+    pub(crate) username: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Dav {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dav")
+            .field("base", &self.shown(""))
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dav {
+    pub(crate) fn new(
+        base: url::Url,
+        username: Option<String>,
+        password: Option<String>,
+        timeout: Duration,
+    ) -> object_store::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| generic(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Dav {
+            client,
+            base,
+            username,
+            password,
+        })
+    }
+
+    pub(crate) fn url(&self, key: &str, folder: bool) -> url::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty();
+            segs.extend(key.split('/').filter(|s| !s.is_empty()));
+            if folder {
+                segs.push("");
+            }
+        }
+        url
+    }
+
+    /// The folder's URL as messages show it.
+    pub(crate) fn shown(&self, key: &str) -> String {
+        self.url(key, false).to_string()
+    }
+
+    fn request(&self, method: Method, url: url::Url) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, url);
+        match &self.username {
+            Some(user) => req.basic_auth(user, self.password.as_deref()),
+            None => req,
+        }
+    }
+
+    /// Sends `req`, again after a 5xx or a failed connection (a server busy with racing
+    /// writers may answer 500, as wsgidav does to a MKCOL that lost a race); a status
+    /// outside `ok` is an error of the matching kind.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        key: &str,
+        what: &str,
+        ok: &[StatusCode],
+    ) -> object_store::Result<reqwest::Response> {
+        self.send_to(req, key, &self.shown(key), what, ok).await
+    }
+
+    /// [`Dav::send`] of a request whose URL messages show as `shown`.
+    async fn send_to(
+        &self,
+        req: reqwest::RequestBuilder,
+        key: &str,
+        shown: &str,
+        what: &str,
+        ok: &[StatusCode],
+    ) -> object_store::Result<reqwest::Response> {
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let retry = (attempt < ATTEMPTS).then(|| req.try_clone()).flatten();
+            let sent = match retry {
+                Some(r) => r.send().await,
+                None => break req.send().await,
+            };
+            match sent {
+                Ok(r) if !r.status().is_server_error() => break Ok(r),
+                Ok(_) => {}
+                Err(e) if e.is_timeout() => break Err(e),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        };
+        let resp = resp.map_err(|e| {
+            let why = if e.is_timeout() {
+                "the server did not answer in time".to_string()
+            } else {
+                let mut causes = String::new();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    causes = format!("{causes}: {s}");
+                    source = s.source();
+                }
+                format!("{}{causes}", e.without_url())
+            };
+            generic(format!("{what} {shown}: {why}"))
+        })?;
+        let status = resp.status();
+        if ok.contains(&status) || (ok.is_empty() && status.is_success()) {
+            return Ok(resp);
+        }
+        let source = format!("{what} {shown}: HTTP {status}").into();
+        let path = key.to_string();
+        Err(match status {
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                object_store::Error::NotFound { path, source }
+            }
+            StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated { path, source },
+            StatusCode::FORBIDDEN => object_store::Error::PermissionDenied { path, source },
+            StatusCode::PRECONDITION_FAILED => object_store::Error::Precondition { path, source },
+            _ => object_store::Error::Generic {
+                store: STORE,
+                source,
+            },
+        })
+    }
+
+    /// PROPFIND of `key` at `depth` (0 or 1); `None` when nothing is there.
+    pub(crate) async fn propfind(
+        &self,
+        key: &str,
+        folder: bool,
+        depth: u8,
+    ) -> object_store::Result<Option<Vec<Entry>>> {
+        let method = Method::from_bytes(b"PROPFIND").expect("a valid method");
+        let req = self
+            .request(method, self.url(key, folder))
+            .header("Depth", depth.to_string())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/xml; charset=utf-8",
+            )
+            .body(PROPFIND_BODY);
+        let resp = match self
+            .send(req, key, "listing", &[StatusCode::MULTI_STATUS])
+            .await
+        {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| generic(format!("listing {}: {}", self.shown(key), e.without_url())))?;
+        let entries = parse_multistatus(&text)
+            .map_err(|e| generic(format!("listing {}: {e}", self.shown(key))))?;
+        let base = percent_decode(self.base.path());
+        Ok(Some(
+            entries
+                .into_iter()
+                .filter_map(|(href, mut e)| {
+                    let path = href_path(&href);
+                    let rel = path.strip_prefix(base.as_str())?.trim_matches('/');
+                    e.key = rel.to_string();
+                    Some(e)
+                })
+                .collect(),
+        ))
+    }
+
+    /// The file or folder at `key`, or `None`.
+    pub(crate) async fn stat(&self, key: &str) -> object_store::Result<Option<Entry>> {
+        Ok(self
+            .propfind(key, false, 0)
+            .await?
+            .and_then(|list| list.into_iter().next()))
+    }
+
+    /// The entries of folder `dir` (not itself); `None` when it does not exist.
+    pub(crate) async fn list_dir(&self, dir: &str) -> object_store::Result<Option<Vec<Entry>>> {
+        Ok(self.propfind(dir, true, 1).await?.map(|list| {
+            list.into_iter()
+                .filter(|e| e.key != dir.trim_matches('/'))
+                .collect()
+        }))
+    }
+
+    /// GET of `key`, with a `Range` header when given.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> object_store::Result<reqwest::Response> {
+        let mut req = self.request(Method::GET, self.url(key, false));
+        if let Some(r) = range {
+            req = req.header(reqwest::header::RANGE, r);
+        }
+        self.send(req, key, "reading", &[]).await
+    }
+
+    /// PUT of a whole body; a missing folder is made and the PUT sent again.
+    pub(crate) async fn put(&self, key: &str, body: Bytes) -> object_store::Result<()> {
+        let send = || {
+            let req = self
+                .request(Method::PUT, self.url(key, false))
+                .body(body.clone());
+            self.send(req, key, "writing", &[])
+        };
+        match send().await {
+            Err(object_store::Error::Generic { .. })
+            | Err(object_store::Error::NotFound { .. })
+                if !parent(key).is_empty() =>
+            {
+                self.make_dirs(parent(key)).await?;
+                send().await.map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// MKCOL of folder URL `url` (`shown` as `dir`); true when made, false when something
+    /// is already there.
+    async fn mkcol_at(&self, url: url::Url, dir: &str) -> object_store::Result<bool> {
+        let method = Method::from_bytes(b"MKCOL").expect("a valid method");
+        let ok = [StatusCode::CREATED, StatusCode::METHOD_NOT_ALLOWED];
+        let shown = url.to_string();
+        let resp = self
+            .send_to(self.request(method, url), dir, &shown, "making folder", &ok)
+            .await?;
+        Ok(resp.status() == StatusCode::CREATED)
+    }
+
+    async fn mkcol(&self, dir: &str) -> object_store::Result<bool> {
+        self.mkcol_at(self.url(dir, true), dir).await
+    }
+
+    /// Makes the folders of `dir` (a key) that are missing, the block's own folder
+    /// included, from the top down. The folders above the block's may be the server's and
+    /// refuse MKCOL: only a refusal below them is an error.
+    pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        let base: Vec<String> = self
+            .base
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut url = self.base.clone();
+        for (i, seg) in base.iter().enumerate() {
+            url.set_path(&format!("/{}/", base[..=i].join("/")));
+            if let Err(e) = self.mkcol_at(url.clone(), seg).await
+                && i + 1 == base.len()
+            {
+                return Err(e);
+            }
+        }
+        let mut at = String::new();
+        for seg in dir.split('/').filter(|s| !s.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(seg);
+            self.mkcol(&at).await?;
+        }
+        Ok(())
+    }
+
+    /// MOVE of `from` over `to`.
+    pub(crate) async fn move_over(&self, from: &str, to: &str) -> object_store::Result<()> {
+        let method = Method::from_bytes(b"MOVE").expect("a valid method");
+        let req = self
+            .request(method, self.url(from, false))
+            .header("Destination", self.url(to, false).as_str())
+            .header("Overwrite", "T");
+        self.send(req, to, "moving into place", &[]).await.map(drop)
+    }
+
+    /// DELETE of a file or a (whole) folder; a missing one is fine.
+    pub(crate) async fn delete(&self, key: &str, folder: bool) -> object_store::Result<()> {
+        let req = self.request(Method::DELETE, self.url(key, folder));
+        match self.send(req, key, "deleting", &[]).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes `key`'s lock: a folder beside it made by MKCOL, which only one of racing
+    /// writers can make. A lock older than [`LOCK_STALE`] was left by a writer that died.
+    pub(crate) async fn lock(&self, key: &str) -> object_store::Result<String> {
+        let lock = lock_for(key);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        let mut made_dirs = false;
+        loop {
+            match self.mkcol(&lock).await {
+                Ok(true) => return Ok(lock),
+                Ok(false) => {}
+                // 409: the folder the lock sits in is missing.
+                Err(object_store::Error::Generic { .. }) if !made_dirs => {
+                    made_dirs = true;
+                    self.make_dirs(parent(&lock)).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(e) = self.stat(&lock).await?
+                && e.modified.is_some_and(|m| {
+                    SystemTime::now()
+                        .duration_since(SystemTime::from(m))
+                        .is_ok_and(|age| age > LOCK_STALE)
+                })
+            {
+                self.delete(&lock, true).await?;
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(generic(format!(
+                    "{key} stayed locked by another writer for {} s",
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    pub(crate) async fn unlock(&self, lock: &str) {
+        let _ = self.delete(lock, true).await;
+    }
+
+    /// Whether a writer holds `key`'s lock now (it may be moving a new file over it).
+    pub(crate) async fn locked(&self, key: &str) -> object_store::Result<bool> {
+        Ok(self.stat(&lock_for(key)).await?.is_some())
+    }
+}
+
+pub(crate) fn generic(message: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: message.into(),
+    }
+}
+
+/// `"abc"` and `W/"abc"` as `abc`, so PROPFIND's and GET's tags compare equal.
+pub(crate) fn bare_tag(tag: &str) -> String {
+    tag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The decoded path of an `href` (servers send absolute paths or full URLs).
+fn href_path(href: &str) -> String {
+    let path = match url::Url::parse(href) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => href.to_string(),
+    };
+    percent_decode(&path)
+}
+
+/// `(href, entry)` for each `response` of a multistatus body; the entry's key is empty.
+fn parse_multistatus(text: &str) -> Result<Vec<(String, Entry)>, String> {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut out = Vec::new();
+    let mut href = String::new();
+    let mut entry = blank();
+    let mut ok_props = true;
+    let mut path: Vec<String> = Vec::new();
+    let mut text_now = String::new();
+    loop {
+        match reader.read_event().map_err(|e| format!("bad XML: {e}"))? {
+            Event::Start(e) => {
+                let name = AsRef::<str>::as_ref(&e.local_name()).to_string();
+                if name == "response" {
+                    href.clear();
+                    entry = blank();
+                }
+                if name == "propstat" {
+                    ok_props = true;
+                }
+                path.push(name);
+                text_now.clear();
+            }
+            Event::Empty(e) => {
+                let name = e.local_name();
+                if AsRef::<str>::as_ref(&name) == "collection"
+                    && path.iter().any(|p| p == "resourcetype")
+                {
+                    entry.folder = true;
+                }
+            }
+            Event::Text(t) => text_now.push_str(&t.xml10_content()),
+            Event::CData(t) => text_now.push_str(&t),
+            Event::GeneralRef(r) => match r.resolve_char_ref() {
+                Ok(Some(c)) => text_now.push(c),
+                _ => text_now.push_str(match &*r {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    _ => "",
+                }),
+            },
+            Event::End(_) => {
+                let name = path.pop().unwrap_or_default();
+                let value = text_now.trim().to_string();
+                match name.as_str() {
+                    "href" if path.last().is_some_and(|p| p == "response") => href = value,
+                    "status" if path.last().is_some_and(|p| p == "propstat") => {
+                        ok_props = value.contains(" 200 ");
+                    }
+                    "getcontentlength" => entry.size = value.parse().unwrap_or(0),
+                    "getlastmodified" => {
+                        entry.modified = chrono::DateTime::parse_from_rfc2822(&value)
+                            .ok()
+                            .map(|d| d.with_timezone(&chrono::Utc));
+                    }
+                    "getetag" if !value.is_empty() => entry.e_tag = Some(bare_tag(&value)),
+                    "propstat" if !ok_props => {}
+                    "response" => out.push((href.clone(), entry.clone())),
+                    _ => {}
+                }
+                text_now.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn blank() -> Entry {
+    Entry {
+        key: String::new(),
+        folder: false,
+        size: 0,
+        modified: None,
+        e_tag: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multistatus_gives_files_and_folders() {
+        let body = r#"<?xml version="1.0" encoding="utf-8" ?>
+<ns0:multistatus xmlns:ns0="DAV:"><ns0:response><ns0:href>/a/</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype><ns0:collection /></ns0:resourcetype><ns0:getlastmodified>Mon, 30 Nov 2026 12:13:42 GMT</ns0:getlastmodified></ns0:prop><ns0:status>HTTP/1.1 200 OK</ns0:status></ns0:propstat></ns0:response>
+<ns0:response><ns0:href>/a/odd%20name%2B%26.txt</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype /><ns0:getcontentlength>5</ns0:getcontentlength><ns0:getetag>10-17-5</ns0:getetag></ns0:prop><ns0:status>HTTP/1.1 200 OK</ns0:status></ns0:propstat></ns0:response></ns0:multistatus>"#;
+        let got = parse_multistatus(body).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].1.folder && got[0].1.modified.is_some());
+        assert_eq!(href_path(&got[1].0), "/a/odd name+&.txt");
+        assert_eq!(
+            (got[1].1.size, got[1].1.e_tag.as_deref()),
+            (5, Some("10-17-5"))
+        );
+        assert!(!got[1].1.folder);
+    }
+}

@@ -1,0 +1,439 @@
+//! `DavStore`: a folder on a WebDAV server as an `object_store::ObjectStore`.
+//!
+//! A PUT onto an existing file lets readers see it half written (wsgidav truncates the target
+//! before the body arrives), so every put goes to a temporary file beside the key and is
+//! MOVEd over it under the key's lock. A MOVE onto an existing file may delete the target
+//! before moving (wsgidav does): a reader that finds a key missing while its lock is held
+//! waits for the lock and reads again, so it never sees a key vanish mid-swap. Conditional
+//! puts compare the server's ETag under the same lock.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyMode, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload,
+    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, UploadPart,
+};
+use reqwest::StatusCode;
+
+use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
+use crate::bookkeeping::{LOCK_WAIT, is_bookkeeping, temp_for};
+
+/// Folders listed, or files deleted, at once.
+const FAN_OUT: usize = 8;
+
+pub(crate) struct DavStore {
+    dav: Arc<Dav>,
+}
+
+impl DavStore {
+    pub(crate) fn new(dav: Arc<Dav>) -> Self {
+        DavStore { dav }
+    }
+}
+
+impl fmt::Debug for DavStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DavStore")
+            .field("base", &self.dav.shown(""))
+            .field("username", &self.dav.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for DavStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebDAV({})", self.dav.shown(""))
+    }
+}
+
+fn not_found(key: &str) -> object_store::Error {
+    object_store::Error::NotFound {
+        path: key.to_string(),
+        source: format!("no file {key}").into(),
+    }
+}
+
+/// Runs `read`; when it finds nothing while a writer holds the key's lock (a MOVE in
+/// progress), waits for the lock to go and reads once more.
+async fn read_through_swaps<T, F, Fut>(dav: &Dav, key: &str, read: F) -> object_store::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
+{
+    match read().await {
+        Err(object_store::Error::NotFound { .. }) if dav.locked(key).await? => {
+            let deadline = Instant::now() + LOCK_WAIT;
+            while dav.locked(key).await? && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            read().await
+        }
+        other => other,
+    }
+}
+
+impl DavStore {
+    /// Every file under folder `dir`, folder by folder, [`FAN_OUT`] at a time.
+    async fn walk(dav: Arc<Dav>, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
+        let mut files = Vec::new();
+        let mut level = vec![dir];
+        while !level.is_empty() {
+            let listed: Vec<_> = stream::iter(level)
+                .map(|d| {
+                    let dav = dav.clone();
+                    async move { dav.list_dir(&d).await }
+                })
+                .buffer_unordered(FAN_OUT)
+                .try_collect()
+                .await?;
+            level = Vec::new();
+            for e in listed.into_iter().flatten().flatten() {
+                if is_bookkeeping(e.key.rsplit('/').next().unwrap_or_default()) {
+                    continue;
+                }
+                if e.folder {
+                    level.push(e.key);
+                } else {
+                    files.push(e.meta());
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Writes `body` to a temporary file and moves it over `key` if `mode` allows.
+    async fn put_whole(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<PutResult> {
+        let temp = temp_for(key);
+        if let Err(e) = self.dav.put(&temp, body).await {
+            let _ = self.dav.delete(&temp, false).await;
+            return Err(e);
+        }
+        let lock = match self.dav.lock(key).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = self.dav.delete(&temp, false).await;
+                return Err(e);
+            }
+        };
+        let done = self.commit_locked(&temp, key, mode).await;
+        self.dav.unlock(&lock).await;
+        if done.is_err() {
+            let _ = self.dav.delete(&temp, false).await;
+        }
+        let e_tag = done?;
+        Ok(PutResult {
+            e_tag,
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn commit_locked(
+        &self,
+        temp: &str,
+        key: &str,
+        mode: PutMode,
+    ) -> object_store::Result<Option<String>> {
+        if !matches!(mode, PutMode::Overwrite) {
+            let current = self.dav.stat(key).await?.filter(|e| !e.folder);
+            match (&mode, &current) {
+                (PutMode::Create, None) => {}
+                (PutMode::Create, Some(_)) => {
+                    return Err(object_store::Error::AlreadyExists {
+                        path: key.to_string(),
+                        source: format!("{key} already exists").into(),
+                    });
+                }
+                (PutMode::Update(want), Some(e))
+                    if want.e_tag.is_some() && want.e_tag.as_deref().map(bare_tag) == e.e_tag => {}
+                _ => {
+                    return Err(object_store::Error::Precondition {
+                        path: key.to_string(),
+                        source: format!("{key} changed since it was read").into(),
+                    });
+                }
+            }
+        }
+        self.dav.move_over(temp, key).await?;
+        Ok(self.dav.stat(key).await?.and_then(|e| e.e_tag))
+    }
+
+    async fn head_entry(&self, key: &str) -> object_store::Result<Entry> {
+        read_through_swaps(&self.dav, key, || async {
+            self.dav
+                .stat(key)
+                .await?
+                .filter(|e| !e.folder)
+                .ok_or_else(|| not_found(key))
+        })
+        .await
+    }
+}
+
+fn range_header(range: &GetRange) -> String {
+    match range {
+        GetRange::Bounded(r) => format!("bytes={}-{}", r.start, r.end.saturating_sub(1)),
+        GetRange::Offset(o) => format!("bytes={o}-"),
+        GetRange::Suffix(n) => format!("bytes=-{n}"),
+    }
+}
+
+fn meta_of(key: &str, resp: &reqwest::Response, size: u64) -> ObjectMeta {
+    let header = |name: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    ObjectMeta {
+        location: object_path(key),
+        last_modified: header(reqwest::header::LAST_MODIFIED)
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(&d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .unwrap_or_default(),
+        size,
+        e_tag: header(reqwest::header::ETAG).map(|t| bare_tag(&t)),
+        version: None,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for DavStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.put_whole(location.as_ref(), Bytes::from(payload), opts.mode)
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        Ok(Box::new(BufferedUpload {
+            store: DavStore {
+                dav: self.dav.clone(),
+            },
+            key: location.as_ref().to_string(),
+            parts: Vec::new(),
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let key = location.as_ref().to_string();
+        if options.head {
+            let meta = self.head_entry(&key).await?.meta();
+            options.check_preconditions(&meta)?;
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(stream::empty().boxed()),
+                range: 0..meta.size,
+                meta,
+                attributes: Attributes::default(),
+                extensions: Default::default(),
+            });
+        }
+        let header = options.range.as_ref().map(range_header);
+        let resp =
+            read_through_swaps(&self.dav, &key, || self.dav.get(&key, header.clone())).await?;
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let total = if partial {
+            // `Content-Range: bytes a-b/total`
+            resp.headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|t| t.parse().ok())
+        } else {
+            resp.content_length()
+        };
+        let Some(total) = total else {
+            return Err(generic(format!(
+                "{}: no length in the reply",
+                self.dav.shown(&key)
+            )));
+        };
+        let meta = meta_of(&key, &resp, total);
+        options.check_preconditions(&meta)?;
+        let range = match &options.range {
+            Some(r) => r
+                .as_range(total)
+                .map_err(|e| object_store::Error::Generic {
+                    store: STORE,
+                    source: Box::new(e),
+                })?,
+            None => 0..total,
+        };
+        // Where the body starts in the object, and how many of its bytes are wanted.
+        let (skip, take) = if partial {
+            (0, range.end - range.start)
+        } else {
+            (range.start, range.end - range.start)
+        };
+        let shown = self.dav.shown(&key);
+        let body = stream::try_unfold((resp, skip, take), move |(mut resp, mut skip, mut take)| {
+            let shown = shown.clone();
+            async move {
+                loop {
+                    if take == 0 {
+                        return Ok(None);
+                    }
+                    let Some(mut chunk) = resp
+                        .chunk()
+                        .await
+                        .map_err(|e| generic(format!("reading {shown}: {}", e.without_url())))?
+                    else {
+                        return Err(generic(format!("reading {shown}: the body ended early")));
+                    };
+                    let front = skip.min(chunk.len() as u64);
+                    skip -= front;
+                    let chunk = chunk.split_off(front as usize);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let keep = take.min(chunk.len() as u64);
+                    take -= keep;
+                    return Ok(Some((chunk.slice(..keep as usize), (resp, skip, take))));
+                }
+            }
+        });
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(body.boxed()),
+            range,
+            meta,
+            attributes: Attributes::default(),
+            extensions: Default::default(),
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let dav = self.dav.clone();
+        locations
+            .map(move |location| {
+                let dav = dav.clone();
+                async move {
+                    let location = location?;
+                    let key = location.as_ref();
+                    let lock = dav.lock(key).await?;
+                    let gone = dav.delete(key, false).await;
+                    dav.unlock(&lock).await;
+                    gone?;
+                    Ok(location)
+                }
+            })
+            .buffered(FAN_OUT)
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
+        Self::walk(self.dav.clone(), dir)
+            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
+            .into_stream()
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
+        let mut out = ListResult {
+            common_prefixes: Vec::new(),
+            objects: Vec::new(),
+            extensions: Default::default(),
+        };
+        for e in self.dav.list_dir(&dir).await?.into_iter().flatten() {
+            if is_bookkeeping(e.key.rsplit('/').next().unwrap_or_default()) {
+                continue;
+            }
+            if e.folder {
+                out.common_prefixes.push(object_path(&e.key));
+            } else {
+                out.objects.push(e.meta());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        let mode = match options.mode {
+            CopyMode::Overwrite => PutMode::Overwrite,
+            CopyMode::Create => PutMode::Create,
+        };
+        let data = self
+            .get_opts(from, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
+        self.put_whole(to.as_ref(), data, mode).await.map(drop)
+    }
+}
+
+/// A multipart upload held in memory and sent as one PUT on completion: WebDAV has no way to
+/// write a file in pieces. Only large files of a files layout and format-1 archives use it.
+struct BufferedUpload {
+    store: DavStore,
+    key: String,
+    parts: Vec<PutPayload>,
+}
+
+impl fmt::Debug for BufferedUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferedUpload")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for BufferedUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.parts.push(data);
+        async { Ok(()) }.boxed()
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let size = self.parts.iter().map(|p| p.content_length()).sum();
+        let mut body = BytesMut::with_capacity(size);
+        for part in self.parts.drain(..) {
+            for piece in part.iter() {
+                body.extend_from_slice(piece);
+            }
+        }
+        self.store
+            .put_whole(&self.key, body.freeze(), PutMode::Overwrite)
+            .await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.parts.clear();
+        Ok(())
+    }
+}
