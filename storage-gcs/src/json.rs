@@ -15,6 +15,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use object_store::path::Path;
 use object_store::{PutPayload, PutResult};
+
+use crate::error::{Kind, from_status, generic, translate};
 use opendal::{Buffer, HttpTransporter, Operator};
 use reqsign_core::Signer;
 use reqsign_google::Credential;
@@ -78,10 +80,7 @@ impl JsonApi {
         generation: &str,
     ) -> object_store::Result<PutResult> {
         if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(object_store::Error::Generic {
-                store: "GCS",
-                source: format!("`{generation}` is not a GCS generation").into(),
-            });
+            return Err(generic(format!("`{generation}` is not a GCS generation")));
         }
         let data: Bytes = Bytes::from(payload);
         let (content_type, body) = multipart_body(name, &data);
@@ -109,14 +108,15 @@ impl JsonApi {
                     {
                         return Ok(r);
                     }
-                    return Err(object_store::Error::Precondition {
-                        path: location.to_string(),
-                        source: format!(
+                    return Err(translate(
+                        Kind::Precondition,
+                        location.as_ref(),
+                        format!(
                             "the object's generation is no longer {generation}: another \
                              writer changed it first"
                         )
                         .into(),
-                    });
+                    ));
                 }
                 Attempt::Retry {
                     why,
@@ -128,11 +128,9 @@ impl JsonApi {
                 Attempt::Failed(e) => return Err(e),
             }
         }
-        Err(object_store::Error::Generic {
-            store: "GCS",
-            source: format!("conditional write of {location} failed {ATTEMPTS} times: {last}")
-                .into(),
-        })
+        Err(generic(format!(
+            "conditional write of {location} failed {ATTEMPTS} times: {last}"
+        )))
     }
 
     async fn attempt(
@@ -155,10 +153,11 @@ impl JsonApi {
             Some(signer) => {
                 let (mut parts, body) = req.into_parts();
                 if let Err(e) = signer.sign(&mut parts, None).await {
-                    return Attempt::Failed(object_store::Error::Unauthenticated {
-                        path: location.to_string(),
-                        source: Box::new(e),
-                    });
+                    return Attempt::Failed(translate(
+                        Kind::Unauthenticated,
+                        location.as_ref(),
+                        Box::new(e),
+                    ));
                 }
                 // As opendal does: let the client set Host, or GCS may reset HTTP/2 streams.
                 parts.headers.remove(header::HOST);
@@ -202,18 +201,14 @@ impl JsonApi {
                 }
             }
             StatusCode::PRECONDITION_FAILED => Attempt::Precondition,
-            StatusCode::NOT_FOUND => Attempt::Failed(object_store::Error::NotFound {
-                path,
-                source: format!("404 Not Found (is the bucket there?): {}", text()).into(),
-            }),
-            StatusCode::UNAUTHORIZED => Attempt::Failed(object_store::Error::Unauthenticated {
-                path,
-                source: format!("401 Unauthorized: {}", text()).into(),
-            }),
-            StatusCode::FORBIDDEN => Attempt::Failed(object_store::Error::PermissionDenied {
-                path,
-                source: format!("403 Forbidden: {}", text()).into(),
-            }),
+            StatusCode::NOT_FOUND => Attempt::Failed(from_status(
+                status,
+                &path,
+                format!("404 Not Found (is the bucket there?): {}", text()),
+            )),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Attempt::Failed(from_status(status, &path, format!("{status}: {}", text())))
+            }
             StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
                 why: format!("{status}: {}", text()),
                 maybe_applied: false,
@@ -222,7 +217,11 @@ impl JsonApi {
                 why: format!("{status}: {}", text()),
                 maybe_applied: true,
             },
-            s => Attempt::Failed(generic(format!("upload of {location}: {s}: {}", text()))),
+            s => Attempt::Failed(from_status(
+                s,
+                &path,
+                format!("upload of {location}: {s}: {}", text()),
+            )),
         }
     }
 
@@ -242,13 +241,6 @@ impl JsonApi {
 struct ObjectResource {
     generation: Option<String>,
     etag: Option<String>,
-}
-
-fn generic(msg: String) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "GCS",
-        source: msg.into(),
-    }
 }
 
 fn backoff(attempt: u32) -> Duration {

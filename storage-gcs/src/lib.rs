@@ -7,6 +7,7 @@
 //! through a resumable upload.
 
 mod auth;
+mod error;
 mod json;
 mod store;
 

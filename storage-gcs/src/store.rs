@@ -26,6 +26,7 @@ use object_store_opendal::OpendalStore;
 use opendal::{Buffer, ErrorKind, Operator};
 use tokio::sync::{Mutex, oneshot};
 
+use crate::error::{Kind, fix_error, generic, store_error, translate};
 use crate::json::JsonApi;
 
 /// How many deletes are in flight at once.
@@ -74,132 +75,14 @@ fn location_of(name: &str) -> Path {
     Path::parse(name).unwrap_or_else(|_| Path::from(name))
 }
 
-/// An opendal error shown in one short line (its own text carries the whole request and
-/// response context), keeping the full error as its source.
-#[derive(Debug)]
-struct Brief {
-    text: String,
-    source: opendal::Error,
-}
-
-impl fmt::Display for Brief {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl std::error::Error for Brief {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-impl Brief {
-    fn new(e: opendal::Error) -> Brief {
-        let message = e.message();
-        // GCS's JSON error, as opendal prints it: `GcsErrorResponse { error: GcsError {
-        // code: 404, message: "Not Found", .. } }`.
-        let field = |name: &str| {
-            let start = message.find(name)? + name.len();
-            let rest = &message[start..];
-            Some(rest[..rest.find(['"', ','])?].to_string())
-        };
-        let mut text = match (field("code: "), field("message: \"")) {
-            (Some(code), Some(msg)) => format!("{}: HTTP {code} {msg}", e.kind()),
-            _ => format!(
-                "{}: {}",
-                e.kind(),
-                message.chars().take(300).collect::<String>()
-            ),
-        };
-        // The causes, down to the root one (`Connection refused`).
-        let mut cause = std::error::Error::source(&e);
-        let mut causes: Vec<String> = Vec::new();
-        while let Some(c) = cause {
-            let c_text = c.to_string();
-            if !causes.iter().any(|seen| seen.contains(&c_text)) {
-                causes.push(c_text);
-            }
-            cause = c.source();
-        }
-        if !causes.is_empty() {
-            text.push_str(&format!(" ({})", causes.join(": ")));
-        }
-        Brief { text, source: e }
-    }
-}
-
-/// opendal's error as object_store's, keeping the kinds the adapter tells apart.
-pub(crate) fn store_error(e: opendal::Error, path: &str) -> object_store::Error {
-    let path = path.to_string();
-    let kind = e.kind();
-    let e = Brief::new(e);
-    match kind {
-        ErrorKind::NotFound => object_store::Error::NotFound {
-            path,
-            source: Box::new(e),
-        },
-        ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
-            path,
-            source: Box::new(e),
-        },
-        ErrorKind::ConditionNotMatch => object_store::Error::Precondition {
-            path,
-            source: Box::new(e),
-        },
-        ErrorKind::PermissionDenied => object_store::Error::PermissionDenied {
-            path,
-            source: Box::new(e),
-        },
-        ErrorKind::Unsupported => object_store::Error::NotSupported {
-            source: Box::new(e),
-        },
-        kind => object_store::Error::Generic {
-            store: kind.into_static(),
-            source: Box::new(e),
-        },
-    }
-}
-
-/// `OpendalStore`'s errors carry opendal's error as their source, with its whole request
-/// context in the text, and a refused credential as a generic error: remake them as
-/// [`store_error`] does for the calls made here.
-fn fix_error(e: object_store::Error, location: &Path) -> object_store::Error {
-    use object_store::Error as E;
-    let from_opendal = match &e {
-        E::Generic { source, .. }
-        | E::NotFound { source, .. }
-        | E::AlreadyExists { source, .. }
-        | E::Precondition { source, .. }
-        | E::NotSupported { source } => source.is::<opendal::Error>(),
-        _ => false,
-    };
-    if !from_opendal {
-        return e;
-    }
-    match e {
-        E::Generic { source, .. }
-        | E::NotFound { source, .. }
-        | E::AlreadyExists { source, .. }
-        | E::Precondition { source, .. }
-        | E::NotSupported { source } => match source.downcast::<opendal::Error>() {
-            Ok(inner) => store_error(*inner, location.as_ref()),
-            Err(source) => E::Generic {
-                store: "GCS",
-                source,
-            },
-        },
-        e => e,
-    }
-}
-
 /// A listing that finds no bucket says so (a missing prefix lists as empty).
 fn list_error(e: opendal::Error, dir: &str, bucket: &str) -> object_store::Error {
     if e.kind() == ErrorKind::NotFound {
-        return object_store::Error::NotFound {
-            path: dir.to_string(),
-            source: format!("bucket {bucket} not found").into(),
-        };
+        return translate(
+            Kind::NotFound,
+            dir,
+            format!("bucket {bucket} not found").into(),
+        );
     }
     store_error(e, dir)
 }
@@ -247,9 +130,12 @@ impl ObjectStore for GcsStore {
                     e => e,
                 }),
             PutMode::Update(v) => {
-                let generation = v.version.ok_or_else(|| object_store::Error::Precondition {
-                    path: location.to_string(),
-                    source: "the object was read without its generation".into(),
+                let generation = v.version.ok_or_else(|| {
+                    translate(
+                        Kind::Precondition,
+                        location.as_ref(),
+                        "the object was read without its generation".into(),
+                    )
                 })?;
                 self.json
                     .insert_if_generation(location, name, payload, &generation)
@@ -276,10 +162,7 @@ impl ObjectStore for GcsStore {
             Ok(meta) => match meta.version() {
                 Some(generation) => self.op.writer_with(name).if_version_match(generation).await,
                 None => {
-                    return Err(object_store::Error::Generic {
-                        store: "GCS",
-                        source: format!("{location} has no generation").into(),
-                    });
+                    return Err(generic(format!("{location} has no generation")));
                 }
             },
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -442,10 +325,10 @@ impl UploadState {
 
     async fn write(&mut self, data: PutPayload) -> object_store::Result<()> {
         if self.failed {
-            return Err(object_store::Error::Generic {
-                store: "GCS",
-                source: format!("an earlier part of {} failed", self.location).into(),
-            });
+            return Err(generic(format!(
+                "an earlier part of {} failed",
+                self.location
+            )));
         }
         if self.superseded {
             return Ok(());
@@ -495,10 +378,7 @@ impl MultipartUpload for ResumableUpload {
         }
         let mut state = self.state.lock().await;
         if state.failed {
-            return Err(object_store::Error::Generic {
-                store: "GCS",
-                source: format!("a part of {} failed", state.location).into(),
-            });
+            return Err(generic(format!("a part of {} failed", state.location)));
         }
         let superseded = PutResult {
             e_tag: None,
