@@ -45,12 +45,24 @@ pub(crate) struct ListedFile {
     size: u64,
 }
 
+/// An optional string as Python shows it: `'abc'` or `None`.
+fn py_repr(value: &Option<String>) -> String {
+    match value {
+        Some(v) => format!("'{v}'"),
+        None => "None".into(),
+    }
+}
+
 #[pymethods]
 impl PutReport {
     fn __repr__(&self) -> String {
         format!(
-            "PutReport(version={:?}, layout={:?}, files={}, bytes={}, skipped={})",
-            self.version, self.layout, self.files, self.bytes, self.skipped
+            "PutReport(version={}, layout={:?}, files={}, bytes={}, skipped={})",
+            py_repr(&self.version),
+            self.layout,
+            self.files,
+            self.bytes,
+            if self.skipped { "True" } else { "False" }
         )
     }
 }
@@ -59,8 +71,11 @@ impl PutReport {
 impl GetReport {
     fn __repr__(&self) -> String {
         format!(
-            "GetReport(version={:?}, layout={:?}, files={}, bytes={})",
-            self.version, self.layout, self.files, self.bytes
+            "GetReport(version={}, layout={:?}, files={}, bytes={})",
+            py_repr(&self.version),
+            self.layout,
+            self.files,
+            self.bytes
         )
     }
 }
