@@ -119,6 +119,8 @@ pub(crate) struct Remote {
     root: String,
     idle: Mutex<Vec<AsyncFtpStream>>,
     slots: Semaphore,
+    /// Folders this process made or found: a STOR into them needs no MKD first.
+    folders: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A connection taken from the pool. It goes back on drop only once its command has been
@@ -181,6 +183,7 @@ impl Remote {
             root,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(CONNECTIONS),
+            folders: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -362,8 +365,21 @@ impl Remote {
         Ok(())
     }
 
-    /// STOR of `body` at `key`, making its folders when missing.
+    /// STOR of `body` at `key`, making its folders when missing. Folders are made before
+    /// the first STOR into them: a STOR the server refuses (550, no such folder) after its
+    /// passive data connection was set up left the next transfers hanging now and then.
     pub(crate) async fn store(&self, key: &str, body: &Bytes) -> object_store::Result<()> {
+        let dir = parent(key);
+        let known = |folders: &Mutex<std::collections::HashSet<String>>| {
+            folders.lock().map(|f| f.contains(dir)).unwrap_or(false)
+        };
+        if !dir.is_empty() && !known(&self.folders) {
+            self.make_dirs(dir).await?;
+            if let Ok(mut f) = self.folders.lock() {
+                f.insert(dir.to_string());
+            }
+        }
+        // A folder removed since (by an rm) is made again.
         match self.store_once(key, body).await {
             Err(object_store::Error::NotFound { .. }) => {
                 self.make_dirs(parent(key)).await?;
