@@ -24,6 +24,7 @@ mod http;
 mod sftp;
 mod target;
 mod webdav;
+mod whole;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,18 +7,18 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult, UploadPart,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 use super::remote::{Remote, STORE};
 use crate::bookkeeping::{is_bookkeeping, temp_for};
+use crate::whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 
 /// Folders listed, or files deleted, at once.
 const FAN_OUT: usize = 4;
@@ -82,7 +82,10 @@ impl FtpStore {
         }
         Ok(files)
     }
+}
 
+#[async_trait]
+impl PutWhole for FtpStore {
     async fn put_whole(
         &self,
         key: &str,
@@ -120,11 +123,10 @@ impl ObjectStore for FtpStore {
         location: &Path,
         _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Ok(Box::new(BufferedUpload {
-            store: FtpStore::new(self.remote.clone()),
-            key: location.as_ref().to_string(),
-            parts: Vec::new(),
-        }))
+        Ok(BufferedUpload::boxed(
+            FtpStore::new(self.remote.clone()),
+            location,
+        ))
     }
 
     async fn get_opts(
@@ -226,57 +228,6 @@ impl ObjectStore for FtpStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let mode = match options.mode {
-            CopyMode::Overwrite => PutMode::Overwrite,
-            CopyMode::Create => PutMode::Create,
-        };
-        let data = self
-            .get_opts(from, GetOptions::default())
-            .await?
-            .bytes()
-            .await?;
-        self.put_whole(to.as_ref(), data, mode).await.map(drop)
-    }
-}
-
-/// A multipart upload held in memory and sent as one STOR on completion. Only large files
-/// of a files layout and format-1 archives use it.
-struct BufferedUpload {
-    store: FtpStore,
-    key: String,
-    parts: Vec<PutPayload>,
-}
-
-impl fmt::Debug for BufferedUpload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufferedUpload")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl MultipartUpload for BufferedUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.parts.push(data);
-        async { Ok(()) }.boxed()
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let size = self.parts.iter().map(|p| p.content_length()).sum();
-        let mut body = BytesMut::with_capacity(size);
-        for part in self.parts.drain(..) {
-            for piece in part.iter() {
-                body.extend_from_slice(piece);
-            }
-        }
-        self.store
-            .put_whole(&self.key, body.freeze(), PutMode::Overwrite)
-            .await
-    }
-
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.parts.clear();
-        Ok(())
+        copy_by_rewriting(self, from, to, options).await
     }
 }

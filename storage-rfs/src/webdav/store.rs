@@ -12,19 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyMode, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload,
-    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult, UploadPart,
+    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use reqwest::StatusCode;
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
 use crate::bookkeeping::{LOCK_WAIT, is_bookkeeping, temp_for};
+use crate::whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 
 /// Folders listed, or files deleted, at once.
 const FAN_OUT: usize = 8;
@@ -109,38 +110,6 @@ impl DavStore {
         Ok(files)
     }
 
-    /// Writes `body` to a temporary file and moves it over `key` if `mode` allows.
-    async fn put_whole(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-    ) -> object_store::Result<PutResult> {
-        let temp = temp_for(key);
-        if let Err(e) = self.dav.put(&temp, body).await {
-            let _ = self.dav.delete(&temp, false).await;
-            return Err(e);
-        }
-        let lock = match self.dav.lock(key).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                let _ = self.dav.delete(&temp, false).await;
-                return Err(e);
-            }
-        };
-        let done = self.commit_locked(&temp, key, mode).await;
-        self.dav.unlock(&lock).await;
-        if done.is_err() {
-            let _ = self.dav.delete(&temp, false).await;
-        }
-        let e_tag = done?;
-        Ok(PutResult {
-            e_tag,
-            version: None,
-            extensions: Default::default(),
-        })
-    }
-
     async fn commit_locked(
         &self,
         temp: &str,
@@ -211,6 +180,41 @@ fn meta_of(key: &str, resp: &reqwest::Response, size: u64) -> ObjectMeta {
 }
 
 #[async_trait]
+impl PutWhole for DavStore {
+    /// Writes `body` to a temporary file and moves it over `key` if `mode` allows.
+    async fn put_whole(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<PutResult> {
+        let temp = temp_for(key);
+        if let Err(e) = self.dav.put(&temp, body).await {
+            let _ = self.dav.delete(&temp, false).await;
+            return Err(e);
+        }
+        let lock = match self.dav.lock(key).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = self.dav.delete(&temp, false).await;
+                return Err(e);
+            }
+        };
+        let done = self.commit_locked(&temp, key, mode).await;
+        self.dav.unlock(&lock).await;
+        if done.is_err() {
+            let _ = self.dav.delete(&temp, false).await;
+        }
+        let e_tag = done?;
+        Ok(PutResult {
+            e_tag,
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
 impl ObjectStore for DavStore {
     async fn put_opts(
         &self,
@@ -227,13 +231,12 @@ impl ObjectStore for DavStore {
         location: &Path,
         _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Ok(Box::new(BufferedUpload {
-            store: DavStore {
+        Ok(BufferedUpload::boxed(
+            DavStore {
                 dav: self.dav.clone(),
             },
-            key: location.as_ref().to_string(),
-            parts: Vec::new(),
-        }))
+            location,
+        ))
     }
 
     async fn get_opts(
@@ -383,57 +386,6 @@ impl ObjectStore for DavStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let mode = match options.mode {
-            CopyMode::Overwrite => PutMode::Overwrite,
-            CopyMode::Create => PutMode::Create,
-        };
-        let data = self
-            .get_opts(from, GetOptions::default())
-            .await?
-            .bytes()
-            .await?;
-        self.put_whole(to.as_ref(), data, mode).await.map(drop)
-    }
-}
-
-/// A multipart upload held in memory and sent as one PUT on completion: WebDAV has no way to
-/// write a file in pieces. Only large files of a files layout and format-1 archives use it.
-struct BufferedUpload {
-    store: DavStore,
-    key: String,
-    parts: Vec<PutPayload>,
-}
-
-impl fmt::Debug for BufferedUpload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufferedUpload")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl MultipartUpload for BufferedUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.parts.push(data);
-        async { Ok(()) }.boxed()
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let size = self.parts.iter().map(|p| p.content_length()).sum();
-        let mut body = BytesMut::with_capacity(size);
-        for part in self.parts.drain(..) {
-            for piece in part.iter() {
-                body.extend_from_slice(piece);
-            }
-        }
-        self.store
-            .put_whole(&self.key, body.freeze(), PutMode::Overwrite)
-            .await
-    }
-
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.parts.clear();
-        Ok(())
+        copy_by_rewriting(self, from, to, options).await
     }
 }
