@@ -173,6 +173,7 @@ impl Bench {
         if let (Some((env, root)), None) = (rclone, &t.rclone_skip) {
             let tree = copy("rclone")?;
             let remote = format!("{root}/flow-delta-rclone-{i}");
+            make_folders(t, &tree, &format!("flow-delta-rclone-{i}"))?;
             let rclone = |args: &[&str]| {
                 let mut c = Command::new("rclone");
                 c.env_remove("AWS_CA_BUNDLE")
@@ -316,6 +317,7 @@ impl Bench {
         // rclone copy, both ways.
         if let (Some((env, root)), None) = (&t.rclone, &t.rclone_skip) {
             let remote = format!("{root}/{corpus}-rclone-{i}");
+            make_folders(t, src, &format!("{corpus}-rclone-{i}"))?;
             let rclone = |from: &OsStr, to: &OsStr| {
                 let mut c = Command::new("rclone");
                 c.env_remove("AWS_CA_BUNDLE")
@@ -416,5 +418,25 @@ impl Bench {
                 && b.op == op
         })?;
         Some(median(&r.secs) / median(&base.secs))
+    }
+}
+
+/// Makes `src`'s folder tree under the target's `rclone_folders`, as `name`, where rclone needs
+/// it made for it.
+fn make_folders(t: &Target, src: &Path, name: &str) -> Result<(), String> {
+    fn mirror(from: &Path, to: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(to)?;
+        for entry in fs::read_dir(from)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                mirror(&entry.path(), &to.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+    match &t.rclone_folders {
+        Some(base) => mirror(src, &base.join(name))
+            .map_err(|e| format!("making rclone's folders for {name}: {e}")),
+        None => Ok(()),
     }
 }

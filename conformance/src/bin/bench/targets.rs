@@ -11,6 +11,10 @@ pub(crate) struct Target {
     pub(crate) rclone: Option<(Vec<(String, String)>, String)>,
     /// Why rclone is not run here, if not.
     pub(crate) rclone_skip: Option<String>,
+    /// The server's folder behind rclone's remote root, where rclone cannot make folders
+    /// itself (rclone 1.60 on pyftpdlib's "501 No such directory"): the bench makes the
+    /// source's folder tree there before each rclone copy, outside the timing.
+    pub(crate) rclone_folders: Option<PathBuf>,
     /// Prefect's basepath (a folder, or `s3://bucket/prefix`) and S3 endpoint, where
     /// Prefect's own storage blocks reach this target.
     pub(crate) prefect: Option<(String, Option<String>)>,
@@ -150,6 +154,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((vec![], rdir.to_string_lossy().into_owned())),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: Some((
                     work.join("prefect-local").to_string_lossy().into_owned(),
                     None,
@@ -189,6 +194,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("bs3:{BUCKET}"))),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: Some((format!("s3://{BUCKET}/prefect"), Some(ep.clone()))),
                 wire: None,
                 _guard: Box::new(moto),
@@ -218,6 +224,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("baz:{BUCKET}"))),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(az),
@@ -246,6 +253,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, format!("bgcs:{BUCKET}"))),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(gcs),
@@ -281,6 +289,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, rroot)),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: None,
                 // Its known_hosts names the server's port: no proxy in between.
                 wire: None,
@@ -311,6 +320,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, "bdav:rclone".into())),
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(dav),
@@ -341,6 +351,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone: Some((env, "bftp:rclone".into())),
                 rclone_skip: None,
+                rclone_folders: Some(ftpd.root.join("rclone")),
                 prefect: None,
                 // Passive data connections go straight to the server, past any proxy.
                 wire: None,
@@ -384,6 +395,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 ),
                 rclone,
                 rclone_skip: None,
+                rclone_folders: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(smb),
