@@ -25,6 +25,7 @@ pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 pub mod adapter;
 pub mod diff;
 pub mod extract;
+pub mod folders;
 pub mod framecache;
 pub mod frames;
 pub mod hashcache;

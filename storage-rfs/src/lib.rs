@@ -18,13 +18,11 @@
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
-mod bookkeeping;
 mod ftp;
 mod http;
 mod sftp;
 mod target;
 mod webdav;
-mod whole;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +31,7 @@ use std::time::Duration;
 
 use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
+use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
@@ -129,7 +128,7 @@ fn ftp_remote(
 
 fn ftp_block(config: &RfsConfig, target: &Target, label: &str) -> Result<ObjectStoreBlock> {
     let (remote, secrets) = ftp_remote(config, target, label)?;
-    let sweeper = Arc::new(ftp::TempFileSweeper::new(remote.clone()));
+    let sweeper = Arc::new(TempFileSweeper::new(remote.clone()));
     let store = Arc::new(ftp::FtpStore::new(remote));
     Ok(ObjectStoreBlock::new(store, "", label, FTP_CAPABILITIES)
         .with_secrets(secrets)
@@ -163,7 +162,7 @@ pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
     match target.protocol {
         Protocol::Sftp => {
             let (store, secrets) = sftp_store(config, &target, label)?;
-            let sweeper = Arc::new(sftp::TempFileSweeper::new(store.clone()));
+            let sweeper = Arc::new(TempFileSweeper::new(store.remote().clone()));
             Ok(ObjectStoreBlock::new(store, "", label, SFTP_CAPABILITIES)
                 .with_secrets(secrets)
                 .with_sweeper(sweeper))
@@ -174,7 +173,7 @@ pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
         }
         Protocol::WebDav => {
             let (dav, secrets) = dav_client(config, &target, label)?;
-            let sweeper = Arc::new(webdav::TempFileSweeper::new(dav.clone()));
+            let sweeper = Arc::new(TempFileSweeper::new(dav.clone()));
             let store = Arc::new(webdav::DavStore::new(dav));
             Ok(ObjectStoreBlock::new(store, "", label, WEBDAV_CAPABILITIES)
                 .with_secrets(secrets)

@@ -14,15 +14,14 @@ mod store;
 mod upload;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use FieldKind::{Integer, String as Text};
-use object_store::path::Path as ObjPath;
 use serde::Deserialize;
+use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
-    BlockConfig, Capabilities, Error, FieldKind, FieldSpec, LeftoverSweeper, ObjectStoreBlock,
-    Result, Secret, TypeSpec,
+    BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
+    TypeSpec,
 };
 
 use share::{Share, Target};
@@ -77,7 +76,7 @@ pub fn open(config: &SmbConfig, label: &str) -> Result<ObjectStoreBlock> {
     let prefix = config.prefix.as_deref().unwrap_or("");
     Ok(ObjectStoreBlock::new(store, prefix, label, CAPABILITIES)
         .with_secrets(secrets)
-        .with_sweeper(Arc::new(TempFileSweeper { share })))
+        .with_sweeper(Arc::new(TempFileSweeper::new(share))))
 }
 
 /// The object store under [`open`]'s block (keys are paths from the share's root: the
@@ -131,23 +130,6 @@ fn build(config: &SmbConfig, label: &str) -> Result<(Arc<Share>, Vec<String>)> {
         domain: config.domain.clone().unwrap_or_default(),
     };
     Ok((Arc::new(Share::new(target)), secrets))
-}
-
-/// Removes the temporary files of uploads that never finished (they are hidden from
-/// listings, so the adapter's own leftover pass cannot see them).
-#[derive(Debug)]
-struct TempFileSweeper {
-    share: Arc<Share>,
-}
-
-#[async_trait::async_trait]
-impl LeftoverSweeper for TempFileSweeper {
-    async fn sweep(&self, prefix: &ObjPath, older_than: SystemTime) -> Result<u64> {
-        self.share
-            .sweep_temps(prefix.as_ref(), older_than)
-            .await
-            .map_err(Error::from_store)
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
     Attributes, CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
@@ -23,6 +23,8 @@ use object_store::{
 use smb2::{DirectoryEntry, FileInfo};
 
 use crate::error::store_error;
+use storage_core::folders::{self, Folders, Listed, location_of};
+
 use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag};
 use crate::upload::TempFileUpload;
 
@@ -30,8 +32,6 @@ use crate::upload::TempFileUpload;
 const READ_CHUNK: u64 = 1024 * 1024;
 /// READ requests in flight per get.
 const READ_AHEAD: usize = 4;
-/// Folders listed, or files deleted, at once.
-const FAN_OUT: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct SmbStore {
@@ -48,11 +48,6 @@ impl fmt::Display for SmbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SMB({})", self.share)
     }
-}
-
-/// A listed name as a key: the name itself, as the adapter builds its keys.
-fn location_of(name: &str) -> Path {
-    Path::parse(name).unwrap_or_else(|_| Path::from_iter(name.split('/')))
 }
 
 fn child(dir: &str, name: &str) -> String {
@@ -98,36 +93,6 @@ fn replace_for(mode: PutMode) -> Replace {
 }
 
 impl SmbStore {
-    /// Every file under `dir` (recursively), folder by folder, [`FAN_OUT`] folders at a time.
-    async fn walk(share: Arc<Share>, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
-        let mut files = Vec::new();
-        let mut level = vec![dir];
-        while !level.is_empty() {
-            let listed: Vec<(String, Option<Vec<DirectoryEntry>>)> = stream::iter(level)
-                .map(|d| {
-                    let share = share.clone();
-                    async move { share.list_dir(&d).await.map(|e| (d, e)) }
-                })
-                .buffer_unordered(FAN_OUT)
-                .try_collect()
-                .await?;
-            level = Vec::new();
-            for (d, entries) in listed {
-                for e in entries.into_iter().flatten() {
-                    if share::is_bookkeeping(&e.name) {
-                        continue;
-                    }
-                    if e.is_directory {
-                        level.push(child(&d, &e.name));
-                    } else {
-                        files.push(meta_of_entry(&d, &e));
-                    }
-                }
-            }
-        }
-        Ok(files)
-    }
-
     /// Writes `payload` to a temporary file and commits it to `location`.
     async fn put_whole(
         &self,
@@ -271,47 +236,15 @@ impl ObjectStore for SmbStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let share = self.share.clone();
-        locations
-            .map(move |location| {
-                let share = share.clone();
-                async move {
-                    let location = location?;
-                    share.delete(location.as_ref()).await?;
-                    Ok(location)
-                }
-            })
-            .buffered(FAN_OUT)
-            .boxed()
+        folders::delete_stream(self.share.clone(), locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        Self::walk(self.share.clone(), dir)
-            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
-            .into_stream()
-            .try_flatten()
-            .boxed()
+        folders::list(self.share.clone(), prefix)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        let mut out = ListResult {
-            common_prefixes: Vec::new(),
-            objects: Vec::new(),
-            extensions: Default::default(),
-        };
-        for e in self.share.list_dir(&dir).await?.into_iter().flatten() {
-            if share::is_bookkeeping(&e.name) {
-                continue;
-            }
-            if e.is_directory {
-                out.common_prefixes.push(location_of(&child(&dir, &e.name)));
-            } else {
-                out.objects.push(meta_of_entry(&dir, &e));
-            }
-        }
-        Ok(out)
+        folders::list_with_delimiter(&*self.share, prefix).await
     }
 
     async fn copy_opts(
@@ -343,5 +276,37 @@ impl ObjectStore for SmbStore {
             }
         }
         upload.complete().await.map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl Folders for Share {
+    const FAN_OUT: usize = 8;
+
+    async fn entries(&self, dir: &str) -> Result<Option<Vec<Listed>>, object_store::Error> {
+        let found = self.list_dir(dir).await?;
+        Ok(found.map(|entries| {
+            entries
+                .iter()
+                .map(|e| match e.is_directory {
+                    true => Listed::Folder(child(dir, &e.name)),
+                    false => {
+                        let meta = meta_of_entry(dir, e);
+                        Listed::File {
+                            modified: Some(meta.last_modified.into()),
+                            meta,
+                        }
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
+        Share::delete(self, key).await
+    }
+
+    async fn remove_temp(&self, key: &str) -> Result<(), object_store::Error> {
+        self.remove_file(key).await
     }
 }

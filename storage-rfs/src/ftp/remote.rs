@@ -19,7 +19,8 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::bookkeeping::{LOCK_STALE, LOCK_WAIT, child, lock_for, parent};
+use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, child, lock_for, parent};
+use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).
@@ -78,6 +79,16 @@ impl Facts {
             size: self.size,
             e_tag: Some(self.e_tag()),
             version: None,
+        }
+    }
+
+    fn listed(self) -> Listed {
+        if self.folder {
+            return Listed::Folder(self.key);
+        }
+        Listed::File {
+            modified: self.modified().map(Into::into),
+            meta: self.meta(),
         }
     }
 }
@@ -625,6 +636,22 @@ impl Remote {
         let _ = self
             .run("unlocking", lock, async |s| s.rmdir(&full).await)
             .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Folders for Remote {
+    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
+        let found = self.list_dir(dir).await?;
+        Ok(found.map(|facts| facts.into_iter().map(Facts::listed).collect()))
+    }
+
+    async fn delete(&self, key: &str) -> object_store::Result<()> {
+        Remote::delete(self, key).await
+    }
+
+    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
+        self.remove(key).await
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
@@ -17,11 +17,8 @@ use object_store::{
 };
 
 use super::remote::{Remote, STORE};
-use crate::bookkeeping::{is_bookkeeping, temp_for};
-use crate::whole::{BufferedUpload, PutWhole, copy_by_rewriting};
-
-/// Folders listed, or files deleted, at once.
-const FAN_OUT: usize = 4;
+use storage_core::folders::names::temp_for;
+use storage_core::folders::{self, BufferedUpload, PutWhole, copy_by_rewriting};
 
 pub(crate) struct FtpStore {
     remote: Arc<Remote>,
@@ -51,36 +48,6 @@ fn not_found(key: &str) -> object_store::Error {
     object_store::Error::NotFound {
         path: key.to_string(),
         source: format!("no file {key}").into(),
-    }
-}
-
-impl FtpStore {
-    /// Every file under folder `dir`, folder by folder, [`FAN_OUT`] at a time.
-    async fn walk(remote: Arc<Remote>, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
-        let mut files = Vec::new();
-        let mut level = vec![dir];
-        while !level.is_empty() {
-            let listed: Vec<_> = stream::iter(level)
-                .map(|d| {
-                    let remote = remote.clone();
-                    async move { remote.list_dir(&d).await }
-                })
-                .buffer_unordered(FAN_OUT)
-                .try_collect()
-                .await?;
-            level = Vec::new();
-            for f in listed.into_iter().flatten().flatten() {
-                if is_bookkeeping(f.key.rsplit('/').next().unwrap_or_default()) {
-                    continue;
-                }
-                if f.folder {
-                    level.push(f.key);
-                } else {
-                    files.push(f.meta());
-                }
-            }
-        }
-        Ok(files)
     }
 }
 
@@ -179,47 +146,15 @@ impl ObjectStore for FtpStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let remote = self.remote.clone();
-        locations
-            .map(move |location| {
-                let remote = remote.clone();
-                async move {
-                    let location = location?;
-                    remote.delete(location.as_ref()).await?;
-                    Ok(location)
-                }
-            })
-            .buffered(FAN_OUT)
-            .boxed()
+        folders::delete_stream(self.remote.clone(), locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        Self::walk(self.remote.clone(), dir)
-            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
-            .into_stream()
-            .try_flatten()
-            .boxed()
+        folders::list(self.remote.clone(), prefix)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        let mut out = ListResult {
-            common_prefixes: Vec::new(),
-            objects: Vec::new(),
-            extensions: Default::default(),
-        };
-        for f in self.remote.list_dir(&dir).await?.into_iter().flatten() {
-            if is_bookkeeping(f.key.rsplit('/').next().unwrap_or_default()) {
-                continue;
-            }
-            if f.folder {
-                out.common_prefixes.push(f.meta().location);
-            } else {
-                out.objects.push(f.meta());
-            }
-        }
-        Ok(out)
+        folders::list_with_delimiter(&*self.remote, prefix).await
     }
 
     async fn copy_opts(

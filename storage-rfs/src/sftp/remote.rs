@@ -16,14 +16,24 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, Session, generic, status, store_error};
-use crate::bookkeeping::{LOCK_STALE, LOCK_WAIT, TEMP_MARK, child, lock_for, parent};
-pub(crate) use crate::bookkeeping::{is_bookkeeping, temp_for};
+pub(crate) use storage_core::folders::names::temp_for;
+use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, child, lock_for, parent};
+use storage_core::folders::{Folders, Listed};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {
     pub session: Session,
     /// Absolute, relative to the login folder, or empty for the login folder.
     root: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("login", &self.session.login)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One listed file or folder.
@@ -371,32 +381,6 @@ impl Remote {
     async fn unlock(&self, lock: &str) {
         let _ = self.remove(lock).await;
     }
-
-    /// Removes temporary files under `dir` older than `older_than`; returns how many.
-    pub(crate) async fn sweep_temps(
-        &self,
-        dir: &str,
-        older_than: SystemTime,
-    ) -> object_store::Result<u64> {
-        let mut removed = 0;
-        let mut level = vec![dir.to_string()];
-        while let Some(d) = level.pop() {
-            for e in self.list_dir(&d).await?.into_iter().flatten() {
-                let name = e.key.rsplit('/').next().unwrap_or_default();
-                if e.attrs.is_dir() {
-                    level.push(e.key);
-                } else if name.starts_with(TEMP_MARK)
-                    && e.attrs
-                        .mtime
-                        .is_some_and(|m| UNIX_EPOCH + Duration::from_secs(m.into()) < older_than)
-                {
-                    self.remove(&e.key).await?;
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
-    }
 }
 
 pub(crate) fn e_tag(attrs: &FileAttributes) -> String {
@@ -415,5 +399,42 @@ pub(crate) fn meta(key: &str, attrs: &FileAttributes) -> ObjectMeta {
         size: attrs.size.unwrap_or(0),
         e_tag: Some(e_tag(attrs)),
         version: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Folders for Remote {
+    const FAN_OUT: usize = 8;
+
+    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
+        let found = self.list_dir(dir).await?;
+        Ok(found.map(|entries| {
+            entries
+                .into_iter()
+                .filter_map(|e| {
+                    if e.attrs.is_dir() {
+                        Some(Listed::Folder(e.key))
+                    } else if e.attrs.is_regular() {
+                        Some(Listed::File {
+                            modified: e
+                                .attrs
+                                .mtime
+                                .map(|m| UNIX_EPOCH + Duration::from_secs(m.into())),
+                            meta: meta(&e.key, &e.attrs),
+                        })
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> object_store::Result<()> {
+        Remote::delete(self, key).await
+    }
+
+    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
+        self.remove(key).await
     }
 }

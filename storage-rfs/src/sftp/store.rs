@@ -16,19 +16,19 @@ use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult, UploadPart,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    UploadPart,
 };
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 
-use super::remote::{Remote, is_bookkeeping, meta, temp_for};
+use storage_core::folders::{self, PutWhole, copy_by_rewriting};
+
+use super::remote::{Remote, meta, temp_for};
 use super::session::{Conn, STORE, generic, status, store_error};
 
 const READS_IN_FLIGHT: usize = 16;
 const WRITES_IN_FLIGHT: usize = 16;
-/// Folders listed, or files deleted, at once.
-const FAN_OUT: usize = 8;
 
 pub(crate) struct SftpStore {
     remote: Arc<Remote>,
@@ -144,36 +144,8 @@ async fn write_at(
 }
 
 impl SftpStore {
-    /// Every file under folder `dir`, folder by folder, [`FAN_OUT`] at a time.
-    async fn walk(remote: Arc<Remote>, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
-        let mut files = Vec::new();
-        let mut level = vec![dir];
-        while !level.is_empty() {
-            let listed: Vec<_> = stream::iter(level)
-                .map(|d| {
-                    let remote = remote.clone();
-                    async move { remote.list_dir(&d).await }
-                })
-                .buffer_unordered(FAN_OUT)
-                .try_collect()
-                .await?;
-            level = Vec::new();
-            for e in listed.into_iter().flatten().flatten() {
-                let name = e.key.rsplit('/').next().unwrap_or_default();
-                if is_bookkeeping(name) {
-                    continue;
-                }
-                if e.attrs.is_dir() {
-                    level.push(e.key);
-                } else if e.attrs.is_regular() {
-                    files.push(meta(&e.key, &e.attrs));
-                }
-            }
-        }
-        Ok(files)
-    }
-
-    async fn put_whole(
+    /// Writes `payload` to a temporary file and commits it to `key` if `mode` allows.
+    async fn write_whole(
         &self,
         key: &str,
         payload: PutPayload,
@@ -210,7 +182,8 @@ impl ObjectStore for SftpStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.put_whole(location.as_ref(), payload, opts.mode).await
+        self.write_whole(location.as_ref(), payload, opts.mode)
+            .await
     }
 
     async fn put_multipart_opts(
@@ -313,48 +286,15 @@ impl ObjectStore for SftpStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let remote = self.remote.clone();
-        locations
-            .map(move |location| {
-                let remote = remote.clone();
-                async move {
-                    let location = location?;
-                    remote.delete(location.as_ref()).await?;
-                    Ok(location)
-                }
-            })
-            .buffered(FAN_OUT)
-            .boxed()
+        folders::delete_stream(self.remote.clone(), locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        Self::walk(self.remote.clone(), dir)
-            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
-            .into_stream()
-            .try_flatten()
-            .boxed()
+        folders::list(self.remote.clone(), prefix)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        let mut out = ListResult {
-            common_prefixes: Vec::new(),
-            objects: Vec::new(),
-            extensions: Default::default(),
-        };
-        for e in self.remote.list_dir(&dir).await?.into_iter().flatten() {
-            let name = e.key.rsplit('/').next().unwrap_or_default();
-            if is_bookkeeping(name) {
-                continue;
-            }
-            if e.attrs.is_dir() {
-                out.common_prefixes.push(meta(&e.key, &e.attrs).location);
-            } else if e.attrs.is_regular() {
-                out.objects.push(meta(&e.key, &e.attrs));
-            }
-        }
-        Ok(out)
+        folders::list_with_delimiter(&*self.remote, prefix).await
     }
 
     async fn copy_opts(
@@ -363,18 +303,19 @@ impl ObjectStore for SftpStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let mode = match options.mode {
-            CopyMode::Overwrite => PutMode::Overwrite,
-            CopyMode::Create => PutMode::Create,
-        };
-        let data = self
-            .get_opts(from, GetOptions::default())
-            .await?
-            .bytes()
-            .await?;
-        self.put_whole(to.as_ref(), data.into(), mode)
-            .await
-            .map(drop)
+        copy_by_rewriting(self, from, to, options).await
+    }
+}
+
+#[async_trait]
+impl PutWhole for SftpStore {
+    async fn put_whole(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<PutResult> {
+        self.write_whole(key, body.into(), mode).await
     }
 }
 

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use object_store::ObjectMeta;
-use object_store::path::Path;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode};
 
-use crate::bookkeeping::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "WebDAV";
 /// Tries of one request when the server answers 5xx or the connection fails.
@@ -40,11 +40,19 @@ impl Entry {
             version: None,
         }
     }
+
+    fn listed(self) -> Listed {
+        if self.folder {
+            return Listed::Folder(self.key);
+        }
+        Listed::File {
+            modified: self.modified.map(Into::into),
+            meta: self.meta(),
+        }
+    }
 }
 
-pub(crate) fn object_path(key: &str) -> Path {
-    Path::parse(key).unwrap_or_else(|_| Path::from_iter(key.split('/')))
-}
+pub(crate) use storage_core::folders::location_of as object_path;
 
 /// A folder on a WebDAV server and a login to it. Debug shows no password.
 pub(crate) struct Dav {
@@ -502,6 +510,27 @@ fn blank() -> Entry {
         size: 0,
         modified: None,
         e_tag: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Folders for Dav {
+    const FAN_OUT: usize = 8;
+
+    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
+        let found = self.list_dir(dir).await?;
+        Ok(found.map(|entries| entries.into_iter().map(Entry::listed).collect()))
+    }
+
+    async fn delete(&self, key: &str) -> object_store::Result<()> {
+        let lock = self.lock(key).await?;
+        let gone = Dav::delete(self, key, false).await;
+        self.unlock(&lock).await;
+        gone
+    }
+
+    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
+        Dav::delete(self, key, false).await
     }
 }
 

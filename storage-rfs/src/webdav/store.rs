@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
@@ -24,11 +24,8 @@ use object_store::{
 use reqwest::StatusCode;
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
-use crate::bookkeeping::{LOCK_WAIT, is_bookkeeping, temp_for};
-use crate::whole::{BufferedUpload, PutWhole, copy_by_rewriting};
-
-/// Folders listed, or files deleted, at once.
-const FAN_OUT: usize = 8;
+use storage_core::folders::names::{LOCK_WAIT, temp_for};
+use storage_core::folders::{self, BufferedUpload, PutWhole, copy_by_rewriting};
 
 pub(crate) struct DavStore {
     dav: Arc<Dav>,
@@ -82,34 +79,6 @@ where
 }
 
 impl DavStore {
-    /// Every file under folder `dir`, folder by folder, [`FAN_OUT`] at a time.
-    async fn walk(dav: Arc<Dav>, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
-        let mut files = Vec::new();
-        let mut level = vec![dir];
-        while !level.is_empty() {
-            let listed: Vec<_> = stream::iter(level)
-                .map(|d| {
-                    let dav = dav.clone();
-                    async move { dav.list_dir(&d).await }
-                })
-                .buffer_unordered(FAN_OUT)
-                .try_collect()
-                .await?;
-            level = Vec::new();
-            for e in listed.into_iter().flatten().flatten() {
-                if is_bookkeeping(e.key.rsplit('/').next().unwrap_or_default()) {
-                    continue;
-                }
-                if e.folder {
-                    level.push(e.key);
-                } else {
-                    files.push(e.meta());
-                }
-            }
-        }
-        Ok(files)
-    }
-
     async fn commit_locked(
         &self,
         temp: &str,
@@ -333,51 +302,15 @@ impl ObjectStore for DavStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let dav = self.dav.clone();
-        locations
-            .map(move |location| {
-                let dav = dav.clone();
-                async move {
-                    let location = location?;
-                    let key = location.as_ref();
-                    let lock = dav.lock(key).await?;
-                    let gone = dav.delete(key, false).await;
-                    dav.unlock(&lock).await;
-                    gone?;
-                    Ok(location)
-                }
-            })
-            .buffered(FAN_OUT)
-            .boxed()
+        folders::delete_stream(self.dav.clone(), locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        Self::walk(self.dav.clone(), dir)
-            .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
-            .into_stream()
-            .try_flatten()
-            .boxed()
+        folders::list(self.dav.clone(), prefix)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
-        let mut out = ListResult {
-            common_prefixes: Vec::new(),
-            objects: Vec::new(),
-            extensions: Default::default(),
-        };
-        for e in self.dav.list_dir(&dir).await?.into_iter().flatten() {
-            if is_bookkeeping(e.key.rsplit('/').next().unwrap_or_default()) {
-                continue;
-            }
-            if e.folder {
-                out.common_prefixes.push(object_path(&e.key));
-            } else {
-                out.objects.push(e.meta());
-            }
-        }
-        Ok(out)
+        folders::list_with_delimiter(&*self.dav, prefix).await
     }
 
     async fn copy_opts(

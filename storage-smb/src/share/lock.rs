@@ -4,15 +4,6 @@
 
 use super::*;
 
-/// How long a writer waits for another writer's lock on the same key.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
-
-/// The lock file of `path`: beside it, marked as bookkeeping.
-pub(super) fn lock_for(path: &str) -> String {
-    let (_, name) = split(path);
-    beside(path, format!("{LOCK_MARK}{name}"))
-}
-
 impl Share {
     /// Takes the lock of `path`: a file beside it created exclusively, with delete-on-close,
     /// and shared with no one. It exists exactly while held; the server deletes it when its

@@ -27,12 +27,8 @@ use tokio::sync::OnceCell;
 mod lock;
 
 use crate::error::store_error;
-#[cfg(test)]
-use lock::lock_for;
-
-/// Bookkeeping files live beside the file they serve and never show in listings.
-const TEMP_MARK: &str = ".~tmp-";
-const LOCK_MARK: &str = ".~lock-";
+pub(crate) use storage_core::folders::names::temp_for;
+use storage_core::folders::names::{LOCK_WAIT, lock_for};
 
 /// Where to log on, and as whom.
 pub(crate) struct Target {
@@ -79,35 +75,6 @@ fn split(path: &str) -> (&str, &str) {
         Some((dir, name)) => (dir, name),
         None => ("", path),
     }
-}
-
-fn beside(path: &str, name: String) -> String {
-    match split(path).0 {
-        "" => name,
-        dir => format!("{dir}/{name}"),
-    }
-}
-
-/// A fresh temporary name in the folder of `path`.
-pub(crate) fn temp_for(path: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded randomly per process; the counter separates names within one.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    let (_, name) = split(path);
-    beside(path, format!("{TEMP_MARK}{:016x}-{name}", h.finish()))
-}
-
-/// Temp and lock files: this store's own, not objects.
-pub(crate) fn is_bookkeeping(name: &str) -> bool {
-    name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
-}
-
-pub(crate) fn is_temp(name: &str) -> bool {
-    name.starts_with(TEMP_MARK)
 }
 
 /// The ETag of a file: its creation time, last write time and size. Every write replaces the
@@ -268,8 +235,16 @@ impl Share {
 
     /// Best effort: removes a temporary file that will not be committed.
     pub(crate) async fn discard(&self, temp: &str) {
-        if let Ok((mut conn, tree)) = self.session().await {
-            let _ = tree.delete_file(&mut conn, temp).await;
+        let _ = self.remove_file(temp).await;
+    }
+
+    /// Deletes the file at `path` without taking its lock (a missing file is fine).
+    pub(crate) async fn remove_file(&self, path: &str) -> Result<(), StoreError> {
+        let (mut conn, tree) = self.session().await?;
+        match tree.delete_file(&mut conn, path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_error(format!("deleting {path}"), path, e)),
         }
     }
 
@@ -381,49 +356,9 @@ impl Share {
         }
         Ok(())
     }
-
-    /// Removes temporary files under `dir` last written before `older_than`: what uploads
-    /// that never finished left behind. Returns how many.
-    pub(crate) async fn sweep_temps(
-        &self,
-        dir: &str,
-        older_than: std::time::SystemTime,
-    ) -> Result<u64, StoreError> {
-        let cutoff = file_time(older_than);
-        let (mut conn, tree) = self.session().await?;
-        let mut removed = 0;
-        let mut dirs = vec![dir.to_string()];
-        while let Some(d) = dirs.pop() {
-            let Some(entries) = self.list_dir(&d).await? else {
-                continue;
-            };
-            for e in entries {
-                let path = match d.as_str() {
-                    "" => e.name.clone(),
-                    d => format!("{d}/{}", e.name),
-                };
-                if e.is_directory {
-                    dirs.push(path);
-                } else if is_temp(&e.name)
-                    && e.modified.0 < cutoff
-                    && tree.delete_file(&mut conn, &path).await.is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
-    }
 }
 
-/// 100 ns ticks since 1601, as SMB counts time.
-fn file_time(t: std::time::SystemTime) -> u64 {
-    const UNIX_EPOCH_TICKS: u64 = 116_444_736_000_000_000;
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UNIX_EPOCH_TICKS + since.as_secs() * 10_000_000 + u64::from(since.subsec_nanos()) / 100
-}
-
-/// An SMB time as `object_store` shows it.
+/// An SMB time (100 ns ticks since 1601) as `object_store` shows it.
 pub(crate) fn date_time(t: FileTime) -> chrono::DateTime<chrono::Utc> {
     const UNIX_EPOCH_SECS: i64 = 11_644_473_600;
     let secs = (t.0 / 10_000_000) as i64 - UNIX_EPOCH_SECS;
@@ -436,23 +371,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bookkeeping_files_sit_beside_their_file_and_are_recognized() {
-        let temp = temp_for("a/b/HEAD");
-        assert!(
-            temp.starts_with("a/b/.~tmp-") && temp.ends_with("-HEAD"),
-            "{temp}"
-        );
-        assert_ne!(temp, temp_for("a/b/HEAD"));
-        assert_eq!(lock_for("a/b/HEAD"), "a/b/.~lock-HEAD");
-        assert_eq!(lock_for("HEAD"), ".~lock-HEAD");
-        assert!(is_bookkeeping(split(&temp).1) && is_bookkeeping(".~lock-HEAD"));
-        assert!(!is_bookkeeping("HEAD") && !is_bookkeeping(".blocks"));
-    }
-
-    #[test]
-    fn times_convert_both_ways() {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let ticks = file_time(t);
+    fn smb_times_are_shown_as_utc() {
+        let ticks = 116_444_736_000_000_000 + 17_000_000_001_230_000;
         assert_eq!(
             date_time(FileTime(ticks)).timestamp_millis(),
             1_700_000_000_123

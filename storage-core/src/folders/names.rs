@@ -1,20 +1,20 @@
 //! The names of the files a store keeps beside its objects: temporary files that uploads
 //! write before renaming (or moving) them over their key, and the lock each writer takes on
-//! a key while it swaps it. SFTP, WebDAV and FTP stores share them, so one folder written by
-//! any of them looks the same, and their listings hide the same names.
+//! a key while it swaps it. The SMB, SFTP, WebDAV and FTP stores share them, so one folder
+//! written by any of them looks the same, and their listings hide the same names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub(crate) const TEMP_MARK: &str = ".~tmp-";
-pub(crate) const LOCK_MARK: &str = ".~lock-";
+pub const TEMP_MARK: &str = ".~tmp-";
+pub const LOCK_MARK: &str = ".~lock-";
 /// How long a writer waits for another writer's lock on the same key.
-pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(60);
+pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// A lock this old belongs to a writer that died (a commit holds it for milliseconds).
-pub(crate) const LOCK_STALE: Duration = Duration::from_secs(30);
+pub const LOCK_STALE: Duration = Duration::from_secs(30);
 
 /// A fresh temporary name beside `key`.
-pub(crate) fn temp_for(key: &str) -> String {
+pub fn temp_for(key: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -25,7 +25,7 @@ pub(crate) fn temp_for(key: &str) -> String {
 }
 
 /// `<dir>/<mark><name><tag>`, with the name shortened so the whole stays a legal file name.
-pub(crate) fn beside(key: &str, mark: &str, tag: &str) -> String {
+pub fn beside(key: &str, mark: &str, tag: &str) -> String {
     let (dir, name) = match key.rsplit_once('/') {
         Some((d, n)) => (d, n),
         None => ("", key),
@@ -39,23 +39,23 @@ pub(crate) fn beside(key: &str, mark: &str, tag: &str) -> String {
 }
 
 /// Temporary and lock files: this store's own, never objects.
-pub(crate) fn is_bookkeeping(name: &str) -> bool {
+pub fn is_bookkeeping(name: &str) -> bool {
     name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
 }
 
-pub(crate) fn child(dir: &str, name: &str) -> String {
+pub fn child(dir: &str, name: &str) -> String {
     match dir {
         "" => name.to_string(),
         d => format!("{d}/{name}"),
     }
 }
 
-pub(crate) fn parent(key: &str) -> &str {
+pub fn parent(key: &str) -> &str {
     key.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
 /// The lock name of `key`.
-pub(crate) fn lock_for(key: &str) -> String {
+pub fn lock_for(key: &str) -> String {
     beside(key, LOCK_MARK, "")
 }
 

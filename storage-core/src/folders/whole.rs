@@ -1,4 +1,4 @@
-//! What the WebDAV and FTP stores share because neither protocol can write a file in parts:
+//! For stores whose protocol cannot write a file in parts (WebDAV, FTP):
 //! a store that writes a key whole ([`PutWhole`]), multipart uploads held in memory and sent
 //! whole on completion ([`BufferedUpload`]), and copies made by reading and writing again
 //! ([`copy_by_rewriting`]).
@@ -17,7 +17,7 @@ use object_store::{
 /// A store that writes `body` at `key` in one go (a temporary file moved over the key), if
 /// `mode` allows.
 #[async_trait]
-pub(crate) trait PutWhole: Send + Sync + 'static {
+pub trait PutWhole: Send + Sync + 'static {
     async fn put_whole(
         &self,
         key: &str,
@@ -28,14 +28,14 @@ pub(crate) trait PutWhole: Send + Sync + 'static {
 
 /// A multipart upload held in memory and written whole on completion. Only large files of a
 /// files layout and format-1 archives use it.
-pub(crate) struct BufferedUpload<S> {
+pub struct BufferedUpload<S> {
     store: S,
     key: String,
     parts: Vec<PutPayload>,
 }
 
 impl<S: PutWhole> BufferedUpload<S> {
-    pub(crate) fn boxed(store: S, key: &Path) -> Box<dyn MultipartUpload> {
+    pub fn boxed(store: S, key: &Path) -> Box<dyn MultipartUpload> {
         Box::new(BufferedUpload {
             store,
             key: key.as_ref().to_string(),
@@ -79,7 +79,7 @@ impl<S: PutWhole> MultipartUpload for BufferedUpload<S> {
 }
 
 /// `copy_opts` for a store without a server-side copy: `from` read whole and written at `to`.
-pub(crate) async fn copy_by_rewriting<S: ObjectStore + PutWhole>(
+pub async fn copy_by_rewriting<S: ObjectStore + PutWhole>(
     store: &S,
     from: &Path,
     to: &Path,
