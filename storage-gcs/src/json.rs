@@ -9,8 +9,10 @@
 //! block's own credentials, and the swap is checked by the server on both.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use object_store::path::Path;
@@ -21,8 +23,14 @@ use opendal::{Buffer, HttpTransporter, Operator};
 use reqsign_core::Signer;
 use reqsign_google::Credential;
 
-/// How often a request that failed for a transient reason is sent again.
-const ATTEMPTS: u32 = 6;
+/// How often a request that failed for a transient reason is sent in all.
+const ATTEMPTS: usize = 6;
+/// The pauses between them: 200 ms, doubling, at most 5 s.
+const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_factor(2.0)
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_times(ATTEMPTS - 1);
 /// Bodies up to this size are compared with the stored object when a retried conditional
 /// write meets a precondition failure (the first attempt may have been the one that won).
 const RECONCILE_LIMIT: usize = 1 << 20;
@@ -39,16 +47,17 @@ pub(crate) struct JsonApi {
     timeout: Duration,
 }
 
-/// What one attempt came to.
-enum Attempt {
+/// What an attempt came to, where another try would not change it.
+enum Settled {
     Done(PutResult),
     Precondition,
-    /// Worth another try; `maybe_applied` when the server may have written the object.
-    Retry {
-        why: String,
-        maybe_applied: bool,
-    },
     Failed(object_store::Error),
+}
+
+/// A failure worth another try; `maybe_applied` when the server may have written the object.
+struct Retry {
+    why: String,
+    maybe_applied: bool,
 }
 
 impl JsonApi {
@@ -90,47 +99,40 @@ impl JsonApi {
             encode(&self.bucket),
             encode(name),
         );
-        let mut maybe_applied = false;
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            match self
-                .attempt(location, &url, &content_type, body.clone())
-                .await
-            {
-                Attempt::Done(r) => return Ok(r),
-                Attempt::Precondition => {
-                    if maybe_applied
-                        && data.len() <= RECONCILE_LIMIT
-                        && let Some(r) = self.written_by_us(name, &data).await
-                    {
-                        return Ok(r);
-                    }
-                    return Err(translate(
-                        Kind::Precondition,
-                        location.as_ref(),
-                        format!(
-                            "the object's generation is no longer {generation}: another \
-                             writer changed it first"
-                        )
-                        .into(),
-                    ));
+        let maybe_applied = AtomicBool::new(false);
+        let settled = (|| self.attempt(location, &url, &content_type, body.clone()))
+            .retry(RETRIES)
+            .sleep(tokio::time::sleep)
+            .notify(|r: &Retry, pause| {
+                maybe_applied.fetch_or(r.maybe_applied, Ordering::Relaxed);
+                tracing::debug!(why = %r.why, ?pause, "conditional write failed; trying again");
+            })
+            .await;
+        match settled {
+            Ok(Settled::Done(r)) => Ok(r),
+            Ok(Settled::Precondition) => {
+                if maybe_applied.load(Ordering::Relaxed)
+                    && data.len() <= RECONCILE_LIMIT
+                    && let Some(r) = self.written_by_us(name, &data).await
+                {
+                    return Ok(r);
                 }
-                Attempt::Retry {
-                    why,
-                    maybe_applied: m,
-                } => {
-                    maybe_applied |= m;
-                    last = why;
-                }
-                Attempt::Failed(e) => return Err(e),
+                Err(translate(
+                    Kind::Precondition,
+                    location.as_ref(),
+                    format!(
+                        "the object's generation is no longer {generation}: another writer \
+                         changed it first"
+                    )
+                    .into(),
+                ))
             }
+            Ok(Settled::Failed(e)) => Err(e),
+            Err(last) => Err(generic(format!(
+                "conditional write of {location} failed {ATTEMPTS} times: {}",
+                last.why
+            ))),
         }
-        Err(generic(format!(
-            "conditional write of {location} failed {ATTEMPTS} times: {last}"
-        )))
     }
 
     async fn attempt(
@@ -139,25 +141,29 @@ impl JsonApi {
         url: &str,
         content_type: &str,
         body: Bytes,
-    ) -> Attempt {
+    ) -> Result<Settled, Retry> {
         let req = Request::post(url)
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, body.len())
             .body(Buffer::from(body));
         let req = match req {
             Ok(r) => r,
-            Err(e) => return Attempt::Failed(generic(format!("bad request for {location}: {e}"))),
+            Err(e) => {
+                return Ok(Settled::Failed(generic(format!(
+                    "bad request for {location}: {e}"
+                ))));
+            }
         };
         let req = match &self.signer {
             None => req,
             Some(signer) => {
                 let (mut parts, body) = req.into_parts();
                 if let Err(e) = signer.sign(&mut parts, None).await {
-                    return Attempt::Failed(translate(
+                    return Ok(Settled::Failed(translate(
                         Kind::Unauthenticated,
                         location.as_ref(),
                         Box::new(e),
-                    ));
+                    )));
                 }
                 // As opendal does: let the client set Host, or GCS may reset HTTP/2 streams.
                 parts.headers.remove(header::HOST);
@@ -166,18 +172,18 @@ impl JsonApi {
         };
         let resp = match tokio::time::timeout(self.timeout, self.http.send(req)).await {
             Err(_) => {
-                return Attempt::Retry {
+                return Err(Retry {
                     why: format!("no answer within {}s", self.timeout.as_secs()),
                     maybe_applied: true,
-                };
+                });
             }
             Ok(Err(e)) if e.is_temporary() => {
-                return Attempt::Retry {
+                return Err(Retry {
                     why: e.to_string(),
                     maybe_applied: true,
-                };
+                });
             }
-            Ok(Err(e)) => return Attempt::Failed(generic(e.to_string())),
+            Ok(Err(e)) => return Ok(Settled::Failed(generic(e.to_string()))),
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
@@ -187,42 +193,47 @@ impl JsonApi {
             s.chars().take(400).collect::<String>()
         };
         let path = location.to_string();
-        match status {
+        let settled = match status {
             StatusCode::OK | StatusCode::CREATED => {
                 match serde_json::from_slice::<ObjectResource>(&resp.body().to_bytes()) {
-                    Ok(o) => Attempt::Done(PutResult {
+                    Ok(o) => Settled::Done(PutResult {
                         e_tag: o.etag,
                         version: o.generation,
                         extensions: Default::default(),
                     }),
-                    Err(e) => Attempt::Failed(generic(format!(
+                    Err(e) => Settled::Failed(generic(format!(
                         "GCS answered an upload of {location} with an unreadable object: {e}"
                     ))),
                 }
             }
-            StatusCode::PRECONDITION_FAILED => Attempt::Precondition,
-            StatusCode::NOT_FOUND => Attempt::Failed(from_status(
+            StatusCode::PRECONDITION_FAILED => Settled::Precondition,
+            StatusCode::NOT_FOUND => Settled::Failed(from_status(
                 status,
                 &path,
                 format!("404 Not Found (is the bucket there?): {}", text()),
             )),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Attempt::Failed(from_status(status, &path, format!("{status}: {}", text())))
+                Settled::Failed(from_status(status, &path, format!("{status}: {}", text())))
             }
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
-                why: format!("{status}: {}", text()),
-                maybe_applied: false,
-            },
-            s if s.is_server_error() => Attempt::Retry {
-                why: format!("{status}: {}", text()),
-                maybe_applied: true,
-            },
-            s => Attempt::Failed(from_status(
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
+                return Err(Retry {
+                    why: format!("{status}: {}", text()),
+                    maybe_applied: false,
+                });
+            }
+            s if s.is_server_error() => {
+                return Err(Retry {
+                    why: format!("{status}: {}", text()),
+                    maybe_applied: true,
+                });
+            }
+            s => Settled::Failed(from_status(
                 s,
                 &path,
                 format!("upload of {location}: {s}: {}", text()),
             )),
-        }
+        };
+        Ok(settled)
     }
 
     /// After a lost answer and then a precondition failure: is the live object ours?
@@ -241,10 +252,6 @@ impl JsonApi {
 struct ObjectResource {
     generation: Option<String>,
     etag: Option<String>,
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -321,8 +328,9 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(10), Duration::from_secs(5));
+    fn retries_pause_200_ms_doubling() {
+        use backon::BackoffBuilder;
+        let pauses: Vec<u128> = RETRIES.build().map(|d| d.as_millis()).collect();
+        assert_eq!(pauses, [200, 400, 800, 1600, 3200]);
     }
 }

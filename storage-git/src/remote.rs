@@ -7,6 +7,8 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
+use backon::{BlockingRetryable, ExponentialBuilder};
+
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, Oid,
     ProxyOptions, PushOptions, Remote, RemoteCallbacks, Repository,
@@ -16,7 +18,7 @@ use storage_core::secret::scrub;
 use storage_core::{Error, Result};
 
 /// Attempts of a fetch or ls-remote that fails on the network or with a 5xx.
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: usize = 3;
 
 /// Where a block's repository is and how to log in to it.
 pub(crate) struct GitRemote {
@@ -332,18 +334,17 @@ pub(crate) fn short(oid: &Oid) -> String {
     oid.to_string().chars().take(12).collect()
 }
 
-/// Runs `op` again after a network failure or a 5xx, with a growing pause.
-fn retrying<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match op() {
-            Err(Error::Backend(m)) if attempt < ATTEMPTS && transient(&m) => {
-                std::thread::sleep(Duration::from_millis(250 * 4u64.pow(attempt - 1)));
-            }
-            other => return other,
-        }
-    }
+/// Runs `op` again after a network failure or a 5xx, after 250 ms and then 1 s.
+fn retrying<T>(op: impl FnMut() -> Result<T>) -> Result<T> {
+    const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_factor(4.0)
+        .with_max_times(ATTEMPTS - 1);
+    op.retry(RETRIES)
+        .sleep(std::thread::sleep)
+        .when(|e| matches!(e, Error::Backend(m) if transient(m)))
+        .notify(|why, pause| tracing::debug!(%why, ?pause, "git remote failed; trying again"))
+        .call()
 }
 
 /// Failures worth another attempt: the connection, a timeout, or the server's 5xx.

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use object_store::ObjectMeta;
 use quick_xml::events::Event;
@@ -13,8 +14,18 @@ use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
 use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "WebDAV";
-/// Tries of one request when the server answers 5xx or the connection fails.
-const ATTEMPTS: u32 = 3;
+/// Pauses before the second and third try of a request the server answered with a 5xx or
+/// whose connection failed (timeouts are not tried again).
+const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_factor(2.0)
+    .with_max_times(2);
+
+/// How one try of a request failed.
+enum Sent {
+    Status(reqwest::Response),
+    Failed(reqwest::Error),
+}
 
 const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/></D:prop></D:propfind>"#;
@@ -139,21 +150,27 @@ impl Dav {
         what: &str,
         ok: &[StatusCode],
     ) -> object_store::Result<reqwest::Response> {
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let retry = (attempt < ATTEMPTS).then(|| req.try_clone()).flatten();
-            let sent = match retry {
-                Some(r) => r.send().await,
-                None => break req.send().await,
-            };
-            match sent {
-                Ok(r) if !r.status().is_server_error() => break Ok(r),
-                Ok(_) => {}
-                Err(e) if e.is_timeout() => break Err(e),
-                Err(_) => {}
+        // Bodies are in memory, so a request clones; one that would not is sent once.
+        let resp = match req.try_clone() {
+            None => req.send().await,
+            Some(_) => {
+                let sent = (|| async {
+                    let r = req.try_clone().expect("a request that cloned before");
+                    match r.send().await {
+                        Ok(r) if r.status().is_server_error() => Err(Sent::Status(r)),
+                        Ok(r) => Ok(r),
+                        Err(e) => Err(Sent::Failed(e)),
+                    }
+                })
+                .retry(RETRIES)
+                .sleep(tokio::time::sleep)
+                .when(|s| !matches!(s, Sent::Failed(e) if e.is_timeout()))
+                .await;
+                match sent {
+                    Ok(r) | Err(Sent::Status(r)) => Ok(r),
+                    Err(Sent::Failed(e)) => Err(e),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         };
         let resp = resp.map_err(|e| {
             let why = if e.is_timeout() {
