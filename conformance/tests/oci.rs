@@ -4,7 +4,10 @@
 //! artifact blockctl pushed, a frame damaged or lost in the registry's own storage (exit 5,
 //! nothing written), a 40 MiB tree, and through a fault-injecting proxy: 503s and resets
 //! retried, a put and a get cut by a partition failing cleanly (exit 1, one line) with the
-//! previous version current and whole and nothing written.
+//! previous version current and whole and nothing written. Last, the Bearer challenge path of
+//! hosted registries, on the registry with token auth and the harness's token service:
+//! username and password traded for tokens (put, versions, get, rm, gc), a wrong password
+//! (exit 4, never shown), and a pre-issued `token`, refused (exit 4) for another repository.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -13,9 +16,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
-use conformance::tree::{noise, small_tree, snapshot, write};
+use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
-use storage_core::{BlockPath, GetOptions, PutOptions, Secret, StorageBlock, VersionPrecondition};
+use storage_core::{
+    BlockPath, DeleteOptions, GcOptions, GetOptions, PutOptions, Secret, StorageBlock,
+    VersionPrecondition,
+};
 use storage_oci::{OciConfig, open};
 
 const WRONG_PASSWORD: &str = "wrong-oci-pw-R8w2-must-never-be-echoed";
@@ -61,6 +67,12 @@ async fn a_wrong_password_is_exit_4_and_never_shown() {
     let registry = registry();
     let label = "oci/wrong-password";
     let block = open(&config(&registry, "team/refused", WRONG_PASSWORD), label).unwrap();
+    assert_refused(&block, label, &[WRONG_PASSWORD, &registry.password]).await;
+}
+
+/// Every operation of `block` fails with exit 4, in one line starting with `label`, and
+/// neither its message nor its Debug output shows any of `secrets`.
+async fn assert_refused(block: &dyn StorageBlock, label: &str, secrets: &[&str]) {
     let src = tempfile::tempdir().unwrap();
     small_tree(src.path(), "x");
     let at = BlockPath::parse("refused").unwrap();
@@ -81,13 +93,13 @@ async fn a_wrong_password_is_exit_4_and_never_shown() {
         ("versions", block.list_versions(&at).await.err()),
     ];
     for (what, err) in failures {
-        let err = err.unwrap_or_else(|| panic!("{what} succeeded with a wrong password"));
+        let err = err.unwrap_or_else(|| panic!("{what} succeeded without valid credentials"));
         let (shown, debugged) = (err.to_string(), format!("{err:?}"));
         eprintln!("{what}: exit {}: {shown}", err.exit_code());
         assert_eq!(err.exit_code(), 4, "{what}: {shown}");
         assert!(shown.starts_with(label), "{what}: {shown}");
         assert!(!shown.contains('\n'), "{what}: {shown}");
-        for secret in [WRONG_PASSWORD, registry.password.as_str()] {
+        for secret in secrets {
             assert!(
                 !shown.contains(secret) && !debugged.contains(secret),
                 "{what}: a secret appears in the error: {debugged}"
@@ -95,6 +107,126 @@ async fn a_wrong_password_is_exit_4_and_never_shown() {
         }
     }
     assert!(!dest.exists());
+}
+
+/// The registry with distribution's token auth: it answers with Bearer challenges, and the
+/// harness's token service hands out the tokens.
+struct TokenRegistry(OciRegistry);
+
+fn token_registry() -> Arc<TokenRegistry> {
+    shared(|| OciRegistry::start_with_tokens().map(TokenRegistry))
+}
+
+fn token_config(registry: &OciRegistry, repository: &str, token: &str) -> OciConfig {
+    OciConfig {
+        username: None,
+        password: None,
+        token: Some(Secret::new(token)),
+        ..config(registry, repository, "")
+    }
+}
+
+/// put, put, versions, get of either version, rm of the older one, put, gc: each reads back
+/// as it should.
+async fn round_trip(block: &dyn StorageBlock) {
+    let scratch = tempfile::tempdir().unwrap();
+    let trees: Vec<_> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| {
+            let root = scratch.path().join(v);
+            small_tree(&root, v);
+            root
+        })
+        .collect();
+    let at = BlockPath::parse("etl").unwrap();
+    let mut versions = Vec::new();
+    for tree in &trees[..2] {
+        let put = block.put_directory(tree, &at, &PutOptions::default()).await;
+        versions.push(put.expect("put").version.unwrap());
+    }
+    let listed = block.list_versions(&at).await.expect("versions");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().any(|v| v.current && v.version == versions[1]));
+    let got = get(block, &at, None, &scratch.path().join("got-current")).await;
+    assert_eq!(got, snapshot(&trees[1]));
+    let first = Some(versions[0].clone());
+    let got = get(block, &at, first, &scratch.path().join("got-v1")).await;
+    assert_eq!(got, snapshot(&trees[0]));
+    let rm = DeleteOptions {
+        version: Some(versions[0].clone()),
+    };
+    block.delete(&at, &rm).await.expect("rm --version");
+    assert_eq!(block.list_versions(&at).await.unwrap().len(), 1);
+    block
+        .put_directory(&trees[2], &at, &PutOptions::default())
+        .await
+        .expect("put");
+    let report = block.gc(&at, &GcOptions::keep(0)).await.expect("gc");
+    assert_eq!(report.removed_versions, [versions[1].clone()], "{report:?}");
+    assert_eq!(block.list_versions(&at).await.unwrap().len(), 1);
+    let got = get(block, &at, None, &scratch.path().join("got-v3")).await;
+    assert_eq!(got, snapshot(&trees[2]));
+}
+
+/// What a get of `version` (the current one when `None`) writes into `dest`.
+async fn get(
+    block: &dyn StorageBlock,
+    at: &BlockPath,
+    version: Option<String>,
+    dest: &Path,
+) -> std::collections::BTreeMap<String, Node> {
+    let opts = GetOptions {
+        version,
+        ..uncached()
+    };
+    block.get_directory(at, dest, &opts).await.expect("get");
+    snapshot(dest)
+}
+
+/// Username and password on a token registry: the client trades them at the realm for
+/// tokens, pull, push and (for rm and gc) delete, and everything works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_registry_round_trips_with_username_and_password() {
+    let registry = token_registry();
+    let r = &registry.0;
+    let block = open(&config(r, "team/tokens", &r.password), "oci/tokens").unwrap();
+    round_trip(&block).await;
+    let granted = r.scopes_granted();
+    for actions in ["pull", "pull,push", "delete"] {
+        let scope = format!("repository:team/tokens/etl:{actions}");
+        assert!(
+            granted.contains(&scope),
+            "no token for {scope}: {granted:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_on_a_token_registry_is_exit_4_and_never_shown() {
+    let registry = token_registry();
+    let r = &registry.0;
+    let label = "oci/token-wrong-password";
+    let block = open(&config(r, "team/refused", WRONG_PASSWORD), label).unwrap();
+    assert_refused(&block, label, &[WRONG_PASSWORD, &r.password]).await;
+}
+
+/// The `token` field: a token the service issued beforehand for the repository works for
+/// everything it grants; one for another repository is exit 4 and never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_issued_token_works_and_a_token_for_another_repository_is_exit_4() {
+    let registry = token_registry();
+    let r = &registry.0;
+    let token = r
+        .fetch_token("repository:team/issued/etl:pull,push,delete")
+        .unwrap();
+    let block = open(&token_config(r, "team/issued", &token), "oci/issued").unwrap();
+    round_trip(&block).await;
+    let elsewhere = r
+        .fetch_token("repository:team/elsewhere/refused:pull,push")
+        .unwrap();
+    let label = "oci/token-elsewhere";
+    let block = open(&token_config(r, "team/issued", &elsewhere), label).unwrap();
+    assert_refused(&block, label, &[&elsewhere, &token, &r.password]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

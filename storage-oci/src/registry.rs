@@ -1,5 +1,6 @@
 //! The registry client: oci-client for manifests, blobs and tags (it answers Basic and
-//! Bearer-token challenges), a plain request for manifest deletes (which oci-client lacks),
+//! Bearer-token challenges), a plain request for manifest deletes (which oci-client lacks;
+//! it answers a Bearer challenge for the delete scope itself),
 //! credentials from the block or `~/.docker/config.json`, and registry errors mapped to
 //! ours, scrubbed of secrets.
 
@@ -8,11 +9,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
+use http_auth::parser::ChallengeParser;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
@@ -319,18 +321,22 @@ impl Registry {
             "{}://{}/v2/{repo}/manifests/{digest}",
             self.scheme, self.host
         );
-        let request = self.http.delete(&url);
-        let request = match (self.bearer_for_push(repo).await?.as_ref(), &self.auth) {
-            (Some(token), _) | (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
-            (None, RegistryAuth::Anonymous) => request,
+        let request = match &self.auth {
+            RegistryAuth::Bearer(token) => self.http.delete(&url).bearer_auth(token),
+            RegistryAuth::Basic(user, pass) => self.http.delete(&url).basic_auth(user, Some(pass)),
+            RegistryAuth::Anonymous => self.http.delete(&url),
         };
-        let response = request.send().await.map_err(|e| {
-            Error::Backend(format!(
-                "registry request failed: {}",
-                scrub(&e.to_string(), &self.secrets)
-            ))
-        })?;
+        let mut response = request.send().await.map_err(|e| self.request_failed(e))?;
+        // A token registry challenges the delete for its own scope (`repository:REPO:delete`,
+        // which the pull and push tokens oci-client holds lack): answer that challenge.
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && !matches!(self.auth, RegistryAuth::Bearer(_))
+            && let Some(challenge) = bearer_challenge(response.headers())
+        {
+            let token = self.token_for(&challenge).await?;
+            let request = self.http.delete(&url).bearer_auth(token);
+            response = request.send().await.map_err(|e| self.request_failed(e))?;
+        }
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
@@ -352,16 +358,48 @@ impl Registry {
         }
     }
 
-    /// A bearer token for `repo` where the registry hands them out (Basic registries: none).
-    async fn bearer_for_push(&self, repo: &str) -> Result<Option<String>> {
-        if matches!(self.auth, RegistryAuth::Bearer(_)) {
-            return Ok(None);
+    /// A token from the realm of a Bearer `challenge` (its parameters, names lowercased) for
+    /// the service and scope it names, asked for with the block's Basic credentials.
+    async fn token_for(&self, challenge: &[(String, String)]) -> Result<String> {
+        let param = |name: &str| challenge.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let realm = param("realm").ok_or_else(|| {
+            Error::Backend("the registry's Bearer challenge names no realm".into())
+        })?;
+        let query = challenge
+            .iter()
+            .filter(|(n, _)| n == "service" || n == "scope");
+        let url = reqwest::Url::parse_with_params(realm, query).map_err(|e| {
+            Error::Backend(format!(
+                "the registry's token realm is no URL ({e}): {realm}"
+            ))
+        })?;
+        let request = self.http.get(url);
+        let request = match &self.auth {
+            RegistryAuth::Basic(user, pass) => request.basic_auth(user, Some(pass)),
+            _ => request,
+        };
+        let response = request.send().await.map_err(|e| self.request_failed(e))?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(Error::Auth(format!(
+                "the registry's token service refused the credentials (HTTP {status})"
+            )));
         }
-        let image = self.tagged(repo, "latest");
-        self.client
-            .auth(&image, &self.auth, RegistryOperation::Push)
-            .await
-            .map_err(|e| self.fail(e))
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let token = body["token"].as_str().or(body["access_token"].as_str());
+        match token {
+            Some(token) if status == 200 => Ok(token.to_string()),
+            _ => Err(Error::Backend(format!(
+                "the registry's token service answered HTTP {status} without a token"
+            ))),
+        }
+    }
+
+    fn request_failed(&self, e: reqwest::Error) -> Error {
+        Error::Backend(format!(
+            "registry request failed: {}",
+            scrub(&e.to_string(), &self.secrets)
+        ))
     }
 
     /// Reaches the registry and checks the credentials by listing the tags of `repo` (a
@@ -429,6 +467,23 @@ fn docker_config_auth(path: &std::path::Path, host: &str) -> Option<RegistryAuth
     Some(RegistryAuth::Basic(user.to_string(), pass.to_string()))
 }
 
+/// The parameters of the `Bearer` challenge in `WWW-Authenticate`, names lowercased.
+fn bearer_challenge(headers: &reqwest::header::HeaderMap) -> Option<Vec<(String, String)>> {
+    let value = headers
+        .get(reqwest::header::WWW_AUTHENTICATE)?
+        .to_str()
+        .ok()?;
+    let challenge = ChallengeParser::new(value)
+        .filter_map(std::result::Result::ok)
+        .find(|c| c.scheme.eq_ignore_ascii_case("Bearer"))?;
+    let params = challenge.params.iter();
+    Some(
+        params
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_unescaped()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +505,26 @@ mod tests {
         assert_eq!(got("ghcr.io"), Some(("me".into(), "s3cret".into())));
         assert_eq!(got("127.0.0.1:5000"), Some(("u".into(), "p".into())));
         assert_eq!(got("quay.io"), None);
+    }
+
+    #[test]
+    fn a_bearer_challenge_gives_its_realm_service_and_scope() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let challenge = r#"Bearer realm="http://127.0.0.1:1/token",service="reg",scope="repository:a/b:delete",error="insufficient_scope""#;
+        headers.insert(
+            reqwest::header::WWW_AUTHENTICATE,
+            challenge.parse().unwrap(),
+        );
+        let params = bearer_challenge(&headers).unwrap();
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("realm"), Some("http://127.0.0.1:1/token"));
+        assert_eq!(get("service"), Some("reg"));
+        assert_eq!(get("scope"), Some("repository:a/b:delete"));
+        headers.insert(
+            reqwest::header::WWW_AUTHENTICATE,
+            r#"Basic realm="test""#.parse().unwrap(),
+        );
+        assert!(bearer_challenge(&headers).is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod process;
 mod pyftpdlib;
 mod python;
 mod registry;
+mod registry_token;
 mod s3s;
 mod smb;
 mod sshd;
