@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use bytes::Bytes;
 use http_auth::parser::ChallengeParser;
@@ -20,7 +21,7 @@ use storage_core::secret::scrub;
 use storage_core::{Error, Result};
 
 /// Tries of a request that fails transiently.
-const ATTEMPTS: u32 = 4;
+const ATTEMPTS: usize = 4;
 
 /// A registry, with the credentials every request uses.
 #[derive(Clone)]
@@ -139,34 +140,30 @@ impl Registry {
     /// try may not repeat: 5xx answers, resets, timeouts, a registry's 500 or 400 while a
     /// manifest is being deleted, a refusal that may follow a failed auth challenge. Not
     /// found and corrupt answers are final. Every request retried here is idempotent.
-    async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T>
+    async fn retried<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut pause = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            let result = op().await;
-            let transient = match &result {
-                Err(Error::Backend(_)) => true,
+        const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(100))
+            .with_factor(3.0)
+            .with_max_times(ATTEMPTS - 1);
+        op.retry(RETRIES)
+            .sleep(tokio::time::sleep)
+            .when(|e| match e {
+                Error::Backend(_) => true,
                 // oci-client learns how to authenticate from the registry's answer to
                 // `GET /v2/`; when that answer was a 5xx it sends the request without
                 // credentials, and the 401 says nothing about them: ask again. (A wrong
                 // password is reported about a second later than it could be.)
-                Err(Error::Auth(_)) => !self.anonymous(),
+                Error::Auth(_) => !self.anonymous(),
                 _ => false,
-            };
-            if !transient || attempt >= ATTEMPTS {
-                return result;
-            }
-            if let Err(why) = &result {
-                tracing::debug!(attempt, %why, "registry request failed; trying again");
-            }
-            tokio::time::sleep(pause).await;
-            pause *= 3;
-            attempt += 1;
-        }
+            })
+            .notify(|why, pause| {
+                tracing::debug!(%why, ?pause, "registry request failed; trying again");
+            })
+            .await
     }
 
     /// Every tag of `repo`; none when the repository does not exist.
