@@ -384,12 +384,15 @@ impl Counted<'_> {
     /// Marks this connection when `chunk` carries a request whose response is to be lost.
     fn mark_if_to_lose(&self, chunk: &[u8]) {
         let mut plan = self.faults.plan();
+        if plan.lose == 0 {
+            return;
+        }
         let (method, path_part) = plan.lose_matching;
         let line = &chunk[..find(chunk, b"\r\n").unwrap_or(chunk.len())];
         let matches = line.starts_with(method.as_bytes())
             && line.get(method.len()) == Some(&b' ')
             && find(line, path_part.as_bytes()).is_some();
-        if plan.lose > 0 && matches {
+        if matches {
             plan.lose -= 1;
             self.losing.store(true, Ordering::SeqCst);
         }
@@ -481,6 +484,9 @@ async fn refuse(mut client: TcpStream, head: &[u8]) {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -246,6 +246,17 @@ impl Bench {
             self.notes
                 .push(format!("{}: rclone skipped: {why}", t.name));
         }
+        if let Some(root) = &t.served {
+            let mut create = self.blockctl(&home);
+            create
+                .args(["block", "create", "local/served"])
+                .args(set(&[("basepath", &root.to_string_lossy())]));
+            if let Err(e) = run(&mut create) {
+                self.notes
+                    .push(format!("{}: block create (served) failed: {e}", t.name));
+                return;
+            }
+        }
         for (corpus, src) in corpora {
             eprintln!("== {} / {corpus}: hashing the source", t.name);
             let expected = digest_tree(src);
@@ -255,12 +266,75 @@ impl Bench {
             };
             for i in 0..runs {
                 eprintln!("== {} / {corpus}: run {}/{runs}", t.name, i + 1);
-                if let Err(e) = self.one_run(t, &home, corpus, src, &expected, i, work) {
+                let done = match &t.served {
+                    Some(root) => {
+                        self.read_only_run(t, &home, corpus, src, &expected, i, work, root)
+                    }
+                    None => self.one_run(t, &home, corpus, src, &expected, i, work),
+                };
+                if let Err(e) = done {
                     self.notes.push(format!("{} / {corpus}: {e}", t.name));
                     eprintln!("!! {e}");
                 }
             }
         }
+    }
+
+    /// A read-only target: each layout written into the served folder through `local/served`
+    /// (untimed), then got over HTTP; rclone copies a plain copy of the tree down.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_only_run(
+        &mut self,
+        t: &Target,
+        home: &Path,
+        corpus: &str,
+        src: &Path,
+        expected: &BTreeMap<String, String>,
+        i: usize,
+        work: &Path,
+        served: &Path,
+    ) -> Result<(), String> {
+        let tn = t.name.as_str();
+        let dl = |tag: &str| work.join(format!("dl-{tn}-{corpus}-{tag}-{i}"));
+        for (layout, tool) in [("package", "blockctl package"), ("files", "blockctl files")] {
+            let name = format!("{corpus}-{layout}-{i}");
+            run(self
+                .blockctl(home)
+                .arg("put")
+                .arg(src)
+                .arg(format!("local/served/{name}"))
+                .args(["--layout", layout]))?;
+            let out = dl(layout);
+            let s = run(self
+                .blockctl(home)
+                .arg("get")
+                .arg(format!("{}/{name}", t.block.0))
+                .arg(&out))?;
+            verify(
+                &format!("blockctl get ({layout}) over http"),
+                expected,
+                &out,
+            )?;
+            self.record(tn, corpus, tool, "get", s);
+            let _ = fs::remove_dir_all(&out);
+        }
+        if let (Some((env, root)), None) = (&t.rclone, &t.rclone_skip) {
+            let name = format!("{corpus}-rclone-{i}");
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(src)
+                .arg(served.join(&name)))?;
+            let out = dl("rclone");
+            let s = run(Command::new("rclone")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .args(["copy", "--transfers", "8", "-q"])
+                .arg(format!("{root}{name}"))
+                .arg(&out))?;
+            verify("rclone copy down over http", expected, &out)?;
+            self.record(tn, corpus, "rclone", "get", s);
+            let _ = fs::remove_dir_all(&out);
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

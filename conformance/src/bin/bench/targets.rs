@@ -15,6 +15,9 @@ pub(crate) struct Target {
     /// itself (rclone 1.60 on pyftpdlib's "501 No such directory"): the bench makes the
     /// source's folder tree there before each rclone copy, outside the timing.
     pub(crate) rclone_folders: Option<PathBuf>,
+    /// A read-only target's served folder: versions are written there through a local block
+    /// (`local/served`, untimed) and only gets are measured.
+    pub(crate) served: Option<PathBuf>,
     /// Prefect's basepath (a folder, or `s3://bucket/prefix`) and S3 endpoint, where
     /// Prefect's own storage blocks reach this target.
     pub(crate) prefect: Option<(String, Option<String>)>,
@@ -155,6 +158,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((vec![], rdir.to_string_lossy().into_owned())),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: Some((
                     work.join("prefect-local").to_string_lossy().into_owned(),
                     None,
@@ -195,6 +199,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("bs3:{BUCKET}"))),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: Some((format!("s3://{BUCKET}/prefect"), Some(ep.clone()))),
                 wire: None,
                 _guard: Box::new(moto),
@@ -225,6 +230,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("baz:{BUCKET}"))),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(az),
@@ -254,6 +260,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, format!("bgcs:{BUCKET}"))),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(gcs),
@@ -290,6 +297,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, rroot)),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: None,
                 // Its known_hosts names the server's port: no proxy in between.
                 wire: None,
@@ -321,9 +329,28 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, "bdav:rclone".into())),
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(dav),
+            }
+        }
+        "http" => {
+            let web = StaticHttp::start()?;
+            let env = rclone_env("bhttp", &[("type", "http"), ("url", &web.url(""))]);
+            Target {
+                name: name.into(),
+                block: (
+                    "remote-file-system/bench".into(),
+                    set(&[("basepath", &web.url(""))]),
+                ),
+                rclone: Some((env, "bhttp:".into())),
+                rclone_skip: None,
+                rclone_folders: None,
+                served: Some(web.root.clone()),
+                prefect: None,
+                wire: None,
+                _guard: Box::new(web),
             }
         }
         "ftp" => {
@@ -352,6 +379,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone: Some((env, "bftp:rclone".into())),
                 rclone_skip: None,
                 rclone_folders: Some(ftpd.root.join("rclone")),
+                served: None,
                 prefect: None,
                 // Passive data connections go straight to the server, past any proxy.
                 wire: None,
@@ -396,6 +424,7 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 rclone,
                 rclone_skip: None,
                 rclone_folders: None,
+                served: None,
                 prefect: None,
                 wire: None,
                 _guard: Box::new(smb),
