@@ -8,6 +8,7 @@
 //! A backend implements [`Folders`] on its connection and forwards its `ObjectStore`'s
 //! `list`, `list_with_delimiter` and `delete_stream` to the functions here.
 
+pub mod lock;
 pub mod names;
 mod whole;
 

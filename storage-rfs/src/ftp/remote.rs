@@ -8,7 +8,7 @@
 //! pyftpdlib) too: successive contents of a key never share an ETag.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -19,7 +19,8 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, child, lock_for, parent};
+use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
+use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "FTP";
@@ -584,51 +585,9 @@ impl Remote {
         Ok(facts.e_tag())
     }
 
-    /// Takes `key`'s lock: a folder beside it made by MKD, which only one writer can make.
-    /// A lock older than [`LOCK_STALE`] was left by a writer that died and is broken.
+    /// Takes `key`'s lock (see [`LockFiles`] below).
     async fn lock(&self, key: &str) -> object_store::Result<String> {
-        let lock = lock_for(key);
-        let full = self.full(&lock);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(5);
-        let mut made_dirs = false;
-        loop {
-            match self
-                .run("locking", key, async |s| s.mkdir(&full).await)
-                .await
-            {
-                Ok(()) => return Ok(lock),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            match self.stat(&lock).await? {
-                None if !made_dirs => {
-                    // The folder the lock goes in is missing.
-                    made_dirs = true;
-                    self.make_dirs(parent(&lock)).await?;
-                    continue;
-                }
-                Some(f)
-                    if f.modified().is_some_and(|m| {
-                        SystemTime::now()
-                            .duration_since(SystemTime::from(m))
-                            .is_ok_and(|age| age > LOCK_STALE)
-                    }) =>
-                {
-                    self.unlock(&lock).await;
-                    continue;
-                }
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                return Err(generic(format!(
-                    "{key} stayed locked by another writer for {} s",
-                    LOCK_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        take_lock(self, key).await
     }
 
     async fn unlock(&self, lock: &str) {
@@ -636,6 +595,41 @@ impl Remote {
         let _ = self
             .run("unlocking", lock, async |s| s.rmdir(&full).await)
             .await;
+    }
+}
+
+/// A lock is a folder made by MKD, which only one writer can make.
+#[async_trait::async_trait]
+impl LockFiles for Remote {
+    const STORE: &'static str = STORE;
+
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+        let full = self.full(lock);
+        match self
+            .run("locking", lock, async |s| s.mkdir(&full).await)
+            .await
+        {
+            Ok(()) => return Ok(TryLock::Taken),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(match self.stat(lock).await? {
+            // Nothing there: the folder the lock goes in is missing.
+            None => TryLock::NoFolder,
+            Some(f) => TryLock::Held {
+                made: f.modified().map(Into::into),
+            },
+        })
+    }
+
+    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        Remote::make_dirs(self, dir).await
+    }
+
+    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
+        let full = self.full(lock);
+        self.run("unlocking", lock, async |s| s.rmdir(&full).await)
+            .await
     }
 }
 

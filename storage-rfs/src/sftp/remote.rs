@@ -8,16 +8,17 @@
 //! mtime one second past the old file's: successive contents of a key never share an ETag.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
 use object_store::{ObjectMeta, PutMode};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
-use super::session::{Conn, Session, generic, status, store_error};
+use super::session::{Conn, STORE, Session, generic, status, store_error};
+use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 pub(crate) use storage_core::folders::names::temp_for;
-use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, child, lock_for, parent};
+use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
 
 /// The server folder a store works in, and the connection to it.
@@ -342,40 +343,8 @@ impl Remote {
         }
     }
 
-    /// Takes `key`'s lock: a file beside it created exclusively. A lock older than
-    /// [`LOCK_STALE`] was left by a writer that died and is broken.
     async fn lock(&self, key: &str) -> object_store::Result<String> {
-        let lock = lock_for(key);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match self.create_new(&lock).await {
-                Ok((conn, handle)) => {
-                    let _ = conn.sftp.close(handle).await;
-                    return Ok(lock);
-                }
-                Err(object_store::Error::Generic { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            // Exists (SFTP v3 says only "failure"): break it if stale, else wait.
-            if let Some(attrs) = self.stat(&lock).await?
-                && let Some(mtime) = attrs.mtime
-                && SystemTime::now()
-                    .duration_since(UNIX_EPOCH + Duration::from_secs(mtime.into()))
-                    .is_ok_and(|age| age > LOCK_STALE)
-            {
-                self.remove(&lock).await?;
-                continue;
-            }
-            if Instant::now() > deadline {
-                return Err(generic(format!(
-                    "{key} stayed locked by another writer for {} s",
-                    LOCK_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        take_lock(self, key).await
     }
 
     async fn unlock(&self, lock: &str) {
@@ -436,5 +405,36 @@ impl Folders for Remote {
 
     async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
         self.remove(key).await
+    }
+}
+
+/// A lock is a file created exclusively (folders made as needed).
+#[async_trait::async_trait]
+impl LockFiles for Remote {
+    const STORE: &'static str = STORE;
+
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+        match self.create_new(lock).await {
+            Ok((conn, handle)) => {
+                let _ = conn.sftp.close(handle).await;
+                Ok(TryLock::Taken)
+            }
+            // Exists (SFTP v3 says only "failure").
+            Err(object_store::Error::Generic { .. }) => {
+                let made = self.stat(lock).await?.and_then(|a| a.mtime);
+                Ok(TryLock::Held {
+                    made: made.map(|m| UNIX_EPOCH + Duration::from_secs(m.into())),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        Remote::make_dirs(self, dir).await
+    }
+
+    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
+        self.remove(lock).await
     }
 }

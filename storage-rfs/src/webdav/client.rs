@@ -2,7 +2,7 @@
 //! listings, PUT, MKCOL for folders and locks, MOVE, DELETE; and what their statuses mean as
 //! `object_store` errors.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -10,7 +10,8 @@ use object_store::ObjectMeta;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode};
 
-use storage_core::folders::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
+use storage_core::folders::names::{lock_for, parent};
 use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "WebDAV";
@@ -367,44 +368,9 @@ impl Dav {
         }
     }
 
-    /// Takes `key`'s lock: a folder beside it made by MKCOL, which only one of racing
-    /// writers can make. A lock older than [`LOCK_STALE`] was left by a writer that died.
+    /// Takes `key`'s lock (see [`LockFiles`] below).
     pub(crate) async fn lock(&self, key: &str) -> object_store::Result<String> {
-        let lock = lock_for(key);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(5);
-        let mut made_dirs = false;
-        loop {
-            match self.mkcol(&lock).await {
-                Ok(true) => return Ok(lock),
-                Ok(false) => {}
-                // 409: the folder the lock sits in is missing.
-                Err(object_store::Error::Generic { .. }) if !made_dirs => {
-                    made_dirs = true;
-                    self.make_dirs(parent(&lock)).await?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            if let Some(e) = self.stat(&lock).await?
-                && e.modified.is_some_and(|m| {
-                    SystemTime::now()
-                        .duration_since(SystemTime::from(m))
-                        .is_ok_and(|age| age > LOCK_STALE)
-                })
-            {
-                self.delete(&lock, true).await?;
-                continue;
-            }
-            if Instant::now() > deadline {
-                return Err(generic(format!(
-                    "{key} stayed locked by another writer for {} s",
-                    LOCK_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        take_lock(self, key).await
     }
 
     pub(crate) async fn unlock(&self, lock: &str) {
@@ -527,6 +493,35 @@ fn blank() -> Entry {
         size: 0,
         modified: None,
         e_tag: None,
+    }
+}
+
+/// A lock is a folder made by MKCOL, which only one of racing writers can make.
+#[async_trait::async_trait]
+impl LockFiles for Dav {
+    const STORE: &'static str = STORE;
+
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+        match self.mkcol(lock).await {
+            Ok(true) => Ok(TryLock::Taken),
+            Ok(false) => Ok(TryLock::Held {
+                made: self
+                    .stat(lock)
+                    .await?
+                    .and_then(|e| e.modified.map(Into::into)),
+            }),
+            // 409: the folder the lock goes in is missing.
+            Err(object_store::Error::Generic { .. }) => Ok(TryLock::NoFolder),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        Dav::make_dirs(self, dir).await
+    }
+
+    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
+        self.delete(lock, true).await
     }
 }
 

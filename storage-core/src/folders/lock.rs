@@ -1,0 +1,150 @@
+//! The lock a writer takes on a key while it swaps it, on servers with no locking of their
+//! own (SFTP, WebDAV, FTP): a file or folder beside the key ([`lock_for`]) that only one of
+//! racing writers can create. [`take_lock`] is the one wait loop over each protocol's
+//! [`LockFiles`]; a lock older than [`LOCK_STALE`] was left by a writer that died and is
+//! broken.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use async_trait::async_trait;
+
+use super::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+
+/// What one try to create a lock came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryLock {
+    Taken,
+    /// Another writer holds it, since `made` where the server tells.
+    Held {
+        made: Option<SystemTime>,
+    },
+    /// The folder the lock goes in does not exist.
+    NoFolder,
+}
+
+/// The lock operations of one protocol.
+#[async_trait]
+pub trait LockFiles: Send + Sync {
+    /// The store's name in errors.
+    const STORE: &'static str;
+
+    /// Creates `lock` if nobody has.
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock>;
+
+    /// Makes folder `dir` and the folders above it.
+    async fn make_dirs(&self, dir: &str) -> object_store::Result<()>;
+
+    /// Removes `lock`: a stale one, or one's own when done.
+    async fn remove_lock(&self, lock: &str) -> object_store::Result<()>;
+}
+
+/// Takes `key`'s lock and returns its name: waits for another writer's (5 ms, doubling to
+/// 100 ms) up to [`LOCK_WAIT`], makes the folder it goes in once, breaks a stale one.
+pub async fn take_lock<L: LockFiles + ?Sized>(
+    files: &L,
+    key: &str,
+) -> object_store::Result<String> {
+    let lock = lock_for(key);
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(5);
+    let mut made_dirs = false;
+    loop {
+        match files.try_lock(&lock).await? {
+            TryLock::Taken => return Ok(lock),
+            TryLock::NoFolder if !made_dirs => {
+                made_dirs = true;
+                files.make_dirs(parent(&lock)).await?;
+                continue;
+            }
+            TryLock::Held { made: Some(made) }
+                if SystemTime::now()
+                    .duration_since(made)
+                    .is_ok_and(|age| age > LOCK_STALE) =>
+            {
+                files.remove_lock(&lock).await?;
+                continue;
+            }
+            // Held, or a lock released between a failed create and the look at it.
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(object_store::Error::Generic {
+                store: L::STORE,
+                source: format!(
+                    "{key} stayed locked by another writer for {} s",
+                    LOCK_WAIT.as_secs()
+                )
+                .into(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// Locks in memory: name → when made; `dirs` says whether folders exist yet.
+    #[derive(Default)]
+    struct Memory {
+        locks: Mutex<BTreeMap<String, SystemTime>>,
+        dirs: Mutex<bool>,
+    }
+
+    #[async_trait]
+    impl LockFiles for Memory {
+        const STORE: &'static str = "memory";
+
+        async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+            if !*self.dirs.lock().unwrap() {
+                return Ok(TryLock::NoFolder);
+            }
+            let mut locks = self.locks.lock().unwrap();
+            if let Some(made) = locks.get(lock) {
+                return Ok(TryLock::Held { made: Some(*made) });
+            }
+            locks.insert(lock.to_string(), SystemTime::now());
+            Ok(TryLock::Taken)
+        }
+
+        async fn make_dirs(&self, _dir: &str) -> object_store::Result<()> {
+            *self.dirs.lock().unwrap() = true;
+            Ok(())
+        }
+
+        async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
+            self.locks.lock().unwrap().remove(lock);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_taken_after_making_its_folder_and_a_stale_one_is_broken() {
+        let m = Memory::default();
+        assert_eq!(take_lock(&m, "a/HEAD").await.unwrap(), "a/.~lock-HEAD");
+        // Left by a writer that died a minute ago.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        m.locks.lock().unwrap().insert("a/.~lock-HEAD".into(), old);
+        assert_eq!(take_lock(&m, "a/HEAD").await.unwrap(), "a/.~lock-HEAD");
+        assert!(m.locks.lock().unwrap()["a/.~lock-HEAD"] > old);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_lock_is_waited_for_until_the_deadline() {
+        let m = Memory::default();
+        take_lock(&m, "HEAD").await.unwrap();
+        // Dated ahead, as a live holder's never turns stale.
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        m.locks.lock().unwrap().insert(".~lock-HEAD".into(), ahead);
+        let started = Instant::now();
+        let err = take_lock(&m, "HEAD").await.unwrap_err();
+        assert!(err.to_string().contains("stayed locked"), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT);
+    }
+}
