@@ -25,7 +25,7 @@ use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).
-const CONNECTIONS: usize = 4;
+const CONNECTIONS: usize = 8;
 /// Bytes sent or read under one timeout.
 const CHUNK: usize = 1 << 20;
 
