@@ -2,10 +2,10 @@
 //! up) and during a get (into a new DEST, and over an existing one with `--replace`), against
 //! the remote backends' emulators: S3 (moto), Azure (Azurite), GCS (fake-gcs-server), SMB
 //! (Samba), SFTP (OpenSSH's sshd), WebDAV (wsgidav), FTP (pyftpdlib) and an OCI registry
-//! (distribution). The previous version stays current and whole, DEST is untouched or absent,
-//! the next get leaves no staging folder, and after `gc` the store holds only the live version
-//! (a registry keeps the killed put's blobs for its own garbage collection: its tags and
-//! manifests are checked).
+//! (distribution), and gets over read-only HTTP. The previous version stays current and
+//! whole, DEST is untouched or absent, the next get leaves no staging folder, and after `gc`
+//! the store holds only the live version (a registry keeps the killed put's blobs for its own
+//! garbage collection: its tags and manifests are checked).
 //!
 //! The phase is read from the process itself: `rchar` in `/proc/PID/io` counts the bytes it
 //! read from files. A put reads the tree once to hash it, then again to pack it while the
@@ -30,7 +30,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::http::request;
 use conformance::harness::{
-    Azurite, FakeGcs, Moto, OciRegistry, PyFtpd, Samba, Sshd, WsgiDav, hmac_sha256, shared,
+    Azurite, FakeGcs, Moto, OciRegistry, PyFtpd, Samba, Sshd, StaticHttp, WsgiDav, hmac_sha256,
+    shared,
 };
 use conformance::tree::{noise, small_tree, snapshot, write};
 
@@ -655,8 +656,16 @@ fn scenario(remote: Remote) {
         .unwrap()
         .to_string();
     assert_ne!(v2, v1);
+    kill_gets(&h, slug, kind);
+    eprintln!("{kind}: done in {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Gets of the big version at `slug`, killed mid-download into a new DEST (early) and over an
+/// old one with `--replace` (late): DEST absent or untouched; the next gets complete and
+/// remove what the killed ones left.
+fn kill_gets(h: &Home, slug: &str, kind: &str) {
     let fresh = h.path("fresh");
-    let mut get = spawn(&h, &["get", slug, fresh.to_str().unwrap()]);
+    let mut get = spawn(h, &["get", slug, fresh.to_str().unwrap()]);
     // Early in the download into a new DEST, late (most of the file there) over an old one.
     get.wait_until("a staging folder with data", |_| big_file_staged(&fresh, 1));
     get.kill();
@@ -665,7 +674,7 @@ fn scenario(remote: Remote) {
     let dest = h.path("run");
     small_tree(&dest, "old");
     let before = snapshot(&dest);
-    let mut get = spawn(&h, &["get", slug, dest.to_str().unwrap(), "--replace"]);
+    let mut get = spawn(h, &["get", slug, dest.to_str().unwrap(), "--replace"]);
     get.wait_until("most of the big file staged", |_| {
         big_file_staged(&dest, BIG * 3 / 4)
     });
@@ -689,7 +698,6 @@ fn scenario(remote: Remote) {
         staging(&fresh).is_empty(),
         "{kind}: staging folder left behind"
     );
-    eprintln!("{kind}: done in {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 #[test]
@@ -730,4 +738,18 @@ fn kill_on_ftp() {
 #[test]
 fn kill_on_oci() {
     scenario(oci());
+}
+
+/// Read-only HTTP (python's http.server) serving what a local block wrote: only gets, so only
+/// the get kills.
+#[test]
+fn kill_on_http_get() {
+    let web = shared::<StaticHttp>(StaticHttp::start);
+    let h = Home::new();
+    let served = format!("basepath={}", web.root.join("kill").display());
+    h.ok(&["block", "create", "local/served", "--set", &served]);
+    let url = format!("basepath={}", web.url("kill"));
+    h.ok(&["block", "create", "remote-file-system/web", "--set", &url]);
+    h.ok(&["put", big_tree().to_str().unwrap(), "local/served/app"]);
+    kill_gets(&h, "remote-file-system/web/app", "http");
 }

@@ -4,14 +4,17 @@
 //! case by case: gets of a package, of a sub-folder of it, of an old version and of a files
 //! layout, each verified; `cat`, `ls` and `versions`; a missing path is exit 3; and every
 //! write (put, `--if-version`, rm, gc, write_path) is refused as unsupported (exit 2) with
-//! nothing changed on the server. `curl` reads the same files.
+//! nothing changed on the server. `curl` reads the same files. Through the fault proxy, a get
+//! cut by resets fails with exit 1 in bounded time and writes nothing; a frame damaged on
+//! the server is exit 5.
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conformance::harness::{StaticHttp, shared};
-use conformance::tree::{small_tree, snapshot, write};
+use conformance::harness::{Cut, Direction, FaultProxy, StaticHttp, shared};
+use conformance::tree::{noise, small_tree, snapshot, write};
 use storage_core::{
     BlockPath, DeleteOptions, GetOptions, Layout, PutOptions, StorageBlock, VersionPrecondition,
 };
@@ -24,15 +27,20 @@ fn server() -> Arc<StaticHttp> {
 
 /// A read-only block over `server`'s `sub`, as the facade opens it (capabilities checked).
 fn http_block(server: &StaticHttp, sub: &str) -> Arc<dyn StorageBlock> {
+    block_at(&server.url(sub), None)
+}
+
+/// A read-only block over the web folder at `url`, its requests bounded by `timeout` seconds.
+fn block_at(url: &str, timeout: Option<i64>) -> Arc<dyn StorageBlock> {
     let config = RfsConfig {
-        basepath: server.url(sub),
+        basepath: url.to_string(),
         username: None,
         password: None,
         private_key_path: None,
         private_key: None,
         known_hosts: None,
         insecure_accept_host_key: None,
-        timeout: None,
+        timeout,
     };
     storage_core::Checked::wrap(Arc::new(
         storage_rfs::open(&config, "remote-file-system/web").unwrap(),
@@ -272,4 +280,84 @@ async fn every_write_is_refused_as_unsupported_and_changes_nothing() {
         assert!(!err.to_string().contains('\n'), "{what}: {err}");
     }
     assert_eq!(snapshot(&server.root.join("ro")), before);
+}
+
+/// Through a proxy that resets every connection once 256 KiB have come down, a get of a
+/// package fails with exit 1 in bounded time and writes nothing; once the proxy passes
+/// everything again the same get succeeds. A frame damaged on the server is exit 5, with
+/// nothing written either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_or_damaged_download_fails_cleanly_with_nothing_written() {
+    let server = server();
+    let local = writer(&server, "faulty");
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "big");
+    write(src.path(), "data/blob.bin", noise(4 << 20, 7));
+    local
+        .put_directory(src.path(), &path("etl"), &PutOptions::default())
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    let web = block_at(&format!("{}/faulty", proxy.url()), Some(10));
+    let uncached = GetOptions {
+        no_cache: true,
+        ..GetOptions::default()
+    };
+    let scratch = tempfile::tempdir().unwrap();
+
+    proxy.partition_after(Cut::Reset, 256 << 10, Direction::Downstream);
+    let started = Instant::now();
+    let err = web
+        .get_directory(&path("etl"), &scratch.path().join("cut"), &uncached)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(proxy.injected().reset >= 1, "no reset happened");
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
+    proxy.pass_through();
+    let whole = scratch.path().join("whole");
+    web.get_directory(&path("etl"), &whole, &uncached)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&whole), snapshot(src.path()));
+
+    // One frame damaged where the server keeps it.
+    let frames = server.root.join("faulty/etl/.blocks/frames");
+    let frame = walkdir_files(&frames)
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .expect("a stored frame");
+    let mut bytes = std::fs::read(&frame).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&frame, bytes).unwrap();
+    let bad = scratch.path().join("bad");
+    let err = web
+        .get_directory(&path("etl"), &bad, &uncached)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 5, "{err}");
+    assert!(!bad.exists());
+}
+
+/// Every file under `dir`.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

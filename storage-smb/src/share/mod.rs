@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use object_store::Error as StoreError;
 use smb2::client::connection::Connection;
 use smb2::msg::create::{
@@ -316,17 +317,18 @@ impl Share {
         let options = RenameOptions::new().replace_if_exists(!matches!(replace, Replace::Absent));
         // A reader that has `path` open (a get reading HEAD) makes the server refuse the
         // rename for a moment (STATUS_ACCESS_DENIED); we still hold the lock, so try again.
-        let mut tries = 0;
-        loop {
-            match tree.rename_with(&mut conn, temp, path, options).await {
-                Ok(_) => break,
-                Err(_) if tries < 10 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
-                }
-                Err(e) => return Err(store_error(format!("renaming {temp} to {path}"), path, e)),
-            }
-        }
+        const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(20))
+            .with_factor(1.3)
+            .with_max_times(10);
+        (|| {
+            let (mut conn, tree) = (conn.clone(), tree.clone());
+            async move { tree.rename_with(&mut conn, temp, path, options).await }
+        })
+        .retry(RETRIES)
+        .sleep(tokio::time::sleep)
+        .await
+        .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
         Ok(info_e_tag(&new))
     }
 
