@@ -425,12 +425,17 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
                     o.status.code()
                 ));
             }
-            // RUST_LOG=trace logs to stderr first; the error is one line, the last.
+            // RUST_LOG=trace logs to stderr too; the error is one line, the last one that is
+            // not a log record (an HTTP client's background task may still log after it).
             let errors: Vec<&str> = err
                 .lines()
                 .filter(|l| l.starts_with("blockctl: "))
                 .collect();
-            let last = err.trim_end().lines().last().unwrap_or_default();
+            let last = err
+                .trim_end()
+                .lines()
+                .rfind(|l| !is_log_record(l))
+                .unwrap_or_default();
             if errors.len() != 1 || errors[0] != last {
                 problems.push(format!(
                     "{what}: stderr does not end in one error line: {err:?}"
@@ -580,4 +585,16 @@ fn the_registry_is_0600_and_keeps_env_secrets_unresolved() {
     );
     let parsed: toml::Value = toml::from_str(&stored).expect("blocks.toml parses");
     assert!(parsed.as_table().is_some_and(|t| !t.is_empty()));
+}
+
+/// A tracing record as blockctl's subscriber writes it: `2026-11-30T17:24:51.757325Z LEVEL ...`.
+fn is_log_record(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && line
+            .split_once(' ')
+            .is_some_and(|(stamp, _)| stamp.ends_with('Z'))
 }
