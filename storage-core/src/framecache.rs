@@ -168,6 +168,48 @@ pub fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+/// One frame's verified bytes: from `cache` if it holds them, else from `download` (`None`
+/// when `from`, the store, has no such frame), checked against `sha256` and cached.
+pub async fn fetch_verified<Fut>(
+    cache: &FrameCache,
+    counts: &FrameCounts,
+    sha256: &str,
+    from: &str,
+    download: Fut,
+) -> crate::Result<Bytes>
+where
+    Fut: std::future::Future<Output = crate::Result<Option<Bytes>>>,
+{
+    use crate::Error;
+    use crate::manifest::short;
+    if cache.is_enabled() {
+        let (c, s) = (cache.clone(), sha256.to_string());
+        if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
+            counts.add_cached();
+            return Ok(data);
+        }
+    }
+    let Some(data) = download.await? else {
+        return Err(Error::Integrity(format!(
+            "frame {} is missing from the {from}",
+            short(sha256)
+        )));
+    };
+    counts.add_download(data.len() as u64);
+    let (cache, sha256, from) = (cache.clone(), sha256.to_string(), from.to_string());
+    tokio::task::spawn_blocking(move || {
+        if frame_hash(&data) != sha256 {
+            return Err(Error::Integrity(format!(
+                "frame {} does not match its sha256: the {from} holds a corrupt copy",
+                short(&sha256)
+            )));
+        }
+        cache.put(&sha256, &data);
+        Ok(data)
+    })
+    .await?
+}
+
 /// Counts what a get moved, for its report.
 #[derive(Debug, Default)]
 pub struct FrameCounts {

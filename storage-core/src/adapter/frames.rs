@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 
-use crate::framecache::{FrameCache, FrameCounts};
+use crate::framecache::{FrameCache, FrameCounts, fetch_verified};
 use crate::frames::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::hashcache::FrameLedger;
 use crate::manifest::{FRAMES_FORMAT, Frame};
@@ -336,41 +336,19 @@ impl ObjectStoreBlock {
         counts: &FrameCounts,
     ) -> Result<Bytes> {
         let sha = frame.sha256.clone().unwrap_or_default();
-        if cache.is_enabled() {
-            let (c, s) = (cache.clone(), sha.clone());
-            if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
-                counts.add_cached();
-                return Ok(data);
+        let download = async {
+            let key = self.frame_key(at, &sha)?;
+            let data = match self.store.get(&key).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            };
+            match data {
+                Ok(d) => Ok(Some(d)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(scrub_error(Error::from_store(e), &self.secrets)),
             }
-        }
-        let key = self.frame_key(at, &sha)?;
-        let data = match self.store.get(&key).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
         };
-        let data = match data {
-            Ok(d) => d,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::Integrity(format!(
-                    "frame {} is missing from the store",
-                    short(&sha)
-                )));
-            }
-            Err(e) => return Err(scrub_error(Error::from_store(e), &self.secrets)),
-        };
-        counts.add_download(data.len() as u64);
-        let cache = cache.clone();
-        tokio::task::spawn_blocking(move || {
-            if frame_hash(&data) != sha {
-                return Err(Error::Integrity(format!(
-                    "frame {} does not match its sha256: the store holds a corrupt copy",
-                    short(&sha)
-                )));
-            }
-            cache.put(&sha, &data);
-            Ok(data)
-        })
-        .await?
+        fetch_verified(cache, counts, &sha, "store", download).await
     }
 }
 

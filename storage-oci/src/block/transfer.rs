@@ -17,35 +17,13 @@ impl OciBlock {
         counts: &FrameCounts,
     ) -> Result<Bytes> {
         let sha = frame.sha256.clone().unwrap_or_default();
-        if cache.is_enabled() {
-            let (c, s) = (cache.clone(), sha.clone());
-            if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
-                counts.add_cached();
-                return Ok(data);
+        let download = async {
+            match self.registry().blob(repo, &format!("sha256:{sha}")).await {
+                Err(Error::NotFound(_)) => Ok(None),
+                other => other.map(Some),
             }
-        }
-        let data = match self.registry().blob(repo, &format!("sha256:{sha}")).await {
-            Err(Error::NotFound(_)) => {
-                return Err(Error::Integrity(format!(
-                    "frame {} is missing from the registry",
-                    short(&sha)
-                )));
-            }
-            other => other?,
         };
-        counts.add_download(data.len() as u64);
-        let cache = cache.clone();
-        tokio::task::spawn_blocking(move || {
-            if frame_hash(&data) != sha {
-                return Err(Error::Integrity(format!(
-                    "frame {} does not match its sha256: the registry holds a corrupt copy",
-                    short(&sha)
-                )));
-            }
-            cache.put(&sha, &data);
-            Ok(data)
-        })
-        .await?
+        fetch_verified(cache, counts, &sha, "registry", download).await
     }
 
     /// The frames of a version, in order, verified, `IN_FLIGHT` at a time.
