@@ -4,6 +4,7 @@
 //! checks that the operation is refused as unsupported, never skipped.
 
 pub mod cases;
+pub mod checks;
 pub mod delta;
 pub mod harness;
 pub mod hostile;

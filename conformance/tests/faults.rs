@@ -10,18 +10,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
+use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Azurite, Cut, Direction, FakeGcs, FaultProxy, Moto, shared};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use storage_azure::AzureConfig;
-use storage_core::{BlockPath, GetOptions, PutOptions, PutReport, Result, Secret, StorageBlock};
+use storage_core::{BlockPath, GetOptions, PutOptions, PutReport, Secret, StorageBlock};
 use storage_gcs::GcsConfig;
 use storage_s3::S3Config;
 use tempfile::TempDir;
 
-/// The longest any operation under faults may take before the test fails.
-const BOUND: Duration = Duration::from_secs(90);
 /// Per-request timeout of the blocks that must give up on stalled connections.
 const SHORT_TIMEOUT: i64 = 3;
 /// Per-request timeout otherwise: generous, but it bounds a hang all the same.
@@ -281,28 +279,6 @@ fn uncached() -> GetOptions {
     }
 }
 
-/// Runs `op`, which must end within [`BOUND`]; returns its result and how long it took.
-async fn bounded<T>(what: &str, op: impl Future<Output = Result<T>>) -> (Result<T>, Duration) {
-    let start = Instant::now();
-    match tokio::time::timeout(BOUND, op).await {
-        Ok(result) => (result, start.elapsed()),
-        Err(_) => panic!("{what} did not end within {} s", BOUND.as_secs()),
-    }
-}
-
-/// A failure under faults must be clean: a transport failure (exit 1), one line, naming
-/// the block.
-fn assert_clean_failure(what: &str, err: &storage_core::Error, label: &str) {
-    let text = err.to_string();
-    eprintln!("{what}: exit {}: {text}", err.exit_code());
-    assert_eq!(err.exit_code(), 1, "{what}: wrong exit code for: {text}");
-    assert!(!text.contains('\n'), "{what}: not one line: {text:?}");
-    assert!(
-        text.starts_with(label),
-        "{what}: does not name {label}: {text}"
-    );
-}
-
 /// The next 3 requests of a put, then of a get, are answered 503: both succeed through
 /// retries and the download is exactly the source.
 async fn answers_503_are_retried(backend: Backend) {
@@ -310,7 +286,7 @@ async fn answers_503_are_retried(backend: Backend) {
     let src = rig.tree("v1", 6);
 
     rig.proxy.answer_503(3);
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(TIMEOUT)
             .put_directory(&src, &rig.at, &PutOptions::default()),
@@ -327,7 +303,7 @@ async fn answers_503_are_retried(backend: Backend) {
 
     rig.proxy.answer_503(3);
     let (_, dest) = rig.destination("503");
-    let (got, took) = bounded(
+    let (got, took) = within_bound(
         "get",
         rig.proxied(TIMEOUT)
             .get_directory(&rig.at, &dest, &uncached()),
@@ -355,7 +331,7 @@ async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
     rig.put_direct(&v1).await;
 
     rig.proxy.cut(Cut::Reset, 1, CUT_AFTER, Direction::Upstream);
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(TIMEOUT)
             .put_directory(&v2, &rig.at, &PutOptions::default()),
@@ -369,7 +345,7 @@ async fn a_reset_during_put_is_retried_or_fails_cleanly(backend: Backend) {
     let current = match put {
         Ok(_) => &v2,
         Err(e) => {
-            assert_clean_failure("put under one reset", &e, backend.label());
+            assert_clean_failure(backend.label(), "put under one reset", &e);
             &v1
         }
     };
@@ -395,7 +371,7 @@ async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Back
 
     rig.proxy
         .cut(Cut::Reset, u32::MAX, CUT_AFTER, Direction::Upstream);
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(TIMEOUT)
             .put_directory(&v2, &rig.at, &PutOptions::default()),
@@ -404,7 +380,7 @@ async fn a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head(backend: Back
     let resets = rig.proxy.injected().reset;
     assert!(resets > 1, "{backend:?}: {resets} resets: was it retried?");
     let err = put.expect_err("a put whose every upload is reset succeeded");
-    assert_clean_failure("put under resets", &err, backend.label());
+    assert_clean_failure(backend.label(), "put under resets", &err);
     eprintln!("{backend:?}: put failed after {resets} resets in {took:?}");
     rig.proxy.pass_through();
     rig.assert_sound(&[&v1], &v1).await;
@@ -421,7 +397,7 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
     rig.proxy
         .cut(Cut::Reset, 1, CUT_AFTER, Direction::Downstream);
     let (parent, dest) = rig.destination("reset-get");
-    let (got, took) = bounded(
+    let (got, took) = within_bound(
         "get",
         rig.proxied(TIMEOUT)
             .get_directory(&rig.at, &dest, &uncached()),
@@ -438,7 +414,7 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
             "succeeded"
         }
         Err(e) => {
-            assert_clean_failure("get under one reset", &e, backend.label());
+            assert_clean_failure(backend.label(), "get under one reset", &e);
             assert_nothing_written(&parent);
             "failed"
         }
@@ -450,14 +426,14 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
     rig.proxy
         .partition_after(Cut::Reset, CUT_AFTER, Direction::Downstream);
     let (parent, dest) = rig.destination("reset-get-always");
-    let (got, took) = bounded(
+    let (got, took) = within_bound(
         "get",
         rig.proxied(TIMEOUT)
             .get_directory(&rig.at, &dest, &uncached()),
     )
     .await;
     let err = got.expect_err("a get whose every download is reset succeeded");
-    assert_clean_failure("get under resets", &err, backend.label());
+    assert_clean_failure(backend.label(), "get under resets", &err);
     assert_nothing_written(&parent);
     eprintln!("{backend:?}: get failed under resets in {took:?}");
     rig.assert_sound(&[&v1], &v1).await;
@@ -472,7 +448,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     let v2 = rig.tree("v2", 12);
 
     rig.proxy.cut(Cut::Stall, 1, 0, Direction::Upstream);
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(SHORT_TIMEOUT)
             .put_directory(&v1, &rig.at, &PutOptions::default()),
@@ -489,7 +465,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
 
     rig.proxy
         .cut(Cut::Stall, u32::MAX, CUT_AFTER, Direction::Upstream);
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(SHORT_TIMEOUT)
             .put_directory(&v2, &rig.at, &PutOptions::default()),
@@ -500,7 +476,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
         "{backend:?}: no upload stalled"
     );
     let err = put.expect_err("a put whose uploads all stall succeeded");
-    assert_clean_failure("put under stalls", &err, backend.label());
+    assert_clean_failure(backend.label(), "put under stalls", &err);
     eprintln!("{backend:?}: stalled put failed in {took:?}");
     rig.proxy.pass_through();
     rig.assert_sound(&[&v1], &v1).await;
@@ -512,7 +488,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     rig.proxy
         .partition_after(Cut::Stall, MIB as u64, Direction::Downstream);
     let (parent, dest) = rig.destination("stall-get");
-    let (got, took) = bounded(
+    let (got, took) = within_bound(
         "get",
         rig.proxied(SHORT_TIMEOUT)
             .get_directory(&rig.at, &dest, &uncached()),
@@ -523,7 +499,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
         "{backend:?}: no download stalled"
     );
     let err = got.expect_err("a get whose downloads all stall succeeded");
-    assert_clean_failure("get under stalls", &err, backend.label());
+    assert_clean_failure(backend.label(), "get under stalls", &err);
     assert_nothing_written(&parent);
     eprintln!("{backend:?}: stalled get failed in {took:?}");
     rig.proxy.pass_through();
@@ -539,7 +515,7 @@ async fn a_lost_head_swap_response_is_recognised_as_our_own(backend: Backend) {
     let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 1));
     rig.put_direct(&v1).await;
     rig.proxy.lose_response_to(1, "PUT", "/.blocks/HEAD");
-    let (put, took) = bounded(
+    let (put, took) = within_bound(
         "put",
         rig.proxied(TIMEOUT).put_directory(
             &v2,

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
@@ -543,24 +544,6 @@ impl FaultRig {
     }
 }
 
-/// Runs `op`, which must end within 90 s.
-async fn within_bound<T>(what: &str, op: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not end within 90 s"),
-    }
-}
-
-fn assert_clean_failure(what: &str, err: &storage_core::Error) {
-    let text = err.to_string();
-    eprintln!("{what}: exit {}: {text}", err.exit_code());
-    assert_eq!(err.exit_code(), 1, "{what}: {text}");
-    assert!(
-        !text.contains('\n') && text.starts_with(FAULT_LABEL),
-        "{what}: {text}"
-    );
-}
-
 /// 503s and connections reset mid-upload are retried: the put succeeds and reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
@@ -575,6 +558,7 @@ async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
             .put_directory(&v1, &at, &PutOptions::default()),
     )
     .await
+    .0
     .expect("a put through transient faults");
     let injected = rig.proxy.injected();
     assert!(
@@ -597,14 +581,14 @@ async fn a_put_cut_by_a_partition_fails_cleanly_and_keeps_current() {
         .unwrap();
     rig.proxy
         .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
-    let put = within_bound(
+    let (put, _) = within_bound(
         "put",
         rig.proxied()
             .put_directory(&v2, &at, &PutOptions::default()),
     )
     .await;
     assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure("put under a partition", &put.unwrap_err());
+    assert_clean_failure(FAULT_LABEL, "put under a partition", &put.unwrap_err());
     rig.assert_sound(&[&v1], &v1).await;
 }
 
@@ -622,13 +606,13 @@ async fn a_get_cut_by_a_partition_fails_cleanly_with_nothing_written() {
         .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
     let parent = rig.scratch.path().join("out");
     std::fs::create_dir_all(&parent).unwrap();
-    let got = within_bound(
+    let (got, _) = within_bound(
         "get",
         rig.proxied()
             .get_directory(&at, &parent.join("dest"), &uncached()),
     )
     .await;
-    assert_clean_failure("get under a partition", &got.unwrap_err());
+    assert_clean_failure(FAULT_LABEL, "get under a partition", &got.unwrap_err());
     assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
     rig.assert_sound(&[&v1], &v1).await;
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Cut, Direction, FaultProxy, Sshd, shared};
 use conformance::tree::{noise, small_tree, write};
 use conformance::{Subject, conformance_suite};
@@ -603,25 +604,6 @@ fn uncached() -> GetOptions {
     }
 }
 
-/// Runs `op`, which must end within 90 s.
-async fn within_bound<T>(what: &str, op: impl Future<Output = T>) -> (T, std::time::Duration) {
-    let started = Instant::now();
-    match tokio::time::timeout(std::time::Duration::from_secs(90), op).await {
-        Ok(v) => (v, started.elapsed()),
-        Err(_) => panic!("{what} did not end within 90 s"),
-    }
-}
-
-fn assert_clean_failure(what: &str, err: &storage_core::Error) {
-    let text = err.to_string();
-    eprintln!("{what}: exit {}: {text}", err.exit_code());
-    assert_eq!(err.exit_code(), 1, "{what}: {text}");
-    assert!(
-        !text.contains('\n') && text.starts_with(LABEL),
-        "{what}: {text}"
-    );
-}
-
 /// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
 /// the previous version, and gc leaves a sound store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +624,7 @@ async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
     )
     .await;
     assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure("put under resets", &put.unwrap_err());
+    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
     eprintln!("put failed under resets in {took:?}");
     rig.assert_sound(&[&v1], &v1).await;
 }
@@ -667,7 +649,7 @@ async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
             .get_directory(&at, &parent.join("dest"), &uncached()),
     )
     .await;
-    assert_clean_failure("get under resets", &got.unwrap_err());
+    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
     eprintln!("get failed under resets in {took:?}");
     assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
     rig.assert_sound(&[&v1], &v1).await;
@@ -693,7 +675,7 @@ async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
     )
     .await;
     assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
-    assert_clean_failure("put over a stalled connection", &put.unwrap_err());
+    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
     eprintln!("put failed over a stall in {took:?}");
     rig.proxy.pass_through();
     rig.assert_sound(&[&v1], &v1).await;

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+pub use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::tree::small_tree;
 use storage_core::{BlockPath, GetOptions, ObjectStoreBlock, PutOptions, StorageBlock};
 use storage_rfs::object_store::path::Path as Key;
@@ -129,26 +129,6 @@ pub fn uncached() -> GetOptions {
         no_cache: true,
         ..GetOptions::default()
     }
-}
-
-/// Runs `op`, which must end within 90 s.
-pub async fn within_bound<T>(what: &str, op: impl Future<Output = T>) -> (T, Duration) {
-    let started = Instant::now();
-    match tokio::time::timeout(Duration::from_secs(90), op).await {
-        Ok(v) => (v, started.elapsed()),
-        Err(_) => panic!("{what} did not end within 90 s"),
-    }
-}
-
-/// Exit 1, one line, starting with `label`.
-pub fn assert_clean_failure(label: &str, what: &str, err: &storage_core::Error) {
-    let text = err.to_string();
-    eprintln!("{what}: exit {}: {text}", err.exit_code());
-    assert_eq!(err.exit_code(), 1, "{what}: {text}");
-    assert!(
-        !text.contains('\n') && text.starts_with(label),
-        "{what}: {text}"
-    );
 }
 
 /// Straight on the server (`direct`): every listed version at `etl` reads back as one of
