@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use storage_core::EntryKind;
-use storage_core::extract::unpack_verified;
-use storage_core::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
+use storage_core::package::extract::unpack_verified;
+use storage_core::package::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
 
 fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> ManifestEntry {
     ManifestEntry {

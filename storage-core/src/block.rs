@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::manifest::PackageManifest;
+use crate::package::manifest::PackageManifest;
 use crate::slug::BlockPath;
 
 /// What a backend can do. The conformance suite picks its cases from these declarations and

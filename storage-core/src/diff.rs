@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::manifest::{FRAMES_FORMAT, ManifestEntry, PackageManifest};
+use crate::package::manifest::{FRAMES_FORMAT, ManifestEntry, PackageManifest};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VersionDiff {

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::frames::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
+use super::coordination::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
 use super::*;
 
 impl ObjectStoreBlock {
@@ -93,7 +93,7 @@ impl ObjectStoreBlock {
             read.insert(v.clone());
         }
         let mut doomed: Vec<(String, ObjPath)> = self
-            .stored_frames(at)
+            .listed_frames(at)
             .await?
             .into_iter()
             .filter(|(name, m)| {

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::frames::frame_hash;
 use crate::hashcache::cache_dir;
+use crate::package::cuts::frame_hash;
 
 /// The folder set by [`set_process_default`], if any.
 static PROCESS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -181,7 +181,7 @@ where
     Fut: std::future::Future<Output = crate::Result<Option<Bytes>>>,
 {
     use crate::Error;
-    use crate::manifest::short;
+    use crate::package::manifest::short;
     if cache.is_enabled() {
         let (c, s) = (cache.clone(), sha256.to_string());
         if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
