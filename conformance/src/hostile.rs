@@ -215,6 +215,7 @@ pub async fn plant_package(
             uncompressed_offset: 0,
             uncompressed_length: uncompressed,
             sha256: None,
+            ..Default::default()
         }],
         entries: records,
     };

@@ -9,6 +9,8 @@ use super::*;
 
 /// Where frames live, shared by every version at a path.
 pub(super) const FRAMES: &str = ".blocks/frames";
+/// Where packs live, shared by every version at a path.
+pub(super) const PACKS: &str = ".blocks/packs";
 /// One record per put under way that may reuse frames.
 pub(super) const INTENTS: &str = ".blocks/intents";
 /// One record per gc under way.
@@ -40,6 +42,24 @@ impl ObjectStoreBlock {
             .into_iter()
             .filter_map(|m| {
                 let name = m.location.filename()?.strip_suffix(".zst")?.to_string();
+                is_version_id(&name).then_some((name, m))
+            })
+            .collect())
+    }
+
+    /// Names of the packs stored at `at`, with their times.
+    pub(super) async fn listed_packs(&self, at: &BlockPath) -> Result<Vec<(String, ObjectMeta)>> {
+        let prefix = self.key(at, PACKS)?;
+        let metas: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.fail(at))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.strip_suffix(".pack")?.to_string();
                 is_version_id(&name).then_some((name, m))
             })
             .collect())

@@ -4,7 +4,7 @@
 //! [`PackageStore`]. Backends only say where bytes live; what a version is and how it is
 //! checked is decided here once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +25,9 @@ use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::package::extract::{file_in_frames, unpack_verified_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
 use crate::package::manifest::{
-    FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PackageManifest, Totals, short,
+    FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
 };
+use crate::package::packs::{self, PACKS_IN_FLIGHT, PackBuilder, StoredFrame};
 use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
 use crate::slug::BlockPath;
@@ -119,8 +120,9 @@ impl PackageEngine {
         // Held before anything is looked up or written, so that no gc removes what this put
         // reuses or writes.
         let guard = self.store.begin_put(to).await?;
+        let previous = head.map(|(h, _)| h.version);
         let result = self
-            .store_version(to, &version, tree, precondition, report, opts)
+            .store_version(to, &version, tree, precondition, previous, report, opts)
             .await;
         guard.end().await;
         result
@@ -128,12 +130,14 @@ impl PackageEngine {
 
     /// The part of a put under its guard: objects and manifest unless the version is stored
     /// already, then the HEAD swap.
+    #[allow(clippy::too_many_arguments)]
     async fn store_version(
         &self,
         to: &BlockPath,
         version: &str,
         tree: SourceTree,
         precondition: HeadPrecondition,
+        previous: Option<String>,
         mut report: PutReport,
         opts: &PutOptions,
     ) -> Result<PutReport> {
@@ -151,7 +155,13 @@ impl PackageEngine {
             );
             let sent = match opts.format {
                 PackageFormat::Archive => self.put_archive(to, version, tree.entries, opts).await?,
-                PackageFormat::Frames => self.put_frames(to, version, tree.entries, opts).await?,
+                PackageFormat::Packs if self.store.keeps_packs() => {
+                    self.put_packs(to, version, tree.entries, previous.as_deref(), opts)
+                        .await?
+                }
+                PackageFormat::Frames | PackageFormat::Packs => {
+                    self.put_frames(to, version, tree.entries, opts).await?
+                }
             };
             report.uploaded_bytes = sent.bytes;
             report.frames_uploaded = sent.frames_uploaded;
@@ -282,6 +292,216 @@ impl PackageEngine {
         )))
     }
 
+    /// Format 3: content-defined frames; those the current version's packs hold (less the
+    /// packs retired to keep the version compact) are reused, the rest written into new
+    /// packs; then the manifest. A gc that removed a reused pack meanwhile makes it pack again.
+    async fn put_packs(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        entries: Vec<SourceEntry>,
+        previous: Option<&str>,
+        opts: &PutOptions,
+    ) -> Result<Sent> {
+        let entries = Arc::new(entries);
+        let mut reuse = match previous {
+            Some(v) => match self.store.read_manifest(to, v).await {
+                Ok(m) => packs::reusable_frames(&m),
+                // A HEAD whose manifest is gone or damaged offers nothing to reuse.
+                Err(Error::NotFound(_) | Error::Integrity(_)) => HashMap::new(),
+                Err(e) => return Err(e),
+            },
+            None => HashMap::new(),
+        };
+        self.drop_missing_packs(to, &mut reuse).await?;
+        let mut sent = Sent::default();
+        for attempt in 1..=ATTEMPTS {
+            let (placements, frames) = self
+                .pack_frames(to, entries.clone(), &reuse, &mut sent, opts, attempt == 1)
+                .await?;
+            // A gc that began before our guard may still be removing packs we reuse: wait
+            // for it, then check that every one is there.
+            self.store.settle(to).await?;
+            let before = reuse.len();
+            self.drop_missing_packs(to, &mut reuse).await?;
+            if reuse.len() != before {
+                tracing::debug!(attempt, "a gc removed packs this put reused");
+                continue;
+            }
+            let records = placed(&entries, &placements);
+            let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
+            let manifest = PackageManifest {
+                format: PACKS_FORMAT,
+                version: version.to_string(),
+                created: now(),
+                compression: "zstd".into(),
+                totals: Totals::count(&records, package_bytes),
+                frames,
+                entries: records,
+            };
+            sent.bytes += self.store.write_manifest(to, &manifest).await?;
+            return Ok(sent);
+        }
+        Err(Error::Backend(format!(
+            "{}: a gc running at the same time kept removing packs this put reuses; put again",
+            self.slug(to)
+        )))
+    }
+
+    /// Forgets the reusable frames whose pack the store no longer holds.
+    async fn drop_missing_packs(
+        &self,
+        to: &BlockPath,
+        reuse: &mut HashMap<String, StoredFrame>,
+    ) -> Result<()> {
+        let packs: HashSet<String> = reuse.values().map(|f| f.pack.clone()).collect();
+        for pack in packs {
+            if !self
+                .store
+                .has_object(to, &ObjectName::Pack(pack.clone()))
+                .await?
+            {
+                reuse.retain(|_, f| f.pack != pack);
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of format 3's packing: frames cut and sealed as for format 2, the new ones
+    /// appended to packs of about `PACK_TARGET` bytes, each uploaded once full while the
+    /// next fills. Returns the entries' placements and the frame table.
+    async fn pack_frames(
+        &self,
+        to: &BlockPath,
+        entries: Arc<Vec<SourceEntry>>,
+        reuse: &HashMap<String, StoredFrame>,
+        sent: &mut Sent,
+        opts: &PutOptions,
+        report_progress: bool,
+    ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+        let progress = report_progress.then(|| opts.progress.clone()).flatten();
+        let packer = tokio::task::spawn_blocking(move || {
+            let cuts = ContentCuts::new(|frame| {
+                tx.blocking_send(frame)
+                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
+            });
+            let (placements, cuts) = pack_entries(&entries, cuts, |n| {
+                emit(&progress, ProgressEvent::Advance(n))
+            })?;
+            cuts.finish()
+                .map_err(|e| Error::io("writing the package", e))?;
+            Ok::<_, Error>(placements)
+        });
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
+        let reusable: Arc<HashSet<String>> = Arc::new(reuse.keys().cloned().collect());
+        let mut sealed = receiver_stream(rx)
+            .map(|raw| {
+                let (ledger, reusable) = (ledger.clone(), reusable.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || seal_unless_known(&raw, &ledger, &reusable))
+                        .await?
+                        .map_err(|e| Error::io("compressing a frame", e))
+                }
+            })
+            .buffered(workers)
+            .boxed();
+        // Where each frame went: an existing pack (by name), or a new one (by its number).
+        enum Place {
+            Stored(String, u64),
+            New(usize, u64),
+        }
+        let mut table: Vec<(SealedFrame, Place)> = Vec::new();
+        let mut placed_here: HashMap<String, (usize, u64)> = HashMap::new();
+        let mut builder = PackBuilder::default();
+        let mut names: Vec<String> = Vec::new();
+        let mut uploads = futures::stream::FuturesUnordered::new();
+        let upload = |name: String, data: Bytes| {
+            let (store, to) = (self.store.clone(), to.clone());
+            async move {
+                let len = data.len() as u64;
+                store
+                    .write_object(&to, &ObjectName::Pack(name), data)
+                    .await?;
+                Ok::<_, Error>(len)
+            }
+        };
+        let result: Result<()> = async {
+            while let Some(frame) = sealed.next().await {
+                let mut frame = frame?;
+                let place = if let Some(s) = reuse.get(&frame.sha256) {
+                    Place::Stored(s.pack.clone(), s.pack_offset)
+                } else if let Some((pack, offset)) = placed_here.get(&frame.sha256) {
+                    // The same frame twice in one version is stored once, and counted as
+                    // format 2 counts it: sent.
+                    sent.frames_uploaded += 1;
+                    Place::New(*pack, *offset)
+                } else {
+                    if builder.is_full_for(frame.data.len()) {
+                        let (name, data) = builder.close();
+                        names.push(name.clone());
+                        uploads.push(upload(name, data));
+                        while uploads.len() >= PACKS_IN_FLIGHT {
+                            if let Some(done) = uploads.next().await {
+                                sent.bytes += done?;
+                            }
+                        }
+                    }
+                    let offset = builder.push(&frame.data);
+                    sent.frames_uploaded += 1;
+                    placed_here.insert(frame.sha256.clone(), (names.len(), offset));
+                    Place::New(names.len(), offset)
+                };
+                frame.data = Bytes::new();
+                table.push((frame, place));
+            }
+            if !builder.is_empty() {
+                let (name, data) = builder.close();
+                names.push(name.clone());
+                uploads.push(upload(name, data));
+            }
+            while let Some(done) = uploads.next().await {
+                sent.bytes += done?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(sealed);
+        let packed = packer.await.map_err(Error::from).and_then(|r| r);
+        let placements = match (result, packed) {
+            (Ok(()), Ok(p)) => p,
+            (Err(up), Err(pack)) if pack.to_string().contains(UPLOAD_STOPPED) => return Err(up),
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+        };
+        ledger.save(
+            table
+                .iter()
+                .map(|(f, _)| (f.raw_sha256.clone(), f.sha256.clone(), f.length)),
+        );
+        let mut frames = Vec::with_capacity(table.len());
+        let (mut offset, mut uncompressed_offset) = (0u64, 0u64);
+        for (f, place) in table {
+            let (pack, pack_offset) = match place {
+                Place::Stored(pack, at) => (pack, at),
+                Place::New(i, at) => (names[i].clone(), at),
+            };
+            frames.push(Frame {
+                offset,
+                length: f.length,
+                uncompressed_offset,
+                uncompressed_length: f.uncompressed,
+                sha256: Some(f.sha256),
+                pack: Some(pack),
+                pack_offset: Some(pack_offset),
+            });
+            offset += f.length;
+            uncompressed_offset += f.uncompressed;
+        }
+        sent.frames_reused = frames.len() as u64 - sent.frames_uploaded.min(frames.len() as u64);
+        Ok((placements, frames))
+    }
+
     /// One pass of packing: frames are cut on a blocking thread, sealed as many at a time as
     /// there are cores, and those the store lacks sent `IN_FLIGHT` at a time. `known` is what
     /// the store lists (`None`: ask it frame by frame). Returns the entries' placements and
@@ -387,6 +607,7 @@ impl PackageEngine {
                 uncompressed_offset,
                 uncompressed_length,
                 sha256: Some(sha256),
+                ..Frame::default()
             });
             offset += length;
             uncompressed_offset += uncompressed_length;
@@ -501,6 +722,15 @@ impl PackageEngine {
         cache: FrameCache,
         counts: Arc<FrameCounts>,
     ) -> Result<ByteStream> {
+        if manifest.format == PACKS_FORMAT {
+            return Ok(packs::frames_in_order(
+                self.store.clone(),
+                at.clone(),
+                manifest.frames.clone(),
+                cache,
+                counts,
+            ));
+        }
         if manifest.format == FRAMES_FORMAT {
             return Ok(self.frame_stream(at, manifest.frames.clone(), cache, counts));
         }
@@ -583,7 +813,17 @@ impl PackageEngine {
                 "{slug}: {rel}: no frame holds it"
             )));
         };
-        let compressed: Bytes = if manifest.format == FRAMES_FORMAT {
+        let compressed: Bytes = if manifest.format == PACKS_FORMAT {
+            let counts = Arc::new(FrameCounts::default());
+            let stream = packs::frames_in_order(
+                self.store.clone(),
+                at.clone(),
+                needed.clone(),
+                FrameCache::open(true),
+                counts,
+            );
+            collect(stream).await.map_err(|e| e.context(&slug))?
+        } else if manifest.format == FRAMES_FORMAT {
             let counts = FrameCounts::default();
             let cache = FrameCache::open(true);
             let mut all = Vec::new();
@@ -615,6 +855,26 @@ impl PackageEngine {
                 .map_err(|why| Error::Integrity(format!("{slug}: {rel}: {why}")))
         })
         .await?
+    }
+}
+
+/// A frame sealed (compressed and named), or, when an earlier put from here compressed the
+/// same bytes into a frame the store still holds, named from the ledger without compressing.
+fn seal_unless_known(
+    raw: &[u8],
+    ledger: &FrameLedger,
+    reusable: &HashSet<String>,
+) -> std::io::Result<SealedFrame> {
+    let raw_sha256 = frame_hash(raw);
+    match ledger.get(&raw_sha256) {
+        Some((sha, length)) if reusable.contains(sha) => Ok(SealedFrame {
+            sha256: sha.to_string(),
+            data: Bytes::new(),
+            length,
+            uncompressed: raw.len() as u64,
+            raw_sha256,
+        }),
+        _ => seal(raw),
     }
 }
 

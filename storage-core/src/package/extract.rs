@@ -701,6 +701,7 @@ mod tests {
                 uncompressed_offset: 0,
                 uncompressed_length: 0,
                 sha256: None,
+                ..Default::default()
             }],
             entries,
         };

@@ -4,6 +4,7 @@
 //! - `cuts`: that stream cut into content-defined frames, each compressed on its own;
 //! - `manifest`: the per-version record of entries and frames, and HEAD;
 //! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
+//! - `packs`: format 3, frames stored together in packs and read by coalesced ranges;
 //! - `extract`: verified, safe unpacking of a stream of frames into a staging folder;
 //! - `destination`: the staging folder beside DEST and the atomic swap into it;
 //! - `store`: the small trait a storage backend implements to hold packages;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod extract;
 pub mod frame_cache;
 pub mod manifest;
+pub mod packs;
 pub mod store;
 pub mod tar_stream;
 

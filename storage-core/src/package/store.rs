@@ -82,6 +82,11 @@ pub trait PackageStore: Send + Sync + 'static {
         true
     }
 
+    /// Whether the store keeps format 3's packs (else puts write format 2).
+    fn keeps_packs(&self) -> bool {
+        true
+    }
+
     /// HEAD at `at`, with its tag for a conditional swap.
     async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>>;
 

@@ -247,6 +247,7 @@ impl<W: Write> FrameWriter<W> {
             uncompressed_offset: self.frame_start.1,
             uncompressed_length: self.uncompressed - self.frame_start.1,
             sha256: None,
+            ..Default::default()
         };
         self.frames.push(frame);
         self.frame_start = (out.count, self.uncompressed);

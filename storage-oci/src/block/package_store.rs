@@ -39,6 +39,12 @@ impl PackageStore for OciBlock {
         false
     }
 
+    /// Layers stay one frame each (format 2), so that an artifact client that pulls the
+    /// layers in order gets exactly the version's `.tar.zst`.
+    fn keeps_packs(&self) -> bool {
+        false
+    }
+
     async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
