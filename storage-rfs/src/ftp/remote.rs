@@ -19,6 +19,7 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use storage_core::bounds::transfer_deadline;
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
@@ -171,7 +172,7 @@ async fn within<T>(
         Ok(r) => r,
         Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "the server did not answer in time",
+            "timed out: the server did not answer in time",
         ))),
     }
 }
@@ -416,7 +417,8 @@ impl Remote {
             }
             within(limit, up.finish()).await
         };
-        let done = work.await;
+        // A slow trickle fails as silence does: the whole upload has one deadline too.
+        let done = within(transfer_deadline(limit, body.len() as u64), work).await;
         if done.is_err() {
             // A refused STOR may leave the passive data channel it opened half set up on
             // the server: a new connection serves the next request.
@@ -444,12 +446,13 @@ impl Remote {
         let work = async {
             stream.resume_transfer(offset as usize).await?;
             let mut down = within(limit, stream.retr_as_stream(&full)).await?;
-            let mut out = vec![0u8; len as usize];
-            let mut at = 0;
-            while at < out.len() {
-                let end = (at + CHUNK).min(out.len());
+            // `len` comes from the server's listing: the buffer grows as bytes arrive.
+            let mut out = Vec::with_capacity(len.min(CHUNK as u64) as usize);
+            let mut piece = vec![0u8; len.min(CHUNK as u64) as usize];
+            while (out.len() as u64) < len {
+                let want = (len - out.len() as u64).min(piece.len() as u64) as usize;
                 let n = within(limit, async {
-                    down.read(&mut out[at..end])
+                    down.read(&mut piece[..want])
                         .await
                         .map_err(FtpError::ConnectionError)
                 })
@@ -460,7 +463,7 @@ impl Remote {
                         "the file ended early (it changed while it was read)",
                     )));
                 }
-                at += n;
+                out.extend_from_slice(&piece[..n]);
             }
             if to_end {
                 within(limit, down.finish()).await?;
@@ -469,7 +472,9 @@ impl Remote {
                 Ok((out, false))
             }
         };
-        let done = work.await;
+        // Each piece within `timeout`, and the whole transfer within its deadline, so that a
+        // trickle of a byte at a time cannot hold a read for ever.
+        let done = within(transfer_deadline(limit, len), work).await;
         // As for a refused STOR, and a transfer cut short leaves a reply not worth waiting
         // for: only a read to the end keeps its connection.
         if !matches!(done, Ok((_, true))) {
