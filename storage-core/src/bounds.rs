@@ -57,6 +57,9 @@ pub const MANIFEST_MAX: Cap = Cap::new("MANIFEST_MAX", 256 << 20);
 pub const REGISTRY_MANIFEST_MAX: Cap = Cap::new("REGISTRY_MANIFEST_MAX", 4 << 20);
 /// A download whose server sent no length, buffered whole to learn its size (HTTP).
 pub const UNSIZED_BODY_MAX: Cap = Cap::new("UNSIZED_BODY_MAX", 64 << 20);
+/// A registry blob read without its descriptor's size at hand: a frame (a few MiB) or a
+/// package manifest (see [`MANIFEST_COMPRESSED_MAX`]).
+pub const REGISTRY_BLOB_MAX: Cap = Cap::new("REGISTRY_BLOB_MAX", 16 << 20);
 /// An error body or any other small answer read only to be shown or parsed.
 pub const SMALL_ANSWER_MAX: Cap = Cap::new("SMALL_ANSWER_MAX", 64 << 10);
 
