@@ -3,6 +3,7 @@
 //! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
 
 pub mod block;
+pub mod bounds;
 pub mod checked;
 pub mod config;
 pub mod error;

@@ -23,6 +23,7 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use storage_core::bounds::transfer_deadline;
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
@@ -182,7 +183,7 @@ async fn within<T>(
         Ok(r) => r,
         Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "the server did not answer in time",
+            "timed out: the server did not answer in time",
         ))),
     }
 }
@@ -502,7 +503,8 @@ impl Remote {
             }
             completion(limit, last, up.finish()).await
         };
-        let done = work.await;
+        // A slow trickle fails as silence does: the whole upload has one deadline too.
+        let done = within(transfer_deadline(limit, body.len() as u64), work).await;
         let retry = matches!(&done, Err(e) if is_data_dropped(e));
         if done.is_err() {
             // A refused STOR may leave the passive data channel it opened half set up on
@@ -598,23 +600,25 @@ impl Remote {
         let work = async {
             stream.resume_transfer(offset as usize).await?;
             let mut down = within(limit, stream.retr_as_stream(&full)).await?;
-            let mut out = vec![0u8; len as usize];
-            let mut at = 0;
-            while at < out.len() {
-                let end = (at + CHUNK).min(out.len());
+            // `len` comes from the server's listing: the buffer grows as bytes arrive.
+            let mut out = Vec::with_capacity(len.min(CHUNK as u64) as usize);
+            let mut piece = vec![0u8; len.min(CHUNK as u64) as usize];
+            while (out.len() as u64) < len {
+                let want = (len - out.len() as u64).min(piece.len() as u64) as usize;
                 let n = within(limit, async {
-                    down.read(&mut out[at..end])
+                    down.read(&mut piece[..want])
                         .await
                         .map_err(|e| data_dropped(format!("reading the file: {e}")))
                 })
                 .await?;
                 if n == 0 {
                     return Err(data_dropped(format!(
-                        "the data connection ended after {at} of {len} bytes (the server \
-                         dropped it, or the file changed while it was read)"
+                        "the data connection ended after {} of {len} bytes (the server \
+                         dropped it, or the file changed while it was read)",
+                        out.len()
                     )));
                 }
-                at += n;
+                out.extend_from_slice(&piece[..n]);
             }
             if to_end {
                 within(limit, down.finish()).await?;
@@ -623,7 +627,9 @@ impl Remote {
                 Ok((out, false))
             }
         };
-        let done = work.await;
+        // Each piece within `timeout`, and the whole transfer within its deadline, so that a
+        // trickle of a byte at a time cannot hold a read for ever.
+        let done = within(transfer_deadline(limit, len), work).await;
         let retry = matches!(&done, Err(e) if is_data_dropped(e));
         // As for a refused STOR, and a transfer cut short leaves a reply not worth waiting
         // for: only a read to the end keeps its connection.
