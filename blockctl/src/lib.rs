@@ -447,7 +447,8 @@ async fn put(args: PutArgs, out: &Out) -> Result<()> {
         },
         format: match args.format.as_str() {
             "1" => PackageFormat::Archive,
-            _ => PackageFormat::Frames,
+            "2" => PackageFormat::Frames,
+            _ => PackageFormat::Packs,
         },
         ignore_file: args.ignore_file,
         no_default_ignores: args.no_default_ignores,
