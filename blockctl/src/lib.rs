@@ -200,9 +200,10 @@ struct PutArgs {
     /// Also upload .git/, .hg/ and .svn/.
     #[arg(long)]
     no_default_ignores: bool,
-    /// Package format: 2 (frames shared between versions) or 1 (one archive per version,
-    /// for agents still on a release before format 2).
-    #[arg(long, value_name = "N", default_value = "2", value_parser = ["1", "2"])]
+    /// Package format: 3 (frames shared between versions, stored in packs read by range),
+    /// 2 (each frame an object of its own, for agents on a release before format 3) or 1
+    /// (one archive per version, for agents on a release before format 2).
+    #[arg(long, value_name = "N", default_value = "3", value_parser = ["1", "2", "3"])]
     format: String,
 }
 

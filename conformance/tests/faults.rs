@@ -589,7 +589,11 @@ async fn cold_gets_make_few_requests_even_after_many_edits(backend: Backend) {
         let file = src.join(format!("flows/pkg{}/mod_{n:03}.py", n % 9));
         let mut text = std::fs::read(&file).unwrap_or_default();
         text.extend_from_slice(format!("\n# edit {i}\n").as_bytes());
-        write(&src, file.strip_prefix(&src).unwrap().to_str().unwrap(), text);
+        write(
+            &src,
+            file.strip_prefix(&src).unwrap().to_str().unwrap(),
+            text,
+        );
         let edit = rig.put_direct(&src).await;
         assert!(
             edit.uploaded_bytes * 10 < first.uploaded_bytes,
@@ -635,7 +639,11 @@ async fn a_ranged_read_cut_midway_is_read_again(backend: Backend) {
     )
     .await;
     got.unwrap_or_else(|e| panic!("{backend:?}: a get with one cut read failed: {e}"));
-    assert_eq!(rig.proxy.injected().reset, 1, "{backend:?}: no cut happened");
+    assert_eq!(
+        rig.proxy.injected().reset,
+        1,
+        "{backend:?}: no cut happened"
+    );
     assert_eq!(snapshot(&dest), snapshot(&v1));
     eprintln!("{backend:?}: get with one cut ranged read took {took:?}");
 }
@@ -671,7 +679,10 @@ async fn many_agents_and_a_racing_put_get_whole_versions(backend: Backend) {
             .unwrap_or_else(|| panic!("{backend:?}: an agent got neither version"));
         got[which] += 1;
     }
-    eprintln!("{backend:?}: 64 agents got v1 {} times, v2 {} times", got[0], got[1]);
+    eprintln!(
+        "{backend:?}: 64 agents got v1 {} times, v2 {} times",
+        got[0], got[1]
+    );
     rig.assert_sound(&[&v1, &v2], &v2).await;
 }
 

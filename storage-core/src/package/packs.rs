@@ -41,8 +41,11 @@ pub const RANGES_IN_FLIGHT: usize = 4;
 pub const PACKS_IN_FLIGHT: usize = 2;
 /// How many packs beyond what its size needs a version may span before a put repacks.
 pub const EXTRA_PACKS: usize = 2;
-/// Tries of one ranged read (a cut or short read is tried again).
+/// Tries of one ranged read (a cut or short read is tried again)...
 const READ_TRIES: usize = 3;
+/// ...but only while this long has passed since the first: a store's client has its own
+/// retries and deadlines, and a read that fails slowly (a stall) is not worth another wait.
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// Where a frame of the previous version lives, for a put that reuses it.
 #[derive(Debug, Clone)]
@@ -178,12 +181,13 @@ async fn fetch_range(
 ) -> Result<Vec<(usize, Bytes)>> {
     let mut pause = Duration::from_millis(100);
     let mut tries = 0;
+    let began = std::time::Instant::now();
     let data = loop {
         tries += 1;
         match read_range(store.as_ref(), &at, &read).await {
             Ok(data) => break data,
             Err(e @ (Error::NotFound(_) | Error::Auth(_) | Error::Usage(_))) => return Err(e),
-            Err(e) if tries >= READ_TRIES => return Err(e),
+            Err(e) if tries >= READ_TRIES || began.elapsed() > RETRY_WINDOW => return Err(e),
             Err(e) => {
                 tracing::debug!(pack = %read.pack, error = %e, "a ranged read failed; trying again");
                 tokio::time::sleep(pause).await;

@@ -85,6 +85,23 @@ impl Bench {
             }
             if c == "flow" {
                 let b = |tool, what| self.bytes_of(t, tool, what);
+                // Round three: format 3 as cheap as format 1 cold, in few requests.
+                let (f1, f3) = ("blockctl format 1", "blockctl format 3");
+                for op in ["cold put", "cold get"] {
+                    let r = ratio(m(f3, op), m(f1, op));
+                    check("format 3 / format 1", t, c, op, r, 1.1, false);
+                }
+                if let Some(n) = b(f3, "cold get requests") {
+                    check(
+                        "cold get requests (at most 8)",
+                        t,
+                        c,
+                        "cold get",
+                        Some(n),
+                        8.5,
+                        false,
+                    );
+                }
                 let pkg = "blockctl package";
                 let r = ratio(b(pkg, "edit re-put up"), b(pkg, "cold put up"));
                 check(

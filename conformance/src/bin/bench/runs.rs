@@ -474,7 +474,58 @@ impl Bench {
             let _ = fs::remove_dir_all(&out);
         }
         if corpus == "flow" {
+            self.formats_run(t, home, src, i, work)?;
             self.delta_run(t, home, src, i, work)?;
+        }
+        Ok(())
+    }
+
+    /// Cold put and cold get (no agent cache) of `flow` in each package format, one after
+    /// another in the same run, with the requests and bytes each moved on the wire.
+    pub(crate) fn formats_run(
+        &mut self,
+        t: &Target,
+        home: &Path,
+        src: &Path,
+        i: usize,
+        work: &Path,
+    ) -> Result<(), String> {
+        let tn = t.name.as_str();
+        let (base, proxy) = match &t.wire {
+            Some(w) => (w.block.0.clone(), Some(&w.proxy)),
+            None => (t.block.0.clone(), None),
+        };
+        let expected = digest_tree(src);
+        for format in ["1", "2", "3"] {
+            let tool = format!("blockctl format {format}");
+            let slug = format!("{base}/flow-format{format}-{i}");
+            let wire = || proxy.map_or((0, 0, 0), |p| (p.requests(), p.carried().0, p.carried().1));
+            let (r0, up0, _) = wire();
+            let s = run(self
+                .blockctl(home)
+                .args(["put", "--format", format])
+                .arg(src)
+                .arg(&slug))?;
+            let (r1, up1, down1) = wire();
+            self.record(tn, "flow", &tool, "cold put", s);
+            let out = work.join(format!("format{format}-{tn}-{i}"));
+            let _ = fs::remove_dir_all(&out);
+            let s = run(self
+                .blockctl(home)
+                .args(["get", "--no-cache"])
+                .arg(&slug)
+                .arg(&out))?;
+            let (r2, _, down2) = wire();
+            verify(&format!("get of format {format}"), &expected, &out)?;
+            self.record(tn, "flow", &tool, "cold get", s);
+            if proxy.is_some() {
+                self.bytes(tn, &tool, "cold put requests", r1 - r0);
+                self.bytes(tn, &tool, "cold put up", up1 - up0);
+                self.bytes(tn, &tool, "cold get requests", r2 - r1);
+                self.bytes(tn, &tool, "cold get down", down2 - down1);
+            }
+            let _ = fs::remove_dir_all(&out);
+            let _ = run(self.blockctl(home).arg("rm").arg(&slug));
         }
         Ok(())
     }
