@@ -31,25 +31,22 @@ pub(super) struct Intent {
 impl ObjectStoreBlock {
     /// Names of the frames stored at `at`, with their times.
     pub(super) async fn listed_frames(&self, at: &BlockPath) -> Result<Vec<(String, ObjectMeta)>> {
-        let prefix = self.key(at, FRAMES)?;
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?.strip_suffix(".zst")?.to_string();
-                is_version_id(&name).then_some((name, m))
-            })
-            .collect())
+        self.listed_objects(at, FRAMES, ".zst").await
     }
 
     /// Names of the packs stored at `at`, with their times.
     pub(super) async fn listed_packs(&self, at: &BlockPath) -> Result<Vec<(String, ObjectMeta)>> {
-        let prefix = self.key(at, PACKS)?;
+        self.listed_objects(at, PACKS, ".pack").await
+    }
+
+    /// The objects under `folder` named `<sha256><suffix>`, by sha256, with their times.
+    async fn listed_objects(
+        &self,
+        at: &BlockPath,
+        folder: &str,
+        suffix: &str,
+    ) -> Result<Vec<(String, ObjectMeta)>> {
+        let prefix = self.key(at, folder)?;
         let metas: Vec<ObjectMeta> = self
             .store
             .list(Some(&prefix))
@@ -59,7 +56,7 @@ impl ObjectStoreBlock {
         Ok(metas
             .into_iter()
             .filter_map(|m| {
-                let name = m.location.filename()?.strip_suffix(".pack")?.to_string();
+                let name = m.location.filename()?.strip_suffix(suffix)?.to_string();
                 is_version_id(&name).then_some((name, m))
             })
             .collect())

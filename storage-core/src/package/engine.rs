@@ -272,17 +272,7 @@ impl PackageEngine {
                 tracing::debug!(missing, attempt, "a gc removed frames this put reused");
                 continue;
             }
-            let records = placed(&entries, &placements);
-            let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
-            let manifest = PackageManifest {
-                format: FRAMES_FORMAT,
-                version: version.to_string(),
-                created: now(),
-                compression: "zstd".into(),
-                totals: Totals::count(&records, package_bytes),
-                frames,
-                entries: records,
-            };
+            let manifest = frames_manifest(FRAMES_FORMAT, version, &entries, &placements, frames);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
             return Ok(sent);
         }
@@ -328,17 +318,7 @@ impl PackageEngine {
                 tracing::debug!(attempt, "a gc removed packs this put reused");
                 continue;
             }
-            let records = placed(&entries, &placements);
-            let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
-            let manifest = PackageManifest {
-                format: PACKS_FORMAT,
-                version: version.to_string(),
-                created: now(),
-                compression: "zstd".into(),
-                totals: Totals::count(&records, package_bytes),
-                frames,
-                entries: records,
-            };
+            let manifest = frames_manifest(PACKS_FORMAT, version, &entries, &placements, frames);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
             return Ok(sent);
         }
@@ -379,34 +359,12 @@ impl PackageEngine {
         opts: &PutOptions,
         report_progress: bool,
     ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
         let progress = report_progress.then(|| opts.progress.clone()).flatten();
-        let packer = tokio::task::spawn_blocking(move || {
-            let cuts = ContentCuts::new(|frame| {
-                tx.blocking_send(frame)
-                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
-            });
-            let (placements, cuts) = pack_entries(&entries, cuts, |n| {
-                emit(&progress, ProgressEvent::Advance(n))
-            })?;
-            cuts.finish()
-                .map_err(|e| Error::io("writing the package", e))?;
-            Ok::<_, Error>(placements)
-        });
+        let (rx, packer) = cut_frames(entries, progress);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
         let reusable: Arc<HashSet<String>> = Arc::new(reuse.keys().cloned().collect());
-        let mut sealed = receiver_stream(rx)
-            .map(|raw| {
-                let (ledger, reusable) = (ledger.clone(), reusable.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || seal_unless_known(&raw, &ledger, &reusable))
-                        .await?
-                        .map_err(|e| Error::io("compressing a frame", e))
-                }
-            })
-            .buffered(workers)
-            .boxed();
+        let mut sealed = sealed_frames(rx, ledger.clone(), reusable, workers).boxed();
         // Where each frame went: an existing pack (by name), or a new one (by its number).
         enum Place {
             Stored(String, u64),
@@ -515,20 +473,8 @@ impl PackageEngine {
         opts: &PutOptions,
         report_progress: bool,
     ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
         let progress = report_progress.then(|| opts.progress.clone()).flatten();
-        let packer = tokio::task::spawn_blocking(move || {
-            let cuts = ContentCuts::new(|frame| {
-                tx.blocking_send(frame)
-                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
-            });
-            let (placements, cuts) = pack_entries(&entries, cuts, |n| {
-                emit(&progress, ProgressEvent::Advance(n))
-            })?;
-            cuts.finish()
-                .map_err(|e| Error::io("writing the package", e))?;
-            Ok::<_, Error>(placements)
-        });
+        let (rx, packer) = cut_frames(entries, progress);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let uploaded = AtomicU64::new(0);
         let uploaded_bytes = AtomicU64::new(0);
@@ -536,28 +482,7 @@ impl PackageEngine {
         // still lists, is found by hashing it rather than compressed again.
         let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
         let reusable: Arc<HashSet<String>> = Arc::new(known.cloned().unwrap_or_default());
-        let sealed = receiver_stream(rx)
-            .map(|raw| {
-                let (ledger, reusable) = (ledger.clone(), reusable.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        let raw_sha256 = frame_hash(&raw);
-                        match ledger.get(&raw_sha256) {
-                            Some((sha, length)) if reusable.contains(sha) => Ok(SealedFrame {
-                                sha256: sha.to_string(),
-                                data: Bytes::new(),
-                                length,
-                                uncompressed: raw.len() as u64,
-                                raw_sha256,
-                            }),
-                            _ => seal(&raw),
-                        }
-                    })
-                    .await?
-                    .map_err(|e| Error::io("compressing a frame", e))
-                }
-            })
-            .buffered(workers)
+        let sealed = sealed_frames(rx, ledger.clone(), reusable, workers)
             .map_ok(|frame: SealedFrame| {
                 let (uploaded, uploaded_bytes) = (&uploaded, &uploaded_bytes);
                 async move {
@@ -855,6 +780,72 @@ impl PackageEngine {
                 .map_err(|why| Error::Integrity(format!("{slug}: {rel}: {why}")))
         })
         .await?
+    }
+}
+
+/// Cuts `entries`' tar stream into frames on a blocking thread, handing them on `rx`; the
+/// task returns where each entry landed.
+type Placements = Vec<(u32, u64)>;
+fn cut_frames(
+    entries: Arc<Vec<SourceEntry>>,
+    progress: Option<Arc<dyn crate::block::ProgressObserver>>,
+) -> (
+    mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<Result<Placements>>,
+) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let packer = tokio::task::spawn_blocking(move || {
+        let cuts = ContentCuts::new(|frame| {
+            tx.blocking_send(frame)
+                .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
+        });
+        let (placements, cuts) = pack_entries(&entries, cuts, |n| {
+            emit(&progress, ProgressEvent::Advance(n))
+        })?;
+        cuts.finish()
+            .map_err(|e| Error::io("writing the package", e))?;
+        Ok::<_, Error>(placements)
+    });
+    (rx, packer)
+}
+
+/// The frames arriving on `rx`, sealed `workers` at a time, in order.
+fn sealed_frames(
+    rx: mpsc::Receiver<Vec<u8>>,
+    ledger: Arc<FrameLedger>,
+    reusable: Arc<HashSet<String>>,
+    workers: usize,
+) -> impl futures::Stream<Item = Result<SealedFrame>> + Send {
+    receiver_stream(rx)
+        .map(move |raw| {
+            let (ledger, reusable) = (ledger.clone(), reusable.clone());
+            async move {
+                tokio::task::spawn_blocking(move || seal_unless_known(&raw, &ledger, &reusable))
+                    .await?
+                    .map_err(|e| Error::io("compressing a frame", e))
+            }
+        })
+        .buffered(workers)
+}
+
+/// The manifest of a version of `entries` whose frames (format 2 or 3) are `frames`.
+fn frames_manifest(
+    format: u32,
+    version: &str,
+    entries: &[SourceEntry],
+    placements: &[(u32, u64)],
+    frames: Vec<Frame>,
+) -> PackageManifest {
+    let records = placed(entries, placements);
+    let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
+    PackageManifest {
+        format,
+        version: version.to_string(),
+        created: now(),
+        compression: "zstd".into(),
+        totals: Totals::count(&records, package_bytes),
+        frames,
+        entries: records,
     }
 }
 
