@@ -217,6 +217,7 @@ pub async fn plant_package(
             sha256: None,
         }],
         entries: records,
+        record: None,
     };
     write(
         block,

@@ -16,6 +16,7 @@ pub use storage_core::*;
 
 #[cfg(feature = "prefect")]
 pub mod prefect;
+pub mod provenance;
 
 /// Saved blocks, and the way from a slug to a ready backend.
 #[derive(Debug, Clone)]

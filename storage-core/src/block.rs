@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::manifest::PackageManifest;
+use crate::record::VersionRecord;
 use crate::slug::BlockPath;
 
 /// What a backend can do. The conformance suite picks its cases from these declarations and
@@ -120,6 +121,9 @@ pub struct PutOptions {
     pub if_version: Option<VersionPrecondition>,
     /// Store the targets of symlinks instead of refusing links that leave the tree.
     pub follow_symlinks: bool,
+    /// What the version's manifest records about it (message, author, labels, git source).
+    /// It never changes the version id.
+    pub record: Option<VersionRecord>,
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -214,6 +218,9 @@ pub struct VersionInfo {
     pub files: u64,
     pub bytes: u64,
     pub current: bool,
+    /// The version's record (message, author, labels, source), when it has one.
+    #[serde(flatten)]
+    pub record: VersionRecord,
 }
 
 /// One file of a stored tree, as `ls` shows it.

@@ -6,6 +6,7 @@ pub mod block;
 pub mod checked;
 pub mod config;
 pub mod error;
+pub mod record;
 pub mod registry;
 pub mod secret;
 pub mod slug;
@@ -18,6 +19,7 @@ pub use block::{
 pub use checked::Checked;
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
 pub use error::{Error, Result};
+pub use record::{SourceInfo, VersionRecord};
 pub use registry::RegistryFile;
 pub use secret::Secret;
 pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};

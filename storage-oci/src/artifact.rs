@@ -228,6 +228,7 @@ pub async fn push_frames(
         totals: Totals::count(&records, offset),
         frames,
         entries: records,
+        record: None,
     };
     let config = Bytes::from(manifest.to_compressed());
     registry

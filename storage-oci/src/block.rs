@@ -254,6 +254,7 @@ impl OciBlock {
                     created: m.created,
                     files: m.totals.files,
                     bytes: m.totals.bytes,
+                    record: m.record.unwrap_or_default(),
                 }))
             })
             .buffer_unordered(IN_FLIGHT)
@@ -272,6 +273,7 @@ impl OciBlock {
                 created: m.created,
                 files: m.totals.files,
                 bytes: m.totals.bytes,
+                record: m.record.unwrap_or_default(),
             });
         }
         out.sort_by(|a, b| {

@@ -30,6 +30,10 @@ class IntegrityError(StorageBlocksError):
 class Conflict(StorageBlocksError):
     """Exit 6: the destination is not empty, or ``if_version`` did not hold."""
 
+class TrustError(StorageBlocksError):
+    """Exit 7: what was read is not trusted (unsigned, an untrusted key, changed after
+    signing, expired, signed for another path, or rolled back)."""
+
 class PutReport:
     @property
     def version(self) -> Optional[str]: ...

@@ -199,6 +199,7 @@ impl ObjectStoreBlock {
                 totals: Totals::count(&records, package_bytes),
                 frames,
                 entries: records,
+                record: opts.record.clone(),
             };
             let body = manifest.to_compressed();
             sent.bytes += body.len() as u64;

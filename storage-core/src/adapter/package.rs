@@ -282,6 +282,7 @@ impl ObjectStoreBlock {
             totals: Totals::count(&records, layout.package_bytes),
             frames: layout.frames,
             entries: records,
+            record: opts.record.clone(),
         };
         let body = manifest.to_json();
         let len = body.len() as u64;
