@@ -9,6 +9,7 @@ pub mod error;
 pub mod record;
 pub mod registry;
 pub mod secret;
+pub mod signing;
 pub mod slug;
 
 pub use block::{
