@@ -2,10 +2,34 @@
 //! commit its HEAD names, the branch, whether the folder has changes not committed, and the
 //! `origin` URL with any credentials removed. Read with git2, so no `git` program is needed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use git2::{Repository, StatusOptions};
-use storage_core::{Error, Result, SourceInfo};
+use storage_core::{Error, Result, SourceInfo, VersionRecord};
+
+/// The record a put of `dir` stores: the message, author (default `user@host`) and labels
+/// given, and `dir`'s git provenance. A git repository git2 cannot read costs only the
+/// provenance: the second value is then a warning to show.
+pub fn version_record(
+    dir: &Path,
+    message: Option<String>,
+    author: Option<String>,
+    labels: BTreeMap<String, String>,
+) -> Result<(VersionRecord, Option<String>)> {
+    let (source, warning) = match git_source(dir) {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(format!("no git provenance recorded: {e}"))),
+    };
+    let record = VersionRecord {
+        message,
+        author: Some(author.unwrap_or_else(storage_core::record::default_author)),
+        labels,
+        source,
+    };
+    record.validate()?;
+    Ok((record, warning))
+}
 
 /// The provenance of `dir`, or `None` when it is not inside a git work tree (or the
 /// repository has no commit yet).

@@ -370,4 +370,17 @@ pub trait StorageBlock: Send + Sync {
 
     /// Reaches the storage and checks the credentials.
     async fn check(&self) -> Result<()>;
+
+    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) once, before first
+    /// use. A backend that signs and verifies versions keeps them; the default refuses any
+    /// setting, so a block never ignores `trusted_keys` silently.
+    fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
+        if trust.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::Unsupported(format!(
+            "{}: signing_key and trusted_keys: this backend does not sign or verify versions yet",
+            self.label()
+        )))
+    }
 }

@@ -18,7 +18,7 @@ pub use block::{
     PutReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
 pub use checked::Checked;
-pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
+pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSpec};
 pub use error::{Error, Result};
 pub use record::{SourceInfo, VersionRecord};
 pub use registry::RegistryFile;

@@ -99,11 +99,22 @@ impl Signer {
                 }
             })?
         } else {
-            minisign::SecretKey::from_unencrypted_box(sk_box)
+            // `minisign -G -W` leaves an unencrypted key's checksum zero, which the crate's
+            // box reader refuses as corrupted; the key bytes are read as they are instead,
+            // and a signature made with them is checked below.
+            drop(sk_box);
+            let line = text.lines().nth(1).unwrap_or_default().trim();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|_| Error::Usage(format!("{what}: not a minisign secret key")))?;
+            minisign::SecretKey::from_bytes(&bytes)
                 .map_err(|e| Error::Usage(format!("{what}: {}", said(e))))?
         };
         let pk = minisign::PublicKey::from_secret_key(&sk)
             .map_err(|e| Error::Usage(format!("{what}: {}", said(e))))?;
+        // `sign` checks its signature against the public half: a damaged key fails here.
+        minisign::sign(Some(&pk), &sk, Cursor::new(b"check"), None, None)
+            .map_err(|_| Error::Usage(format!("{what}: the key is damaged")))?;
         Ok(Signer { sk, pk })
     }
 
