@@ -90,12 +90,13 @@ enum Command {
         #[arg(long, value_name = "V")]
         version: Option<String>,
     },
-    /// Drop old versions (keeping the current one and the N newest), the frames no kept
-    /// version uses, and leftovers of interrupted puts.
+    /// Drop old versions (keeping the N newest, plus the current one when it is not among
+    /// them), the frames no kept version uses, and leftovers of interrupted puts.
     Gc {
         /// Where the versions are: TYPE/NAME[/PATH].
         slug: String,
-        /// How many of the newest versions to keep besides the current one.
+        /// How many of the newest versions to keep, the current one counted when it is among
+        /// them; an older current version is kept as well. `0` keeps only the current one.
         #[arg(long, value_name = "N")]
         keep: usize,
         /// Leave unreferenced objects younger than this (a put may still be writing them):
@@ -566,7 +567,8 @@ async fn put(args: PutArgs, out: &Out) -> Result<()> {
         },
         format: match args.format.as_str() {
             "1" => PackageFormat::Archive,
-            _ => PackageFormat::Frames,
+            "2" => PackageFormat::Frames,
+            _ => PackageFormat::Packs,
         },
         ignore_file: args.ignore_file,
         no_default_ignores: args.no_default_ignores,

@@ -69,13 +69,13 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
     let blocks = h.path("home/storage/app/.blocks");
     let v1_objects = find(&blocks, &|_| true);
 
-    // While hashing (before anything is written) and while frames are being written.
+    // While hashing (before anything is written) and while packs are being written.
     let early = h.spawn(&["put", big.to_str().unwrap(), "local/default/app"]);
     std::thread::sleep(Duration::from_millis(30));
     kill(early);
     let mid = h.spawn(&["put", big.to_str().unwrap(), "local/default/app"]);
-    wait_until("frames of the big file", || {
-        find(&blocks.join("frames"), &|_| true).len() >= v1_objects.len() + 8
+    wait_until("packs of the big file", || {
+        find(&blocks.join("packs"), &|_| true).len() >= v1_objects.len() + 2
     });
     kill(mid);
 
@@ -118,7 +118,7 @@ fn kill_during_put_keeps_the_previous_version_and_gc_removes_the_leftovers() {
     let old = h.json(&["--json", "gc", "local/default/app", "--keep", "5"]);
     let frames = left
         .iter()
-        .filter(|p| p.starts_with(blocks.join("frames")) && !is_staged(&p.to_string_lossy()))
+        .filter(|p| p.starts_with(blocks.join("packs")) && !is_staged(&p.to_string_lossy()))
         .count();
     let staged = left
         .iter()

@@ -100,8 +100,9 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
         .collect()
 }
 
+/// Frames go up in packs (format 3) or one by one (format 2).
 fn in_frames_folder(key: &str) -> bool {
-    key.contains("/.blocks/frames/")
+    key.contains("/.blocks/packs/") || key.contains("/.blocks/frames/")
 }
 
 fn under_prefix(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {

@@ -45,9 +45,51 @@ pub fn frames_of(m: &serde_json::Value) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// A project like the benchmark's `flow`, smaller: many small sources and a few larger
-/// random files.
-fn project(root: &Path) {
+/// The objects a version's frames live in, with the bytes of it each holds: its packs
+/// (format 3) or its frames (format 2), as paths below the package path.
+pub fn frame_objects(m: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut objects: Vec<(String, u64)> = Vec::new();
+    for f in m["frames"].as_array().expect("a frame table") {
+        let len = f["length"].as_u64().unwrap();
+        let path = match f["pack"].as_str() {
+            Some(pack) => format!(".blocks/packs/{pack}.pack"),
+            None => format!(
+                ".blocks/frames/{}.zst",
+                f["sha256"].as_str().expect("a frame hash")
+            ),
+        };
+        match objects.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, n)) => *n += len,
+            None => objects.push((path, len)),
+        }
+    }
+    objects
+}
+
+/// A version's `.tar.zst`, put together from its frame objects as an independent client
+/// reads them: `fetch` gets an object by its path below the package path (each pack or
+/// frame once), and each frame is cut out of its pack (format 3) or is the object (format 2).
+pub fn assemble_package(
+    manifest: &storage_core::PackageManifest,
+    mut fetch: impl FnMut(&str) -> Vec<u8>,
+) -> Vec<u8> {
+    let mut objects: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut package = Vec::new();
+    for f in &manifest.frames {
+        let sha = f.sha256.as_deref().expect("a frame hash");
+        let (path, start) = match (&f.pack, f.pack_offset) {
+            (Some(pack), Some(at)) => (format!(".blocks/packs/{pack}.pack"), at as usize),
+            _ => (format!(".blocks/frames/{sha}.zst"), 0),
+        };
+        let object = objects.entry(path.clone()).or_insert_with(|| fetch(&path));
+        package.extend_from_slice(&object[start..start + f.length as usize]);
+    }
+    package
+}
+
+/// A project like the benchmark's `flow`, smaller: 400 Python modules in 9 packages
+/// (`flows/pkg{n % 9}/mod_{n:03}.py`) and a few larger random files.
+pub fn project(root: &Path) {
     for i in 0..400 {
         let body = format!("# module {i}\nimport os\nVALUE_{i} = {i}\n").repeat(10 + i % 40);
         write_file(root, &format!("flows/pkg{}/mod_{i:03}.py", i % 9), body);
@@ -128,13 +170,8 @@ pub async fn frames_are_shared_between_versions_and_only_new_ones_are_sent(s: &S
         .expect("the manifest of the new version");
     let m = serde_json::to_value(&m).unwrap();
     let raw = s.block.capabilities().raw_objects;
-    for (sha, _) in frames_of(&m).into_iter().filter(|_| raw) {
-        read(
-            s.block.as_ref(),
-            &s.path("shared"),
-            &format!(".blocks/frames/{sha}.zst"),
-        )
-        .await;
+    for (object, _) in frame_objects(&m).into_iter().filter(|_| raw) {
+        read(s.block.as_ref(), &s.path("shared"), &object).await;
     }
     let dest = s.fresh_dir("dest");
     get(s, "shared", &dest, &GetOptions::default()).await;
@@ -155,7 +192,11 @@ pub async fn a_missing_frame_is_refused_with_nothing_written(s: &Subject) {
     let mut m = stored_manifest(s, "missing", &v).await;
     let frames = m["frames"].as_array_mut().unwrap();
     let mid = frames.len() / 2;
+    // A frame no cache holds, in a pack (format 3) or an object (format 2) the store lacks.
     frames[mid]["sha256"] = serde_json::Value::String("ab".repeat(32));
+    if frames[mid].get("pack").is_some() {
+        frames[mid]["pack"] = serde_json::Value::String("cd".repeat(32));
+    }
     write_manifest(s, "missing", &v, &m).await;
     for opts in [
         GetOptions::default(),
@@ -229,7 +270,8 @@ pub async fn a_version_whose_frames_are_cached_is_pulled_without_frame_downloads
         std::fs::write(&path, b"rotten").unwrap();
     }
     let healed = get(s, "cached", &s.fresh_dir("d"), &cached(&cache)).await;
-    assert!(healed.frames_cached <= 1, "{healed:?}");
+    // A frame that occurs twice may come from the cache the second time, once fetched again.
+    assert!(healed.frames_cached <= 2, "{healed:?}");
     let no_cache = GetOptions {
         no_cache: true,
         ..GetOptions::default()

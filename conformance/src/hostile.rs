@@ -3,7 +3,7 @@
 //! is otherwise consistent.
 
 use bytes::Bytes;
-use storage_core::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
+use storage_core::package::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
 use storage_core::{BlockPath, EntryKind, StorageBlock};
 
 /// One raw tar entry. A name or link of 100 bytes or more goes into a GNU long-name record
@@ -215,6 +215,7 @@ pub async fn plant_package(
             uncompressed_offset: 0,
             uncompressed_length: uncompressed,
             sha256: None,
+            ..Default::default()
         }],
         entries: records,
         record: None,

@@ -31,7 +31,7 @@ impl Subject {
     /// `base` is a path inside the block that no other case uses.
     pub fn new(block: Arc<dyn StorageBlock>, base: &str) -> Self {
         // The suite's gets keep their frames apart from the user's own cache.
-        storage_core::framecache::set_process_default(
+        storage_core::package::frame_cache::set_process_default(
             std::env::temp_dir().join(format!("blockctl-suite-frames-{}", std::process::id())),
         );
         Subject {

@@ -548,6 +548,133 @@ async fn a_lost_head_swap_response_is_recognised_as_our_own(backend: Backend) {
     rig.assert_sound(&[&v1, &v2], &v2).await;
 }
 
+/// Requests on the wire a cold get of one version may make, however many frames it has:
+/// HEAD, the manifest and a few ranged reads of packs.
+const COLD_GET_REQUESTS: u64 = 8;
+
+/// A cold get of a version of many frames makes a few requests (not one per frame), and so
+/// does one after 20 successive one-file edits, each put sending a small share of the bytes.
+async fn cold_gets_make_few_requests_even_after_many_edits(backend: Backend) {
+    let rig = Rig::new(backend, "requests").await;
+    let src = rig.scratch.path().join("src-requests");
+    conformance::delta::project(&src);
+    let first = rig.put_direct(&src).await;
+    assert!(first.frames_uploaded >= 10, "{backend:?}: {first:?}");
+
+    let cold_get = |hint: &'static str| {
+        let rig = &rig;
+        async move {
+            let before = rig.proxy.requests();
+            let (_, dest) = rig.destination(hint);
+            rig.proxied(TIMEOUT)
+                .get_directory(&rig.at, &dest, &uncached())
+                .await
+                .unwrap_or_else(|e| panic!("{backend:?}: {hint}: {e}"));
+            (rig.proxy.requests() - before, dest)
+        }
+    };
+    let (requests, dest) = cold_get("cold").await;
+    assert_eq!(snapshot(&dest), snapshot(&src));
+    eprintln!(
+        "{backend:?}: cold get of {} frames: {requests} requests",
+        first.frames_uploaded
+    );
+    assert!(
+        requests <= COLD_GET_REQUESTS,
+        "{backend:?}: a cold get made {requests} requests"
+    );
+
+    for i in 0..20 {
+        let n = 100 + i * 7;
+        let file = src.join(format!("flows/pkg{}/mod_{n:03}.py", n % 9));
+        let mut text = std::fs::read(&file).unwrap_or_default();
+        text.extend_from_slice(format!("\n# edit {i}\n").as_bytes());
+        write(&src, file.strip_prefix(&src).unwrap().to_str().unwrap(), text);
+        let edit = rig.put_direct(&src).await;
+        assert!(
+            edit.uploaded_bytes * 10 < first.uploaded_bytes,
+            "{backend:?}: edit {i} sent {} of {} bytes",
+            edit.uploaded_bytes,
+            first.uploaded_bytes
+        );
+    }
+    let (requests, dest) = cold_get("after-edits").await;
+    assert_eq!(snapshot(&dest), snapshot(&src));
+    eprintln!("{backend:?}: cold get after 20 edits: {requests} requests");
+    assert!(
+        requests <= COLD_GET_REQUESTS,
+        "{backend:?}: after 20 edits a cold get made {requests} requests"
+    );
+    let m = rig
+        .direct()
+        .manifest(&rig.at, None)
+        .await
+        .expect("the current manifest");
+    let packs: std::collections::BTreeSet<_> = m.frames.iter().map(|f| f.pack.clone()).collect();
+    assert!(
+        packs.len() <= 1 + storage_core::package::packs::EXTRA_PACKS + 1,
+        "{backend:?}: the version spans {} packs",
+        packs.len()
+    );
+}
+
+/// The ranged reads of a get run side by side; one cut half-way is read again, every frame
+/// verified, and the tree arrives whole.
+async fn a_ranged_read_cut_midway_is_read_again(backend: Backend) {
+    let rig = Rig::new(backend, "ranges").await;
+    // Random data: about 40 MiB of packs, so three ranged reads run at once.
+    let v1 = rig.tree("v1", 40);
+    rig.put_direct(&v1).await;
+    rig.proxy
+        .cut(Cut::Reset, 1, 4 * MIB as u64, Direction::Downstream);
+    let (_, dest) = rig.destination("ranges");
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &uncached()),
+    )
+    .await;
+    got.unwrap_or_else(|e| panic!("{backend:?}: a get with one cut read failed: {e}"));
+    assert_eq!(rig.proxy.injected().reset, 1, "{backend:?}: no cut happened");
+    assert_eq!(snapshot(&dest), snapshot(&v1));
+    eprintln!("{backend:?}: get with one cut ranged read took {took:?}");
+}
+
+/// 64 agents pull the current version at once while a put makes another current: none
+/// fails, and each gets exactly one of the two.
+async fn many_agents_and_a_racing_put_get_whole_versions(backend: Backend) {
+    let rig = Rig::new(backend, "agents").await;
+    let v1 = rig.tree("v1", 4);
+    let v2 = rig.tree("v2", 4);
+    rig.put_direct(&v1).await;
+    let trees = [snapshot(&v1), snapshot(&v2)];
+    let block = rig.direct();
+    let mut gets = Vec::new();
+    for i in 0..64 {
+        let (block, at) = (block.clone(), rig.at.clone());
+        let (_, dest) = rig.destination(&format!("agent-{i}"));
+        gets.push(tokio::spawn(async move {
+            let r = block.get_directory(&at, &dest, &uncached()).await;
+            (r, dest)
+        }));
+    }
+    let put = rig.put_direct(&v2).await;
+    assert!(!put.skipped);
+    let mut got = [0, 0];
+    for g in gets {
+        let (r, dest) = g.await.unwrap();
+        r.unwrap_or_else(|e| panic!("{backend:?}: an agent's get failed: {e}"));
+        let tree = snapshot(&dest);
+        let which = trees
+            .iter()
+            .position(|t| *t == tree)
+            .unwrap_or_else(|| panic!("{backend:?}: an agent got neither version"));
+        got[which] += 1;
+    }
+    eprintln!("{backend:?}: 64 agents got v1 {} times, v2 {} times", got[0], got[1]);
+    rig.assert_sound(&[&v1, &v2], &v2).await;
+}
+
 fn assert_nothing_written(parent: &Path) {
     let left: Vec<_> = std::fs::read_dir(parent)
         .unwrap()
@@ -582,13 +709,18 @@ fault_tests! {
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
         a_reset_during_get_is_retried_or_fails_cleanly,
         stalled_connections_fail_cleanly_in_bounded_time,
-        a_lost_head_swap_response_is_recognised_as_our_own;
+        a_lost_head_swap_response_is_recognised_as_our_own,
+        cold_gets_make_few_requests_even_after_many_edits,
+        a_ranged_read_cut_midway_is_read_again,
+        many_agents_and_a_racing_put_get_whole_versions;
     azure => Azure: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
         a_reset_during_get_is_retried_or_fails_cleanly,
         stalled_connections_fail_cleanly_in_bounded_time,
-        a_lost_head_swap_response_is_recognised_as_our_own;
+        a_lost_head_swap_response_is_recognised_as_our_own,
+        cold_gets_make_few_requests_even_after_many_edits,
+        a_ranged_read_cut_midway_is_read_again;
     gcs => Gcs: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,

@@ -175,7 +175,8 @@ async fn ftplib_sees_exactly_the_files_layout_and_reads_a_package() {
     assert!(!seen.contains_key("deep/er/data.csv"), "{:?}", seen.keys());
     assert_eq!(seen.len(), 4);
 
-    // A package put over FTP is frames that ftplib fetches and, in order, tar reads.
+    // A package put over FTP is packs of frames that ftplib fetches and, frames in order,
+    // tar reads.
     let at = BlockPath::parse("package-seen").unwrap();
     let report = block
         .put_directory(src.path(), &at, &PutOptions::default())
@@ -183,12 +184,11 @@ async fn ftplib_sees_exactly_the_files_layout_and_reads_a_package() {
         .unwrap();
     let version = report.version.unwrap();
     let manifest = block.manifest(&at, Some(&version)).await.unwrap();
-    let frames = files_seen_by_ftplib(&ftpd, "ftplib/package-seen/.blocks/frames");
-    let mut package = Vec::new();
-    for frame in &manifest.frames {
-        let sha = frame.sha256.as_deref().unwrap();
-        package.extend(&frames[&format!("{sha}.zst")]);
-    }
+    let packs = files_seen_by_ftplib(&ftpd, "ftplib/package-seen/.blocks/packs");
+    let package = conformance::delta::assemble_package(&manifest, |object| {
+        let name = object.rsplit('/').next().unwrap();
+        packs[name].clone()
+    });
     let tar = zstd::decode_all(&package[..]).unwrap();
     let mut names: Vec<String> = tar::Archive::new(&tar[..])
         .entries()

@@ -73,7 +73,7 @@ async fn keys_land_under_the_prefix() {
     let base = format!("{PREFIX}/etl/daily/.blocks");
     let (frames, rest): (Vec<&String>, Vec<&String>) = keys
         .iter()
-        .partition(|k| k.starts_with(&format!("{base}/frames/")));
+        .partition(|k| k.starts_with(&format!("{base}/packs/")));
     assert_eq!(
         rest,
         [

@@ -329,12 +329,12 @@ async fn a_cut_or_damaged_download_fails_cleanly_with_nothing_written() {
         .unwrap();
     assert_eq!(snapshot(&whole), snapshot(src.path()));
 
-    // One frame damaged where the server keeps it.
-    let frames = server.root.join("faulty/etl/.blocks/frames");
-    let frame = walkdir_files(&frames)
+    // One pack of frames damaged where the server keeps it.
+    let packs = server.root.join("faulty/etl/.blocks/packs");
+    let frame = walkdir_files(&packs)
         .into_iter()
         .max_by_key(|p| p.metadata().unwrap().len())
-        .expect("a stored frame");
+        .expect("a stored pack");
     let mut bytes = std::fs::read(&frame).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;

@@ -39,6 +39,7 @@ fn config(registry: &OciRegistry, repository: &str, password: &str) -> OciConfig
         password: Some(Secret::new(password)),
         token: None,
         plain_http: None,
+        timeout: None,
     }
 }
 

@@ -265,20 +265,20 @@ async fn the_sftp_cli_sees_exactly_the_files_layout_and_reads_a_package() {
         .unwrap();
     let version = report.version.unwrap();
     let manifest = block.manifest(&at, Some(&version)).await.unwrap();
-    let mut package = Vec::new();
-    for (i, frame) in manifest.frames.iter().enumerate() {
-        let sha = frame.sha256.as_deref().unwrap();
-        let local = copy.path().join(format!("frame-{i}.zst"));
+    let mut fetched = 0;
+    let package = conformance::delta::assemble_package(&manifest, |object| {
+        fetched += 1;
+        let local = copy.path().join(format!("object-{fetched}"));
         sshd.sftp(&format!(
             "get \"{}\" \"{}\"\n",
             sshd.data_dir
-                .join(format!("cli/package-seen/.blocks/frames/{sha}.zst"))
+                .join(format!("cli/package-seen/{object}"))
                 .display(),
             local.display()
         ))
         .unwrap();
-        package.extend(std::fs::read(&local).unwrap());
-    }
+        std::fs::read(&local).unwrap()
+    });
     let tar = zstd::decode_all(&package[..]).unwrap();
     let mut names: Vec<String> = tar::Archive::new(&tar[..])
         .entries()

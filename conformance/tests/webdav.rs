@@ -215,7 +215,8 @@ async fn curl_sees_exactly_the_files_layout_and_reads_a_package() {
         ])
     );
 
-    // A package put over WebDAV is frames that curl fetches and, in order, tar reads.
+    // A package put over WebDAV is packs of frames that curl fetches and, frames in order,
+    // tar reads.
     let at = BlockPath::parse("package-seen").unwrap();
     let report = block
         .put_directory(src.path(), &at, &PutOptions::default())
@@ -223,14 +224,9 @@ async fn curl_sees_exactly_the_files_layout_and_reads_a_package() {
         .unwrap();
     let version = report.version.unwrap();
     let manifest = block.manifest(&at, Some(&version)).await.unwrap();
-    let mut package = Vec::new();
-    for frame in &manifest.frames {
-        let sha = frame.sha256.as_deref().unwrap();
-        package.extend(curl_get(
-            &dav,
-            &format!("curl/package-seen/.blocks/frames/{sha}.zst"),
-        ));
-    }
+    let package = conformance::delta::assemble_package(&manifest, |object| {
+        curl_get(&dav, &format!("curl/package-seen/{object}"))
+    });
     let tar = zstd::decode_all(&package[..]).unwrap();
     let mut names: Vec<String> = tar::Archive::new(&tar[..])
         .entries()

@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use storage_core::EntryKind;
-use storage_core::extract::unpack_verified;
-use storage_core::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
+use storage_core::package::extract::unpack_verified;
+use storage_core::package::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
 
 fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> ManifestEntry {
     ManifestEntry {
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         created: String::new(),
         compression: "zstd".into(),
         totals: Totals { files: 1, dirs: 1, symlinks: 1, bytes: 2, package_bytes: package.len() as u64 },
-        frames: vec![Frame { offset: 0, length: package.len() as u64, uncompressed_offset: 0, uncompressed_length: 0, sha256: None }],
+        frames: vec![Frame { offset: 0, length: package.len() as u64, uncompressed_offset: 0, uncompressed_length: 0, sha256: None, ..Default::default() }],
         entries,
     };
     let outer = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use storage_core::manifest::{FRAMES_FORMAT, PackageManifest, is_version_id};
+use storage_core::package::manifest::{FRAMES_FORMAT, PackageManifest, is_version_id};
 
 fuzz_target!(|data: &[u8]| {
     // Raw bytes as the stored (compressed) manifest, and the same bytes compressed, so the

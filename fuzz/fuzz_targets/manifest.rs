@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use storage_core::manifest::{PackageManifest, is_safe_relative_path, link_stays_inside};
+use storage_core::package::manifest::{PackageManifest, is_safe_relative_path, link_stays_inside};
 
 fuzz_target!(|data: &[u8]| {
     // The version the caller expects is the one the manifest claims, when it claims one.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::manifest::PackageManifest;
+use crate::package::manifest::PackageManifest;
 use crate::record::VersionRecord;
 use crate::slug::BlockPath;
 
@@ -102,8 +102,10 @@ pub enum VersionPrecondition {
 /// Which package format a put writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum PackageFormat {
-    /// Format 2: content-addressed frames shared between versions.
+    /// Format 3: format 2's frames stored together in packs, read by range.
     #[default]
+    Packs,
+    /// Format 2: content-addressed frames shared between versions, one object each.
     Frames,
     /// Format 1: one archive per version, for agents still on a release before format 2.
     Archive,

@@ -14,7 +14,7 @@ use crate::block::{
     Capabilities, DeleteOptions, GcOptions, GcReport, GetOptions, GetReport, Layout, ListedFile,
     PackageExport, PutOptions, PutReport, StorageBlock, VersionInfo, slug_of,
 };
-use crate::manifest::PackageManifest;
+use crate::package::manifest::PackageManifest;
 use crate::{BlockPath, Error, Result};
 
 /// A block whose capabilities are checked before every operation.

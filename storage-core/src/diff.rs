@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::manifest::{FRAMES_FORMAT, ManifestEntry, PackageManifest};
+use crate::package::manifest::{Frame, ManifestEntry, PackageManifest};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VersionDiff {
@@ -47,7 +47,7 @@ pub fn diff(from: &PackageManifest, to: &PackageManifest) -> VersionDiff {
         .filter(|e| !new.contains(e.path.as_str()))
         .map(|e| e.path.clone())
         .collect();
-    if to.format == FRAMES_FORMAT {
+    if Frame::named_in(to.format) {
         let have: HashSet<&str> = from
             .frames
             .iter()

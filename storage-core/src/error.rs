@@ -64,10 +64,16 @@ impl Error {
         }
     }
 
-    /// Maps an object store error, with the credentials in its text redacted.
+    /// Maps an object store error, with the credentials in its text redacted. One of ours
+    /// carried through a store (see [`Error::into_store`]) keeps its kind.
     pub fn from_store(err: object_store::Error) -> Self {
         use object_store::Error as E;
         let text = one_line(&redact(&with_causes(&err)));
+        if let E::Generic { source, .. } = &err
+            && let Some(ours) = source.downcast_ref::<Error>()
+        {
+            return ours.with_text(text);
+        }
         match err {
             E::NotFound { .. } => Error::NotFound(text),
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::Conflict(text),
@@ -76,6 +82,30 @@ impl Error {
             E::InvalidPath { .. } => Error::Usage(text),
             _ if looks_like_auth_failure(&text) => Error::Auth(text),
             _ => Error::Backend(text),
+        }
+    }
+
+    /// This error as `store`'s object store error, for a store (a remote file system's) that
+    /// finds what it cannot trust: [`Error::from_store`] gives back its kind (an integrity
+    /// error stays exit 5).
+    pub fn into_store(self, store: &'static str) -> object_store::Error {
+        object_store::Error::Generic {
+            store,
+            source: Box::new(self),
+        }
+    }
+
+    /// An error of the same kind with the message `text` (an I/O error becomes a backend one).
+    fn with_text(&self, text: String) -> Self {
+        match self {
+            Error::Usage(_) => Error::Usage(text),
+            Error::Unsupported(_) => Error::Unsupported(text),
+            Error::NotFound(_) => Error::NotFound(text),
+            Error::Auth(_) => Error::Auth(text),
+            Error::Integrity(_) => Error::Integrity(text),
+            Error::Conflict(_) => Error::Conflict(text),
+            Error::Trust(_) => Error::Trust(text),
+            Error::Io { .. } | Error::Backend(_) => Error::Backend(text),
         }
     }
 
@@ -215,6 +245,14 @@ mod tests {
         let e = Error::from_store(err);
         assert_eq!(e.exit_code(), 4);
         assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn our_error_through_a_store_keeps_its_kind() {
+        let e = Error::Integrity("listing of a: a cycle".into()).into_store("WebDAV");
+        let back = Error::from_store(e);
+        assert_eq!(back.exit_code(), 5);
+        assert!(back.to_string().contains("listing of a: a cycle"), "{back}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
 
 pub mod block;
+pub mod bounds;
 pub mod checked;
 pub mod config;
 pub mod error;
@@ -27,18 +28,13 @@ pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 
 pub mod adapter;
 pub mod diff;
-pub mod extract;
 pub mod folders;
-pub mod framecache;
-pub mod frames;
 pub mod hashcache;
-pub mod manifest;
-pub mod pack;
-pub mod place;
+pub mod package;
 pub mod stream;
 pub mod tree;
 
 #[cfg(feature = "cloud")]
 pub use adapter::retry_config;
 pub use adapter::{LeftoverSweeper, ObjectStoreBlock};
-pub use manifest::{HeadRecord, PackageManifest};
+pub use package::manifest::{HeadRecord, PackageManifest};

@@ -177,7 +177,7 @@ mod tests {
 mod manifest_tests {
     use super::*;
     use crate::block::EntryKind;
-    use crate::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
+    use crate::package::manifest::{Frame, ManifestEntry, PackageManifest, Totals, version_id};
 
     #[test]
     fn a_record_does_not_change_the_version_id() {
@@ -204,6 +204,8 @@ mod manifest_tests {
                 uncompressed_offset: 0,
                 uncompressed_length: 512,
                 sha256: None,
+                pack: None,
+                pack_offset: None,
             }],
             entries,
             record: None,

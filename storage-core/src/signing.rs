@@ -394,11 +394,11 @@ pub fn check_manifest_comment(v: &Verified, path: &str, version: &str) -> Result
     Err(Error::Trust(match signed_for {
         Some((p, v2)) if v2 == version => format!(
             "version {} was signed for path {p}, not this one",
-            crate::manifest::short(version)
+            crate::package::manifest::short(version)
         ),
         Some(_) => format!(
             "the signature is of another version than {}",
-            crate::manifest::short(version)
+            crate::package::manifest::short(version)
         ),
         None => "the signature is not a blocks manifest signature".into(),
     }))
@@ -492,7 +492,7 @@ impl SignedHead {
         }
         let l: Loose = serde_json::from_slice(bytes)
             .map_err(|e| Error::Integrity(format!("HEAD is not valid: {e}")))?;
-        if !crate::manifest::is_version_id(&l.version) {
+        if !crate::package::manifest::is_version_id(&l.version) {
             return Err(Error::Integrity("HEAD names an invalid version".into()));
         }
         match (l.seq, l.expires, l.path, l.signature) {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::hashcache::{HashCache, Stamp};
-use crate::manifest::{ManifestEntry, link_stays_inside, version_id};
+use crate::package::manifest::{ManifestEntry, link_stays_inside, version_id};
 use crate::slug::check_segment;
 
 /// Ignore files read at the source root, in this order (later rules win).

@@ -1,36 +1,31 @@
 //! The OCI block: where a version of a slug path lives (its repository, the artifact at
 //! `current` or at a version tag, or an ancestor's for a folder inside a package), versions,
-//! rm and gc by manifest digest, and the `StorageBlock` interface; `transfer` moves the
-//! frames.
+//! rm and gc by manifest digest, and the `StorageBlock` interface; `package_store` is how
+//! the package engine reads and writes a repository.
 
-use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use oci_client::manifest::OciImageManifest;
-use storage_core::extract::{file_in_frames, unpack_verified_over};
-use storage_core::framecache::{FrameCache, FrameCounts, fetch_verified};
-use storage_core::manifest::{Frame, PackageManifest, is_version_id, resolve_version, short};
-use storage_core::place::{check_destination, commit, staging_for};
-use storage_core::stream::StreamReader;
-use storage_core::tree::{ScanOptions, SourceTree};
+use oci_client::manifest::OciImageManifest as Image;
+use storage_core::package::PackageEngine;
+use storage_core::package::destination::{check_destination, commit, staging_for};
+use storage_core::package::manifest::{PackageManifest, is_version_id, resolve_version, short};
 use storage_core::{
-    BlockPath, Capabilities, DeleteOptions, EntryKind, Error, GcOptions, GcReport, GetMode,
-    GetOptions, GetReport, Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent,
-    PutOptions, PutReport, Result, StorageBlock, VersionInfo,
+    BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
+    ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, StorageBlock,
+    VersionInfo,
 };
 
 use crate::artifact::{self, CURRENT, IN_FLIGHT};
 use crate::names::{check_repository, repository_name};
-use crate::registry::{Registry, credentials};
+use crate::registry::{self, Registry, credentials};
 use crate::{CAPABILITIES, OciConfig};
 
-mod transfer;
+mod package_store;
 
 /// An OCI registry repository tree as a storage block.
 #[derive(Clone)]
@@ -43,6 +38,9 @@ struct Inner {
     registry: Registry,
     /// Repository names start with this (the block's `repository`).
     prefix: String,
+    /// The artifact this block last pushed (repository, version, image manifest), which the
+    /// HEAD swap that follows moves `current` onto without reading it back.
+    pushed: Mutex<Option<(String, String, Image)>>,
 }
 
 /// A version found in a repository: its image manifest (bytes and digest too, so a tag can
@@ -102,6 +100,7 @@ impl OciBlock {
                 label: label.to_string(),
                 registry,
                 prefix,
+                pushed: Mutex::new(None),
             }),
         })
     }
@@ -116,6 +115,11 @@ impl OciBlock {
 
     fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The package engine over this registry.
+    fn engine(&self) -> PackageEngine {
+        PackageEngine::new(Arc::new(self.clone()))
     }
 
     fn repo(&self, at: &BlockPath) -> Result<String> {
@@ -206,17 +210,22 @@ impl OciBlock {
 
     /// The artifact a get of `from` reads, and the folder inside it: a version of `from`, its
     /// current one, or the current one of the nearest ancestor that holds a package.
-    async fn locate(&self, from: &BlockPath, version: Option<&str>) -> Result<(Artifact, String)> {
+    async fn locate(
+        &self,
+        from: &BlockPath,
+        version: Option<&str>,
+    ) -> Result<(Artifact, BlockPath, String)> {
         if let Some(v) = version {
             let repo = self.repo(from)?;
             let version = self.resolve_version(&repo, v).await?;
-            return Ok((self.version_artifact(&repo, &version).await?, String::new()));
+            let found = self.version_artifact(&repo, &version).await?;
+            return Ok((found, from.clone(), String::new()));
         }
         let own = self.repo(from);
         if let Ok(repo) = &own
             && let Some(found) = self.current(repo).await?
         {
-            return Ok((found, String::new()));
+            return Ok((found, from.clone(), String::new()));
         }
         for anc in from.ancestors() {
             let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
@@ -224,7 +233,7 @@ impl OciBlock {
             };
             if let Some(found) = self.current(&repo).await? {
                 let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
-                return Ok((found, subtree));
+                return Ok((found, anc, subtree));
             }
         }
         own?;
@@ -307,9 +316,7 @@ impl StorageBlock for OciBlock {
                 self.slug(to)
             )));
         }
-        self.put_package(src, to, opts)
-            .await
-            .map_err(self.named(to))
+        self.engine().put_directory(src, to, opts).await
     }
 
     async fn get_directory(
@@ -320,15 +327,15 @@ impl StorageBlock for OciBlock {
     ) -> Result<GetReport> {
         let named = self.named(from);
         check_destination(dest, opts.mode).map_err(&named)?;
-        let (found, subtree) = self
+        let (found, at, subtree) = self
             .locate(from, opts.version.as_deref())
             .await
             .map_err(&named)?;
         let staging = staging_for(dest).map_err(&named)?;
         let report = self
-            .get_package(found, &subtree, staging.path(), dest, opts)
-            .await
-            .map_err(&named)?;
+            .engine()
+            .get(&at, &found.version, &subtree, staging.path(), dest, opts)
+            .await?;
         commit(staging, dest, opts.mode).map_err(&named)?;
         Ok(report)
     }
@@ -347,7 +354,7 @@ impl StorageBlock for OciBlock {
             };
             if let Some(found) = self.current(&repo).await.map_err(&named)? {
                 let rel = path.strip_prefix(&anc).unwrap_or_default();
-                return self.read_file(&found, rel).await.map_err(&named);
+                return self.engine().read_file(&anc, &found.version, rel).await;
             }
         }
         Err(named(Error::NotFound("no such file".into())))
@@ -484,20 +491,19 @@ impl StorageBlock for OciBlock {
     }
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
-        let manifest = self.manifest(at, version).await?;
-        let repo = self.repo(at).map_err(self.named(at))?;
-        let counts = Arc::new(FrameCounts::default());
-        let slug = self.slug(at);
-        let secrets = self.registry().secrets().to_vec();
-        let stream = self
-            .frame_stream(&repo, manifest.frames, FrameCache::open(true), counts)
-            .map_err(move |e| e.scrubbed(&secrets).context(&slug))
-            .boxed();
-        Ok(PackageExport {
-            version: manifest.version,
-            bytes: manifest.totals.package_bytes,
-            stream,
-        })
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let version = match version {
+            Some(v) => self.resolve_version(&repo, v).await.map_err(&named)?,
+            None => {
+                self.current(&repo)
+                    .await
+                    .map_err(&named)?
+                    .ok_or_else(|| named(Error::NotFound("no version is stored there".into())))?
+                    .version
+            }
+        };
+        self.engine().export(at, &version).await
     }
 
     async fn check(&self) -> Result<()> {

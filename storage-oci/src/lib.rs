@@ -25,6 +25,9 @@ pub struct OciConfig {
     pub password: Option<Secret>,
     pub token: Option<Secret>,
     pub plain_http: Option<bool>,
+    /// Seconds one try of a registry request may take, first byte to last ([`timeout_of`]).
+    #[serde(default)]
+    pub timeout: Option<i64>,
 }
 
 /// What a registry can do: versioned packages (artifacts), `current` tagged only once a
@@ -74,9 +77,26 @@ impl BlockConfig for OciConfig {
                 Bool,
                 "talk plain HTTP instead of HTTPS (default: only for 127.0.0.1, ::1 and localhost)",
             ),
+            FieldSpec::timeout(
+                "seconds one try of a registry request may take, first byte to last (a blob: \
+                 a second more per MiB); a request with its retries ends within twice that \
+                 plus 1.3 s",
+            )
+            .with_default("60"),
         ],
         capabilities: CAPABILITIES,
     };
+}
+
+/// The block's `timeout`: 1 to 86400 seconds, 60 when unset.
+pub fn timeout_of(config: &OciConfig, label: &str) -> Result<std::time::Duration> {
+    match config.timeout {
+        None => Ok(storage_core::bounds::DEFAULT_TIMEOUT),
+        Some(s) if (1..=86_400).contains(&s) => Ok(std::time::Duration::from_secs(s as u64)),
+        Some(s) => Err(storage_core::Error::Usage(format!(
+            "{label}: timeout {s} is not between 1 and 86400 seconds"
+        ))),
+    }
 }
 
 /// Builds the block: checks the registry and repository names, resolves the credentials.

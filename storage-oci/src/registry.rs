@@ -3,25 +3,42 @@
 //! it answers a Bearer challenge for the delete scope itself),
 //! credentials from the block or `~/.docker/config.json`, and registry errors mapped to
 //! ours, scrubbed of secrets.
+//!
+//! What a registry sends is bounded: a manifest is read (by a plain GET with the client's
+//! credentials) up to `REGISTRY_MANIFEST_MAX`, a blob never past its descriptor's size
+//! ([`Registry::blob_sized`]) or, without one, `REGISTRY_BLOB_MAX`. Every try of a request
+//! ends within the block's `timeout` (a blob's within `transfer_deadline` of its size), and
+//! a request with its retries within [`Registry::total_bound`]: twice its deadline plus the
+//! pauses between tries ([`RETRY_PAUSES`]).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use http_auth::parser::ChallengeParser;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest, Sha256};
+use storage_core::bounds::{
+    DEFAULT_TIMEOUT, REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, SMALL_ANSWER_MAX, read_capped,
+    read_exact_len, timed_out, transfer_deadline,
+};
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
 
 /// Tries of a request that fails transiently.
 const ATTEMPTS: usize = 4;
+/// Tries of a request that may time out: one more after the first timeout.
+const TIMED_OUT_TRIES: u32 = 2;
+/// The pauses before the second, third and fourth try: 100 ms, 300 ms, 900 ms.
+pub const RETRY_PAUSES: Duration = Duration::from_millis(1300);
 
 /// A registry, with the credentials every request uses.
 #[derive(Clone)]
@@ -32,6 +49,8 @@ pub struct Registry {
     scheme: &'static str,
     auth: RegistryAuth,
     secrets: Vec<String>,
+    /// How long one try of a request may take, first byte to last.
+    timeout: Duration,
 }
 
 /// `sha256:<hex>` of `data`.
@@ -40,7 +59,19 @@ pub fn digest_of(data: &[u8]) -> String {
 }
 
 impl Registry {
+    /// A registry client whose requests each take at most [`DEFAULT_TIMEOUT`].
     pub fn new(host: &str, plain_http: bool, auth: RegistryAuth) -> Result<Self> {
+        Self::with_timeout(host, plain_http, auth, DEFAULT_TIMEOUT)
+    }
+
+    /// A registry client whose every try of a request ends within `timeout` (the block's
+    /// `timeout` field, [`crate::timeout_of`]).
+    pub fn with_timeout(
+        host: &str,
+        plain_http: bool,
+        auth: RegistryAuth,
+        timeout: Duration,
+    ) -> Result<Self> {
         let secrets = match &auth {
             RegistryAuth::Basic(_, p) => vec![p.clone()],
             RegistryAuth::Bearer(t) => vec![t.clone()],
@@ -54,14 +85,15 @@ impl Registry {
             },
             // Frames are at most a few MiB: one PUT each beats a chunked session.
             use_monolithic_push: true,
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(300)),
+            connect_timeout: Some(timeout),
+            read_timeout: Some(timeout),
             ..ClientConfig::default()
         };
         let client = Client::try_from(config)
             .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(timeout)
+            .timeout(timeout)
             .build()
             .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
         Ok(Registry {
@@ -71,7 +103,14 @@ impl Registry {
             scheme: if plain_http { "http" } else { "https" },
             auth,
             secrets,
+            timeout,
         })
+    }
+
+    /// The longest a request may take with its retries: two tries that time out and the
+    /// pauses between tries.
+    pub fn total_bound(&self, deadline: Duration) -> Duration {
+        deadline * TIMED_OUT_TRIES + RETRY_PAUSES
     }
 
     fn anonymous(&self) -> bool {
@@ -136,11 +175,29 @@ impl Registry {
         }
     }
 
+    /// [`Registry::retried_within`] with every try bounded by the block's `timeout`.
+    async fn retried<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retried_within(what, self.timeout, op).await
+    }
+
     /// Runs `op` again after a pause (100 ms, 300 ms, 900 ms) when it failed in a way another
     /// try may not repeat: 5xx answers, resets, timeouts, a registry's 500 or 400 while a
     /// manifest is being deleted, a refusal that may follow a failed auth challenge. Not
     /// found and corrupt answers are final. Every request retried here is idempotent.
-    async fn retried<T, F, Fut>(&self, op: F) -> Result<T>
+    ///
+    /// Each try ends within `deadline`; one that times out is tried once more at most, and
+    /// all tries together end within [`Registry::total_bound`]`(deadline)`. `what` names the
+    /// request in a timeout's message.
+    async fn retried_within<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut op: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -149,9 +206,25 @@ impl Registry {
             .with_min_delay(Duration::from_millis(100))
             .with_factor(3.0)
             .with_max_times(ATTEMPTS - 1);
-        op.retry(RETRIES)
+        let timeouts = AtomicU32::new(0);
+        let one_try = || {
+            let attempt = op();
+            let timeouts = &timeouts;
+            async move {
+                match tokio::time::timeout(deadline, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                        Err(timed_out(what, deadline))
+                    }
+                }
+            }
+        };
+        let tries = one_try
+            .retry(RETRIES)
             .sleep(tokio::time::sleep)
             .when(|e| match e {
+                _ if timeouts.load(Ordering::Relaxed) >= TIMED_OUT_TRIES => false,
                 Error::Backend(_) => true,
                 // oci-client learns how to authenticate from the registry's answer to
                 // `GET /v2/`; when that answer was a 5xx it sends the request without
@@ -162,8 +235,13 @@ impl Registry {
             })
             .notify(|why, pause| {
                 tracing::debug!(%why, ?pause, "registry request failed; trying again");
-            })
-            .await
+            });
+        // Tries that fail at once and ones that time out together still end in time.
+        let total = self.total_bound(deadline);
+        match tokio::time::timeout(total, tries).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(&format!("{what} (with its retries)"), total)),
+        }
     }
 
     /// Every tag of `repo`; none when the repository does not exist.
@@ -173,7 +251,7 @@ impl Registry {
         let mut last: Option<String> = None;
         loop {
             let listed = self
-                .retried(|| async {
+                .retried(&format!("listing the tags of {repo}"), || async {
                     self.client
                         .list_tags(&image, &self.auth, Some(1000), last.as_deref())
                         .await
@@ -207,21 +285,23 @@ impl Registry {
         } else {
             self.tagged(repo, tag_or_digest)
         };
+        let what = format!("the manifest {repo}:{tag_or_digest}");
         let pulled = self
-            .retried(|| async {
-                self.client
-                    .pull_manifest_raw(&image, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
-                    .await
-                    .map_err(|e| self.fail(e))
+            .retried(&format!("reading {what}"), || {
+                self.manifest_once(&image, &what)
             })
             .await;
         let (body, digest) = match pulled {
-            Ok(got) => got,
-            Err(Error::NotFound(_)) => return Ok(None),
+            Ok(Some(got)) => got,
+            Ok(None) | Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let actual = digest_of(&body);
-        if actual != digest {
+        let expected = match tag_or_digest.starts_with("sha256:") {
+            true => Some(tag_or_digest.to_string()),
+            false => digest,
+        };
+        if expected.is_some_and(|d| d != actual) {
             return Err(Error::Integrity(format!(
                 "the manifest at {tag_or_digest} does not match its digest"
             )));
@@ -234,18 +314,129 @@ impl Registry {
         Ok(Some((manifest, actual)))
     }
 
-    /// A blob's bytes, checked against its digest by the client as they arrive.
+    /// One GET of a manifest with the client's credentials (a token for the pull scope
+    /// where the registry asks for one), its body read up to [`REGISTRY_MANIFEST_MAX`]:
+    /// the bytes and the digest the registry says they have; `None` when there is none.
+    async fn manifest_once(
+        &self,
+        image: &Reference,
+        what: &str,
+    ) -> Result<Option<(Bytes, Option<String>)>> {
+        let token = self
+            .client
+            .auth(image, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            self.host,
+            image.repository(),
+            image.digest().or(image.tag()).unwrap_or("latest")
+        );
+        let request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, OCI_IMAGE_MEDIA_TYPE);
+        let request = match (&token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
+            (None, _) => request,
+        };
+        let response = request.send().await.map_err(|e| self.request_failed(e))?;
+        let status = response.status().as_u16();
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let ok = (200..300).contains(&status);
+        let cap = if ok {
+            REGISTRY_MANIFEST_MAX
+        } else {
+            SMALL_ANSWER_MAX
+        };
+        let body = read_capped(
+            body_of(response).map_err(|e| self.request_failed(e)),
+            cap,
+            what,
+        )
+        .await?;
+        if ok {
+            return Ok(Some((body, digest)));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let unknown = text.contains("MANIFEST_UNKNOWN") || text.contains("NAME_UNKNOWN");
+        match status {
+            404 => Ok(None),
+            _ if unknown => Ok(None),
+            401 | 403 => Err(Error::Auth(format!(
+                "the registry denied access to {what} (HTTP {status})"
+            ))),
+            _ => Err(Error::Backend(format!(
+                "the registry answered HTTP {status} to reading {what}: {}",
+                scrub(text.trim(), &self.secrets).replace('\n', " ")
+            ))),
+        }
+    }
+
+    /// A blob's bytes, checked against its digest as they arrive, read up to
+    /// [`REGISTRY_BLOB_MAX`]. Prefer [`Registry::blob_sized`] where the size is known.
     pub async fn blob(&self, repo: &str, digest: &str) -> Result<Bytes> {
+        self.blob_bounded(repo, digest, None).await
+    }
+
+    /// A blob's bytes, exactly `size` of them (its descriptor's): a registry that sends more
+    /// is refused at the first byte too many, one that sends fewer at the end; checked against
+    /// `digest` as they arrive. The whole download ends within `transfer_deadline` of `size`.
+    // The engine calls it once it passes descriptor sizes (block/transfer.rs, artifact.rs).
+    #[allow(dead_code)]
+    pub async fn blob_sized(&self, repo: &str, digest: &str, size: u64) -> Result<Bytes> {
+        self.blob_bounded(repo, digest, Some(size)).await
+    }
+
+    async fn blob_bounded(&self, repo: &str, digest: &str, size: Option<u64>) -> Result<Bytes> {
         let image = self.by_digest(repo, digest);
-        self.retried(|| async {
-            let mut out = Vec::new();
-            self.client
-                .pull_blob(&image, digest, &mut out)
+        let what = format!("the blob {digest} of {repo}");
+        let deadline = transfer_deadline(self.timeout, size.unwrap_or(REGISTRY_BLOB_MAX.bytes));
+        self.client
+            .store_auth_if_needed(image.resolve_registry(), &self.auth)
+            .await;
+        self.retried_within(&format!("reading {what}"), deadline, || async {
+            let pulled = self
+                .client
+                .pull_blob_stream(&image, digest)
                 .await
                 .map_err(|e| self.fail(e))?;
-            Ok(Bytes::from(out))
+            if let (Some(declared), Some(sent)) = (size, pulled.content_length)
+                && sent != declared
+            {
+                return Err(Error::Integrity(format!(
+                    "{what}: the registry sends {sent} bytes, its descriptor says {declared}"
+                )));
+            }
+            let body = pulled.stream.map_err(|e| self.blob_failed(e));
+            match size {
+                Some(declared) => read_exact_len(body, declared, &what).await,
+                None => read_capped(body, REGISTRY_BLOB_MAX, &what).await,
+            }
         })
         .await
+    }
+
+    /// A failed blob read: a digest mismatch is an integrity error, the rest transient.
+    fn blob_failed(&self, e: std::io::Error) -> Error {
+        let text = scrub(&storage_core::error::with_causes(&e), &self.secrets);
+        let mismatch = e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
+        if mismatch {
+            Error::Integrity(format!(
+                "a blob does not match its digest: the registry holds a corrupt copy ({text})"
+            ))
+        } else {
+            Error::Backend(format!("registry request failed: {text}"))
+        }
     }
 
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
@@ -253,7 +444,7 @@ impl Registry {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        self.retried(|| async {
+        self.retried(&format!("looking for the blob {digest}"), || async {
             self.client
                 .blob_exists(&image, digest)
                 .await
@@ -267,7 +458,9 @@ impl Registry {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        self.retried(|| async {
+        // An upload's deadline grows with its size, as a download's does.
+        let deadline = transfer_deadline(self.timeout, data.len() as u64);
+        self.retried_within(&format!("writing the blob {digest}"), deadline, || async {
             self.client
                 .push_blob(&image, data.clone(), digest)
                 .await
@@ -290,7 +483,7 @@ impl Registry {
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
         let body = Bytes::from(body);
-        self.retried(|| async {
+        self.retried(&format!("writing the manifest {repo}:{tag}"), || async {
             self.client
                 .push_manifest_raw(
                     &image,
@@ -309,8 +502,10 @@ impl Registry {
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
         // The distribution registry answers 400 to a delete that races a push of the same
         // manifest; tried again, it settles.
-        self.retried(|| self.delete_manifest_once(repo, digest))
-            .await
+        self.retried(&format!("deleting the manifest {digest}"), || {
+            self.delete_manifest_once(repo, digest)
+        })
+        .await
     }
 
     async fn delete_manifest_once(&self, repo: &str, digest: &str) -> Result<()> {
@@ -404,6 +599,15 @@ impl Registry {
     pub async fn check(&self, repo: &str) -> Result<()> {
         self.tags(repo).await.map(drop)
     }
+}
+
+/// The body of `response`, chunk by chunk.
+fn body_of(
+    response: reqwest::Response,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, reqwest::Error>> {
+    futures::stream::try_unfold(response, |mut response| async move {
+        Ok(response.chunk().await?.map(|chunk| (chunk, response)))
+    })
 }
 
 /// The credentials for `host`: the block's own, else `auths` of the Docker config

@@ -4,8 +4,15 @@
 //! server's directory listing (the links of an autoindex page, as python's http.server,
 //! nginx and Apache write them), each file's size from a HEAD request. Every write is refused
 //! as unsupported.
+//!
+//! What the server sends is bounded (storage_core::bounds): a listing page is read up to
+//! `LISTING_PAGE_MAX`, a body without a length up to `UNSIZED_BODY_MAX`, a body with one
+//! never past it; the walk lists each folder once (by the URL that answered, after
+//! redirects) within the depth and entry limits. `timeout` bounds a whole request: HEAD
+//! and listings first byte to last, a download within `transfer_deadline` of its length.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +24,11 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use reqwest::StatusCode;
+use storage_core::Error;
+use storage_core::bounds::{
+    Budget, LISTING_PAGE_MAX, UNSIZED_BODY_MAX, WALK_MAX_ENTRIES, read_capped,
+};
+use storage_core::folders::walk::{WalkBounds, check_listed};
 
 const STORE: &str = "HTTP";
 /// Folders listed, or files sized, at once.
@@ -28,6 +40,9 @@ pub(crate) struct HttpStore {
     base: url::Url,
     username: Option<String>,
     password: Option<String>,
+    /// How long one request may take, first byte to last (downloads: see
+    /// `transfer_deadline`).
+    timeout: Duration,
 }
 
 impl HttpStore {
@@ -47,6 +62,7 @@ impl HttpStore {
             base,
             username,
             password,
+            timeout,
         })
     }
 
@@ -70,15 +86,16 @@ impl HttpStore {
         }
     }
 
+    /// Sends `req` and checks its status; the answer's head must come within `timeout`.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
         key: &str,
     ) -> object_store::Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| generic(format!("{}: {}", self.shown(key), e.without_url())))?;
+        let resp = match tokio::time::timeout(self.timeout, req.send()).await {
+            Ok(sent) => sent.map_err(|e| self.failed(key, e))?,
+            Err(_) => return Err(self.timed_out(key)),
+        };
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(object_store::Error::NotFound {
@@ -97,6 +114,30 @@ impl HttpStore {
         }
     }
 
+    /// A failed request or body read of `key`, saying "timed out" when it did.
+    fn failed(&self, key: &str, e: reqwest::Error) -> object_store::Error {
+        self.read_failed(key, e).into_store(STORE)
+    }
+
+    fn read_failed(&self, key: &str, e: reqwest::Error) -> Error {
+        if e.is_timeout() {
+            return storage_core::bounds::timed_out(
+                &format!("reading {}", self.shown(key)),
+                self.timeout,
+            );
+        }
+        Error::Backend(format!(
+            "{}: {}",
+            self.shown(key),
+            storage_core::error::with_causes(&e.without_url())
+        ))
+    }
+
+    fn timed_out(&self, key: &str) -> object_store::Error {
+        storage_core::bounds::timed_out(&format!("reading {}", self.shown(key)), self.timeout)
+            .into_store(STORE)
+    }
+
     /// The URL of `key` as messages show it (without credentials).
     fn shown(&self, key: &str) -> String {
         let mut url = self.url(key, false);
@@ -107,57 +148,83 @@ impl HttpStore {
 
     /// Size and dates of `key` from a HEAD request.
     async fn head_meta(&self, key: &str) -> object_store::Result<ObjectMeta> {
-        let resp = self
-            .send(
-                self.request(reqwest::Method::HEAD, self.url(key, false)),
-                key,
-            )
-            .await?;
+        let req = self
+            .request(reqwest::Method::HEAD, self.url(key, false))
+            .timeout(self.timeout);
+        let resp = self.send(req, key).await?;
         Ok(meta_of(key, &resp, None))
     }
 
-    /// Names linked from the listing page of folder `dir` (a key): `(key, is_folder)`.
-    async fn list_dir(&self, dir: &str) -> object_store::Result<Vec<(String, bool)>> {
-        let req = self.request(reqwest::Method::GET, self.url(dir, true));
-        let page = match self.send(req, dir).await {
-            Ok(resp) => resp
-                .text()
-                .await
-                .map_err(|e| generic(format!("{}: {}", self.shown(dir), e.without_url())))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+    /// Names linked from the listing page of folder `dir` (a key): `(key, is_folder)`, and
+    /// the URL that answered (after redirects); no names when there is no such folder.
+    async fn list_dir(&self, dir: &str) -> object_store::Result<(Vec<(String, bool)>, String)> {
+        let url = self.url(dir, true);
+        let req = self
+            .request(reqwest::Method::GET, url.clone())
+            .timeout(self.timeout);
+        let resp = match self.send(req, dir).await {
+            Ok(resp) => resp,
+            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), url.into())),
             Err(e) => return Err(e),
         };
-        let mut names: Vec<(String, bool)> = listed_links(&page)
-            .into_iter()
-            .map(|(name, folder)| {
-                let key = match dir {
-                    "" => name,
-                    d => format!("{d}/{name}"),
-                };
-                (key, folder)
-            })
-            .collect();
+        let answered = resp.url().as_str().to_string();
+        let what = format!("the listing page {}", self.shown(dir));
+        let body = crate::body::chunks(resp).map_err(|e| self.read_failed(dir, e));
+        let page = read_capped(body, LISTING_PAGE_MAX, &what)
+            .await
+            .map_err(|e| e.into_store(STORE))?;
+        let page = String::from_utf8_lossy(&page);
+        let mut names = Vec::new();
+        for (name, folder) in listed_links(&page, WALK_MAX_ENTRIES + 1) {
+            let key = match dir {
+                "" => name,
+                d => format!("{d}/{name}"),
+            };
+            check_listed(dir, &key).map_err(|e| e.into_store(STORE))?;
+            names.push((key, folder));
+        }
         names.sort();
         names.dedup();
-        Ok(names)
+        Ok((names, answered))
     }
 
-    /// Every file below folder `dir`, sized by HEAD requests.
+    /// Every file below folder `dir`, sized by HEAD requests. Each folder is listed once
+    /// (by the URL that answered), within the depth and entry limits.
     async fn walk(&self, dir: String) -> object_store::Result<Vec<ObjectMeta>> {
+        let refused = |e: Error| e.into_store(STORE);
+        let mut bounds = WalkBounds::default();
         let mut files = Vec::new();
         let mut level = vec![dir];
+        let mut depth = 0;
         while !level.is_empty() {
-            let listed: Vec<Vec<(String, bool)>> = stream::iter(level)
-                .map(|d| async move { self.list_dir(&d).await })
+            for d in &level {
+                // Before the request: how deep, and whether this key was listed already.
+                bounds
+                    .enter(d, &format!("key {d}"), depth)
+                    .map_err(refused)?;
+            }
+            let listed: Vec<_> = stream::iter(level)
+                .map(|d| async move {
+                    let (names, answered) = self.list_dir(&d).await?;
+                    Ok::<_, object_store::Error>((d, names, answered))
+                })
                 .buffer_unordered(FAN_OUT)
                 .try_collect()
                 .await?;
             level = Vec::new();
-            for (key, folder) in listed.into_iter().flatten() {
-                if folder {
-                    level.push(key);
-                } else {
-                    files.push(key);
+            depth += 1;
+            for (d, names, answered) in listed {
+                if !names.is_empty() {
+                    // The server may answer for a folder from another one (a redirect).
+                    bounds.enter(&d, &answered, depth).map_err(refused)?;
+                }
+                bounds.count(&d, names.len()).map_err(refused)?;
+                for (key, folder) in names {
+                    if folder {
+                        level.push(key);
+                    } else {
+                        files.push(key);
+                    }
                 }
             }
         }
@@ -171,11 +238,14 @@ impl HttpStore {
     }
 }
 
-/// Relative links of an autoindex page: `(name, is_folder)`. Links that leave the folder,
-/// carry a query or a fragment, or name another host are not entries.
-fn listed_links(page: &str) -> Vec<(String, bool)> {
+/// Relative links of an autoindex page: `(name, is_folder)`, at most `max`. Links that leave
+/// the folder, carry a query or a fragment, or name another host are not entries.
+fn listed_links(page: &str, max: usize) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for part in page.split("href=").skip(1) {
+        if out.len() >= max {
+            break;
+        }
         let Some(quote) = part.chars().next().filter(|c| *c == '"' || *c == '\'') else {
             continue;
         };
@@ -314,13 +384,26 @@ impl ObjectStore for HttpStore {
         } else {
             resp.content_length()
         };
+        let started = tokio::time::Instant::now();
         let Some(total) = total else {
-            // No length: read it all to know the size.
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| generic(format!("{}: {}", self.shown(&key), e.without_url())))?;
-            return whole_body(&key, body, options);
+            // No length: read it all to know the size, up to a cap, within `timeout`.
+            let what = format!("the body of {} (sent without a length)", self.shown(&key));
+            let deadline = started + self.timeout;
+            let mut budget = Budget::new(UNSIZED_BODY_MAX);
+            let mut resp = resp;
+            let mut body = bytes::BytesMut::new();
+            loop {
+                let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                    Ok(c) => c.map_err(|e| self.failed(&key, e))?,
+                    Err(_) => return Err(self.timed_out(&key)),
+                };
+                let Some(chunk) = chunk else { break };
+                budget
+                    .take(chunk.len(), &what)
+                    .map_err(|e| e.into_store(STORE))?;
+                body.extend_from_slice(&chunk);
+            }
+            return whole_body(&key, body.freeze(), options);
         };
         let meta = meta_of(&key, &resp, Some(total));
         options.check_preconditions(&meta)?;
@@ -339,36 +422,17 @@ impl ObjectStore for HttpStore {
         } else {
             (range.start, range.end - range.start)
         };
-        let shown = self.shown(&key);
-        let body = stream::try_unfold((resp, skip, take), move |(mut resp, mut skip, mut take)| {
-            let shown = shown.clone();
-            async move {
-                loop {
-                    if take == 0 {
-                        return Ok(None);
-                    }
-                    let Some(mut chunk) = resp
-                        .chunk()
-                        .await
-                        .map_err(|e| generic(format!("{shown}: {}", e.without_url())))?
-                    else {
-                        return Err(generic(format!("{shown}: the body ended early")));
-                    };
-                    let drop_front = skip.min(chunk.len() as u64);
-                    skip -= drop_front;
-                    let chunk = chunk.split_off(drop_front as usize);
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    let keep = take.min(chunk.len() as u64);
-                    take -= keep;
-                    let out: Bytes = chunk.slice(..keep as usize);
-                    return Ok(Some((out, (resp, skip, take))));
-                }
-            }
-        });
+        let body = crate::body::sliced(
+            resp,
+            skip,
+            take,
+            self.shown(&key),
+            started,
+            self.timeout,
+            STORE,
+        );
         Ok(GetResult {
-            payload: GetResultPayload::Stream(body.boxed()),
+            payload: GetResultPayload::Stream(body),
             range,
             meta,
             attributes: Attributes::default(),
@@ -392,6 +456,7 @@ impl ObjectStore for HttpStore {
             base: self.base.clone(),
             username: self.username.clone(),
             password: self.password.clone(),
+            timeout: self.timeout,
         };
         stream::once(async move { me.walk(dir).await })
             .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
@@ -407,7 +472,11 @@ impl ObjectStore for HttpStore {
             extensions: Default::default(),
         };
         let mut files = Vec::new();
-        for (key, folder) in self.list_dir(&dir).await? {
+        let (names, _) = self.list_dir(&dir).await?;
+        WalkBounds::default()
+            .count(&dir, names.len())
+            .map_err(|e| e.into_store(STORE))?;
+        for (key, folder) in names {
             if folder {
                 out.common_prefixes.push(Path::from_iter(key.split('/')));
             } else {
@@ -476,7 +545,7 @@ mod tests {
 <li><a href="http://elsewhere/x">x</a></li>
 </ul>"#;
         assert_eq!(
-            listed_links(page),
+            listed_links(page, 100),
             [
                 (".blocks".to_string(), true),
                 ("flow.py".to_string(), false),

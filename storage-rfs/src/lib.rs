@@ -18,6 +18,7 @@
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
+mod body;
 mod ftp;
 mod http;
 mod sftp;

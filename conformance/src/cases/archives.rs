@@ -15,7 +15,7 @@ pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
     let cases: Vec<(
         &str,
         Vec<RawEntry>,
-        Vec<storage_core::manifest::ManifestEntry>,
+        Vec<storage_core::package::manifest::ManifestEntry>,
     )> = vec![
         (
             "dotdot",
@@ -149,7 +149,7 @@ struct Bomb {
     name: &'static str,
     package: Vec<u8>,
     uncompressed: u64,
-    records: Vec<storage_core::manifest::ManifestEntry>,
+    records: Vec<storage_core::package::manifest::ManifestEntry>,
     says: &'static str,
 }
 
@@ -291,7 +291,7 @@ pub async fn versions_larger_than_the_free_space_are_refused_before_unpacking(s:
         None,
     );
     let mut package = zstd::encode_all(&head[..], 3).unwrap();
-    let padding = declared / storage_core::manifest::MAX_EXPANSION + 4096;
+    let padding = declared / storage_core::package::manifest::MAX_EXPANSION + 4096;
     package.extend(zstd_skippable(padding as u32));
     plant_package(
         s.block.as_ref(),

@@ -2,19 +2,19 @@
 
 use super::*;
 
-/// Puts a small tree and returns the version and the path of its largest frame object.
+/// Puts a small tree and returns the version and the path of its largest frame or pack.
 async fn stored(s: &Subject, at: &str) -> (String, String) {
     let src = s.fresh_dir("src");
     small_tree(&src, at);
     write_file(&src, "data/blob.bin", crate::tree::noise(300 * 1024, 3));
     let v = put(s, &src, at).await.version.unwrap();
     let manifest = crate::delta::stored_manifest(s, at, &v).await;
-    let frame = crate::delta::frames_of(&manifest)
+    let object = crate::delta::frame_objects(&manifest)
         .into_iter()
         .max_by_key(|(_, len)| *len)
         .expect("a frame")
         .0;
-    (v, format!(".blocks/frames/{frame}.zst"))
+    (v, object)
 }
 
 /// A get that must fail because of what the store holds: no cached frame may stand in for

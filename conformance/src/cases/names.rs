@@ -182,7 +182,7 @@ pub async fn long_names_round_trip_and_overlong_ones_are_refused(s: &Subject) {
     let cases: Vec<(
         &str,
         Vec<RawEntry>,
-        Vec<storage_core::manifest::ManifestEntry>,
+        Vec<storage_core::package::manifest::ManifestEntry>,
     )> = vec![
         (
             "component-over-255",
@@ -343,7 +343,7 @@ pub async fn names_that_differ_by_case_or_normalization_stay_distinct(s: &Subjec
             RawEntry::file("sub/link/x.txt", evil),
         ]),
         vec![
-            storage_core::manifest::ManifestEntry {
+            storage_core::package::manifest::ManifestEntry {
                 kind: EntryKind::Dir,
                 mode: 0o755,
                 size: 0,
@@ -351,7 +351,7 @@ pub async fn names_that_differ_by_case_or_normalization_stay_distinct(s: &Subjec
                 ..file_record("sub", b"")
             },
             symlink_record("sub/Link", ".."),
-            storage_core::manifest::ManifestEntry {
+            storage_core::package::manifest::ManifestEntry {
                 kind: EntryKind::Dir,
                 mode: 0o755,
                 size: 0,

@@ -92,6 +92,8 @@ struct Faults {
     connections: AtomicU32,
     /// Bytes forwarded (upstream, downstream) over every connection.
     carried: [AtomicU64; 2],
+    /// HTTP requests seen going up (request lines at the start of what a client sent).
+    requests: AtomicU64,
 }
 
 impl Faults {
@@ -156,6 +158,7 @@ impl FaultProxy {
             injected_lost: AtomicU32::new(0),
             connections: AtomicU32::new(0),
             carried: [AtomicU64::new(0), AtomicU64::new(0)],
+            requests: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, faults.clone()));
         Ok(FaultProxy {
@@ -219,7 +222,12 @@ impl FaultProxy {
         plan.lose = 0;
     }
 
-    /// What has really been injected so far.
+    /// HTTP requests that went up so far (for HTTP/1.1 clients that do not pipeline, as
+    /// object-store clients do not: each request head starts a client's write).
+    pub fn requests(&self) -> u64 {
+        self.faults.requests.load(Ordering::SeqCst)
+    }
+
     /// Bytes forwarded so far: (to the server, to the client), request and response heads
     /// included, as they crossed the wire.
     pub fn carried(&self) -> (u64, u64) {
@@ -361,6 +369,9 @@ impl Counted<'_> {
             }
             let chunk = &buf[..pending];
             if direction == Direction::Upstream {
+                if starts_request(chunk) {
+                    self.faults.requests.fetch_add(1, Ordering::SeqCst);
+                }
                 self.mark_if_to_lose(chunk);
             } else if self.losing.load(Ordering::SeqCst) {
                 // HTTP/1.1 without pipelining: what comes down now is that request's answer.
@@ -423,6 +434,13 @@ impl Counted<'_> {
         plan.cuts -= 1;
         (plan.after - before, Some(plan.cut))
     }
+}
+
+/// Whether `chunk` starts with an HTTP/1.x request line.
+fn starts_request(chunk: &[u8]) -> bool {
+    let line = &chunk[..find(chunk, b"\r\n").unwrap_or(chunk.len())];
+    let methods: [&[u8]; 6] = [b"GET ", b"PUT ", b"HEAD ", b"POST ", b"DELETE ", b"PATCH "];
+    methods.iter().any(|m| line.starts_with(m)) && find(line, b" HTTP/1.").is_some()
 }
 
 /// Reads a request head (through its blank line), and whatever else came with it.

@@ -2,7 +2,13 @@
 //! pytest (pinned, installed once from PyPI), with the storage-blocks wheel built from this
 //! checkout by maturin and installed into it on every test run (cargo rebuilds only what
 //! changed); and a Prefect server (SQLite) and process worker on 127.0.0.1.
+//!
+//! The wheel is built in a target dir of its own, seeded from the workspace's: `cargo test`
+//! holds the lock of its target dir while the tests run, so a maturin build there would wait
+//! for ever. Seeded, the wheel's build finds every crate the workspace build compiled with the
+//! same features (the C libraries among them) and compiles only the others.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -70,9 +76,10 @@ fn build_and_install() -> Result<PathBuf, String> {
         let started = Instant::now();
         let dist = wheel_dir.join("dist");
         let _ = std::fs::remove_dir_all(&dist);
-        // A debug build, in a target dir of its own: its features differ from the workspace
-        // test build's, so sharing that one would rebuild most crates anyway. Stripped, so
-        // the wheel (260 MB of debug info otherwise) installs quickly. Not repaired: the
+        let wheel_target = wheel_dir.join("target");
+        seed_from_workspace(&wheel_target)?;
+        // A debug build, as the workspace's, so that the seeded crates are reused. Stripped,
+        // so the wheel (260 MB of debug info otherwise) installs quickly. Not repaired: the
         // repair copies the OpenSSL that libgit2 links into the wheel with patchelf, which
         // edits the linked library in place, and then an unchanged rebuild fails; the wheel
         // is installed on this machine, where the system's OpenSSL is.
@@ -85,7 +92,7 @@ fn build_and_install() -> Result<PathBuf, String> {
             .arg("--out")
             .arg(&dist)
             .arg("--target-dir")
-            .arg(wheel_dir.join("target"))
+            .arg(&wheel_target)
             .env("PATH", path_with_venv()?)
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET_DIR"))?;
@@ -106,6 +113,59 @@ fn build_and_install() -> Result<PathBuf, String> {
         Ok(())
     })?;
     Ok(venv)
+}
+
+/// The target dir of the running test binary (`<target>/debug/deps/<test>-<hash>`): the
+/// nearest folder above it that cargo marked with `CACHEDIR.TAG`.
+fn workspace_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Seeds `wheel_target` with the debug build of the workspace's target dir, once (when it
+/// has no `debug/` yet), so that maturin's cargo reuses every crate compiled there with the
+/// same features instead of compiling the whole tree a second time. `deps/` is hard-linked
+/// (rustc replaces an rlib or rmeta by renaming a new file over it, so neither dir ever
+/// writes through the other's files); `build/` and `.fingerprint/` are copied, since cargo
+/// and build scripts rewrite their files in place. `incremental/` stays behind: it only
+/// serves crates edited since, which the wheel's build recompiles anyway.
+fn seed_from_workspace(wheel_target: &Path) -> Result<(), String> {
+    let seeded = wheel_target.join("debug");
+    let Some(source) = workspace_target_dir()
+        .map(|t| t.join("debug"))
+        .filter(|d| d.join("deps").is_dir() && d.join(".fingerprint").is_dir())
+    else {
+        return Ok(());
+    };
+    if seeded.exists() || source.starts_with(wheel_target) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let partial = wheel_target.join("debug.seeding");
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial).map_err(|e| format!("create {}: {e}", partial.display()))?;
+    run(Command::new("cp")
+        .arg("-al")
+        .arg(source.join("deps"))
+        .arg(&partial))?;
+    let mut copy = Command::new("cp");
+    copy.arg("-a").arg(source.join(".fingerprint"));
+    if source.join("build").is_dir() {
+        copy.arg(source.join("build"));
+    }
+    run(copy.arg(&partial))?;
+    fs::rename(&partial, &seeded)
+        .map_err(|e| format!("rename {} to {}: {e}", partial.display(), seeded.display()))?;
+    eprintln!(
+        "harness: seeded {} from {} in {:.1} s",
+        seeded.display(),
+        source.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A Prefect server on 127.0.0.1 with its own `PREFECT_HOME` (SQLite) in a temp dir;

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::frames::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
+use super::coordination::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
 use super::*;
 
 impl ObjectStoreBlock {
@@ -84,7 +84,7 @@ impl ObjectStoreBlock {
         Ok(report)
     }
 
-    /// Removes the frames older than `cutoff` that no kept version names.
+    /// Removes the frames and packs older than `cutoff` that no kept version names.
     async fn collect_frames(&self, at: &BlockPath, kept: &[String], cutoff: i64) -> Result<u64> {
         let mut referenced = HashSet::new();
         let mut read: HashSet<String> = HashSet::new();
@@ -92,9 +92,9 @@ impl ObjectStoreBlock {
             self.add_frames_of(at, v, &mut referenced).await?;
             read.insert(v.clone());
         }
-        let mut doomed: Vec<(String, ObjPath)> = self
-            .stored_frames(at)
-            .await?
+        let mut stored = self.listed_frames(at).await?;
+        stored.extend(self.listed_packs(at).await?);
+        let mut doomed: Vec<(String, ObjPath)> = stored
             .into_iter()
             .filter(|(name, m)| {
                 !referenced.contains(name) && m.last_modified.timestamp_millis() < cutoff
@@ -125,7 +125,11 @@ impl ObjectStoreBlock {
     ) -> Result<()> {
         match self.read_manifest(at, version).await {
             Ok(m) => {
-                into.extend(m.frames.into_iter().filter_map(|f| f.sha256));
+                // Frames and packs are both named by sha256: one set holds both.
+                for f in m.frames {
+                    into.extend(f.sha256);
+                    into.extend(f.pack);
+                }
                 Ok(())
             }
             // Removed since it was listed (an rm, another gc): it holds nothing.

@@ -2,14 +2,16 @@
 //! upload with HEAD written last, conditional HEAD swap, the files layout, versions, gc and
 //! verification live here once; a backend crate only builds its store. Its parts:
 //!
-//! - `package`: the package layout (archive, manifests, versions, HEAD);
+//! - `package`: where the package layout lives (HEAD, manifests, frame objects): the
+//!   `PackageStore` the package engine puts and gets through;
+//! - `coordination`: the records by which puts and `gc` share a path;
 //! - `files`: the files layout (a plain mirror);
 //! - `multipart`: streamed uploads, with the multipart ids `gc` may have to abort;
 //! - `gc`: dropping old versions and what interrupted puts left;
 //! - `settings`: the retry and timeout settings every remote store shares.
 
+mod coordination;
 mod files;
-mod frames;
 mod gc;
 mod multipart;
 mod package;
@@ -38,15 +40,15 @@ use tokio::sync::mpsc;
 
 use crate::block::*;
 use crate::error::{Error, Result};
-use crate::extract::unpack_verified_over;
-use crate::hashcache::{HashCache, UploadLedger, same_etag};
-use crate::manifest::{
-    HeadRecord, PackageManifest, Totals, is_safe_relative_path, is_version_id, short,
+use crate::hashcache::{UploadLedger, same_etag};
+use crate::package::PackageEngine;
+use crate::package::destination::{check_destination, commit, staging_for};
+use crate::package::manifest::{
+    HeadRecord, PackageManifest, is_safe_relative_path, is_version_id, short,
 };
-use crate::place::{check_destination, commit, staging_for};
 use crate::slug::BlockPath;
-use crate::stream::{ChunkWriter, FileRange, StreamReader};
-use crate::tree::{ScanOptions, SourceTree};
+use crate::stream::ChunkWriter;
+use crate::tree::SourceTree;
 
 const BLOCKS_DIR: &str = ".blocks";
 const HEAD: &str = ".blocks/HEAD";
@@ -151,6 +153,11 @@ impl ObjectStoreBlock {
         crate::block::slug_of(&self.label, at)
     }
 
+    /// The package engine over this store.
+    fn engine(&self) -> PackageEngine {
+        PackageEngine::new(Arc::new(self.clone()))
+    }
+
     fn key(&self, at: &BlockPath, rel: &str) -> Result<ObjPath> {
         let inner = at.join(rel);
         let full = match (self.root.is_empty(), inner.is_empty()) {
@@ -252,9 +259,7 @@ fn scrub_error(e: Error, secrets: &[String]) -> Error {
     e.scrubbed(secrets)
 }
 
-pub(crate) fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
+pub(crate) use crate::package::engine::now;
 
 #[async_trait]
 impl StorageBlock for ObjectStoreBlock {
@@ -272,35 +277,11 @@ impl StorageBlock for ObjectStoreBlock {
         to: &BlockPath,
         opts: &PutOptions,
     ) -> Result<PutReport> {
-        let scan = ScanOptions {
-            ignore_file: opts.ignore_file.clone(),
-            no_default_ignores: opts.no_default_ignores,
-            follow_symlinks: opts.follow_symlinks,
-        };
-        emit(
-            &opts.progress,
-            ProgressEvent::Phase {
-                name: "scanning",
-                total: None,
-            },
-        );
-        let src = src.to_path_buf();
-        let layout = opts.layout;
-        let tree = tokio::task::spawn_blocking(move || {
-            let mut tree = SourceTree::scan(&src, &scan)?;
-            // Files are hashed for both layouts: the package's version id, and the files
-            // layout's skip of what is already uploaded. The stat cache makes it cheap.
-            let _ = layout;
-            tree.hash_files_cached(&HashCache::open(&src))?;
-            Ok::<_, Error>(tree)
-        })
-        .await?
-        .map_err(|e| e.context(self.slug(to)))?;
-        for w in &tree.warnings {
-            emit(&opts.progress, ProgressEvent::Warning(w.clone()));
-        }
+        let tree = crate::package::engine::scan(src, opts)
+            .await
+            .map_err(|e| e.context(self.slug(to)))?;
         match opts.layout {
-            Layout::Package => self.put_package(tree, to, opts).await,
+            Layout::Package => self.engine().put(tree, to, opts).await,
             Layout::Files => self.put_files(tree, to, opts).await,
             Layout::Tree => Err(Error::Unsupported(format!(
                 "{}: put: object stores keep packages or files, not native trees",
@@ -332,7 +313,8 @@ impl StorageBlock for ObjectStoreBlock {
                 version,
                 subtree,
             } => {
-                self.get_package(&at, &version, &subtree, staging.path(), dest, opts)
+                self.engine()
+                    .get(&at, &version, &subtree, staging.path(), dest, opts)
                     .await?
             }
             Stored::Files(objects) => self.get_files(from, objects, staging.path(), opts).await?,
@@ -356,7 +338,7 @@ impl StorageBlock for ObjectStoreBlock {
         for anc in path.ancestors() {
             if let Some((head, _)) = self.read_head(&anc).await? {
                 let rel = path.strip_prefix(&anc).unwrap_or_default();
-                return self.read_package_file(&anc, &head.version, rel).await;
+                return self.engine().read_file(&anc, &head.version, rel).await;
             }
         }
         Err(Error::NotFound(format!(
@@ -510,31 +492,7 @@ impl StorageBlock for ObjectStoreBlock {
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
         let version = self.version_or_current(at, version).await?;
-        let manifest = self.read_manifest(at, &version).await?;
-        let bytes = manifest.totals.package_bytes;
-        let stream = if manifest.format == crate::manifest::FRAMES_FORMAT {
-            let counts = Arc::new(crate::framecache::FrameCounts::default());
-            let cache = crate::framecache::FrameCache::open(true);
-            let slug = self.slug(at);
-            self.frame_stream(at, manifest.frames, cache, counts)
-                .map_err(move |e| e.context(&slug))
-                .boxed()
-        } else {
-            let got = self
-                .store
-                .get(&self.package_key(at, &version)?)
-                .await
-                .map_err(self.fail(at))?;
-            let (slug, secrets) = (self.slug(at), self.secrets.clone());
-            got.into_stream()
-                .map_err(move |e| scrub_error(Error::from_store(e), &secrets).context(&slug))
-                .boxed()
-        };
-        Ok(PackageExport {
-            version,
-            bytes,
-            stream,
-        })
+        self.engine().export(at, &version).await
     }
 
     async fn check(&self) -> Result<()> {

@@ -10,6 +10,7 @@
 
 pub mod lock;
 pub mod names;
+pub mod walk;
 mod whole;
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub use whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 
 use crate::{Error, LeftoverSweeper, Result};
 use names::{TEMP_MARK, is_bookkeeping};
+use walk::{WalkBounds, check_listed};
 
 /// One entry of a folder.
 #[derive(Debug, Clone)]
@@ -40,12 +42,15 @@ pub enum Listed {
 }
 
 impl Listed {
-    fn name(&self) -> &str {
-        let key = match self {
+    fn key(&self) -> &str {
+        match self {
             Listed::File { meta, .. } => meta.location.as_ref(),
             Listed::Folder(key) => key,
-        };
-        key.rsplit('/').next().unwrap_or_default()
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.key().rsplit('/').next().unwrap_or_default()
     }
 }
 
@@ -68,31 +73,45 @@ pub trait Folders: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Every file under folder `dir`, folder by folder, `F::FAN_OUT` at a time; the store's own
-/// files only when `bookkeeping`.
+/// files only when `bookkeeping`. The walk ends whatever the server lists: each folder is
+/// listed once, no deeper than `WALK_MAX_DEPTH` and up to `WALK_MAX_ENTRIES` entries, and an
+/// entry not directly in its folder, or named unsafely, is refused ([`walk::WalkBounds`]).
 async fn walk<F: Folders + ?Sized>(
     folders: Arc<F>,
     dir: String,
     bookkeeping: bool,
 ) -> object_store::Result<Vec<Listed>> {
+    let refused = |e: Error| e.into_store("remote file system");
+    let mut bounds = WalkBounds::default();
     let mut files = Vec::new();
     let mut level = vec![dir];
+    let mut depth = 0;
     while !level.is_empty() {
+        for d in &level {
+            bounds.enter(d, d, depth).map_err(refused)?;
+        }
         let listed: Vec<_> = stream::iter(level)
             .map(|d| {
                 let folders = folders.clone();
-                async move { folders.entries(&d).await }
+                async move { Ok::<_, object_store::Error>((folders.entries(&d).await?, d)) }
             })
             .buffer_unordered(F::FAN_OUT)
             .try_collect()
             .await?;
         level = Vec::new();
-        for entry in listed.into_iter().flatten().flatten() {
-            if !bookkeeping && is_bookkeeping(entry.name()) {
-                continue;
-            }
-            match entry {
-                Listed::Folder(key) => level.push(key),
-                file => files.push(file),
+        depth += 1;
+        for (entries, d) in listed {
+            let entries = entries.unwrap_or_default();
+            bounds.count(&d, entries.len()).map_err(refused)?;
+            for entry in entries {
+                check_listed(&d, entry.key()).map_err(refused)?;
+                if !bookkeeping && is_bookkeeping(entry.name()) {
+                    continue;
+                }
+                match entry {
+                    Listed::Folder(key) => level.push(key),
+                    file => files.push(file),
+                }
             }
         }
     }
@@ -130,12 +149,14 @@ pub async fn list_with_delimiter<F: Folders + ?Sized>(
         objects: Vec::new(),
         extensions: Default::default(),
     };
-    for entry in folders
-        .entries(&dir_of(prefix))
-        .await?
-        .into_iter()
-        .flatten()
-    {
+    let dir = dir_of(prefix);
+    let entries = folders.entries(&dir).await?.unwrap_or_default();
+    let refused = |e: Error| e.into_store("remote file system");
+    WalkBounds::default()
+        .count(&dir, entries.len())
+        .map_err(refused)?;
+    for entry in entries {
+        check_listed(&dir, entry.key()).map_err(refused)?;
         if is_bookkeeping(entry.name()) {
             continue;
         }

@@ -54,6 +54,24 @@ pub fn parent(key: &str) -> &str {
     key.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
+/// Why `name`, one path segment a server listed (or a manifest holds), is no safe file name
+/// on every platform: empty, `.` or `..`, a slash, a backslash or a NUL in it (a Windows
+/// agent reads a backslash as a separator), or a drive prefix (`C:`).
+pub fn unsafe_name(name: &str) -> Option<&'static str> {
+    let bytes = name.as_bytes();
+    if name.is_empty() || name == "." || name == ".." {
+        Some("it is no file name")
+    } else if name.contains(['/', '\\']) {
+        Some("a name with a slash or a backslash would be a path, not a name")
+    } else if name.contains('\0') {
+        Some("a name with a NUL byte is no file name")
+    } else if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        Some("a name with a drive prefix (`C:`) is a path on Windows")
+    } else {
+        None
+    }
+}
+
 /// The lock name of `key`.
 pub fn lock_for(key: &str) -> String {
     beside(key, LOCK_MARK, "")
@@ -70,6 +88,10 @@ mod tests {
         assert_eq!(beside("a/b/HEAD", LOCK_MARK, ""), "a/b/.~lock-HEAD");
         assert!(is_bookkeeping(".~lock-HEAD") && is_bookkeeping(t.rsplit('/').next().unwrap()));
         assert!(!is_bookkeeping("HEAD"));
+        assert!(unsafe_name("a b.txt").is_none() && unsafe_name("ab:c").is_none());
+        for bad in ["", ".", "..", "a\\b", "C:", "d:x", "a\0b"] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?}");
+        }
         let long = "x".repeat(255);
         assert!(temp_for(&long).len() <= 255);
     }

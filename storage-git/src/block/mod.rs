@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use git2::{ObjectType, Oid, Repository, Signature, Sort};
 use storage_core::block::emit;
-use storage_core::place::{check_destination, commit, staging_for};
+use storage_core::package::destination::{check_destination, commit, staging_for};
 use storage_core::tree::{ScanOptions, SourceTree};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GetOptions, GetReport, Layout, ListedFile,

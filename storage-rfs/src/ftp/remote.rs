@@ -6,6 +6,10 @@
 //! MLST's `modify` fact has whole seconds, so every commit stamps the temporary file (MFMT)
 //! one second past the old file's time, and the ETag holds the `unique` fact (the inode on
 //! pyftpdlib) too: successive contents of a key never share an ETag.
+//!
+//! A connection that failed mid-transfer never goes back to the pool. A transfer whose
+//! passive data connection the server dropped (it ended early, or no completion reply
+//! followed its end) is tried again on a fresh connection, twice at most.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use storage_core::bounds::transfer_deadline;
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
@@ -28,6 +33,13 @@ pub(crate) const STORE: &str = "FTP";
 const CONNECTIONS: usize = 8;
 /// Bytes sent or read under one timeout.
 const CHUNK: usize = 1 << 20;
+/// Tries of one transfer (RETR, STOR, MLSD): a data connection the server dropped is tried
+/// again on a fresh connection, twice at most.
+const TRANSFER_TRIES: usize = 3;
+/// How long, on all but the last try, the completion reply may take once the data
+/// connection has ended: the server sends it as it closes that connection, so one that
+/// never comes means the server dropped the data connection and waits for another.
+const COMPLETION_GRACE: Duration = Duration::from_secs(5);
 
 /// Where and how to log in.
 pub(crate) struct Login {
@@ -171,7 +183,7 @@ async fn within<T>(
         Ok(r) => r,
         Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "the server did not answer in time",
+            "timed out: the server did not answer in time",
         ))),
     }
 }
@@ -179,6 +191,69 @@ async fn within<T>(
 /// Whether the connection can carry on after `e` (the server said no to one command).
 fn keeps_connection(e: &FtpError) -> bool {
     matches!(e, FtpError::UnexpectedResponse(_))
+}
+
+/// A failed try of a transfer, and whether a fresh connection may do better.
+struct Failed {
+    error: object_store::Error,
+    retry: bool,
+}
+
+/// The error of a data connection that the server closed or dropped before the transfer
+/// was done: pyftpdlib, for one, now and then closes a passive data connection it has just
+/// accepted (an event of a closed socket delivered to the new one on the same descriptor),
+/// then answers `150` to the transfer command and waits for a connection that never comes.
+fn data_dropped(why: String) -> FtpError {
+    FtpError::ConnectionError(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        DataDropped(why),
+    ))
+}
+
+/// What [`data_dropped`] wraps, so that [`is_data_dropped`] tells it from other failures.
+#[derive(Debug)]
+struct DataDropped(String);
+
+impl std::fmt::Display for DataDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DataDropped {}
+
+impl Failed {
+    /// A failure no retry helps (no connection could be had).
+    fn fatal(error: object_store::Error) -> Self {
+        Failed {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// Whether `e` is [`data_dropped`]'s.
+fn is_data_dropped(e: &FtpError) -> bool {
+    matches!(e, FtpError::ConnectionError(io)
+        if io.get_ref().is_some_and(|inner| inner.is::<DataDropped>()))
+}
+
+/// The completion reply of a transfer whose data connection has ended: within the grace
+/// unless `last`, else within `limit`.
+async fn completion(
+    limit: Duration,
+    last: bool,
+    finish: impl Future<Output = Result<(), FtpError>>,
+) -> Result<(), FtpError> {
+    if last {
+        return within(limit, finish).await;
+    }
+    match tokio::time::timeout(COMPLETION_GRACE.min(limit), finish).await {
+        Ok(r) => r,
+        Err(_) => Err(data_dropped(
+            "no completion reply once the data connection had ended".into(),
+        )),
+    }
 }
 
 fn status_of(e: &FtpError) -> Option<Status> {
@@ -333,10 +408,7 @@ impl Remote {
     pub(crate) async fn list_dir(&self, dir: &str) -> object_store::Result<Option<Vec<Facts>>> {
         let full = self.full(dir);
         let path = if full.is_empty() { None } else { Some(full) };
-        match self
-            .run("listing", dir, async |s| s.mlsd(path.as_deref()).await)
-            .await
-        {
+        match self.mlsd(dir, path.as_deref()).await {
             Ok(lines) => Ok(Some(
                 lines
                     .iter()
@@ -401,32 +473,99 @@ impl Remote {
         }
     }
 
+    /// STOR of `body` at `key`; a data connection the server dropped is retried.
     async fn store_once(&self, key: &str, body: &Bytes) -> object_store::Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let last = tries == TRANSFER_TRIES;
+            match self.store_try(key, body, last).await {
+                Err(f) if f.retry && !last => continue,
+                done => return done.map_err(|f| f.error),
+            }
+        }
+    }
+
+    async fn store_try(&self, key: &str, body: &Bytes, last: bool) -> Result<(), Failed> {
         let full = self.full(key);
         let limit = self.login.timeout;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn().await.map_err(Failed::fatal)?;
         let stream = conn.stream.as_mut().expect("a live connection");
         let work = async {
             let mut up = within(limit, stream.put_with_stream(&full)).await?;
             for piece in body.chunks(CHUNK) {
                 within(limit, async {
-                    up.write_all(piece).await.map_err(FtpError::ConnectionError)
+                    up.write_all(piece)
+                        .await
+                        .map_err(|e| data_dropped(format!("sending the file: {e}")))
                 })
                 .await?;
             }
-            within(limit, up.finish()).await
+            completion(limit, last, up.finish()).await
         };
-        let done = work.await;
+        // A slow trickle fails as silence does: the whole upload has one deadline too.
+        let done = within(transfer_deadline(limit, body.len() as u64), work).await;
+        let retry = matches!(&done, Err(e) if is_data_dropped(e));
         if done.is_err() {
             // A refused STOR may leave the passive data channel it opened half set up on
             // the server: a new connection serves the next request.
             conn.stream = None;
         }
         self.settle(&mut conn, "writing", key, done)
+            .map_err(|error| Failed { error, retry })
+    }
+
+    /// MLSD of `path` (the server path of folder `dir`); a data connection the server
+    /// dropped is retried.
+    async fn mlsd(&self, dir: &str, path: Option<&str>) -> object_store::Result<Vec<String>> {
+        let command = match path {
+            Some(p) => format!("MLSD {p}"),
+            None => "MLSD".to_string(),
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let last = tries == TRANSFER_TRIES;
+            match self.mlsd_try(dir, &command, last).await {
+                Err(f) if f.retry && !last => continue,
+                done => return done.map_err(|f| f.error),
+            }
+        }
+    }
+
+    async fn mlsd_try(&self, dir: &str, command: &str, last: bool) -> Result<Vec<String>, Failed> {
+        let limit = self.login.timeout;
+        let mut conn = self.conn().await.map_err(Failed::fatal)?;
+        let stream = conn.stream.as_mut().expect("a live connection");
+        let work = async {
+            let (_, mut down) = within(
+                limit,
+                stream.custom_data_command(command, &[Status::AboutToSend, Status::AlreadyOpen]),
+            )
+            .await?;
+            let mut raw = Vec::new();
+            within(limit, async {
+                down.read_to_end(&mut raw)
+                    .await
+                    .map_err(|e| data_dropped(format!("reading the listing: {e}")))
+            })
+            .await?;
+            completion(limit, last, down.finish()).await?;
+            Ok(String::from_utf8_lossy(&raw)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect())
+        };
+        let done = work.await;
+        let retry = matches!(&done, Err(e) if is_data_dropped(e));
+        self.settle(&mut conn, "listing", dir, done)
+            .map_err(|error| Failed { error, retry })
     }
 
     /// `len` bytes of `key` from `offset` (REST + RETR). `to_end` says the range ends where
-    /// the file does; otherwise the transfer is cut short and its connection closed.
+    /// the file does; otherwise the transfer is cut short and its connection closed. A data
+    /// connection that ends early (the server dropped it) is retried on a fresh connection.
     pub(crate) async fn read(
         &self,
         key: &str,
@@ -437,30 +576,49 @@ impl Remote {
         if len == 0 {
             return Ok(Bytes::new());
         }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.read_try(key, offset, len, to_end).await {
+                Err(f) if f.retry && tries < TRANSFER_TRIES => continue,
+                done => return done.map_err(|f| f.error),
+            }
+        }
+    }
+
+    async fn read_try(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        to_end: bool,
+    ) -> Result<Bytes, Failed> {
         let full = self.full(key);
         let limit = self.login.timeout;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn().await.map_err(Failed::fatal)?;
         let stream = conn.stream.as_mut().expect("a live connection");
         let work = async {
             stream.resume_transfer(offset as usize).await?;
             let mut down = within(limit, stream.retr_as_stream(&full)).await?;
-            let mut out = vec![0u8; len as usize];
-            let mut at = 0;
-            while at < out.len() {
-                let end = (at + CHUNK).min(out.len());
+            // `len` comes from the server's listing: the buffer grows as bytes arrive.
+            let mut out = Vec::with_capacity(len.min(CHUNK as u64) as usize);
+            let mut piece = vec![0u8; len.min(CHUNK as u64) as usize];
+            while (out.len() as u64) < len {
+                let want = (len - out.len() as u64).min(piece.len() as u64) as usize;
                 let n = within(limit, async {
-                    down.read(&mut out[at..end])
+                    down.read(&mut piece[..want])
                         .await
-                        .map_err(FtpError::ConnectionError)
+                        .map_err(|e| data_dropped(format!("reading the file: {e}")))
                 })
                 .await?;
                 if n == 0 {
-                    return Err(FtpError::ConnectionError(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file ended early (it changed while it was read)",
+                    return Err(data_dropped(format!(
+                        "the data connection ended after {} of {len} bytes (the server \
+                         dropped it, or the file changed while it was read)",
+                        out.len()
                     )));
                 }
-                at += n;
+                out.extend_from_slice(&piece[..n]);
             }
             if to_end {
                 within(limit, down.finish()).await?;
@@ -469,13 +627,18 @@ impl Remote {
                 Ok((out, false))
             }
         };
-        let done = work.await;
+        // Each piece within `timeout`, and the whole transfer within its deadline, so that a
+        // trickle of a byte at a time cannot hold a read for ever.
+        let done = within(transfer_deadline(limit, len), work).await;
+        let retry = matches!(&done, Err(e) if is_data_dropped(e));
         // As for a refused STOR, and a transfer cut short leaves a reply not worth waiting
         // for: only a read to the end keeps its connection.
         if !matches!(done, Ok((_, true))) {
             conn.stream = None;
         }
-        let out = self.settle(&mut conn, "reading", key, done.map(|(out, _)| out))?;
+        let out = self
+            .settle(&mut conn, "reading", key, done.map(|(out, _)| out))
+            .map_err(|error| Failed { error, retry })?;
         Ok(out.into())
     }
 
@@ -652,6 +815,151 @@ impl Folders for Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const FILE: &[u8] = b"a file the server holds whole";
+
+    /// A small FTP server on 127.0.0.1 with pyftpdlib's defect: the first transfer of each
+    /// kind (RETR, MLSD, STOR) finds its passive data connection closed as soon as it was
+    /// accepted, answers `150`, and never says more on that control connection. Stored
+    /// bodies go to `stored`. Serves at most 16 control connections; aborted by the test.
+    struct DroppingServer {
+        port: u16,
+        task: tokio::task::JoinHandle<()>,
+        stored: Arc<Mutex<Vec<u8>>>,
+        transfers: Arc<AtomicUsize>,
+    }
+
+    impl Drop for DroppingServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl DroppingServer {
+        async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let stored = Arc::new(Mutex::new(Vec::new()));
+            let transfers = Arc::new(AtomicUsize::new(0));
+            let dropped = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+            let (s, t) = (stored.clone(), transfers.clone());
+            let task = tokio::spawn(async move {
+                for _ in 0..16 {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    tokio::spawn(serve(sock, dropped.clone(), s.clone(), t.clone()));
+                }
+            });
+            DroppingServer {
+                port,
+                task,
+                stored,
+                transfers,
+            }
+        }
+
+        fn remote(&self) -> Remote {
+            let login = Login {
+                host: "127.0.0.1".into(),
+                port: self.port,
+                username: "u".into(),
+                password: "p".into(),
+                timeout: Duration::from_secs(20),
+            };
+            Remote::new(login, String::new())
+        }
+    }
+
+    async fn serve(
+        sock: TcpStream,
+        dropped: Arc<Mutex<std::collections::HashSet<String>>>,
+        stored: Arc<Mutex<Vec<u8>>>,
+        transfers: Arc<AtomicUsize>,
+    ) {
+        let (read, mut write) = sock.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let mut passive: Option<TcpListener> = None;
+        let _ = write.write_all(b"220 ready\r\n").await;
+        for _ in 0..64 {
+            let Ok(Some(line)) = lines.next_line().await else {
+                return;
+            };
+            let (verb, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            let reply = match verb {
+                "USER" => "331 password please\r\n".to_string(),
+                "PASS" => "230 logged in\r\n".to_string(),
+                "TYPE" => "200 binary\r\n".to_string(),
+                "MLST" => format!(
+                    "250-facts\r\n type=file;size={};modify=20260101000000;unique=1; {arg}\r\n\
+                     250 end\r\n",
+                    FILE.len()
+                ),
+                "PASV" => {
+                    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let p = l.local_addr().unwrap().port();
+                    passive = Some(l);
+                    format!("227 passive (127,0,0,1,{},{})\r\n", p / 256, p % 256)
+                }
+                "RETR" | "MLSD" | "STOR" => {
+                    let (mut data, _) = passive.take().unwrap().accept().await.unwrap();
+                    transfers.fetch_add(1, Ordering::SeqCst);
+                    if dropped.lock().unwrap().insert(verb.to_string()) {
+                        // The defect: the data connection goes, `150` comes, then silence.
+                        drop(data);
+                        let _ = write
+                            .write_all(b"150 about to open data connection\r\n")
+                            .await;
+                        while let Ok(Some(_)) = lines.next_line().await {}
+                        return;
+                    }
+                    let _ = write.write_all(b"125 transfer starting\r\n").await;
+                    match verb {
+                        "RETR" => data.write_all(FILE).await.unwrap(),
+                        "MLSD" => data
+                            .write_all(b"type=file;size=3;modify=20260101000000;unique=2; f\r\n")
+                            .await
+                            .unwrap(),
+                        _ => {
+                            let mut body = Vec::new();
+                            data.read_to_end(&mut body).await.unwrap();
+                            *stored.lock().unwrap() = body;
+                        }
+                    }
+                    drop(data);
+                    "226 done\r\n".to_string()
+                }
+                _ => "502 not here\r\n".to_string(),
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A server that drops a fresh passive data connection must cost a retry on a fresh
+    /// connection, not a short read, a listing that hangs, or a lost upload.
+    #[tokio::test]
+    async fn a_dropped_data_connection_is_retried_on_a_fresh_connection() {
+        let server = DroppingServer::start().await;
+        let remote = server.remote();
+        let got = remote.read("f", 0, FILE.len() as u64, true).await;
+        assert_eq!(got.unwrap(), Bytes::from_static(FILE));
+        let listed = remote.list_dir("").await.unwrap().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("f", 3));
+        let body = Bytes::from_static(b"uploaded whole");
+        remote.store_once("up", &body).await.unwrap();
+        assert_eq!(server.stored.lock().unwrap().as_slice(), &body[..]);
+        // Each kind was tried twice: the dropped try and the good one.
+        assert_eq!(server.transfers.load(Ordering::SeqCst), 6);
+    }
 
     #[test]
     fn mlst_facts_give_kind_size_and_tag() {

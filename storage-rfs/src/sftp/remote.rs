@@ -16,6 +16,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, STORE, Session, generic, status, store_error};
+use storage_core::bounds::{WALK_MAX_ENTRIES, timed_out};
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 pub(crate) use storage_core::folders::names::temp_for;
 use storage_core::folders::names::{child, parent};
@@ -112,21 +113,29 @@ impl Remote {
     /// `None` when the folder does not exist.
     pub(crate) async fn list_dir(&self, dir: &str) -> object_store::Result<Option<Vec<Entry>>> {
         let full = self.full(dir);
-        let listed = self
-            .call("listing", dir, |c| async move {
-                let handle = c.sftp.opendir(full).await?.handle;
-                let mut files = Vec::new();
-                let result = loop {
-                    match c.sftp.readdir(handle.clone()).await {
-                        Ok(name) => files.extend(name.files),
-                        Err(e) if status(&e) == Some(StatusCode::Eof) => break Ok(files),
-                        Err(e) => break Err(e),
-                    }
-                };
-                let _ = c.sftp.close(handle).await;
-                result
-            })
-            .await;
+        // One listing is one request: it ends within `timeout`, and stops reading names
+        // past the walk's entry limit (which the walk then reports).
+        let timeout = self.session.login.timeout;
+        let listing = self.call("listing", dir, |c| async move {
+            let handle = c.sftp.opendir(full).await?.handle;
+            let mut files = Vec::new();
+            let result = loop {
+                match c.sftp.readdir(handle.clone()).await {
+                    Ok(_) if files.len() > WALK_MAX_ENTRIES => break Ok(files),
+                    Ok(name) => files.extend(name.files),
+                    Err(e) if status(&e) == Some(StatusCode::Eof) => break Ok(files),
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = c.sftp.close(handle).await;
+            result
+        });
+        let listed = match tokio::time::timeout(timeout, listing).await {
+            Ok(listed) => listed,
+            Err(_) => {
+                return Err(timed_out(&format!("listing {dir:?}"), timeout).into_store(STORE));
+            }
+        };
         let files = match listed {
             Ok(files) => files,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),

@@ -25,6 +25,8 @@ use russh_sftp::protocol::{OpenFlags, StatusCode};
 use storage_core::folders::{self, PutWhole, copy_by_rewriting};
 
 use super::remote::{Remote, meta, temp_for};
+use storage_core::bounds::{timed_out, transfer_deadline};
+
 use super::session::{Conn, STORE, generic, status, store_error};
 
 const READS_IN_FLIGHT: usize = 16;
@@ -94,7 +96,7 @@ async fn read_exact(
     offset: u64,
     len: u64,
 ) -> object_store::Result<Bytes> {
-    let mut out = Vec::with_capacity(len as usize);
+    let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
     while (out.len() as u64) < len {
         let at = offset + out.len() as u64;
         let want = (len - out.len() as u64) as u32;
@@ -267,10 +269,21 @@ impl ObjectStore for SftpStore {
         let pieces = (range.start..range.end)
             .step_by(chunk as usize)
             .map(move |at| (at, chunk.min(range.end - at)));
+        // Each piece (a few hundred KiB at most) whole within `timeout`: a server answering a
+        // byte at a time fails as one that is silent does.
+        let timeout = self.remote.session.login.timeout;
         let body = stream::iter(pieces)
             .map(move |(at, len)| {
                 let (file, key) = (file.clone(), key.clone());
-                async move { read_exact(&file, &key, at, len).await }
+                async move {
+                    let limit = transfer_deadline(timeout, len);
+                    match tokio::time::timeout(limit, read_exact(&file, &key, at, len)).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            Err(timed_out(&format!("reading {key}"), limit).into_store(STORE))
+                        }
+                    }
+                }
             })
             .buffered(READS_IN_FLIGHT);
         Ok(GetResult {

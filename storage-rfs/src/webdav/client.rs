@@ -1,6 +1,11 @@
 //! The WebDAV requests the store is built from (RFC 4918 over reqwest): PROPFIND for stat and
 //! listings, PUT, MKCOL for folders and locks, MOVE, DELETE; and what their statuses mean as
 //! `object_store` errors.
+//!
+//! Every request has a deadline: the answer's head within `timeout`, and the whole request
+//! (a PROPFIND's answer read, a PUT's body sent) within `timeout`, or for a PUT within
+//! `transfer_deadline` of its size; a GET's body is bounded in `crate::body`. A PROPFIND
+//! answer is read up to `PROPFIND_MAX`.
 
 use std::time::Duration;
 
@@ -10,6 +15,8 @@ use object_store::ObjectMeta;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode};
 
+use futures::TryStreamExt;
+use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{lock_for, parent};
 use storage_core::folders::{Folders, Listed};
@@ -26,6 +33,8 @@ const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
 enum Sent {
     Status(reqwest::Response),
     Failed(reqwest::Error),
+    /// No answer within `timeout`.
+    TimedOut,
 }
 
 const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -73,6 +82,8 @@ pub(crate) struct Dav {
     base: url::Url,
     pub(crate) username: Option<String>,
     password: Option<String>,
+    /// How long one request may take (see the module's notes).
+    pub(crate) timeout: Duration,
 }
 
 impl std::fmt::Debug for Dav {
@@ -101,6 +112,7 @@ impl Dav {
             base,
             username,
             password,
+            timeout,
         })
     }
 
@@ -121,8 +133,14 @@ impl Dav {
         self.url(key, false).to_string()
     }
 
+    /// A request that must end, first byte to last, within `timeout` (a GET's body is
+    /// bounded where it is read; a PUT's by its size).
     fn request(&self, method: Method, url: url::Url) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url);
+        let req = self.client.request(method, url).timeout(self.timeout);
+        self.with_login(req)
+    }
+
+    fn with_login(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.username {
             Some(user) => req.basic_auth(user, self.password.as_deref()),
             None => req,
@@ -151,32 +169,43 @@ impl Dav {
         what: &str,
         ok: &[StatusCode],
     ) -> object_store::Result<reqwest::Response> {
-        // Bodies are in memory, so a request clones; one that would not is sent once.
-        let resp = match req.try_clone() {
-            None => req.send().await,
-            Some(_) => {
-                let sent = (|| async {
-                    let r = req.try_clone().expect("a request that cloned before");
-                    match r.send().await {
-                        Ok(r) if r.status().is_server_error() => Err(Sent::Status(r)),
-                        Ok(r) => Ok(r),
-                        Err(e) => Err(Sent::Failed(e)),
-                    }
-                })
-                .retry(RETRIES)
-                .sleep(tokio::time::sleep)
-                .when(|s| !matches!(s, Sent::Failed(e) if e.is_timeout()))
-                .await;
-                match sent {
-                    Ok(r) | Err(Sent::Status(r)) => Ok(r),
-                    Err(Sent::Failed(e)) => Err(e),
-                }
+        // The answer's head must come within `timeout`, whatever the request's own deadline.
+        let once = |r: reqwest::RequestBuilder| async move {
+            match tokio::time::timeout(self.timeout, r.send()).await {
+                Ok(Ok(r)) if r.status().is_server_error() => Err(Sent::Status(r)),
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(Sent::Failed(e)),
+                Err(_) => Err(Sent::TimedOut),
             }
         };
+        // Bodies are in memory, so a request clones; one that would not is sent once.
+        let sent = match req.try_clone() {
+            None => once(req).await,
+            Some(_) => {
+                (|| once(req.try_clone().expect("a request that cloned before")))
+                    .retry(RETRIES)
+                    .sleep(tokio::time::sleep)
+                    .when(|s| match s {
+                        Sent::Failed(e) => !e.is_timeout(),
+                        Sent::TimedOut => false,
+                        Sent::Status(_) => true,
+                    })
+                    .await
+            }
+        };
+        let resp = match sent {
+            Ok(r) | Err(Sent::Status(r)) => Ok(r),
+            Err(Sent::Failed(e)) => Err(Some(e)),
+            Err(Sent::TimedOut) => Err(None),
+        };
         let resp = resp.map_err(|e| {
-            let why = if e.is_timeout() {
-                "the server did not answer in time".to_string()
-            } else {
+            let Some(e) = e else {
+                return self.timed_out(what, shown);
+            };
+            if e.is_timeout() {
+                return self.timed_out(what, shown);
+            }
+            let why = {
                 let mut causes = String::new();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
@@ -207,6 +236,10 @@ impl Dav {
         })
     }
 
+    fn timed_out(&self, what: &str, shown: &str) -> object_store::Error {
+        storage_core::bounds::timed_out(&format!("{what} {shown}"), self.timeout).into_store(STORE)
+    }
+
     /// PROPFIND of `key` at `depth` (0 or 1); `None` when nothing is there.
     pub(crate) async fn propfind(
         &self,
@@ -231,10 +264,25 @@ impl Dav {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let text = resp
-            .text()
+        let body = crate::body::chunks(resp).map_err(|e| {
+            if e.is_timeout() {
+                storage_core::bounds::timed_out(
+                    &format!("listing {}", self.shown(key)),
+                    self.timeout,
+                )
+            } else {
+                storage_core::Error::Backend(format!(
+                    "listing {}: {}",
+                    self.shown(key),
+                    storage_core::error::with_causes(&e.without_url())
+                ))
+            }
+        });
+        let what = format!("the PROPFIND answer for {}", self.shown(key));
+        let text = storage_core::bounds::read_capped(body, PROPFIND_MAX, &what)
             .await
-            .map_err(|e| generic(format!("listing {}: {}", self.shown(key), e.without_url())))?;
+            .map_err(|e| e.into_store(STORE))?;
+        let text = String::from_utf8_lossy(&text);
         let entries = parse_multistatus(&text)
             .map_err(|e| generic(format!("listing {}: {e}", self.shown(key))))?;
         let base = percent_decode(self.base.path());
@@ -274,7 +322,8 @@ impl Dav {
         key: &str,
         range: Option<String>,
     ) -> object_store::Result<reqwest::Response> {
-        let mut req = self.request(Method::GET, self.url(key, false));
+        // No deadline for the whole request here: the body's is set once its length is known.
+        let mut req = self.with_login(self.client.request(Method::GET, self.url(key, false)));
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, r);
         }
@@ -286,6 +335,7 @@ impl Dav {
         let send = || {
             let req = self
                 .request(Method::PUT, self.url(key, false))
+                .timeout(transfer_deadline(self.timeout, body.len() as u64))
                 .body(body.clone());
             self.send(req, key, "writing", &[])
         };

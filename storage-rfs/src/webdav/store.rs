@@ -228,6 +228,8 @@ impl ObjectStore for DavStore {
         let header = options.range.as_ref().map(range_header);
         let resp =
             read_through_swaps(&self.dav, &key, || self.dav.get(&key, header.clone())).await?;
+        // The head came within `timeout` (each try); the body has its own deadline.
+        let started = tokio::time::Instant::now();
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
         let total = if partial {
             // `Content-Range: bytes a-b/total`
@@ -262,35 +264,17 @@ impl ObjectStore for DavStore {
         } else {
             (range.start, range.end - range.start)
         };
-        let shown = self.dav.shown(&key);
-        let body = stream::try_unfold((resp, skip, take), move |(mut resp, mut skip, mut take)| {
-            let shown = shown.clone();
-            async move {
-                loop {
-                    if take == 0 {
-                        return Ok(None);
-                    }
-                    let Some(mut chunk) = resp
-                        .chunk()
-                        .await
-                        .map_err(|e| generic(format!("reading {shown}: {}", e.without_url())))?
-                    else {
-                        return Err(generic(format!("reading {shown}: the body ended early")));
-                    };
-                    let front = skip.min(chunk.len() as u64);
-                    skip -= front;
-                    let chunk = chunk.split_off(front as usize);
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    let keep = take.min(chunk.len() as u64);
-                    take -= keep;
-                    return Ok(Some((chunk.slice(..keep as usize), (resp, skip, take))));
-                }
-            }
-        });
+        let body = crate::body::sliced(
+            resp,
+            skip,
+            take,
+            self.dav.shown(&key),
+            started,
+            self.dav.timeout,
+            STORE,
+        );
         Ok(GetResult {
-            payload: GetResultPayload::Stream(body.boxed()),
+            payload: GetResultPayload::Stream(body),
             range,
             meta,
             attributes: Attributes::default(),

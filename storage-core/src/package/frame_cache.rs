@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::frames::frame_hash;
 use crate::hashcache::cache_dir;
+use crate::package::cuts::frame_hash;
 
 /// The folder set by [`set_process_default`], if any.
 static PROCESS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -75,6 +75,11 @@ impl FrameCache {
 
     fn path(&self, sha256: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(format!("{sha256}.zst")))
+    }
+
+    /// Whether a frame named `sha256` is in the cache (not yet checked).
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.path(sha256).is_some_and(|p| p.is_file())
     }
 
     /// The frame named `sha256`, if cached and whole.
@@ -181,7 +186,7 @@ where
     Fut: std::future::Future<Output = crate::Result<Option<Bytes>>>,
 {
     use crate::Error;
-    use crate::manifest::short;
+    use crate::package::manifest::short;
     if cache.is_enabled() {
         let (c, s) = (cache.clone(), sha256.to_string());
         if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
@@ -198,16 +203,23 @@ where
     counts.add_download(data.len() as u64);
     let (cache, sha256, from) = (cache.clone(), sha256.to_string(), from.to_string());
     tokio::task::spawn_blocking(move || {
-        if frame_hash(&data) != sha256 {
-            return Err(Error::Integrity(format!(
-                "frame {} does not match its sha256: the {from} holds a corrupt copy",
-                short(&sha256)
-            )));
-        }
+        verify_frame(&sha256, &data, &from)?;
         cache.put(&sha256, &data);
         Ok(data)
     })
     .await?
+}
+
+/// The one check of a frame read from anywhere but the cache: its bytes must hash to the
+/// sha256 the manifest names. `from` says where it came from, for the message.
+pub fn verify_frame(sha256: &str, data: &[u8], from: &str) -> crate::Result<()> {
+    if frame_hash(data) != sha256 {
+        return Err(crate::Error::Integrity(format!(
+            "frame {} does not match its sha256: the {from} holds a corrupt copy",
+            crate::package::manifest::short(sha256)
+        )));
+    }
+    Ok(())
 }
 
 /// Counts what a get moved, for its report.

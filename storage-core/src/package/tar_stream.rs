@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::hashcache::Stamp;
-use crate::manifest::{Frame, ManifestEntry};
+use crate::package::manifest::{Frame, ManifestEntry};
 use crate::tree::SourceEntry;
 
 /// A new frame starts at the first entry boundary after this much uncompressed input.
@@ -247,6 +247,7 @@ impl<W: Write> FrameWriter<W> {
             uncompressed_offset: self.frame_start.1,
             uncompressed_length: self.uncompressed - self.frame_start.1,
             sha256: None,
+            ..Default::default()
         };
         self.frames.push(frame);
         self.frame_start = (out.count, self.uncompressed);

@@ -14,10 +14,10 @@ use std::rc::Rc;
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
-use crate::manifest::{
+use crate::package::manifest::{
     Frame, ManifestEntry, PackageManifest, is_safe_relative_path, link_stays_inside,
 };
-use crate::pack::HashingReader;
+use crate::package::tar_stream::HashingReader;
 
 /// Files and bytes written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -568,7 +568,7 @@ pub fn file_in_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Frame, Totals, version_id};
+    use crate::package::manifest::{Frame, Totals, version_id};
 
     fn record(path: &str, data: &[u8]) -> ManifestEntry {
         use sha2::Digest;
@@ -702,6 +702,7 @@ mod tests {
                 uncompressed_offset: 0,
                 uncompressed_length: 0,
                 sha256: None,
+                ..Default::default()
             }],
             entries,
             record: None,

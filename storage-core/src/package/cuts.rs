@@ -15,8 +15,8 @@ use std::io::{self, Write};
 use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
-use crate::manifest::ManifestEntry;
-use crate::pack::FrameCuts;
+use crate::package::manifest::ManifestEntry;
+use crate::package::tar_stream::FrameCuts;
 
 /// A frame of grouped entries may end once it holds this many bytes...
 pub const GROUP_MIN: usize = 64 * 1024;
@@ -200,7 +200,7 @@ pub fn frame_hash(data: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::hashcache::HashCache;
-    use crate::pack::pack_entries;
+    use crate::package::tar_stream::pack_entries;
     use crate::tree::{ScanOptions, SourceTree};
 
     fn frames_of(root: &std::path::Path) -> Vec<String> {

@@ -14,6 +14,8 @@ use crate::slug::check_segment;
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Format 2: content-addressed frames shared by versions, the manifest zstd-compressed.
 pub const FRAMES_FORMAT: u32 = 2;
+/// Format 3: format 2's frames, stored together in packs read by range.
+pub const PACKS_FORMAT: u32 = 3;
 /// A compressed manifest may not unpack to more than this (a bomb is refused, not read).
 pub const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -45,7 +47,7 @@ pub struct ManifestEntry {
 
 /// One independent zstd frame of the package. Offsets are positions in the concatenation of
 /// the frames in order (in format 1, in the package file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub offset: u64,
     pub length: u64,
@@ -54,6 +56,19 @@ pub struct Frame {
     /// Format 2: the sha256 of the frame's compressed bytes, which is also its object name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Format 3: the pack holding the frame (the sha256 of the pack's bytes)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    /// ...and where in that pack the frame starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_offset: Option<u64>,
+}
+
+impl Frame {
+    /// Whether a version of this format names its frames by their sha256.
+    pub fn named_in(format: u32) -> bool {
+        format == FRAMES_FORMAT || format == PACKS_FORMAT
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,16 +225,25 @@ impl PackageManifest {
         };
         let m: PackageManifest =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        if m.format != MANIFEST_FORMAT && m.format != FRAMES_FORMAT {
+        if ![MANIFEST_FORMAT, FRAMES_FORMAT, PACKS_FORMAT].contains(&m.format) {
             return Err(bad(format!("unsupported format {}", m.format)));
         }
-        if m.format == FRAMES_FORMAT
+        if Frame::named_in(m.format)
             && !m
                 .frames
                 .iter()
                 .all(|f| f.sha256.as_deref().is_some_and(is_version_id))
         {
             return Err(bad("a frame has no valid sha256".into()));
+        }
+        if m.format == PACKS_FORMAT
+            && !m.frames.iter().all(|f| {
+                f.pack.as_deref().is_some_and(is_version_id)
+                    && f.pack_offset
+                        .is_some_and(|o| o.checked_add(f.length).is_some())
+            })
+        {
+            return Err(bad("a frame has no valid pack".into()));
         }
         if m.compression != "zstd" {
             return Err(bad(format!("unsupported compression {}", m.compression)));
@@ -337,7 +361,7 @@ impl PackageManifest {
             return Err(bad("it unpacks to more than any manifest needs".into()));
         }
         let m = Self::parse(&json, expected_version)?;
-        if m.format != FRAMES_FORMAT {
+        if !Frame::named_in(m.format) {
             return Err(bad(format!("a compressed manifest of format {}", m.format)));
         }
         Ok(m)

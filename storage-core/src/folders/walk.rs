@@ -1,0 +1,151 @@
+//! What keeps a folder walk finite and inside its folder, whatever the server lists: the
+//! folders already listed (by resolved path), a depth limit, an entry-count limit, and the
+//! check that each listed name is one safe segment directly in its folder. The generic walk
+//! of [`super::list`] and the HTTP listing walk both keep a [`WalkBounds`].
+
+use std::collections::HashSet;
+
+use crate::bounds::{WALK_MAX_DEPTH, WALK_MAX_ENTRIES};
+use crate::{Error, Result};
+
+use super::names::{parent, unsafe_name};
+
+/// The state of one walk. Errors are integrity errors (exit 5) naming the folder; the
+/// adapter adds the block's slug.
+#[derive(Debug)]
+pub struct WalkBounds {
+    seen: HashSet<String>,
+    entries: usize,
+    max_depth: usize,
+    max_entries: usize,
+}
+
+impl Default for WalkBounds {
+    fn default() -> Self {
+        WalkBounds::with_limits(WALK_MAX_DEPTH, WALK_MAX_ENTRIES)
+    }
+}
+
+impl WalkBounds {
+    pub fn with_limits(max_depth: usize, max_entries: usize) -> Self {
+        WalkBounds {
+            seen: HashSet::new(),
+            entries: 0,
+            max_depth,
+            max_entries,
+        }
+    }
+
+    /// Records that folder `dir` (`resolved` is where the server really answered for it: its
+    /// URL after redirects, or the key itself) is to be listed, `depth` folders below where
+    /// the walk started. A folder already listed is a cycle.
+    pub fn enter(&mut self, dir: &str, resolved: &str, depth: usize) -> Result<()> {
+        if depth > self.max_depth {
+            return Err(Error::Integrity(format!(
+                "listing {}: folders nest deeper than {} levels (the limit WALK_MAX_DEPTH); \
+                 the server's folders may loop",
+                shown(dir),
+                self.max_depth
+            )));
+        }
+        if !self.seen.insert(resolved.to_string()) {
+            return Err(Error::Integrity(format!(
+                "listing {}: the server answered with a folder already listed ({resolved}): \
+                 its folders form a cycle",
+                shown(dir)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more entries listed in `dir`.
+    pub fn count(&mut self, dir: &str, n: usize) -> Result<()> {
+        self.entries = self.entries.saturating_add(n);
+        if self.entries > self.max_entries {
+            return Err(Error::Integrity(format!(
+                "listing {}: more than {} entries (the limit WALK_MAX_ENTRIES)",
+                shown(dir),
+                self.max_entries
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `key`, listed in folder `dir`, is directly in it under a name every platform
+/// reads as one file name.
+pub fn check_listed(dir: &str, key: &str) -> Result<()> {
+    let name = match dir {
+        "" => key,
+        d => key
+            .strip_prefix(d)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(key),
+    };
+    if parent(key) != dir || name.contains('/') {
+        return Err(Error::Integrity(format!(
+            "listing {}: the server listed {key:?}, which is not in that folder",
+            shown(dir)
+        )));
+    }
+    if let Some(why) = unsafe_name(name) {
+        return Err(Error::Integrity(format!(
+            "listing {}: the server listed {name:?}: {why}",
+            shown(dir)
+        )));
+    }
+    Ok(())
+}
+
+fn shown(dir: &str) -> String {
+    match dir {
+        "" => "the top folder".to_string(),
+        d => format!("folder {d:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_listed_twice_is_a_cycle() {
+        let mut w = WalkBounds::default();
+        w.enter("", "/", 0).unwrap();
+        w.enter("a", "/a/", 1).unwrap();
+        let err = w.enter("a/b", "/", 2).unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn depth_and_entry_limits_end_a_walk() {
+        let mut w = WalkBounds::with_limits(2, 3);
+        w.enter("a/b", "a/b", 2).unwrap();
+        let deep = w.enter("a/b/c", "a/b/c", 3).unwrap_err();
+        assert!(deep.to_string().contains("WALK_MAX_DEPTH"), "{deep}");
+        w.count("a", 3).unwrap();
+        let many = w.count("a", 1).unwrap_err();
+        assert!(many.to_string().contains("WALK_MAX_ENTRIES"), "{many}");
+    }
+
+    #[test]
+    fn only_safe_names_directly_in_the_folder_pass() {
+        check_listed("", "x").unwrap();
+        check_listed("a/b", "a/b/x y.txt").unwrap();
+        for (dir, key) in [
+            ("a", "b/x"),
+            ("a", "a"),
+            ("a", "a/b/c"),
+            ("", "a/.."),
+            ("a", "a/.."),
+            ("a", "a/c:x"),
+            ("a", "a/..\\..\\x"),
+            ("", "C:"),
+            ("", "c:\\windows"),
+        ] {
+            let err = check_listed(dir, key).unwrap_err();
+            assert_eq!(err.exit_code(), 5, "{dir} {key}");
+        }
+    }
+}

@@ -1,0 +1,944 @@
+//! The package engine: a put (compare HEAD, hold gc back, cut and seal frames, send what the
+//! store lacks, write the manifest, swap HEAD) and a get (manifest, frames from the cache or
+//! the store, each verified, unpacked into a staging folder) end to end, over any
+//! [`PackageStore`]. Backends only say where bytes live; what a version is and how it is
+//! checked is decided here once.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::mpsc;
+
+use crate::block::{
+    EntryKind, GetMode, GetOptions, GetReport, Layout, PackageExport, PackageFormat, ProgressEvent,
+    PutOptions, PutReport, VersionPrecondition, emit,
+};
+use crate::error::{Error, Result};
+use crate::hashcache::{FrameLedger, HashCache};
+use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
+use crate::package::extract::{file_in_frames, unpack_verified_over};
+use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
+use crate::package::manifest::{
+    FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
+};
+use crate::package::packs::{self, PACKS_IN_FLIGHT, PackBuilder, StoredFrame};
+use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
+use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
+use crate::slug::BlockPath;
+use crate::stream::{ChunkWriter, StreamReader};
+use crate::tree::{ScanOptions, SourceEntry, SourceTree};
+
+/// Frames fetched or sent at once.
+pub const IN_FLIGHT: usize = 8;
+/// A put re-packs at most this many times when a gc removed frames it meant to reuse.
+const ATTEMPTS: usize = 3;
+/// What the packer reports when the uploader has gone.
+const UPLOAD_STOPPED: &str = "the upload stopped";
+
+/// Put and get of packages over one store.
+#[derive(Clone)]
+pub struct PackageEngine {
+    store: Arc<dyn PackageStore>,
+}
+
+/// What a put sent.
+#[derive(Debug, Default)]
+struct Sent {
+    bytes: u64,
+    frames_uploaded: u64,
+    frames_reused: u64,
+}
+
+impl PackageEngine {
+    pub fn new(store: Arc<dyn PackageStore>) -> Self {
+        PackageEngine { store }
+    }
+
+    fn slug(&self, at: &BlockPath) -> String {
+        self.store.slug(at)
+    }
+
+    /// Scans and hashes `src`, then [`put`](Self::put)s it.
+    pub async fn put_directory(
+        &self,
+        src: &Path,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let tree = scan(src, opts)
+            .await
+            .map_err(|e| e.context(self.slug(to)))?;
+        self.put(tree, to, opts).await
+    }
+
+    /// Stores `tree` as a version at `to` and makes it current (unless `opts.if_version`
+    /// fails). A version already stored moves HEAD only; the current one changes nothing.
+    pub async fn put(
+        &self,
+        tree: SourceTree,
+        to: &BlockPath,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let slug = self.slug(to);
+        let version = tree.version_id();
+        let report = PutReport {
+            version: Some(version.clone()),
+            layout: Layout::Package,
+            files: tree.file_count(),
+            bytes: tree.file_bytes(),
+            skipped: true,
+            warnings: tree.warnings.clone(),
+            ..PutReport::default()
+        };
+        let head = self.store.read_head(to).await?;
+        let precondition = match (&opts.if_version, &head) {
+            (None, _) => HeadPrecondition::Any,
+            (Some(VersionPrecondition::NoVersion), None) => HeadPrecondition::Absent,
+            (Some(VersionPrecondition::Current(want)), Some((h, tag)))
+                if h.version.starts_with(want.as_str()) && want.len() >= 4 =>
+            {
+                HeadPrecondition::Unchanged(tag.clone())
+            }
+            (Some(_), current) => {
+                let current = current
+                    .as_ref()
+                    .map_or("none".to_string(), |(h, _)| short(&h.version).to_string());
+                return Err(Error::Conflict(format!(
+                    "{slug}: --if-version does not hold: the current version is {current}"
+                )));
+            }
+        };
+        if head.as_ref().is_some_and(|(h, _)| h.version == version) {
+            return Ok(report);
+        }
+        // Held before anything is looked up or written, so that no gc removes what this put
+        // reuses or writes.
+        let guard = self.store.begin_put(to).await?;
+        let previous = head.map(|(h, _)| h.version);
+        let result = self
+            .store_version(to, &version, tree, precondition, previous, report, opts)
+            .await;
+        guard.end().await;
+        result
+    }
+
+    /// The part of a put under its guard: objects and manifest unless the version is stored
+    /// already, then the HEAD swap.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_version(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        tree: SourceTree,
+        precondition: HeadPrecondition,
+        previous: Option<String>,
+        mut report: PutReport,
+        opts: &PutOptions,
+    ) -> Result<PutReport> {
+        let slug = self.slug(to);
+        // A gc that began before the guard may be removing this version: let it finish.
+        self.store.settle(to).await?;
+        if !self.store.has_version(to, version).await? {
+            report.skipped = false;
+            emit(
+                &opts.progress,
+                ProgressEvent::Phase {
+                    name: "uploading",
+                    total: Some(report.bytes),
+                },
+            );
+            let sent = match opts.format {
+                PackageFormat::Archive => self.put_archive(to, version, tree.entries, opts).await?,
+                PackageFormat::Packs if self.store.keeps_packs() => {
+                    self.put_packs(to, version, tree.entries, previous.as_deref(), opts)
+                        .await?
+                }
+                PackageFormat::Frames | PackageFormat::Packs => {
+                    self.put_frames(to, version, tree.entries, opts).await?
+                }
+            };
+            report.uploaded_bytes = sent.bytes;
+            report.frames_uploaded = sent.frames_uploaded;
+            report.frames_reused = sent.frames_reused;
+        }
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "committing",
+                total: None,
+            },
+        );
+        let head = HeadRecord {
+            version: version.to_string(),
+            updated: now(),
+        };
+        if self.store.swap_head(to, &head, precondition).await? == Swap::Lost {
+            return Err(Error::Conflict(format!(
+                "{slug}: another put changed the current version first; version {} is stored but not current",
+                short(version)
+            )));
+        }
+        emit(&opts.progress, ProgressEvent::Done);
+        Ok(report)
+    }
+
+    /// Format 1: the whole tree as one archive, then its JSON manifest.
+    async fn put_archive(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        entries: Vec<SourceEntry>,
+        opts: &PutOptions,
+    ) -> Result<Sent> {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let entries = Arc::new(entries);
+        let packer_entries = entries.clone();
+        let progress = opts.progress.clone();
+        let layout = Arc::new(std::sync::Mutex::new(None));
+        let layout_slot = layout.clone();
+        let packer = tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter::new(tx);
+            let written = write_package(&packer_entries, DEFAULT_LEVEL, &mut out, |n| {
+                emit(&progress, ProgressEvent::Advance(n))
+            })?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::io("writing the package", e))?;
+            *layout_slot.lock().expect("layout slot") = Some(written);
+            Ok(())
+        });
+        let name = ObjectName::Archive(version.to_string());
+        self.store
+            .write_object_stream(to, &name, rx, packer)
+            .await?;
+        let layout = layout.lock().expect("layout slot").take().ok_or_else(|| {
+            Error::Backend(format!("{}: the package was not written", self.slug(to)))
+        })?;
+        let records = placed(&entries, &layout.placements);
+        let manifest = PackageManifest {
+            format: MANIFEST_FORMAT,
+            version: version.to_string(),
+            created: now(),
+            compression: "zstd".into(),
+            totals: Totals::count(&records, layout.package_bytes),
+            frames: layout.frames,
+            entries: records,
+            record: opts.record.clone(),
+        };
+        let sent = self.store.write_manifest(to, &manifest).await?;
+        Ok(Sent {
+            bytes: layout.package_bytes + sent,
+            ..Sent::default()
+        })
+    }
+
+    /// Format 2: content-defined frames, those the store lacks sent, then the manifest.
+    /// A gc that removed a frame this put reused while it ran makes it pack again.
+    async fn put_frames(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        entries: Vec<SourceEntry>,
+        opts: &PutOptions,
+    ) -> Result<Sent> {
+        let entries = Arc::new(entries);
+        let mut known = self.store.stored_frames(to).await?;
+        let mut sent = Sent::default();
+        for attempt in 1..=ATTEMPTS {
+            let (placements, frames) = self
+                .pack_and_send(
+                    to,
+                    entries.clone(),
+                    known.as_ref(),
+                    &mut sent,
+                    opts,
+                    attempt == 1,
+                )
+                .await?;
+            // A gc that began before our guard may still be removing frames we reuse: wait
+            // for it, then check that every frame is there.
+            self.store.settle(to).await?;
+            known = self.store.stored_frames(to).await?;
+            let missing = known.as_ref().map_or(0, |known| {
+                frames
+                    .iter()
+                    .filter(|f| !known.contains(f.sha256.as_deref().unwrap_or_default()))
+                    .count()
+            });
+            if missing > 0 {
+                tracing::debug!(missing, attempt, "a gc removed frames this put reused");
+                continue;
+            }
+            let records = placed(&entries, &placements);
+            let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
+            let manifest = PackageManifest {
+                format: FRAMES_FORMAT,
+                version: version.to_string(),
+                created: now(),
+                compression: "zstd".into(),
+                totals: Totals::count(&records, package_bytes),
+                frames,
+                entries: records,
+                record: opts.record.clone(),
+            };
+            sent.bytes += self.store.write_manifest(to, &manifest).await?;
+            return Ok(sent);
+        }
+        Err(Error::Backend(format!(
+            "{}: a gc running at the same time kept removing frames this put reuses; put again",
+            self.slug(to)
+        )))
+    }
+
+    /// Format 3: content-defined frames; those the current version's packs hold (less the
+    /// packs retired to keep the version compact) are reused, the rest written into new
+    /// packs; then the manifest. A gc that removed a reused pack meanwhile makes it pack again.
+    async fn put_packs(
+        &self,
+        to: &BlockPath,
+        version: &str,
+        entries: Vec<SourceEntry>,
+        previous: Option<&str>,
+        opts: &PutOptions,
+    ) -> Result<Sent> {
+        let entries = Arc::new(entries);
+        let mut reuse = match previous {
+            Some(v) => match self.store.read_manifest(to, v).await {
+                Ok(m) => packs::reusable_frames(&m),
+                // A HEAD whose manifest is gone or damaged offers nothing to reuse.
+                Err(Error::NotFound(_) | Error::Integrity(_)) => HashMap::new(),
+                Err(e) => return Err(e),
+            },
+            None => HashMap::new(),
+        };
+        self.drop_missing_packs(to, &mut reuse).await?;
+        let mut sent = Sent::default();
+        for attempt in 1..=ATTEMPTS {
+            let (placements, frames) = self
+                .pack_frames(to, entries.clone(), &reuse, &mut sent, opts, attempt == 1)
+                .await?;
+            // A gc that began before our guard may still be removing packs we reuse: wait
+            // for it, then check that every one is there.
+            self.store.settle(to).await?;
+            let before = reuse.len();
+            self.drop_missing_packs(to, &mut reuse).await?;
+            if reuse.len() != before {
+                tracing::debug!(attempt, "a gc removed packs this put reused");
+                continue;
+            }
+            let records = placed(&entries, &placements);
+            let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
+            let manifest = PackageManifest {
+                format: PACKS_FORMAT,
+                version: version.to_string(),
+                created: now(),
+                compression: "zstd".into(),
+                totals: Totals::count(&records, package_bytes),
+                frames,
+                entries: records,
+                record: opts.record.clone(),
+            };
+            sent.bytes += self.store.write_manifest(to, &manifest).await?;
+            return Ok(sent);
+        }
+        Err(Error::Backend(format!(
+            "{}: a gc running at the same time kept removing packs this put reuses; put again",
+            self.slug(to)
+        )))
+    }
+
+    /// Forgets the reusable frames whose pack the store no longer holds.
+    async fn drop_missing_packs(
+        &self,
+        to: &BlockPath,
+        reuse: &mut HashMap<String, StoredFrame>,
+    ) -> Result<()> {
+        let packs: HashSet<String> = reuse.values().map(|f| f.pack.clone()).collect();
+        for pack in packs {
+            if !self
+                .store
+                .has_object(to, &ObjectName::Pack(pack.clone()))
+                .await?
+            {
+                reuse.retain(|_, f| f.pack != pack);
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of format 3's packing: frames cut and sealed as for format 2, the new ones
+    /// appended to packs of about `PACK_TARGET` bytes, each uploaded once full while the
+    /// next fills. Returns the entries' placements and the frame table.
+    async fn pack_frames(
+        &self,
+        to: &BlockPath,
+        entries: Arc<Vec<SourceEntry>>,
+        reuse: &HashMap<String, StoredFrame>,
+        sent: &mut Sent,
+        opts: &PutOptions,
+        report_progress: bool,
+    ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+        let progress = report_progress.then(|| opts.progress.clone()).flatten();
+        let packer = tokio::task::spawn_blocking(move || {
+            let cuts = ContentCuts::new(|frame| {
+                tx.blocking_send(frame)
+                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
+            });
+            let (placements, cuts) = pack_entries(&entries, cuts, |n| {
+                emit(&progress, ProgressEvent::Advance(n))
+            })?;
+            cuts.finish()
+                .map_err(|e| Error::io("writing the package", e))?;
+            Ok::<_, Error>(placements)
+        });
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
+        let reusable: Arc<HashSet<String>> = Arc::new(reuse.keys().cloned().collect());
+        let mut sealed = receiver_stream(rx)
+            .map(|raw| {
+                let (ledger, reusable) = (ledger.clone(), reusable.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || seal_unless_known(&raw, &ledger, &reusable))
+                        .await?
+                        .map_err(|e| Error::io("compressing a frame", e))
+                }
+            })
+            .buffered(workers)
+            .boxed();
+        // Where each frame went: an existing pack (by name), or a new one (by its number).
+        enum Place {
+            Stored(String, u64),
+            New(usize, u64),
+        }
+        let mut table: Vec<(SealedFrame, Place)> = Vec::new();
+        let mut placed_here: HashMap<String, (usize, u64)> = HashMap::new();
+        let mut builder = PackBuilder::default();
+        let mut names: Vec<String> = Vec::new();
+        let mut uploads = futures::stream::FuturesUnordered::new();
+        let upload = |name: String, data: Bytes| {
+            let (store, to) = (self.store.clone(), to.clone());
+            async move {
+                let len = data.len() as u64;
+                store
+                    .write_object(&to, &ObjectName::Pack(name), data)
+                    .await?;
+                Ok::<_, Error>(len)
+            }
+        };
+        let result: Result<()> = async {
+            while let Some(frame) = sealed.next().await {
+                let mut frame = frame?;
+                let place = if let Some(s) = reuse.get(&frame.sha256) {
+                    Place::Stored(s.pack.clone(), s.pack_offset)
+                } else if let Some((pack, offset)) = placed_here.get(&frame.sha256) {
+                    // The same frame twice in one version is stored once, and counted as
+                    // format 2 counts it: sent.
+                    sent.frames_uploaded += 1;
+                    Place::New(*pack, *offset)
+                } else {
+                    if builder.is_full_for(frame.data.len()) {
+                        let (name, data) = builder.close();
+                        names.push(name.clone());
+                        uploads.push(upload(name, data));
+                        while uploads.len() >= PACKS_IN_FLIGHT {
+                            if let Some(done) = uploads.next().await {
+                                sent.bytes += done?;
+                            }
+                        }
+                    }
+                    let offset = builder.push(&frame.data);
+                    sent.frames_uploaded += 1;
+                    placed_here.insert(frame.sha256.clone(), (names.len(), offset));
+                    Place::New(names.len(), offset)
+                };
+                frame.data = Bytes::new();
+                table.push((frame, place));
+            }
+            if !builder.is_empty() {
+                let (name, data) = builder.close();
+                names.push(name.clone());
+                uploads.push(upload(name, data));
+            }
+            while let Some(done) = uploads.next().await {
+                sent.bytes += done?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(sealed);
+        let packed = packer.await.map_err(Error::from).and_then(|r| r);
+        let placements = match (result, packed) {
+            (Ok(()), Ok(p)) => p,
+            (Err(up), Err(pack)) if pack.to_string().contains(UPLOAD_STOPPED) => return Err(up),
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+        };
+        ledger.save(
+            table
+                .iter()
+                .map(|(f, _)| (f.raw_sha256.clone(), f.sha256.clone(), f.length)),
+        );
+        let mut frames = Vec::with_capacity(table.len());
+        let (mut offset, mut uncompressed_offset) = (0u64, 0u64);
+        for (f, place) in table {
+            let (pack, pack_offset) = match place {
+                Place::Stored(pack, at) => (pack, at),
+                Place::New(i, at) => (names[i].clone(), at),
+            };
+            frames.push(Frame {
+                offset,
+                length: f.length,
+                uncompressed_offset,
+                uncompressed_length: f.uncompressed,
+                sha256: Some(f.sha256),
+                pack: Some(pack),
+                pack_offset: Some(pack_offset),
+            });
+            offset += f.length;
+            uncompressed_offset += f.uncompressed;
+        }
+        sent.frames_reused = frames.len() as u64 - sent.frames_uploaded.min(frames.len() as u64);
+        Ok((placements, frames))
+    }
+
+    /// One pass of packing: frames are cut on a blocking thread, sealed as many at a time as
+    /// there are cores, and those the store lacks sent `IN_FLIGHT` at a time. `known` is what
+    /// the store lists (`None`: ask it frame by frame). Returns the entries' placements and
+    /// the frame table.
+    async fn pack_and_send(
+        &self,
+        to: &BlockPath,
+        entries: Arc<Vec<SourceEntry>>,
+        known: Option<&HashSet<String>>,
+        sent: &mut Sent,
+        opts: &PutOptions,
+        report_progress: bool,
+    ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+        let progress = report_progress.then(|| opts.progress.clone()).flatten();
+        let packer = tokio::task::spawn_blocking(move || {
+            let cuts = ContentCuts::new(|frame| {
+                tx.blocking_send(frame)
+                    .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
+            });
+            let (placements, cuts) = pack_entries(&entries, cuts, |n| {
+                emit(&progress, ProgressEvent::Advance(n))
+            })?;
+            cuts.finish()
+                .map_err(|e| Error::io("writing the package", e))?;
+            Ok::<_, Error>(placements)
+        });
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let uploaded = AtomicU64::new(0);
+        let uploaded_bytes = AtomicU64::new(0);
+        // A frame compressed by an earlier put from here, whose compressed form the store
+        // still lists, is found by hashing it rather than compressed again.
+        let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
+        let reusable: Arc<HashSet<String>> = Arc::new(known.cloned().unwrap_or_default());
+        let sealed = receiver_stream(rx)
+            .map(|raw| {
+                let (ledger, reusable) = (ledger.clone(), reusable.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let raw_sha256 = frame_hash(&raw);
+                        match ledger.get(&raw_sha256) {
+                            Some((sha, length)) if reusable.contains(sha) => Ok(SealedFrame {
+                                sha256: sha.to_string(),
+                                data: Bytes::new(),
+                                length,
+                                uncompressed: raw.len() as u64,
+                                raw_sha256,
+                            }),
+                            _ => seal(&raw),
+                        }
+                    })
+                    .await?
+                    .map_err(|e| Error::io("compressing a frame", e))
+                }
+            })
+            .buffered(workers)
+            .map_ok(|frame: SealedFrame| {
+                let (uploaded, uploaded_bytes) = (&uploaded, &uploaded_bytes);
+                async move {
+                    let name = ObjectName::Frame(frame.sha256.clone());
+                    let stored = match known {
+                        Some(known) => known.contains(&frame.sha256),
+                        None => self.store.has_object(to, &name).await?,
+                    };
+                    if !stored {
+                        self.store
+                            .write_object(to, &name, frame.data.clone())
+                            .await?;
+                        uploaded.fetch_add(1, Ordering::Relaxed);
+                        uploaded_bytes.fetch_add(frame.length, Ordering::Relaxed);
+                    }
+                    Ok::<_, Error>((
+                        frame.sha256,
+                        frame.length,
+                        frame.uncompressed,
+                        frame.raw_sha256,
+                    ))
+                }
+            })
+            .try_buffered(IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await;
+        let packed = packer.await.map_err(Error::from).and_then(|r| r);
+        let (sealed, placements) = match (sealed, packed) {
+            (Ok(s), Ok(p)) => (s, p),
+            // When the upload failed, the packer only saw its channel close: the upload's
+            // error says what happened. Otherwise the packer's own failure (a file changed
+            // or unreadable) is the cause.
+            (Err(up), Err(pack)) if pack.to_string().contains(UPLOAD_STOPPED) => return Err(up),
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+        };
+        ledger.save(
+            sealed
+                .iter()
+                .map(|(sha, len, _, raw)| (raw.clone(), sha.clone(), *len)),
+        );
+        let mut frames = Vec::with_capacity(sealed.len());
+        let (mut offset, mut uncompressed_offset) = (0u64, 0u64);
+        for (sha256, length, uncompressed_length, _) in sealed {
+            frames.push(Frame {
+                offset,
+                length,
+                uncompressed_offset,
+                uncompressed_length,
+                sha256: Some(sha256),
+                ..Frame::default()
+            });
+            offset += length;
+            uncompressed_offset += uncompressed_length;
+        }
+        let ups = uploaded.into_inner();
+        sent.frames_uploaded += ups;
+        sent.bytes += uploaded_bytes.into_inner();
+        sent.frames_reused = frames.len() as u64 - ups.min(frames.len() as u64);
+        Ok((placements, frames))
+    }
+
+    /// Unpacks `version` (its `subtree`) at `at` into `staging`; `dest` is where it will go,
+    /// whose unchanged files a `--replace` takes over.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn get(
+        &self,
+        at: &BlockPath,
+        version: &str,
+        subtree: &str,
+        staging: &Path,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let slug = self.slug(at);
+        let manifest = self.store.read_manifest(at, version).await?;
+        if !subtree.is_empty()
+            && !manifest
+                .entries
+                .iter()
+                .any(|e| e.path == subtree || e.path.starts_with(&format!("{subtree}/")))
+        {
+            return Err(Error::NotFound(format!(
+                "{}: no such path in version {}",
+                self.slug(&BlockPath::parse(&at.join(subtree))?),
+                short(version)
+            )));
+        }
+        emit(
+            &opts.progress,
+            ProgressEvent::Phase {
+                name: "downloading",
+                total: Some(manifest.totals.package_bytes),
+            },
+        );
+        let progress = opts.progress.clone();
+        let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
+        let counts = Arc::new(FrameCounts::default());
+        let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        let stream = self
+            .package_stream(at, &manifest, cache.clone(), counts.clone())
+            .await?;
+        let (reader, failure) =
+            StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
+        let staging = staging.to_path_buf();
+        let subtree = subtree.to_string();
+        let secrets = self.store.secrets().to_vec();
+        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+        let done = tokio::task::spawn_blocking(move || {
+            let reader: Box<dyn Read + Send> = Box::new(reader);
+            let result = unpack_verified_over(
+                reader,
+                &manifest,
+                &staging,
+                &subtree,
+                previous.as_deref(),
+                |_| {},
+            );
+            match (result, failure.lock().expect("failure slot").take()) {
+                (Err(_), Some(transfer)) => Err(transfer.scrubbed(&secrets).context(&slug)),
+                (r, _) => r.map_err(|e| e.context(&slug)),
+            }
+        })
+        .await??;
+        tokio::task::spawn_blocking(move || cache.trim()).await?;
+        emit(&opts.progress, ProgressEvent::Done);
+        Ok(GetReport {
+            version: Some(version.to_string()),
+            layout: Layout::Package,
+            files: done.files,
+            bytes: done.bytes,
+            downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
+            frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
+            frames_cached: counts.cached.load(Ordering::Relaxed),
+            files_linked: done.linked,
+        })
+    }
+
+    /// The package of a version as its `.tar.zst` stream, frames verified (`export`).
+    pub async fn export(&self, at: &BlockPath, version: &str) -> Result<PackageExport> {
+        let manifest = self.store.read_manifest(at, version).await?;
+        let bytes = manifest.totals.package_bytes;
+        let counts = Arc::new(FrameCounts::default());
+        let slug = self.slug(at);
+        let stream = self
+            .package_stream(at, &manifest, FrameCache::open(true), counts)
+            .await?
+            .map_err(move |e| e.context(&slug))
+            .boxed();
+        Ok(PackageExport {
+            version: version.to_string(),
+            bytes,
+            stream,
+        })
+    }
+
+    /// The compressed package of `manifest`, in order: format 2's frames, each verified
+    /// (from the cache where it can), or format 1's archive.
+    async fn package_stream(
+        &self,
+        at: &BlockPath,
+        manifest: &PackageManifest,
+        cache: FrameCache,
+        counts: Arc<FrameCounts>,
+    ) -> Result<ByteStream> {
+        if manifest.format == PACKS_FORMAT {
+            return Ok(packs::frames_in_order(
+                self.store.clone(),
+                at.clone(),
+                manifest.frames.clone(),
+                cache,
+                counts,
+            ));
+        }
+        if manifest.format == FRAMES_FORMAT {
+            return Ok(self.frame_stream(at, manifest.frames.clone(), cache, counts));
+        }
+        let name = ObjectName::Archive(manifest.version.clone());
+        match self.store.read_object(at, &name, None).await? {
+            Some(stream) => Ok(stream),
+            None => Err(Error::Integrity(format!(
+                "{}: the package of version {} is missing",
+                self.slug(at),
+                short(&manifest.version)
+            ))),
+        }
+    }
+
+    /// The frames of a format-2 version, in order, verified, `IN_FLIGHT` at a time.
+    fn frame_stream(
+        &self,
+        at: &BlockPath,
+        frames: Vec<Frame>,
+        cache: FrameCache,
+        counts: Arc<FrameCounts>,
+    ) -> ByteStream {
+        let (engine, at) = (self.clone(), at.clone());
+        stream::iter(frames)
+            .map(move |f| {
+                let (engine, at, cache, counts) =
+                    (engine.clone(), at.clone(), cache.clone(), counts.clone());
+                async move { engine.fetch_frame(&at, &f, &cache, &counts).await }
+            })
+            .buffered(IN_FLIGHT)
+            .boxed()
+    }
+
+    /// One frame's verified bytes: from the cache, else read from the store, checked and
+    /// cached.
+    async fn fetch_frame(
+        &self,
+        at: &BlockPath,
+        frame: &Frame,
+        cache: &FrameCache,
+        counts: &FrameCounts,
+    ) -> Result<Bytes> {
+        let sha = frame.sha256.clone().unwrap_or_default();
+        let download = async {
+            let name = ObjectName::Frame(sha.clone());
+            match self.store.read_object(at, &name, None).await? {
+                Some(stream) => Ok(Some(collect(stream).await?)),
+                None => Ok(None),
+            }
+        };
+        fetch_verified(cache, counts, &sha, "store", download)
+            .await
+            .map_err(|e| e.scrubbed(self.store.secrets()))
+    }
+
+    /// One file of a version: the frames that hold it (format 2: fetched by name, through
+    /// the cache; format 1: one ranged read of the archive), checked by sha256.
+    pub async fn read_file(&self, at: &BlockPath, version: &str, rel: &str) -> Result<Bytes> {
+        let manifest = self.store.read_manifest(at, version).await?;
+        let slug = self.slug(at);
+        let index = manifest
+            .entries
+            .iter()
+            .position(|e| e.path == rel)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{slug}: no file {rel} in version {}",
+                    short(version)
+                ))
+            })?;
+        let entry = manifest.entries[index].clone();
+        if entry.kind != EntryKind::File {
+            return Err(Error::Usage(
+                format!("{slug}: {rel} is a {:?}, not a file", entry.kind).to_lowercase(),
+            ));
+        }
+        let needed = manifest.frames_of_entry(index);
+        let Some(start_frame) = needed.first().cloned() else {
+            return Err(Error::Integrity(format!(
+                "{slug}: {rel}: no frame holds it"
+            )));
+        };
+        let compressed: Bytes = if manifest.format == PACKS_FORMAT {
+            let counts = Arc::new(FrameCounts::default());
+            let stream = packs::frames_in_order(
+                self.store.clone(),
+                at.clone(),
+                needed.clone(),
+                FrameCache::open(true),
+                counts,
+            );
+            collect(stream).await.map_err(|e| e.context(&slug))?
+        } else if manifest.format == FRAMES_FORMAT {
+            let counts = FrameCounts::default();
+            let cache = FrameCache::open(true);
+            let mut all = Vec::new();
+            for f in &needed {
+                let data = self
+                    .fetch_frame(at, f, &cache, &counts)
+                    .await
+                    .map_err(|e| e.context(&slug))?;
+                all.extend_from_slice(&data);
+            }
+            all.into()
+        } else {
+            let last = needed.last().expect("one frame at least");
+            let range = start_frame.offset..last.offset + last.length;
+            let name = ObjectName::Archive(version.to_string());
+            match self.store.read_object(at, &name, Some(range)).await? {
+                Some(stream) => collect(stream).await?,
+                None => {
+                    return Err(Error::Integrity(format!(
+                        "{slug}: the package of version {} is missing",
+                        short(version)
+                    )));
+                }
+            }
+        };
+        let rel = rel.to_string();
+        tokio::task::spawn_blocking(move || {
+            file_in_frames(&entry, &start_frame, &compressed)
+                .map_err(|why| Error::Integrity(format!("{slug}: {rel}: {why}")))
+        })
+        .await?
+    }
+}
+
+/// A frame sealed (compressed and named), or, when an earlier put from here compressed the
+/// same bytes into a frame the store still holds, named from the ledger without compressing.
+fn seal_unless_known(
+    raw: &[u8],
+    ledger: &FrameLedger,
+    reusable: &HashSet<String>,
+) -> std::io::Result<SealedFrame> {
+    let raw_sha256 = frame_hash(raw);
+    match ledger.get(&raw_sha256) {
+        Some((sha, length)) if reusable.contains(sha) => Ok(SealedFrame {
+            sha256: sha.to_string(),
+            data: Bytes::new(),
+            length,
+            uncompressed: raw.len() as u64,
+            raw_sha256,
+        }),
+        _ => seal(raw),
+    }
+}
+
+/// The tree a put of `src` stores, every file hashed (the stat cache makes re-puts cheap);
+/// its warnings are reported as progress events.
+pub async fn scan(src: &Path, opts: &PutOptions) -> Result<SourceTree> {
+    let scan = ScanOptions {
+        ignore_file: opts.ignore_file.clone(),
+        no_default_ignores: opts.no_default_ignores,
+        follow_symlinks: opts.follow_symlinks,
+    };
+    emit(
+        &opts.progress,
+        ProgressEvent::Phase {
+            name: "scanning",
+            total: None,
+        },
+    );
+    let src = src.to_path_buf();
+    let tree = tokio::task::spawn_blocking(move || {
+        let mut tree = SourceTree::scan(&src, &scan)?;
+        tree.hash_files_cached(&HashCache::open(&src))?;
+        Ok::<_, Error>(tree)
+    })
+    .await??;
+    for w in &tree.warnings {
+        emit(&opts.progress, ProgressEvent::Warning(w.clone()));
+    }
+    Ok(tree)
+}
+
+/// All of a stream's bytes.
+async fn collect(mut stream: ByteStream) -> Result<Bytes> {
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        match &first {
+            None => first = Some(chunk),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(match (first, rest.is_empty()) {
+        (Some(f), true) => f,
+        (None, _) => Bytes::new(),
+        (_, false) => rest.into(),
+    })
+}
+
+/// A stream over a channel's receiver.
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

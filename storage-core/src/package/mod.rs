@@ -1,0 +1,24 @@
+//! The package engine: everything a version of a tree is made of and how it moves.
+//!
+//! - `tar_stream`: the deterministic tar stream of a tree and where each entry lands in it;
+//! - `cuts`: that stream cut into content-defined frames, each compressed on its own;
+//! - `manifest`: the per-version record of entries and frames, and HEAD;
+//! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
+//! - `packs`: format 3, frames stored together in packs and read by coalesced ranges;
+//! - `extract`: verified, safe unpacking of a stream of frames into a staging folder;
+//! - `destination`: the staging folder beside DEST and the atomic swap into it;
+//! - `store`: the small trait a storage backend implements to hold packages;
+//! - `engine`: put and get, end to end, over any such store.
+
+pub mod cuts;
+pub mod destination;
+pub mod engine;
+pub mod extract;
+pub mod frame_cache;
+pub mod manifest;
+pub mod packs;
+pub mod store;
+pub mod tar_stream;
+
+pub use engine::PackageEngine;
+pub use store::PackageStore;

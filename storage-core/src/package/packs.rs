@@ -1,0 +1,481 @@
+//! Format 3: frames stored together in packs, read by range.
+//!
+//! A put writes the frames the current version lacks into new packs of about [`PACK_TARGET`]
+//! bytes, each named by the sha256 of its bytes; the manifest names every frame's pack and
+//! offset. A get groups the frames it lacks by pack, coalesces neighbours (gaps up to
+//! [`GAP_MAX`], reads up to [`RANGE_MAX`]) into ranged reads, runs [`RANGES_IN_FLIGHT`] of
+//! them at once, checks every frame against its sha256 and hands them on in order. So a cold
+//! get costs HEAD, the manifest and about one request per 16 MiB, whatever the frame count.
+//!
+//! Edits add small packs. So that a version never spans many of them, a put retires the
+//! packs of the previous version that hold the least of it once that version spans more
+//! than its size needs plus [`EXTRA_PACKS`]: their frames are written again into the new
+//! pack. What a put rewrites is thus bounded by the bytes of the retired small packs, and a
+//! version spans at most `ceil(size / PACK_TARGET) + EXTRA_PACKS + 1` packs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::package::frame_cache::{FrameCache, FrameCounts, verify_frame};
+use crate::package::manifest::{Frame, PACKS_FORMAT, PackageManifest, short};
+use crate::package::store::{ByteStream, ObjectName, PackageStore};
+use crate::slug::BlockPath;
+
+/// A pack is closed once the next frame would take it past this many bytes.
+pub const PACK_TARGET: usize = 16 << 20;
+/// No pack is larger: the target plus one frame (at most 4 MiB of data, compressed).
+pub const PACK_MAX: u64 = (PACK_TARGET as u64) + (5 << 20);
+/// A ranged read never asks for more than this (nor for more than one pack)...
+pub const RANGE_MAX: u64 = 16 << 20;
+/// ...and reads through a gap of unneeded bytes up to this size rather than make a request.
+pub const GAP_MAX: u64 = 1 << 20;
+/// Ranged reads in flight at once (so at most this many times `RANGE_MAX` is buffered).
+pub const RANGES_IN_FLIGHT: usize = 4;
+/// Packs being uploaded at once while the next one fills.
+pub const PACKS_IN_FLIGHT: usize = 2;
+/// How many packs beyond what its size needs a version may span before a put repacks.
+pub const EXTRA_PACKS: usize = 2;
+/// Tries of one ranged read (a cut or short read is tried again).
+const READ_TRIES: usize = 3;
+
+/// Where a frame of the previous version lives, for a put that reuses it.
+#[derive(Debug, Clone)]
+pub struct StoredFrame {
+    pub pack: String,
+    pub pack_offset: u64,
+    pub length: u64,
+}
+
+/// The frames of `previous` (a format-3 manifest) that a put may reuse: all but those in
+/// the packs it retires so that the new version spans few packs.
+pub fn reusable_frames(previous: &PackageManifest) -> HashMap<String, StoredFrame> {
+    if previous.format != PACKS_FORMAT {
+        return HashMap::new();
+    }
+    let mut used: HashMap<&str, u64> = HashMap::new();
+    let mut total = 0u64;
+    for f in &previous.frames {
+        *used
+            .entry(f.pack.as_deref().unwrap_or_default())
+            .or_default() += f.length;
+        total += f.length;
+    }
+    let allowed = (total.div_ceil(PACK_TARGET as u64) as usize).max(1) + EXTRA_PACKS;
+    let mut by_use: Vec<(&str, u64)> = used.into_iter().collect();
+    // Most used first; ties by name, so the choice is the same on every machine.
+    by_use.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    // The new version adds a pack of its own: keep room for it.
+    let kept: HashSet<&str> = by_use
+        .iter()
+        .take(allowed.saturating_sub(1))
+        .map(|(p, _)| *p)
+        .collect();
+    previous
+        .frames
+        .iter()
+        .filter(|f| kept.contains(f.pack.as_deref().unwrap_or_default()))
+        .filter_map(|f| {
+            Some((
+                f.sha256.clone()?,
+                StoredFrame {
+                    pack: f.pack.clone()?,
+                    pack_offset: f.pack_offset?,
+                    length: f.length,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One ranged read: `start..end` of a pack, and the frames (by index) it holds, with their
+/// place in the range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRead {
+    pub pack: String,
+    pub start: u64,
+    pub end: u64,
+    pub frames: Vec<RangeFrame>,
+}
+
+/// A frame inside a [`RangeRead`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeFrame {
+    pub index: usize,
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: String,
+}
+
+impl RangeRead {
+    fn first_index(&self) -> usize {
+        self.frames.iter().map(|f| f.index).min().unwrap_or(0)
+    }
+}
+
+/// The ranged reads that fetch `frames` (index, frame; all of format 3): per pack, sorted by
+/// offset, neighbours merged through gaps up to [`GAP_MAX`] into reads of at most
+/// [`RANGE_MAX`]; ordered by the first frame each holds, as a get consumes them.
+pub fn plan_reads(frames: &[(usize, &Frame)]) -> Vec<RangeRead> {
+    let mut by_pack: BTreeMap<&str, Vec<RangeFrame>> = BTreeMap::new();
+    for (index, f) in frames {
+        by_pack
+            .entry(f.pack.as_deref().unwrap_or_default())
+            .or_default()
+            .push(RangeFrame {
+                index: *index,
+                offset: f.pack_offset.unwrap_or_default(),
+                length: f.length,
+                sha256: f.sha256.clone().unwrap_or_default(),
+            });
+    }
+    let mut reads = Vec::new();
+    for (pack, mut members) in by_pack {
+        members.sort_by_key(|m| (m.offset, m.index));
+        let mut current: Option<RangeRead> = None;
+        for m in members {
+            let end = m.offset + m.length;
+            if let Some(r) = current.as_mut()
+                && m.offset <= r.end + GAP_MAX
+                && end.max(r.end) - r.start <= RANGE_MAX
+            {
+                r.end = r.end.max(end);
+                r.frames.push(m);
+                continue;
+            }
+            reads.extend(current.take());
+            current = Some(RangeRead {
+                pack: pack.to_string(),
+                start: m.offset,
+                end,
+                frames: vec![m],
+            });
+        }
+        reads.extend(current);
+    }
+    for r in &mut reads {
+        for f in &mut r.frames {
+            f.offset -= r.start;
+        }
+    }
+    reads.sort_by_key(RangeRead::first_index);
+    reads
+}
+
+/// Reads one range and returns its frames, each verified against its sha256 and cached.
+/// A cut or short read is tried again, up to [`READ_TRIES`] times.
+async fn fetch_range(
+    store: Arc<dyn PackageStore>,
+    at: BlockPath,
+    read: RangeRead,
+    cache: FrameCache,
+    counts: Arc<FrameCounts>,
+) -> Result<Vec<(usize, Bytes)>> {
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 0;
+    let data = loop {
+        tries += 1;
+        match read_range(store.as_ref(), &at, &read).await {
+            Ok(data) => break data,
+            Err(e @ (Error::NotFound(_) | Error::Auth(_) | Error::Usage(_))) => return Err(e),
+            Err(e) if tries >= READ_TRIES => return Err(e),
+            Err(e) => {
+                tracing::debug!(pack = %read.pack, error = %e, "a ranged read failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 3;
+            }
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(read.frames.len());
+        for f in &read.frames {
+            let bytes = data.slice(f.offset as usize..(f.offset + f.length) as usize);
+            verify_frame(&f.sha256, &bytes, "store")?;
+            counts.add_download(f.length);
+            cache.put(&f.sha256, &bytes);
+            out.push((f.index, bytes));
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// The bytes of one range, exactly as many as asked (a whole pack, sliced, where the store
+/// has no ranged reads); a server sending more is cut off at what was asked.
+async fn read_range(store: &dyn PackageStore, at: &BlockPath, read: &RangeRead) -> Result<Bytes> {
+    let name = ObjectName::Pack(read.pack.clone());
+    let slug = store.slug(at);
+    let missing = || {
+        Error::Integrity(format!(
+            "{slug}: pack {} is missing from the store",
+            short(&read.pack)
+        ))
+    };
+    let wanted = read.end - read.start;
+    if store.ranged_reads() {
+        let stream = store
+            .read_object(at, &name, Some(read.start..read.end))
+            .await?
+            .ok_or_else(missing)?;
+        let data = collect_at_most(stream, wanted, &slug, &read.pack).await?;
+        if data.len() as u64 != wanted {
+            return Err(Error::Integrity(format!(
+                "{slug}: pack {}: the store sent {} bytes of the {wanted} asked",
+                short(&read.pack),
+                data.len()
+            )));
+        }
+        Ok(data)
+    } else {
+        let stream = store
+            .read_object(at, &name, None)
+            .await?
+            .ok_or_else(missing)?;
+        let data = collect_at_most(stream, PACK_MAX, &slug, &read.pack).await?;
+        if (data.len() as u64) < read.end {
+            return Err(Error::Integrity(format!(
+                "{slug}: pack {} holds {} bytes, less than its manifest says",
+                short(&read.pack),
+                data.len()
+            )));
+        }
+        Ok(data.slice(read.start as usize..read.end as usize))
+    }
+}
+
+/// All of a stream's bytes, refusing more than `cap`.
+async fn collect_at_most(
+    mut stream: ByteStream,
+    cap: u64,
+    slug: &str,
+    pack: &str,
+) -> Result<Bytes> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (out.len() + chunk.len()) as u64 > cap {
+            return Err(Error::Integrity(format!(
+                "{slug}: pack {}: the store sent more than the {cap} bytes asked",
+                short(pack)
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
+/// `frames` (format 3), in order, verified: from the cache where it holds them, the rest by
+/// coalesced ranged reads, [`RANGES_IN_FLIGHT`] at a time.
+pub fn frames_in_order(
+    store: Arc<dyn PackageStore>,
+    at: BlockPath,
+    frames: Vec<Frame>,
+    cache: FrameCache,
+    counts: Arc<FrameCounts>,
+) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(8);
+    tokio::spawn(async move {
+        let probe = (cache.clone(), frames.clone());
+        let cached: Vec<bool> = match tokio::task::spawn_blocking(move || {
+            let (cache, frames) = probe;
+            frames
+                .iter()
+                .map(|f| cache.contains(f.sha256.as_deref().unwrap_or_default()))
+                .collect()
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let missing: Vec<(usize, &Frame)> = frames
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !cached[*i])
+            .collect();
+        let plan = plan_reads(&missing);
+        let spawn_read = |read: RangeRead| {
+            let (store, at, cache, counts) =
+                (store.clone(), at.clone(), cache.clone(), counts.clone());
+            tokio::spawn(fetch_range(store, at, read, cache, counts))
+        };
+        let mut reads = futures::stream::iter(plan)
+            .map(spawn_read)
+            .buffered(RANGES_IN_FLIGHT);
+        let mut pending: HashMap<usize, Bytes> = HashMap::new();
+        for (i, f) in frames.iter().enumerate() {
+            let sha = f.sha256.clone().unwrap_or_default();
+            let next = if cached[i] {
+                from_cache_or_store(&store, &at, i, f, &cache, &counts, &sha).await
+            } else {
+                loop {
+                    if let Some(d) = pending.remove(&i) {
+                        break Ok(d);
+                    }
+                    match reads.next().await {
+                        Some(Ok(Ok(got))) => pending.extend(got),
+                        Some(Ok(Err(e))) => break Err(e),
+                        Some(Err(e)) => break Err(e.into()),
+                        None => {
+                            break Err(Error::Integrity(format!(
+                                "{}: frame {} was planned in no read",
+                                store.slug(&at),
+                                short(&sha)
+                            )));
+                        }
+                    }
+                }
+            };
+            let failed = next.is_err();
+            if tx.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed()
+}
+
+/// A frame the cache said it held: from there, or read on its own when the cached copy
+/// turned out damaged (and was dropped).
+async fn from_cache_or_store(
+    store: &Arc<dyn PackageStore>,
+    at: &BlockPath,
+    index: usize,
+    frame: &Frame,
+    cache: &FrameCache,
+    counts: &Arc<FrameCounts>,
+    sha: &str,
+) -> Result<Bytes> {
+    let (c, s) = (cache.clone(), sha.to_string());
+    if let Some(data) = tokio::task::spawn_blocking(move || c.get(&s)).await? {
+        counts.add_cached();
+        return Ok(data);
+    }
+    let plan = plan_reads(&[(index, frame)]);
+    let read = plan.into_iter().next().expect("one frame, one read");
+    let got = fetch_range(
+        store.clone(),
+        at.clone(),
+        read,
+        cache.clone(),
+        counts.clone(),
+    )
+    .await?;
+    Ok(got.into_iter().next().expect("one frame read").1)
+}
+
+/// Frames collected into packs during a put.
+#[derive(Default)]
+pub struct PackBuilder {
+    buf: Vec<u8>,
+}
+
+impl PackBuilder {
+    /// Whether adding `len` bytes would take the open pack past [`PACK_TARGET`].
+    pub fn is_full_for(&self, len: usize) -> bool {
+        !self.buf.is_empty() && self.buf.len() + len > PACK_TARGET
+    }
+
+    /// Appends a frame; returns its offset in the open pack.
+    pub fn push(&mut self, data: &[u8]) -> u64 {
+        let at = self.buf.len() as u64;
+        self.buf.extend_from_slice(data);
+        at
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Closes the open pack: its name (the sha256 of its bytes) and bytes.
+    pub fn close(&mut self) -> (String, Bytes) {
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        (crate::package::cuts::frame_hash(&data), data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pack: &str, offset: u64, length: u64) -> Frame {
+        Frame {
+            length,
+            sha256: Some(format!("{offset:064}")),
+            pack: Some(pack.to_string()),
+            pack_offset: Some(offset),
+            ..Frame::default()
+        }
+    }
+
+    #[test]
+    fn neighbours_in_a_pack_are_read_together_and_reads_follow_the_frames() {
+        let frames = [
+            frame("b", 0, 100),
+            frame("a", 0, 100),
+            frame("a", 100, 100),
+            // A gap wider than GAP_MAX starts a new read.
+            frame("a", 200 + GAP_MAX + 1, 100),
+        ];
+        let refs: Vec<(usize, &Frame)> = frames.iter().enumerate().collect();
+        let plan = plan_reads(&refs);
+        let shape: Vec<(&str, u64, u64, Vec<usize>)> = plan
+            .iter()
+            .map(|r| {
+                let idx = r.frames.iter().map(|f| f.index).collect();
+                (r.pack.as_str(), r.start, r.end, idx)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("b", 0, 100, vec![0]),
+                ("a", 0, 200, vec![1, 2]),
+                ("a", 201 + GAP_MAX, 301 + GAP_MAX, vec![3]),
+            ]
+        );
+        assert_eq!(plan[1].frames[1].offset, 100, "offsets are within the read");
+    }
+
+    #[test]
+    fn no_read_passes_the_range_limit() {
+        let n = (3 * RANGE_MAX / (1 << 20)) as usize;
+        let frames: Vec<Frame> = (0..n)
+            .map(|i| frame("p", i as u64 * (1 << 20), 1 << 20))
+            .collect();
+        let refs: Vec<(usize, &Frame)> = frames.iter().enumerate().collect();
+        let plan = plan_reads(&refs);
+        assert_eq!(plan.len(), 3);
+        assert!(plan.iter().all(|r| r.end - r.start <= RANGE_MAX));
+    }
+
+    #[test]
+    fn a_put_retires_the_least_used_packs_of_a_scattered_version() {
+        let mut frames = vec![frame("big", 0, 10 << 20)];
+        for (i, p) in ["e1", "e2", "e3", "e4"].iter().enumerate() {
+            frames.push(frame(p, 0, 1000 + i as u64));
+        }
+        let m = PackageManifest {
+            format: PACKS_FORMAT,
+            version: String::new(),
+            created: String::new(),
+            compression: "zstd".into(),
+            totals: Default::default(),
+            frames,
+            entries: Vec::new(),
+            record: None,
+        };
+        let reusable = reusable_frames(&m);
+        let packs: HashSet<&str> = reusable.values().map(|f| f.pack.as_str()).collect();
+        // 1 pack for its size + 2 extra, less 1 for the new pack: the 2 most used stay.
+        assert_eq!(packs, HashSet::from(["big", "e4"]));
+    }
+}

@@ -1,0 +1,171 @@
+//! The one trait a backend implements to hold packages: HEAD with a precondition, manifests,
+//! and the immutable objects frames live in. Everything else a put or a get does (scanning,
+//! cutting, sealing, deciding what to send, verifying, unpacking, placing) is the engine's.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::package::manifest::{HeadRecord, PackageManifest};
+use crate::slug::BlockPath;
+
+/// An immutable object of a package path, named by what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectName {
+    /// Format 2: one frame, named by the sha256 of its bytes (`.blocks/frames/<sha>.zst`).
+    Frame(String),
+    /// Format 3: a pack of frames, named by the sha256 of its bytes (`.blocks/packs/<sha>.pack`).
+    Pack(String),
+    /// Format 1: one version's whole `.tar.zst` (`.blocks/packages/<version>.tar.zst`).
+    Archive(String),
+}
+
+impl ObjectName {
+    /// The object's path below the package path.
+    pub fn relative_path(&self) -> String {
+        match self {
+            ObjectName::Frame(sha) => format!(".blocks/frames/{sha}.zst"),
+            ObjectName::Pack(sha) => format!(".blocks/packs/{sha}.pack"),
+            ObjectName::Archive(version) => format!(".blocks/packages/{version}.tar.zst"),
+        }
+    }
+}
+
+/// What a conditional HEAD swap must find to go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadPrecondition {
+    /// Whatever HEAD holds.
+    Any,
+    /// No HEAD at all.
+    Absent,
+    /// The HEAD read with this tag, unchanged since.
+    Unchanged(HeadTag),
+}
+
+/// What identifies one stored HEAD, for a conditional swap (an ETag or a generation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadTag {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// How a HEAD swap ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// HEAD now holds the new record.
+    Done,
+    /// The precondition no longer held: another writer changed HEAD first.
+    Lost,
+}
+
+/// A stream of an object's bytes, as they arrive.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Storage for packages at the paths of one block.
+#[async_trait]
+pub trait PackageStore: Send + Sync + 'static {
+    /// `type/name[/path]`: what every message about `at` starts with.
+    fn slug(&self, at: &BlockPath) -> String;
+
+    /// Values no message may show (the block's resolved secrets).
+    fn secrets(&self) -> &[String] {
+        &[]
+    }
+
+    /// Whether a part of an object can be read; when not, whole objects are read.
+    fn ranged_reads(&self) -> bool {
+        true
+    }
+
+    /// Whether the store keeps format 3's packs (else puts write format 2).
+    fn keeps_packs(&self) -> bool {
+        true
+    }
+
+    /// HEAD at `at`, with its tag for a conditional swap.
+    async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>>;
+
+    /// Writes `head` at `at` if `expect` holds.
+    async fn swap_head(
+        &self,
+        at: &BlockPath,
+        head: &HeadRecord,
+        expect: HeadPrecondition,
+    ) -> Result<Swap>;
+
+    /// The manifest of `version`, checked against its id; `Error::NotFound` when it has none.
+    async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest>;
+
+    /// Whether `version` is stored whole, so that a put of it only moves HEAD.
+    async fn has_version(&self, at: &BlockPath, version: &str) -> Result<bool>;
+
+    /// Stores the manifest of a version whose objects are all stored; returns bytes sent.
+    async fn write_manifest(&self, at: &BlockPath, manifest: &PackageManifest) -> Result<u64>;
+
+    /// The format-2 frames stored at `at`, or `None` when the store cannot list them (then
+    /// the engine asks [`has_object`](Self::has_object) frame by frame).
+    async fn stored_frames(&self, at: &BlockPath) -> Result<Option<HashSet<String>>>;
+
+    /// Whether an object is stored.
+    async fn has_object(&self, at: &BlockPath, name: &ObjectName) -> Result<bool>;
+
+    /// Stores an object whose bytes are all at hand.
+    async fn write_object(&self, at: &BlockPath, name: &ObjectName, data: Bytes) -> Result<()>;
+
+    /// Stores an object whose bytes arrive on `chunks` (format 1's archive). The object is
+    /// whole only if `producer` ends well: a store completes it only after that, and
+    /// abandons it otherwise, returning the producer's error.
+    async fn write_object_stream(
+        &self,
+        at: &BlockPath,
+        name: &ObjectName,
+        chunks: mpsc::Receiver<Bytes>,
+        producer: tokio::task::JoinHandle<Result<()>>,
+    ) -> Result<()> {
+        let _ = (name, chunks, producer);
+        Err(Error::Unsupported(format!(
+            "{}: this store keeps no format-1 archives",
+            self.slug(at)
+        )))
+    }
+
+    /// Reads `range` of an object (all of it when `None`); `None` when it is not stored.
+    async fn read_object(
+        &self,
+        at: &BlockPath,
+        name: &ObjectName,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<ByteStream>>;
+
+    /// Called before a put looks at the store; the engine ends the returned guard after the
+    /// HEAD swap, whatever happened. Stores that `gc` frames use it to hold gc back.
+    async fn begin_put(&self, at: &BlockPath) -> Result<Box<dyn PutGuard>> {
+        let _ = at;
+        Ok(Box::new(NoGuard))
+    }
+
+    /// Waits until no gc that could remove objects this put reuses is running at `at`.
+    async fn settle(&self, at: &BlockPath) -> Result<()> {
+        let _ = at;
+        Ok(())
+    }
+}
+
+/// What a store keeps alive while a put runs (an intent record, renewed).
+#[async_trait]
+pub trait PutGuard: Send {
+    /// Ends the guard; failures only leave it to expire.
+    async fn end(self: Box<Self>);
+}
+
+struct NoGuard;
+
+#[async_trait]
+impl PutGuard for NoGuard {
+    async fn end(self: Box<Self>) {}
+}
