@@ -55,11 +55,23 @@ enum Command {
     Put(PutArgs),
     /// Download SLUG into DIR, verified before anything appears there.
     Get(GetArgs),
-    /// Versions stored at SLUG, newest first (`*` marks the current one).
+    /// Versions stored at SLUG, newest first (`*` marks the current one), with who put each,
+    /// from which commit and why.
     Versions {
         /// Where the versions are: TYPE/NAME[/PATH], e.g. s3/prod-flows/etl.
         slug: String,
     },
+    /// One version's whole record: message, author, labels, git source, files.
+    Show {
+        /// Where the version is: TYPE/NAME[/PATH].
+        slug: String,
+        /// A version id or unique prefix (default: the current one).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Files of the current version (or of the mirror) at SLUG.
     Ls {
         /// Where the tree is: TYPE/NAME[/PATH].
@@ -125,6 +137,22 @@ fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String
         return Ok(std::time::Duration::ZERO);
     }
     humantime::parse_duration(text).map_err(|e| format!("{text}: {e} (e.g. 60s, 10m, 0)"))
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new Ed25519 key pair in minisign's formats: $BLOCKCTL_HOME/keys/NAME.key (the
+    /// secret, 0600; a block's signing_key) and NAME.pub (its trusted_keys).
+    Generate {
+        /// The key's name: letters, digits, `_`, `-` and `.`.
+        name: String,
+        /// Encrypt the secret key with the password in this environment variable: env:VAR.
+        #[arg(long, value_name = "env:VAR", conflicts_with = "unencrypted")]
+        password: Option<String>,
+        /// Leave the secret key unencrypted (for CI, where the file itself is the secret).
+        #[arg(long)]
+        unencrypted: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +233,15 @@ struct PutArgs {
     /// (one archive per version, for agents on a release before format 2).
     #[arg(long, value_name = "N", default_value = "3", value_parser = ["1", "2", "3"])]
     format: String,
+    /// Why this version exists, recorded in its manifest (`versions` and `show` print it).
+    #[arg(short, long, value_name = "TEXT")]
+    message: Option<String>,
+    /// Who puts it (default: user@host).
+    #[arg(long, value_name = "NAME")]
+    author: Option<String>,
+    /// A label recorded with the version, KEY=VALUE (repeat for each).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
 }
 
 #[derive(Args)]
@@ -277,6 +314,27 @@ async fn execute(command: Command, out: &Out) -> Result<()> {
             let (block, path, slug) = open(&slug)?;
             let versions = block.list_versions(&path).await?;
             out.versions(&slug, &versions);
+            Ok(())
+        }
+        Command::Show { slug, version } => {
+            let (block, path, slug) = open(&slug)?;
+            let manifest = block.manifest(&path, version.as_deref()).await?;
+            out.show(&slug, &manifest);
+            Ok(())
+        }
+        Command::Key(KeyCommand::Generate {
+            name,
+            password,
+            unencrypted,
+        }) => {
+            let password = match (password, unencrypted) {
+                (_, true) => None,
+                (Some(p), false) => Some(env_password(&p)?),
+                (None, false) => Some(prompt_password()?),
+            };
+            let dir = storage_blocks::registry::blockctl_home().join("keys");
+            let key = storage_blocks::signing::generate_key_pair(&dir, &name, password.as_deref())?;
+            out.key_generated(&key);
             Ok(())
         }
         Command::Ls { slug } => {
@@ -379,6 +437,67 @@ async fn execute(command: Command, out: &Out) -> Result<()> {
     }
 }
 
+/// A password given as `env:VAR`: never on the command line, where `ps` shows it.
+fn env_password(given: &str) -> Result<String> {
+    let name = given.strip_prefix("env:").ok_or_else(|| {
+        Error::Usage("--password takes env:VAR (a password on the command line leaks)".into())
+    })?;
+    let value = std::env::var(name).map_err(|_| {
+        Error::Usage(format!(
+            "--password reads env:{name}, but {name} is not set"
+        ))
+    })?;
+    if value.is_empty() {
+        return Err(Error::Usage(format!("--password: {name} is empty")));
+    }
+    storage_blocks::secret::remember(&value);
+    Ok(value)
+}
+
+/// Asks for a new key's password twice on the terminal.
+fn prompt_password() -> Result<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "no terminal to ask for the key's password: give --password env:VAR or --unencrypted"
+                .into(),
+        ));
+    }
+    let ask =
+        |p: &str| rpassword::prompt_password(p).map_err(|e| Error::io("reading the password", e));
+    let first = ask("Password for the new key: ")?;
+    if first.is_empty() {
+        return Err(Error::Usage(
+            "the password is empty (or use --unencrypted)".into(),
+        ));
+    }
+    if ask("Password again: ")? != first {
+        return Err(Error::Usage("the passwords differ".into()));
+    }
+    Ok(first)
+}
+
+/// What `put` records: the message, author and labels given, and the git provenance of DIR.
+fn version_record(args: &PutArgs, out: &Out) -> Result<storage_blocks::VersionRecord> {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = storage_blocks::record::parse_label(l)?;
+        if labels.insert(k.clone(), v).is_some() {
+            return Err(Error::Usage(format!("label {k} is given twice")));
+        }
+    }
+    let (record, warning) = storage_blocks::provenance::version_record(
+        &args.dir,
+        args.message.clone(),
+        args.author.clone(),
+        labels,
+    )?;
+    if let Some(w) = warning {
+        out.warn(&w);
+    }
+    Ok(record)
+}
+
 fn open(slug: &str) -> Result<(Arc<dyn storage_blocks::StorageBlock>, BlockPath, String)> {
     let parsed = BlockSlug::parse(slug)?;
     let registry = Registry::load()?;
@@ -437,6 +556,7 @@ async fn block_command(cmd: BlockCommand, out: &Out) -> Result<()> {
 
 async fn put(args: PutArgs, out: &Out) -> Result<()> {
     let (block, path, slug) = open(&args.slug)?;
+    let record = version_record(&args, out)?;
     let if_version = args.if_version.map(|v| match v.as_str() {
         "none" => VersionPrecondition::NoVersion,
         _ => VersionPrecondition::Current(v),
@@ -455,11 +575,12 @@ async fn put(args: PutArgs, out: &Out) -> Result<()> {
         no_default_ignores: args.no_default_ignores,
         if_version,
         follow_symlinks: args.follow_symlinks,
+        record: Some(record.clone()),
         progress: Some(Arc::new(Progress::new(out))),
     };
     let started = std::time::Instant::now();
     let report = block.put_directory(&args.dir, &path, &opts).await?;
-    out.put(&slug, &report, started.elapsed());
+    out.put(&slug, &report, &record, started.elapsed());
     Ok(())
 }
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use storage_blocks::diff::VersionDiff;
+use storage_blocks::signing::GeneratedKey;
 use storage_blocks::{
-    BlockDocument, BlockId, Error, GcReport, GetReport, ListedFile, ProgressEvent,
-    ProgressObserver, PutReport, TypeSpec, VersionInfo, type_spec,
+    BlockDocument, BlockId, Error, GcReport, GetReport, ListedFile, PackageManifest, ProgressEvent,
+    ProgressObserver, PutReport, TypeSpec, VersionInfo, VersionRecord, type_spec,
 };
 
 #[derive(Clone, Copy)]
@@ -30,6 +31,40 @@ fn print_json(value: serde_json::Value) {
 
 fn short(v: &str) -> &str {
     &v[..v.len().min(12)]
+}
+
+/// A version record's fields for `--json`: always all four, `null` or `{}` when absent.
+fn record_json(r: &VersionRecord) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("message".into(), json!(r.message));
+    m.insert("author".into(), json!(r.author));
+    m.insert("labels".into(), json!(r.labels));
+    m.insert(
+        "source".into(),
+        match &r.source {
+            Some(s) => json!({"commit": s.commit, "branch": s.branch, "dirty": s.dirty, "origin": s.origin}),
+            None => serde_json::Value::Null,
+        },
+    );
+    m
+}
+
+/// Text from a stored record as one terminal-safe line: control characters escaped, so a
+/// hostile manifest cannot move the cursor or fake other lines.
+fn one_line_text(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn opt_text(s: Option<&str>) -> String {
+    s.map_or_else(|| "-".to_string(), one_line_text)
 }
 
 impl Out {
@@ -64,7 +99,7 @@ impl Out {
         if self.json {
             let list: Vec<_> = specs
                 .iter()
-                .map(|s| json!({"type": s.block_type, "aliases": s.block_type.aliases(), "summary": s.summary, "fields": s.fields, "capabilities": s.capabilities}))
+                .map(|s| json!({"type": s.block_type, "aliases": s.block_type.aliases(), "summary": s.summary, "fields": s.all_fields().collect::<Vec<_>>(), "capabilities": s.capabilities}))
                 .collect();
             return print_json(json!(list));
         }
@@ -76,7 +111,7 @@ impl Out {
                 format!(" (aliases: {})", aliases.join(", "))
             };
             println!("{}{aliases}: {}", s.block_type, s.summary);
-            for f in s.fields {
+            for f in s.all_fields() {
                 let mut notes = vec![format!("{:?}", f.kind).to_lowercase()];
                 if f.required {
                     notes.push("required".into());
@@ -186,12 +221,14 @@ impl Out {
         }
     }
 
-    pub fn put(&self, slug: &str, r: &PutReport, took: Duration) {
+    pub fn put(&self, slug: &str, r: &PutReport, record: &VersionRecord, took: Duration) {
         if self.json {
-            return print_json(
-                json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes, "skipped": r.skipped,
-                    "uploaded_bytes": r.uploaded_bytes, "frames_uploaded": r.frames_uploaded, "frames_reused": r.frames_reused}),
-            );
+            let mut v = json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes, "skipped": r.skipped,
+                    "uploaded_bytes": r.uploaded_bytes, "frames_uploaded": r.frames_uploaded, "frames_reused": r.frames_reused});
+            v.as_object_mut()
+                .expect("an object")
+                .extend(record_json(record));
+            return print_json(v);
         }
         let what = match (&r.version, r.skipped) {
             (Some(v), true) => format!(
@@ -243,15 +280,107 @@ impl Out {
 
     pub fn versions(&self, _slug: &str, versions: &[VersionInfo]) {
         if self.json {
-            return print_json(json!(versions));
+            let list: Vec<serde_json::Value> = versions
+                .iter()
+                .map(|v| {
+                    let mut o = json!({"version": v.version, "created": v.created, "files": v.files,
+                        "bytes": v.bytes, "current": v.current});
+                    o.as_object_mut()
+                        .expect("an object")
+                        .extend(record_json(&v.record));
+                    o
+                })
+                .collect();
+            return print_json(json!(list));
         }
         for v in versions {
             let mark = if v.current { "*" } else { " " };
-            println!(
+            let mut line = format!(
                 "{mark} {}  {}  {} files  {} bytes",
                 v.version, v.created, v.files, v.bytes
             );
+            let r = &v.record;
+            if let Some(a) = &r.author {
+                line.push_str(&format!("  {}", one_line_text(a)));
+            }
+            if let Some(s) = &r.source {
+                let dirty = if s.dirty { "+dirty" } else { "" };
+                line.push_str(&format!("  commit {}{dirty}", short(&s.commit)));
+            }
+            if let Some(m) = &r.message {
+                line.push_str(&format!(
+                    "  {}",
+                    one_line_text(m.lines().next().unwrap_or(""))
+                ));
+            }
+            println!("{line}");
         }
+    }
+
+    /// One version's whole record.
+    pub fn show(&self, slug: &str, m: &PackageManifest) {
+        let record = m.record.clone().unwrap_or_default();
+        if self.json {
+            let mut v = json!({"slug": slug, "version": m.version, "created": m.created,
+                "format": m.format, "files": m.totals.files, "dirs": m.totals.dirs,
+                "symlinks": m.totals.symlinks, "bytes": m.totals.bytes,
+                "package_bytes": m.totals.package_bytes});
+            v.as_object_mut()
+                .expect("an object")
+                .extend(record_json(&record));
+            return print_json(v);
+        }
+        let row = |k: &str, v: &str| println!("{k:<9} {v}");
+        row("slug", slug);
+        row("version", &m.version);
+        row("created", &m.created);
+        row(
+            "files",
+            &format!(
+                "{} ({} bytes; {} folders, {} symlinks; package {} bytes, format {})",
+                m.totals.files,
+                m.totals.bytes,
+                m.totals.dirs,
+                m.totals.symlinks,
+                m.totals.package_bytes,
+                m.format
+            ),
+        );
+        row("author", &opt_text(record.author.as_deref()));
+        match &record.message {
+            Some(msg) => {
+                let mut lines = msg.lines();
+                row("message", &one_line_text(lines.next().unwrap_or("")));
+                for l in lines {
+                    row("", &one_line_text(l));
+                }
+            }
+            None => row("message", "-"),
+        }
+        for (k, v) in &record.labels {
+            row("label", &format!("{}={}", k, one_line_text(v)));
+        }
+        match &record.source {
+            Some(s) => {
+                row("commit", &s.commit);
+                row("branch", &opt_text(s.branch.as_deref()));
+                row("dirty", if s.dirty { "yes" } else { "no" });
+                row("origin", &opt_text(s.origin.as_deref()));
+            }
+            None => row("source", "- (not put from a git work tree)"),
+        }
+    }
+
+    pub fn key_generated(&self, k: &GeneratedKey) {
+        if self.json {
+            return print_json(json!({"name": k.name, "secret_key": k.secret_key,
+                "public_key_file": k.public_key_file, "public_key": k.public_key,
+                "key_id": k.key_id.to_string(), "encrypted": k.encrypted}));
+        }
+        println!("secret key  {}", k.secret_key.display());
+        println!("public key  {}", k.public_key_file.display());
+        println!("key id      {}", k.key_id);
+        println!("{}", k.public_key);
     }
 
     pub fn files(&self, files: &[ListedFile]) {

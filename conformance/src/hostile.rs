@@ -218,6 +218,7 @@ pub async fn plant_package(
             ..Default::default()
         }],
         entries: records,
+        record: None,
     };
     write(
         block,

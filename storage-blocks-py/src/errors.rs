@@ -49,6 +49,12 @@ create_exception!(
     StorageBlocksError,
     "Exit 6: the destination is not empty, or `if_version` did not hold."
 );
+create_exception!(
+    storage_blocks,
+    TrustError,
+    StorageBlocksError,
+    "Exit 7: what was read is not trusted (unsigned, an untrusted key, changed after signing, expired, signed for another path, or rolled back)."
+);
 
 /// The exception for `err`, of the class its exit code names.
 pub(crate) fn to_py(err: Error) -> PyErr {
@@ -59,6 +65,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         4 => AuthError::new_err(message),
         5 => IntegrityError::new_err(message),
         6 => Conflict::new_err(message),
+        7 => TrustError::new_err(message),
         _ => BackendError::new_err(message),
     }
 }
@@ -74,6 +81,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("AuthError", py.get_type::<AuthError>(), 4),
         ("IntegrityError", py.get_type::<IntegrityError>(), 5),
         ("Conflict", py.get_type::<Conflict>(), 6),
+        ("TrustError", py.get_type::<TrustError>(), 7),
     ];
     for (name, class, code) in classes {
         class.setattr("exit_code", code)?;

@@ -6,6 +6,7 @@
 mod errors;
 mod reports;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -63,7 +64,7 @@ fn open(slug: &str) -> storage_blocks::Result<(Arc<dyn StorageBlock>, BlockSlug)
 
 /// Uploads the folder `local_path` to `slug`.
 #[pyfunction]
-#[pyo3(signature = (local_path, slug, *, layout = "package", ignore_file = None, if_version = None, follow_symlinks = false, no_default_ignores = false))]
+#[pyo3(signature = (local_path, slug, *, layout = "package", ignore_file = None, if_version = None, follow_symlinks = false, no_default_ignores = false, message = None, author = None, labels = None))]
 #[allow(clippy::too_many_arguments)]
 fn put_directory(
     py: Python<'_>,
@@ -74,6 +75,9 @@ fn put_directory(
     if_version: Option<String>,
     follow_symlinks: bool,
     no_default_ignores: bool,
+    message: Option<String>,
+    author: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
 ) -> PyResult<PutReport> {
     let layout = match layout {
         "package" => Layout::Package,
@@ -88,19 +92,29 @@ fn put_directory(
         "none" => VersionPrecondition::NoVersion,
         _ => VersionPrecondition::Current(v),
     });
+    let mut checked = BTreeMap::new();
+    for (k, v) in labels.unwrap_or_default() {
+        let (k, v) = storage_blocks::record::parse_label(&format!("{k}={v}")).map_err(to_py)?;
+        checked.insert(k, v);
+    }
+    // A git repository that cannot be read loses only its provenance, as in blockctl.
+    let (record, _warning) =
+        storage_blocks::provenance::version_record(&local_path, message, author, checked)
+            .map_err(to_py)?;
     let opts = PutOptions {
         layout,
         ignore_file,
         no_default_ignores,
         if_version,
         follow_symlinks,
+        record: Some(record.clone()),
         ..PutOptions::default()
     };
     let report = detached(py, async move {
         let (block, slug) = open(&slug)?;
         block.put_directory(&local_path, &slug.path, &opts).await
     })?;
-    Ok(report.into())
+    PutReport::new(py, report, &record)
 }
 
 /// Downloads `slug` into the folder `local_path`, verified before anything appears there.
@@ -155,7 +169,10 @@ fn list_versions(py: Python<'_>, slug: String) -> PyResult<Vec<VersionInfo>> {
         let (block, parsed) = open(&slug)?;
         block.list_versions(&parsed.path).await
     })?;
-    Ok(versions.into_iter().map(Into::into).collect())
+    versions
+        .into_iter()
+        .map(|v| VersionInfo::new(py, v))
+        .collect()
 }
 
 /// Files of the current version (or of the mirror) at `slug`.

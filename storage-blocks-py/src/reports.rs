@@ -1,6 +1,31 @@
 //! What the functions return, as read-only Python objects with the fields of the Rust reports.
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A version's record as a dict: `message`, `author`, `labels` (a dict) and `source`
+/// (`commit`, `branch`, `dirty`, `origin`, or `None` outside git), as `versions --json`.
+pub(crate) fn record_dict(
+    py: Python<'_>,
+    r: &storage_blocks::VersionRecord,
+) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("message", &r.message)?;
+    d.set_item("author", &r.author)?;
+    d.set_item("labels", r.labels.clone())?;
+    match &r.source {
+        Some(s) => {
+            let src = PyDict::new(py);
+            src.set_item("commit", &s.commit)?;
+            src.set_item("branch", &s.branch)?;
+            src.set_item("dirty", s.dirty)?;
+            src.set_item("origin", &s.origin)?;
+            d.set_item("source", src)?;
+        }
+        None => d.set_item("source", py.None())?,
+    }
+    Ok(d.unbind())
+}
 
 /// What `put_directory` stored.
 #[pyclass(frozen, get_all, module = "storage_blocks")]
@@ -15,6 +40,8 @@ pub(crate) struct PutReport {
     skipped: bool,
     /// What the user should know, e.g. secret-looking files that were uploaded.
     warnings: Vec<String>,
+    /// The version's record as this put gave it: `message`, `author`, `labels`, `source`.
+    record: Py<PyDict>,
 }
 
 /// What `get_directory` wrote.
@@ -34,6 +61,8 @@ pub(crate) struct VersionInfo {
     files: u64,
     bytes: u64,
     current: bool,
+    /// Who put it, why and from which commit: `message`, `author`, `labels`, `source`.
+    record: Py<PyDict>,
 }
 
 /// One file of a stored tree, as `list_files` lists them.
@@ -104,16 +133,21 @@ impl ListedFile {
     }
 }
 
-impl From<storage_blocks::PutReport> for PutReport {
-    fn from(r: storage_blocks::PutReport) -> Self {
-        PutReport {
+impl PutReport {
+    pub(crate) fn new(
+        py: Python<'_>,
+        r: storage_blocks::PutReport,
+        record: &storage_blocks::VersionRecord,
+    ) -> PyResult<Self> {
+        Ok(PutReport {
             version: r.version,
             layout: r.layout.to_string(),
             files: r.files,
             bytes: r.bytes,
             skipped: r.skipped,
             warnings: r.warnings,
-        }
+            record: record_dict(py, record)?,
+        })
     }
 }
 
@@ -128,15 +162,16 @@ impl From<storage_blocks::GetReport> for GetReport {
     }
 }
 
-impl From<storage_blocks::VersionInfo> for VersionInfo {
-    fn from(v: storage_blocks::VersionInfo) -> Self {
-        VersionInfo {
+impl VersionInfo {
+    pub(crate) fn new(py: Python<'_>, v: storage_blocks::VersionInfo) -> PyResult<Self> {
+        Ok(VersionInfo {
+            record: record_dict(py, &v.record)?,
             version: v.version,
             created: v.created,
             files: v.files,
             bytes: v.bytes,
             current: v.current,
-        }
+        })
     }
 }
 

@@ -16,6 +16,7 @@ pub use storage_core::*;
 
 #[cfg(feature = "prefect")]
 pub mod prefect;
+pub mod provenance;
 
 /// Saved blocks, and the way from a slug to a ready backend.
 #[derive(Debug, Clone)]
@@ -48,7 +49,9 @@ impl Registry {
     /// The block named `id`, its capabilities enforced by [`storage_core::Checked`].
     pub fn open_block(&self, id: &BlockId) -> Result<Arc<dyn StorageBlock>> {
         let doc = self.file.get(id)?;
-        Ok(storage_core::Checked::wrap(build(&doc)?))
+        let block = build(&doc)?;
+        block.set_trust(doc.trust(&type_spec(id.block_type)?)?)?;
+        Ok(storage_core::Checked::wrap(block))
     }
 
     pub fn document(&self, id: &BlockId) -> Result<BlockDocument> {

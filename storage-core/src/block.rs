@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::package::manifest::PackageManifest;
+use crate::record::VersionRecord;
 use crate::slug::BlockPath;
 
 /// What a backend can do. The conformance suite picks its cases from these declarations and
@@ -122,6 +123,9 @@ pub struct PutOptions {
     pub if_version: Option<VersionPrecondition>,
     /// Store the targets of symlinks instead of refusing links that leave the tree.
     pub follow_symlinks: bool,
+    /// What the version's manifest records about it (message, author, labels, git source).
+    /// It never changes the version id.
+    pub record: Option<VersionRecord>,
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -216,6 +220,9 @@ pub struct VersionInfo {
     pub files: u64,
     pub bytes: u64,
     pub current: bool,
+    /// The version's record (message, author, labels, source), when it has one.
+    #[serde(flatten)]
+    pub record: VersionRecord,
 }
 
 /// One file of a stored tree, as `ls` shows it.
@@ -365,4 +372,17 @@ pub trait StorageBlock: Send + Sync {
 
     /// Reaches the storage and checks the credentials.
     async fn check(&self) -> Result<()>;
+
+    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) once, before first
+    /// use. A backend that signs and verifies versions keeps them; the default refuses any
+    /// setting, so a block never ignores `trusted_keys` silently.
+    fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
+        if trust.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::Unsupported(format!(
+            "{}: signing_key and trusted_keys: this backend does not sign or verify versions yet",
+            self.label()
+        )))
+    }
 }

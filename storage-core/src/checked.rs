@@ -67,6 +67,10 @@ impl StorageBlock for Checked {
         self.caps()
     }
 
+    fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
+        self.inner.set_trust(trust)
+    }
+
     fn label(&self) -> &str {
         self.inner.label()
     }

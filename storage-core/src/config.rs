@@ -16,6 +16,8 @@ pub enum FieldKind {
     String,
     Bool,
     Integer,
+    /// Strings: a TOML array, or one string of comma-separated items (`--set k=a,b`).
+    List,
 }
 
 /// One configuration field of a block type. Backends declare these beside their config
@@ -82,9 +84,89 @@ impl FieldSpec {
     }
 }
 
+/// The fields of trust every type that stores versions takes beside its own, handled here
+/// once: the backends' typed configs never see them, [`BlockDocument::trust`] reads them.
+pub const TRUST_FIELDS: &[FieldSpec] = &[
+    FieldSpec::new(
+        "signing_key",
+        FieldKind::String,
+        "minisign secret key file that signs every put (blockctl key generate NAME)",
+    ),
+    FieldSpec::new(
+        "signing_password",
+        FieldKind::String,
+        "password of an encrypted signing_key",
+    )
+    .secret(),
+    FieldSpec::new(
+        "trusted_keys",
+        FieldKind::List,
+        "public keys (base64, or .pub files) whose signatures get, cat, ls and export require",
+    ),
+];
+
 impl TypeSpec {
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
-        self.fields.iter().find(|f| f.name == name)
+        self.all_fields().find(|f| f.name == name)
+    }
+
+    /// Whether the type keeps versions, so signing and trust apply to it.
+    pub fn takes_trust(&self) -> bool {
+        self.capabilities.package_layout || self.capabilities.native_tree
+    }
+
+    /// The type's own fields, then the trust fields when it takes them.
+    pub fn all_fields(&self) -> impl Iterator<Item = &FieldSpec> {
+        let trust: &[FieldSpec] = if self.takes_trust() {
+            TRUST_FIELDS
+        } else {
+            &[]
+        };
+        self.fields.iter().chain(trust.iter())
+    }
+}
+
+/// A block's trust settings, as its document gives them. Empty when it neither signs nor
+/// requires signatures.
+#[derive(Clone, Default)]
+pub struct Trust {
+    /// The secret key file that signs every put.
+    pub signing_key: Option<std::path::PathBuf>,
+    /// The password of an encrypted `signing_key` (`env:NAME` resolved when it is used).
+    pub signing_password: Option<crate::secret::Secret>,
+    /// The keys whose signatures reads require; `None` reads as before.
+    pub trusted_keys: Option<crate::signing::TrustedKeys>,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trust")
+            .field("signing_key", &self.signing_key)
+            .field(
+                "signing_password",
+                &self.signing_password.as_ref().map(|_| MASK),
+            )
+            .field("trusted_keys", &self.trusted_keys)
+            .finish()
+    }
+}
+
+impl Trust {
+    pub fn is_empty(&self) -> bool {
+        self.signing_key.is_none() && self.trusted_keys.is_none()
+    }
+
+    /// The signer of puts, loaded now (an encrypted key is decrypted with scrypt, which takes
+    /// a moment: call it once per put). `None` when the block does not sign.
+    pub fn signer(&self) -> Result<Option<crate::signing::Signer>> {
+        let Some(path) = &self.signing_key else {
+            return Ok(None);
+        };
+        let password = match &self.signing_password {
+            Some(p) => Some(p.resolve("signing_password")?),
+            None => None,
+        };
+        crate::signing::Signer::from_key_file(path, password.as_deref()).map(Some)
     }
 }
 
@@ -122,6 +204,13 @@ impl BlockDocument {
                         )));
                     }
                 },
+                FieldKind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
                 FieldKind::Integer => toml::Value::Integer(raw.parse().map_err(|_| {
                     Error::Usage(format!(
                         "field `{key}` of {} takes a whole number, not `{raw}`",
@@ -147,7 +236,9 @@ impl BlockDocument {
                 (FieldKind::String, toml::Value::String(_))
                     | (FieldKind::Bool, toml::Value::Boolean(_))
                     | (FieldKind::Integer, toml::Value::Integer(_))
-            );
+                    | (FieldKind::List, toml::Value::String(_))
+            ) || matches!((field.kind, value), (FieldKind::List, toml::Value::Array(items))
+                if items.iter().all(toml::Value::is_str));
             if !ok {
                 return Err(Error::Usage(format!(
                     "{}: field `{key}` should be a {:?}",
@@ -155,7 +246,7 @@ impl BlockDocument {
                 )));
             }
         }
-        for field in spec.fields.iter().filter(|f| f.required) {
+        for field in spec.all_fields().filter(|f| f.required) {
             match self.fields.get(field.name) {
                 Some(toml::Value::String(s)) if s.is_empty() => {
                     return Err(Error::Usage(format!(
@@ -175,13 +266,62 @@ impl BlockDocument {
         Ok(())
     }
 
-    /// The backend's typed config.
+    /// The backend's typed config (the trust fields left out: [`BlockDocument::trust`]).
     pub fn typed<T: BlockConfig>(&self) -> Result<T> {
         self.validate(&T::SPEC)?;
-        let table: toml::Table = self.fields.clone().into_iter().collect();
+        let table: toml::Table = self
+            .fields
+            .clone()
+            .into_iter()
+            .filter(|(k, _)| !TRUST_FIELDS.iter().any(|f| f.name == k))
+            .collect();
         toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| Error::Usage(format!("{}: {}", self.id, e.message())))
+    }
+
+    /// The block's trust settings: `trusted_keys` parsed now (a key that does not parse is
+    /// an error at open, not at the first read), the signing key loaded when a put signs.
+    pub fn trust(&self, spec: &TypeSpec) -> Result<Trust> {
+        self.validate(spec)?;
+        let text = |k: &str| self.fields.get(k).and_then(toml::Value::as_str);
+        let signing_key = text("signing_key").map(|p| match p.strip_prefix("~/") {
+            Some(rest) => {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest)
+            }
+            None => std::path::PathBuf::from(p),
+        });
+        let signing_password = text("signing_password").map(crate::secret::Secret::new);
+        let trusted_keys = match self.fields.get("trusted_keys") {
+            None => None,
+            Some(v) => {
+                let list: Vec<String> = match v {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect(),
+                    toml::Value::String(s) => s
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if list.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "{}: trusted_keys is empty; name at least one key or leave it out",
+                        self.id
+                    )));
+                }
+                Some(crate::signing::TrustedKeys::parse(&list).map_err(|e| e.context(&self.id))?)
+            }
+        };
+        Ok(Trust {
+            signing_key,
+            signing_password,
+            trusted_keys,
+        })
     }
 
     /// Fields for display: secret values replaced by the mask (`env:NAME` references are
@@ -216,7 +356,7 @@ impl BlockDocument {
 }
 
 fn unknown_field(spec: &TypeSpec, key: &str) -> Error {
-    let known: Vec<&str> = spec.fields.iter().map(|f| f.name).collect();
+    let known: Vec<&str> = spec.all_fields().map(|f| f.name).collect();
     Error::Usage(format!(
         "unknown field `{key}` for block type {} (fields: {})",
         spec.block_type,
@@ -341,5 +481,56 @@ mod tests {
             doc.masked(&Demo::SPEC)["token"].as_str(),
             Some("env:DEMO_TOKEN")
         );
+    }
+
+    #[test]
+    fn trust_fields_are_common_and_kept_from_the_typed_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::signing::generate_key_pair(dir.path(), "ci", None).unwrap();
+        let id = BlockId::parse("local/demo").unwrap();
+        let pubfile = key.public_key_file.display().to_string();
+        let doc = BlockDocument::from_settings(
+            id.clone(),
+            &Demo::SPEC,
+            &settings(&[
+                ("basepath", "/x"),
+                ("signing_key", &key.secret_key.display().to_string()),
+                ("signing_password", "env:NOT_NEEDED"),
+                ("trusted_keys", &format!("{}, {pubfile}", key.public_key)),
+            ]),
+        )
+        .unwrap();
+        // deny_unknown_fields on the backend's config: the trust fields never reach it.
+        let typed: Demo = doc.typed().unwrap();
+        assert_eq!(typed.basepath, "/x");
+        assert_eq!(
+            doc.masked(&Demo::SPEC)["signing_password"].as_str(),
+            Some("env:NOT_NEEDED")
+        );
+        let trust = doc.trust(&Demo::SPEC).unwrap();
+        assert!(!trust.is_empty());
+        assert_eq!(trust.trusted_keys.as_ref().unwrap().ids(), vec![key.key_id]);
+        assert!(!format!("{trust:?}").contains("NOT_NEEDED"));
+        let signer = Trust {
+            signing_password: None,
+            ..trust
+        }
+        .signer()
+        .unwrap()
+        .unwrap();
+        assert_eq!(signer.key_id(), key.key_id);
+        // A key that does not parse fails at open; an empty list is refused.
+        for bad in ["RWQ", ","] {
+            let doc = BlockDocument::from_settings(
+                id.clone(),
+                &Demo::SPEC,
+                &settings(&[("basepath", "/x"), ("trusted_keys", bad)]),
+            )
+            .unwrap();
+            assert!(doc.trust(&Demo::SPEC).is_err(), "{bad}");
+        }
+        let plain = BlockDocument::from_settings(id, &Demo::SPEC, &settings(&[("basepath", "/x")]))
+            .unwrap();
+        assert!(plain.trust(&Demo::SPEC).unwrap().is_empty());
     }
 }

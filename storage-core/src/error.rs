@@ -24,6 +24,11 @@ pub enum Error {
     /// The destination is not empty, or a precondition on the current version failed (exit 6).
     #[error("{0}")]
     Conflict(String),
+    /// What was read cannot be trusted: unsigned, signed by a key not trusted, changed after
+    /// signing, expired, signed for another path, or older than a HEAD already accepted
+    /// (exit 7).
+    #[error("{0}")]
+    Trust(String),
     /// A local file operation failed (exit 1).
     #[error("{context}: {source}")]
     Io {
@@ -47,6 +52,7 @@ impl Error {
             Error::Auth(_) => 4,
             Error::Integrity(_) => 5,
             Error::Conflict(_) => 6,
+            Error::Trust(_) => 7,
             Error::Io { .. } | Error::Backend(_) => 1,
         }
     }
@@ -98,6 +104,7 @@ impl Error {
             Error::Auth(_) => Error::Auth(text),
             Error::Integrity(_) => Error::Integrity(text),
             Error::Conflict(_) => Error::Conflict(text),
+            Error::Trust(_) => Error::Trust(text),
             Error::Io { .. } | Error::Backend(_) => Error::Backend(text),
         }
     }
@@ -116,6 +123,7 @@ impl Error {
             Error::Auth(m) => Error::Auth(s(m)),
             Error::Integrity(m) => Error::Integrity(s(m)),
             Error::Conflict(m) => Error::Conflict(s(m)),
+            Error::Trust(m) => Error::Trust(s(m)),
             Error::Backend(m) => Error::Backend(s(m)),
             Error::Io { context, source } => Error::Io {
                 context: s(context),
@@ -134,6 +142,7 @@ impl Error {
             Error::Auth(m) => Error::Auth(add(m)),
             Error::Integrity(m) => Error::Integrity(add(m)),
             Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::Trust(m) => Error::Trust(add(m)),
             Error::Backend(m) => Error::Backend(add(m)),
             Error::Io { context, source } => Error::Io {
                 context: add(context),
@@ -223,6 +232,7 @@ mod tests {
         assert_eq!(Error::Auth("x".into()).exit_code(), 4);
         assert_eq!(Error::Integrity("x".into()).exit_code(), 5);
         assert_eq!(Error::Conflict("x".into()).exit_code(), 6);
+        assert_eq!(Error::Trust("x".into()).exit_code(), 7);
         assert_eq!(Error::Backend("x".into()).exit_code(), 1);
     }
 

@@ -7,8 +7,10 @@ pub mod bounds;
 pub mod checked;
 pub mod config;
 pub mod error;
+pub mod record;
 pub mod registry;
 pub mod secret;
+pub mod signing;
 pub mod slug;
 
 pub use block::{
@@ -17,8 +19,9 @@ pub use block::{
     PutReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
 pub use checked::Checked;
-pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, TypeSpec};
+pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSpec};
 pub use error::{Error, Result};
+pub use record::{SourceInfo, VersionRecord};
 pub use registry::RegistryFile;
 pub use secret::Secret;
 pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};

@@ -263,6 +263,7 @@ impl OciBlock {
                     created: m.created,
                     files: m.totals.files,
                     bytes: m.totals.bytes,
+                    record: m.record.unwrap_or_default(),
                 }))
             })
             .buffer_unordered(IN_FLIGHT)
@@ -281,6 +282,7 @@ impl OciBlock {
                 created: m.created,
                 files: m.totals.files,
                 bytes: m.totals.bytes,
+                record: m.record.unwrap_or_default(),
             });
         }
         out.sort_by(|a, b| {

@@ -21,6 +21,12 @@ pub fn zstd() -> Result<PathBuf, String> {
     apt("zstd", &["zstd"])
 }
 
+/// Debian's `minisign`, the reference implementation signed versions are checked against,
+/// installed when missing.
+pub fn minisign() -> Result<PathBuf, String> {
+    apt("minisign", &["minisign"])
+}
+
 /// Pinned so that every machine cross-checks against the same OCI client.
 const ORAS: &str = "oras==0.2.43";
 

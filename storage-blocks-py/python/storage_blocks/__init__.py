@@ -9,7 +9,7 @@ can be awaited from asyncio while other tasks go on. A failure raises the subcla
 
 import asyncio
 import os
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from ._native import (
     AuthError,
@@ -21,6 +21,7 @@ from ._native import (
     NotFound,
     PutReport,
     StorageBlocksError,
+    TrustError,
     UsageError,
     VersionInfo,
     __version__,
@@ -42,6 +43,7 @@ __all__ = [
     "NotFound",
     "PutReport",
     "StorageBlocksError",
+    "TrustError",
     "UsageError",
     "VersionInfo",
     "__version__",
@@ -71,6 +73,9 @@ async def aput_directory(
     if_version: Optional[str] = None,
     follow_symlinks: bool = False,
     no_default_ignores: bool = False,
+    message: Optional[str] = None,
+    author: Optional[str] = None,
+    labels: Optional[Dict[str, str]] = None,
 ) -> PutReport:
     """:func:`put_directory` on a worker thread."""
     return await asyncio.to_thread(
@@ -82,6 +87,9 @@ async def aput_directory(
         if_version=if_version,
         follow_symlinks=follow_symlinks,
         no_default_ignores=no_default_ignores,
+        message=message,
+        author=author,
+        labels=labels,
     )
 
 

@@ -1,7 +1,7 @@
 """Type hints of the Rust extension module (storage-blocks-py/src)."""
 
 import os
-from typing import List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 _Path = Union[str, os.PathLike[str]]
 
@@ -30,6 +30,10 @@ class IntegrityError(StorageBlocksError):
 class Conflict(StorageBlocksError):
     """Exit 6: the destination is not empty, or ``if_version`` did not hold."""
 
+class TrustError(StorageBlocksError):
+    """Exit 7: what was read is not trusted (unsigned, an untrusted key, changed after
+    signing, expired, signed for another path, or rolled back)."""
+
 class PutReport:
     @property
     def version(self) -> Optional[str]: ...
@@ -43,6 +47,10 @@ class PutReport:
     def skipped(self) -> bool: ...
     @property
     def warnings(self) -> List[str]: ...
+    @property
+    def record(self) -> Dict[str, Any]:
+        """``message``, ``author``, ``labels`` (a dict) and ``source`` (``commit``,
+        ``branch``, ``dirty``, ``origin``; ``None`` outside a git work tree)."""
 
 class GetReport:
     @property
@@ -65,6 +73,9 @@ class VersionInfo:
     def bytes(self) -> int: ...
     @property
     def current(self) -> bool: ...
+    @property
+    def record(self) -> Dict[str, Any]:
+        """``message``, ``author``, ``labels`` and ``source``, as ``PutReport.record``."""
 
 class ListedFile:
     @property
@@ -83,9 +94,14 @@ def put_directory(
     if_version: Optional[str] = None,
     follow_symlinks: bool = False,
     no_default_ignores: bool = False,
+    message: Optional[str] = None,
+    author: Optional[str] = None,
+    labels: Optional[Dict[str, str]] = None,
 ) -> PutReport:
     """Upload the folder ``local_path`` to ``slug``. ``if_version`` replaces the current
-    version only if it is that id (or unique prefix); ``"none"``: only if there is none."""
+    version only if it is that id (or unique prefix); ``"none"``: only if there is none.
+    ``message``, ``author`` (default user@host) and ``labels`` are recorded in the version
+    with the folder's git provenance; ``PutReport.record`` returns them."""
 
 def get_directory(
     slug: str,

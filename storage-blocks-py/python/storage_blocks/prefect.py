@@ -123,16 +123,26 @@ def push_project(
     layout: str = "package",
     ignore_file: Optional[str] = None,
     if_version: Optional[str] = None,
+    message: Optional[str] = None,
+    labels: Optional[Dict[str, str]] = None,
+    author: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Push step: uploads ``directory`` (default: the project folder Prefect runs the step
-    in) to ``slug``. Returns ``version`` (the id to pin), ``slug``, ``files``, ``bytes`` and
-    ``skipped`` (nothing uploaded: that version was already stored)."""
+    in) to ``slug``, recording ``message``, ``labels`` and ``author`` (default user@host)
+    with the folder's git provenance. Returns ``version`` (the id to pin), ``slug``,
+    ``files``, ``bytes``, ``skipped`` (nothing uploaded: that version was already stored)
+    and ``record`` (``message``, ``author``, ``labels``, ``source``: ``commit``, ``branch``,
+    ``dirty``, ``origin``), so a deployment's version can be set from it, e.g.
+    ``version: "{{ push-code.record.source.commit }}"``."""
     report = put_directory(
         directory or os.getcwd(),
         slug,
         layout=layout,
         ignore_file=ignore_file,
         if_version=if_version,
+        message=message,
+        author=author,
+        labels=labels,
     )
     return {
         "slug": slug,
@@ -140,6 +150,7 @@ def push_project(
         "files": report.files,
         "bytes": report.bytes,
         "skipped": report.skipped,
+        "record": dict(report.record),
     }
 
 

@@ -19,6 +19,7 @@ CLASSES = {
     sb.AuthError: 4,
     sb.IntegrityError: 5,
     sb.Conflict: 6,
+    sb.TrustError: 7,
 }
 
 

@@ -380,6 +380,7 @@ impl StorageBlock for ObjectStoreBlock {
                     created: m.created,
                     files: m.totals.files,
                     bytes: m.totals.bytes,
+                    record: m.record.unwrap_or_default(),
                 })
             })
             .buffer_unordered(self.concurrency)

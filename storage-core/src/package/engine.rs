@@ -227,6 +227,7 @@ impl PackageEngine {
             totals: Totals::count(&records, layout.package_bytes),
             frames: layout.frames,
             entries: records,
+            record: opts.record.clone(),
         };
         let sent = self.store.write_manifest(to, &manifest).await?;
         Ok(Sent {
@@ -272,7 +273,8 @@ impl PackageEngine {
                 tracing::debug!(missing, attempt, "a gc removed frames this put reused");
                 continue;
             }
-            let manifest = frames_manifest(FRAMES_FORMAT, version, &entries, &placements, frames);
+            let manifest =
+                frames_manifest(FRAMES_FORMAT, version, &entries, &placements, frames, opts);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
             return Ok(sent);
         }
@@ -318,7 +320,8 @@ impl PackageEngine {
                 tracing::debug!(attempt, "a gc removed packs this put reused");
                 continue;
             }
-            let manifest = frames_manifest(PACKS_FORMAT, version, &entries, &placements, frames);
+            let manifest =
+                frames_manifest(PACKS_FORMAT, version, &entries, &placements, frames, opts);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
             return Ok(sent);
         }
@@ -835,6 +838,7 @@ fn frames_manifest(
     entries: &[SourceEntry],
     placements: &[(u32, u64)],
     frames: Vec<Frame>,
+    opts: &PutOptions,
 ) -> PackageManifest {
     let records = placed(entries, placements);
     let package_bytes = frames.last().map_or(0, |f| f.offset + f.length);
@@ -846,6 +850,7 @@ fn frames_manifest(
         totals: Totals::count(&records, package_bytes),
         frames,
         entries: records,
+        record: opts.record.clone(),
     }
 }
 

@@ -594,6 +594,7 @@ mod tests {
             totals: Totals::default(),
             frames: Vec::new(),
             entries,
+            record: None,
         }
     }
 
@@ -704,6 +705,7 @@ mod tests {
                 ..Default::default()
             }],
             entries,
+            record: None,
         };
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {

@@ -113,6 +113,9 @@ pub struct PackageManifest {
     pub totals: Totals,
     pub frames: Vec<Frame>,
     pub entries: Vec<ManifestEntry>,
+    /// Who published this version, why and from where. Not part of the version id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::record::VersionRecord>,
 }
 
 /// `.blocks/HEAD`: which version is current.

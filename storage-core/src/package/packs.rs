@@ -475,6 +475,7 @@ mod tests {
             totals: Default::default(),
             frames,
             entries: Vec::new(),
+            record: None,
         };
         let reusable = reusable_frames(&m);
         let packs: HashSet<&str> = reusable.values().map(|f| f.pack.as_str()).collect();

@@ -340,6 +340,7 @@ impl Inner {
                 files,
                 bytes,
                 current: false,
+                record: Default::default(),
             });
         }
         if out.is_empty() {
