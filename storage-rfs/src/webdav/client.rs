@@ -157,10 +157,12 @@ impl Dav {
         what: &str,
         ok: &[StatusCode],
     ) -> object_store::Result<reqwest::Response> {
-        self.send_to(req, key, &self.shown(key), what, ok).await
+        self.send_to(req, key, &self.shown(key), what, ok, self.timeout)
+            .await
     }
 
-    /// [`Dav::send`] of a request whose URL messages show as `shown`.
+    /// [`Dav::send`] of a request whose URL messages show as `shown`, its answer's head due
+    /// within `limit` (a PUT's body goes up before it).
     async fn send_to(
         &self,
         req: reqwest::RequestBuilder,
@@ -168,10 +170,10 @@ impl Dav {
         shown: &str,
         what: &str,
         ok: &[StatusCode],
+        limit: Duration,
     ) -> object_store::Result<reqwest::Response> {
-        // The answer's head must come within `timeout`, whatever the request's own deadline.
         let once = |r: reqwest::RequestBuilder| async move {
-            match tokio::time::timeout(self.timeout, r.send()).await {
+            match tokio::time::timeout(limit, r.send()).await {
                 Ok(Ok(r)) if r.status().is_server_error() => Err(Sent::Status(r)),
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) => Err(Sent::Failed(e)),
@@ -200,10 +202,10 @@ impl Dav {
         };
         let resp = resp.map_err(|e| {
             let Some(e) = e else {
-                return self.timed_out(what, shown);
+                return self.timed_out(what, shown, limit);
             };
             if e.is_timeout() {
-                return self.timed_out(what, shown);
+                return self.timed_out(what, shown, limit);
             }
             let why = {
                 let mut causes = String::new();
@@ -236,8 +238,8 @@ impl Dav {
         })
     }
 
-    fn timed_out(&self, what: &str, shown: &str) -> object_store::Error {
-        storage_core::bounds::timed_out(&format!("{what} {shown}"), self.timeout).into_store(STORE)
+    fn timed_out(&self, what: &str, shown: &str, limit: Duration) -> object_store::Error {
+        storage_core::bounds::timed_out(&format!("{what} {shown}"), limit).into_store(STORE)
     }
 
     /// PROPFIND of `key` at `depth` (0 or 1); `None` when nothing is there.
@@ -332,12 +334,14 @@ impl Dav {
 
     /// PUT of a whole body; a missing folder is made and the PUT sent again.
     pub(crate) async fn put(&self, key: &str, body: Bytes) -> object_store::Result<()> {
+        let limit = transfer_deadline(self.timeout, body.len() as u64);
+        let shown = self.shown(key);
         let send = || {
             let req = self
                 .request(Method::PUT, self.url(key, false))
-                .timeout(transfer_deadline(self.timeout, body.len() as u64))
+                .timeout(limit)
                 .body(body.clone());
-            self.send(req, key, "writing", &[])
+            self.send_to(req, key, &shown, "writing", &[], limit)
         };
         match send().await {
             Err(object_store::Error::Generic { .. })
@@ -358,7 +362,14 @@ impl Dav {
         let ok = [StatusCode::CREATED, StatusCode::METHOD_NOT_ALLOWED];
         let shown = url.to_string();
         let resp = self
-            .send_to(self.request(method, url), dir, &shown, "making folder", &ok)
+            .send_to(
+                self.request(method, url),
+                dir,
+                &shown,
+                "making folder",
+                &ok,
+                self.timeout,
+            )
             .await?;
         Ok(resp.status() == StatusCode::CREATED)
     }

@@ -1,0 +1,458 @@
+//! `blockctl get` against hostile servers (conformance's `HostileHttp` on 127.0.0.1) standing
+//! in for a web folder (`remote-file-system` over http://), a WebDAV server (webdav+http://)
+//! and an OCI registry: folder listings that loop or nest without end, endless and trickled
+//! answers, names that escape their folder or read as Windows paths, a redirect to another
+//! origin, an endless registry manifest and config blob. Every case checks the exit code, one
+//! line on stderr naming the block, an end well under a minute (the blocks' timeout is 3 s),
+//! the peak memory of the blockctl process (its maximum resident set, from `wait4`) below
+//! 64 MiB, and that DEST was not created and nothing was written beside it.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use conformance::harness::hostile_http::{Request, autoindex, multistatus};
+use conformance::harness::{HostileHttp, Reply};
+
+mod common;
+use common::Home;
+
+/// The blocks' `timeout`, in seconds.
+const TIMEOUT: u64 = 3;
+/// How long a get may take: twice the timeout, the retry pauses, and room for a slow machine.
+const TIME_BOUND: Duration = Duration::from_secs(2 * TIMEOUT + 2 + 12);
+/// Peak resident memory of one get.
+const MEMORY_BOUND_KIB: i64 = 64 * 1024;
+/// A get still running after this is killed and the test fails.
+const KILL_AFTER: Duration = Duration::from_secs(60);
+
+/// How one `blockctl get` ended.
+struct Run {
+    code: i32,
+    stderr: String,
+    took: Duration,
+    peak_kib: i64,
+}
+
+/// Runs `blockctl get slug DEST` in `h`, with DEST in an empty scratch folder; checks that
+/// DEST is not there afterwards and nothing else was written beside it.
+// The child is reaped by `wait4`, which also gives its peak memory.
+#[allow(clippy::zombie_processes)]
+fn get(h: &Home, slug: &str) -> Run {
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dest");
+    let stderr_path = h.path("stderr");
+    let mut child = h
+        .cmd(&["get", slug, dest.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    let (code, peak_kib) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own child, not yet reaped; both pointers are valid.
+        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(done >= 0, "wait4 failed");
+        if done == pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            break (code, usage.ru_maxrss);
+        }
+        if started.elapsed() > KILL_AFTER {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{slug}: get did not end within {KILL_AFTER:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    assert!(!dest.exists(), "{slug}: DEST was created: {stderr}");
+    let beside: Vec<_> = fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(beside.is_empty(), "{slug}: written beside DEST: {beside:?}");
+    eprintln!("{slug}: exit {code} in {took:?}, peak {peak_kib} KiB: {stderr}");
+    Run {
+        code,
+        stderr,
+        took,
+        peak_kib,
+    }
+}
+
+/// The contract of every case: `code`, one stderr line naming `block` and containing `says`,
+/// in bounded time and memory.
+fn assert_refused(run: &Run, block: &str, code: i32, says: &str) {
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(run.code, code, "wrong exit code: {}", run.stderr);
+    assert_eq!(lines.len(), 1, "not one line: {:?}", run.stderr);
+    assert!(
+        lines[0].contains(block),
+        "does not name {block}: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(says),
+        "does not say {says:?}: {}",
+        lines[0]
+    );
+    assert!(
+        run.took < TIME_BOUND,
+        "took {:?} (bound {TIME_BOUND:?})",
+        run.took
+    );
+    assert!(
+        run.peak_kib < MEMORY_BOUND_KIB,
+        "peak memory {} KiB (bound {MEMORY_BOUND_KIB} KiB)",
+        run.peak_kib
+    );
+}
+
+/// A home with one block of `kind` named `hostile`, over `settings`.
+fn home_with(kind: &str, settings: &[String]) -> Home {
+    let h = Home::new();
+    let slug = format!("{kind}/hostile");
+    let mut create = vec!["block", "create", slug.as_str()];
+    for s in settings {
+        create.extend(["--set", s.as_str()]);
+    }
+    h.ok(&create);
+    h
+}
+
+/// A read-only web folder at `server`'s `/root`.
+fn web(server: &HostileHttp, extra: &[&str]) -> Home {
+    let mut settings = vec![
+        format!("basepath={}", server.url("/root")),
+        format!("timeout={TIMEOUT}"),
+    ];
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    home_with("remote-file-system", &settings)
+}
+
+/// A WebDAV folder at `server`'s `/root`.
+fn dav(server: &HostileHttp) -> Home {
+    let url = server.url("/root").replacen("http://", "webdav+http://", 1);
+    home_with(
+        "remote-file-system",
+        &[format!("basepath={url}"), format!("timeout={TIMEOUT}")],
+    )
+}
+
+const WEB: &str = "remote-file-system/hostile/app";
+
+/// What a web folder answers outside the case: no package anywhere, so a get reads the
+/// folder's listing (a files layout).
+fn no_package(r: &Request) -> Option<Reply> {
+    r.path.contains("/.blocks").then(Reply::not_found)
+}
+
+fn page(names: &[&str]) -> Reply {
+    Reply::ok("text/html", autoindex(names))
+}
+
+fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> HostileHttp {
+    HostileHttp::start(handler).expect("the hostile server starts")
+}
+
+#[test]
+fn get_ends_when_an_http_listing_redirects_to_a_folder_already_listed() {
+    let server = start(|r| {
+        no_package(r).unwrap_or_else(|| match r.path.as_str() {
+            "/root/app/" => page(&["f.txt", "sub/"]),
+            "/root/app/sub/" => Reply::redirect("/root/app/"),
+            _ => Reply::ok("text/plain", "hello"),
+        })
+    });
+    let run = get(&web(&server, &[]), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "cycle");
+}
+
+#[test]
+fn get_ends_when_http_folders_nest_without_end() {
+    let server = start(|r| {
+        no_package(r).unwrap_or_else(|| match r.path.ends_with('/') {
+            true => page(&["d/"]),
+            false => Reply::not_found(),
+        })
+    });
+    let run = get(&web(&server, &[]), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "WALK_MAX_DEPTH");
+    assert!(server.requests().len() < 300, "{}", server.requests().len());
+}
+
+#[test]
+fn get_refuses_an_endless_http_listing_page_at_its_cap() {
+    let server = start(|r| {
+        no_package(r).unwrap_or_else(|| Reply::endless(200, "text/html", &[b'x'; 64 * 1024]))
+    });
+    let run = get(&web(&server, &[]), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "LISTING_PAGE_MAX");
+}
+
+#[test]
+fn get_times_out_on_an_http_listing_sent_a_byte_a_second() {
+    let server = start(|r| {
+        no_package(r).unwrap_or_else(|| Reply::trickle(200, "text/html", autoindex(&["f.txt"])))
+    });
+    let run = get(&web(&server, &[]), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 1, "timed out");
+}
+
+#[test]
+fn get_times_out_on_a_package_head_sent_a_byte_a_second() {
+    let server = start(|r| match r.path.as_str() {
+        p if p.ends_with("/.blocks/HEAD") => {
+            Reply::trickle(200, "application/octet-stream", vec![b'{'; 300])
+        }
+        _ => Reply::not_found(),
+    });
+    let run = get(&web(&server, &[]), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 1, "timed out");
+}
+
+#[test]
+fn get_refuses_listed_names_that_a_windows_agent_reads_as_paths() {
+    for name in ["..%5C..%5Cevil.txt", "C%3Aevil.txt", "a%5Cb.txt"] {
+        let server = start(move |r| {
+            no_package(r).unwrap_or_else(|| match r.path.as_str() {
+                "/root/app/" => page(&[name]),
+                _ => Reply::ok("text/plain", "evil"),
+            })
+        });
+        let run = get(&web(&server, &[]), WEB);
+        assert_refused(&run, "remote-file-system/hostile", 5, "listing");
+    }
+}
+
+#[test]
+fn a_redirect_to_another_origin_carries_no_credentials() {
+    let elsewhere = start(|_| page(&[]));
+    let target = elsewhere.url("/elsewhere/");
+    let server = start(move |r| {
+        no_package(r).unwrap_or_else(|| match r.path.as_str() {
+            "/root/app/" => Reply::redirect(&target),
+            _ => Reply::not_found(),
+        })
+    });
+    let h = web(&server, &["username=me", "password=s3cret-of-the-origin"]);
+    let run = get(&h, WEB);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization").is_some()),
+        "the origin got requests without the block's credentials"
+    );
+    let there = elsewhere.requests();
+    assert!(!there.is_empty(), "the redirect was not followed");
+    assert!(
+        there.iter().all(|r| r.header("authorization").is_none()),
+        "credentials went to another origin: {there:?}"
+    );
+}
+
+/// What a WebDAV server answers outside the case: nothing under `.blocks` and no locks.
+fn no_dav_package(r: &Request) -> Option<Reply> {
+    (r.path.contains("/.blocks") || r.path.contains(".~lock")).then(Reply::not_found)
+}
+
+fn propfind(entries: &[(&str, bool)]) -> Reply {
+    Reply::Full {
+        status: 207,
+        headers: vec![("Content-Type".into(), "application/xml".into())],
+        body: multistatus(entries),
+    }
+}
+
+#[test]
+fn get_ends_when_a_propfind_lists_a_parent_folder() {
+    let server = start(|r| {
+        no_dav_package(r).unwrap_or_else(|| match (r.method.as_str(), r.path.as_str()) {
+            ("PROPFIND", "/root/app/" | "/root/app") => propfind(&[
+                ("/root/app/", true),
+                ("/root/", true),
+                ("/root/app/f", false),
+            ]),
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&dav(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "not in that folder");
+}
+
+#[test]
+fn get_ends_when_propfind_folders_nest_without_end() {
+    let server = start(|r| {
+        no_dav_package(r).unwrap_or_else(|| match r.method.as_str() {
+            "PROPFIND" if r.path.starts_with("/root/app") => {
+                let dir = format!("{}/", r.path.trim_end_matches('/'));
+                let sub = format!("{dir}d/");
+                propfind(&[(dir.as_str(), true), (sub.as_str(), true)])
+            }
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&dav(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "WALK_MAX_DEPTH");
+}
+
+#[test]
+fn get_refuses_an_endless_propfind_answer_at_its_cap() {
+    let server = start(|r| {
+        no_dav_package(r).unwrap_or_else(|| match r.method.as_str() {
+            "PROPFIND" => Reply::endless(207, "application/xml", &[b' '; 64 * 1024]),
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&dav(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "PROPFIND_MAX");
+}
+
+#[test]
+fn get_times_out_on_a_propfind_answer_sent_a_byte_a_second() {
+    let server = start(|r| {
+        no_dav_package(r).unwrap_or_else(|| match r.method.as_str() {
+            "PROPFIND" => Reply::Trickle {
+                status: 207,
+                headers: vec![("Content-Type".into(), "application/xml".into())],
+                body: multistatus(&[("/root/app/", true)]),
+                every: Duration::from_secs(1),
+            },
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&dav(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 1, "timed out");
+}
+
+#[test]
+fn get_refuses_a_propfind_name_with_a_backslash() {
+    let server = start(|r| {
+        no_dav_package(r).unwrap_or_else(|| match r.method.as_str() {
+            "PROPFIND" => propfind(&[("/root/app/", true), ("/root/app/..%5Cevil.txt", false)]),
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&dav(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "backslash");
+}
+
+/// An `oci` block over `server` as a registry (plain HTTP on 127.0.0.1, anonymous).
+fn registry(server: &HostileHttp) -> Home {
+    home_with(
+        "oci",
+        &[
+            format!("registry={}", server.host()),
+            "repository=team".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    )
+}
+
+const OCI: &str = "oci/hostile/app";
+
+/// What the registry answers outside the case: `/v2/` open to all, the repository's tags.
+fn registry_basics(r: &Request) -> Option<Reply> {
+    match r.path.as_str() {
+        "/v2/" => Some(Reply::ok("application/json", "{}")),
+        p if p.starts_with("/v2/team/app/tags/list") => Some(Reply::ok(
+            "application/json",
+            r#"{"name":"team/app","tags":["current"]}"#,
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn get_refuses_an_endless_registry_manifest_at_its_cap() {
+    let server = start(|r| {
+        registry_basics(r).unwrap_or_else(|| match r.path.contains("/manifests/") {
+            true => Reply::endless(200, "application/vnd.oci.image.manifest.v1+json", b"{{{{"),
+            false => Reply::not_found(),
+        })
+    });
+    let run = get(&registry(&server), OCI);
+    assert_refused(&run, "oci/hostile", 5, "REGISTRY_MANIFEST_MAX");
+}
+
+#[test]
+fn get_refuses_an_endless_config_blob_at_its_cap() {
+    let config = format!("sha256:{}", "ab".repeat(32));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.blockctl.package.v2",
+        "config": {
+            "mediaType": "application/vnd.blockctl.manifest.v2+json+zstd",
+            "digest": config,
+            "size": 100,
+        },
+        "layers": [],
+        "annotations": {"dev.blockctl.version": "cd".repeat(32)},
+    })
+    .to_string();
+    let server = start(move |r| {
+        registry_basics(r).unwrap_or_else(|| match r.path.as_str() {
+            p if p.contains("/manifests/") => Reply::ok(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.clone(),
+            ),
+            p if p.contains("/blobs/") => {
+                Reply::endless(200, "application/octet-stream", &[0; 64 * 1024])
+            }
+            _ => Reply::not_found(),
+        })
+    });
+    let run = get(&registry(&server), OCI);
+    assert_refused(&run, "oci/hostile", 5, "REGISTRY_BLOB_MAX");
+}
+
+/// Needs the block to pass its `timeout` to the registry client (storage-oci's block.rs:
+/// `Registry::with_timeout(.., timeout_of(config, label)?)`); until then a registry request
+/// waits the default 60 s.
+#[test]
+#[ignore = "the oci block does not pass its timeout to the registry client yet"]
+fn get_times_out_on_a_registry_manifest_sent_a_byte_a_second() {
+    let server = start(|r| {
+        registry_basics(r).unwrap_or_else(|| match r.path.contains("/manifests/") {
+            true => Reply::trickle(200, "application/json", vec![b'{'; 200]),
+            false => Reply::not_found(),
+        })
+    });
+    let h = home_with(
+        "oci",
+        &[
+            format!("registry={}", server.host()),
+            "repository=team".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    );
+    let run = get(&h, OCI);
+    assert_refused(&run, "oci/hostile", 1, "timed out");
+}
+
+/// The hostile server itself: a case that passes must be because blockctl refused, so the
+/// server must really send what it claims.
+#[test]
+fn the_hostile_server_sends_what_it_claims() {
+    let server = start(|r| match r.path.as_str() {
+        "/page" => page(&["a/", "b.txt"]),
+        _ => Reply::not_found(),
+    });
+    let got = conformance::harness::http::request("GET", &server.url("/page"), &[], b"").unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.text().contains("href=\"a/\""), "{}", got.text());
+}
