@@ -424,7 +424,6 @@ fn get_refuses_an_endless_config_blob_at_its_cap() {
 /// `Registry::with_timeout(.., timeout_of(config, label)?)`); until then a registry request
 /// waits the default 60 s.
 #[test]
-#[ignore = "the oci block does not pass its timeout to the registry client yet"]
 fn get_times_out_on_a_registry_manifest_sent_a_byte_a_second() {
     let server = start(|r| {
         registry_basics(r).unwrap_or_else(|| match r.path.contains("/manifests/") {

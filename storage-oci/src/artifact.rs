@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
+use storage_core::bounds::MANIFEST_COMPRESSED_MAX;
 use storage_core::package::manifest::{PackageManifest, short};
 use storage_core::{Error, Result};
 
@@ -105,7 +106,13 @@ pub async fn read_manifest(
             short(version)
         )));
     }
-    let config = match registry.blob(repo, &image.config.digest).await {
+    // The config blob is the compressed manifest: its descriptor's size, within the cap.
+    let size = u64::try_from(image.config.size).unwrap_or(u64::MAX);
+    if size > MANIFEST_COMPRESSED_MAX.bytes {
+        return Err(MANIFEST_COMPRESSED_MAX
+            .exceeded(&format!("the manifest blob of version {}", short(version))));
+    }
+    let config = match registry.blob_sized(repo, &image.config.digest, size).await {
         Err(Error::NotFound(_)) => {
             return Err(Error::Integrity(format!(
                 "the manifest blob of version {} is missing from the registry",

@@ -94,7 +94,8 @@ impl OciBlock {
             .map_err(bad)?;
         let auth = credentials(host, config.username.as_deref(), password, token).map_err(bad)?;
         let plain_http = config.plain_http.unwrap_or_else(|| is_loopback(host));
-        let registry = Registry::new(host, plain_http, auth).map_err(bad)?;
+        let timeout = crate::timeout_of(config, label)?;
+        let registry = Registry::with_timeout(host, plain_http, auth, timeout).map_err(bad)?;
         Ok(OciBlock {
             inner: Arc::new(Inner {
                 label: label.to_string(),

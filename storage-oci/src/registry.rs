@@ -27,8 +27,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest, Sha256};
 use storage_core::bounds::{
-    DEFAULT_TIMEOUT, REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, SMALL_ANSWER_MAX, read_capped,
-    read_exact_len, timed_out, transfer_deadline,
+    REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, SMALL_ANSWER_MAX, read_capped, read_exact_len,
+    timed_out, transfer_deadline,
 };
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
@@ -59,11 +59,6 @@ pub fn digest_of(data: &[u8]) -> String {
 }
 
 impl Registry {
-    /// A registry client whose requests each take at most [`DEFAULT_TIMEOUT`].
-    pub fn new(host: &str, plain_http: bool, auth: RegistryAuth) -> Result<Self> {
-        Self::with_timeout(host, plain_http, auth, DEFAULT_TIMEOUT)
-    }
-
     /// A registry client whose every try of a request ends within `timeout` (the block's
     /// `timeout` field, [`crate::timeout_of`]).
     pub fn with_timeout(
@@ -389,8 +384,6 @@ impl Registry {
     /// A blob's bytes, exactly `size` of them (its descriptor's): a registry that sends more
     /// is refused at the first byte too many, one that sends fewer at the end; checked against
     /// `digest` as they arrive. The whole download ends within `transfer_deadline` of `size`.
-    // The engine calls it once it passes descriptor sizes (block/transfer.rs, artifact.rs).
-    #[allow(dead_code)]
     pub async fn blob_sized(&self, repo: &str, digest: &str, size: u64) -> Result<Bytes> {
         self.blob_bounded(repo, digest, Some(size)).await
     }

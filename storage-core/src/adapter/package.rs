@@ -10,6 +10,8 @@ use crate::package::store::{
     ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, PutGuard, Swap,
 };
 
+use crate::bounds::{HEAD_MAX, MANIFEST_COMPRESSED_MAX, MANIFEST_MAX, read_capped};
+
 use super::coordination::Intent;
 use super::*;
 
@@ -38,7 +40,8 @@ impl ObjectStoreBlock {
             e_tag: got.meta.e_tag.clone(),
             version: got.meta.version.clone(),
         };
-        let bytes = got.bytes().await.map_err(self.fail(at))?;
+        let what = format!("{}: HEAD", self.slug(at));
+        let bytes = read_capped(got.into_stream().map_err(self.fail(at)), HEAD_MAX, &what).await?;
         let head = HeadRecord::parse(&bytes, &self.slug(at))?;
         Ok(Some((head, tag)))
     }
@@ -68,7 +71,18 @@ impl ObjectStoreBlock {
             (self.manifest_key(at, version)?, false),
         ] {
             let bytes = match self.store.get(&key).await {
-                Ok(g) => g.bytes().await.map_err(self.fail(at))?,
+                Ok(g) => {
+                    let (cap, what) = match compressed {
+                        true => (MANIFEST_COMPRESSED_MAX, "compressed manifest"),
+                        false => (MANIFEST_MAX, "manifest"),
+                    };
+                    let what = format!(
+                        "{}: the {what} of version {}",
+                        self.slug(at),
+                        short(version)
+                    );
+                    read_capped(g.into_stream().map_err(self.fail(at)), cap, &what).await?
+                }
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(self.fail(at)(e)),
             };

@@ -19,6 +19,7 @@ use crate::block::{
     EntryKind, GetMode, GetOptions, GetReport, Layout, PackageExport, PackageFormat, ProgressEvent,
     PutOptions, PutReport, VersionPrecondition, emit,
 };
+use crate::bounds::read_exact_len;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
@@ -703,9 +704,17 @@ impl PackageEngine {
     ) -> Result<Bytes> {
         let sha = frame.sha256.clone().unwrap_or_default();
         let download = async {
+            // The manifest says how long the frame is: no more is read, and less is refused.
             let name = ObjectName::Frame(sha.clone());
-            match self.store.read_object(at, &name, None).await? {
-                Some(stream) => Ok(Some(collect(stream).await?)),
+            match self
+                .store
+                .read_object(at, &name, Some(0..frame.length))
+                .await?
+            {
+                Some(stream) => {
+                    let what = format!("{}: frame {}", self.slug(at), short(&sha));
+                    Ok(Some(read_exact_len(stream, frame.length, &what).await?))
+                }
                 None => Ok(None),
             }
         };

@@ -17,7 +17,7 @@ pub const FRAMES_FORMAT: u32 = 2;
 /// Format 3: format 2's frames, stored together in packs read by range.
 pub const PACKS_FORMAT: u32 = 3;
 /// A compressed manifest may not unpack to more than this (a bomb is refused, not read).
-pub const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: u64 = crate::bounds::MANIFEST_MAX.bytes;
 
 /// zstd cannot expand more than this: a block of at most 128 KiB costs at least 4 bytes
 /// (an RLE block), so 32768 is the ceiling, doubled for frame overheads. A manifest whose

@@ -190,7 +190,12 @@ impl PackageStore for OciBlock {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
         let digest = self.digest(at, name)?;
-        let data = match self.registry().blob(&repo, &digest).await {
+        // A frame's length comes from the manifest: the blob is read as exactly that long.
+        let got = match &range {
+            Some(r) if r.start == 0 => self.registry().blob_sized(&repo, &digest, r.end).await,
+            _ => self.registry().blob(&repo, &digest).await,
+        };
+        let data = match got {
             Ok(d) => d,
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(named(e)),
