@@ -1,10 +1,13 @@
-//! Format-2 manifests (zstd-compressed JSON) from a hostile store: parsing never panics or
-//! unpacks past its bound, and an accepted manifest names every frame by a valid sha256,
-//! has a contiguous frame table and entries a reader can locate without overflow.
+//! Format-2 and format-3 manifests (zstd-compressed JSON) from a hostile store: parsing
+//! never panics or unpacks past its bound, and an accepted manifest names every frame by a
+//! valid sha256 (format 3: and a valid pack, at an offset that cannot overflow), has a
+//! contiguous frame table and entries a reader can locate without overflow; the ranged
+//! reads planned for its frames stay within their limits.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use storage_core::package::manifest::{FRAMES_FORMAT, PackageManifest, is_version_id};
+use storage_core::package::manifest::{FRAMES_FORMAT, PACKS_FORMAT, PackageManifest, is_version_id};
+use storage_core::package::packs::{RANGE_MAX, plan_reads};
 
 fuzz_target!(|data: &[u8]| {
     // Raw bytes as the stored (compressed) manifest, and the same bytes compressed, so the
@@ -19,12 +22,23 @@ fuzz_target!(|data: &[u8]| {
         let Ok(m) = PackageManifest::parse_stored(bytes, true, &claimed) else {
             continue;
         };
-        assert_eq!(m.format, FRAMES_FORMAT);
+        assert!(m.format == FRAMES_FORMAT || m.format == PACKS_FORMAT);
         let mut next = 0u64;
         for f in &m.frames {
             assert!(f.sha256.as_deref().is_some_and(is_version_id));
             assert_eq!(f.offset, next);
             next = f.offset + f.length;
+            if m.format == PACKS_FORMAT {
+                assert!(f.pack.as_deref().is_some_and(is_version_id));
+                assert!(f.pack_offset.unwrap().checked_add(f.length).is_some());
+            }
+        }
+        if m.format == PACKS_FORMAT {
+            let frames: Vec<_> = m.frames.iter().enumerate().collect();
+            for r in plan_reads(&frames) {
+                // One frame longer than the limit is read alone; more never pass it.
+                assert!(r.end - r.start <= RANGE_MAX || r.frames.len() == 1);
+            }
         }
         for i in 0..m.entries.len() {
             let _ = m.entry_end(i);

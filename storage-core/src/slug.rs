@@ -259,6 +259,20 @@ pub(crate) fn check_segment(seg: &str) -> std::result::Result<(), &'static str> 
     Ok(())
 }
 
+/// [`check_segment`], and also no name a Windows agent would read as a path: no backslash,
+/// no drive prefix (`C:`). What a package holds must unpack safely on every platform.
+pub(crate) fn check_portable_segment(seg: &str) -> std::result::Result<(), &'static str> {
+    check_segment(seg)?;
+    if seg.contains('\\') {
+        return Err("a backslash is a path separator on Windows");
+    }
+    let b = seg.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return Err("a drive prefix (`C:`) makes it a path on Windows");
+    }
+    Ok(())
+}
+
 /// `type/name[/path]`: a block and a path inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockSlug {

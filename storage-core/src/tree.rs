@@ -15,7 +15,7 @@ use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::hashcache::{HashCache, Stamp};
 use crate::package::manifest::{ManifestEntry, link_stays_inside, version_id};
-use crate::slug::check_segment;
+use crate::slug::check_portable_segment;
 
 /// Ignore files read at the source root, in this order (later rules win).
 pub const IGNORE_FILES: [&str; 2] = [".blockignore", ".prefectignore"];
@@ -335,7 +335,7 @@ fn rel_path(root: &Path, path: &Path) -> Result<String> {
             .as_os_str()
             .to_str()
             .ok_or_else(|| Error::Usage(format!("file name {} is not UTF-8", rel.display())))?;
-        check_segment(s)
+        check_portable_segment(s)
             .map_err(|why| Error::Usage(format!("file name {s:?} is not allowed: {why}")))?;
         parts.push(s);
     }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
-use crate::slug::check_segment;
+use crate::slug::check_portable_segment;
 
 /// Format 1: one `<version>.tar.zst` per version, its manifest as plain JSON.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -188,7 +188,9 @@ pub fn resolve_version(wanted: &str, known: impl IntoIterator<Item = String>) ->
 /// Whether a relative archive path is safe: non-empty `/`-separated segments, none `.` or
 /// `..`, no NUL or control characters, not absolute.
 pub fn is_safe_relative_path(path: &str) -> bool {
-    !path.is_empty() && !path.starts_with('/') && path.split('/').all(|s| check_segment(s).is_ok())
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.split('/').all(|s| check_portable_segment(s).is_ok())
 }
 
 /// Whether a symlink at `link_path` with `target` resolves, lexically, inside the tree whose
@@ -421,6 +423,9 @@ mod tests {
             assert!(!is_safe_relative_path(p), "{p:?}");
         }
         assert!(is_safe_relative_path("a b/c+%#.txt"));
+        for windows_path in ["a\\b", "C:/x", "d/c:evil"] {
+            assert!(!is_safe_relative_path(windows_path), "{windows_path:?}");
+        }
     }
 
     #[test]

@@ -142,9 +142,9 @@ pub fn plan_reads(frames: &[(usize, &Frame)]) -> Vec<RangeRead> {
         members.sort_by_key(|m| (m.offset, m.index));
         let mut current: Option<RangeRead> = None;
         for m in members {
-            let end = m.offset + m.length;
+            let end = m.offset.saturating_add(m.length);
             if let Some(r) = current.as_mut()
-                && m.offset <= r.end + GAP_MAX
+                && m.offset <= r.end.saturating_add(GAP_MAX)
                 && end.max(r.end) - r.start <= RANGE_MAX
             {
                 r.end = r.end.max(end);
@@ -221,6 +221,13 @@ async fn read_range(store: &dyn PackageStore, at: &BlockPath, read: &RangeRead) 
         ))
     };
     let wanted = read.end - read.start;
+    if wanted > PACK_MAX {
+        // No pack holds more: a manifest that says otherwise is not one a put wrote.
+        return Err(Error::Integrity(format!(
+            "{slug}: pack {}: a read of {wanted} bytes, more than any pack holds",
+            short(&read.pack)
+        )));
+    }
     if store.ranged_reads() {
         let stream = store
             .read_object(at, &name, Some(read.start..read.end))
@@ -413,7 +420,7 @@ mod tests {
     fn frame(pack: &str, offset: u64, length: u64) -> Frame {
         Frame {
             length,
-            sha256: Some(format!("{offset:064}")),
+            sha256: Some(format!("{:0>64}", format!("{pack}{offset}"))),
             pack: Some(pack.to_string()),
             pack_offset: Some(offset),
             ..Frame::default()
