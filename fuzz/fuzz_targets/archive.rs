@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         totals: Totals { files: 1, dirs: 1, symlinks: 1, bytes: 2, package_bytes: package.len() as u64 },
         frames: vec![Frame { offset: 0, length: package.len() as u64, uncompressed_offset: 0, uncompressed_length: 0, sha256: None, ..Default::default() }],
         entries,
+        record: None,
     };
     let outer = tempfile::tempdir().unwrap();
     let staging = outer.path().join("staging");
