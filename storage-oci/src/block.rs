@@ -3,6 +3,7 @@
 //! rm and gc by manifest digest, and the `StorageBlock` interface; `package_store` is how
 //! the package engine reads and writes a repository.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -38,9 +39,10 @@ struct Inner {
     registry: Registry,
     /// Repository names start with this (the block's `repository`).
     prefix: String,
-    /// The artifact this block last pushed (repository, version, image manifest), which the
-    /// HEAD swap that follows moves `current` onto without reading it back.
-    pushed: Mutex<Option<(String, String, Image)>>,
+    /// The artifact a put last pushed or found stored (repository, version, image manifest,
+    /// whether it was there before), which the HEAD swap that follows moves `current` onto
+    /// without reading it again: a gc racing the put may have untagged it meanwhile.
+    pushed: Mutex<HashMap<(String, String), (Image, bool)>>,
 }
 
 /// A version found in a repository: its image manifest (bytes and digest too, so a tag can
@@ -101,7 +103,7 @@ impl OciBlock {
                 label: label.to_string(),
                 registry,
                 prefix,
-                pushed: Mutex::new(None),
+                pushed: Mutex::new(HashMap::new()),
             }),
         })
     }

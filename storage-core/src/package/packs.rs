@@ -266,7 +266,8 @@ async fn collect_at_most(
     slug: &str,
     pack: &str,
 ) -> Result<Bytes> {
-    let mut out = Vec::new();
+    // Room for all of it at once: growing by doubling would hold twice a range per read.
+    let mut out = Vec::with_capacity(cap.min(PACK_MAX) as usize);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if (out.len() + chunk.len()) as u64 > cap {
@@ -384,9 +385,16 @@ async fn from_cache_or_store(
 }
 
 /// Frames collected into packs during a put.
-#[derive(Default)]
 pub struct PackBuilder {
     buf: Vec<u8>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        PackBuilder {
+            buf: Vec::with_capacity(PACK_TARGET),
+        }
+    }
 }
 
 impl PackBuilder {
@@ -408,7 +416,10 @@ impl PackBuilder {
 
     /// Closes the open pack: its name (the sha256 of its bytes) and bytes.
     pub fn close(&mut self) -> (String, Bytes) {
-        let data = Bytes::from(std::mem::take(&mut self.buf));
+        let data = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(PACK_TARGET),
+        ));
         (crate::package::cuts::frame_hash(&data), data)
     }
 }

@@ -74,10 +74,9 @@ impl PackageStore for OciBlock {
             .pushed
             .lock()
             .expect("pushed slot")
-            .take()
-            .filter(|(r, v, _)| *r == repo && *v == head.version);
+            .remove(&(repo.clone(), head.version.clone()));
         let (image, existed) = match pushed {
-            Some((_, _, image)) => (image, false),
+            Some((image, existed)) => (image, existed),
             None => (
                 self.tagged(&repo, &head.version)
                     .await
@@ -122,17 +121,22 @@ impl PackageStore for OciBlock {
     async fn has_version(&self, at: &BlockPath, version: &str) -> Result<bool> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        Ok(
-            match self
-                .registry()
-                .manifest(&repo, version)
-                .await
-                .map_err(&named)?
-            {
-                Some((image, _)) => artifact::version_of(&image) == Some(version),
-                None => false,
-            },
-        )
+        let found = self
+            .registry()
+            .manifest(&repo, version)
+            .await
+            .map_err(&named)?;
+        match found {
+            Some((image, _)) if artifact::version_of(&image) == Some(version) => {
+                self.inner
+                    .pushed
+                    .lock()
+                    .expect("pushed slot")
+                    .insert((repo, version.to_string()), (image, true));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Pushes the config blob, then the image manifest tagged with the version id.
@@ -151,8 +155,11 @@ impl PackageStore for OciBlock {
             .push_manifest_bytes(&repo, &manifest.version, body)
             .await
             .map_err(&named)?;
-        *self.inner.pushed.lock().expect("pushed slot") =
-            Some((repo, manifest.version.clone(), image));
+        self.inner
+            .pushed
+            .lock()
+            .expect("pushed slot")
+            .insert((repo, manifest.version.clone()), (image, false));
         Ok(sent)
     }
 
