@@ -131,8 +131,9 @@ def test_auth_error_for_a_refused_key(s3_answering, tmp_path):
 
 def test_integrity_error_for_a_corrupted_package(project, tmp_path, blockctl_home):
     sb.put_directory(project, "local/default/etl")
-    frames = blockctl_home / "storage" / "etl" / ".blocks" / "frames"
-    frame = max(frames.iterdir(), key=lambda f: f.stat().st_size)
+    # Format 3 keeps the frames in packs: damage the largest one.
+    packs = blockctl_home / "storage" / "etl" / ".blocks" / "packs"
+    frame = max(packs.iterdir(), key=lambda f: f.stat().st_size)
     data = bytearray(frame.read_bytes())
     data[len(data) // 2] ^= 0xFF
     frame.write_bytes(bytes(data))
