@@ -39,6 +39,16 @@ impl ObjectStoreBlock {
         self.listed_objects(at, PACKS, ".pack").await
     }
 
+    /// Every object under `folder` of the package path `at`.
+    pub(super) async fn listed(&self, at: &BlockPath, folder: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.key(at, folder)?;
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.fail(at))
+    }
+
     /// The objects under `folder` named `<sha256><suffix>`, by sha256, with their times.
     async fn listed_objects(
         &self,
@@ -46,14 +56,9 @@ impl ObjectStoreBlock {
         folder: &str,
         suffix: &str,
     ) -> Result<Vec<(String, ObjectMeta)>> {
-        let prefix = self.key(at, folder)?;
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
-        Ok(metas
+        Ok(self
+            .listed(at, folder)
+            .await?
             .into_iter()
             .filter_map(|m| {
                 let name = m.location.filename()?.strip_suffix(suffix)?.to_string();
@@ -71,13 +76,7 @@ impl ObjectStoreBlock {
         lifetime: Duration,
         sweep: bool,
     ) -> Result<usize> {
-        let prefix = self.key(at, kind)?;
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
+        let metas = self.listed(at, kind).await?;
         let cutoff = unix_millis() - lifetime.as_millis() as i64;
         let (live, stale): (Vec<_>, Vec<_>) = metas
             .into_iter()

@@ -55,13 +55,7 @@ impl ObjectStoreBlock {
         report.removed_frames = self.collect_frames(at, &report.kept, cutoff).await?;
 
         let known: HashSet<&str> = report.kept.iter().map(String::as_str).collect();
-        let prefix = self.key(at, ".blocks/packages")?;
-        let packages: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
+        let packages = self.listed(at, ".blocks/packages").await?;
         let leftovers: Vec<ObjPath> = packages
             .into_iter()
             .filter(|m| {

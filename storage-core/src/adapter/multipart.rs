@@ -143,13 +143,7 @@ impl ObjectStoreBlock {
         let Some(mp) = self.multipart.clone() else {
             return Ok(0);
         };
-        let prefix = self.key(at, UPLOADS)?;
-        let markers: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
+        let markers = self.listed(at, UPLOADS).await?;
         let base = self.key(at, "")?;
         let mut removed = 0;
         for m in markers

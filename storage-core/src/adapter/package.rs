@@ -102,14 +102,9 @@ impl ObjectStoreBlock {
         &self,
         at: &BlockPath,
     ) -> Result<Vec<(String, ObjectMeta)>> {
-        let prefix = self.key(at, ".blocks/manifests")?;
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(self.fail(at))?;
-        Ok(metas
+        Ok(self
+            .listed(at, ".blocks/manifests")
+            .await?
             .into_iter()
             .filter_map(|m| {
                 let file = m.location.filename()?;
