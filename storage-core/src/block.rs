@@ -126,6 +126,9 @@ pub struct PutOptions {
     /// What the version's manifest records about it (message, author, labels, git source).
     /// It never changes the version id.
     pub record: Option<VersionRecord>,
+    /// How long a signed HEAD stays valid (`put --valid-for`); the signing default when
+    /// `None`. Ignored by blocks that do not sign.
+    pub valid_for: Option<std::time::Duration>,
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -150,6 +153,9 @@ pub struct GetOptions {
     pub no_cache: bool,
     /// The frame cache's folder, instead of `frames/` in the cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// Take a signed HEAD older than one this agent already accepted (a rollback it was
+    /// told about). Only blocks with `trusted_keys` refuse such a HEAD at all.
+    pub allow_rollback: bool,
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -161,6 +167,9 @@ pub struct GcOptions {
     /// Unreferenced objects (frames, leftovers of interrupted puts) younger than this stay:
     /// a put may still be writing them.
     pub grace: std::time::Duration,
+    /// Every version a HEAD swap of this long ago or later made current stays as well
+    /// (`gc --keep-within`), and so does the one current when that window began.
+    pub keep_within: Option<std::time::Duration>,
 }
 
 impl GcOptions {
@@ -171,8 +180,30 @@ impl GcOptions {
         GcOptions {
             keep,
             grace: Self::DEFAULT_GRACE,
+            keep_within: None,
         }
     }
+}
+
+/// What `rollback` makes current, and under which condition.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackOptions {
+    /// The version to make current (an id or unique prefix); by default the one HEAD named
+    /// before the current one.
+    pub to: Option<String>,
+    /// Roll back only if the current version is this one (`--if-version`).
+    pub if_version: Option<VersionPrecondition>,
+    /// How long the signed HEAD stays valid (signing blocks only).
+    pub valid_for: Option<std::time::Duration>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// The version current before.
+    pub from: Option<String>,
+    /// The version current now.
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -220,6 +251,9 @@ pub struct VersionInfo {
     pub files: u64,
     pub bytes: u64,
     pub current: bool,
+    /// When HEAD last moved to this version, if it is the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_since: Option<String>,
     /// The version's record (message, author, labels, source), when it has one.
     #[serde(flatten)]
     pub record: VersionRecord,
@@ -358,6 +392,13 @@ pub trait StorageBlock: Send + Sync {
         Err(unsupported(self.label(), at, "gc"))
     }
 
+    /// Makes an older stored version current again (default: the one current before the
+    /// current one), through the same conditional HEAD swap as a put.
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        let _ = opts;
+        Err(unsupported(self.label(), at, "rollback"))
+    }
+
     /// The manifest of a version (the current one when `None`).
     async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
         let _ = version;
@@ -373,9 +414,9 @@ pub trait StorageBlock: Send + Sync {
     /// Reaches the storage and checks the credentials.
     async fn check(&self) -> Result<()>;
 
-    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) once, before first
-    /// use. A backend that signs and verifies versions keeps them; the default refuses any
-    /// setting, so a block never ignores `trusted_keys` silently.
+    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) before first use;
+    /// a later call replaces them. A backend that signs and verifies versions keeps them; the
+    /// default refuses any setting, so a block never ignores `trusted_keys` silently.
     fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
         if trust.is_empty() {
             return Ok(());

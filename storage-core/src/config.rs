@@ -136,6 +136,9 @@ pub struct Trust {
     pub signing_password: Option<crate::secret::Secret>,
     /// The keys whose signatures reads require; `None` reads as before.
     pub trusted_keys: Option<crate::signing::TrustedKeys>,
+    /// Where the newest HEAD accepted per path is remembered, instead of
+    /// `$BLOCKCTL_HOME/trust` (not a block field: for embedders and tests).
+    pub seen_heads: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -147,6 +150,7 @@ impl std::fmt::Debug for Trust {
                 &self.signing_password.as_ref().map(|_| MASK),
             )
             .field("trusted_keys", &self.trusted_keys)
+            .field("seen_heads", &self.seen_heads)
             .finish()
     }
 }
@@ -321,6 +325,7 @@ impl BlockDocument {
             signing_key,
             signing_password,
             trusted_keys,
+            seen_heads: None,
         })
     }
 

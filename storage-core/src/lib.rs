@@ -16,7 +16,7 @@ pub mod slug;
 pub use block::{
     Capabilities, DeleteOptions, EntryKind, GcOptions, GcReport, GetMode, GetOptions, GetReport,
     Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent, ProgressObserver, PutOptions,
-    PutReport, StorageBlock, VersionInfo, VersionPrecondition,
+    PutReport, RollbackOptions, RollbackReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
 pub use checked::Checked;
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSpec};

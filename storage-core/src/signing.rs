@@ -481,30 +481,33 @@ impl SignedHead {
     /// Parses HEAD's bytes as a signed HEAD; a HEAD without the signed fields (written by a
     /// block that does not sign, or stripped) is [`Error::Trust`] "unsigned".
     pub fn parse(bytes: &[u8]) -> Result<SignedHead> {
-        #[derive(Deserialize)]
-        struct Loose {
-            version: String,
-            updated: String,
-            seq: Option<u64>,
-            expires: Option<String>,
-            path: Option<String>,
-            signature: Option<String>,
-        }
-        let l: Loose = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("HEAD is not valid: {e}")))?;
-        if !crate::package::manifest::is_version_id(&l.version) {
-            return Err(Error::Integrity("HEAD names an invalid version".into()));
-        }
-        match (l.seq, l.expires, l.path, l.signature) {
+        Self::from_record(&crate::HeadRecord::parse(bytes, "HEAD")?)
+    }
+
+    /// The signed fields of a HEAD read; [`Error::Trust`] "not signed" when any is missing.
+    pub fn from_record(head: &crate::HeadRecord) -> Result<SignedHead> {
+        match (&head.seq, &head.expires, &head.path, &head.signature) {
             (Some(seq), Some(expires), Some(path), Some(signature)) => Ok(SignedHead {
-                version: l.version,
-                updated: l.updated,
-                seq,
-                expires,
-                path,
-                signature,
+                version: head.version.clone(),
+                updated: head.updated.clone(),
+                seq: *seq,
+                expires: expires.clone(),
+                path: path.clone(),
+                signature: signature.clone(),
             }),
             _ => Err(Error::Trust("HEAD is not signed".into())),
+        }
+    }
+
+    /// HEAD as stored.
+    pub fn into_record(self) -> crate::HeadRecord {
+        crate::HeadRecord {
+            version: self.version,
+            updated: self.updated,
+            seq: Some(self.seq),
+            expires: Some(self.expires),
+            path: Some(self.path),
+            signature: Some(self.signature),
         }
     }
 

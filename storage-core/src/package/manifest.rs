@@ -118,11 +118,25 @@ pub struct PackageManifest {
     pub record: Option<crate::record::VersionRecord>,
 }
 
-/// `.blocks/HEAD`: which version is current.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `.blocks/HEAD`: which version is current, and since when. A signing block adds the
+/// fields of [`crate::signing::SignedHead`]; agents that know nothing of signing read the
+/// first two and ignore the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeadRecord {
     pub version: String,
     pub updated: String,
+    /// Grows by one with every signed HEAD swap at this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When a trusting agent stops accepting this HEAD (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The path this HEAD was signed for (`/` for the block's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A minisign signature over the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl HeadRecord {
@@ -337,6 +351,16 @@ impl PackageManifest {
     /// A format-2 manifest as stored: zstd-compressed JSON.
     pub fn to_compressed(&self) -> Vec<u8> {
         zstd::bulk::compress(&self.to_json(), 9).expect("compressing to memory")
+    }
+
+    /// The manifest as a store keeps it: format 1 as plain JSON, later formats compressed.
+    /// A signature covers exactly these bytes.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        if self.format == MANIFEST_FORMAT {
+            self.to_json()
+        } else {
+            self.to_compressed()
+        }
     }
 
     /// Parses a stored manifest, compressed (`.json.zst`) or not (`.json`), as [`Self::parse`];
