@@ -41,6 +41,7 @@ pub enum Error {
     Backend(String),
 }
 
+/// The result of every fallible operation of the blocks.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -57,6 +58,7 @@ impl Error {
         }
     }
 
+    /// An I/O error with what was being done (`reading /path`), keeping the source for `?`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
