@@ -200,6 +200,7 @@ pub struct TempFileSweeper<F: ?Sized> {
 }
 
 impl<F: Folders + ?Sized> TempFileSweeper<F> {
+    /// A sweeper of the temporary files in `folders`.
     pub fn new(folders: Arc<F>) -> Self {
         TempFileSweeper { folders }
     }

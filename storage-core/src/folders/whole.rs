@@ -35,6 +35,7 @@ pub struct BufferedUpload<S> {
 }
 
 impl<S: PutWhole> BufferedUpload<S> {
+    /// An upload to `key` that buffers its parts and writes them with one put when completed.
     pub fn boxed(store: S, key: &Path) -> Box<dyn MultipartUpload> {
         Box::new(BufferedUpload {
             store,
