@@ -13,6 +13,7 @@ use crate::tree::SourceEntry;
 
 /// A new frame starts at the first entry boundary after this much uncompressed input.
 pub const FRAME_TARGET: u64 = 4 * 1024 * 1024;
+/// The zstd level of format-1 packages: zstd's own default, fast with a fair ratio.
 pub const DEFAULT_LEVEL: i32 = 3;
 /// Bytes of input per zstd worker job.
 const JOB_SIZE: u32 = 2 * 1024 * 1024;
@@ -22,7 +23,9 @@ const JOB_SIZE: u32 = 2 * 1024 * 1024;
 pub struct PackLayout {
     /// `(frame, uncompressed offset)` per entry, in entry order.
     pub placements: Vec<(u32, u64)>,
+    /// The zstd frames of the package, in order.
     pub frames: Vec<Frame>,
+    /// Bytes of the compressed package.
     pub package_bytes: u64,
 }
 
@@ -152,6 +155,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
+    /// A reader of `inner` that hashes and counts from its first byte.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -160,6 +164,7 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// The bytes read and their sha256 (hex).
     pub fn finish(self) -> (u64, String) {
         (self.count, hex::encode(self.hasher.finalize()))
     }
