@@ -362,6 +362,38 @@ pub fn unsupported(label: &str, at: &BlockPath, op: &str) -> crate::Error {
 
 /// A place flow code is stored: the one interface every backend implements. Operations a
 /// backend cannot do keep the default bodies; [`crate::Checked`] enforces the capabilities.
+///
+/// A put stores a folder as a new version and a get brings it back, checked file by file;
+/// here over the generic adapter on an in-memory store:
+///
+/// ```
+/// use std::sync::Arc;
+/// use storage_core::{BlockPath, Capabilities, GetOptions, ObjectStoreBlock, PutOptions};
+/// use storage_core::StorageBlock;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The hash and frame caches live under `$BLOCKCTL_HOME`: a temporary folder here.
+/// let home = tempfile::tempdir()?;
+/// // SAFETY: no other thread of this program reads the environment yet.
+/// unsafe { std::env::set_var("BLOCKCTL_HOME", home.path()) };
+/// let src = home.path().join("src");
+/// std::fs::create_dir_all(&src)?;
+/// std::fs::write(src.join("flow.py"), "print('hi')\n")?;
+///
+/// let store = Arc::new(object_store::memory::InMemory::new());
+/// let block = ObjectStoreBlock::new(store, "", "memory/demo", Capabilities::OBJECT_STORE);
+/// let at = BlockPath::parse("etl")?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let put = block.put_directory(&src, &at, &PutOptions::default()).await?;
+///     let dest = home.path().join("dest");
+///     let got = block.get_directory(&at, &dest, &GetOptions::default()).await?;
+///     assert_eq!(got.version, put.version);
+///     assert_eq!(std::fs::read_to_string(dest.join("flow.py"))?, "print('hi')\n");
+///     assert_eq!(block.list_versions(&at).await?.len(), 1);
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })
+/// # }
+/// ```
 #[async_trait]
 pub trait StorageBlock: Send + Sync {
     /// What this backend can do; the facade refuses the rest before any request is sent.
