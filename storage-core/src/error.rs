@@ -32,7 +32,9 @@ pub enum Error {
     /// A local file operation failed (exit 1).
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the file (`reading /path`).
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

@@ -18,6 +18,8 @@ use object_store::{
 /// `mode` allows.
 #[async_trait]
 pub trait PutWhole: Send + Sync + 'static {
+    /// Writes `body` at `key` through a temporary file, as `mode` allows (overwrite, create
+    /// only, or replace the version read).
     async fn put_whole(
         &self,
         key: &str,
