@@ -33,6 +33,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 pub use storage_core::*;

@@ -30,8 +30,8 @@ pub struct PackLayout {
 }
 
 /// Packs `entries` (sorted, hashed) into `out` in format 1: one stream of zstd frames, a new
-/// one at the first entry boundary after [`FRAME_TARGET`]. Kept for tests and tools that
-/// need a format-1 package; `put` writes format 2 ([`write_frames`]).
+/// one at the first entry boundary after [`FRAME_TARGET`]. A put of format 1 writes it;
+/// formats 2 and 3 cut the tar of [`pack_entries`] into frames of their own instead.
 pub fn write_package<W: Write>(
     entries: &[SourceEntry],
     level: i32,
