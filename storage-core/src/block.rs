@@ -242,7 +242,7 @@ pub struct GetReport {
 /// One stored version, as `versions` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionInfo {
-    /// The version id: the sha256 of the tree's canonical entry list.
+    /// The version id: a package's content hash, or a git commit id.
     pub version: String,
     /// When the version was stored (RFC 3339, UTC).
     pub created: String,
