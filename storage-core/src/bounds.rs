@@ -19,10 +19,12 @@ use crate::{Error, Result};
 pub struct Cap {
     /// The constant's name, as errors and the docs show it.
     pub name: &'static str,
+    /// The most bytes allowed.
     pub bytes: u64,
 }
 
 impl Cap {
+    /// A cap of `bytes` that errors name `name`.
     pub const fn new(name: &'static str, bytes: u64) -> Self {
         Cap { name, bytes }
     }
@@ -92,6 +94,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget with nothing counted yet.
     pub fn new(cap: Cap) -> Self {
         Budget { cap, seen: 0 }
     }

@@ -2,6 +2,8 @@
 //! block documents and the registry, deterministic packaging, ignore rules, safe extraction,
 //! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod bounds;
 pub mod checked;

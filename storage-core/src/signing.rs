@@ -118,6 +118,7 @@ impl Signer {
         Ok(Signer { sk, pk })
     }
 
+    /// The id of the key that signs, as `trusted_keys` entries are matched by.
     pub fn key_id(&self) -> KeyId {
         KeyId::of(self.pk.keynum())
     }
@@ -162,7 +163,9 @@ fn secret_key_is_encrypted(text: &str) -> Option<bool> {
 /// A signature that verified: the key that made it and the comment it signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The trusted key that made the signature.
     pub key: KeyId,
+    /// The signed comment, as `minisign -V` prints it.
     pub trusted_comment: String,
 }
 
@@ -195,10 +198,12 @@ impl TrustedKeys {
         Ok(TrustedKeys { keys })
     }
 
+    /// Whether no key is trusted.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// The ids of the trusted keys, in the order given.
     pub fn ids(&self) -> Vec<KeyId> {
         self.keys.iter().map(|(k, _)| *k).collect()
     }
@@ -281,12 +286,17 @@ fn expand_home(p: &str) -> PathBuf {
 /// A key pair `blockctl key generate` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratedKey {
+    /// The name the files are called by.
     pub name: String,
+    /// The secret key file (`NAME.key`), the block's `signing_key`.
     pub secret_key: PathBuf,
+    /// The public key file (`NAME.pub`).
     pub public_key_file: PathBuf,
     /// The base64 string `trusted_keys` takes.
     pub public_key: String,
+    /// The key's id.
     pub key_id: KeyId,
+    /// Whether the secret key is encrypted with a password.
     pub encrypted: bool,
 }
 
@@ -417,7 +427,9 @@ fn quote_path(path: &str) -> String {
 /// [`crate::HeadRecord`], so an agent that knows nothing of signing still reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedHead {
+    /// The current version's id.
     pub version: String,
+    /// When HEAD was swapped (RFC 3339, UTC).
     pub updated: String,
     /// Grows by one with every HEAD swap at this path (put or rollback).
     pub seq: u64,
@@ -474,6 +486,7 @@ impl SignedHead {
         .into_bytes()
     }
 
+    /// The HEAD as stored: pretty-printed JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a HEAD always serializes")
     }
@@ -547,6 +560,7 @@ pub struct SeenHeads {
 }
 
 impl SeenHeads {
+    /// The record kept under `dir` (the blockctl home); nothing is read until it is used.
     pub fn open(dir: &Path) -> SeenHeads {
         SeenHeads {
             file: dir.join("trust").join("heads.json"),

@@ -65,6 +65,7 @@ struct Sent {
 }
 
 impl PackageEngine {
+    /// An engine that keeps its packages in `store`.
     pub fn new(store: Arc<dyn PackageStore>) -> Self {
         PackageEngine {
             store,

@@ -50,7 +50,9 @@ pub enum HeadPrecondition {
 /// What identifies one stored HEAD, for a conditional swap (an ETag or a generation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeadTag {
+    /// The HEAD object's ETag, when the store gives one.
     pub e_tag: Option<String>,
+    /// The HEAD object's version or generation, when the store keeps one.
     pub version: Option<String>,
 }
 
