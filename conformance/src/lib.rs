@@ -34,6 +34,10 @@ impl Subject {
         storage_core::package::frame_cache::set_process_default(
             std::env::temp_dir().join(format!("blockctl-suite-frames-{}", std::process::id())),
         );
+        // And its hash caches and frame ledgers out of the user's cache.
+        storage_core::hashcache::set_process_cache_dir(
+            std::env::temp_dir().join(format!("blockctl-suite-cache-{}", std::process::id())),
+        );
         Subject {
             // The suite tests blocks as the facade hands them out: capabilities enforced.
             block: storage_core::Checked::wrap(block),

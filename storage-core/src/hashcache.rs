@@ -182,10 +182,23 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// `$BLOCKCTL_CACHE_DIR`, else `$BLOCKCTL_HOME/cache`, else `$XDG_CACHE_HOME/blockctl`,
-/// else `~/.cache/blockctl`.
+/// The folder set by [`set_process_cache_dir`], if any.
+static PROCESS_CACHE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` this process's cache folder (hashes, ledgers, frames), before any variable of
+/// the environment: a test harness keeps the user's cache out of its runs this way. The
+/// first call wins.
+pub fn set_process_cache_dir(dir: PathBuf) {
+    let _ = PROCESS_CACHE_DIR.set(dir);
+}
+
+/// The folder of [`set_process_cache_dir`], else `$BLOCKCTL_CACHE_DIR`, else
+/// `$BLOCKCTL_HOME/cache`, else `$XDG_CACHE_HOME/blockctl`, else `~/.cache/blockctl`.
 pub fn cache_dir() -> Option<PathBuf> {
-    env_path("BLOCKCTL_CACHE_DIR")
+    PROCESS_CACHE_DIR
+        .get()
+        .cloned()
+        .or_else(|| env_path("BLOCKCTL_CACHE_DIR"))
         .or_else(|| env_path("BLOCKCTL_HOME").map(|h| h.join("cache")))
         .or_else(|| env_path("XDG_CACHE_HOME").map(|x| x.join("blockctl")))
         .or_else(|| env_path("HOME").map(|h| h.join(".cache").join("blockctl")))
