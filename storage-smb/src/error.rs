@@ -14,7 +14,14 @@ struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        match self.source {
+            smb2::Error::Timeout => write!(
+                f,
+                "{} timed out (the block's timeout bounds a whole request)",
+                self.what
+            ),
+            _ => write!(f, "{}: {}", self.what, self.source),
+        }
     }
 }
 
