@@ -1,6 +1,7 @@
 //! `blockctl get` against hostile servers (conformance's `HostileHttp` and `HostileFtp` on
-//! 127.0.0.1) standing in for a web folder (`remote-file-system` over http://), a WebDAV
-//! server (webdav+http://), an FTP server (ftp://) and an OCI registry: folder listings that
+//! 127.0.0.1, and a silent TCP server) standing in for a web folder (`remote-file-system`
+//! over http://), a WebDAV server (webdav+http://), an FTP server (ftp://), an SMB server and
+//! an OCI registry: folder listings that
 //! loop or nest without end, endless and trickled answers, names that escape their folder or
 //! read as Windows paths, a redirect to another origin, an endless registry manifest, config
 //! blob, tag list, error body and token answer. Every case checks the exit code, one
@@ -417,6 +418,67 @@ fn get_refuses_an_ftp_listed_name_with_a_backslash() {
     let run = get(&ftp(&server), WEB);
     assert_refused(&run, "remote-file-system/hostile", 5, "backslash");
     assert_listed(&server);
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections (at most 64) and never says a word;
+/// stopped when dropped.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Polls for at most KILL_AFTER; the connections stay open, silent, until then.
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) && started.elapsed() < KILL_AFTER {
+                match listener.accept() {
+                    Ok((conn, _)) if held.len() < 64 => held.push(conn),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn get_times_out_on_an_smb_server_that_never_answers() {
+    let server = Silent::start();
+    let h = home_with(
+        "smb",
+        &[
+            "host=127.0.0.1".into(),
+            "share=flows".into(),
+            format!("port={}", server.port),
+            format!("timeout={TIMEOUT}"),
+        ],
+    );
+    let run = get(&h, "smb/hostile/app");
+    assert_refused(&run, "smb/hostile", 1, "timed out");
 }
 
 /// An `oci` block over `server` as a registry (plain HTTP on 127.0.0.1, anonymous).

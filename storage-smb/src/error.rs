@@ -27,7 +27,11 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        match self.source {
+            // Its whole text is in ours already.
+            smb2::Error::Timeout => None,
+            _ => Some(&self.source),
+        }
     }
 }
 
