@@ -1,8 +1,10 @@
-//! `blockctl get` against hostile servers (conformance's `HostileHttp` on 127.0.0.1) standing
-//! in for a web folder (`remote-file-system` over http://), a WebDAV server (webdav+http://)
-//! and an OCI registry: folder listings that loop or nest without end, endless and trickled
-//! answers, names that escape their folder or read as Windows paths, a redirect to another
-//! origin, an endless registry manifest and config blob. Every case checks the exit code, one
+//! `blockctl get` against hostile servers (conformance's `HostileHttp` and `HostileFtp` on
+//! 127.0.0.1, and a silent TCP server) standing in for a web folder (`remote-file-system`
+//! over http://), a WebDAV server (webdav+http://), an FTP server (ftp://), an SMB server and
+//! an OCI registry: folder listings that
+//! loop or nest without end, endless and trickled answers, names that escape their folder or
+//! read as Windows paths, a redirect to another origin, an endless registry manifest, config
+//! blob, tag list, error body and token answer. Every case checks the exit code, one
 //! line on stderr naming the block, an end well under a minute (the blocks' timeout is 3 s),
 //! the peak memory of the blockctl process (its maximum resident set, from `wait4`) below
 //! 64 MiB, and that DEST was not created and nothing was written beside it.
@@ -11,8 +13,9 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use conformance::harness::hostile_ftp::Listing;
 use conformance::harness::hostile_http::{Request, autoindex, multistatus};
-use conformance::harness::{HostileHttp, Reply};
+use conformance::harness::{HostileFtp, HostileHttp, Reply};
 
 mod common;
 use common::Home;
@@ -49,10 +52,17 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 /// Runs `blockctl get slug DEST` in `h`, with DEST in an empty scratch folder; checks that
 /// DEST is not there afterwards and nothing else was written beside it.
 fn get(h: &Home, slug: &str) -> Run {
+    get_with(h, slug, &[])
+}
+
+/// [`get`] with `extra` arguments after DEST.
+fn get_with(h: &Home, slug: &str, extra: &[&str]) -> Run {
     let scratch = tempfile::tempdir().unwrap();
     let dest = scratch.path().join("dest");
     let stderr_path = h.path("stderr");
-    let blockctl = h.cmd(&["get", slug, dest.to_str().unwrap()]);
+    let mut args = vec!["get", slug, dest.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let blockctl = h.cmd(&args);
     let mut measured = std::process::Command::new("python3");
     measured.args(["-c", MEASURE]).arg(blockctl.get_program());
     measured.args(blockctl.get_args());
@@ -360,6 +370,117 @@ fn get_refuses_a_propfind_name_with_a_backslash() {
     assert_refused(&run, "remote-file-system/hostile", 5, "backslash");
 }
 
+/// An FTP folder at `server`'s `/root`, logged in as anyone.
+fn ftp(server: &HostileFtp) -> Home {
+    home_with(
+        "remote-file-system",
+        &[
+            format!("basepath={}", server.url("/root")),
+            "username=u".into(),
+            "password=p".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    )
+}
+
+fn start_ftp(listing: Listing) -> HostileFtp {
+    HostileFtp::start(listing).expect("the hostile FTP server starts")
+}
+
+/// The folder was listed: a case passes because the listing was refused, not for want of one.
+fn assert_listed(server: &HostileFtp) {
+    let commands = server.commands();
+    assert!(
+        commands.iter().any(|c| c.starts_with("MLSD")),
+        "no MLSD reached the server: {commands:?}"
+    );
+}
+
+#[test]
+fn get_refuses_an_endless_ftp_listing_at_its_cap() {
+    let server = start_ftp(Listing::endless());
+    let run = get(&ftp(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "FTP_LISTING_MAX");
+    assert_listed(&server);
+}
+
+#[test]
+fn get_times_out_on_an_ftp_listing_sent_a_byte_a_second() {
+    let server = start_ftp(Listing::trickle(&[("f.txt", false)]));
+    let run = get(&ftp(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 1, "timed out");
+    assert_listed(&server);
+}
+
+#[test]
+fn get_refuses_an_ftp_listed_name_with_a_backslash() {
+    let server = start_ftp(Listing::of(&[("..\\evil.txt", false)]));
+    let run = get(&ftp(&server), WEB);
+    assert_refused(&run, "remote-file-system/hostile", 5, "backslash");
+    assert_listed(&server);
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections (at most 64) and never says a word;
+/// stopped when dropped.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Polls for at most KILL_AFTER; the connections stay open, silent, until then.
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) && started.elapsed() < KILL_AFTER {
+                match listener.accept() {
+                    Ok((conn, _)) if held.len() < 64 => held.push(conn),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn get_times_out_on_an_smb_server_that_never_answers() {
+    let server = Silent::start();
+    let h = home_with(
+        "smb",
+        &[
+            "host=127.0.0.1".into(),
+            "share=flows".into(),
+            format!("port={}", server.port),
+            format!("timeout={TIMEOUT}"),
+        ],
+    );
+    let run = get(&h, "smb/hostile/app");
+    assert_refused(&run, "smb/hostile", 1, "timed out");
+}
+
 /// An `oci` block over `server` as a registry (plain HTTP on 127.0.0.1, anonymous).
 fn registry(server: &HostileHttp) -> Home {
     home_with(
@@ -456,6 +577,61 @@ fn get_times_out_on_a_registry_manifest_sent_a_byte_a_second() {
     );
     let run = get(&h, OCI);
     assert_refused(&run, "oci/hostile", 1, "timed out");
+}
+
+#[test]
+fn get_refuses_an_endless_registry_tag_list_at_its_cap() {
+    let server = start(|r| match r.path.as_str() {
+        "/v2/" => Reply::ok("application/json", "{}"),
+        p if p.starts_with("/v2/team/app/tags/list") => {
+            Reply::endless(200, "application/json", &[b' '; 64 * 1024])
+        }
+        _ => Reply::not_found(),
+    });
+    // A version prefix is resolved against the version tags.
+    let run = get_with(&registry(&server), OCI, &["--version", "abcd"]);
+    assert_refused(&run, "oci/hostile", 5, "REGISTRY_TAG_LIST_MAX");
+}
+
+#[test]
+fn get_refuses_an_endless_registry_error_body_at_its_cap() {
+    let server = start(|r| {
+        registry_basics(r).unwrap_or_else(|| match r.path.contains("/manifests/") {
+            true => Reply::endless(500, "application/json", &[b' '; 64 * 1024]),
+            false => Reply::not_found(),
+        })
+    });
+    let run = get(&registry(&server), OCI);
+    assert_refused(&run, "oci/hostile", 5, "SMALL_ANSWER_MAX");
+}
+
+#[test]
+fn get_refuses_an_endless_token_answer_at_its_cap() {
+    let server = start(move |r| match r.path.as_str() {
+        // Every registry request is challenged for a token from the realm below.
+        p if p.starts_with("/v2/") && r.header("authorization").is_none() => Reply::Full {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="http://{}/token",service="hostile""#,
+                    r.header("host").unwrap_or("127.0.0.1")
+                ),
+            )],
+            body: Vec::new(),
+        },
+        p if p.starts_with("/token") => Reply::endless(200, "application/json", &[b' '; 64 * 1024]),
+        _ => Reply::not_found(),
+    });
+    let run = get(&registry(&server), OCI);
+    assert_refused(&run, "oci/hostile", 5, "REGISTRY_TOKEN_MAX");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/token")),
+        "the token service was never asked"
+    );
 }
 
 /// The hostile server itself: a case that passes must be because blockctl refused, so the

@@ -32,6 +32,7 @@ fn config(samba: &Samba, prefix: &str, password: &str) -> SmbConfig {
         username: Some(samba.user.clone()),
         password: Some(Secret::new(password)),
         domain: None,
+        timeout: None,
     }
 }
 

@@ -52,6 +52,8 @@ pub const SIGNATURE_MAX: Cap = Cap::new("SIGNATURE_MAX", 16 << 10);
 pub const LISTING_PAGE_MAX: Cap = Cap::new("LISTING_PAGE_MAX", 16 << 20);
 /// One WebDAV PROPFIND answer (one folder, depth 1): some thirty thousand entries.
 pub const PROPFIND_MAX: Cap = Cap::new("PROPFIND_MAX", 16 << 20);
+/// One FTP folder listing (an MLSD answer, one folder): some hundred thousand entries.
+pub const FTP_LISTING_MAX: Cap = Cap::new("FTP_LISTING_MAX", 16 << 20);
 /// A package manifest as stored (compressed): enough for trees of about a million files.
 pub const MANIFEST_COMPRESSED_MAX: Cap = Cap::new("MANIFEST_COMPRESSED_MAX", 32 << 20);
 /// A package manifest once decompressed: decompression stops here.
@@ -59,6 +61,10 @@ pub const MANIFEST_MAX: Cap = Cap::new("MANIFEST_MAX", 256 << 20);
 /// An OCI image manifest from a registry (the distribution registry itself refuses larger
 /// ones).
 pub const REGISTRY_MANIFEST_MAX: Cap = Cap::new("REGISTRY_MANIFEST_MAX", 4 << 20);
+/// One page of a registry's tag list (a thousand tags of at most 128 characters each).
+pub const REGISTRY_TAG_LIST_MAX: Cap = Cap::new("REGISTRY_TAG_LIST_MAX", 1 << 20);
+/// A registry token service's answer: a token (a few KiB of JWT) and its lifetime.
+pub const REGISTRY_TOKEN_MAX: Cap = Cap::new("REGISTRY_TOKEN_MAX", 1 << 20);
 /// A download whose server sent no length, buffered whole to learn its size (HTTP).
 pub const UNSIZED_BODY_MAX: Cap = Cap::new("UNSIZED_BODY_MAX", 64 << 20);
 /// A registry blob read without its descriptor's size at hand: a frame (a few MiB) or a

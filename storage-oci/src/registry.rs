@@ -11,9 +11,11 @@
 //! a request with its retries within [`Registry::total_bound`]: twice its deadline plus the
 //! pauses between tries ([`RETRY_PAUSES`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
@@ -24,11 +26,11 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use storage_core::bounds::{
-    REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, SMALL_ANSWER_MAX, read_capped, read_exact_len,
-    timed_out, transfer_deadline,
+    Cap, REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, REGISTRY_TAG_LIST_MAX, REGISTRY_TOKEN_MAX,
+    SMALL_ANSWER_MAX, read_capped, read_exact_len, timed_out, transfer_deadline,
 };
 use storage_core::secret::scrub;
 use storage_core::{Error, Result};
@@ -39,6 +41,33 @@ const ATTEMPTS: usize = 4;
 const TIMED_OUT_TRIES: u32 = 2;
 /// The pauses before the second, third and fourth try: 100 ms, 300 ms, 900 ms.
 pub const RETRY_PAUSES: Duration = Duration::from_millis(1300);
+
+/// Tags asked for per page of a tag list.
+const TAG_PAGE: usize = 1000;
+
+/// How long the credentials of a pull (a token from the realm) are reused: well within the
+/// lifetime registries give their tokens (five minutes for the distribution registry's token
+/// services and Docker Hub's).
+const AUTHZ_REUSE: Duration = Duration::from_secs(60);
+
+/// The credentials one request sends (see [`Registry::pull_authz`]).
+#[derive(Clone)]
+enum Authz {
+    /// The block's Basic credentials, if it has any (none for an anonymous block).
+    Basic,
+    Bearer(String),
+}
+
+/// One blob to read ([`Registry::blob_bounded`]).
+struct Blob<'a> {
+    url: &'a str,
+    /// The hex of its `sha256:` digest.
+    hex: &'a str,
+    /// Its descriptor's size, when known.
+    size: Option<u64>,
+    deadline: Duration,
+    what: &'a str,
+}
 
 /// A registry, with the credentials every request uses.
 #[derive(Clone)]
@@ -51,6 +80,8 @@ pub struct Registry {
     secrets: Vec<String>,
     /// How long one try of a request may take, first byte to last.
     timeout: Duration,
+    /// The pull credentials of each repository, and when they were had.
+    pulls: Arc<Mutex<HashMap<String, (Instant, Authz)>>>,
 }
 
 /// `sha256:<hex>` of `data`.
@@ -99,6 +130,7 @@ impl Registry {
             auth,
             secrets,
             timeout,
+            pulls: Arc::default(),
         })
     }
 
@@ -239,18 +271,15 @@ impl Registry {
         }
     }
 
-    /// Every tag of `repo`; none when the repository does not exist.
+    /// Every tag of `repo`; none when the repository does not exist. Each page is read up to
+    /// [`REGISTRY_TAG_LIST_MAX`].
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
-        let image = self.tagged(repo, "latest");
         let mut all = Vec::new();
         let mut last: Option<String> = None;
         loop {
             let listed = self
                 .retried(&format!("listing the tags of {repo}"), || async {
-                    self.client
-                        .list_tags(&image, &self.auth, Some(1000), last.as_deref())
-                        .await
-                        .map_err(|e| self.fail(e))
+                    self.refused(repo, self.tags_once(repo, last.as_deref()).await)
                 })
                 .await;
             let page = match listed {
@@ -258,13 +287,148 @@ impl Registry {
                 Err(Error::NotFound(_)) => return Ok(all),
                 Err(e) => return Err(e),
             };
-            let n = page.tags.len();
-            all.extend(page.tags);
+            let n = page.len();
+            all.extend(page);
             // The registry pages by name; a short page is the last.
-            if n < 1000 {
+            if n < TAG_PAGE {
                 return Ok(all);
             }
             last = all.last().cloned();
+        }
+    }
+
+    /// One page of `repo`'s tags, after `last`.
+    async fn tags_once(&self, repo: &str, last: Option<&str>) -> Result<Vec<String>> {
+        let what = format!("the tag list of {repo}");
+        let authz = self.pull_authz(repo).await?;
+        let url = format!("{}://{}/v2/{repo}/tags/list", self.scheme, self.host);
+        let mut request = self.http.get(&url).query(&[("n", TAG_PAGE)]);
+        if let Some(last) = last {
+            request = request.query(&[("last", last)]);
+        }
+        let response = self
+            .authorized(request, &authz)
+            .send()
+            .await
+            .map_err(|e| self.request_failed(e))?;
+        let body = self.answer(response, REGISTRY_TAG_LIST_MAX, &what).await?;
+        let page: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::Backend(format!("{what} is not JSON: {e}")))?;
+        // A repository without tags may answer `"tags": null`.
+        Ok(page["tags"]
+            .as_array()
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The body of a `2xx` answer, read up to `cap`; any other answer is our error for it,
+    /// its body read up to [`SMALL_ANSWER_MAX`]: 404 (or a registry's `*_UNKNOWN`) is not
+    /// found, 401 and 403 are refused credentials, the rest a backend error.
+    async fn answer(&self, response: reqwest::Response, cap: Cap, what: &str) -> Result<Bytes> {
+        let status = response.status().as_u16();
+        let ok = (200..300).contains(&status);
+        let body = body_of(response).map_err(|e| self.request_failed(e));
+        let body = match ok {
+            true => read_capped(body, cap, what).await?,
+            false => {
+                let error = format!("the HTTP {status} answer to reading {what}");
+                read_capped(body, SMALL_ANSWER_MAX, &error).await?
+            }
+        };
+        if ok {
+            return Ok(body);
+        }
+        let text = String::from_utf8_lossy(&body);
+        let unknown = ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]
+            .iter()
+            .any(|code| text.contains(code));
+        Err(match status {
+            404 => Error::NotFound(format!("{what} is missing (HTTP 404)")),
+            _ if unknown => Error::NotFound(format!("{what} is missing (HTTP {status})")),
+            401 | 403 => Error::Auth(format!(
+                "the registry denied access to {what} (HTTP {status})"
+            )),
+            _ => Error::Backend(format!(
+                "the registry answered HTTP {status} to reading {what}: {}",
+                scrub(text.trim(), &self.secrets).replace('\n', " ")
+            )),
+        })
+    }
+
+    /// How a pull of `repo` proves who asks: the block's token; else, when the registry
+    /// challenges `GET /v2/` for a Bearer token, one from its realm for the pull scope (its
+    /// answer read up to [`REGISTRY_TOKEN_MAX`]); else the block's Basic credentials, if any.
+    /// oci-client would read the token service's answer whole.
+    /// Reused for [`AUTHZ_REUSE`], forgotten when refused ([`Registry::refused`]).
+    async fn pull_authz(&self, repo: &str) -> Result<Authz> {
+        if let RegistryAuth::Bearer(token) = &self.auth {
+            return Ok(Authz::Bearer(token.clone()));
+        }
+        let known = self.pulls.lock().ok().and_then(|pulls| {
+            let (at, authz) = pulls.get(repo)?;
+            (at.elapsed() < AUTHZ_REUSE).then(|| authz.clone())
+        });
+        if let Some(authz) = known {
+            return Ok(authz);
+        }
+        let authz = self.new_pull_authz(repo).await?;
+        if let Ok(mut pulls) = self.pulls.lock() {
+            pulls.insert(repo.to_string(), (Instant::now(), authz.clone()));
+        }
+        Ok(authz)
+    }
+
+    /// `result`, having forgotten `repo`'s pull credentials if they were refused: the next
+    /// try asks for new ones.
+    fn refused<T>(&self, repo: &str, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::Auth(_)))
+            && let Ok(mut pulls) = self.pulls.lock()
+        {
+            pulls.remove(repo);
+        }
+        result
+    }
+
+    async fn new_pull_authz(&self, repo: &str) -> Result<Authz> {
+        let url = format!("{}://{}/v2/", self.scheme, self.host);
+        // Only the status and the challenge count: the body is never read.
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.request_failed(e))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(Error::Backend(format!(
+                "the registry answered HTTP {} to GET /v2/",
+                status.as_u16()
+            )));
+        }
+        match bearer_challenge(response.headers()) {
+            Some(mut challenge) => {
+                challenge.retain(|(name, _)| name != "scope");
+                challenge.push(("scope".into(), format!("repository:{repo}:pull")));
+                Ok(Authz::Bearer(self.token_for(&challenge).await?))
+            }
+            None => Ok(Authz::Basic),
+        }
+    }
+
+    /// `request` with the credentials `authz` says to send.
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        authz: &Authz,
+    ) -> reqwest::RequestBuilder {
+        match (authz, &self.auth) {
+            (Authz::Bearer(token), _) => request.bearer_auth(token),
+            (Authz::Basic, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
+            _ => request,
         }
     }
 
@@ -282,8 +446,8 @@ impl Registry {
         };
         let what = format!("the manifest {repo}:{tag_or_digest}");
         let pulled = self
-            .retried(&format!("reading {what}"), || {
-                self.manifest_once(&image, &what)
+            .retried(&format!("reading {what}"), || async {
+                self.refused(repo, self.manifest_once(&image, &what).await)
             })
             .await;
         let (body, digest) = match pulled {
@@ -317,11 +481,7 @@ impl Registry {
         image: &Reference,
         what: &str,
     ) -> Result<Option<(Bytes, Option<String>)>> {
-        let token = self
-            .client
-            .auth(image, &self.auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let authz = self.pull_authz(image.repository()).await?;
         let url = format!(
             "{}://{}/v2/{}/manifests/{}",
             self.scheme,
@@ -333,45 +493,20 @@ impl Registry {
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, OCI_IMAGE_MEDIA_TYPE);
-        let request = match (&token, &self.auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
-            (None, _) => request,
-        };
-        let response = request.send().await.map_err(|e| self.request_failed(e))?;
-        let status = response.status().as_u16();
+        let response = self
+            .authorized(request, &authz)
+            .send()
+            .await
+            .map_err(|e| self.request_failed(e))?;
         let digest = response
             .headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let ok = (200..300).contains(&status);
-        let cap = if ok {
-            REGISTRY_MANIFEST_MAX
-        } else {
-            SMALL_ANSWER_MAX
-        };
-        let body = read_capped(
-            body_of(response).map_err(|e| self.request_failed(e)),
-            cap,
-            what,
-        )
-        .await?;
-        if ok {
-            return Ok(Some((body, digest)));
-        }
-        let text = String::from_utf8_lossy(&body);
-        let unknown = text.contains("MANIFEST_UNKNOWN") || text.contains("NAME_UNKNOWN");
-        match status {
-            404 => Ok(None),
-            _ if unknown => Ok(None),
-            401 | 403 => Err(Error::Auth(format!(
-                "the registry denied access to {what} (HTTP {status})"
-            ))),
-            _ => Err(Error::Backend(format!(
-                "the registry answered HTTP {status} to reading {what}: {}",
-                scrub(text.trim(), &self.secrets).replace('\n', " ")
-            ))),
+        match self.answer(response, REGISTRY_MANIFEST_MAX, what).await {
+            Ok(body) => Ok(Some((body, digest))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -388,48 +523,63 @@ impl Registry {
         self.blob_bounded(repo, digest, Some(size)).await
     }
 
+    /// A blob read to exactly `size` bytes or up to [`REGISTRY_BLOB_MAX`], then checked
+    /// against `digest`; the whole download within `transfer_deadline` of its size.
     async fn blob_bounded(&self, repo: &str, digest: &str, size: Option<u64>) -> Result<Bytes> {
-        let image = self.by_digest(repo, digest);
         let what = format!("the blob {digest} of {repo}");
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            return Err(Error::Unsupported(format!(
+                "{what}: only sha256 digests are read"
+            )));
+        };
         let deadline = transfer_deadline(self.timeout, size.unwrap_or(REGISTRY_BLOB_MAX.bytes));
-        self.client
-            .store_auth_if_needed(image.resolve_registry(), &self.auth)
-            .await;
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        let blob = Blob {
+            url: &url,
+            hex,
+            size,
+            deadline,
+            what: &what,
+        };
         self.retried_within(&format!("reading {what}"), deadline, || async {
-            let pulled = self
-                .client
-                .pull_blob_stream(&image, digest)
-                .await
-                .map_err(|e| self.fail(e))?;
-            if let (Some(declared), Some(sent)) = (size, pulled.content_length)
-                && sent != declared
-            {
-                return Err(Error::Integrity(format!(
-                    "{what}: the registry sends {sent} bytes, its descriptor says {declared}"
-                )));
-            }
-            let body = pulled.stream.map_err(|e| self.blob_failed(e));
-            match size {
-                Some(declared) => read_exact_len(body, declared, &what).await,
-                None => read_capped(body, REGISTRY_BLOB_MAX, &what).await,
-            }
+            self.refused(repo, self.blob_once(repo, &blob).await)
         })
         .await
     }
 
-    /// A failed blob read: a digest mismatch is an integrity error, the rest transient.
-    fn blob_failed(&self, e: std::io::Error) -> Error {
-        let text = scrub(&storage_core::error::with_causes(&e), &self.secrets);
-        let mismatch = e
-            .get_ref()
-            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
-        if mismatch {
-            Error::Integrity(format!(
-                "a blob does not match its digest: the registry holds a corrupt copy ({text})"
-            ))
-        } else {
-            Error::Backend(format!("registry request failed: {text}"))
+    /// One GET of a blob (redirects followed; reqwest keeps credentials on the registry's
+    /// origin).
+    async fn blob_once(&self, repo: &str, blob: &Blob<'_>) -> Result<Bytes> {
+        let what = blob.what;
+        let authz = self.pull_authz(repo).await?;
+        let response = self
+            .authorized(self.http.get(blob.url), &authz)
+            // The client's own timeout is the block's; a large blob may take longer.
+            .timeout(blob.deadline)
+            .send()
+            .await
+            .map_err(|e| self.request_failed(e))?;
+        if !response.status().is_success() {
+            return self.answer(response, SMALL_ANSWER_MAX, what).await;
         }
+        if let (Some(declared), Some(sent)) = (blob.size, response.content_length())
+            && sent != declared
+        {
+            return Err(Error::Integrity(format!(
+                "{what}: the registry sends {sent} bytes, its descriptor says {declared}"
+            )));
+        }
+        let body = body_of(response).map_err(|e| self.request_failed(e));
+        let body = match blob.size {
+            Some(declared) => read_exact_len(body, declared, what).await?,
+            None => read_capped(body, REGISTRY_BLOB_MAX, what).await?,
+        };
+        if hex::encode(Sha256::digest(&body)) != blob.hex {
+            return Err(Error::Integrity(format!(
+                "{what} does not match its digest: the registry holds a corrupt copy"
+            )));
+        }
+        Ok(body)
     }
 
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
@@ -523,7 +673,14 @@ impl Registry {
             response = request.send().await.map_err(|e| self.request_failed(e))?;
         }
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let what = format!("the answer to deleting {digest}");
+        let body = read_capped(
+            body_of(response).map_err(|e| self.request_failed(e)),
+            SMALL_ANSWER_MAX,
+            &what,
+        )
+        .await?;
+        let body = String::from_utf8_lossy(&body);
         let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
         match status {
             200..=299 => Ok(()),
@@ -570,7 +727,13 @@ impl Registry {
                 "the registry's token service refused the credentials (HTTP {status})"
             )));
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let body = read_capped(
+            body_of(response).map_err(|e| self.request_failed(e)),
+            REGISTRY_TOKEN_MAX,
+            "the token service's answer",
+        )
+        .await?;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let token = body["token"].as_str().or(body["access_token"].as_str());
         match token {
             Some(token) if status == 200 => Ok(token.to_string()),

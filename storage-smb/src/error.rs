@@ -14,13 +14,24 @@ struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        match self.source {
+            smb2::Error::Timeout => write!(
+                f,
+                "{} timed out (the block's timeout bounds a whole request)",
+                self.what
+            ),
+            _ => write!(f, "{}: {}", self.what, self.source),
+        }
     }
 }
 
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        match self.source {
+            // Its whole text is in ours already.
+            smb2::Error::Timeout => None,
+            _ => Some(&self.source),
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct SmbConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub domain: Option<String>,
+    /// Seconds one request may take, first byte to last ([`timeout_of`]).
+    pub timeout: Option<i64>,
 }
 
 impl BlockConfig for SmbConfig {
@@ -56,6 +58,11 @@ impl BlockConfig for SmbConfig {
             FieldSpec::new("username", Text, "user name"),
             FieldSpec::new("password", Text, "password, or env:NAME").secret(),
             FieldSpec::new("domain", Text, "domain or workgroup"),
+            FieldSpec::timeout(
+                "seconds one request (or the logon) may take, first byte to last (a read or \
+                 write: a second more per MiB)",
+            )
+            .with_default("60"),
         ],
         capabilities: CAPABILITIES,
     };
@@ -68,6 +75,17 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     files_case_sensitive: false,
     ..Capabilities::OBJECT_STORE
 };
+
+/// The block's `timeout`: 1 to 86400 seconds, 60 when unset.
+pub fn timeout_of(config: &SmbConfig, label: &str) -> Result<std::time::Duration> {
+    match config.timeout {
+        None => Ok(storage_core::bounds::DEFAULT_TIMEOUT),
+        Some(s) if (1..=86_400).contains(&s) => Ok(std::time::Duration::from_secs(s as u64)),
+        Some(s) => Err(Error::Usage(format!(
+            "{label}: timeout {s} is not between 1 and 86400 seconds"
+        ))),
+    }
+}
 
 /// Builds the block. Nothing is sent until the first operation, which logs on.
 pub fn open(config: &SmbConfig, label: &str) -> Result<ObjectStoreBlock> {
@@ -128,6 +146,7 @@ fn build(config: &SmbConfig, label: &str) -> Result<(Arc<Share>, Vec<String>)> {
         username: config.username.clone().unwrap_or_default(),
         password,
         domain: config.domain.clone().unwrap_or_default(),
+        timeout: timeout_of(config, label)?,
     };
     Ok((Arc::new(Share::new(target)), secrets))
 }
@@ -146,6 +165,7 @@ mod tests {
             username: Some("flows".into()),
             password: Some(Secret::new("s3cr3t-pw")),
             domain: None,
+            timeout: None,
         }
     }
 
@@ -160,6 +180,7 @@ mod tests {
             ("username", "u"),
             ("password", "env:SMB_PW"),
             ("domain", "WORKGROUP"),
+            ("timeout", "30"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -182,6 +203,10 @@ mod tests {
             },
             SmbConfig {
                 host: " ".into(),
+                ..config()
+            },
+            SmbConfig {
+                timeout: Some(0),
                 ..config()
             },
         ] {

@@ -25,8 +25,9 @@ use smb2::{DirectoryEntry, FileInfo};
 use crate::error::store_error;
 use storage_core::folders::{self, Folders, Listed, location_of};
 
-use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag};
+use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag, within};
 use crate::upload::TempFileUpload;
+use storage_core::bounds::transfer_deadline;
 
 /// Bytes per READ request.
 const READ_CHUNK: u64 = 1024 * 1024;
@@ -103,17 +104,19 @@ impl SmbStore {
         let key = location.as_ref();
         let temp = share::temp_for(key);
         let mut writer = self.share.create_temp(&temp).await?;
+        let limit = self.share.timeout();
         let mut written: Result<(), smb2::Error> = Ok(());
         for chunk in payload.iter() {
-            written = writer.write_chunk(chunk).await;
+            let deadline = transfer_deadline(limit, chunk.len() as u64);
+            written = within(deadline, writer.write_chunk(chunk)).await;
             if written.is_err() {
                 break;
             }
         }
         let finished = match written {
-            Ok(()) => writer.finish().await.map(drop),
+            Ok(()) => within(limit, writer.finish()).await.map(drop),
             Err(e) => {
-                let _ = writer.abort().await;
+                let _ = within(limit, writer.abort()).await;
                 Err(e)
             }
         };
@@ -201,6 +204,7 @@ impl ObjectStore for SmbStore {
         let returned = range.clone();
         let reader = Arc::new(reader);
         let path = key.to_string();
+        let limit = self.share.timeout();
         let chunks = (range.start..range.end)
             .step_by(READ_CHUNK as usize)
             .map(move |at| (at, READ_CHUNK.min(range.end - at)));
@@ -209,8 +213,8 @@ impl ObjectStore for SmbStore {
                 let reader = reader.clone();
                 let path = path.clone();
                 async move {
-                    let data = reader
-                        .read_at(at, len)
+                    // Each piece within its own deadline, from when it is asked for.
+                    let data = within(transfer_deadline(limit, len), reader.read_at(at, len))
                         .await
                         .map_err(|e| store_error(format!("reading {path}"), &path, e))?;
                     if data.len() as u64 != len {

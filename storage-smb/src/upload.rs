@@ -12,7 +12,8 @@ use smb2::FileWriter;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::error::store_error;
-use crate::share::{Replace, Share};
+use crate::share::{Replace, Share, within};
+use storage_core::bounds::transfer_deadline;
 
 pub(crate) struct TempFileUpload {
     share: Arc<Share>,
@@ -80,6 +81,7 @@ impl MultipartUpload for TempFileUpload {
         let previous = self.last.replace(next);
         let state = self.state.clone();
         let key = self.key.clone();
+        let limit = self.share.timeout();
         async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
@@ -90,7 +92,8 @@ impl MultipartUpload for TempFileUpload {
                 (Some(writer), false) => {
                     let mut result = Ok(());
                     for chunk in data.iter() {
-                        result = writer.write_chunk(chunk).await;
+                        let deadline = transfer_deadline(limit, chunk.len() as u64);
+                        result = within(deadline, writer.write_chunk(chunk)).await;
                         if result.is_err() {
                             break;
                         }
@@ -119,7 +122,7 @@ impl MultipartUpload for TempFileUpload {
             self.share.discard(&self.temp).await;
             return Err(self.failed());
         };
-        if let Err(e) = writer.finish().await {
+        if let Err(e) = within(self.share.timeout(), writer.finish()).await {
             self.share.discard(&self.temp).await;
             return Err(store_error(format!("writing {}", self.key), &self.key, e));
         }
@@ -140,7 +143,7 @@ impl MultipartUpload for TempFileUpload {
             state.writer.take()
         };
         if let Some(writer) = writer {
-            let _ = writer.abort().await;
+            let _ = within(self.share.timeout(), writer.abort()).await;
         }
         self.share.discard(&self.temp).await;
         Ok(())

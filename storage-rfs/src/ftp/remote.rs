@@ -23,7 +23,7 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use storage_core::bounds::transfer_deadline;
+use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{child, parent};
 use storage_core::folders::{Folders, Listed};
@@ -533,6 +533,7 @@ impl Remote {
         }
     }
 
+    /// One try of an MLSD, read up to [`FTP_LISTING_MAX`] (more is an integrity error).
     async fn mlsd_try(&self, dir: &str, command: &str, last: bool) -> Result<Vec<String>, Failed> {
         let limit = self.login.timeout;
         let mut conn = self.conn().await.map_err(Failed::fatal)?;
@@ -543,24 +544,44 @@ impl Remote {
                 stream.custom_data_command(command, &[Status::AboutToSend, Status::AlreadyOpen]),
             )
             .await?;
+            // One byte past the cap tells a listing that exceeds it from one that just fits;
+            // the buffer grows as bytes arrive.
             let mut raw = Vec::new();
             within(limit, async {
-                down.read_to_end(&mut raw)
+                (&mut down)
+                    .take(FTP_LISTING_MAX.bytes + 1)
+                    .read_to_end(&mut raw)
                     .await
                     .map_err(|e| data_dropped(format!("reading the listing: {e}")))
             })
             .await?;
+            if raw.len() as u64 > FTP_LISTING_MAX.bytes {
+                return Ok(None);
+            }
             completion(limit, last, down.finish()).await?;
-            Ok(String::from_utf8_lossy(&raw)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect())
+            Ok(Some(
+                String::from_utf8_lossy(&raw)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ))
         };
         let done = work.await;
         let retry = matches!(&done, Err(e) if is_data_dropped(e));
-        self.settle(&mut conn, "listing", dir, done)
-            .map_err(|error| Failed { error, retry })
+        match self.settle(&mut conn, "listing", dir, done) {
+            Ok(Some(lines)) => Ok(lines),
+            Ok(None) => {
+                // The server is still sending: this connection owes the rest and a reply.
+                conn.stream = None;
+                let at = format!("{}/{dir}", self.describe().trim_end_matches('/'));
+                let what = format!("the MLSD listing of {}", at.trim_end_matches('/'));
+                Err(Failed::fatal(
+                    FTP_LISTING_MAX.exceeded(&what).into_store(STORE),
+                ))
+            }
+            Err(error) => Err(Failed { error, retry }),
+        }
     }
 
     /// `len` bytes of `key` from `offset` (REST + RETR). `to_end` says the range ends where

@@ -15,8 +15,8 @@ impl Share {
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(2);
         loop {
-            let frame = conn
-                .execute(Command::Create, &request, Some(tree.tree_id))
+            let create = conn.execute(Command::Create, &request, Some(tree.tree_id));
+            let frame = within(self.timeout(), create)
                 .await
                 .map_err(|e| store_error(format!("locking {path}"), path, e))?;
             let status = frame.header.status;
@@ -27,6 +27,7 @@ impl Share {
                     conn,
                     tree,
                     file_id: Some(created.file_id),
+                    timeout: self.timeout(),
                 });
             }
             let busy = [
@@ -85,12 +86,13 @@ pub(super) struct HeldLock {
     conn: Connection,
     tree: Arc<Tree>,
     file_id: Option<FileId>,
+    timeout: Duration,
 }
 
 impl HeldLock {
     pub(super) async fn release(mut self) {
         if let Some(id) = self.file_id.take() {
-            let _ = self.tree.close_handle(&mut self.conn, id).await;
+            let _ = within(self.timeout, self.tree.close_handle(&mut self.conn, id)).await;
         }
     }
 }
@@ -101,9 +103,9 @@ impl Drop for HeldLock {
             return;
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (mut conn, tree) = (self.conn.clone(), self.tree.clone());
+            let (mut conn, tree, limit) = (self.conn.clone(), self.tree.clone(), self.timeout);
             runtime.spawn(async move {
-                let _ = tree.close_handle(&mut conn, id).await;
+                let _ = within(limit, tree.close_handle(&mut conn, id)).await;
             });
         }
     }

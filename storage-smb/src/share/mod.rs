@@ -4,6 +4,11 @@
 //!
 //! Every operation runs on a clone of the one connection, so operations started together
 //! overlap on the wire (SMB credits, not a mutex, bound how many are in flight).
+//!
+//! Every request ends within the block's `timeout` ([`within`]): the logon, each stat,
+//! listing, create, rename and delete, each try of a lock; a read or write of `n` bytes
+//! within `transfer_deadline(timeout, n)`. Past it the request is dropped and the error says
+//! it timed out.
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,6 +44,8 @@ pub(crate) struct Target {
     pub username: String,
     pub password: String,
     pub domain: String,
+    /// How long one request may take, first byte to last.
+    pub timeout: Duration,
 }
 
 /// A share, connected on first use; see the module docs.
@@ -68,6 +75,16 @@ impl fmt::Display for Share {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "//{}/{}", self.target.addr, self.target.share)
     }
+}
+
+/// `op` within `limit`, else [`smb2::Error::Timeout`] (the request is dropped).
+pub(crate) async fn within<T>(
+    limit: Duration,
+    op: impl Future<Output = Result<T, smb2::Error>>,
+) -> Result<T, smb2::Error> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(smb2::Error::Timeout))
 }
 
 /// The file name part of a `/`-separated path.
@@ -111,6 +128,11 @@ impl Share {
         }
     }
 
+    /// How long one request may take (the block's `timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.target.timeout
+    }
+
     /// A connection clone and the tree, after logging on if that has not happened yet (a
     /// failed logon is tried again by the next call).
     async fn session(&self) -> Result<(Connection, Arc<Tree>), StoreError> {
@@ -125,7 +147,7 @@ impl Share {
             username: t.username.clone(),
             password: t.password.clone(),
             domain: t.domain.clone(),
-            timeout: Duration::from_secs(10),
+            timeout: t.timeout,
             auto_reconnect: true,
             compression: false,
             dfs_enabled: false,
@@ -135,11 +157,12 @@ impl Share {
             "" => "as guest".to_string(),
             user => format!("as {user}"),
         };
-        let mut client = SmbClient::connect(config).await.map_err(|e| {
-            store_error(format!("logon to {} {whom}", t.addr), &self.to_string(), e)
-        })?;
-        let tree = client
-            .connect_share(&t.share)
+        let mut client = within(t.timeout, SmbClient::connect(config))
+            .await
+            .map_err(|e| {
+                store_error(format!("logon to {} {whom}", t.addr), &self.to_string(), e)
+            })?;
+        let tree = within(t.timeout, client.connect_share(&t.share))
             .await
             .map_err(|e| store_error(format!("opening share {self}"), &self.to_string(), e))?;
         Ok(Connected {
@@ -152,7 +175,7 @@ impl Share {
     /// The file at `path`, or `None` when there is none (or it is a folder).
     pub(crate) async fn stat(&self, path: &str) -> Result<Option<FileInfo>, StoreError> {
         let (mut conn, tree) = self.session().await?;
-        match tree.stat(&mut conn, path).await {
+        match within(self.timeout(), tree.stat(&mut conn, path)).await {
             Ok(info) if !info.is_directory => Ok(Some(info)),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -166,7 +189,7 @@ impl Share {
         path: &str,
     ) -> Result<Option<Vec<DirectoryEntry>>, StoreError> {
         let (mut conn, tree) = self.session().await?;
-        match tree.list_directory(&mut conn, path).await {
+        match within(self.timeout(), tree.list_directory(&mut conn, path)).await {
             Ok(entries) => Ok(Some(
                 entries
                     .into_iter()
@@ -189,7 +212,7 @@ impl Share {
                 at.push('/');
             }
             at.push_str(part);
-            match tree.create_directory(&mut conn, &at).await {
+            match within(self.timeout(), tree.create_directory(&mut conn, &at)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(store_error(format!("creating folder {at}"), &at, e)),
@@ -207,7 +230,7 @@ impl Share {
     {
         let mut attempts = 0;
         loop {
-            match op().await {
+            match within(self.timeout(), op()).await {
                 Err(e) if e.kind() == ErrorKind::NotFound && attempts < 4 => {
                     attempts += 1;
                     self.make_dirs(split(path).0).await?;
@@ -229,7 +252,7 @@ impl Share {
 
     pub(crate) async fn open_reader(&self, path: &str) -> Result<FileReader, StoreError> {
         let (conn, tree) = self.session().await?;
-        tree.open_file_reader(conn, path)
+        within(self.timeout(), tree.open_file_reader(conn, path))
             .await
             .map_err(|e| store_error(format!("opening {path}"), path, e))
     }
@@ -242,7 +265,7 @@ impl Share {
     /// Deletes the file at `path` without taking its lock (a missing file is fine).
     pub(crate) async fn remove_file(&self, path: &str) -> Result<(), StoreError> {
         let (mut conn, tree) = self.session().await?;
-        match tree.delete_file(&mut conn, path).await {
+        match within(self.timeout(), tree.delete_file(&mut conn, path)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(store_error(format!("deleting {path}"), path, e)),
@@ -301,15 +324,15 @@ impl Share {
             }
             _ => {}
         }
-        let mut new = tree
-            .stat(&mut conn, temp)
+        let mut new = within(self.timeout(), tree.stat(&mut conn, temp))
             .await
             .map_err(|e| store_error(format!("reading {temp}"), temp, e))?;
         if let Some(old) = &current
             && new.modified.0 <= old.modified.0
         {
             let later = FileTime(old.modified.0 + 1);
-            tree.set_times(&mut conn, temp, FileTimes::new().set_modified(later))
+            let stamp = tree.set_times(&mut conn, temp, FileTimes::new().set_modified(later));
+            within(self.timeout(), stamp)
                 .await
                 .map_err(|e| store_error(format!("stamping {temp}"), temp, e))?;
             new.modified = later;
@@ -321,12 +344,15 @@ impl Share {
             .with_min_delay(Duration::from_millis(20))
             .with_factor(1.3)
             .with_max_times(10);
+        let limit = self.timeout();
         (|| {
             let (mut conn, tree) = (conn.clone(), tree.clone());
-            async move { tree.rename_with(&mut conn, temp, path, options).await }
+            async move { within(limit, tree.rename_with(&mut conn, temp, path, options)).await }
         })
         .retry(RETRIES)
         .sleep(tokio::time::sleep)
+        // Each try has the whole timeout: one that ran out is not tried again.
+        .when(|e| !matches!(e, smb2::Error::Timeout))
         .await
         .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
         Ok(info_e_tag(&new))
@@ -342,7 +368,7 @@ impl Share {
             Err(e) => return Err(e),
         };
         let (mut conn, tree) = self.session().await?;
-        let deleted = tree.delete_file(&mut conn, path).await;
+        let deleted = within(self.timeout(), tree.delete_file(&mut conn, path)).await;
         lock.release().await;
         match deleted {
             Ok(()) => {}
@@ -351,7 +377,8 @@ impl Share {
         }
         let mut dir = split(path).0;
         while !dir.is_empty() {
-            if tree.delete_directory(&mut conn, dir).await.is_err() {
+            let removed = within(self.timeout(), tree.delete_directory(&mut conn, dir)).await;
+            if removed.is_err() {
                 break;
             }
             dir = split(dir).0;
