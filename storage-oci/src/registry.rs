@@ -11,8 +11,10 @@
 //! a request with its retries within [`Registry::total_bound`]: twice its deadline plus the
 //! pauses between tries ([`RETRY_PAUSES`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -51,6 +53,18 @@ pub struct Registry {
     secrets: Vec<String>,
     /// How long one try of a request may take, first byte to last.
     timeout: Duration,
+    /// The pull token of each repository read by plain requests (`None`: the registry
+    /// takes the block's credentials as they are).
+    pull_tokens: Arc<Mutex<HashMap<String, Option<String>>>>,
+}
+
+/// What a ranged read of a blob got.
+#[derive(Debug)]
+pub enum Ranged {
+    /// The part asked for: the registry honoured the Range header.
+    Part(Bytes),
+    /// The whole blob, checked against its digest: the registry ignored the Range header.
+    Whole(Bytes),
 }
 
 /// `sha256:<hex>` of `data`.
@@ -99,6 +113,7 @@ impl Registry {
             auth,
             secrets,
             timeout,
+            pull_tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -417,6 +432,183 @@ impl Registry {
         .await
     }
 
+    /// The credentials a blob request of `image` carries: a pull token where the registry
+    /// hands them out (asked for once per repository, again after a 401), else the block's
+    /// Basic credentials.
+    async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        image: &Reference,
+    ) -> Result<reqwest::RequestBuilder> {
+        let repo = image.repository().to_string();
+        let cached = self
+            .pull_tokens
+            .lock()
+            .expect("token slot")
+            .get(&repo)
+            .cloned();
+        let token = match cached {
+            Some(token) => token,
+            None => {
+                let token = self
+                    .client
+                    .auth(image, &self.auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                let mut tokens = self.pull_tokens.lock().expect("token slot");
+                // Repositories a process reads are few; the map stays small all the same.
+                if tokens.len() >= 256 {
+                    tokens.clear();
+                }
+                tokens.insert(repo, token.clone());
+                token
+            }
+        };
+        Ok(match (&token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
+            (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+            (None, RegistryAuth::Anonymous) => request,
+        })
+    }
+
+    /// Our error for a blob request answered with `status` (not 2xx); a 401 drops the pull
+    /// token so that the next try asks for a new one.
+    fn blob_refused(&self, repo: &str, status: u16, what: &str, body: &[u8]) -> Error {
+        let text = String::from_utf8_lossy(body);
+        match status {
+            404 => Error::NotFound(format!("{what} is not in the registry")),
+            _ if text.contains("BLOB_UNKNOWN") || text.contains("NAME_UNKNOWN") => {
+                Error::NotFound(format!("{what} is not in the registry"))
+            }
+            401 | 403 => {
+                self.pull_tokens.lock().expect("token slot").remove(repo);
+                Error::Auth(format!(
+                    "the registry denied access to {what} (HTTP {status})"
+                ))
+            }
+            416 => Error::Integrity(format!(
+                "{what} is shorter than the part asked of it (HTTP 416)"
+            )),
+            _ => Error::Backend(format!(
+                "the registry answered HTTP {status} to reading {what}: {}",
+                scrub(text.trim(), &self.secrets).replace('\n', " ")
+            )),
+        }
+    }
+
+    /// `range` of a blob of `size` bytes (its descriptor's) by an HTTP Range request. A
+    /// registry that honours it answers 206 with exactly that `Content-Range`, and no more
+    /// than the range is read; one that ignores it answers 200 with the whole blob, which is
+    /// read up to `size` and checked against `digest` ([`Ranged::Whole`]). The read ends
+    /// within `transfer_deadline` of what it moves.
+    pub async fn blob_range(
+        &self,
+        repo: &str,
+        digest: &str,
+        range: std::ops::Range<u64>,
+        size: u64,
+    ) -> Result<Ranged> {
+        if range.start >= range.end || range.end > size {
+            return Err(Error::Integrity(format!(
+                "the blob {digest} of {repo} holds {size} bytes, not {}..{}",
+                range.start, range.end
+            )));
+        }
+        let image = self.by_digest(repo, digest);
+        let what = format!("the blob {digest} of {repo}");
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        let wanted = range.end - range.start;
+        let deadline = transfer_deadline(self.timeout, size);
+        self.retried_within(&format!("reading {what}"), deadline, || async {
+            let request = self.http.get(&url).header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
+            let request = self.authorized(request, &image).await?;
+            let response = request.send().await.map_err(|e| self.request_failed(e))?;
+            let status = response.status().as_u16();
+            let header = |name: reqwest::header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let content_range = header(reqwest::header::CONTENT_RANGE);
+            let declared = content_length(&response);
+            let body = body_of(response).map_err(|e| self.request_failed(e));
+            match status {
+                206 => {
+                    let expected = format!("bytes {}-{}/", range.start, range.end - 1);
+                    let total_ok = |total: &str| total == "*" || total == size.to_string();
+                    let honest = content_range.as_deref().is_some_and(|r| {
+                        r.strip_prefix(&expected).is_some_and(total_ok)
+                    });
+                    if !honest || declared.is_some_and(|n| n != wanted) {
+                        return Err(Error::Integrity(format!(
+                            "{what}: the registry answered bytes {}..{} with Content-Range {} ({} bytes)",
+                            range.start,
+                            range.end,
+                            content_range.as_deref().unwrap_or("none"),
+                            declared.map_or("unsized".into(), |n| n.to_string()),
+                        )));
+                    }
+                    Ok(Ranged::Part(read_exact_len(body, wanted, &what).await?))
+                }
+                200 => {
+                    if declared.is_some_and(|n| n != size) {
+                        return Err(Error::Integrity(format!(
+                            "{what}: the registry sends {} bytes, its descriptor says {size}",
+                            declared.unwrap_or_default()
+                        )));
+                    }
+                    let whole = read_exact_len(body, size, &what).await?;
+                    if digest_of(&whole) != digest {
+                        return Err(Error::Integrity(format!(
+                            "a blob does not match its digest: the registry holds a corrupt copy ({what})"
+                        )));
+                    }
+                    Ok(Ranged::Whole(whole))
+                }
+                _ => {
+                    let text = read_capped(body, SMALL_ANSWER_MAX, &what)
+                        .await
+                        .unwrap_or_default();
+                    Err(self.blob_refused(repo, status, &what, &text))
+                }
+            }
+        })
+        .await
+    }
+
+    /// The size of a blob, from the registry's answer to a HEAD of it; `None` when the
+    /// registry does not hold it.
+    pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let image = self.by_digest(repo, digest);
+        let what = format!("the blob {digest} of {repo}");
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        let found = self
+            .retried(&format!("looking for {what}"), || async {
+                let request = self.authorized(self.http.head(&url), &image).await?;
+                let response = request.send().await.map_err(|e| self.request_failed(e))?;
+                let status = response.status().as_u16();
+                if status == 200 {
+                    // From the header: the body of an answer to HEAD is empty, and so is
+                    // what the client says its length is.
+                    return content_length(&response).map(Some).ok_or_else(|| {
+                        Error::Integrity(format!("{what}: the registry gives no size"))
+                    });
+                }
+                Err(self.blob_refused(repo, status, &what, &[]))
+            })
+            .await;
+        match found {
+            Err(Error::NotFound(_)) => Ok(None),
+            other => other,
+        }
+    }
+
     /// A failed blob read: a digest mismatch is an integrity error, the rest transient.
     fn blob_failed(&self, e: std::io::Error) -> Error {
         let text = scrub(&storage_core::error::with_causes(&e), &self.secrets);
@@ -592,6 +784,18 @@ impl Registry {
     pub async fn check(&self, repo: &str) -> Result<()> {
         self.tags(repo).await.map(drop)
     }
+}
+
+/// The `Content-Length` header of `response`.
+fn content_length(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The body of `response`, chunk by chunk.
