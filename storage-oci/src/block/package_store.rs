@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+use storage_core::bounds::REGISTRY_MANIFEST_MAX;
 use storage_core::package::manifest::{HeadRecord, PACKS_FORMAT};
 use storage_core::package::packs::PACK_MAX;
 use storage_core::package::store::{
@@ -166,12 +167,24 @@ impl PackageStore for OciBlock {
             manifest.frames.iter().map(|f| f.length).collect()
         };
         let config = Bytes::from(manifest.to_compressed());
+        let image = artifact::image_manifest(manifest, &config, &sizes);
+        let body = serde_json::to_vec(&image).expect("a manifest serializes");
+        // Readers (and registries) take no larger image manifest. Format 3 lists a few
+        // packs; format 2 one layer per frame, which a package of some GiB can pass.
+        if body.len() as u64 > REGISTRY_MANIFEST_MAX.bytes {
+            return Err(named(Error::Unsupported(format!(
+                "the image manifest of version {} would list {} layers in {} bytes, more than {} (the cap {}); put it in format 3",
+                short(&manifest.version),
+                image.layers.len(),
+                body.len(),
+                REGISTRY_MANIFEST_MAX.bytes,
+                REGISTRY_MANIFEST_MAX.name
+            ))));
+        }
         self.registry()
             .push_blob(&repo, config.clone(), &registry::digest_of(&config))
             .await
             .map_err(&named)?;
-        let image = artifact::image_manifest(manifest, &config, &sizes);
-        let body = serde_json::to_vec(&image).expect("a manifest serializes");
         let sent = (config.len() + body.len()) as u64;
         self.registry()
             .push_manifest_bytes(&repo, &manifest.version, body)
