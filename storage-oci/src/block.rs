@@ -49,6 +49,9 @@ struct Inner {
     /// The size of each pack (repository, sha256) this block wrote or found as a layer of a
     /// version it read: a layer's descriptor needs it, and a read of a pack is capped by it.
     pack_sizes: Mutex<HashMap<(String, String), u64>>,
+    /// The artifact a get located (repository, version), which the engine's read of its
+    /// manifest takes instead of reading it again.
+    located: Mutex<HashMap<(String, String), Image>>,
     /// Set once the registry answered a ranged read with the whole blob: packs are then read
     /// whole.
     no_ranges: AtomicBool,
@@ -114,6 +117,7 @@ impl OciBlock {
                 prefix,
                 pushed: Mutex::new(HashMap::new()),
                 pack_sizes: Mutex::new(HashMap::new()),
+                located: Mutex::new(HashMap::new()),
                 no_ranges: AtomicBool::new(false),
             }),
         })
@@ -400,6 +404,17 @@ impl StorageBlock for OciBlock {
             .locate(from, opts.version.as_deref())
             .await
             .map_err(&named)?;
+        {
+            let mut located = self.inner.located.lock().expect("located slot");
+            // Gets that failed before reading their manifest leave theirs: few, and dropped.
+            if located.len() >= 64 {
+                located.clear();
+            }
+            located.insert(
+                (found.repo.clone(), found.version.clone()),
+                found.image.clone(),
+            );
+        }
         let staging = staging_for(dest).map_err(&named)?;
         let report = self
             .engine()

@@ -332,11 +332,6 @@ impl Registry {
         image: &Reference,
         what: &str,
     ) -> Result<Option<(Bytes, Option<String>)>> {
-        let token = self
-            .client
-            .auth(image, &self.auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| self.fail(e))?;
         let url = format!(
             "{}://{}/v2/{}/manifests/{}",
             self.scheme,
@@ -348,11 +343,8 @@ impl Registry {
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, OCI_IMAGE_MEDIA_TYPE);
-        let request = match (&token, &self.auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, pass)) => request.basic_auth(user, Some(pass)),
-            (None, _) => request,
-        };
+        // The pull token asked for once per repository, not before every manifest.
+        let request = self.authorized(request, image).await?;
         let response = request.send().await.map_err(|e| self.request_failed(e))?;
         let status = response.status().as_u16();
         let digest = response
@@ -380,9 +372,16 @@ impl Registry {
         match status {
             404 => Ok(None),
             _ if unknown => Ok(None),
-            401 | 403 => Err(Error::Auth(format!(
-                "the registry denied access to {what} (HTTP {status})"
-            ))),
+            401 | 403 => {
+                // A token that expired is asked for again on the next try.
+                self.pull_tokens
+                    .lock()
+                    .expect("token slot")
+                    .remove(image.repository());
+                Err(Error::Auth(format!(
+                    "the registry denied access to {what} (HTTP {status})"
+                )))
+            }
             _ => Err(Error::Backend(format!(
                 "the registry answered HTTP {status} to reading {what}: {}",
                 scrub(text.trim(), &self.secrets).replace('\n', " ")

@@ -118,6 +118,21 @@ impl PackageStore for OciBlock {
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
+        let located = self
+            .inner
+            .located
+            .lock()
+            .expect("located slot")
+            .remove(&(repo.clone(), version.to_string()));
+        if let Some(image) = located {
+            let found = Artifact {
+                repo,
+                version: version.to_string(),
+                image,
+                digest: String::new(),
+            };
+            return self.manifest_of(&found).await.map_err(&named);
+        }
         let found = self
             .version_artifact(&repo, version)
             .await

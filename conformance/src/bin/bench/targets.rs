@@ -207,7 +207,6 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
         }
         "oci" => {
             let registry = OciRegistry::start()?;
-            rclone_skip = Some("rclone has no OCI registry backend".into());
             Target {
                 name: name.into(),
                 block: (
