@@ -96,11 +96,11 @@ fn find_blockctl() -> Result<PathBuf, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let bin = target.join("debug").join("blockctl");
+    let bin = target.join("release").join("blockctl");
     // Always (a no-op when up to date), so a stale binary is never measured.
     eprintln!("cargo build --release -p blockctl");
     let ok = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "blockctl"])
+        .args(["build", "--release", "-q", "-p", "blockctl"])
         .current_dir(workspace)
         .status()
         .map_err(|e| e.to_string())?
