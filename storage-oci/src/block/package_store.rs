@@ -62,6 +62,7 @@ impl PackageStore for OciBlock {
         let head = HeadRecord {
             version: found.version,
             updated,
+            ..HeadRecord::default()
         };
         Ok(Some((head, HeadTag::default())))
     }
