@@ -9,7 +9,6 @@
 //! username and password traded for tokens (put, versions, get, rm, gc), a wrong password
 //! (exit 4, never shown), and a pre-issued `token`, refused (exit 4) for another repository.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -19,9 +18,10 @@ use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
+use storage_core::package::PackageStore;
 use storage_core::{
-    BlockPath, DeleteOptions, GcOptions, GetOptions, PutOptions, Secret, StorageBlock,
-    VersionPrecondition,
+    BlockPath, DeleteOptions, GcOptions, GetOptions, PackageFormat, PutOptions, Secret,
+    StorageBlock, VersionPrecondition,
 };
 use storage_oci::{OciConfig, open};
 
@@ -299,70 +299,169 @@ print("\n".join(str(f) for f in files))
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oras_pulls_what_blockctl_pushed_and_its_layers_are_the_tar_zst() {
-    let registry = registry();
-    let block = open(&config(&registry, "team/oras", &registry.password), "oci/o").unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let src = scratch.path().join("src");
-    small_tree(&src, "oras");
+/// A tree of 200 small modules and a 3 MiB random file, in many frames.
+fn oras_tree(src: &Path) {
+    small_tree(src, "oras");
     for i in 0..200 {
         write(
-            &src,
+            src,
             &format!("flows/m{i:03}.py"),
             format!("X = {i}\n").repeat(50 + i),
         );
     }
-    write(&src, "data/blob.bin", noise(3 << 20, 77));
+    write(src, "data/blob.bin", noise(3 << 20, 77));
     std::fs::create_dir_all(src.join("empty")).unwrap();
-    let at = BlockPath::parse("etl/daily").unwrap();
-    let report = block
-        .put_directory(&src, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    assert!(report.frames_uploaded >= 3, "{report:?}");
-    let version = report.version.unwrap();
-
-    for tag in [version.as_str(), "current"] {
-        let pulled = scratch.path().join(format!("pulled-{tag}"));
-        std::fs::create_dir_all(&pulled).unwrap();
-        oras_pull(
-            &registry,
-            &format!("{}/team/oras/etl/daily:{tag}", registry.host),
-            &pulled,
-        );
-        // The layers, in order (their titles sort that way), are the version's .tar.zst.
-        let mut parts: Vec<_> = std::fs::read_dir(&pulled)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        parts.sort();
-        let manifest = block.manifest(&at, Some(&version)).await.unwrap();
-        assert_eq!(parts.len(), manifest.frames.len(), "{parts:?}");
-        let package = scratch.path().join(format!("package-{tag}.tar.zst"));
-        let mut out = std::fs::File::create(&package).unwrap();
-        for part in &parts {
-            out.write_all(&std::fs::read(part).unwrap()).unwrap();
-        }
-        drop(out);
-        let untarred = scratch.path().join(format!("untarred-{tag}"));
-        std::fs::create_dir_all(&untarred).unwrap();
-        let zstd = peers::zstd().expect("zstd installed");
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg("\"$0\" -dc \"$1\" | tar -x -C \"$2\"")
-            .arg(&zstd)
-            .arg(&package)
-            .arg(&untarred)
-            .status()
-            .unwrap();
-        assert!(status.success(), "zstd -dc | tar -x failed");
-        assert_eq!(snapshot(&untarred), snapshot(&src), "tag {tag}");
-    }
 }
 
-/// Puts a tree with a large random file and returns the block, the version's frames (sha256)
-/// and the tree.
+/// What oras pulled of `tag`, in layer order (the titles sort that way).
+fn oras_parts(registry: &OciRegistry, repo: &str, tag: &str, scratch: &Path) -> Vec<Vec<u8>> {
+    let pulled = scratch.join(format!("pulled-{tag}"));
+    std::fs::create_dir_all(&pulled).unwrap();
+    oras_pull(
+        registry,
+        &format!("{}/{repo}:{tag}", registry.host),
+        &pulled,
+    );
+    let mut parts: Vec<_> = std::fs::read_dir(&pulled)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    parts.sort();
+    parts.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// `zstd -dc | tar -x` of `package` into a new folder, which must be `src`.
+fn untars_to(package: &[u8], scratch: &Path, name: &str, src: &Path) {
+    let file = scratch.join(format!("{name}.tar.zst"));
+    std::fs::write(&file, package).unwrap();
+    let untarred = scratch.join(format!("untarred-{name}"));
+    std::fs::create_dir_all(&untarred).unwrap();
+    let zstd = peers::zstd().expect("zstd installed");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" -dc \"$1\" | tar -x -C \"$2\"")
+        .arg(&zstd)
+        .arg(&file)
+        .arg(&untarred)
+        .status()
+        .unwrap();
+    assert!(status.success(), "zstd -dc | tar -x failed");
+    assert_eq!(snapshot(&untarred), snapshot(src), "{name}");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The packs of a format-3 version, each once, in the order its frames first use them: its
+/// layers.
+fn packs_of(manifest: &storage_core::package::manifest::PackageManifest) -> Vec<String> {
+    let mut packs: Vec<String> = Vec::new();
+    for f in &manifest.frames {
+        let p = f.pack.clone().expect("a format-3 frame names its pack");
+        if !packs.contains(&p) {
+            packs.push(p);
+        }
+    }
+    packs
+}
+
+/// Format 2 (still written on request): oras pulls the frames, and in layer order they are
+/// the version's .tar.zst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pulls_format_2_and_its_layers_are_the_tar_zst() {
+    let registry = registry();
+    let block = open(&config(&registry, "team/oras", &registry.password), "oci/o").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    oras_tree(&src);
+    let at = BlockPath::parse("etl/daily").unwrap();
+    let opts = PutOptions {
+        format: PackageFormat::Frames,
+        ..PutOptions::default()
+    };
+    let report = block.put_directory(&src, &at, &opts).await.unwrap();
+    assert!(report.frames_uploaded >= 3, "{report:?}");
+    let version = report.version.unwrap();
+    let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+    assert_eq!(manifest.format, 2);
+
+    for tag in [version.as_str(), "current"] {
+        let parts = oras_parts(&registry, "team/oras/etl/daily", tag, scratch.path());
+        assert_eq!(parts.len(), manifest.frames.len());
+        untars_to(&parts.concat(), scratch.path(), tag, &src);
+    }
+    // And blockctl still reads it.
+    let dest = scratch.path().join("dest");
+    block.get_directory(&at, &dest, &uncached()).await.unwrap();
+    assert_eq!(snapshot(&dest), snapshot(&src));
+}
+
+/// Format 3 (the default): the layers are the packs. oras pulls them, each one the blob its
+/// digest names; a first put's packs, in layer order, are the version's .tar.zst; after an
+/// edit, the pulled packs and the blockctl manifest (the config blob) still make the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pulls_the_packs_of_format_3_and_they_hold_the_version() {
+    let registry = registry();
+    let block = open(
+        &config(&registry, "team/oras-packs", &registry.password),
+        "oci/o",
+    )
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    oras_tree(&src);
+    let at = BlockPath::parse("etl/daily").unwrap();
+    let repo = "team/oras-packs/etl/daily";
+    let v1 = block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .unwrap()
+        .version
+        .unwrap();
+    let manifest = block.manifest(&at, Some(&v1)).await.unwrap();
+    assert_eq!(manifest.format, 3, "a default put writes format 3");
+    let packs = packs_of(&manifest);
+    assert!(
+        manifest.frames.len() >= 5 && packs.len() == 1,
+        "{} frames in {} packs",
+        manifest.frames.len(),
+        packs.len()
+    );
+    for tag in [v1.as_str(), "current"] {
+        let parts = oras_parts(&registry, repo, tag, scratch.path());
+        let digests: Vec<String> = parts.iter().map(|p| sha256_hex(p)).collect();
+        assert_eq!(digests, packs, "the layers are the packs, in order");
+        untars_to(&parts.concat(), scratch.path(), tag, &src);
+    }
+
+    // An edit: the new version reuses the first pack and adds one.
+    write(&src, "flows/m100.py", "X = 'edited'\n");
+    let v2 = block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .unwrap()
+        .version
+        .unwrap();
+    let manifest = block.manifest(&at, Some(&v2)).await.unwrap();
+    let packs = packs_of(&manifest);
+    assert_eq!(packs.len(), 2, "the old pack and the edit's");
+    let parts = oras_parts(&registry, repo, &v2, scratch.path());
+    let by_sha: std::collections::HashMap<String, &Vec<u8>> =
+        parts.iter().map(|p| (sha256_hex(p), p)).collect();
+    assert_eq!(by_sha.len(), packs.len());
+    let mut package = Vec::new();
+    for f in &manifest.frames {
+        let pack = by_sha[f.pack.as_deref().unwrap()];
+        let at = f.pack_offset.unwrap() as usize;
+        package.extend_from_slice(&pack[at..at + f.length as usize]);
+    }
+    untars_to(&package, scratch.path(), &v2, &src);
+}
+
+/// Puts a tree with a large random file and returns the block, the version's blobs (its
+/// packs; sha256) and the tree.
 async fn stored(
     registry: &OciRegistry,
     repository: &str,
@@ -377,15 +476,9 @@ async fn stored(
         .put_directory(&src, &at, &PutOptions::default())
         .await
         .unwrap();
-    let frames = block
-        .manifest(&at, None)
-        .await
-        .unwrap()
-        .frames
-        .into_iter()
-        .map(|f| f.sha256.unwrap())
-        .collect();
-    (block, frames, src)
+    let manifest = block.manifest(&at, None).await.unwrap();
+    assert_eq!(manifest.format, 3);
+    (block, packs_of(&manifest), src)
 }
 
 /// A get that fails with `code`, naming `word`, and leaves nothing behind.
@@ -405,7 +498,7 @@ async fn refused_cleanly(block: &dyn StorageBlock, scratch: &Path, code: i32, wo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_corrupted_in_the_registry_storage_is_exit_5() {
+async fn a_pack_corrupted_in_the_registry_storage_is_exit_5() {
     let registry = registry();
     let scratch = tempfile::tempdir().unwrap();
     let (block, frames, _) = stored(&registry, "team/corrupt", scratch.path()).await;
@@ -414,11 +507,11 @@ async fn a_frame_corrupted_in_the_registry_storage_is_exit_5() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     std::fs::write(&file, bytes).unwrap();
-    refused_cleanly(&block, scratch.path(), 5, "digest").await;
+    refused_cleanly(&block, scratch.path(), 5, "does not match").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_lost_from_the_registry_storage_is_exit_5() {
+async fn a_pack_lost_from_the_registry_storage_is_exit_5() {
     let registry = registry();
     let scratch = tempfile::tempdir().unwrap();
     let (block, frames, _) = stored(&registry, "team/lost", scratch.path()).await;
@@ -616,4 +709,113 @@ async fn a_get_cut_by_a_partition_fails_cleanly_with_nothing_written() {
     assert_clean_failure(FAULT_LABEL, "get under a partition", &got.unwrap_err());
     assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
     rig.assert_sound(&[&v1], &v1).await;
+}
+
+/// A tree of about 3.5 MiB in many frames: 600 small modules and a 2 MiB random file.
+fn many_frames(root: &Path, marker: &str) {
+    small_tree(root, marker);
+    for i in 0..600 {
+        write(
+            root,
+            &format!("flows/pkg{}/mod_{i:03}.py", i % 7),
+            format!("# {marker} {i}\nVALUE_{i} = {i}\n").repeat(20 + i % 50),
+        );
+    }
+    write(root, "data/blob.bin", noise(2 << 20, 4242));
+}
+
+/// A default put writes format 3: a version of many frames is one pack, one layer. A cold
+/// get reads it in a few requests, the pack by HTTP Range requests the registry answers
+/// 206, where format 2 reads a blob per frame. A registry that ignores ranges (the proxy
+/// hides them) is answered whole blobs, which are read, checked and sliced: same tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
+    let rig = FaultRig::new("team/packs").await;
+    let src = rig.scratch.path().join("src");
+    many_frames(&src, "packs");
+    // A file no earlier run stored, so that no agent cache holds its frame.
+    let rel = "flows/pkg3/this_run.py";
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    write(&src, rel, format!("RUN = {stamp}\n").repeat(30));
+    let (f2, f3) = (
+        BlockPath::parse("frames").unwrap(),
+        BlockPath::parse("etl").unwrap(),
+    );
+    let block = rig.proxied();
+    let opts = PutOptions {
+        format: PackageFormat::Frames,
+        ..PutOptions::default()
+    };
+    block.put_directory(&src, &f2, &opts).await.unwrap();
+    block
+        .put_directory(&src, &f3, &PutOptions::default())
+        .await
+        .unwrap();
+    let manifest = block.manifest(&f3, None).await.unwrap();
+    assert_eq!(manifest.format, 3);
+    let frames = manifest.frames.len();
+    let packs = packs_of(&manifest).len();
+    assert!(
+        frames >= 10 && packs == 1,
+        "{frames} frames in {packs} packs"
+    );
+
+    // A cold get of each, by a new block (nothing remembered), counted on the wire.
+    let cold_get = |at: BlockPath, name: &'static str| {
+        let (rig, src) = (&rig, &src);
+        async move {
+            let block = rig.proxied();
+            let dest = rig.scratch.path().join(name);
+            let (r0, g0) = (rig.proxy.requests(), rig.proxy.ranged_requests());
+            let started = Instant::now();
+            let report = block.get_directory(&at, &dest, &uncached()).await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            let (r1, g1) = (rig.proxy.requests(), rig.proxy.ranged_requests());
+            assert_eq!(snapshot(&dest), snapshot(src), "{name}");
+            eprintln!(
+                "{name}: {} requests ({} ranged), {} frames, {secs:.3} s",
+                r1 - r0,
+                g1 - g0,
+                report.frames_downloaded
+            );
+            (block, r1 - r0, g1 - g0)
+        }
+    };
+    let (_, format2, _) = cold_get(f2.clone(), "cold-format-2").await;
+    let (ranged_block, format3, ranged) = cold_get(f3.clone(), "cold-format-3").await;
+    assert!(
+        format2 >= frames as u64,
+        "format 2 reads a blob per frame: {format2} requests for {frames} frames"
+    );
+    assert!(
+        format3 <= 5 && (1..=2).contains(&ranged),
+        "format 3: {format3} requests, {ranged} ranged, for {frames} frames in one pack"
+    );
+    assert!(
+        ranged_block.ranged_reads(),
+        "the registry answered a Range request with a whole blob"
+    );
+
+    // One file of the version: one ranged read of the frames that hold it.
+    let g0 = rig.proxy.ranged_requests();
+    let bytes = rig
+        .proxied()
+        .read_path(&BlockPath::parse(&format!("etl/{rel}")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], &std::fs::read(src.join(rel)).unwrap()[..]);
+    assert_eq!(rig.proxy.ranged_requests() - g0, 1);
+
+    // A registry that ignores ranges: whole packs, read once each, the same tree.
+    rig.proxy.hide_ranges(true);
+    let (whole_block, whole, _) = cold_get(f3.clone(), "cold-format-3-whole").await;
+    rig.proxy.hide_ranges(false);
+    assert!(
+        !whole_block.ranged_reads(),
+        "the block did not notice the registry ignores ranges"
+    );
+    assert!(whole <= 5, "{whole} requests");
 }

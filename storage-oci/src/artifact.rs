@@ -1,11 +1,13 @@
-//! A version as an OCI artifact: the image manifest that lists the frames as titled layers
-//! with the blockctl manifest as config, and how one is read back and checked.
+//! A version as an OCI artifact: the image manifest that lists the version's blobs as titled
+//! layers (format 3: its packs, in the order its frames first use them; format 2: its frames,
+//! in order) with the blockctl manifest as config, and how one is read back and checked.
 
 use std::collections::BTreeMap;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
 use storage_core::bounds::MANIFEST_COMPRESSED_MAX;
-use storage_core::package::manifest::{PackageManifest, short};
+use storage_core::package::manifest::{FRAMES_FORMAT, PACKS_FORMAT, PackageManifest, short};
+use storage_core::package::packs::PACK_MAX;
 use storage_core::{Error, Result};
 
 use crate::registry::{Registry, digest_of};
@@ -14,8 +16,11 @@ use crate::registry::{Registry, digest_of};
 pub const ARTIFACT_TYPE: &str = "application/vnd.blockctl.package.v2";
 /// The config blob: the blockctl manifest, zstd-compressed JSON.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.blockctl.manifest.v2+json+zstd";
-/// Each layer: one zstd frame of the package's tar stream.
+/// Each layer of format 2: one zstd frame of the package's tar stream.
 pub const FRAME_MEDIA_TYPE: &str = "application/vnd.blockctl.frame.v1.tar+zstd";
+/// Each layer of format 3: a pack, zstd frames of tar streams one after another (those of
+/// one put, in order; a version's frames are where its manifest says).
+pub const PACK_MEDIA_TYPE: &str = "application/vnd.blockctl.pack.v1.tar+zstd";
 /// The annotation oras and other artifact clients name pulled files by.
 pub const TITLE: &str = "org.opencontainers.image.title";
 const CREATED: &str = "org.opencontainers.image.created";
@@ -28,25 +33,61 @@ pub const CURRENT: &str = "current";
 /// Frames checked, sent or fetched at once.
 pub const IN_FLIGHT: usize = 8;
 
-/// The title of layer `index`: names that sort in layer order, so that `cat` of the pulled
-/// files in name order is the package.
+/// The title of layer `index` of format 2: names that sort in layer order, so that `cat` of
+/// the pulled files in name order is the package.
 pub fn frame_title(index: usize) -> String {
     format!("frame-{index:06}.tar.zst")
 }
 
-/// The image manifest of a version whose blockctl manifest is `config` (its stored bytes).
-pub fn image_manifest(manifest: &PackageManifest, config: &[u8]) -> OciImageManifest {
-    let layers = manifest
+/// The title of layer `index` of format 3. Names sort in layer order; for a version whose
+/// packs its own put wrote (a first put), `cat` of them in that order is the package.
+pub fn pack_title(index: usize) -> String {
+    format!("pack-{index:06}.zst")
+}
+
+/// The blobs a version's layers are, by sha256, in order: format 3's packs in the order its
+/// frames first use them (each once), format 2's frames.
+pub fn layer_blobs(manifest: &PackageManifest) -> Vec<String> {
+    let sha = |s: &Option<String>| s.clone().unwrap_or_default();
+    if manifest.format != PACKS_FORMAT {
+        return manifest.frames.iter().map(|f| sha(&f.sha256)).collect();
+    }
+    let mut seen = std::collections::HashSet::new();
+    manifest
         .frames
         .iter()
+        .map(|f| sha(&f.pack))
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// The image manifest of a version whose blockctl manifest is `config` (its stored bytes);
+/// `sizes` are the sizes of its [`layer_blobs`], in order.
+pub fn image_manifest(
+    manifest: &PackageManifest,
+    config: &[u8],
+    sizes: &[u64],
+) -> OciImageManifest {
+    let packs = manifest.format == PACKS_FORMAT;
+    let layers = layer_blobs(manifest)
+        .into_iter()
+        .zip(sizes)
         .enumerate()
-        .map(|(i, f)| OciDescriptor {
-            media_type: FRAME_MEDIA_TYPE.into(),
-            digest: format!("sha256:{}", f.sha256.as_deref().unwrap_or_default()),
-            size: f.length as i64,
+        .map(|(i, (sha, size))| OciDescriptor {
+            media_type: if packs {
+                PACK_MEDIA_TYPE
+            } else {
+                FRAME_MEDIA_TYPE
+            }
+            .into(),
+            digest: format!("sha256:{sha}"),
+            size: *size as i64,
             urls: None,
             artifact_type: None,
-            annotations: Some(BTreeMap::from([(TITLE.to_string(), frame_title(i))])),
+            annotations: Some(BTreeMap::from([(
+                TITLE.to_string(),
+                if packs { pack_title(i) } else { frame_title(i) },
+            )])),
         })
         .collect();
     OciImageManifest {
@@ -122,16 +163,104 @@ pub async fn read_manifest(
         other => other?,
     };
     let manifest = PackageManifest::parse_stored(&config, true, version)?;
-    let matches = manifest.frames.len() == image.layers.len()
-        && manifest.frames.iter().zip(&image.layers).all(|(f, l)| {
-            l.digest == format!("sha256:{}", f.sha256.as_deref().unwrap_or_default())
-                && l.size == f.length as i64
-        });
-    if !matches {
+    if !layers_match(&manifest, image) {
         return Err(Error::Integrity(format!(
             "the layers of version {} are not the frames its manifest lists",
             short(version)
         )));
     }
     Ok(manifest)
+}
+
+/// Whether the layers of `image` are exactly the blobs of `manifest`, in order: format 2's
+/// frames with their lengths; format 3's packs, each no larger than a pack can be and long
+/// enough for every frame the manifest places in it.
+fn layers_match(manifest: &PackageManifest, image: &OciImageManifest) -> bool {
+    let blobs = layer_blobs(manifest);
+    let same_blobs = blobs.len() == image.layers.len()
+        && blobs
+            .iter()
+            .zip(&image.layers)
+            .all(|(sha, l)| l.digest == format!("sha256:{sha}"));
+    if !same_blobs {
+        return false;
+    }
+    match manifest.format {
+        FRAMES_FORMAT => manifest
+            .frames
+            .iter()
+            .zip(&image.layers)
+            .all(|(f, l)| l.size == f.length as i64),
+        PACKS_FORMAT => {
+            let sizes: std::collections::HashMap<&str, u64> = image
+                .layers
+                .iter()
+                .map(|l| (l.digest.as_str(), u64::try_from(l.size).unwrap_or(u64::MAX)))
+                .collect();
+            sizes.values().all(|s| *s <= PACK_MAX) && manifest.frames.iter().all(|f| {
+                let digest = format!("sha256:{}", f.pack.as_deref().unwrap_or_default());
+                let end = f.pack_offset.and_then(|o| o.checked_add(f.length));
+                matches!((sizes.get(digest.as_str()), end), (Some(size), Some(end)) if end <= *size)
+            })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage_core::package::manifest::Frame;
+
+    fn manifest(frames: &[(&str, u64, u64)]) -> PackageManifest {
+        let frames = frames
+            .iter()
+            .enumerate()
+            .map(|(i, (pack, at, length))| Frame {
+                length: *length,
+                sha256: Some(format!("{i:064}")),
+                pack: Some(pack.repeat(64)),
+                pack_offset: Some(*at),
+                ..Frame::default()
+            })
+            .collect();
+        PackageManifest {
+            format: PACKS_FORMAT,
+            version: "v".into(),
+            created: String::new(),
+            compression: "zstd".into(),
+            totals: Default::default(),
+            frames,
+            entries: Vec::new(),
+            record: None,
+        }
+    }
+
+    #[test]
+    fn the_layers_of_format_3_are_its_packs_in_first_use_order_and_must_hold_its_frames() {
+        let m = manifest(&[("b", 0, 10), ("a", 0, 5), ("b", 10, 10), ("a", 5, 5)]);
+        let blobs = layer_blobs(&m);
+        assert_eq!(blobs, vec!["b".repeat(64), "a".repeat(64)]);
+        let image = image_manifest(&m, b"config", &[20, 10]);
+        let titles: Vec<_> = image
+            .layers
+            .iter()
+            .map(|l| l.annotations.as_ref().unwrap()[TITLE].clone())
+            .collect();
+        assert_eq!(titles, ["pack-000000.zst", "pack-000001.zst"]);
+        assert!(image.layers.iter().all(|l| l.media_type == PACK_MEDIA_TYPE));
+        assert!(layers_match(&m, &image));
+        // A pack shorter than the frames placed in it, or larger than any pack, is refused.
+        let short = image_manifest(&m, b"config", &[19, 10]);
+        assert!(!layers_match(&m, &short));
+        let huge = image_manifest(&m, b"config", &[PACK_MAX + 1, 10]);
+        assert!(!layers_match(&m, &huge));
+        // So are layers in another order, or one missing.
+        let mut swapped = image.clone();
+        swapped.layers.reverse();
+        assert!(!layers_match(&m, &swapped));
+        let mut missing = image;
+        missing.layers.pop();
+        assert!(!layers_match(&m, &missing));
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -14,7 +15,9 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::manifest::OciImageManifest as Image;
 use storage_core::package::PackageEngine;
 use storage_core::package::destination::{check_destination, commit, staging_for};
-use storage_core::package::manifest::{PackageManifest, is_version_id, resolve_version, short};
+use storage_core::package::manifest::{
+    PACKS_FORMAT, PackageManifest, is_version_id, resolve_version, short,
+};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
     ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, StorageBlock,
@@ -43,6 +46,15 @@ struct Inner {
     /// whether it was there before), which the HEAD swap that follows moves `current` onto
     /// without reading it again: a gc racing the put may have untagged it meanwhile.
     pushed: Mutex<HashMap<(String, String), (Image, bool)>>,
+    /// The size of each pack (repository, sha256) this block wrote or found as a layer of a
+    /// version it read: a layer's descriptor needs it, and a read of a pack is capped by it.
+    pack_sizes: Mutex<HashMap<(String, String), u64>>,
+    /// The artifact a get located (repository, version), which the engine's read of its
+    /// manifest takes instead of reading it again.
+    located: Mutex<HashMap<(String, String), Image>>,
+    /// Set once the registry answered a ranged read with the whole blob: packs are then read
+    /// whole.
+    no_ranges: AtomicBool,
 }
 
 /// A version found in a repository: its image manifest (bytes and digest too, so a tag can
@@ -104,6 +116,9 @@ impl OciBlock {
                 registry,
                 prefix,
                 pushed: Mutex::new(HashMap::new()),
+                pack_sizes: Mutex::new(HashMap::new()),
+                located: Mutex::new(HashMap::new()),
+                no_ranges: AtomicBool::new(false),
             }),
         })
     }
@@ -243,8 +258,63 @@ impl OciBlock {
         Err(Error::NotFound("nothing is stored there".into()))
     }
 
+    /// The blockctl manifest of `found`, checked against its layers; the sizes of its packs
+    /// are remembered for reads and for a put that reuses them.
     async fn manifest_of(&self, found: &Artifact) -> Result<PackageManifest> {
-        artifact::read_manifest(self.registry(), &found.repo, &found.image, &found.version).await
+        let manifest =
+            artifact::read_manifest(self.registry(), &found.repo, &found.image, &found.version)
+                .await?;
+        if manifest.format == PACKS_FORMAT {
+            for layer in &found.image.layers {
+                if let Some(sha) = layer.digest.strip_prefix("sha256:") {
+                    self.remember_pack(&found.repo, sha, layer.size as u64);
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
+    fn remember_pack(&self, repo: &str, sha: &str, size: u64) {
+        let mut sizes = self.inner.pack_sizes.lock().expect("pack sizes");
+        // A process reads few versions; should one read thousands, it forgets and asks again.
+        if sizes.len() >= 100_000 {
+            sizes.clear();
+        }
+        sizes.insert((repo.to_string(), sha.to_string()), size);
+    }
+
+    /// The size of pack `sha` in `repo`: remembered, else asked of the registry; `None`
+    /// when the registry does not hold it.
+    async fn pack_size(&self, repo: &str, sha: &str) -> Result<Option<u64>> {
+        let known = self
+            .inner
+            .pack_sizes
+            .lock()
+            .expect("pack sizes")
+            .get(&(repo.to_string(), sha.to_string()))
+            .copied();
+        if known.is_some() {
+            return Ok(known);
+        }
+        let size = self
+            .registry()
+            .blob_size(repo, &format!("sha256:{sha}"))
+            .await?;
+        if let Some(size) = size {
+            self.remember_pack(repo, sha, size);
+        }
+        Ok(size)
+    }
+
+    /// Whether packs are read by range (until the registry shows it ignores ranges).
+    fn ranges_honoured(&self) -> bool {
+        !self.inner.no_ranges.load(Ordering::Relaxed)
+    }
+
+    fn ranges_ignored(&self) {
+        if !self.inner.no_ranges.swap(true, Ordering::Relaxed) {
+            tracing::debug!(label = %self.inner.label, "the registry ignores ranges: packs are read whole");
+        }
     }
 
     /// Every version of `repo` with its manifest's facts, newest first.
@@ -317,7 +387,7 @@ impl StorageBlock for OciBlock {
     ) -> Result<PutReport> {
         if opts.format == PackageFormat::Archive {
             return Err(Error::Unsupported(format!(
-                "{}: a registry stores package format 2 only",
+                "{}: a registry stores package formats 2 and 3 only",
                 self.slug(to)
             )));
         }
@@ -336,6 +406,17 @@ impl StorageBlock for OciBlock {
             .locate(from, opts.version.as_deref())
             .await
             .map_err(&named)?;
+        {
+            let mut located = self.inner.located.lock().expect("located slot");
+            // Gets that failed before reading their manifest leave theirs: few, and dropped.
+            if located.len() >= 64 {
+                located.clear();
+            }
+            located.insert(
+                (found.repo.clone(), found.version.clone()),
+                found.image.clone(),
+            );
+        }
         let staging = staging_for(dest).map_err(&named)?;
         let report = self
             .engine()
@@ -437,8 +518,8 @@ impl StorageBlock for OciBlock {
     }
 
     /// Drops the manifests of versions beyond the `keep` newest (never the current one).
-    /// Frames are blobs the registry shares between manifests and reclaims with its own
-    /// garbage collection; gc never deletes one, so no put can lose a frame it reuses.
+    /// Packs and frames are blobs the registry shares between manifests and reclaims with its
+    /// own garbage collection; gc never deletes one, so no put can lose a pack it reuses.
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;

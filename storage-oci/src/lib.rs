@@ -1,7 +1,7 @@
 //! OCI registry blocks ("Docker storage" without Docker): a version is an OCI artifact, an
 //! image manifest of its own artifact type tagged with the version id, whose layers are the
-//! frames of package format 2 in order (each titled, so artifact clients such as oras pull
-//! them as files) and whose config blob is the blockctl manifest. The tag `current` is moved
+//! packs of package format 3 (format 2: its frames, in order), each titled so that artifact
+//! clients such as oras pull them as files, and whose config blob is the blockctl manifest. The tag `current` is moved
 //! last, as HEAD. The slug path names the repository below the block's `repository`.
 
 mod artifact;

@@ -84,6 +84,15 @@ pub struct Registry {
     pulls: Arc<Mutex<HashMap<String, (Instant, Authz)>>>,
 }
 
+/// What a ranged read of a blob got.
+#[derive(Debug)]
+pub enum Ranged {
+    /// The part asked for: the registry honoured the Range header.
+    Part(Bytes),
+    /// The whole blob, checked against its digest: the registry ignored the Range header.
+    Whole(Bytes),
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -547,6 +556,131 @@ impl Registry {
         .await
     }
 
+    /// `range` of a blob of `size` bytes (its descriptor's) by an HTTP Range request. A
+    /// registry that honours it answers 206 with exactly that `Content-Range`, and no more
+    /// than the range is read; one that ignores it answers 200 with the whole blob, which is
+    /// read up to `size` and checked against `digest` ([`Ranged::Whole`]). The read ends
+    /// within `transfer_deadline` of what it moves.
+    pub async fn blob_range(
+        &self,
+        repo: &str,
+        digest: &str,
+        range: std::ops::Range<u64>,
+        size: u64,
+    ) -> Result<Ranged> {
+        if range.start >= range.end || range.end > size {
+            return Err(Error::Integrity(format!(
+                "the blob {digest} of {repo} holds {size} bytes, not {}..{}",
+                range.start, range.end
+            )));
+        }
+        let what = format!("the blob {digest} of {repo}");
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        let wanted = range.end - range.start;
+        let deadline = transfer_deadline(self.timeout, size);
+        self.retried_within(&format!("reading {what}"), deadline, || async {
+            let result = async {
+                let authz = self.pull_authz(repo).await?;
+                let request = self.http.get(&url).header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", range.start, range.end - 1),
+                );
+                let response = self
+                    .authorized(request, &authz)
+                    .timeout(deadline)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_failed(e))?;
+                let status = response.status().as_u16();
+                let content_range = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let declared = content_length(&response);
+                match status {
+                    206 => {
+                        let expected = format!("bytes {}-{}/", range.start, range.end - 1);
+                        let total_ok = |total: &str| total == "*" || total == size.to_string();
+                        let honest = content_range
+                            .as_deref()
+                            .is_some_and(|r| r.strip_prefix(&expected).is_some_and(total_ok));
+                        if !honest || declared.is_some_and(|n| n != wanted) {
+                            return Err(Error::Integrity(format!(
+                                "{what}: the registry answered bytes {}..{} with Content-Range {} ({} bytes)",
+                                range.start,
+                                range.end,
+                                content_range.as_deref().unwrap_or("none"),
+                                declared.map_or("unsized".into(), |n| n.to_string()),
+                            )));
+                        }
+                        let body = body_of(response).map_err(|e| self.request_failed(e));
+                        Ok(Ranged::Part(read_exact_len(body, wanted, &what).await?))
+                    }
+                    200 => {
+                        if declared.is_some_and(|n| n != size) {
+                            return Err(Error::Integrity(format!(
+                                "{what}: the registry sends {} bytes, its descriptor says {size}",
+                                declared.unwrap_or_default()
+                            )));
+                        }
+                        let body = body_of(response).map_err(|e| self.request_failed(e));
+                        let whole = read_exact_len(body, size, &what).await?;
+                        if digest_of(&whole) != digest {
+                            return Err(Error::Integrity(format!(
+                                "{what} does not match its digest: the registry holds a corrupt copy"
+                            )));
+                        }
+                        Ok(Ranged::Whole(whole))
+                    }
+                    416 => Err(Error::Integrity(format!(
+                        "{what} is shorter than the part asked of it (HTTP 416)"
+                    ))),
+                    _ => self
+                        .answer(response, SMALL_ANSWER_MAX, &what)
+                        .await
+                        .map(Ranged::Part),
+                }
+            }
+            .await;
+            self.refused(repo, result)
+        })
+        .await
+    }
+
+    /// The size of a blob, from the registry's answer to a HEAD of it; `None` when the
+    /// registry does not hold it.
+    pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let what = format!("the blob {digest} of {repo}");
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        self.retried(&format!("looking for {what}"), || async {
+            let result = async {
+                let authz = self.pull_authz(repo).await?;
+                let response = self
+                    .authorized(self.http.head(&url), &authz)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_failed(e))?;
+                match response.status().as_u16() {
+                    // From the header: the body of an answer to HEAD is empty.
+                    200 => content_length(&response).map(Some).ok_or_else(|| {
+                        Error::Integrity(format!("{what}: the registry gives no size"))
+                    }),
+                    404 => Ok(None),
+                    status @ (401 | 403) => Err(Error::Auth(format!(
+                        "the registry denied access to {what} (HTTP {status})"
+                    ))),
+                    status => Err(Error::Backend(format!(
+                        "the registry answered HTTP {status} to looking for {what}"
+                    ))),
+                }
+            }
+            .await;
+            self.refused(repo, result)
+        })
+        .await
+    }
+
     /// One GET of a blob (redirects followed; reqwest keeps credentials on the registry's
     /// origin).
     async fn blob_once(&self, repo: &str, blob: &Blob<'_>) -> Result<Bytes> {
@@ -755,6 +889,18 @@ impl Registry {
     pub async fn check(&self, repo: &str) -> Result<()> {
         self.tags(repo).await.map(drop)
     }
+}
+
+/// The `Content-Length` header of `response`.
+fn content_length(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The body of `response`, chunk by chunk.

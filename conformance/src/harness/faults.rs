@@ -94,6 +94,11 @@ struct Faults {
     carried: [AtomicU64; 2],
     /// HTTP requests seen going up (request lines at the start of what a client sent).
     requests: AtomicU64,
+    /// Whether `Range` headers going up are renamed (to `Xange`), so that the server sends
+    /// whole objects, as one that ignores ranges does.
+    hide_ranges: AtomicBool,
+    /// Request heads seen going up with a `Range` header (hidden or not).
+    ranged: AtomicU64,
 }
 
 impl Faults {
@@ -159,6 +164,8 @@ impl FaultProxy {
             connections: AtomicU32::new(0),
             carried: [AtomicU64::new(0), AtomicU64::new(0)],
             requests: AtomicU64::new(0),
+            hide_ranges: AtomicBool::new(false),
+            ranged: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, faults.clone()));
         Ok(FaultProxy {
@@ -220,6 +227,17 @@ impl FaultProxy {
         plan.cuts = 0;
         plan.partition = None;
         plan.lose = 0;
+    }
+
+    /// From now on, `Range` headers going up are renamed (same length, so byte counts hold)
+    /// and the server answers with whole objects, as a server that ignores ranges does.
+    pub fn hide_ranges(&self, hide: bool) {
+        self.faults.hide_ranges.store(hide, Ordering::SeqCst);
+    }
+
+    /// Requests that went up with a `Range` header so far.
+    pub fn ranged_requests(&self) -> u64 {
+        self.faults.ranged.load(Ordering::SeqCst)
     }
 
     /// HTTP requests that went up so far (for HTTP/1.1 clients that do not pipeline, as
@@ -367,11 +385,18 @@ impl Counted<'_> {
                     return Ok(());
                 }
             }
-            let chunk = &buf[..pending];
+            let chunk = &mut buf[..pending];
             if direction == Direction::Upstream {
                 if starts_request(chunk) {
                     self.faults.requests.fetch_add(1, Ordering::SeqCst);
+                    if let Some(at) = range_header(chunk) {
+                        self.faults.ranged.fetch_add(1, Ordering::SeqCst);
+                        if self.faults.hide_ranges.load(Ordering::SeqCst) {
+                            chunk[at] = b'X';
+                        }
+                    }
                 }
+                let chunk = &*chunk;
                 self.mark_if_to_lose(chunk);
             } else if self.losing.load(Ordering::SeqCst) {
                 // HTTP/1.1 without pipelining: what comes down now is that request's answer.
@@ -434,6 +459,13 @@ impl Counted<'_> {
         plan.cuts -= 1;
         (plan.after - before, Some(plan.cut))
     }
+}
+
+/// Where the name of a `Range` header starts in the request head at the start of `chunk`.
+fn range_header(chunk: &[u8]) -> Option<usize> {
+    let head = &chunk[..find(chunk, b"\r\n\r\n").unwrap_or(chunk.len())];
+    let lower = head.to_ascii_lowercase();
+    find(&lower, b"\r\nrange:").map(|i| i + 2)
 }
 
 /// Whether `chunk` starts with an HTTP/1.x request line.

@@ -1,24 +1,29 @@
 //! A repository as the package engine's store: `current` is HEAD, a version is an artifact
-//! tagged with its id (the blockctl manifest as its config blob, the frames as its layers),
-//! and frames are blobs named by their digests. Put and get themselves are the engine's.
+//! tagged with its id (the blockctl manifest as its config blob, its packs as its layers, or
+//! format 2's frames), and packs and frames are blobs named by their digests (both are named
+//! by the sha256 of their bytes). Packs are read by HTTP Range requests where the registry
+//! honours them, else whole. Put and get themselves are the engine's.
 
 use std::collections::HashSet;
 use std::ops::Range;
 
-use storage_core::package::manifest::HeadRecord;
+use storage_core::bounds::REGISTRY_MANIFEST_MAX;
+use storage_core::package::manifest::{HeadRecord, PACKS_FORMAT};
+use storage_core::package::packs::PACK_MAX;
 use storage_core::package::store::{
     ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, Swap,
 };
 
 use super::*;
+use crate::registry::Ranged;
 
 impl OciBlock {
-    /// The digest of an object a registry can hold: frames only.
+    /// The digest of an object a registry can hold: packs and frames.
     fn digest(&self, at: &BlockPath, name: &ObjectName) -> Result<String> {
         match name {
-            ObjectName::Frame(sha) => Ok(format!("sha256:{sha}")),
+            ObjectName::Frame(sha) | ObjectName::Pack(sha) => Ok(format!("sha256:{sha}")),
             other => Err(Error::Unsupported(format!(
-                "{}: a registry holds frames, not {other:?}",
+                "{}: a registry holds packs and frames, not {other:?}",
                 self.slug(at)
             ))),
         }
@@ -35,14 +40,16 @@ impl PackageStore for OciBlock {
         self.registry().secrets()
     }
 
+    /// Packs are read by range until the registry answers a Range request with the whole
+    /// blob.
     fn ranged_reads(&self) -> bool {
-        false
+        self.ranges_honoured()
     }
 
-    /// Layers stay one frame each (format 2), so that an artifact client that pulls the
-    /// layers in order gets exactly the version's `.tar.zst`.
+    /// Packs are the layers: a version is a few blobs of up to `PACK_MAX`, whatever its
+    /// frame count.
     fn keeps_packs(&self) -> bool {
-        false
+        true
     }
 
     async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>> {
@@ -112,6 +119,21 @@ impl PackageStore for OciBlock {
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
+        let located = self
+            .inner
+            .located
+            .lock()
+            .expect("located slot")
+            .remove(&(repo.clone(), version.to_string()));
+        if let Some(image) = located {
+            let found = Artifact {
+                repo,
+                version: version.to_string(),
+                image,
+                digest: String::new(),
+            };
+            return self.manifest_of(&found).await.map_err(&named);
+        }
         let found = self
             .version_artifact(&repo, version)
             .await
@@ -144,13 +166,41 @@ impl PackageStore for OciBlock {
     async fn write_manifest(&self, at: &BlockPath, manifest: &PackageManifest) -> Result<u64> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
+        let blobs = artifact::layer_blobs(manifest);
+        let sizes: Vec<u64> = if manifest.format == PACKS_FORMAT {
+            let mut sizes = Vec::with_capacity(blobs.len());
+            for sha in &blobs {
+                let size = self.pack_size(&repo, sha).await.map_err(&named)?;
+                sizes.push(size.ok_or_else(|| {
+                    named(Error::Integrity(format!(
+                        "pack {} is missing from the registry",
+                        short(sha)
+                    )))
+                })?);
+            }
+            sizes
+        } else {
+            manifest.frames.iter().map(|f| f.length).collect()
+        };
         let config = Bytes::from(manifest.to_compressed());
+        let image = artifact::image_manifest(manifest, &config, &sizes);
+        let body = serde_json::to_vec(&image).expect("a manifest serializes");
+        // Readers (and registries) take no larger image manifest. Format 3 lists a few
+        // packs; format 2 one layer per frame, which a package of some GiB can pass.
+        if body.len() as u64 > REGISTRY_MANIFEST_MAX.bytes {
+            return Err(named(Error::Unsupported(format!(
+                "the image manifest of version {} would list {} layers in {} bytes, more than {} (the cap {}); put it in format 3",
+                short(&manifest.version),
+                image.layers.len(),
+                body.len(),
+                REGISTRY_MANIFEST_MAX.bytes,
+                REGISTRY_MANIFEST_MAX.name
+            ))));
+        }
         self.registry()
             .push_blob(&repo, config.clone(), &registry::digest_of(&config))
             .await
             .map_err(&named)?;
-        let image = artifact::image_manifest(manifest, &config);
-        let body = serde_json::to_vec(&image).expect("a manifest serializes");
         let sent = (config.len() + body.len()) as u64;
         self.registry()
             .push_manifest_bytes(&repo, &manifest.version, body)
@@ -173,6 +223,19 @@ impl PackageStore for OciBlock {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
         let digest = self.digest(at, name)?;
+        if let ObjectName::Pack(sha) = name {
+            // Asked of the registry every time (a registry gc may have reclaimed it), and
+            // its size kept for the layer that names it.
+            let size = self
+                .registry()
+                .blob_size(&repo, &digest)
+                .await
+                .map_err(&named)?;
+            if let Some(size) = size {
+                self.remember_pack(&repo, sha, size);
+            }
+            return Ok(size.is_some());
+        }
         self.registry()
             .has_blob(&repo, &digest)
             .await
@@ -183,10 +246,15 @@ impl PackageStore for OciBlock {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
         let digest = self.digest(at, name)?;
+        let len = data.len() as u64;
         self.registry()
             .push_blob(&repo, data, &digest)
             .await
-            .map_err(&named)
+            .map_err(&named)?;
+        if let ObjectName::Pack(sha) = name {
+            self.remember_pack(&repo, sha, len);
+        }
+        Ok(())
     }
 
     async fn read_object(
@@ -198,6 +266,9 @@ impl PackageStore for OciBlock {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
         let digest = self.digest(at, name)?;
+        if let ObjectName::Pack(sha) = name {
+            return self.read_pack(&repo, sha, range).await.map_err(&named);
+        }
         // A frame's length comes from the manifest: the blob is read as exactly that long.
         let got = match &range {
             Some(r) if r.start == 0 => self.registry().blob_sized(&repo, &digest, r.end).await,
@@ -222,4 +293,68 @@ impl PackageStore for OciBlock {
         };
         Ok(Some(stream::once(async move { Ok(data) }).boxed()))
     }
+}
+
+impl OciBlock {
+    /// `range` of pack `sha` (all of it when `None`); `None` when the registry lacks it. A
+    /// part is read by an HTTP Range request while the registry honours them, else the
+    /// whole pack is read (never more than its descriptor's size) and sliced.
+    async fn read_pack(
+        &self,
+        repo: &str,
+        sha: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<ByteStream>> {
+        let Some(size) = self.pack_size(repo, sha).await? else {
+            return Ok(None);
+        };
+        if size > PACK_MAX {
+            return Err(Error::Integrity(format!(
+                "pack {} is {size} bytes, more than any pack holds",
+                short(sha)
+            )));
+        }
+        let digest = format!("sha256:{sha}");
+        let whole = match range {
+            Some(r) if r.start > r.end || r.end > size => {
+                return Err(Error::Integrity(format!(
+                    "pack {} holds {size} bytes, less than the part asked of it",
+                    short(sha)
+                )));
+            }
+            Some(r) if r.start == r.end => Bytes::new(),
+            Some(r) if self.ranges_honoured() => {
+                match self
+                    .registry()
+                    .blob_range(repo, &digest, r.clone(), size)
+                    .await
+                {
+                    Ok(Ranged::Part(data)) => return Ok(Some(once(data))),
+                    Ok(Ranged::Whole(data)) => {
+                        self.ranges_ignored();
+                        data.slice(r.start as usize..r.end as usize)
+                    }
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            r => {
+                let data = match self.registry().blob_sized(repo, &digest, size).await {
+                    Ok(d) => d,
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                match r {
+                    Some(r) => data.slice(r.start as usize..r.end as usize),
+                    None => data,
+                }
+            }
+        };
+        Ok(Some(once(whole)))
+    }
+}
+
+/// A stream of one chunk.
+fn once(data: Bytes) -> ByteStream {
+    stream::once(async move { Ok(data) }).boxed()
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p blockctl
 //! cargo run --release -p conformance --bin bench -- \
-//!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http] [--corpora flow,many,big] [--runs N] \
+//!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http,oci] [--corpora flow,many,big] [--runs N] \
 //!     [--many-runs N] \
 //!     [--big-mib N] [--json out.json]
 //! ```
@@ -32,8 +32,8 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::harness::{
-    Azurite, FakeGcs, FaultProxy, Moto, PyFtpd, Samba, Sshd, StaticHttp, WsgiDav, hmac_sha256,
-    peers,
+    Azurite, FakeGcs, FaultProxy, Moto, OciRegistry, PyFtpd, Samba, Sshd, StaticHttp, WsgiDav,
+    hmac_sha256, peers,
 };
 use sha2::{Digest, Sha256};
 
@@ -49,16 +49,16 @@ use measure::*;
 use runs::*;
 use targets::*;
 
-const TARGETS: [&str; 9] = [
-    "local", "s3", "azure", "gcs", "smb", "sftp", "webdav", "ftp", "http",
+const TARGETS: [&str; 10] = [
+    "local", "s3", "azure", "gcs", "smb", "sftp", "webdav", "ftp", "http", "oci",
 ];
 
 /// blockctl beside rclone, tar + zstd and cp -a on the same corpora and emulators.
 #[derive(Parser)]
 struct Args {
     /// Where to measure, comma-separated: local, s3, azure, gcs, smb, sftp, webdav, ftp, http
-    /// (read-only: gets only)
-    /// (the last two only when asked for).
+    /// (read-only: gets only), oci (a registry: on `flow`, cold put and get of package
+    /// formats 2 and 3 only) (the last three only when asked for).
     #[arg(long, value_delimiter = ',', default_value = "local,s3,azure,gcs,smb,sftp", value_parser = TARGETS)]
     targets: Vec<String>,
     /// Which corpora, comma-separated: flow (3,036 files, 43 MiB), many (20,000 small files),

@@ -205,6 +205,28 @@ pub(crate) fn start_target(name: &str, work: &Path) -> Result<Target, String> {
                 _guard: Box::new(moto),
             }
         }
+        "oci" => {
+            let registry = OciRegistry::start()?;
+            Target {
+                name: name.into(),
+                block: (
+                    "oci/bench".into(),
+                    set(&[
+                        ("registry", &registry.host),
+                        ("repository", "bench"),
+                        ("username", &registry.user),
+                        ("password", &registry.password),
+                    ]),
+                ),
+                rclone: None,
+                rclone_skip: None,
+                rclone_folders: None,
+                served: None,
+                prefect: None,
+                wire: None,
+                _guard: Box::new(registry),
+            }
+        }
         "azure" => {
             let az = Azurite::start()?;
             az.create_container(BUCKET)?;
