@@ -259,9 +259,13 @@ struct GetArgs {
     /// Overwrite files of the version, keep the others.
     #[arg(long)]
     merge: bool,
-    /// Neither read nor fill the local frame cache.
+    /// Neither read nor fill the local frame and manifest caches.
     #[arg(long)]
     no_cache: bool,
+    /// Only the files matching GLOB (a path below DIR; `*` stays in one folder, `**` crosses
+    /// folders), fetching only the frames that hold them; repeat for more.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
 }
 
 /// Runs blockctl with `args` (the program name first, as in `std::env::args_os`) and returns
@@ -596,6 +600,7 @@ async fn get(args: GetArgs, out: &Out) -> Result<()> {
         mode,
         no_cache: args.no_cache,
         cache_dir: None,
+        only: args.only,
         progress: Some(Arc::new(Progress::new(out))),
     };
     let started = std::time::Instant::now();
