@@ -30,9 +30,10 @@ pub struct ManifestCache {
 }
 
 impl ManifestCache {
-    /// The cache a get with these settings uses for `slug` on the store `scope` names: in
-    /// `manifests/` inside `frames_dir` when one is given, else beside the user's frame
-    /// cache; none when `no_cache`, or when the store names no scope.
+    /// The cache a get with these settings uses for `slug` on the store `scope` names:
+    /// beside the frame cache (`manifests/` in the cache folder; `<frames_dir>-manifests`
+    /// when a frame folder is given, which then holds frames only); none when `no_cache`, or
+    /// when the store names no scope.
     pub fn for_get(
         scope: Option<&str>,
         slug: &str,
@@ -41,7 +42,12 @@ impl ManifestCache {
     ) -> Self {
         let dir = match (no_cache, scope, frames_dir) {
             (true, _, _) | (_, None, _) => None,
-            (false, Some(_), Some(d)) => Some(d.join("manifests")),
+            (false, Some(_), Some(d)) => Some(match (d.parent(), d.file_name()) {
+                (Some(parent), Some(name)) => {
+                    parent.join(format!("{}-manifests", name.to_string_lossy()))
+                }
+                _ => d.join("manifests"),
+            }),
             (false, Some(_), None) => cache_dir().map(|d| d.join("manifests")),
         };
         let mut h = Sha256::new();
@@ -164,12 +170,14 @@ mod tests {
     #[test]
     fn manifests_are_kept_per_store_and_path_and_checked_when_read() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ManifestCache::for_get(Some("store-a"), "s3/x/etl", false, Some(dir.path()));
+        let frames = dir.path().join("frames");
+        let cache = ManifestCache::for_get(Some("store-a"), "s3/x/etl", false, Some(&frames));
         let m = manifest("hello");
         assert!(cache.get(&m.version).is_none());
         cache.put(&m);
         assert_eq!(cache.get(&m.version), Some(m.clone()));
-        let other = ManifestCache::for_get(Some("store-b"), "s3/x/etl", false, Some(dir.path()));
+        assert!(dir.path().join("frames-manifests").is_dir(), "beside the frames");
+        let other = ManifestCache::for_get(Some("store-b"), "s3/x/etl", false, Some(&frames));
         assert!(other.get(&m.version).is_none(), "another store's manifest");
         let path = cache.path(&m.version).unwrap();
         let mut other_manifest = manifest("other");
@@ -180,7 +188,7 @@ mod tests {
         cache.put(&m);
         cache.forget(&m.version);
         assert!(cache.get(&m.version).is_none());
-        let off = ManifestCache::for_get(Some("store-a"), "s3/x/etl", true, Some(dir.path()));
+        let off = ManifestCache::for_get(Some("store-a"), "s3/x/etl", true, Some(&frames));
         off.put(&m);
         assert!(off.get(&m.version).is_none() && !off.is_enabled());
     }
