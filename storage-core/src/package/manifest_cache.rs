@@ -176,7 +176,10 @@ mod tests {
         assert!(cache.get(&m.version).is_none());
         cache.put(&m);
         assert_eq!(cache.get(&m.version), Some(m.clone()));
-        assert!(dir.path().join("frames-manifests").is_dir(), "beside the frames");
+        assert!(
+            dir.path().join("frames-manifests").is_dir(),
+            "beside the frames"
+        );
         let other = ManifestCache::for_get(Some("store-b"), "s3/x/etl", false, Some(&frames));
         assert!(other.get(&m.version).is_none(), "another store's manifest");
         let path = cache.path(&m.version).unwrap();

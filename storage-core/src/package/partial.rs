@@ -226,7 +226,7 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, vec![2, 3, 4, 8, 9, 24, 25, 26]);
-        let mut short = Kept::new(&read[..15], Some(&read_frames[..]), vec![24..27]);
+        let mut short = Kept::new(&read[..15], Some(&read_frames[..]), vec![24..27, 28..29]);
         assert!(short.read_to_end(&mut Vec::new()).is_err());
     }
 }
