@@ -15,8 +15,8 @@ use std::sync::Arc;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use storage_blocks::{
     BlockId, BlockPath, BlockSlug, BlockType, DeleteOptions, Error, GcOptions, GetMode, GetOptions,
-    Layout, PackageFormat, PutOptions, Registry, Result, VersionPrecondition, prefect, type_spec,
-    type_specs,
+    Layout, PackageFormat, PutOptions, Registry, Result, RollbackOptions, VersionPrecondition,
+    prefect, type_spec, type_specs,
 };
 
 use output::{Out, Progress};
@@ -103,6 +103,25 @@ enum Command {
         /// `60s`, `10m`, `0` for none when nothing else writes there.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         grace: std::time::Duration,
+        /// Also keep every version made current (by a put or a rollback) within this long,
+        /// and the one current when that began: `30d`, `12h`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        keep_within: Option<std::time::Duration>,
+    },
+    /// Make an older version current again (default: the one current before the current
+    /// one); signed like a put when the block signs.
+    Rollback {
+        /// Where the versions are: TYPE/NAME[/PATH].
+        slug: String,
+        /// The version to make current (an id or unique prefix; it must be listed).
+        #[arg(long, value_name = "V")]
+        to: Option<String>,
+        /// Roll back only if the current version is V.
+        #[arg(long, value_name = "V")]
+        if_version: Option<String>,
+        /// How long the signed HEAD stays valid (signing blocks): `30d`, `12h`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        valid_for: Option<std::time::Duration>,
     },
     /// Files added, removed and changed between two versions, and the bytes a pull of the
     /// newer one moves when the older one is cached.
@@ -242,6 +261,10 @@ struct PutArgs {
     /// A label recorded with the version, KEY=VALUE (repeat for each).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// How long the signed HEAD stays valid, for blocks with a signing_key (default 30d):
+    /// agents that trust the key refuse it afterwards until the next put or rollback.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    valid_for: Option<std::time::Duration>,
 }
 
 #[derive(Args)]
@@ -266,6 +289,10 @@ struct GetArgs {
     /// folders), fetching only the frames that hold them; repeat for more.
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
+    /// Accept a signed HEAD older than one this agent already accepted (a rollback you
+    /// know about); only blocks with trusted_keys refuse one at all.
+    #[arg(long)]
+    allow_rollback: bool,
 }
 
 /// Runs blockctl with `args` (the program name first, as in `std::env::args_os`) and returns
@@ -372,10 +399,36 @@ async fn execute(command: Command, out: &Out) -> Result<()> {
             out.removed(&slug, version.as_deref());
             Ok(())
         }
-        Command::Gc { slug, keep, grace } => {
+        Command::Gc {
+            slug,
+            keep,
+            grace,
+            keep_within,
+        } => {
             let (block, path, slug) = open(&slug)?;
-            let report = block.gc(&path, &GcOptions { keep, grace }).await?;
+            let opts = GcOptions {
+                keep,
+                grace,
+                keep_within,
+            };
+            let report = block.gc(&path, &opts).await?;
             out.gc(&slug, &report);
+            Ok(())
+        }
+        Command::Rollback {
+            slug,
+            to,
+            if_version,
+            valid_for,
+        } => {
+            let (block, path, slug) = open(&slug)?;
+            let opts = RollbackOptions {
+                to,
+                if_version: if_version.map(precondition),
+                valid_for,
+            };
+            let report = block.rollback(&path, &opts).await?;
+            out.rolled_back(&slug, &report);
             Ok(())
         }
         Command::Diff { slug, from, to } => {
@@ -561,10 +614,7 @@ async fn block_command(cmd: BlockCommand, out: &Out) -> Result<()> {
 async fn put(args: PutArgs, out: &Out) -> Result<()> {
     let (block, path, slug) = open(&args.slug)?;
     let record = version_record(&args, out)?;
-    let if_version = args.if_version.map(|v| match v.as_str() {
-        "none" => VersionPrecondition::NoVersion,
-        _ => VersionPrecondition::Current(v),
-    });
+    let if_version = args.if_version.map(precondition);
     let opts = PutOptions {
         layout: match args.layout {
             LayoutArg::Package => Layout::Package,
@@ -580,12 +630,21 @@ async fn put(args: PutArgs, out: &Out) -> Result<()> {
         if_version,
         follow_symlinks: args.follow_symlinks,
         record: Some(record.clone()),
+        valid_for: args.valid_for,
         progress: Some(Arc::new(Progress::new(out))),
     };
     let started = std::time::Instant::now();
     let report = block.put_directory(&args.dir, &path, &opts).await?;
     out.put(&slug, &report, &record, started.elapsed());
     Ok(())
+}
+
+/// `--if-version V`: `none` for no version yet, else the version that must be current.
+fn precondition(v: String) -> VersionPrecondition {
+    match v.as_str() {
+        "none" => VersionPrecondition::NoVersion,
+        _ => VersionPrecondition::Current(v),
+    }
 }
 
 async fn get(args: GetArgs, out: &Out) -> Result<()> {
@@ -601,6 +660,7 @@ async fn get(args: GetArgs, out: &Out) -> Result<()> {
         no_cache: args.no_cache,
         cache_dir: None,
         only: args.only,
+        allow_rollback: args.allow_rollback,
         progress: Some(Arc::new(Progress::new(out))),
     };
     let started = std::time::Instant::now();

@@ -12,7 +12,7 @@ use storage_blocks::diff::VersionDiff;
 use storage_blocks::signing::GeneratedKey;
 use storage_blocks::{
     BlockDocument, BlockId, Error, GcReport, GetReport, ListedFile, PackageManifest, ProgressEvent,
-    ProgressObserver, PutReport, TypeSpec, VersionInfo, VersionRecord, type_spec,
+    ProgressObserver, PutReport, RollbackReport, TypeSpec, VersionInfo, VersionRecord, type_spec,
 };
 
 #[derive(Clone, Copy)]
@@ -285,6 +285,9 @@ impl Out {
                 .map(|v| {
                     let mut o = json!({"version": v.version, "created": v.created, "files": v.files,
                         "bytes": v.bytes, "current": v.current});
+                    if let Some(since) = &v.current_since {
+                        o["current_since"] = json!(since);
+                    }
                     o.as_object_mut()
                         .expect("an object")
                         .extend(record_json(&v.record));
@@ -299,6 +302,9 @@ impl Out {
                 "{mark} {}  {}  {} files  {} bytes",
                 v.version, v.created, v.files, v.bytes
             );
+            if let Some(since) = &v.current_since {
+                line.push_str(&format!("  current since {since}"));
+            }
             let r = &v.record;
             if let Some(a) = &r.author {
                 line.push_str(&format!("  {}", one_line_text(a)));
@@ -403,6 +409,24 @@ impl Out {
         match version {
             Some(v) => self.say(format!("{slug}: removed version {v}")),
             None => self.say(format!("{slug}: removed")),
+        }
+    }
+
+    pub fn rolled_back(&self, slug: &str, r: &RollbackReport) {
+        if self.json {
+            return print_json(json!({"slug": slug, "from": r.from, "version": r.to}));
+        }
+        match &r.from {
+            Some(from) if *from == r.to => self.say(format!(
+                "{slug}: {} is current (HEAD written again)",
+                short(&r.to)
+            )),
+            Some(from) => self.say(format!(
+                "{slug}: rolled back from {} to {}",
+                short(from),
+                short(&r.to)
+            )),
+            None => self.say(format!("{slug}: {} is current", short(&r.to))),
         }
     }
 

@@ -313,3 +313,162 @@ fn every_storing_type_takes_the_trust_fields_and_checks_them_at_open() {
     assert_eq!(stderr(&out).lines().count(), 1);
     assert!(stderr(&out).contains("local/broken"), "{}", stderr(&out));
 }
+
+/// A local block at `h.path("store")` signing with a new key and trusting it; returns the
+/// key as `key generate --json` printed it.
+fn signing_block(h: &Home, name: &str) -> serde_json::Value {
+    let k = h.json(&["--json", "key", "generate", name, "--unencrypted"]);
+    h.ok(&[
+        "block",
+        "create",
+        &format!("local/{name}"),
+        "--set",
+        &format!("basepath={}", h.path("store").display()),
+        "--set",
+        &format!("signing_key={}", k["secret_key"].as_str().unwrap()),
+        "--set",
+        &format!("trusted_keys={}", k["public_key_file"].as_str().unwrap()),
+    ]);
+    k
+}
+
+fn put_version(h: &Home, slug: &str, marker: &str) -> String {
+    let src = h.path(&format!("src-{marker}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("flow.py"), format!("print('{marker}')\n")).unwrap();
+    let put = h.json(&["--json", "put", src.to_str().unwrap(), slug]);
+    put["version"].as_str().unwrap().to_string()
+}
+
+/// A refusal: exit `code`, one stderr line naming `block`, nothing on stdout, DEST absent.
+fn assert_refused(h: &Home, args: &[&str], code: i32, block: &str) -> String {
+    let out = h.run(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(block), "{err}");
+    assert!(out.stdout.is_empty(), "{args:?}");
+    err
+}
+
+#[test]
+fn a_signing_block_signs_what_minisign_verifies_and_refuses_a_stripped_signature() {
+    let h = Home::new();
+    let k = signing_block(&h, "signed");
+    let v = put_version(&h, "local/signed/etl", "one");
+    let manifest = h.path(&format!("store/etl/.blocks/manifests/{v}.json.zst"));
+    let sig = manifest.with_file_name(format!("{v}.json.zst.minisig"));
+    let out = Command::new(minisign())
+        .args(["-V", "-p", k["public_key_file"].as_str().unwrap(), "-m"])
+        .arg(&manifest)
+        .arg("-x")
+        .arg(&sig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("version={v}")),
+        "{out:?}"
+    );
+    let dest = h.path("dest");
+    h.ok(&["get", "local/signed/etl", dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "print('one')\n"
+    );
+    // HEAD is still JSON naming the version, with its sequence number and expiry.
+    let head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.path("store/etl/.blocks/HEAD")).unwrap()).unwrap();
+    assert_eq!(head["version"], v.as_str());
+    assert!(
+        head["seq"].as_u64().unwrap() > 0 && head["expires"].is_string(),
+        "{head}"
+    );
+
+    std::fs::remove_file(&sig).unwrap();
+    let dest2 = h.path("dest2");
+    for args in [
+        vec!["get", "local/signed/etl", dest2.to_str().unwrap()],
+        vec!["cat", "local/signed/etl/flow.py"],
+        vec!["ls", "local/signed/etl"],
+        vec!["export", "local/signed/etl"],
+    ] {
+        let err = assert_refused(&h, &args, 7, "local/signed/etl");
+        assert!(err.contains("not signed"), "{err}");
+    }
+    assert!(!dest2.exists());
+    // The next signed put of the same tree signs it again.
+    put_version(&h, "local/signed/etl", "one");
+    assert!(sig.exists());
+    h.ok(&["get", "local/signed/etl", dest2.to_str().unwrap()]);
+}
+
+#[test]
+fn rollback_makes_an_older_version_current_and_gc_keeps_what_was_recently_current() {
+    let h = Home::new();
+    signing_block(&h, "signed");
+    let slug = "local/signed/etl";
+    let v1 = put_version(&h, slug, "one");
+    let v2 = put_version(&h, slug, "two");
+    // An agent that saw v2 ...
+    h.ok(&["get", slug, h.path("seen").to_str().unwrap()]);
+    let back = h.json(&["--json", "rollback", slug]);
+    assert_eq!(back["from"], v2.as_str());
+    assert_eq!(back["version"], v1.as_str());
+    // ... takes the signed rollback (a newer sequence number), and gets v1.
+    let dest = h.path("dest");
+    h.ok(&["get", slug, dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "print('one')\n"
+    );
+    let listed = h.json(&["--json", "versions", slug]);
+    let current: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["version"], v1.as_str());
+    assert!(current[0]["current_since"].is_string(), "{listed}");
+    // A version not listed is exit 3; a stale --if-version is exit 6; neither moves HEAD.
+    assert_refused(&h, &["rollback", slug, "--to", "deadbeef"], 3, slug);
+    assert_refused(&h, &["rollback", slug, "--if-version", &v2[..12]], 6, slug);
+    let again = h.json(&[
+        "--json",
+        "rollback",
+        slug,
+        "--to",
+        &v2[..12],
+        "--if-version",
+        &v1[..12],
+    ]);
+    assert_eq!(again["version"], v2.as_str());
+
+    // Every version made current within the last hour stays; without the window they go.
+    let v3 = put_version(&h, slug, "three");
+    let kept = h.json(&["--json", "gc", slug, "--keep", "0", "--keep-within", "1h"]);
+    assert_eq!(kept["removed"].as_array().unwrap().len(), 0, "{kept}");
+    let gone = h.json(&["--json", "gc", slug, "--keep", "0"]);
+    let mut removed: Vec<String> = gone["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    removed.sort();
+    let mut want = vec![v1.clone(), v2.clone()];
+    want.sort();
+    assert_eq!(removed, want, "{gone}");
+    assert!(
+        !h.path(&format!(
+            "store/etl/.blocks/manifests/{v1}.json.zst.minisig"
+        ))
+        .exists()
+    );
+    let listed = h.json(&["--json", "versions", slug]);
+    assert_eq!(listed[0]["version"], v3.as_str());
+    // Nothing left to go back to.
+    assert_refused(&h, &["rollback", slug], 3, slug);
+}

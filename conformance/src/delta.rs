@@ -324,7 +324,13 @@ pub async fn gc_racing_puts_never_breaks_a_listed_version(s: &Subject) {
                     std::time::Duration::from_millis(200)
                 };
                 block
-                    .gc(&at, &GcOptions { keep: 0, grace })
+                    .gc(
+                        &at,
+                        &GcOptions {
+                            grace,
+                            ..GcOptions::keep(0)
+                        },
+                    )
                     .await
                     .expect("a gc racing puts");
             }
@@ -353,8 +359,8 @@ pub async fn gc_racing_puts_never_breaks_a_listed_version(s: &Subject) {
         .gc(
             &at,
             &GcOptions {
-                keep: 0,
                 grace: std::time::Duration::ZERO,
+                ..GcOptions::keep(0)
             },
         )
         .await
@@ -526,8 +532,8 @@ pub async fn format_1_versions_written_by_the_previous_release_still_read(s: &Su
         .gc(
             &at,
             &GcOptions {
-                keep: 0,
                 grace: std::time::Duration::ZERO,
+                ..GcOptions::keep(0)
             },
         )
         .await

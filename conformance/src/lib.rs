@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
             rm_and_gc_drop_versions_but_never_the_current_one,
             concurrent_puts_leave_a_whole_current_version,
             racing_puts_of_different_trees_and_gets_see_only_whole_versions,
+            signed_versions_refuse_every_attack_and_roll_back,
         );
         $crate::conformance_suite!(@delta $make,
             frames_are_shared_between_versions_and_only_new_ones_are_sent,

@@ -1,14 +1,39 @@
 //! storage-blocks: the library a deployment CLI or an agent links. It opens a slug through the
 //! registry and builds the backend its type names (one cargo feature per backend).
 //!
-//! ```no_run
-//! # async fn run() -> storage_blocks::Result<()> {
-//! use storage_blocks::{GetOptions, Registry};
-//! let registry = Registry::load()?;
-//! let (block, path) = registry.open("local/default/etl")?;
-//! block.get_directory(&path, std::path::Path::new("run"), &GetOptions::default()).await?;
-//! # Ok(()) }
+//! Open a block by its slug, put a folder there, and get it back where a flow runs:
+//!
 //! ```
+//! use storage_blocks::{GetOptions, PutOptions, Registry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // blocks.toml, `local/default`'s data and the caches live in `$BLOCKCTL_HOME`: a
+//! // temporary folder here, so the example leaves the user's own untouched.
+//! let home = tempfile::tempdir()?;
+//! // SAFETY: no other thread of this program reads the environment yet.
+//! unsafe { std::env::set_var("BLOCKCTL_HOME", home.path()) };
+//!
+//! let project = home.path().join("flow-project");
+//! std::fs::create_dir_all(project.join("flows"))?;
+//! std::fs::write(project.join("flows/etl.py"), "print('etl')\n")?;
+//!
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let registry = Registry::load()?;
+//!     let (block, path) = registry.open("local/default/etl")?;
+//!
+//!     let put = block.put_directory(&project, &path, &PutOptions::default()).await?;
+//!     assert_eq!(put.files, 1);
+//!
+//!     let run = home.path().join("run");
+//!     let got = block.get_directory(&path, &run, &GetOptions::default()).await?;
+//!     assert_eq!(got.version, put.version);
+//!     assert_eq!(std::fs::read_to_string(run.join("flows/etl.py"))?, "print('etl')\n");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 use std::sync::Arc;
 
@@ -32,15 +57,36 @@ impl Registry {
         })
     }
 
+    /// The blocks of `file`, e.g. a registry kept somewhere else than `$BLOCKCTL_HOME`.
     pub fn from_file(file: RegistryFile) -> Self {
         Registry { file }
     }
 
+    /// The registry file the blocks come from.
     pub fn file(&self) -> &RegistryFile {
         &self.file
     }
 
     /// Parses the slug, loads its block, resolves `env:` secrets and builds the backend.
+    ///
+    /// ```
+    /// use storage_blocks::{BlockId, Registry, RegistryFile};
+    ///
+    /// # fn main() -> storage_blocks::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let file = RegistryFile::load_from(dir.path().join("blocks.toml"))?;
+    /// let mut registry = Registry::from_file(file);
+    /// let store = dir.path().join("store").display().to_string();
+    /// registry.create(BlockId::parse("local/scratch")?, &[("basepath".into(), store)], false)?;
+    ///
+    /// let (block, path) = registry.open("local/scratch/etl/daily")?;
+    /// assert_eq!(block.label(), "local/scratch");
+    /// assert_eq!(path.as_str(), "etl/daily");
+    /// assert!(block.capabilities().versions);
+    /// assert!(registry.open("local/missing").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(&self, slug: &str) -> Result<(Arc<dyn StorageBlock>, BlockPath)> {
         let slug = BlockSlug::parse(slug)?;
         Ok((self.open_block(&slug.block)?, slug.path))
@@ -54,10 +100,12 @@ impl Registry {
         Ok(storage_core::Checked::wrap(block))
     }
 
+    /// The document of block `id`, secrets as written (`env:` unresolved).
     pub fn document(&self, id: &BlockId) -> Result<BlockDocument> {
         self.file.get(id)
     }
 
+    /// Every block's document, `local/default` included, sorted by id.
     pub fn documents(&self) -> Vec<BlockDocument> {
         self.file.documents()
     }
@@ -76,6 +124,7 @@ impl Registry {
         Ok(doc)
     }
 
+    /// Removes block `id` from the registry file; what it stored stays where it is.
     pub fn remove(&mut self, id: &BlockId) -> Result<()> {
         self.file.remove(id)
     }

@@ -13,6 +13,7 @@ use crate::{BlockId, BlockType, Error, Registry, Result};
 pub struct PrefectBlock {
     /// The block type's slug, e.g. `s3-bucket`.
     pub type_slug: String,
+    /// The block's name, which the imported block keeps.
     pub name: String,
     /// Its fields, secrets in clear and nested blocks (credentials) inlined.
     pub data: Value,

@@ -73,8 +73,11 @@ impl Capabilities {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
+    /// Versioned packages under `.blocks/`, swapped in by one HEAD write: the default, and the
+    /// only layout that keeps versions.
     #[default]
     Package,
+    /// A plain mirror of the files, readable by any other client of the store.
     Files,
     /// The store's own tree (a git commit): what a native-tree store keeps.
     Tree,
@@ -111,8 +114,11 @@ pub enum PackageFormat {
     Archive,
 }
 
+/// How `put` reads the tree and stores it; the default stores a format-3 package with the
+/// usual ignore rules.
 #[derive(Clone, Default)]
 pub struct PutOptions {
+    /// How the tree is stored.
     pub layout: Layout,
     /// The package format (package layout only).
     pub format: PackageFormat,
@@ -120,12 +126,17 @@ pub struct PutOptions {
     pub ignore_file: Option<PathBuf>,
     /// Leave out `.git/`, `.hg/` and `.svn/` (the default).
     pub no_default_ignores: bool,
+    /// Refuse the put unless the current version is what this requires (a compare-and-swap).
     pub if_version: Option<VersionPrecondition>,
     /// Store the targets of symlinks instead of refusing links that leave the tree.
     pub follow_symlinks: bool,
     /// What the version's manifest records about it (message, author, labels, git source).
     /// It never changes the version id.
     pub record: Option<VersionRecord>,
+    /// How long a signed HEAD stays valid (`put --valid-for`); the signing default when
+    /// `None`. Ignored by blocks that do not sign.
+    pub valid_for: Option<std::time::Duration>,
+    /// Receives the put's phases and bytes; nothing is reported when `None`.
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -141,10 +152,13 @@ pub enum GetMode {
     Merge,
 }
 
+/// Which version `get` brings and what it does with the destination; the default brings the
+/// current version into an empty or absent folder.
 #[derive(Clone, Default)]
 pub struct GetOptions {
     /// A version id or a unique prefix of one; the current version when `None`.
     pub version: Option<String>,
+    /// What happens to files already in the destination.
     pub mode: GetMode,
     /// Neither read nor fill the agent's frame cache.
     pub no_cache: bool,
@@ -153,6 +167,10 @@ pub struct GetOptions {
     /// Only the entries matching one of these globs (over their paths below DEST; `**`
     /// crosses folders), fetching only the frames that hold them; all when empty.
     pub only: Vec<String>,
+    /// Take a signed HEAD older than one this agent already accepted (a rollback it was
+    /// told about). Only blocks with `trusted_keys` refuse such a HEAD at all.
+    pub allow_rollback: bool,
+    /// Receives the get's phases and bytes; nothing is reported when `None`.
     pub progress: Option<Arc<dyn ProgressObserver>>,
 }
 
@@ -164,31 +182,63 @@ pub struct GcOptions {
     /// Unreferenced objects (frames, leftovers of interrupted puts) younger than this stay:
     /// a put may still be writing them.
     pub grace: std::time::Duration,
+    /// Every version a HEAD swap of this long ago or later made current stays as well
+    /// (`gc --keep-within`), and so does the one current when that window began.
+    pub keep_within: Option<std::time::Duration>,
 }
 
 impl GcOptions {
     /// The grace when none is given: long enough for any put's objects to be referenced.
     pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
+    /// Keeps the current version and the `keep` newest, with the default grace.
     pub fn keep(keep: usize) -> Self {
         GcOptions {
             keep,
             grace: Self::DEFAULT_GRACE,
+            keep_within: None,
         }
     }
 }
 
+/// What `rollback` makes current, and under which condition.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackOptions {
+    /// The version to make current (an id or unique prefix); by default the one HEAD named
+    /// before the current one.
+    pub to: Option<String>,
+    /// Roll back only if the current version is this one (`--if-version`).
+    pub if_version: Option<VersionPrecondition>,
+    /// How long the signed HEAD stays valid (signing blocks only).
+    pub valid_for: Option<std::time::Duration>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// The version current before.
+    pub from: Option<String>,
+    /// The version current now.
+    pub to: String,
+}
+
+/// What `rm` deletes at a path.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
     /// Delete only this version (not the current one); the whole path when `None`.
     pub version: Option<String>,
 }
 
+/// What a put stored, for the CLI's summary and `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PutReport {
+    /// The id of the version stored; `None` for a files layout, which keeps no versions.
     pub version: Option<String>,
+    /// The layout the tree was stored in.
     pub layout: Layout,
+    /// Files in the tree stored.
     pub files: u64,
+    /// Bytes of those files, uncompressed.
     pub bytes: u64,
     /// Nothing was uploaded because this version was already stored.
     pub skipped: bool,
@@ -198,31 +248,47 @@ pub struct PutReport {
     pub uploaded_bytes: u64,
     /// Format 2: frames sent, and frames the store already held.
     pub frames_uploaded: u64,
+    /// Format 2: frames the store already held, so not sent again.
     pub frames_reused: u64,
 }
 
+/// What a get brought, for the CLI's summary and `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GetReport {
+    /// The id of the version brought; `None` for a files layout.
     pub version: Option<String>,
+    /// The layout the tree was stored in.
     pub layout: Layout,
+    /// Files of the version brought.
     pub files: u64,
+    /// Bytes of those files, uncompressed.
     pub bytes: u64,
     /// Bytes of frames (format 2) downloaded; the manifest not included.
     pub downloaded_bytes: u64,
     /// Format 2: frames downloaded, and frames taken from the agent cache.
     pub frames_downloaded: u64,
+    /// Format 2: frames taken from the agent cache instead of downloaded.
     pub frames_cached: u64,
     /// `--replace`: unchanged files taken over from the folder replaced, not written again.
     pub files_linked: u64,
 }
 
+/// One stored version, as `versions` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionInfo {
+    /// The version id: a package's content hash, or a git commit id.
     pub version: String,
+    /// When the version was stored (RFC 3339, UTC).
     pub created: String,
+    /// Files in the version.
     pub files: u64,
+    /// Bytes of those files, uncompressed.
     pub bytes: u64,
+    /// Whether HEAD names this version, so that a get without `version` brings it.
     pub current: bool,
+    /// When HEAD last moved to this version, if it is the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_since: Option<String>,
     /// The version's record (message, author, labels, source), when it has one.
     #[serde(flatten)]
     pub record: VersionRecord,
@@ -231,24 +297,34 @@ pub struct VersionInfo {
 /// One file of a stored tree, as `ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListedFile {
+    /// The file's path inside the stored tree, `/`-separated.
     pub path: String,
+    /// Whether it is a file, a folder or a link.
     pub kind: EntryKind,
+    /// Bytes of a file; 0 for a folder or a link.
     pub size: u64,
 }
 
+/// What kind of thing an entry of a tree is.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A regular file.
     File,
+    /// A folder.
     Dir,
+    /// A symbolic link, stored as its target.
     Symlink,
 }
 
+/// What a gc kept and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
+    /// Ids of the versions kept, the current one included.
     pub kept: Vec<String>,
+    /// Ids of the versions dropped.
     pub removed_versions: Vec<String>,
     /// Objects of uploads that never completed.
     pub removed_leftovers: u64,
@@ -260,8 +336,11 @@ pub struct GcReport {
 
 /// One version's package as an ordinary `.tar.zst`, in pieces.
 pub struct PackageExport {
+    /// The id of the version exported.
     pub version: String,
+    /// Bytes of the whole stream (the compressed package), for a progress bar.
     pub bytes: u64,
+    /// The archive's bytes, frames verified as they arrive.
     pub stream: futures::stream::BoxStream<'static, Result<Bytes>>,
 }
 
@@ -270,17 +349,23 @@ pub struct PackageExport {
 pub enum ProgressEvent {
     /// A phase begins; `total` is in bytes when known.
     Phase {
+        /// The phase's name (`scanning`, `uploading`, `downloading`, ...).
         name: &'static str,
+        /// The bytes the phase will do, when known.
         total: Option<u64>,
     },
     /// Bytes done in the current phase.
     Advance(u64),
     /// Something the user should read now (e.g. a secret-looking file is about to be uploaded).
     Warning(String),
+    /// The operation finished.
     Done,
 }
 
+/// Receives the progress of a put or get, e.g. to draw bars. It is called from the task doing
+/// the work, so it should return quickly.
 pub trait ProgressObserver: Send + Sync {
+    /// Called once per event, in order.
     fn event(&self, event: ProgressEvent);
 }
 
@@ -314,8 +399,41 @@ pub fn unsupported(label: &str, at: &BlockPath, op: &str) -> crate::Error {
 
 /// A place flow code is stored: the one interface every backend implements. Operations a
 /// backend cannot do keep the default bodies; [`crate::Checked`] enforces the capabilities.
+///
+/// A put stores a folder as a new version and a get brings it back, checked file by file;
+/// here over the generic adapter on an in-memory store:
+///
+/// ```
+/// use std::sync::Arc;
+/// use storage_core::{BlockPath, Capabilities, GetOptions, ObjectStoreBlock, PutOptions};
+/// use storage_core::StorageBlock;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The hash and frame caches live under `$BLOCKCTL_HOME`: a temporary folder here.
+/// let home = tempfile::tempdir()?;
+/// // SAFETY: no other thread of this program reads the environment yet.
+/// unsafe { std::env::set_var("BLOCKCTL_HOME", home.path()) };
+/// let src = home.path().join("src");
+/// std::fs::create_dir_all(&src)?;
+/// std::fs::write(src.join("flow.py"), "print('hi')\n")?;
+///
+/// let store = Arc::new(object_store::memory::InMemory::new());
+/// let block = ObjectStoreBlock::new(store, "", "memory/demo", Capabilities::OBJECT_STORE);
+/// let at = BlockPath::parse("etl")?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let put = block.put_directory(&src, &at, &PutOptions::default()).await?;
+///     let dest = home.path().join("dest");
+///     let got = block.get_directory(&at, &dest, &GetOptions::default()).await?;
+///     assert_eq!(got.version, put.version);
+///     assert_eq!(std::fs::read_to_string(dest.join("flow.py"))?, "print('hi')\n");
+///     assert_eq!(block.list_versions(&at).await?.len(), 1);
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })
+/// # }
+/// ```
 #[async_trait]
 pub trait StorageBlock: Send + Sync {
+    /// What this backend can do; the facade refuses the rest before any request is sent.
     fn capabilities(&self) -> Capabilities;
 
     /// The block's name (`s3/prod`), which every error message starts with.
@@ -352,6 +470,7 @@ pub trait StorageBlock: Send + Sync {
     /// Files of the current version (or of the mirror) at `at`.
     async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>>;
 
+    /// Deletes the tree at `at` with all its versions, or only the old version `opts.version`.
     async fn delete(&self, at: &BlockPath, opts: &DeleteOptions) -> Result<()>;
 
     /// Keeps the current version and the `keep` newest, drops the rest, the frames no kept
@@ -359,6 +478,13 @@ pub trait StorageBlock: Send + Sync {
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let _ = opts;
         Err(unsupported(self.label(), at, "gc"))
+    }
+
+    /// Makes an older stored version current again (default: the one current before the
+    /// current one), through the same conditional HEAD swap as a put.
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        let _ = opts;
+        Err(unsupported(self.label(), at, "rollback"))
     }
 
     /// The manifest of a version (the current one when `None`).
@@ -376,9 +502,9 @@ pub trait StorageBlock: Send + Sync {
     /// Reaches the storage and checks the credentials.
     async fn check(&self) -> Result<()>;
 
-    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) once, before first
-    /// use. A backend that signs and verifies versions keeps them; the default refuses any
-    /// setting, so a block never ignores `trusted_keys` silently.
+    /// Receives the block's trust settings (`signing_key`, `trusted_keys`) before first use;
+    /// a later call replaces them. A backend that signs and verifies versions keeps them; the
+    /// default refuses any setting, so a block never ignores `trusted_keys` silently.
     fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
         if trust.is_empty() {
             return Ok(());

@@ -19,10 +19,12 @@ use crate::{Error, Result};
 pub struct Cap {
     /// The constant's name, as errors and the docs show it.
     pub name: &'static str,
+    /// The most bytes allowed.
     pub bytes: u64,
 }
 
 impl Cap {
+    /// A cap of `bytes` that errors name `name`.
     pub const fn new(name: &'static str, bytes: u64) -> Self {
         Cap { name, bytes }
     }
@@ -44,6 +46,8 @@ impl fmt::Display for Cap {
 
 /// A package's HEAD record: a few hundred bytes of JSON; anything past 64 KiB is not one.
 pub const HEAD_MAX: Cap = Cap::new("HEAD_MAX", 64 << 10);
+/// A manifest's `.minisig` signature: a few hundred bytes of text.
+pub const SIGNATURE_MAX: Cap = Cap::new("SIGNATURE_MAX", 16 << 10);
 /// One page of an HTTP folder listing (an autoindex page): about a hundred thousand entries.
 pub const LISTING_PAGE_MAX: Cap = Cap::new("LISTING_PAGE_MAX", 16 << 20);
 /// One WebDAV PROPFIND answer (one folder, depth 1): some thirty thousand entries.
@@ -90,6 +94,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget with nothing counted yet.
     pub fn new(cap: Cap) -> Self {
         Budget { cap, seen: 0 }
     }

@@ -12,7 +12,8 @@ use bytes::Bytes;
 
 use crate::block::{
     Capabilities, DeleteOptions, GcOptions, GcReport, GetOptions, GetReport, Layout, ListedFile,
-    PackageExport, PutOptions, PutReport, StorageBlock, VersionInfo, slug_of,
+    PackageExport, PutOptions, PutReport, RollbackOptions, RollbackReport, StorageBlock,
+    VersionInfo, slug_of,
 };
 use crate::package::manifest::PackageManifest;
 use crate::{BlockPath, Error, Result};
@@ -169,6 +170,18 @@ impl StorageBlock for Checked {
             return self.refuse(at, "manifest", "this backend keeps no package manifests");
         }
         self.inner.manifest(at, version).await
+    }
+
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        self.writable(at, "rollback")?;
+        if !self.caps().package_layout {
+            return self.refuse(
+                at,
+                "rollback",
+                "this backend stores no versions to roll back to",
+            );
+        }
+        self.inner.rollback(at, opts).await
     }
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {

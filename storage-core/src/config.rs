@@ -10,11 +10,15 @@ use crate::error::{Error, Result};
 use crate::secret::MASK;
 use crate::slug::{BlockId, BlockType};
 
+/// What a field's value is, so that `--set K=V` strings can be coerced and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldKind {
+    /// Any string.
     String,
+    /// `true` or `false` (`--set` also takes yes/no, 1/0, on/off).
     Bool,
+    /// A whole number.
     Integer,
     /// Strings: a TOML array, or one string of comma-separated items (`--set k=a,b`).
     List,
@@ -24,21 +28,30 @@ pub enum FieldKind {
 /// struct; `block create` validates with them and `blockctl types` prints them.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct FieldSpec {
+    /// The key in the block document and in `--set`.
     pub name: &'static str,
+    /// What its value is.
     pub kind: FieldKind,
+    /// `block create` refuses a document without it.
     pub required: bool,
     /// Holds a credential: masked when shown, may be `env:NAME`.
     pub secret: bool,
+    /// The value used when the field is left out, as `blockctl types` shows it.
     pub default: Option<&'static str>,
+    /// One line for `blockctl types`.
     pub help: &'static str,
 }
 
 /// What a block type is, its fields and what it can do.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct TypeSpec {
+    /// The type this describes.
     pub block_type: BlockType,
+    /// One line saying what the backend stores to, for `blockctl types`.
     pub summary: &'static str,
+    /// The type's own fields; [`TypeSpec::all_fields`] adds the trust fields.
     pub fields: &'static [FieldSpec],
+    /// What every block of the type can do.
     pub capabilities: Capabilities,
 }
 
@@ -56,6 +69,7 @@ impl FieldSpec {
         }
     }
 
+    /// Makes the field one a document must have.
     pub const fn required(self) -> Self {
         FieldSpec {
             required: true,
@@ -71,6 +85,7 @@ impl FieldSpec {
         }
     }
 
+    /// Records the value the backend uses when the field is left out.
     pub const fn with_default(self, value: &'static str) -> Self {
         FieldSpec {
             default: Some(value),
@@ -106,6 +121,7 @@ pub const TRUST_FIELDS: &[FieldSpec] = &[
 ];
 
 impl TypeSpec {
+    /// The field named `name`, trust fields included.
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.all_fields().find(|f| f.name == name)
     }
@@ -136,6 +152,9 @@ pub struct Trust {
     pub signing_password: Option<crate::secret::Secret>,
     /// The keys whose signatures reads require; `None` reads as before.
     pub trusted_keys: Option<crate::signing::TrustedKeys>,
+    /// Where the newest HEAD accepted per path is remembered, instead of
+    /// `$BLOCKCTL_HOME/trust` (not a block field: for embedders and tests).
+    pub seen_heads: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -147,11 +166,13 @@ impl std::fmt::Debug for Trust {
                 &self.signing_password.as_ref().map(|_| MASK),
             )
             .field("trusted_keys", &self.trusted_keys)
+            .field("seen_heads", &self.seen_heads)
             .finish()
     }
 }
 
 impl Trust {
+    /// Whether the block neither signs nor requires signatures.
     pub fn is_empty(&self) -> bool {
         self.signing_key.is_none() && self.trusted_keys.is_none()
     }
@@ -172,13 +193,16 @@ impl Trust {
 
 /// A backend's typed configuration, deserialized from a block document.
 pub trait BlockConfig: DeserializeOwned {
+    /// The type's fields and capabilities, which documents are checked against.
     const SPEC: TypeSpec;
 }
 
 /// One saved block: its id and its fields as stored (secrets as written, `env:` unresolved).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockDocument {
+    /// Which block this is.
     pub id: BlockId,
+    /// The fields as saved in `blocks.toml`.
     pub fields: BTreeMap<String, toml::Value>,
 }
 
@@ -321,6 +345,7 @@ impl BlockDocument {
             signing_key,
             signing_password,
             trusted_keys,
+            seen_heads: None,
         })
     }
 

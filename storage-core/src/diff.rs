@@ -7,17 +7,24 @@ use serde::Serialize;
 
 use crate::package::manifest::{Frame, ManifestEntry, PackageManifest};
 
+/// What `blockctl diff` prints: the paths that differ between two versions, and the bytes a
+/// pull of `to` moves when `from` is cached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VersionDiff {
+    /// The older version's id.
     pub from: String,
+    /// The newer version's id.
     pub to: String,
+    /// Paths only `to` has.
     pub added: Vec<String>,
+    /// Paths only `from` has.
     pub removed: Vec<String>,
     /// Content, mode, kind or link target differ.
     pub changed: Vec<String>,
     /// Bytes of frames of `to` that `from` does not have: what a pull with `from` cached
     /// downloads besides the manifest (a format-1 `to` is always pulled whole).
     pub pull_bytes: u64,
+    /// How many frames those are.
     pub pull_frames: u64,
     /// Bytes of all of `to`'s frames.
     pub package_bytes: u64,

@@ -32,7 +32,9 @@ pub enum Error {
     /// A local file operation failed (exit 1).
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the file (`reading /path`).
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -41,6 +43,7 @@ pub enum Error {
     Backend(String),
 }
 
+/// The result of every fallible operation of the blocks.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -57,6 +60,7 @@ impl Error {
         }
     }
 
+    /// An I/O error with what was being done (`reading /path`), keeping the source for `?`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

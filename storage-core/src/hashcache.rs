@@ -42,6 +42,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of a file as `meta` describes it.
     pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
@@ -52,6 +53,7 @@ impl Stamp {
         }
     }
 
+    /// The file's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -266,6 +268,7 @@ struct FrameLedgerOnDisk {
 }
 
 impl FrameLedger {
+    /// The ledger of `slug` from the cache folder; empty when there is none or it is unreadable.
     pub fn open(slug: &str) -> FrameLedger {
         let file = cache_file("frames-ledger", slug.as_bytes());
         let old = read_json::<FrameLedgerOnDisk>(file.as_deref())

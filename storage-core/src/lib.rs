@@ -2,6 +2,8 @@
 //! block documents and the registry, deterministic packaging, ignore rules, safe extraction,
 //! and the generic adapter that turns any `object_store::ObjectStore` into a storage block.
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod bounds;
 pub mod checked;
@@ -16,7 +18,7 @@ pub mod slug;
 pub use block::{
     Capabilities, DeleteOptions, EntryKind, GcOptions, GcReport, GetMode, GetOptions, GetReport,
     Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent, ProgressObserver, PutOptions,
-    PutReport, StorageBlock, VersionInfo, VersionPrecondition,
+    PutReport, RollbackOptions, RollbackReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
 pub use checked::Checked;
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSpec};

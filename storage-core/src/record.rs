@@ -18,11 +18,13 @@ pub const MAX_LABELS: usize = 64;
 /// What a put records about a version besides its files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {
+    /// Why the version was published (`put --message`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// `user@host` unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Free `key=value` labels (`put --label`), for people and tools to search by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Where the tree came from, when it was inside a git work tree.

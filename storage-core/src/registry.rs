@@ -11,6 +11,7 @@ use crate::config::BlockDocument;
 use crate::error::{Error, Result};
 use crate::slug::{BlockId, BlockType};
 
+/// The registry's file name inside the blockctl home.
 pub const REGISTRY_FILE: &str = "blocks.toml";
 
 /// `$BLOCKCTL_HOME`, else `$XDG_CONFIG_HOME/blockctl`, else `~/.config/blockctl`.
@@ -63,6 +64,8 @@ impl RegistryFile {
         Self::load_from(blockctl_home().join(REGISTRY_FILE))
     }
 
+    /// Reads the registry at `path` instead (an absent file is an empty registry); saves go
+    /// there too.
     pub fn load_from(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         let docs = match fs::read_to_string(&path) {
@@ -73,6 +76,7 @@ impl RegistryFile {
         Ok(RegistryFile { path, docs })
     }
 
+    /// The file this registry reads and saves.
     pub fn path(&self) -> &Path {
         &self.path
     }

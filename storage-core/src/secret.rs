@@ -14,6 +14,7 @@ pub const MASK: &str = "********";
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `raw` as written: a value, or `env:NAME` resolved only when used.
     pub fn new(raw: impl Into<String>) -> Self {
         Secret(raw.into())
     }

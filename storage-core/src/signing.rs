@@ -118,6 +118,7 @@ impl Signer {
         Ok(Signer { sk, pk })
     }
 
+    /// The id of the key that signs, as `trusted_keys` entries are matched by.
     pub fn key_id(&self) -> KeyId {
         KeyId::of(self.pk.keynum())
     }
@@ -162,7 +163,9 @@ fn secret_key_is_encrypted(text: &str) -> Option<bool> {
 /// A signature that verified: the key that made it and the comment it signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The trusted key that made the signature.
     pub key: KeyId,
+    /// The signed comment, as `minisign -V` prints it.
     pub trusted_comment: String,
 }
 
@@ -195,10 +198,12 @@ impl TrustedKeys {
         Ok(TrustedKeys { keys })
     }
 
+    /// Whether no key is trusted.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// The ids of the trusted keys, in the order given.
     pub fn ids(&self) -> Vec<KeyId> {
         self.keys.iter().map(|(k, _)| *k).collect()
     }
@@ -281,12 +286,17 @@ fn expand_home(p: &str) -> PathBuf {
 /// A key pair `blockctl key generate` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratedKey {
+    /// The name the files are called by.
     pub name: String,
+    /// The secret key file (`NAME.key`), the block's `signing_key`.
     pub secret_key: PathBuf,
+    /// The public key file (`NAME.pub`).
     pub public_key_file: PathBuf,
     /// The base64 string `trusted_keys` takes.
     pub public_key: String,
+    /// The key's id.
     pub key_id: KeyId,
+    /// Whether the secret key is encrypted with a password.
     pub encrypted: bool,
 }
 
@@ -417,7 +427,9 @@ fn quote_path(path: &str) -> String {
 /// [`crate::HeadRecord`], so an agent that knows nothing of signing still reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedHead {
+    /// The current version's id.
     pub version: String,
+    /// When HEAD was swapped (RFC 3339, UTC).
     pub updated: String,
     /// Grows by one with every HEAD swap at this path (put or rollback).
     pub seq: u64,
@@ -474,6 +486,7 @@ impl SignedHead {
         .into_bytes()
     }
 
+    /// The HEAD as stored: pretty-printed JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a HEAD always serializes")
     }
@@ -481,30 +494,33 @@ impl SignedHead {
     /// Parses HEAD's bytes as a signed HEAD; a HEAD without the signed fields (written by a
     /// block that does not sign, or stripped) is [`Error::Trust`] "unsigned".
     pub fn parse(bytes: &[u8]) -> Result<SignedHead> {
-        #[derive(Deserialize)]
-        struct Loose {
-            version: String,
-            updated: String,
-            seq: Option<u64>,
-            expires: Option<String>,
-            path: Option<String>,
-            signature: Option<String>,
-        }
-        let l: Loose = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("HEAD is not valid: {e}")))?;
-        if !crate::package::manifest::is_version_id(&l.version) {
-            return Err(Error::Integrity("HEAD names an invalid version".into()));
-        }
-        match (l.seq, l.expires, l.path, l.signature) {
+        Self::from_record(&crate::HeadRecord::parse(bytes, "HEAD")?)
+    }
+
+    /// The signed fields of a HEAD read; [`Error::Trust`] "not signed" when any is missing.
+    pub fn from_record(head: &crate::HeadRecord) -> Result<SignedHead> {
+        match (&head.seq, &head.expires, &head.path, &head.signature) {
             (Some(seq), Some(expires), Some(path), Some(signature)) => Ok(SignedHead {
-                version: l.version,
-                updated: l.updated,
-                seq,
-                expires,
-                path,
-                signature,
+                version: head.version.clone(),
+                updated: head.updated.clone(),
+                seq: *seq,
+                expires: expires.clone(),
+                path: path.clone(),
+                signature: signature.clone(),
             }),
             _ => Err(Error::Trust("HEAD is not signed".into())),
+        }
+    }
+
+    /// HEAD as stored.
+    pub fn into_record(self) -> crate::HeadRecord {
+        crate::HeadRecord {
+            version: self.version,
+            updated: self.updated,
+            seq: Some(self.seq),
+            expires: Some(self.expires),
+            path: Some(self.path),
+            signature: Some(self.signature),
         }
     }
 
@@ -544,6 +560,7 @@ pub struct SeenHeads {
 }
 
 impl SeenHeads {
+    /// The record kept under `dir` (the blockctl home); nothing is read until it is used.
     pub fn open(dir: &Path) -> SeenHeads {
         SeenHeads {
             file: dir.join("trust").join("heads.json"),

@@ -10,18 +10,27 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockType {
+    /// A folder on this machine (`local/default` is one).
     Local,
+    /// An S3 bucket, or a bucket of any S3-compatible store.
     S3,
+    /// A Google Cloud Storage bucket.
     Gcs,
+    /// An Azure Blob Storage container.
     Azure,
+    /// A git repository; versions are its commits.
     Git,
+    /// An SMB share.
     Smb,
+    /// A remote folder reached through a URL (SFTP, WebDAV, FTP, HTTP, ...).
     #[serde(rename = "remote-file-system")]
     RemoteFileSystem,
+    /// An OCI (container) registry; versions are artifacts.
     Oci,
 }
 
 impl BlockType {
+    /// Every type, in the order `blockctl types` lists them.
     pub const ALL: [BlockType; 8] = [
         BlockType::Local,
         BlockType::S3,
@@ -33,6 +42,7 @@ impl BlockType {
         BlockType::Oci,
     ];
 
+    /// The canonical name, as slugs and `blocks.toml` spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             BlockType::Local => "local",
@@ -46,6 +56,7 @@ impl BlockType {
         }
     }
 
+    /// Other names that parse to this type, so Prefect's block type slugs work as they are.
     pub fn aliases(self) -> &'static [&'static str] {
         match self {
             BlockType::Local => &["local-file-system"],
@@ -93,6 +104,7 @@ impl fmt::Display for BlockType {
 pub struct BlockName(String);
 
 impl BlockName {
+    /// Validates a name, so that it is safe as a TOML key and in messages.
     pub fn parse(s: &str) -> Result<Self> {
         let mut chars = s.chars();
         let valid = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -108,6 +120,7 @@ impl BlockName {
         }
     }
 
+    /// The name as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -116,11 +129,14 @@ impl BlockName {
 /// `type/name`: which block document to use.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockId {
+    /// The block's type, which picks the backend.
     pub block_type: BlockType,
+    /// The block's name within its type.
     pub name: BlockName,
 }
 
 impl BlockId {
+    /// The id of block `name` of type `block_type`, the name validated.
     pub fn new(block_type: BlockType, name: &str) -> Result<Self> {
         Ok(BlockId {
             block_type,
@@ -160,6 +176,7 @@ impl fmt::Display for BlockId {
 pub struct BlockPath(String);
 
 impl BlockPath {
+    /// The block's storage root itself.
     pub fn root() -> Self {
         BlockPath(String::new())
     }
@@ -191,10 +208,12 @@ impl BlockPath {
         Ok(p)
     }
 
+    /// Whether this is the storage root (the empty path).
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The normalized path, `/`-separated, empty for the root.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -276,11 +295,24 @@ pub(crate) fn check_portable_segment(seg: &str) -> std::result::Result<(), &'sta
 /// `type/name[/path]`: a block and a path inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockSlug {
+    /// The block document to use.
     pub block: BlockId,
+    /// Where inside the block's storage; the root when the slug has no path.
     pub path: BlockPath,
 }
 
 impl BlockSlug {
+    /// Parses `type/name[/path]`; the type may be an alias, the path is normalized.
+    ///
+    /// ```
+    /// use storage_core::{BlockSlug, BlockType};
+    /// let slug = BlockSlug::parse("s3-bucket/prod-flows/etl//daily/")?;
+    /// assert_eq!(slug.block.block_type, BlockType::S3);
+    /// assert_eq!(slug.block.to_string(), "s3/prod-flows");
+    /// assert_eq!(slug.path.as_str(), "etl/daily");
+    /// assert!(BlockSlug::parse("s3/prod-flows/../etc").is_err());
+    /// # Ok::<(), storage_core::Error>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |why: String| Error::Usage(format!("bad slug `{}`: {why}", s.escape_debug()));
         let mut it = s.splitn(3, '/');

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 
+/// Bytes per chunk handed to an uploader: large enough for few requests, small enough to keep
+/// little in memory.
 pub const CHUNK: usize = 1024 * 1024;
 
 /// Writes go out as `CHUNK`-sized `Bytes` on a bounded channel.
@@ -21,6 +23,7 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
+    /// A writer that sends its chunks on `tx`; a full channel blocks the writer.
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
         ChunkWriter {
             tx,
@@ -65,6 +68,8 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
+    /// Reads `stream` on `handle`'s runtime, calling `on_bytes` per chunk. The shared slot
+    /// returned receives a transfer error, so the caller can tell it from a bad archive.
     pub fn new(
         handle: tokio::runtime::Handle,
         stream: BoxStream<'static, Result<Bytes, Error>>,
@@ -112,6 +117,7 @@ pub struct FileRange {
 }
 
 impl FileRange {
+    /// A reader of the bytes `range` of `file`, calling `on_bytes` per read.
     pub fn new(
         file: std::fs::File,
         range: std::ops::Range<u64>,

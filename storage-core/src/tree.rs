@@ -22,17 +22,23 @@ pub const IGNORE_FILES: [&str; 2] = [".blockignore", ".prefectignore"];
 /// Left out unless `--no-default-ignores`.
 pub const DEFAULT_IGNORES: [&str; 3] = [".git/", ".hg/", ".svn/"];
 
+/// The parts of [`crate::PutOptions`] that decide which entries a scan takes.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
+    /// Use this ignore file instead of `.blockignore` / `.prefectignore`.
     pub ignore_file: Option<PathBuf>,
+    /// Keep `.git/`, `.hg/` and `.svn/`.
     pub no_default_ignores: bool,
+    /// Take the targets of symlinks instead of refusing links that leave the tree.
     pub follow_symlinks: bool,
 }
 
 /// One entry to upload: its manifest record and where it is on disk.
 #[derive(Debug, Clone)]
 pub struct SourceEntry {
+    /// What the manifest will say of the entry (its sha256 once hashed).
     pub record: ManifestEntry,
+    /// The entry's path on disk, under the scanned root.
     pub fs_path: PathBuf,
     /// What `stat` said of a file at scan time, the key of the hash cache.
     pub stamp: Option<Stamp>,
@@ -41,11 +47,14 @@ pub struct SourceEntry {
     pub settled: bool,
 }
 
+/// A scanned source tree: what a put stores, with the warnings the user should see.
 #[derive(Debug, Clone)]
 pub struct SourceTree {
+    /// The folder scanned.
     pub root: PathBuf,
     /// Sorted by path.
     pub entries: Vec<SourceEntry>,
+    /// Things the user should know, such as secret-looking files and skipped special files.
     pub warnings: Vec<String>,
 }
 
@@ -138,6 +147,7 @@ impl SourceTree {
         Ok(())
     }
 
+    /// The manifest records of the entries, in path order.
     pub fn records(&self) -> Vec<ManifestEntry> {
         self.entries.iter().map(|e| e.record.clone()).collect()
     }
@@ -147,6 +157,7 @@ impl SourceTree {
         version_id(&self.records())
     }
 
+    /// How many regular files the tree holds.
     pub fn file_count(&self) -> u64 {
         self.entries
             .iter()
@@ -154,6 +165,7 @@ impl SourceTree {
             .count() as u64
     }
 
+    /// Bytes of the tree's files (folders and links count 0).
     pub fn file_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.record.size).sum()
     }

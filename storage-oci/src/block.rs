@@ -267,6 +267,7 @@ impl OciBlock {
                     files: m.totals.files,
                     bytes: m.totals.bytes,
                     record: m.record.unwrap_or_default(),
+                    current_since: None,
                 }))
             })
             .buffer_unordered(IN_FLIGHT)
@@ -286,6 +287,7 @@ impl OciBlock {
                 files: m.totals.files,
                 bytes: m.totals.bytes,
                 record: m.record.unwrap_or_default(),
+                current_since: None,
             });
         }
         out.sort_by(|a, b| {

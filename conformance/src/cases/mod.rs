@@ -30,6 +30,7 @@ mod get_modes;
 mod integrity;
 mod names;
 mod round_trip;
+mod signed;
 mod versions;
 
 pub use archives::*;
@@ -39,6 +40,7 @@ pub use get_modes::*;
 pub use integrity::*;
 pub use names::*;
 pub use round_trip::*;
+pub use signed::*;
 pub use versions::*;
 
 fn code<T: std::fmt::Debug>(r: Result<T>) -> i32 {

@@ -51,7 +51,7 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
-    /// A body that never ends (up to [`ENDLESS_MAX`]): `chunk` again and again, with no
+    /// A body that never ends (up to `ENDLESS_MAX`, 8 GiB): `chunk` again and again, with no
     /// length (the connection closes after it) or a lying `declared` one.
     Endless {
         status: u16,

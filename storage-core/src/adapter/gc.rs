@@ -26,20 +26,27 @@ impl ObjectStoreBlock {
 
     async fn collect_marked(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let versions = self.list_versions(at).await?;
+        let heads = self.listed_heads(at).await?;
+        let recent = recently_current(&heads, opts.keep_within);
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
         for (i, v) in versions.iter().enumerate() {
-            // The `keep` newest stay, and the current version always does.
-            if v.current || i < opts.keep {
+            // The `keep` newest stay, the current version always does, and so does every
+            // version HEAD named within `--keep-within`.
+            if v.current || i < opts.keep || recent.contains(v.version.as_str()) {
                 report.kept.push(v.version.clone());
             } else {
-                // Manifest first: a version without one is no longer listed.
-                doomed.push(self.manifest_zst_key(at, &v.version)?);
-                doomed.push(self.manifest_key(at, &v.version)?);
-                doomed.push(self.package_key(at, &v.version)?);
+                doomed.extend(self.version_keys(at, &v.version)?);
                 report.removed_versions.push(v.version.clone());
             }
         }
+        // The HEAD history forgets the versions removed (rollback could not go back to them).
+        let removed: HashSet<&str> = report.removed_versions.iter().map(String::as_str).collect();
+        let forgotten: Vec<ObjPath> = heads
+            .iter()
+            .filter(|(_, v, _)| removed.contains(v.as_str()))
+            .map(|(_, _, key)| key.clone())
+            .collect();
         if self
             .live_records(at, INTENTS, INTENT_LIFETIME, true)
             .await?
@@ -51,6 +58,7 @@ impl ObjectStoreBlock {
             return Ok(report);
         }
         self.delete_all(at, doomed).await?;
+        self.delete_all(at, forgotten).await?;
         let cutoff = unix_millis() - opts.grace.as_millis() as i64;
         report.removed_frames = self.collect_frames(at, &report.kept, cutoff).await?;
 
@@ -131,4 +139,20 @@ impl ObjectStoreBlock {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The versions HEAD named within `window` of now: every swap noted since its start, and the
+/// version that was current when it began.
+fn recently_current(heads: &[(i64, String, ObjPath)], window: Option<Duration>) -> HashSet<&str> {
+    let Some(window) = window else {
+        return HashSet::new();
+    };
+    let start = unix_millis() - window.as_millis() as i64;
+    let before = heads.iter().rev().find(|(when, _, _)| *when < start);
+    heads
+        .iter()
+        .filter(|(when, _, _)| *when >= start)
+        .chain(before)
+        .map(|(_, v, _)| v.as_str())
+        .collect()
 }

@@ -67,6 +67,8 @@ pub struct ObjectStoreBlock {
     concurrency: usize,
     sweeper: Option<Arc<dyn LeftoverSweeper>>,
     multipart: Option<Arc<dyn MultipartStore>>,
+    /// The block's signing key and trusted keys (shared by its clones).
+    trust: Arc<std::sync::RwLock<Arc<crate::config::Trust>>>,
 }
 
 /// Removes what interrupted uploads leave that the store's listing does not show (staged
@@ -119,6 +121,7 @@ impl ObjectStoreBlock {
             concurrency: 4,
             sweeper: None,
             multipart: None,
+            trust: Arc::default(),
         }
     }
 
@@ -153,9 +156,10 @@ impl ObjectStoreBlock {
         crate::block::slug_of(&self.label, at)
     }
 
-    /// The package engine over this store.
+    /// The package engine over this store, with the block's trust settings.
     fn engine(&self) -> PackageEngine {
-        PackageEngine::new(Arc::new(self.clone()))
+        let trust = self.trust.read().expect("trust settings").clone();
+        PackageEngine::new(Arc::new(self.clone())).with_trust(trust)
     }
 
     fn key(&self, at: &BlockPath, rel: &str) -> Result<ObjPath> {
@@ -183,7 +187,13 @@ impl ObjectStoreBlock {
         }
     }
 
-    async fn locate(&self, from: &BlockPath, version: Option<&str>) -> Result<Stored> {
+    async fn locate(
+        &self,
+        from: &BlockPath,
+        version: Option<&str>,
+        allow_rollback: bool,
+    ) -> Result<Stored> {
+        let engine = self.engine();
         if let Some(v) = version {
             let version = self.resolve_version(from, v).await?;
             return Ok(Stored::Package {
@@ -192,7 +202,7 @@ impl ObjectStoreBlock {
                 subtree: String::new(),
             });
         }
-        if let Some((head, _)) = self.read_head(from).await? {
+        if let Some(head) = engine.current(from, allow_rollback).await? {
             return Ok(Stored::Package {
                 at: from.clone(),
                 version: head.version,
@@ -204,7 +214,7 @@ impl ObjectStoreBlock {
             return Ok(Stored::Files(files));
         }
         for anc in from.ancestors() {
-            if let Some((head, _)) = self.read_head(&anc).await? {
+            if let Some(head) = engine.current(&anc, allow_rollback).await? {
                 let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
                 return Ok(Stored::Package {
                     at: anc,
@@ -268,8 +278,8 @@ impl ObjectStoreBlock {
     async fn version_or_current(&self, at: &BlockPath, version: Option<&str>) -> Result<String> {
         match version {
             Some(v) => self.resolve_version(at, v).await,
-            None => match self.read_head(at).await? {
-                Some((head, _)) => Ok(head.version),
+            None => match self.engine().current(at, false).await? {
+                Some(head) => Ok(head.version),
                 None => Err(Error::NotFound(format!(
                     "{}: no version is stored there",
                     self.slug(at)
@@ -329,7 +339,9 @@ impl StorageBlock for ObjectStoreBlock {
                 total: None,
             },
         );
-        let stored = self.locate(from, opts.version.as_deref()).await?;
+        let stored = self
+            .locate(from, opts.version.as_deref(), opts.allow_rollback)
+            .await?;
         let staging = staging_for(dest).map_err(|e| e.context(&slug))?;
         let report = match stored {
             Stored::Package {
@@ -363,7 +375,7 @@ impl StorageBlock for ObjectStoreBlock {
             Err(e) => return Err(self.fail(path)(e)),
         }
         for anc in path.ancestors() {
-            if let Some((head, _)) = self.read_head(&anc).await? {
+            if let Some(head) = self.engine().current(&anc, false).await? {
                 let rel = path.strip_prefix(&anc).unwrap_or_default();
                 return self.engine().read_file(&anc, &head.version, rel).await;
             }
@@ -389,9 +401,10 @@ impl StorageBlock for ObjectStoreBlock {
     }
 
     async fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
-        let current = self.read_head(at).await?.map(|(h, _)| h.version);
+        let head = self.read_head(at).await?.map(|(h, _)| h);
         let stored = self.stored_versions(at).await?;
-        let current = current.as_deref();
+        let current = head.as_ref().map(|h| h.version.as_str());
+        let since = head.as_ref().map(|h| h.updated.as_str());
         if stored.is_empty() && current.is_none() {
             return Err(Error::NotFound(format!(
                 "{}: no versions are stored there",
@@ -401,8 +414,10 @@ impl StorageBlock for ObjectStoreBlock {
         let mut out: Vec<VersionInfo> = stream::iter(stored)
             .map(|(v, _)| async move {
                 let m = self.read_manifest(at, &v).await?;
+                let is_current = current == Some(v.as_str());
                 Ok::<_, Error>(VersionInfo {
-                    current: current == Some(v.as_str()),
+                    current: is_current,
+                    current_since: since.filter(|_| is_current).map(str::to_string),
                     version: v,
                     created: m.created,
                     files: m.totals.files,
@@ -422,8 +437,9 @@ impl StorageBlock for ObjectStoreBlock {
     }
 
     async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
-        if let Some((head, _)) = self.read_head(at).await? {
-            let m = self.read_manifest(at, &head.version).await?;
+        let engine = self.engine();
+        if let Some(head) = engine.current(at, false).await? {
+            let m = engine.manifest(at, &head.version).await?;
             return Ok(m
                 .entries
                 .into_iter()
@@ -481,8 +497,7 @@ impl StorageBlock for ObjectStoreBlock {
             }
             // Manifest first: a version without a manifest is no longer listed. Its frames
             // may be shared; gc removes those no version uses.
-            let [zst, json] = manifests;
-            self.delete_all(at, vec![zst, json, self.package_key(at, &version)?])
+            self.delete_all(at, self.version_keys(at, &version)?)
                 .await?;
             return Ok(());
         }
@@ -514,12 +529,29 @@ impl StorageBlock for ObjectStoreBlock {
 
     async fn manifest(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageManifest> {
         let version = self.version_or_current(at, version).await?;
-        self.read_manifest(at, &version).await
+        self.engine().manifest(at, &version).await
+    }
+
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        let from = self.read_head(at).await?.map(|(h, _)| h.version);
+        let to = match &opts.to {
+            Some(v) => self.resolve_version(at, v).await?,
+            None => self.previous_version(at, from.as_deref()).await?,
+        };
+        self.engine()
+            .rollback(at, &to, opts.if_version.as_ref(), opts.valid_for)
+            .await?;
+        Ok(RollbackReport { from, to })
     }
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
         let version = self.version_or_current(at, version).await?;
         self.engine().export(at, &version).await
+    }
+
+    fn set_trust(&self, trust: crate::config::Trust) -> Result<()> {
+        *self.trust.write().expect("trust settings") = Arc::new(trust);
+        Ok(())
     }
 
     async fn check(&self) -> Result<()> {

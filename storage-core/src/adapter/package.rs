@@ -7,12 +7,15 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use crate::package::store::{
-    ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, PutGuard, Swap,
+    ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, PutGuard, StoredManifest, Swap,
 };
 
-use crate::bounds::{HEAD_MAX, MANIFEST_COMPRESSED_MAX, MANIFEST_MAX, read_capped};
+use crate::bounds::{HEAD_MAX, MANIFEST_COMPRESSED_MAX, MANIFEST_MAX, SIGNATURE_MAX, read_capped};
 
 use super::coordination::Intent;
+
+/// Where each HEAD swap leaves a note (`<unix millis>-<version>.json`, HEAD's body).
+pub(super) const HEADS_DIR: &str = ".blocks/heads";
 use super::*;
 
 impl ObjectStoreBlock {
@@ -66,6 +69,34 @@ impl ObjectStoreBlock {
         at: &BlockPath,
         version: &str,
     ) -> Result<(PackageManifest, u64)> {
+        let (manifest, bytes, _) = self.read_manifest_stored(at, version).await?;
+        Ok((manifest, bytes.len() as u64))
+    }
+
+    /// A signature beside a manifest: its key plus `.minisig`.
+    fn signature_key(manifest: &ObjPath) -> Result<ObjPath> {
+        ObjPath::parse(format!("{manifest}.minisig"))
+            .map_err(|e| Error::Usage(format!("bad object path: {e}")))
+    }
+
+    /// The manifest, its bytes as stored and the key it was read from.
+    async fn read_manifest_stored(
+        &self,
+        at: &BlockPath,
+        version: &str,
+    ) -> Result<(PackageManifest, Bytes, ObjPath)> {
+        let (bytes, compressed, key) = self.read_manifest_bytes(at, version).await?;
+        let manifest = PackageManifest::parse_stored(&bytes, compressed, version)
+            .map_err(|e| e.context(self.slug(at)))?;
+        Ok((manifest, bytes, key))
+    }
+
+    /// A manifest's bytes as stored, unparsed: whether they are compressed, and their key.
+    async fn read_manifest_bytes(
+        &self,
+        at: &BlockPath,
+        version: &str,
+    ) -> Result<(Bytes, bool, ObjPath)> {
         for (key, compressed) in [
             (self.manifest_zst_key(at, version)?, true),
             (self.manifest_key(at, version)?, false),
@@ -86,15 +117,90 @@ impl ObjectStoreBlock {
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(self.fail(at)(e)),
             };
-            let manifest = PackageManifest::parse_stored(&bytes, compressed, version)
-                .map_err(|e| e.context(self.slug(at)))?;
-            return Ok((manifest, bytes.len() as u64));
+            return Ok((bytes, compressed, key));
         }
         Err(Error::NotFound(format!(
             "{}: version {} has no manifest (is it deleted or incomplete?)",
             self.slug(at),
             short(version)
         )))
+    }
+
+    /// The HEAD history at `at`, oldest first: when, which version, and the note's key.
+    pub(super) async fn listed_heads(&self, at: &BlockPath) -> Result<Vec<(i64, String, ObjPath)>> {
+        let mut out: Vec<(i64, String, ObjPath)> = self
+            .listed(at, HEADS_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let (when, version) = m
+                    .location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .split_once('-')?;
+                let when = when.parse().ok()?;
+                is_version_id(version).then(|| (when, version.to_string(), m.location.clone()))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every object of one version but its frames and packs (which versions share):
+    /// manifests first (a version without one is no longer listed), their signatures, and
+    /// format 1's archive.
+    pub(super) fn version_keys(&self, at: &BlockPath, version: &str) -> Result<Vec<ObjPath>> {
+        let (zst, json) = (
+            self.manifest_zst_key(at, version)?,
+            self.manifest_key(at, version)?,
+        );
+        Ok(vec![
+            Self::signature_key(&zst)?,
+            Self::signature_key(&json)?,
+            zst,
+            json,
+            self.package_key(at, version)?,
+        ])
+    }
+
+    /// What `rollback` goes back to by default: the newest version HEAD named before
+    /// `current` that is still stored; without a HEAD history, the newest version created
+    /// before it.
+    pub(super) async fn previous_version(
+        &self,
+        at: &BlockPath,
+        current: Option<&str>,
+    ) -> Result<String> {
+        let stored: HashSet<String> = self
+            .stored_versions(at)
+            .await?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        let history = self.listed_heads(at).await?;
+        if let Some((_, v, _)) = history
+            .iter()
+            .rev()
+            .find(|(_, v, _)| Some(v.as_str()) != current && stored.contains(v))
+        {
+            return Ok(v.clone());
+        }
+        let versions = self.list_versions(at).await?;
+        let current_created = versions
+            .iter()
+            .find(|v| v.current)
+            .map(|v| v.created.clone());
+        versions
+            .into_iter()
+            .filter(|v| !v.current && current_created.as_ref().is_none_or(|c| v.created < *c))
+            .map(|v| v.version)
+            .next()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{}: no version before the current one to roll back to",
+                    self.slug(at)
+                ))
+            })
     }
 
     /// Every version id that has a manifest at `at`.
@@ -189,6 +295,78 @@ impl PackageStore for ObjectStoreBlock {
 
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest> {
         ObjectStoreBlock::read_manifest(self, at, version).await
+    }
+
+    async fn read_manifest_signed(&self, at: &BlockPath, version: &str) -> Result<StoredManifest> {
+        let (bytes, compressed, key) = self.read_manifest_bytes(at, version).await?;
+        let sig_key = Self::signature_key(&key)?;
+        let signature = match self.store.get(&sig_key).await {
+            Ok(g) => {
+                let what = format!(
+                    "{}: the signature of version {}",
+                    self.slug(at),
+                    short(version)
+                );
+                let bytes =
+                    read_capped(g.into_stream().map_err(self.fail(at)), SIGNATURE_MAX, &what)
+                        .await?;
+                Some(
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|_| Error::Trust(format!("{what} is not text")))?,
+                )
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(self.fail(at)(e)),
+        };
+        Ok(StoredManifest {
+            bytes,
+            compressed,
+            signature,
+        })
+    }
+
+    async fn write_manifest_signature(
+        &self,
+        at: &BlockPath,
+        manifest: &PackageManifest,
+        signature: &str,
+    ) -> Result<()> {
+        let key = if manifest.format == crate::package::manifest::MANIFEST_FORMAT {
+            self.manifest_key(at, &manifest.version)?
+        } else {
+            self.manifest_zst_key(at, &manifest.version)?
+        };
+        self.store
+            .put(
+                &Self::signature_key(&key)?,
+                signature.as_bytes().to_vec().into(),
+            )
+            .await
+            .map_err(self.fail(at))?;
+        Ok(())
+    }
+
+    async fn record_head(&self, at: &BlockPath, head: &HeadRecord) -> Result<()> {
+        let when = humantime::parse_rfc3339_weak(&head.updated)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        let key = self.key(at, &format!("{HEADS_DIR}/{when:013}-{}.json", head.version))?;
+        let body = serde_json::to_vec(head).expect("HEAD serializes");
+        self.store
+            .put(&key, body.into())
+            .await
+            .map_err(self.fail(at))?;
+        Ok(())
+    }
+
+    async fn head_history(&self, at: &BlockPath) -> Result<Vec<(i64, String)>> {
+        Ok(self
+            .listed_heads(at)
+            .await?
+            .into_iter()
+            .map(|(w, v, _)| (w, v))
+            .collect())
     }
 
     async fn has_version(&self, at: &BlockPath, version: &str) -> Result<bool> {

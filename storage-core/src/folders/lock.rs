@@ -15,9 +15,11 @@ use super::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
 /// What one try to create a lock came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryLock {
+    /// The lock is ours now.
     Taken,
     /// Another writer holds it, since `made` where the server tells.
     Held {
+        /// When the lock was made, if the server tells.
         made: Option<SystemTime>,
     },
     /// The folder the lock goes in does not exist.

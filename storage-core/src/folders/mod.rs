@@ -34,7 +34,9 @@ use walk::{WalkBounds, check_listed};
 pub enum Listed {
     /// A file, with its modification time where the server gives one.
     File {
+        /// The file's key, size and tag, as the store lists it.
         meta: ObjectMeta,
+        /// When the file last changed, as the server says.
         modified: Option<SystemTime>,
     },
     /// A folder, by its key.
@@ -200,6 +202,7 @@ pub struct TempFileSweeper<F: ?Sized> {
 }
 
 impl<F: Folders + ?Sized> TempFileSweeper<F> {
+    /// A sweeper of the temporary files in `folders`.
     pub fn new(folders: Arc<F>) -> Self {
         TempFileSweeper { folders }
     }

@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// What a temporary file's name starts with.
 pub const TEMP_MARK: &str = ".~tmp-";
+/// What a lock file's name starts with.
 pub const LOCK_MARK: &str = ".~lock-";
 /// How long a writer waits for another writer's lock on the same key.
 pub const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -43,6 +45,7 @@ pub fn is_bookkeeping(name: &str) -> bool {
     name.starts_with(TEMP_MARK) || name.starts_with(LOCK_MARK)
 }
 
+/// The key of `name` inside folder `dir` (`""` is the root).
 pub fn child(dir: &str, name: &str) -> String {
     match dir {
         "" => name.to_string(),
@@ -50,6 +53,7 @@ pub fn child(dir: &str, name: &str) -> String {
     }
 }
 
+/// The folder holding `key` (`""` for a key in the root).
 pub fn parent(key: &str) -> &str {
     key.rsplit_once('/').map_or("", |(d, _)| d)
 }

@@ -27,6 +27,8 @@ impl Default for WalkBounds {
 }
 
 impl WalkBounds {
+    /// A walk that goes at most `max_depth` folders deep and lists at most `max_entries`
+    /// entries; the default takes the caps of [`crate::bounds`].
     pub fn with_limits(max_depth: usize, max_entries: usize) -> Self {
         WalkBounds {
             seen: HashSet::new(),

@@ -18,6 +18,8 @@ use object_store::{
 /// `mode` allows.
 #[async_trait]
 pub trait PutWhole: Send + Sync + 'static {
+    /// Writes `body` at `key` through a temporary file, as `mode` allows (overwrite, create
+    /// only, or replace the version read).
     async fn put_whole(
         &self,
         key: &str,
@@ -35,6 +37,7 @@ pub struct BufferedUpload<S> {
 }
 
 impl<S: PutWhole> BufferedUpload<S> {
+    /// An upload to `key` that buffers its parts and writes them with one put when completed.
     pub fn boxed(store: S, key: &Path) -> Box<dyn MultipartUpload> {
         Box::new(BufferedUpload {
             store,

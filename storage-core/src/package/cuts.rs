@@ -43,6 +43,7 @@ pub struct ContentCuts<F: FnMut(Vec<u8>) -> io::Result<()>> {
 }
 
 impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
+    /// A cutter that hands each frame to `emit`; write the tar stream into it.
     pub fn new(emit: F) -> Self {
         ContentCuts {
             emit,
@@ -172,10 +173,15 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ContentCuts<F> {
 /// their sha256 and length, its uncompressed size and the sha256 of its uncompressed bytes.
 #[derive(Debug, Clone)]
 pub struct SealedFrame {
+    /// The sha256 of the compressed bytes: the frame's object name.
     pub sha256: String,
+    /// The compressed bytes.
     pub data: bytes::Bytes,
+    /// Bytes of the compressed frame.
     pub length: u64,
+    /// Bytes of the frame before compression.
     pub uncompressed: u64,
+    /// The sha256 of the uncompressed bytes, the key of the frame ledger.
     pub raw_sha256: String,
 }
 

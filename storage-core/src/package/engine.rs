@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 
 use crate::block::{
     EntryKind, GetMode, GetOptions, GetReport, Layout, PackageExport, PackageFormat, ProgressEvent,
-    PutOptions, PutReport, VersionPrecondition, emit,
+    PutOptions, PutReport, emit,
 };
 use crate::bounds::read_exact_len;
+use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
@@ -33,6 +34,7 @@ use crate::package::packs::{self, PACKS_IN_FLIGHT, PackBuilder, StoredFrame};
 use crate::package::partial::{self, Selection};
 use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
+use crate::signing::{SeenHeads, Signer};
 use crate::slug::BlockPath;
 use crate::stream::{ChunkWriter, StreamReader};
 use crate::tree::{ScanOptions, SourceEntry, SourceTree};
@@ -47,7 +49,11 @@ const UPLOAD_STOPPED: &str = "the upload stopped";
 /// Put and get of packages over one store.
 #[derive(Clone)]
 pub struct PackageEngine {
-    store: Arc<dyn PackageStore>,
+    pub(super) store: Arc<dyn PackageStore>,
+    /// The block's signing key and trusted keys (empty: neither signs nor checks).
+    pub(super) trust: Arc<Trust>,
+    /// The newest HEAD this agent accepted, per block and path.
+    pub(super) seen: Arc<SeenHeads>,
 }
 
 /// What a put sent.
@@ -56,14 +62,30 @@ struct Sent {
     bytes: u64,
     frames_uploaded: u64,
     frames_reused: u64,
+    /// The manifest written, which a signing block signs.
+    manifest: Option<PackageManifest>,
 }
 
 impl PackageEngine {
+    /// An engine that keeps its packages in `store`.
     pub fn new(store: Arc<dyn PackageStore>) -> Self {
-        PackageEngine { store }
+        PackageEngine {
+            store,
+            trust: Arc::new(Trust::default()),
+            seen: Arc::new(SeenHeads::default_location()),
+        }
     }
 
-    fn slug(&self, at: &BlockPath) -> String {
+    /// The engine of a block with trust settings: puts sign, reads check.
+    pub fn with_trust(mut self, trust: Arc<Trust>) -> Self {
+        if let Some(dir) = &trust.seen_heads {
+            self.seen = Arc::new(SeenHeads::open(dir));
+        }
+        self.trust = trust;
+        self
+    }
+
+    pub(super) fn slug(&self, at: &BlockPath) -> String {
         self.store.slug(at)
     }
 
@@ -99,33 +121,30 @@ impl PackageEngine {
             warnings: tree.warnings.clone(),
             ..PutReport::default()
         };
+        // Loaded first: a wrong password fails the put before anything is sent.
+        let signer = self.signer(to)?;
         let head = self.store.read_head(to).await?;
-        let precondition = match (&opts.if_version, &head) {
-            (None, _) => HeadPrecondition::Any,
-            (Some(VersionPrecondition::NoVersion), None) => HeadPrecondition::Absent,
-            (Some(VersionPrecondition::Current(want)), Some((h, tag)))
-                if h.version.starts_with(want.as_str()) && want.len() >= 4 =>
-            {
-                HeadPrecondition::Unchanged(tag.clone())
-            }
-            (Some(_), current) => {
-                let current = current
-                    .as_ref()
-                    .map_or("none".to_string(), |(h, _)| short(&h.version).to_string());
-                return Err(Error::Conflict(format!(
-                    "{slug}: --if-version does not hold: the current version is {current}"
-                )));
-            }
-        };
-        if head.as_ref().is_some_and(|(h, _)| h.version == version) {
+        let precondition =
+            super::trust::precondition_for(opts.if_version.as_ref(), head.as_ref(), &slug)?;
+        // A signing block re-signs HEAD of the current version (a new sequence number and
+        // expiry); otherwise putting the current version again changes nothing.
+        if signer.is_none() && head.as_ref().is_some_and(|(h, _)| h.version == version) {
             return Ok(report);
         }
         // Held before anything is looked up or written, so that no gc removes what this put
         // reuses or writes.
         let guard = self.store.begin_put(to).await?;
-        let previous = head.map(|(h, _)| h.version);
         let result = self
-            .store_version(to, &version, tree, precondition, previous, report, opts)
+            .store_version(
+                to,
+                &version,
+                tree,
+                precondition,
+                head,
+                report,
+                opts,
+                signer.as_ref(),
+            )
             .await;
         guard.end().await;
         result
@@ -140,13 +159,16 @@ impl PackageEngine {
         version: &str,
         tree: SourceTree,
         precondition: HeadPrecondition,
-        previous: Option<String>,
+        head: Option<(HeadRecord, crate::package::store::HeadTag)>,
         mut report: PutReport,
         opts: &PutOptions,
+        signer: Option<&Signer>,
     ) -> Result<PutReport> {
         let slug = self.slug(to);
+        let previous = head.as_ref().map(|(h, _)| h.version.clone());
         // A gc that began before the guard may be removing this version: let it finish.
         self.store.settle(to).await?;
+        let mut written = None;
         if !self.store.has_version(to, version).await? {
             report.skipped = false;
             emit(
@@ -169,6 +191,11 @@ impl PackageEngine {
             report.uploaded_bytes = sent.bytes;
             report.frames_uploaded = sent.frames_uploaded;
             report.frames_reused = sent.frames_reused;
+            written = sent.manifest;
+        }
+        if let Some(signer) = signer {
+            self.sign_manifest(to, version, written.as_ref(), signer)
+                .await?;
         }
         emit(
             &opts.progress,
@@ -177,11 +204,10 @@ impl PackageEngine {
                 total: None,
             },
         );
-        let head = HeadRecord {
-            version: version.to_string(),
-            updated: now(),
-        };
-        if self.store.swap_head(to, &head, precondition).await? == Swap::Lost {
+        let swap = self
+            .swap_to(to, version, head, precondition, signer, opts.valid_for)
+            .await?;
+        if swap == Swap::Lost {
             return Err(Error::Conflict(format!(
                 "{slug}: another put changed the current version first; version {} is stored but not current",
                 short(version)
@@ -235,6 +261,7 @@ impl PackageEngine {
         let sent = self.store.write_manifest(to, &manifest).await?;
         Ok(Sent {
             bytes: layout.package_bytes + sent,
+            manifest: Some(manifest),
             ..Sent::default()
         })
     }
@@ -279,6 +306,7 @@ impl PackageEngine {
             let manifest =
                 frames_manifest(FRAMES_FORMAT, version, &entries, &placements, frames, opts);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
+            sent.manifest = Some(manifest);
             return Ok(sent);
         }
         Err(Error::Backend(format!(
@@ -326,6 +354,7 @@ impl PackageEngine {
             let manifest =
                 frames_manifest(PACKS_FORMAT, version, &entries, &placements, frames, opts);
             sent.bytes += self.store.write_manifest(to, &manifest).await?;
+            sent.manifest = Some(manifest);
             return Ok(sent);
         }
         Err(Error::Backend(format!(
@@ -562,8 +591,14 @@ impl PackageEngine {
         dest: &Path,
         opts: &GetOptions,
     ) -> Result<GetReport> {
+        // An agent with trusted keys checks the signature of every manifest it reads: it
+        // keeps none (its warm gets read HEAD and the manifest).
+        let scope = match self.trust.trusted_keys {
+            Some(_) => None,
+            None => self.store.cache_scope(),
+        };
         let cache = ManifestCache::for_get(
-            self.store.cache_scope().as_deref(),
+            scope.as_deref(),
             &self.slug(at),
             opts.no_cache,
             opts.cache_dir.as_deref(),
@@ -584,7 +619,7 @@ impl PackageEngine {
                 done => return done,
             }
         }
-        let manifest = self.store.read_manifest(at, version).await?;
+        let manifest = self.manifest(at, version).await?;
         let (keep, m) = (cache, manifest.clone());
         tokio::task::spawn_blocking(move || {
             keep.put(&m);
@@ -711,7 +746,7 @@ impl PackageEngine {
 
     /// The package of a version as its `.tar.zst` stream, frames verified (`export`).
     pub async fn export(&self, at: &BlockPath, version: &str) -> Result<PackageExport> {
-        let manifest = self.store.read_manifest(at, version).await?;
+        let manifest = self.manifest(at, version).await?;
         let bytes = manifest.totals.package_bytes;
         let counts = Arc::new(FrameCounts::default());
         let slug = self.slug(at);
@@ -818,7 +853,7 @@ impl PackageEngine {
     /// One file of a version: the frames that hold it (format 2: fetched by name, through
     /// the cache; format 1: one ranged read of the archive), checked by sha256.
     pub async fn read_file(&self, at: &BlockPath, version: &str, rel: &str) -> Result<Bytes> {
-        let manifest = self.store.read_manifest(at, version).await?;
+        let manifest = self.manifest(at, version).await?;
         let slug = self.slug(at);
         let index = manifest
             .entries

@@ -22,7 +22,9 @@ use crate::package::tar_stream::HashingReader;
 /// Files and bytes written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extracted {
+    /// Files written.
     pub files: u64,
+    /// Bytes of those files.
     pub bytes: u64,
     /// Files taken over from the folder being replaced instead of written.
     pub linked: u64,

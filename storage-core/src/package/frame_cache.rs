@@ -28,6 +28,7 @@ pub fn set_process_default(dir: PathBuf) {
 /// The size limit when `BLOCKCTL_CACHE_LIMIT` is not set.
 pub const DEFAULT_LIMIT: u64 = 2 << 30;
 
+/// A frame cache folder and its size limit, or no cache at all.
 #[derive(Debug, Clone)]
 pub struct FrameCache {
     dir: Option<PathBuf>,
@@ -62,6 +63,7 @@ impl FrameCache {
         }
     }
 
+    /// No cache: every frame is downloaded and nothing is kept.
     pub fn disabled() -> Self {
         FrameCache {
             dir: None,
@@ -69,6 +71,7 @@ impl FrameCache {
         }
     }
 
+    /// Whether frames are read from and kept in a folder.
     pub fn is_enabled(&self) -> bool {
         self.dir.is_some()
     }
@@ -120,6 +123,7 @@ impl FrameCache {
         }
     }
 
+    /// The cache's folder; `None` when disabled.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
@@ -164,6 +168,8 @@ pub(crate) fn limit_from_env() -> u64 {
         .unwrap_or(DEFAULT_LIMIT)
 }
 
+/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (also `KB`/`KiB`, ...; all
+/// powers of 1024). `None` when it is not one or overflows.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -232,17 +238,22 @@ pub fn verify_frame(sha256: &str, data: &[u8], from: &str) -> crate::Result<()> 
 /// Counts what a get moved, for its report.
 #[derive(Debug, Default)]
 pub struct FrameCounts {
+    /// Bytes of frames downloaded.
     pub downloaded_bytes: AtomicU64,
+    /// Frames downloaded.
     pub downloaded: AtomicU64,
+    /// Frames taken from the cache.
     pub cached: AtomicU64,
 }
 
 impl FrameCounts {
+    /// Counts one frame of `bytes` downloaded.
     pub fn add_download(&self, bytes: u64) {
         self.downloaded.fetch_add(1, Ordering::Relaxed);
         self.downloaded_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts one frame taken from the cache.
     pub fn add_cached(&self) {
         self.cached.fetch_add(1, Ordering::Relaxed);
     }

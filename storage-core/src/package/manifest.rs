@@ -27,14 +27,19 @@ pub const MAX_EXPANSION: u64 = 65536;
 /// One entry of a packaged tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
+    /// The entry's path in the tree, `/`-separated, checked safe before anything is written.
     pub path: String,
+    /// File, folder or link.
     pub kind: EntryKind,
     /// 0o644 or 0o755 for files, 0o755 for directories, 0o777 for symlinks.
     pub mode: u32,
+    /// Bytes of a file; 0 for folders and links.
     #[serde(default)]
     pub size: u64,
+    /// The sha256 of a file's contents, checked when it is unpacked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A link's target, which must stay inside the tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Index of the frame that holds the entry.
@@ -49,9 +54,13 @@ pub struct ManifestEntry {
 /// the frames in order (in format 1, in the package file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
+    /// Where the frame starts in the concatenated compressed frames.
     pub offset: u64,
+    /// Bytes of the compressed frame.
     pub length: u64,
+    /// Where the frame's bytes start in the uncompressed tar stream.
     pub uncompressed_offset: u64,
+    /// Bytes of the frame once decompressed.
     pub uncompressed_length: u64,
     /// Format 2: the sha256 of the frame's compressed bytes, which is also its object name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,10 +80,15 @@ impl Frame {
     }
 }
 
+/// Counts of a version's entries, for listings and for refusing a manifest that declares more
+/// than its package can hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Regular files.
     pub files: u64,
+    /// Folders.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
     /// Bytes of file contents.
     pub bytes: u64,
@@ -104,28 +118,54 @@ impl Totals {
     }
 }
 
+/// Everything a version is: its entries with their hashes, and the frames that hold them.
+/// Stored beside the frames; a get checks every file against it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageManifest {
+    /// The package format: [`MANIFEST_FORMAT`], [`FRAMES_FORMAT`] or [`PACKS_FORMAT`].
     pub format: u32,
+    /// The version id, [`version_id`] of the entries.
     pub version: String,
+    /// When the version was stored (RFC 3339, UTC).
     pub created: String,
+    /// How frames are compressed; always `zstd`.
     pub compression: String,
+    /// Counts of the entries and bytes of the package.
     pub totals: Totals,
+    /// The frames, in tar-stream order.
     pub frames: Vec<Frame>,
+    /// The tree's entries, sorted by path.
     pub entries: Vec<ManifestEntry>,
     /// Who published this version, why and from where. Not part of the version id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<crate::record::VersionRecord>,
 }
 
-/// `.blocks/HEAD`: which version is current.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `.blocks/HEAD`: which version is current, and since when. A signing block adds the
+/// fields of [`crate::signing::SignedHead`]; agents that know nothing of signing read the
+/// first two and ignore the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeadRecord {
+    /// The current version's id.
     pub version: String,
+    /// When HEAD was last swapped (RFC 3339, UTC).
     pub updated: String,
+    /// Grows by one with every signed HEAD swap at this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When a trusting agent stops accepting this HEAD (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The path this HEAD was signed for (`/` for the block's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A minisign signature over the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl HeadRecord {
+    /// Parses a HEAD read at `at`; an integrity error when it is not JSON or names no valid id.
     pub fn parse(bytes: &[u8], at: &str) -> Result<Self> {
         let head: HeadRecord = serde_json::from_slice(bytes)
             .map_err(|e| Error::Integrity(format!("{at}: HEAD is not valid: {e}")))?;
@@ -157,6 +197,7 @@ pub fn version_id(entries: &[ManifestEntry]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Whether `s` is a full version id: 64 lowercase hex digits.
 pub fn is_version_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -330,6 +371,7 @@ impl PackageManifest {
         Ok(m)
     }
 
+    /// The manifest as JSON, as format 1 stores it.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a manifest always serializes")
     }
@@ -337,6 +379,16 @@ impl PackageManifest {
     /// A format-2 manifest as stored: zstd-compressed JSON.
     pub fn to_compressed(&self) -> Vec<u8> {
         zstd::bulk::compress(&self.to_json(), 9).expect("compressing to memory")
+    }
+
+    /// The manifest as a store keeps it: format 1 as plain JSON, later formats compressed.
+    /// A signature covers exactly these bytes.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        if self.format == MANIFEST_FORMAT {
+            self.to_json()
+        } else {
+            self.to_compressed()
+        }
     }
 
     /// Parses a stored manifest, compressed (`.json.zst`) or not (`.json`), as [`Self::parse`];

@@ -21,6 +21,7 @@ use crate::package::manifest::{Frame, PackageManifest, is_version_id};
 /// The manifest cache holds this share of the frame cache's limit.
 const SHARE_OF_FRAME_LIMIT: u64 = 8;
 
+/// The manifests of one slug on one store that this agent got, or none (disabled).
 #[derive(Debug, Clone)]
 pub struct ManifestCache {
     dir: Option<PathBuf>,
@@ -61,6 +62,7 @@ impl ManifestCache {
         }
     }
 
+    /// Whether manifests are read and kept at all.
     pub fn is_enabled(&self) -> bool {
         self.dir.is_some()
     }

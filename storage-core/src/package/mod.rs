@@ -10,7 +10,8 @@
 //! - `extract`: verified, safe unpacking of a stream of frames into a staging folder;
 //! - `destination`: the staging folder beside DEST and the atomic swap into it;
 //! - `store`: the small trait a storage backend implements to hold packages;
-//! - `engine`: put and get, end to end, over any such store.
+//! - `engine`: put and get, end to end, over any such store;
+//! - `trust`: what signing adds to both (signed manifests and HEADs, checks, rollback).
 
 pub mod cuts;
 pub mod destination;
@@ -23,6 +24,7 @@ pub mod packs;
 pub mod partial;
 pub mod store;
 pub mod tar_stream;
+mod trust;
 
 pub use engine::PackageEngine;
 pub use store::PackageStore;

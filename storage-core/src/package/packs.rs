@@ -50,8 +50,11 @@ const RETRY_WINDOW: Duration = Duration::from_secs(10);
 /// Where a frame of the previous version lives, for a put that reuses it.
 #[derive(Debug, Clone)]
 pub struct StoredFrame {
+    /// The pack holding the frame (the sha256 of the pack's bytes).
     pub pack: String,
+    /// Where the frame starts in that pack.
     pub pack_offset: u64,
+    /// Bytes of the compressed frame.
     pub length: u64,
 }
 
@@ -100,18 +103,26 @@ pub fn reusable_frames(previous: &PackageManifest) -> HashMap<String, StoredFram
 /// place in the range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeRead {
+    /// The pack to read from.
     pub pack: String,
+    /// The first byte of the range.
     pub start: u64,
+    /// The byte after the range's last.
     pub end: u64,
+    /// The frames the range covers, in pack order.
     pub frames: Vec<RangeFrame>,
 }
 
 /// A frame inside a [`RangeRead`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeFrame {
+    /// The frame's index in the manifest's frame table.
     pub index: usize,
+    /// Where the frame starts in the pack.
     pub offset: u64,
+    /// Bytes of the compressed frame.
     pub length: u64,
+    /// The sha256 its compressed bytes must have.
     pub sha256: String,
 }
 
@@ -410,6 +421,7 @@ impl PackBuilder {
         at
     }
 
+    /// Whether the open pack has no frame yet.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

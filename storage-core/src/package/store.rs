@@ -50,7 +50,9 @@ pub enum HeadPrecondition {
 /// What identifies one stored HEAD, for a conditional swap (an ETag or a generation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeadTag {
+    /// The HEAD object's ETag, when the store gives one.
     pub e_tag: Option<String>,
+    /// The HEAD object's version or generation, when the store keeps one.
     pub version: Option<String>,
 }
 
@@ -61,6 +63,17 @@ pub enum Swap {
     Done,
     /// The precondition no longer held: another writer changed HEAD first.
     Lost,
+}
+
+/// A manifest with the bytes it was parsed from and their signature, if one is stored.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// Exactly as stored: what a signature covers.
+    pub bytes: Bytes,
+    /// Whether `bytes` are zstd-compressed JSON (else plain JSON, format 1).
+    pub compressed: bool,
+    /// The `.minisig` text stored beside it.
+    pub signature: Option<String>,
 }
 
 /// A stream of an object's bytes, as they arrive.
@@ -106,6 +119,46 @@ pub trait PackageStore: Send + Sync + 'static {
 
     /// The manifest of `version`, checked against its id; `Error::NotFound` when it has none.
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest>;
+
+    /// The manifest of `version` as stored, unparsed (bounded as
+    /// [`read_manifest`](Self::read_manifest) bounds it), with the signature stored beside
+    /// it. Stores that keep no signatures say so.
+    async fn read_manifest_signed(&self, at: &BlockPath, version: &str) -> Result<StoredManifest> {
+        let _ = version;
+        Err(Error::Unsupported(format!(
+            "{}: this store keeps no signatures",
+            self.slug(at)
+        )))
+    }
+
+    /// Stores `signature` (minisign text over the manifest's stored bytes) beside the
+    /// manifest of `manifest.version`.
+    async fn write_manifest_signature(
+        &self,
+        at: &BlockPath,
+        manifest: &PackageManifest,
+        signature: &str,
+    ) -> Result<()> {
+        let _ = (manifest, signature);
+        Err(Error::Unsupported(format!(
+            "{}: this store keeps no signatures",
+            self.slug(at)
+        )))
+    }
+
+    /// Notes a HEAD swap that landed, for [`head_history`](Self::head_history). Stores
+    /// without a history ignore it.
+    async fn record_head(&self, at: &BlockPath, head: &HeadRecord) -> Result<()> {
+        let _ = (at, head);
+        Ok(())
+    }
+
+    /// The HEAD swaps noted at `at`, oldest first: when (Unix milliseconds) and which
+    /// version. Empty when the store keeps no history.
+    async fn head_history(&self, at: &BlockPath) -> Result<Vec<(i64, String)>> {
+        let _ = at;
+        Ok(Vec::new())
+    }
 
     /// Whether `version` is stored whole, so that a put of it only moves HEAD.
     async fn has_version(&self, at: &BlockPath, version: &str) -> Result<bool>;

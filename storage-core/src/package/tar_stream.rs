@@ -13,6 +13,7 @@ use crate::tree::SourceEntry;
 
 /// A new frame starts at the first entry boundary after this much uncompressed input.
 pub const FRAME_TARGET: u64 = 4 * 1024 * 1024;
+/// The zstd level of format-1 packages: zstd's own default, fast with a fair ratio.
 pub const DEFAULT_LEVEL: i32 = 3;
 /// Bytes of input per zstd worker job.
 const JOB_SIZE: u32 = 2 * 1024 * 1024;
@@ -22,13 +23,15 @@ const JOB_SIZE: u32 = 2 * 1024 * 1024;
 pub struct PackLayout {
     /// `(frame, uncompressed offset)` per entry, in entry order.
     pub placements: Vec<(u32, u64)>,
+    /// The zstd frames of the package, in order.
     pub frames: Vec<Frame>,
+    /// Bytes of the compressed package.
     pub package_bytes: u64,
 }
 
 /// Packs `entries` (sorted, hashed) into `out` in format 1: one stream of zstd frames, a new
-/// one at the first entry boundary after [`FRAME_TARGET`]. Kept for tests and tools that
-/// need a format-1 package; `put` writes format 2 ([`write_frames`]).
+/// one at the first entry boundary after [`FRAME_TARGET`]. A put of format 1 writes it;
+/// formats 2 and 3 cut the tar of [`pack_entries`] into frames of their own instead.
 pub fn write_package<W: Write>(
     entries: &[SourceEntry],
     level: i32,
@@ -152,6 +155,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
+    /// A reader of `inner` that hashes and counts from its first byte.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -160,6 +164,7 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// The bytes read and their sha256 (hex).
     pub fn finish(self) -> (u64, String) {
         (self.count, hex::encode(self.hasher.finalize()))
     }

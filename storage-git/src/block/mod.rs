@@ -341,6 +341,7 @@ impl Inner {
                 bytes,
                 current: false,
                 record: Default::default(),
+                current_since: None,
             });
         }
         if out.is_empty() {

@@ -55,6 +55,7 @@ impl PackageStore for OciBlock {
         let head = HeadRecord {
             version: found.version,
             updated,
+            ..HeadRecord::default()
         };
         Ok(Some((head, HeadTag::default())))
     }

@@ -1,11 +1,13 @@
 //! Benchmark: blockctl beside its peers (rclone, tar + zstd, cp -a) on the same seeded
 //! corpora and the same emulators, in one run. Not part of the test command.
 //!
-//!     cargo build --release -p blockctl
-//!     cargo run --release -p conformance --bin bench -- \
-//!         [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http] [--corpora flow,many,big] [--runs N] \
-//!         [--many-runs N] \
-//!         [--big-mib N] [--json out.json]
+//! ```text
+//! cargo build --release -p blockctl
+//! cargo run --release -p conformance --bin bench -- \
+//!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http] [--corpora flow,many,big] [--runs N] \
+//!     [--many-runs N] \
+//!     [--big-mib N] [--json out.json]
+//! ```
 //!
 //! On `flow` it also measures the next deploy and the next run (package format 2): one small
 //! file edited (300 bytes appended) and put again, beside `rclone copy` of the same edit and
