@@ -282,9 +282,13 @@ struct GetArgs {
     /// Overwrite files of the version, keep the others.
     #[arg(long)]
     merge: bool,
-    /// Neither read nor fill the local frame cache.
+    /// Neither read nor fill the local frame and manifest caches.
     #[arg(long)]
     no_cache: bool,
+    /// Only the files matching GLOB (a path below DIR; `*` stays in one folder, `**` crosses
+    /// folders), fetching only the frames that hold them; repeat for more.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
     /// Accept a signed HEAD older than one this agent already accepted (a rollback you
     /// know about); only blocks with trusted_keys refuse one at all.
     #[arg(long)]
@@ -655,6 +659,7 @@ async fn get(args: GetArgs, out: &Out) -> Result<()> {
         mode,
         no_cache: args.no_cache,
         cache_dir: None,
+        only: args.only,
         allow_rollback: args.allow_rollback,
         progress: Some(Arc::new(Progress::new(out))),
     };

@@ -97,6 +97,52 @@ fn errors_are_one_line_with_the_documented_exit_code() {
 }
 
 #[test]
+fn get_only_takes_the_matching_files_and_refuses_a_glob_that_matches_nothing() {
+    let h = Home::new();
+    let src = example();
+    let put = h.run(&["put", src.to_str().unwrap(), "local/default/only"]);
+    assert_eq!(put.status.code(), Some(0), "{}", stderr(&put));
+    let dest = h.path("part");
+    let get = h.run(&[
+        "--json",
+        "get",
+        "local/default/only",
+        dest.to_str().unwrap(),
+        "--only",
+        "flows/**",
+        "--only",
+        "*.sh",
+    ]);
+    assert_eq!(get.status.code(), Some(0), "{}", stderr(&get));
+    let g: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(g["files"], 2, "{g}");
+    assert_eq!(
+        std::fs::read(dest.join("flows/etl/daily.py")).unwrap(),
+        std::fs::read(src.join("flows/etl/daily.py")).unwrap()
+    );
+    assert!(dest.join("run.sh").is_file());
+    assert!(!dest.join("sql").exists() && !dest.join("config").exists());
+
+    let none = h.path("none");
+    let o = h.run(&[
+        "get",
+        "local/default/only",
+        none.to_str().unwrap(),
+        "--only",
+        "nothing/**",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("blockctl: local/default/only: ") && err.contains("nothing/**"),
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty());
+    assert!(!none.exists(), "a refused get made DEST");
+}
+
+#[test]
 fn secrets_are_masked_stored_as_written_and_never_printed() {
     let h = Home::new();
     let create = h.run(&[

@@ -686,6 +686,136 @@ async fn many_agents_and_a_racing_put_get_whole_versions(backend: Backend) {
     rig.assert_sound(&[&v1, &v2], &v2).await;
 }
 
+/// A get through the proxy: the requests it made, the bytes it moved to us, and its report.
+async fn counted_get(
+    rig: &Rig,
+    dest: &Path,
+    opts: &GetOptions,
+) -> storage_core::Result<(u64, u64, storage_core::GetReport)> {
+    let (requests, down) = (rig.proxy.requests(), rig.proxy.carried().1);
+    let report = rig
+        .proxied(TIMEOUT)
+        .get_directory(&rig.at, dest, opts)
+        .await?;
+    Ok((
+        rig.proxy.requests() - requests,
+        rig.proxy.carried().1 - down,
+        report,
+    ))
+}
+
+/// The inode of every file under `root`: a `get --replace` that writes nothing keeps them.
+fn inodes(root: &Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(rel, _)| {
+            let ino = std::fs::metadata(root.join(&rel)).unwrap().ino();
+            (rel, ino)
+        })
+        .collect()
+}
+
+/// A get whose manifest and frames the agent holds asks the store for HEAD only, and for
+/// nothing when it names the version in full; a `--replace` of the version DEST already
+/// holds writes no file.
+async fn warm_gets_ask_only_for_head(backend: Backend) {
+    let rig = Rig::new(backend, "warm").await;
+    let src = rig.scratch.path().join("src-warm");
+    conformance::delta::project(&src);
+    let version = rig.put_direct(&src).await.version.expect("a version");
+    let warm = GetOptions {
+        cache_dir: Some(rig.scratch.path().join("cache")),
+        ..GetOptions::default()
+    };
+    let (_, dest) = rig.destination("cold");
+    let (cold, cold_bytes, report) = counted_get(&rig, &dest, &warm).await.unwrap();
+    assert!(report.frames_downloaded > 0, "{backend:?}: {report:?}");
+    let (_, dest) = rig.destination("warm");
+    let (requests, bytes, report) = counted_get(&rig, &dest, &warm).await.unwrap();
+    assert_eq!(snapshot(&dest), snapshot(&src), "{backend:?}");
+    assert_eq!(report.frames_downloaded, 0, "{backend:?}: {report:?}");
+    eprintln!(
+        "{backend:?}: cold get {cold} requests, {cold_bytes} bytes; warm get {requests} requests, {bytes} bytes"
+    );
+    assert_eq!(requests, 1, "{backend:?}: a warm get asks for HEAD only");
+
+    let pinned = GetOptions {
+        version: Some(version.clone()),
+        ..warm.clone()
+    };
+    let (_, pinned_dest) = rig.destination("pinned");
+    let (requests, _, _) = counted_get(&rig, &pinned_dest, &pinned).await.unwrap();
+    assert_eq!(snapshot(&pinned_dest), snapshot(&src), "{backend:?}");
+    eprintln!("{backend:?}: warm get --version <id>: {requests} requests");
+    assert_eq!(
+        requests, 0,
+        "{backend:?}: a warm get of a named version asks nothing"
+    );
+
+    let before = inodes(&dest);
+    let replace = GetOptions {
+        mode: storage_core::GetMode::Replace,
+        ..warm.clone()
+    };
+    let (requests, _, report) = counted_get(&rig, &dest, &replace).await.unwrap();
+    assert_eq!(snapshot(&dest), snapshot(&src), "{backend:?}");
+    eprintln!("{backend:?}: get --replace of the version held: {requests} requests, {report:?}");
+    assert_eq!(requests, 1, "{backend:?}");
+    assert_eq!(report.files_linked, report.files, "{backend:?}: {report:?}");
+    assert_eq!(
+        inodes(&dest),
+        before,
+        "{backend:?}: a file was written again"
+    );
+}
+
+/// `--only` a sub-folder reads only the frames that hold it, and a glob that matches nothing
+/// is `NotFound` (exit 3), one line naming the slug, nothing written.
+async fn only_a_sub_folder_moves_only_its_frames(backend: Backend) {
+    let rig = Rig::new(backend, "only").await;
+    let src = rig.scratch.path().join("src-only");
+    conformance::delta::project(&src);
+    rig.put_direct(&src).await;
+    let (_, dest) = rig.destination("whole");
+    let (whole_requests, whole, _) = counted_get(&rig, &dest, &uncached()).await.unwrap();
+
+    let only = |globs: &[&str]| GetOptions {
+        only: globs.iter().map(|g| g.to_string()).collect(),
+        ..uncached()
+    };
+    let (_, dest) = rig.destination("part");
+    let (requests, part, report) = counted_get(&rig, &dest, &only(&["flows/pkg3/**"]))
+        .await
+        .unwrap_or_else(|e| panic!("{backend:?}: --only: {e}"));
+    let expected: BTreeMap<String, Node> = snapshot(&src)
+        .into_iter()
+        .filter(|(k, _)| k == "flows" || k == "flows/pkg3" || k.starts_with("flows/pkg3/"))
+        .collect();
+    assert_eq!(snapshot(&dest), expected, "{backend:?}");
+    eprintln!(
+        "{backend:?}: whole get {whole_requests} requests, {whole} bytes; --only flows/pkg3/** {requests} requests, {part} bytes, {report:?}"
+    );
+    assert!(
+        part * 4 < whole,
+        "{backend:?}: --only moved {part} bytes of a whole get's {whole}"
+    );
+
+    let (parent, dest) = rig.destination("nothing");
+    let err = counted_get(&rig, &dest, &only(&["nothing/**"]))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{backend:?}: a glob that matches nothing succeeded"));
+    let text = err.to_string();
+    assert_eq!(err.exit_code(), 3, "{backend:?}: {text}");
+    assert!(
+        !text.contains('\n') && text.starts_with(backend.label()),
+        "{text}"
+    );
+    assert_nothing_written(&parent);
+}
+
 fn assert_nothing_written(parent: &Path) {
     let left: Vec<_> = std::fs::read_dir(parent)
         .unwrap()
@@ -723,7 +853,9 @@ fault_tests! {
         a_lost_head_swap_response_is_recognised_as_our_own,
         cold_gets_make_few_requests_even_after_many_edits,
         a_ranged_read_cut_midway_is_read_again,
-        many_agents_and_a_racing_put_get_whole_versions;
+        many_agents_and_a_racing_put_get_whole_versions,
+        warm_gets_ask_only_for_head,
+        only_a_sub_folder_moves_only_its_frames;
     azure => Azure: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,
@@ -731,7 +863,9 @@ fault_tests! {
         stalled_connections_fail_cleanly_in_bounded_time,
         a_lost_head_swap_response_is_recognised_as_our_own,
         cold_gets_make_few_requests_even_after_many_edits,
-        a_ranged_read_cut_midway_is_read_again;
+        a_ranged_read_cut_midway_is_read_again,
+        warm_gets_ask_only_for_head,
+        only_a_sub_folder_moves_only_its_frames;
     gcs => Gcs: answers_503_are_retried,
         a_reset_during_put_is_retried_or_fails_cleanly,
         a_put_that_keeps_being_reset_fails_cleanly_and_keeps_head,

@@ -119,13 +119,14 @@ fn put_directory(
 
 /// Downloads `slug` into the folder `local_path`, verified before anything appears there.
 #[pyfunction]
-#[pyo3(signature = (slug, local_path, *, version = None, mode = "empty"))]
+#[pyo3(signature = (slug, local_path, *, version = None, mode = "empty", only = None))]
 fn get_directory(
     py: Python<'_>,
     slug: String,
     local_path: PathBuf,
     version: Option<String>,
     mode: &str,
+    only: Option<Vec<String>>,
 ) -> PyResult<GetReport> {
     let mode = match mode {
         "empty" => GetMode::EmptyOnly,
@@ -140,6 +141,7 @@ fn get_directory(
     let opts = GetOptions {
         version,
         mode,
+        only: only.unwrap_or_default(),
         ..GetOptions::default()
     };
     let report = detached(py, async move {

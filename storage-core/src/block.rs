@@ -164,6 +164,9 @@ pub struct GetOptions {
     pub no_cache: bool,
     /// The frame cache's folder, instead of `frames/` in the cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// Only the entries matching one of these globs (over their paths below DEST; `**`
+    /// crosses folders), fetching only the frames that hold them; all when empty.
+    pub only: Vec<String>,
     /// Take a signed HEAD older than one this agent already accepted (a rollback it was
     /// told about). Only blocks with `trusted_keys` refuse such a HEAD at all.
     pub allow_rollback: bool,

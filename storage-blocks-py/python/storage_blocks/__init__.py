@@ -99,10 +99,11 @@ async def aget_directory(
     *,
     version: Optional[str] = None,
     mode: str = "empty",
+    only: Optional[List[str]] = None,
 ) -> GetReport:
     """:func:`get_directory` on a worker thread."""
     return await asyncio.to_thread(
-        get_directory, slug, local_path, version=version, mode=mode
+        get_directory, slug, local_path, version=version, mode=mode, only=only
     )
 
 

@@ -109,10 +109,13 @@ def get_directory(
     *,
     version: Optional[str] = None,
     mode: Literal["empty", "replace", "merge"] = "empty",
+    only: Optional[List[str]] = None,
 ) -> GetReport:
     """Download ``slug`` (the current version, or ``version``) into ``local_path``: it must be
     missing or empty (``"empty"``), becomes exactly the version (``"replace"``), or keeps
-    files the version does not have (``"merge"``)."""
+    files the version does not have (``"merge"``). ``only`` keeps the files matching one of
+    its globs (``*`` stays in one folder, ``**`` crosses folders) and fetches only the frames
+    that hold them; none matching raises ``NotFound``."""
 
 def read_path(slug: str) -> bytes:
     """One file's bytes: ``slug`` is ``TYPE/NAME/PATH/FILE``."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from . import aget_directory, get_directory, put_directory
 
@@ -158,15 +158,25 @@ def pull_project(
     slug: str,
     version: Optional[str] = None,
     directory: Optional[str] = None,
+    only: Optional[Union[str, List[str]]] = None,
 ) -> Dict[str, Any]:
     """Pull step: gets ``slug`` (the current version, or ``version``) into ``directory``
     (default: a folder named after the slug below the working directory), which becomes
-    exactly that version. Returns ``directory``, where Prefect then runs the flow, and the
+    exactly that version, or with ``only`` (a glob or a list of them, e.g. ``flows/etl/**``)
+    exactly the files of it that match: one repository, many deployments, each pulling
+    its own folder. Returns ``directory``, where Prefect then runs the flow, and the
     ``version`` pulled."""
     dest = Path(directory) if directory else Path.cwd() / _slug_folder(slug)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    globs = [only] if isinstance(only, str) else list(only or [])
     # An empty string is what an unset template variable leaves: take it as "current".
-    report = get_directory(slug, dest, version=version or None, mode="replace")
+    report = get_directory(
+        slug,
+        dest,
+        version=version or None,
+        mode="replace",
+        only=[g for g in globs if g] or None,
+    )
     return {"directory": str(dest), "version": report.version}
 
 

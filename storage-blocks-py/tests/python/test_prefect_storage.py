@@ -4,6 +4,8 @@ called directly (tests/e2e runs them through Prefect's step runner, against a se
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from prefect.runner.storage import RunnerStorage
 
 import storage_blocks as sb
@@ -53,3 +55,16 @@ def test_push_and_pull_steps_pin_a_version(project, tmp_path, monkeypatch):
     out = pull_project("local/default/etl")
     assert b"v2" in (Path(out["directory"]) / "flows" / "etl.py").read_bytes()
 
+
+
+def test_the_pull_step_takes_only_the_folders_it_names(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(project)
+    push_project("local/default/etl")
+    monkeypatch.chdir(tmp_path)
+    out = pull_project("local/default/etl", only="flows/**")
+    assert tree(Path(out["directory"])) == {"flows/etl.py": (project / "flows" / "etl.py").read_bytes()}
+    out = pull_project("local/default/etl", only=["sql/*", "README.md"])
+    assert sorted(tree(Path(out["directory"]))) == ["README.md", "sql/q.sql"]
+    with pytest.raises(sb.NotFound):
+        pull_project("local/default/etl", only=["nothing/**"])
+    assert sorted(tree(Path(out["directory"]))) == ["README.md", "sql/q.sql"]

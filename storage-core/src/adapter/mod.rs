@@ -250,6 +250,30 @@ impl ObjectStoreBlock {
         Ok(n)
     }
 
+    /// Of a mirror's objects, those `opts.only` keeps (all when it is empty); keeping none
+    /// is `NotFound`.
+    fn only_matching(
+        &self,
+        at: &BlockPath,
+        mut objects: Vec<ObjectMeta>,
+        opts: &GetOptions,
+    ) -> Result<Vec<ObjectMeta>> {
+        if opts.only.is_empty() {
+            return Ok(objects);
+        }
+        let set =
+            crate::package::partial::globs(&opts.only).map_err(|e| e.context(self.slug(at)))?;
+        objects.retain(|m| self.relative(at, m).is_ok_and(|rel| set.is_match(rel)));
+        if objects.is_empty() {
+            return Err(Error::NotFound(format!(
+                "{}: --only {} matches no file",
+                self.slug(at),
+                opts.only.join(" ")
+            )));
+        }
+        Ok(objects)
+    }
+
     /// A full version id: `version` resolved, else the current one.
     async fn version_or_current(&self, at: &BlockPath, version: Option<&str>) -> Result<String> {
         match version {
@@ -329,7 +353,10 @@ impl StorageBlock for ObjectStoreBlock {
                     .get(&at, &version, &subtree, staging.path(), dest, opts)
                     .await?
             }
-            Stored::Files(objects) => self.get_files(from, objects, staging.path(), opts).await?,
+            Stored::Files(objects) => {
+                let objects = self.only_matching(from, objects, opts)?;
+                self.get_files(from, objects, staging.path(), opts).await?
+            }
         };
         commit(staging, dest, opts.mode).map_err(|e| e.context(&slug))?;
         Ok(report)

@@ -245,6 +245,10 @@ impl PackageStore for ObjectStoreBlock {
         &self.secrets
     }
 
+    fn cache_scope(&self) -> Option<String> {
+        Some(format!("{}\n{}", self.store, self.root))
+    }
+
     async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>> {
         ObjectStoreBlock::read_head(self, at).await
     }

@@ -24,12 +24,14 @@ use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
-use crate::package::extract::{file_in_frames, unpack_verified_over};
+use crate::package::extract::{file_in_frames, unpack_tar_over, unpack_verified_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
 use crate::package::manifest::{
     FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
 };
+use crate::package::manifest_cache::ManifestCache;
 use crate::package::packs::{self, PACKS_IN_FLIGHT, PackBuilder, StoredFrame};
+use crate::package::partial::{self, Selection};
 use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
 use crate::signing::{SeenHeads, Signer};
@@ -577,9 +579,9 @@ impl PackageEngine {
         Ok((placements, frames))
     }
 
-    /// Unpacks `version` (its `subtree`) at `at` into `staging`; `dest` is where it will go,
-    /// whose unchanged files a `--replace` takes over.
-    #[allow(clippy::too_many_arguments)]
+    /// Unpacks `version` (its `subtree`; with `opts.only`, the entries matching it) at `at`
+    /// into `staging`; `dest` is where it will go, whose unchanged files a `--replace` takes
+    /// over. The manifest comes from the agent's manifest cache when it holds it.
     pub async fn get(
         &self,
         at: &BlockPath,
@@ -589,8 +591,58 @@ impl PackageEngine {
         dest: &Path,
         opts: &GetOptions,
     ) -> Result<GetReport> {
-        let slug = self.slug(at);
+        // An agent with trusted keys checks the signature of every manifest it reads: it
+        // keeps none (its warm gets read HEAD and the manifest).
+        let scope = match self.trust.trusted_keys {
+            Some(_) => None,
+            None => self.store.cache_scope(),
+        };
+        let cache = ManifestCache::for_get(
+            scope.as_deref(),
+            &self.slug(at),
+            opts.no_cache,
+            opts.cache_dir.as_deref(),
+        );
+        let (probe, v) = (cache.clone(), version.to_string());
+        if let Some(manifest) = tokio::task::spawn_blocking(move || probe.get(&v)).await? {
+            match self
+                .get_manifest(at, manifest, subtree, staging, dest, opts)
+                .await
+            {
+                // The store no longer holds what the cached manifest names (the version was
+                // removed, then stored again in other packs): read its manifest again.
+                Err(Error::Integrity(why)) => {
+                    tracing::debug!(why = %why, "a get from a cached manifest failed; reading it again");
+                    cache.forget(version);
+                    empty_folder(staging)?;
+                }
+                done => return done,
+            }
+        }
         let manifest = self.manifest(at, version).await?;
+        let (keep, m) = (cache, manifest.clone());
+        tokio::task::spawn_blocking(move || {
+            keep.put(&m);
+            keep.trim();
+        })
+        .await?;
+        self.get_manifest(at, manifest, subtree, staging, dest, opts)
+            .await
+    }
+
+    /// [`get`](Self::get) of the version `manifest` describes.
+    async fn get_manifest(
+        &self,
+        at: &BlockPath,
+        manifest: PackageManifest,
+        subtree: &str,
+        staging: &Path,
+        dest: &Path,
+        opts: &GetOptions,
+    ) -> Result<GetReport> {
+        let slug = self.slug(at);
+        let version = manifest.version.clone();
+        let version = version.as_str();
         if !subtree.is_empty()
             && !manifest
                 .entries
@@ -603,11 +655,20 @@ impl PackageEngine {
                 short(version)
             )));
         }
+        let selection = self.select_only(at, &manifest, subtree, opts)?;
+        let frames = match &selection {
+            Some(s) => s.frames.clone(),
+            None => manifest.frames.clone(),
+        };
+        let total = match &selection {
+            Some(_) => frames.iter().map(|f| f.length).sum(),
+            None => manifest.totals.package_bytes,
+        };
         emit(
             &opts.progress,
             ProgressEvent::Phase {
                 name: "downloading",
-                total: Some(manifest.totals.package_bytes),
+                total: Some(total),
             },
         );
         let progress = opts.progress.clone();
@@ -615,7 +676,7 @@ impl PackageEngine {
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
         let stream = self
-            .package_stream(at, &manifest, cache.clone(), counts.clone())
+            .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
             .await?;
         let (reader, failure) =
             StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
@@ -625,14 +686,17 @@ impl PackageEngine {
         let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
         let done = tokio::task::spawn_blocking(move || {
             let reader: Box<dyn Read + Send> = Box::new(reader);
-            let result = unpack_verified_over(
-                reader,
-                &manifest,
-                &staging,
-                &subtree,
-                previous.as_deref(),
-                |_| {},
-            );
+            let result = match selection {
+                None => unpack_verified_over(
+                    reader,
+                    &manifest,
+                    &staging,
+                    &subtree,
+                    previous.as_deref(),
+                    |_| {},
+                ),
+                Some(s) => unpack_selection(reader, s, &manifest, &staging, &subtree, previous),
+            };
             match (result, failure.lock().expect("failure slot").take()) {
                 (Err(_), Some(transfer)) => Err(transfer.scrubbed(&secrets).context(&slug)),
                 (r, _) => r.map_err(|e| e.context(&slug)),
@@ -653,6 +717,33 @@ impl PackageEngine {
         })
     }
 
+    /// With `opts.only`, the entries it keeps and the frames that hold them; a glob set that
+    /// keeps nothing is `NotFound`.
+    fn select_only(
+        &self,
+        at: &BlockPath,
+        manifest: &PackageManifest,
+        subtree: &str,
+        opts: &GetOptions,
+    ) -> Result<Option<Selection>> {
+        if opts.only.is_empty() {
+            return Ok(None);
+        }
+        let slug = match subtree {
+            "" => self.slug(at),
+            s => self.slug(&BlockPath::parse(&at.join(s))?),
+        };
+        let set = partial::globs(&opts.only).map_err(|e| e.context(&slug))?;
+        match partial::select(manifest, subtree, &set) {
+            Some(selection) => Ok(Some(selection)),
+            None => Err(Error::NotFound(format!(
+                "{slug}: --only {} matches no entry of version {}",
+                opts.only.join(" "),
+                short(&manifest.version)
+            ))),
+        }
+    }
+
     /// The package of a version as its `.tar.zst` stream, frames verified (`export`).
     pub async fn export(&self, at: &BlockPath, version: &str) -> Result<PackageExport> {
         let manifest = self.manifest(at, version).await?;
@@ -660,7 +751,13 @@ impl PackageEngine {
         let counts = Arc::new(FrameCounts::default());
         let slug = self.slug(at);
         let stream = self
-            .package_stream(at, &manifest, FrameCache::open(true), counts)
+            .package_stream(
+                at,
+                &manifest,
+                manifest.frames.clone(),
+                FrameCache::open(true),
+                counts,
+            )
             .await?
             .map_err(move |e| e.context(&slug))
             .boxed();
@@ -677,6 +774,7 @@ impl PackageEngine {
         &self,
         at: &BlockPath,
         manifest: &PackageManifest,
+        frames: Vec<Frame>,
         cache: FrameCache,
         counts: Arc<FrameCounts>,
     ) -> Result<ByteStream> {
@@ -684,13 +782,13 @@ impl PackageEngine {
             return Ok(packs::frames_in_order(
                 self.store.clone(),
                 at.clone(),
-                manifest.frames.clone(),
+                frames,
                 cache,
                 counts,
             ));
         }
         if manifest.format == FRAMES_FORMAT {
-            return Ok(self.frame_stream(at, manifest.frames.clone(), cache, counts));
+            return Ok(self.frame_stream(at, frames, cache, counts));
         }
         let name = ObjectName::Archive(manifest.version.clone());
         match self.store.read_object(at, &name, None).await? {
@@ -822,6 +920,44 @@ impl PackageEngine {
         })
         .await?
     }
+}
+
+/// Unpacks, of `package` (the compressed frames `selection` names, or format 1's whole
+/// archive), the kept entries' records, checked against the kept entries alone.
+fn unpack_selection(
+    package: Box<dyn Read + Send>,
+    selection: Selection,
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    previous: Option<std::path::PathBuf>,
+) -> Result<crate::package::extract::Extracted> {
+    let decoder =
+        zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
+    let frames = Frame::named_in(manifest.format).then_some(selection.frames.as_slice());
+    let tar = partial::Kept::new(decoder, frames, selection.keep);
+    unpack_tar_over(
+        tar,
+        &selection.manifest,
+        staging,
+        subtree,
+        previous.as_deref(),
+        |_| {},
+    )
+}
+
+/// Removes what a failed attempt left in `folder`, keeping the folder.
+fn empty_folder(folder: &Path) -> Result<()> {
+    let what = || format!("emptying {}", folder.display());
+    for entry in std::fs::read_dir(folder).map_err(|e| Error::io(what(), e))? {
+        let path = entry.map_err(|e| Error::io(what(), e))?.path();
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| Error::io(what(), e))?;
+    }
+    Ok(())
 }
 
 /// Cuts `entries`' tar stream into frames on a blocking thread, handing them on `rx`; the

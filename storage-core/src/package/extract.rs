@@ -87,6 +87,20 @@ pub fn unpack_verified_over(
     staging: &Path,
     subtree: &str,
     previous: Option<&Path>,
+    on_bytes: impl FnMut(u64),
+) -> Result<Extracted> {
+    let decoder =
+        zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
+    unpack_tar_over(decoder, manifest, staging, subtree, previous, on_bytes)
+}
+
+/// [`unpack_verified_over`] of an unpacked tar stream (a partial get's kept records).
+pub fn unpack_tar_over(
+    tar: impl Read,
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    previous: Option<&Path>,
     mut on_bytes: impl FnMut(u64),
 ) -> Result<Extracted> {
     let by_path: HashMap<&str, &ManifestEntry> = manifest
@@ -100,12 +114,10 @@ pub fn unpack_verified_over(
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
     check_free_space(manifest, staging, subtree)?;
 
-    let decoder =
-        zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
     let limit = tar_bound(manifest);
     let overflowed = Rc::new(Cell::new(false));
     let bounded = Bounded {
-        inner: decoder,
+        inner: tar,
         left: limit,
         overflowed: overflowed.clone(),
     };

@@ -118,32 +118,8 @@ impl FrameCache {
 
     /// Drops the least recently used frames until the folder holds at most the limit.
     pub fn trim(&self) {
-        let Some(dir) = &self.dir else { return };
-        let Ok(read) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut frames: Vec<(SystemTime, u64, PathBuf)> = read
-            .filter_map(|e| {
-                let e = e.ok()?;
-                let meta = e.metadata().ok()?;
-                if !meta.is_file() {
-                    return None;
-                }
-                Some((meta.modified().ok()?, meta.len(), e.path()))
-            })
-            .collect();
-        let mut total: u64 = frames.iter().map(|f| f.1).sum();
-        if total <= self.limit {
-            return;
-        }
-        frames.sort();
-        for (_, len, path) in frames {
-            if total <= self.limit {
-                break;
-            }
-            if std::fs::remove_file(&path).is_ok() {
-                total -= len;
-            }
+        if let Some(dir) = &self.dir {
+            trim_dir(dir, self.limit);
         }
     }
 
@@ -153,8 +129,39 @@ impl FrameCache {
     }
 }
 
+/// Drops the least recently used files of `dir` (not its folders) until it holds at most
+/// `limit` bytes; a read marks a file used by touching its mtime.
+pub(crate) fn trim_dir(dir: &Path, limit: u64) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = read
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let meta = e.metadata().ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    if total <= limit {
+        return;
+    }
+    files.sort();
+    for (_, len, path) in files {
+        if total <= limit {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
 /// `BLOCKCTL_CACHE_LIMIT`: bytes, or a number with `K`, `M`, `G` (`KiB`, `MiB`, `GiB`).
-fn limit_from_env() -> u64 {
+pub(crate) fn limit_from_env() -> u64 {
     std::env::var("BLOCKCTL_CACHE_LIMIT")
         .ok()
         .and_then(|v| parse_size(&v))

@@ -4,6 +4,8 @@
 //! - `cuts`: that stream cut into content-defined frames, each compressed on its own;
 //! - `manifest`: the per-version record of entries and frames, and HEAD;
 //! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
+//! - `manifest_cache`: the agent's cache of the manifests of versions it got;
+//! - `partial`: the entries and frames of a `get --only`, and the reader that keeps them;
 //! - `packs`: format 3, frames stored together in packs and read by coalesced ranges;
 //! - `extract`: verified, safe unpacking of a stream of frames into a staging folder;
 //! - `destination`: the staging folder beside DEST and the atomic swap into it;
@@ -17,7 +19,9 @@ pub mod engine;
 pub mod extract;
 pub mod frame_cache;
 pub mod manifest;
+pub mod manifest_cache;
 pub mod packs;
+pub mod partial;
 pub mod store;
 pub mod tar_stream;
 mod trust;

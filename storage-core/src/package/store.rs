@@ -100,6 +100,12 @@ pub trait PackageStore: Send + Sync + 'static {
         true
     }
 
+    /// What tells this store apart from any other holding the same slugs (its kind, bucket
+    /// and prefix), for the agent's manifest cache; `None` keeps no manifests.
+    fn cache_scope(&self) -> Option<String> {
+        None
+    }
+
     /// HEAD at `at`, with its tag for a conditional swap.
     async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>>;
 

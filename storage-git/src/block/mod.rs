@@ -384,6 +384,13 @@ impl StorageBlock for GitBlock {
         dest: &Path,
         opts: &GetOptions,
     ) -> Result<GetReport> {
+        if !opts.only.is_empty() {
+            return Err(storage_core::block::unsupported(
+                &self.inner.label,
+                from,
+                "get --only",
+            ));
+        }
         let (from2, dest, opts) = (from.clone(), dest.to_path_buf(), opts.clone());
         self.run(from, move |b| b.get(&from2, &dest, &opts)).await
     }
