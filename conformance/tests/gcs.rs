@@ -74,13 +74,17 @@ async fn keys_land_under_the_prefix() {
     let (frames, rest): (Vec<&String>, Vec<&String>) = keys
         .iter()
         .partition(|k| k.starts_with(&format!("{base}/packs/")));
-    assert_eq!(
-        rest,
-        [
-            &format!("{base}/HEAD"),
-            &format!("{base}/manifests/{version}.json.zst"),
-        ]
+    // HEAD, the note of its swap (`<unix millis>-<version>.json`), the manifest.
+    assert_eq!(rest.len(), 3, "{keys:?}");
+    assert_eq!(rest[0], &format!("{base}/HEAD"));
+    let note = rest[1]
+        .strip_prefix(&format!("{base}/heads/"))
+        .and_then(|n| n.strip_suffix(&format!("-{version}.json")));
+    assert!(
+        note.is_some_and(|ms| ms.len() == 13 && ms.bytes().all(|b| b.is_ascii_digit())),
+        "{keys:?}"
     );
+    assert_eq!(rest[2], &format!("{base}/manifests/{version}.json.zst"));
     assert!(!frames.is_empty(), "{keys:?}");
 
     block.check().await.expect("check reaches the bucket");
