@@ -281,11 +281,16 @@ client.login(username=os.environ["ORAS_USER"], password=os.environ["ORAS_PASSWOR
 files = client.pull(target=sys.argv[1], outdir=sys.argv[2])
 print("\n".join(str(f) for f in files))
 "#;
+    // oras logs in by writing ~/.docker/config.json: each pull gets a home of its own, so
+    // that pulls side by side never read each other's half-written file (nor the user's).
+    let home = tempfile::tempdir().expect("a home for oras");
     let out = Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(reference)
         .arg(outdir)
+        .env("HOME", home.path())
+        .env("DOCKER_CONFIG", home.path().join(".docker"))
         .env("ORAS_HOST", &registry.host)
         .env("ORAS_USER", &registry.user)
         .env("ORAS_PASSWORD", &registry.password)
