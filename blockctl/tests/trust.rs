@@ -385,6 +385,28 @@ fn a_signing_block_signs_what_minisign_verifies_and_refuses_a_stripped_signature
         "{head}"
     );
 
+    // A plain object planted beside the signed package, or a plain mirror, is never read
+    // by a block that requires signatures.
+    std::fs::write(h.path("store/etl/flow.py"), "print('planted')\n").unwrap();
+    let cat = h.ok(&["cat", "local/signed/etl/flow.py"]);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "print('one')\n");
+    std::fs::create_dir_all(h.path("store/mirror")).unwrap();
+    std::fs::write(h.path("store/mirror/flow.py"), "print('planted')\n").unwrap();
+    let planted = h.path("planted");
+    assert_refused(
+        &h,
+        &["get", "local/signed/mirror", planted.to_str().unwrap()],
+        3,
+        "local/signed/mirror",
+    );
+    assert_refused(
+        &h,
+        &["cat", "local/signed/mirror/flow.py"],
+        3,
+        "local/signed/mirror",
+    );
+    assert!(!planted.exists());
+
     std::fs::remove_file(&sig).unwrap();
     let dest2 = h.path("dest2");
     for args in [

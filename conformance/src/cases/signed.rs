@@ -95,15 +95,31 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
 
     // Accepted: signed puts, read by an agent that trusts the key.
     let v1 = put_signed(src1.clone(), None).await;
+    // A block that requires signatures reads no plain objects: the attacker's view of the
+    // store is the same block without trusted keys.
+    let raw = |rel: String| {
+        let seen = seen.clone();
+        let (own, s) = (&own, s);
+        async move {
+            s.block
+                .set_trust(trust(Some(own), &[], &seen))
+                .expect("trust settings");
+            let bytes = read(s.block.as_ref(), &s.path(at), &rel).await;
+            s.block
+                .set_trust(trust(Some(own), &[own], &seen))
+                .expect("trust settings");
+            bytes
+        }
+    };
     let sig_of = |v: &str| format!(".blocks/manifests/{v}.json.zst.minisig");
     let manifest_of = |v: &str| format!(".blocks/manifests/{v}.json.zst");
-    let sig1 = read(s.block.as_ref(), &s.path(at), &sig_of(&v1)).await;
-    let head1 = read(s.block.as_ref(), &s.path(at), head).await;
+    let sig1 = raw(sig_of(&v1)).await;
+    let head1 = raw(head.to_string()).await;
     accepted(s, at, &src1, GetOptions::default()).await;
     let v2 = put_signed(src2.clone(), None).await;
-    let head2 = read(s.block.as_ref(), &s.path(at), head).await;
-    let manifest2 = read(s.block.as_ref(), &s.path(at), &manifest_of(&v2)).await;
-    let sig2 = read(s.block.as_ref(), &s.path(at), &sig_of(&v2)).await;
+    let head2 = raw(head.to_string()).await;
+    let manifest2 = raw(manifest_of(&v2)).await;
+    let sig2 = raw(sig_of(&v2)).await;
     accepted(s, at, &src2, GetOptions::default()).await;
     let restore = |rel: String, bytes: Vec<u8>| async move {
         write(s.block.as_ref(), &s.path(at), &rel, bytes).await;

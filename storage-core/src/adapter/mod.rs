@@ -156,6 +156,16 @@ impl ObjectStoreBlock {
         crate::block::slug_of(&self.label, at)
     }
 
+    /// Whether the block requires signatures (`trusted_keys`): then it reads signed packages
+    /// and nothing else.
+    fn trusting(&self) -> bool {
+        self.trust
+            .read()
+            .expect("trust settings")
+            .trusted_keys
+            .is_some()
+    }
+
     /// The package engine over this store, with the block's trust settings.
     fn engine(&self) -> PackageEngine {
         let trust = self.trust.read().expect("trust settings").clone();
@@ -209,7 +219,12 @@ impl ObjectStoreBlock {
                 subtree: String::new(),
             });
         }
-        let files = self.mirror_objects(from).await?;
+        // A block that requires signatures reads signed packages only: never a plain
+        // mirror, which anyone who can write there could have planted.
+        let files = match self.trusting() {
+            true => Vec::new(),
+            false => self.mirror_objects(from).await?,
+        };
         if !files.is_empty() {
             return Ok(Stored::Files(files));
         }
@@ -369,10 +384,14 @@ impl StorageBlock for ObjectStoreBlock {
                 self.slug(path)
             )));
         }
-        match self.store.get(&self.key(path, "")?).await {
-            Ok(g) => return g.bytes().await.map_err(self.fail(path)),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.fail(path)(e)),
+        // A plain object is read as it is, unless the block requires signatures: then only
+        // a file of a signed version is.
+        if !self.trusting() {
+            match self.store.get(&self.key(path, "")?).await {
+                Ok(g) => return g.bytes().await.map_err(self.fail(path)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.fail(path)(e)),
+            }
         }
         for anc in path.ancestors() {
             if let Some(head) = self.engine().current(&anc, false).await? {
@@ -449,6 +468,12 @@ impl StorageBlock for ObjectStoreBlock {
                     size: e.size,
                 })
                 .collect());
+        }
+        if self.trusting() {
+            return Err(Error::NotFound(format!(
+                "{}: no signed version is stored there",
+                self.slug(at)
+            )));
         }
         let objects = self.mirror_objects(at).await?;
         if objects.is_empty() {
