@@ -135,7 +135,20 @@ impl Drop for Server {
         // Kill exactly this PID and reap it; errors mean it is already gone.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        keep_log(self.name, self.child.id(), &self.log);
     }
+}
+
+/// With `BLOCKS_KEEP_SERVER_LOGS=DIR`, a stopped server's log is copied to
+/// `DIR/<name>-<pid>.log` (its temp dir goes away with it): the evidence when a test that
+/// shares a server fails now and then.
+fn keep_log(name: &str, pid: u32, log: &Path) {
+    let Some(dir) = std::env::var_os("BLOCKS_KEEP_SERVER_LOGS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = fs::create_dir_all(&dir);
+    let _ = fs::copy(log, dir.join(format!("{name}-{pid}.log")));
 }
 
 /// The last `n` lines of `text`.

@@ -8,8 +8,12 @@
 //! pyftpdlib) too: successive contents of a key never share an ETag.
 //!
 //! A connection that failed mid-transfer never goes back to the pool. A transfer whose
-//! passive data connection the server dropped (it ended early, or no completion reply
-//! followed its end) is tried again on a fresh connection, twice at most.
+//! passive data connection could not be opened (refused, reset) or that the server dropped
+//! (it ended early, or no completion reply followed its end) is tried again on a fresh
+//! connection after a short pause, twice at most: pyftpdlib's event loop hands an event of
+//! a socket it closed to the new socket that took over the descriptor within the same
+//! poll, so under churn it now and then closes a passive listener or a data connection it
+//! has just opened. A short read that every try repeats says how long the file is now.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -36,6 +40,10 @@ const CHUNK: usize = 1 << 20;
 /// Tries of one transfer (RETR, STOR, MLSD): a data connection the server dropped is tried
 /// again on a fresh connection, twice at most.
 const TRANSFER_TRIES: usize = 3;
+/// The pause before the second try of a transfer; the third waits four times as long. The
+/// server's event loop must first see the failed try's sockets close, or the fresh try's
+/// sockets can take over their descriptors and the events meant for them.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long, on all but the last try, the completion reply may take once the data
 /// connection has ended: the server sends it as it closes that connection, so one that
 /// never comes means the server dropped the data connection and waits for another.
@@ -230,6 +238,30 @@ impl Failed {
             retry: false,
         }
     }
+}
+
+/// A data connection that could not be opened (the listener the server named in its `227`
+/// refused or reset it): the same defect as [`data_dropped`]'s, met earlier. Other errors
+/// (a refusal by the server, a timeout) are returned as they are.
+fn opening(e: FtpError) -> FtpError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset};
+    match &e {
+        FtpError::ConnectionError(io)
+            if matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe
+            ) && !is_data_dropped(&e) =>
+        {
+            data_dropped(format!("opening the data connection: {io}"))
+        }
+        _ => e,
+    }
+}
+
+/// Waits before try number `tries + 1` of a transfer (see [`RETRY_PAUSE`]).
+async fn pause_before_retry(tries: usize) {
+    let factor = 4u32.saturating_pow(tries.saturating_sub(1) as u32);
+    tokio::time::sleep(RETRY_PAUSE.saturating_mul(factor)).await;
 }
 
 /// Whether `e` is [`data_dropped`]'s.
@@ -480,7 +512,7 @@ impl Remote {
             tries += 1;
             let last = tries == TRANSFER_TRIES;
             match self.store_try(key, body, last).await {
-                Err(f) if f.retry && !last => continue,
+                Err(f) if f.retry && !last => pause_before_retry(tries).await,
                 done => return done.map_err(|f| f.error),
             }
         }
@@ -492,7 +524,9 @@ impl Remote {
         let mut conn = self.conn().await.map_err(Failed::fatal)?;
         let stream = conn.stream.as_mut().expect("a live connection");
         let work = async {
-            let mut up = within(limit, stream.put_with_stream(&full)).await?;
+            let mut up = within(limit, stream.put_with_stream(&full))
+                .await
+                .map_err(opening)?;
             for piece in body.chunks(CHUNK) {
                 within(limit, async {
                     up.write_all(piece)
@@ -527,7 +561,7 @@ impl Remote {
             tries += 1;
             let last = tries == TRANSFER_TRIES;
             match self.mlsd_try(dir, &command, last).await {
-                Err(f) if f.retry && !last => continue,
+                Err(f) if f.retry && !last => pause_before_retry(tries).await,
                 done => return done.map_err(|f| f.error),
             }
         }
@@ -543,7 +577,8 @@ impl Remote {
                 limit,
                 stream.custom_data_command(command, &[Status::AboutToSend, Status::AlreadyOpen]),
             )
-            .await?;
+            .await
+            .map_err(opening)?;
             // One byte past the cap tells a listing that exceeds it from one that just fits;
             // the buffer grows as bytes arrive.
             let mut raw = Vec::new();
@@ -601,7 +636,8 @@ impl Remote {
         loop {
             tries += 1;
             match self.read_try(key, offset, len, to_end).await {
-                Err(f) if f.retry && tries < TRANSFER_TRIES => continue,
+                Err(f) if f.retry && tries < TRANSFER_TRIES => pause_before_retry(tries).await,
+                Err(f) if f.retry => return Err(self.short_every_time(key, f.error).await),
                 done => return done.map_err(|f| f.error),
             }
         }
@@ -620,7 +656,9 @@ impl Remote {
         let stream = conn.stream.as_mut().expect("a live connection");
         let work = async {
             stream.resume_transfer(offset as usize).await?;
-            let mut down = within(limit, stream.retr_as_stream(&full)).await?;
+            let mut down = within(limit, stream.retr_as_stream(&full))
+                .await
+                .map_err(opening)?;
             // `len` comes from the server's listing: the buffer grows as bytes arrive.
             let mut out = Vec::with_capacity(len.min(CHUNK as u64) as usize);
             let mut piece = vec![0u8; len.min(CHUNK as u64) as usize];
@@ -661,6 +699,22 @@ impl Remote {
             .settle(&mut conn, "reading", key, done.map(|(out, _)| out))
             .map_err(|error| Failed { error, retry })?;
         Ok(out.into())
+    }
+
+    /// The error of a read whose every try lost its data connection, saying how long the
+    /// file is on the server now: the same length means the server cut the transfers, another
+    /// one that the file changed while it was read.
+    async fn short_every_time(&self, key: &str, error: object_store::Error) -> object_store::Error {
+        let now = match self.stat(key).await {
+            Ok(Some(facts)) => format!("; the file on the server has {} bytes now", facts.size),
+            Ok(None) => "; the file is gone from the server now".into(),
+            Err(_) => String::new(),
+        };
+        let said = match error {
+            object_store::Error::Generic { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        generic(format!("{said} ({TRANSFER_TRIES} tries{now})"))
     }
 
     /// The result of a command on `conn`, which is dropped unless the server merely refused.
@@ -845,8 +899,9 @@ mod tests {
 
     const FILE: &[u8] = b"a file the server holds whole";
 
-    /// A small FTP server on 127.0.0.1 with pyftpdlib's defect: the first transfer of each
-    /// kind (RETR, MLSD, STOR) finds its passive data connection closed as soon as it was
+    /// A small FTP server on 127.0.0.1 with pyftpdlib's defects: its first passive listener
+    /// is closed before the client connects (refused), and the first transfer of each kind
+    /// (RETR, MLSD, STOR) finds its passive data connection closed as soon as it was
     /// accepted, answers `150`, and never says more on that control connection. Stored
     /// bodies go to `stored`. Serves at most 16 control connections; aborted by the test.
     struct DroppingServer {
@@ -854,6 +909,7 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
         stored: Arc<Mutex<Vec<u8>>>,
         transfers: Arc<AtomicUsize>,
+        refused: Arc<AtomicUsize>,
     }
 
     impl Drop for DroppingServer {
@@ -869,13 +925,18 @@ mod tests {
             let stored = Arc::new(Mutex::new(Vec::new()));
             let transfers = Arc::new(AtomicUsize::new(0));
             let dropped = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
-            let (s, t) = (stored.clone(), transfers.clone());
+            let refused = Arc::new(AtomicUsize::new(0));
+            let (s, t, r) = (stored.clone(), transfers.clone(), refused.clone());
             let task = tokio::spawn(async move {
                 for _ in 0..16 {
                     let Ok((sock, _)) = listener.accept().await else {
                         return;
                     };
-                    tokio::spawn(serve(sock, dropped.clone(), s.clone(), t.clone()));
+                    let defects = Defects {
+                        dropped: dropped.clone(),
+                        refused: r.clone(),
+                    };
+                    tokio::spawn(serve(sock, defects, s.clone(), t.clone()));
                 }
             });
             DroppingServer {
@@ -883,6 +944,7 @@ mod tests {
                 task,
                 stored,
                 transfers,
+                refused,
             }
         }
 
@@ -898,12 +960,20 @@ mod tests {
         }
     }
 
+    /// The defects met so far: transfer kinds whose data connection was dropped, and
+    /// passive listeners closed before the client came.
+    struct Defects {
+        dropped: Arc<Mutex<std::collections::HashSet<String>>>,
+        refused: Arc<AtomicUsize>,
+    }
+
     async fn serve(
         sock: TcpStream,
-        dropped: Arc<Mutex<std::collections::HashSet<String>>>,
+        defects: Defects,
         stored: Arc<Mutex<Vec<u8>>>,
         transfers: Arc<AtomicUsize>,
     ) {
+        let Defects { dropped, refused } = defects;
         let (read, mut write) = sock.into_split();
         let mut lines = BufReader::new(read).lines();
         let mut passive: Option<TcpListener> = None;
@@ -925,7 +995,12 @@ mod tests {
                 "PASV" => {
                     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
                     let p = l.local_addr().unwrap().port();
-                    passive = Some(l);
+                    // The first listener goes before anyone connects: the client is refused.
+                    if refused.fetch_add(1, Ordering::SeqCst) == 0 {
+                        drop(l);
+                    } else {
+                        passive = Some(l);
+                    }
                     format!("227 passive (127,0,0,1,{},{})\r\n", p / 256, p % 256)
                 }
                 "RETR" | "MLSD" | "STOR" => {
@@ -964,14 +1039,17 @@ mod tests {
         }
     }
 
-    /// A server that drops a fresh passive data connection must cost a retry on a fresh
-    /// connection, not a short read, a listing that hangs, or a lost upload.
+    /// A server that refuses a passive data connection, then drops a fresh one, must cost
+    /// two retries on fresh connections, not a failed or short read, a listing that hangs, or
+    /// a lost upload.
     #[tokio::test]
-    async fn a_dropped_data_connection_is_retried_on_a_fresh_connection() {
+    async fn a_refused_or_dropped_data_connection_is_retried_on_a_fresh_connection() {
         let server = DroppingServer::start().await;
         let remote = server.remote();
         let got = remote.read("f", 0, FILE.len() as u64, true).await;
         assert_eq!(got.unwrap(), Bytes::from_static(FILE));
+        // The read's first try was refused, its second dropped, its third whole.
+        assert!(server.refused.load(Ordering::SeqCst) >= 3);
         let listed = remote.list_dir("").await.unwrap().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].key.as_str(), listed[0].size), ("f", 3));
