@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Result;
+pub use crate::package::manifest::EntryKind;
 use crate::package::manifest::PackageManifest;
 use crate::record::VersionRecord;
 use crate::slug::BlockPath;
@@ -303,20 +304,6 @@ pub struct ListedFile {
     pub kind: EntryKind,
     /// Bytes of a file; 0 for a folder or a link.
     pub size: u64,
-}
-
-/// What kind of thing an entry of a tree is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A folder.
-    Dir,
-    /// A symbolic link, stored as its target.
-    Symlink,
 }
 
 /// What a gc kept and removed.

@@ -1,6 +1,6 @@
 //! The one error type of the crate family and its mapping to blockctl's exit codes.
 
-use crate::secret::redact;
+use crate::redaction::redact;
 
 /// Every failure a storage block can report. The variant decides the exit code; the message
 /// is one line that says what failed and, where it helps, what to do.

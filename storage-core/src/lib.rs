@@ -6,10 +6,11 @@
 
 pub mod block;
 pub mod bounds;
-pub mod checked;
+pub mod capability_checks;
 pub mod config;
 pub mod error;
 pub mod record;
+pub mod redaction;
 pub mod registry;
 pub mod secret;
 pub mod signing;
@@ -20,7 +21,7 @@ pub use block::{
     Layout, ListedFile, PackageExport, PackageFormat, ProgressEvent, ProgressObserver, PutOptions,
     PutReport, RollbackOptions, RollbackReport, StorageBlock, VersionInfo, VersionPrecondition,
 };
-pub use checked::Checked;
+pub use capability_checks::Checked;
 pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSpec};
 pub use error::{Error, Result};
 pub use record::{SourceInfo, VersionRecord};
@@ -33,8 +34,8 @@ pub mod diff;
 pub mod folders;
 pub mod hashcache;
 pub mod package;
+pub mod source_tree;
 pub mod stream;
-pub mod tree;
 
 #[cfg(feature = "cloud")]
 pub use adapter::retry_config;

@@ -3,12 +3,12 @@
 //! GCS client writes through the XML API, which the emulator does not serve.
 //!
 //! What that stack does not do by itself is done here (`store.rs`): the HEAD swap is a real
-//! generation-match write that the server checks (`json.rs`), and large packages stream
+//! generation-match write that the server checks (`conditional_writes.rs`), and large packages stream
 //! through a resumable upload.
 
 mod auth;
+mod conditional_writes;
 mod error;
-mod json;
 mod store;
 
 use std::sync::Arc;
@@ -177,7 +177,7 @@ fn build(
                 .with_max_delay(Duration::from_secs(5))
                 .with_max_times(6),
         );
-    let json = json::JsonApi::new(
+    let json = conditional_writes::JsonApi::new(
         &endpoint,
         &config.bucket,
         http.clone(),

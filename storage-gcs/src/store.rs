@@ -2,7 +2,7 @@
 //! parts it cannot do against GCS's JSON API done here:
 //!
 //! - conditional puts (`PutMode::Create` / `Update`) are real generation-match writes, sent
-//!   as one multipart upload (see `json.rs`); `OpendalStore` would send the ETag as
+//!   as one multipart upload (see `conditional_writes.rs`); `OpendalStore` would send the ETag as
 //!   `if_match`, which opendal's GCS writer does not support;
 //! - large uploads stream through opendal's resumable-upload writer (8 MiB chunks, each
 //!   retried on its own), where `OpendalStore` would start an XML-API multipart upload that
@@ -26,8 +26,8 @@ use object_store_opendal::OpendalStore;
 use opendal::{Buffer, ErrorKind, Operator};
 use tokio::sync::{Mutex, oneshot};
 
+use crate::conditional_writes::JsonApi;
 use crate::error::{Kind, fix_error, generic, store_error, translate};
-use crate::json::JsonApi;
 
 /// How many deletes are in flight at once.
 const DELETE_CONCURRENCY: usize = 8;

@@ -4,8 +4,8 @@
 //! and writes the tree of its path. It has neither the package nor the files layout.
 
 mod block;
+mod git_trees;
 mod remote;
-mod tree;
 
 use FieldKind::{Integer, String as Text};
 use serde::Deserialize;

@@ -18,11 +18,11 @@
 //! Why russh and not opendal's `services-sftp`: that service drives the system `ssh` binary
 //! and has no password login, which Prefect's RemoteFileSystem users rely on.
 
+mod basepath;
 mod body;
 mod ftp;
 mod http;
 mod sftp;
-mod target;
 mod webdav;
 
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ use storage_core::{
     TypeSpec,
 };
 
-pub use target::{Protocol, Target};
+pub use basepath::{Protocol, Target};
 
 /// The `object_store` crate whose trait [`open_store`] implements.
 pub use object_store;

@@ -11,6 +11,8 @@
 mod azure_auth;
 mod azurite;
 mod cargo_fuzz;
+mod distribution;
+mod distribution_token;
 mod fake_gcs;
 mod faults;
 mod git;
@@ -23,8 +25,6 @@ pub mod peers;
 mod process;
 mod pyftpdlib;
 mod python;
-mod registry;
-mod registry_token;
 mod s3s;
 mod smb;
 mod sshd;
@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 pub use azure_auth::hmac_sha256;
 pub use azurite::Azurite;
 pub use cargo_fuzz::{CARGO_FUZZ_VERSION, cargo_fuzz};
+pub use distribution::OciRegistry;
 pub use fake_gcs::FakeGcs;
 pub use faults::{Cut, Direction, FaultProxy, Injected};
 pub use git::{GitDaemon, GitHttp};
@@ -49,7 +50,6 @@ pub use pyftpdlib::PyFtpd;
 pub use python::{
     PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
 };
-pub use registry::OciRegistry;
 pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;

@@ -47,8 +47,8 @@ use crate::package::manifest::{
     HeadRecord, PackageManifest, is_safe_relative_path, is_version_id, short,
 };
 use crate::slug::BlockPath;
+use crate::source_tree::SourceTree;
 use crate::stream::ChunkWriter;
-use crate::tree::SourceTree;
 
 const BLOCKS_DIR: &str = ".blocks";
 const HEAD: &str = ".blocks/HEAD";

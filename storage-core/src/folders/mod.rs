@@ -10,8 +10,8 @@
 
 pub mod lock;
 pub mod names;
+mod put_whole;
 pub mod walk;
-mod whole;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ListResult, ObjectMeta};
 
-pub use whole::{BufferedUpload, PutWhole, copy_by_rewriting};
+pub use put_whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 
 use crate::{Error, LeftoverSweeper, Result};
 use names::{TEMP_MARK, is_bookkeeping};

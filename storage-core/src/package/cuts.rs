@@ -207,7 +207,7 @@ mod tests {
     use super::*;
     use crate::hashcache::HashCache;
     use crate::package::tar_stream::pack_entries;
-    use crate::tree::{ScanOptions, SourceTree};
+    use crate::source_tree::{ScanOptions, SourceTree};
 
     fn frames_of(root: &std::path::Path) -> Vec<String> {
         let mut tree = SourceTree::scan(root, &ScanOptions::default()).unwrap();

@@ -36,8 +36,8 @@ use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageSto
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
 use crate::signing::{SeenHeads, Signer};
 use crate::slug::BlockPath;
+use crate::source_tree::{ScanOptions, SourceEntry, SourceTree};
 use crate::stream::{ChunkWriter, StreamReader};
-use crate::tree::{ScanOptions, SourceEntry, SourceTree};
 
 /// Frames fetched or sent at once.
 pub const IN_FLIGHT: usize = 8;

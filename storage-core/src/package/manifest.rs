@@ -6,9 +6,20 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::slug::check_portable_segment;
+
+/// What kind of thing an entry of a tree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Dir,
+    /// A symbolic link, stored as its target.
+    Symlink,
+}
 
 /// Format 1: one `<version>.tar.zst` per version, its manifest as plain JSON.
 pub const MANIFEST_FORMAT: u32 = 1;

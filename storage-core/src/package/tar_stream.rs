@@ -9,7 +9,7 @@ use crate::block::EntryKind;
 use crate::error::{Error, Result};
 use crate::hashcache::Stamp;
 use crate::package::manifest::{Frame, ManifestEntry};
-use crate::tree::SourceEntry;
+use crate::source_tree::SourceEntry;
 
 /// A new frame starts at the first entry boundary after this much uncompressed input.
 pub const FRAME_TARGET: u64 = 4 * 1024 * 1024;
@@ -307,7 +307,7 @@ impl<W: Write> Write for FrameWriter<W> {
 mod tests {
     use super::*;
     use crate::hashcache::{HashCache, RACY_MARGIN};
-    use crate::tree::{ScanOptions, SourceTree};
+    use crate::source_tree::{ScanOptions, SourceTree};
 
     fn scanned(root: &std::path::Path) -> SourceTree {
         let mut tree = SourceTree::scan(root, &ScanOptions::default()).unwrap();

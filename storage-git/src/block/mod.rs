@@ -14,7 +14,7 @@ use bytes::Bytes;
 use git2::{ObjectType, Oid, Repository, Signature, Sort};
 use storage_core::block::emit;
 use storage_core::package::destination::{check_destination, commit, staging_for};
-use storage_core::tree::{ScanOptions, SourceTree};
+use storage_core::source_tree::{ScanOptions, SourceTree};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GetOptions, GetReport, Layout, ListedFile,
     ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, StorageBlock, VersionInfo,
@@ -22,8 +22,8 @@ use storage_core::{
 };
 use tempfile::TempDir;
 
+use crate::git_trees::{Local, entry_at, list, splice, totals, write_out, write_source};
 use crate::remote::{GitRemote, PushOutcome, short};
-use crate::tree::{Local, entry_at, list, splice, totals, write_out, write_source};
 use crate::{CAPABILITIES, GitConfig};
 
 mod write;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository, Tree};
 use storage_core::package::manifest::{is_safe_relative_path, link_stays_inside};
-use storage_core::tree::SourceTree;
+use storage_core::source_tree::SourceTree;
 use storage_core::{EntryKind, Error, ListedFile, Result};
 
 const MODE_TREE: i32 = 0o040000;

@@ -11,8 +11,8 @@ use std::process::Command;
 use base64::Engine;
 use tempfile::TempDir;
 
+use super::distribution_token::{ISSUER, SERVICE, TokenServer};
 use super::http::request;
-use super::registry_token::{ISSUER, SERVICE, TokenServer};
 use super::{install, process};
 
 const USER: &str = "blockoci";

@@ -97,7 +97,7 @@ impl TokenServer {
         let url =
             url::Url::parse_with_params(&self.realm, [("service", SERVICE), ("scope", scope)])
                 .map_err(|e| format!("token url: {e}"))?;
-        let basic = super::registry::basic_header(&self.issuer.user, &self.issuer.password);
+        let basic = super::distribution::basic_header(&self.issuer.user, &self.issuer.password);
         let response = request("GET", url.as_str(), &[("Authorization", &basic)], b"")?;
         let body: Value = serde_json::from_slice(&response.body).unwrap_or_default();
         match body["token"].as_str() {
