@@ -24,6 +24,7 @@ mod process;
 mod pyftpdlib;
 mod python;
 mod registry;
+mod registry_attacker;
 mod registry_token;
 mod s3s;
 mod smb;
@@ -50,6 +51,7 @@ pub use python::{
     PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
 };
 pub use registry::OciRegistry;
+pub use registry_attacker::RegistryAttacker;
 pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;
