@@ -2,7 +2,9 @@
 //! tagged with its id (the blockctl manifest as its config blob, its packs as its layers, or
 //! format 2's frames), and packs and frames are blobs named by their digests (both are named
 //! by the sha256 of their bytes). Packs are read by HTTP Range requests where the registry
-//! honours them, else whole. Put and get themselves are the engine's.
+//! honours them, else whole. A signing block's manifest signature is the one layer of an
+//! artifact tagged `<version>.sig`, its signed HEAD record an annotation of `current`. Put and
+//! get themselves are the engine's.
 
 use std::collections::HashSet;
 use std::ops::Range;
