@@ -355,6 +355,42 @@ mod tests {
     }
 
     #[test]
+    fn current_carries_a_signed_head_only_and_signature_tags_are_never_versions() {
+        let m = manifest(&[("a", 0, 5)]);
+        let image = image_manifest(&m, b"config", &[5]);
+        let v = "a".repeat(64);
+        let mut head = HeadRecord {
+            version: v.clone(),
+            updated: "2026-01-01T00:00:00Z".into(),
+            ..HeadRecord::default()
+        };
+        // An unsigned HEAD leaves no record (and drops one a signed put left).
+        assert_eq!(head_of(&as_current(&image, Some(&head))).unwrap(), None);
+        head.seq = Some(7);
+        head.signature = Some("untrusted comment: x".into());
+        let current = as_current(&image, Some(&head));
+        assert_eq!(head_of(&current).unwrap(), Some(head.clone()));
+        let unsigned = HeadRecord {
+            signature: None,
+            ..head
+        };
+        assert_eq!(
+            head_of(&as_current(&current, Some(&unsigned))).unwrap(),
+            None
+        );
+        // A record larger than HEAD_MAX is refused before it is parsed.
+        let mut huge = current.clone();
+        huge.annotations
+            .as_mut()
+            .unwrap()
+            .insert(HEAD.into(), " ".repeat(HEAD_MAX.bytes as usize + 1));
+        assert_eq!(head_of(&huge).unwrap_err().exit_code(), 5);
+        assert_eq!(signed_version(&signature_tag(&v)), Some(v.as_str()));
+        assert!(!is_version_id(&signature_tag(&v)));
+        assert_eq!(signed_version("current"), None);
+    }
+
+    #[test]
     fn the_layers_of_format_3_are_its_packs_in_first_use_order_and_must_hold_its_frames() {
         let m = manifest(&[("b", 0, 10), ("a", 0, 5), ("b", 10, 10), ("a", 5, 5)]);
         let blobs = layer_blobs(&m);
