@@ -3,6 +3,7 @@
 //! [`Subject`]; what a backend cannot do is read from its capabilities, and the suite then
 //! checks that the operation is refused as unsupported, never skipped.
 
+pub mod attacker;
 pub mod cases;
 pub mod checks;
 pub mod delta;
@@ -25,6 +26,8 @@ pub struct Subject {
     counter: AtomicU32,
     /// Keeps what the block needs alive (an emulator) for as long as the case runs.
     _guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// How the tamper cases plant what they plant where the block takes no raw objects.
+    pub attacker: Option<Arc<dyn attacker::Attacker>>,
 }
 
 impl Subject {
@@ -45,7 +48,14 @@ impl Subject {
             scratch: tempfile::tempdir().expect("scratch dir"),
             counter: AtomicU32::new(0),
             _guard: None,
+            attacker: None,
         }
+    }
+
+    /// Tampers through `attacker` where the block takes no raw objects (a registry).
+    pub fn with_attacker(mut self, attacker: Arc<dyn attacker::Attacker>) -> Self {
+        self.attacker = Some(attacker);
+        self
     }
 
     /// Holds `guard` (e.g. the emulator serving the block) until the case ends.

@@ -14,14 +14,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use conformance::attacker::Attacker;
 use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
 use storage_core::package::PackageStore;
+use storage_core::signing::generate_key_pair;
 use storage_core::{
     BlockPath, DeleteOptions, GcOptions, GetOptions, PackageFormat, PutOptions, Secret,
-    StorageBlock, VersionPrecondition,
+    StorageBlock, Trust, VersionPrecondition,
 };
 use storage_oci::{OciConfig, open};
 
@@ -50,7 +52,10 @@ async fn subject(case: &str) -> Subject {
         "oci/conformance",
     )
     .expect("open oci block");
-    Subject::new(Arc::new(block), case).with_guard(registry)
+    let attacker = Arc::new(registry.attacker("team/flows"));
+    Subject::new(Arc::new(block), case)
+        .with_attacker(attacker)
+        .with_guard(registry)
 }
 
 conformance_suite!(subject);
@@ -265,6 +270,74 @@ async fn names_a_registry_cannot_hold_are_exit_2() {
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
+}
+
+/// A signing block's manifest signature, pulled by oras from the `<version>.sig` artifact,
+/// is what Debian's `minisign -V` verifies over the version's config blob as the registry
+/// serves it; the signature of another version is refused by minisign too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minisign_verifies_the_signature_oras_pulls_over_the_stored_manifest() {
+    let registry = registry();
+    let block = open(
+        &config(&registry, "team/minisign", &registry.password),
+        "oci/minisign",
+    )
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let key = generate_key_pair(&scratch.path().join("keys"), "ci", None).unwrap();
+    block
+        .set_trust(Trust {
+            signing_key: Some(key.secret_key.clone()),
+            seen_heads: Some(scratch.path().join("seen")),
+            ..Trust::default()
+        })
+        .unwrap();
+    let at = BlockPath::parse("etl").unwrap();
+    let mut versions = Vec::new();
+    for tree in ["one", "two"] {
+        let src = scratch.path().join(tree);
+        small_tree(&src, tree);
+        let put = block.put_directory(&src, &at, &PutOptions::default()).await;
+        versions.push(put.expect("a signed put").version.unwrap());
+    }
+    let attacker = registry.attacker("team/minisign");
+    let minisign = peers::minisign().expect("Debian's minisign");
+    let verify = |manifest: &Path, sig: &Path| {
+        Command::new(&minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(&key.public_key_file)
+            .arg("-m")
+            .arg(manifest)
+            .arg("-x")
+            .arg(sig)
+            .output()
+            .unwrap()
+    };
+    let mut sigs = Vec::new();
+    for v in &versions {
+        let manifest = scratch.path().join(format!("{v}.json.zst"));
+        std::fs::write(&manifest, attacker.manifest(&at, v).await).unwrap();
+        let pulled = scratch.path().join(format!("sig-{v}"));
+        std::fs::create_dir_all(&pulled).unwrap();
+        let reference = format!("{}/team/minisign/etl:{v}.sig", registry.host);
+        oras_pull(&registry, &reference, &pulled);
+        let sig = pulled.join(format!("{v}.json.zst.minisig"));
+        let out = verify(&manifest, &sig);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(&format!("path=etl version={v}")), "{said}");
+        sigs.push((manifest, sig));
+    }
+    let out = verify(&sigs[1].0, &sigs[0].1);
+    assert!(
+        !out.status.success(),
+        "minisign took another version's signature"
+    );
 }
 
 /// Runs python with the oras client: logs in with basic auth and pulls `reference` into

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use storage_blocks::{
-    BlockSlug, Error, GetMode, GetOptions, Layout, PutOptions, Registry, StorageBlock,
-    VersionPrecondition, prefect,
+    BlockSlug, Error, GetMode, GetOptions, Layout, PutOptions, Registry, RollbackOptions,
+    StorageBlock, VersionPrecondition, prefect,
 };
 
 use errors::to_py;
-use reports::{GetReport, ListedFile, PutReport, VersionInfo};
+use reports::{GetReport, ListedFile, PutReport, RollbackReport, VersionInfo};
 
 /// The runtime every call runs on, with the id of the process that made it: a child made by
 /// `fork` has none of its threads, so it makes its own (the parent's is left alone).
@@ -88,10 +88,7 @@ fn put_directory(
             ))));
         }
     };
-    let if_version = if_version.map(|v| match v.as_str() {
-        "none" => VersionPrecondition::NoVersion,
-        _ => VersionPrecondition::Current(v),
-    });
+    let if_version = if_version.map(precondition);
     let mut checked = BTreeMap::new();
     for (k, v) in labels.unwrap_or_default() {
         let (k, v) = storage_blocks::record::parse_label(&format!("{k}={v}")).map_err(to_py)?;
@@ -117,9 +114,18 @@ fn put_directory(
     PutReport::new(py, report, &record)
 }
 
+/// `--if-version`'s argument: `"none"` (no version yet) or an id or unique prefix.
+fn precondition(v: String) -> VersionPrecondition {
+    match v.as_str() {
+        "none" => VersionPrecondition::NoVersion,
+        _ => VersionPrecondition::Current(v),
+    }
+}
+
 /// Downloads `slug` into the folder `local_path`, verified before anything appears there.
+/// `allow_rollback` takes a signed HEAD older than one this agent already accepted.
 #[pyfunction]
-#[pyo3(signature = (slug, local_path, *, version = None, mode = "empty", only = None))]
+#[pyo3(signature = (slug, local_path, *, version = None, mode = "empty", only = None, allow_rollback = false))]
 fn get_directory(
     py: Python<'_>,
     slug: String,
@@ -127,6 +133,7 @@ fn get_directory(
     version: Option<String>,
     mode: &str,
     only: Option<Vec<String>>,
+    allow_rollback: bool,
 ) -> PyResult<GetReport> {
     let mode = match mode {
         "empty" => GetMode::EmptyOnly,
@@ -142,11 +149,48 @@ fn get_directory(
         version,
         mode,
         only: only.unwrap_or_default(),
+        allow_rollback,
         ..GetOptions::default()
     };
     let report = detached(py, async move {
         let (block, slug) = open(&slug)?;
         block.get_directory(&slug.path, &local_path, &opts).await
+    })?;
+    Ok(report.into())
+}
+
+/// Makes an older stored version of `slug` current again (`to`, an id or unique prefix; by
+/// default the one current before), through the same HEAD swap as a put: `blockctl
+/// rollback`. A signing block signs the new HEAD; `valid_for` is its lifetime in seconds.
+#[pyfunction]
+#[pyo3(signature = (slug, *, to = None, if_version = None, valid_for = None))]
+fn rollback(
+    py: Python<'_>,
+    slug: String,
+    to: Option<String>,
+    if_version: Option<String>,
+    valid_for: Option<f64>,
+) -> PyResult<RollbackReport> {
+    let valid_for = valid_for
+        .map(|s| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    to_py(Error::Usage(format!(
+                        "valid_for must be a positive number of seconds, not {s}"
+                    )))
+                })
+        })
+        .transpose()?;
+    let opts = RollbackOptions {
+        to,
+        if_version: if_version.map(precondition),
+        valid_for,
+    };
+    let report = detached(py, async move {
+        let (block, parsed) = open(&slug)?;
+        block.rollback(&parsed.path, &opts).await
     })?;
     Ok(report.into())
 }
@@ -234,9 +278,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GetReport>()?;
     m.add_class::<VersionInfo>()?;
     m.add_class::<ListedFile>()?;
+    m.add_class::<RollbackReport>()?;
     m.add_function(wrap_pyfunction!(put_directory, m)?)?;
     m.add_function(wrap_pyfunction!(get_directory, m)?)?;
     m.add_function(wrap_pyfunction!(read_path, m)?)?;
+    m.add_function(wrap_pyfunction!(rollback, m)?)?;
     m.add_function(wrap_pyfunction!(list_versions, m)?)?;
     m.add_function(wrap_pyfunction!(list_files, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;

@@ -53,6 +53,15 @@ pub(crate) struct GetReport {
     bytes: u64,
 }
 
+/// What `rollback` did: the version current now, and the one current before.
+#[pyclass(frozen, get_all, module = "storage_blocks")]
+pub(crate) struct RollbackReport {
+    /// The version made current.
+    version: String,
+    /// The version that was current before (`None` when there was none).
+    previous: Option<String>,
+}
+
 /// One stored version, as `list_versions` lists them (newest first).
 #[pyclass(frozen, get_all, module = "storage_blocks")]
 pub(crate) struct VersionInfo {
@@ -158,6 +167,26 @@ impl From<storage_blocks::GetReport> for GetReport {
             layout: r.layout.to_string(),
             files: r.files,
             bytes: r.bytes,
+        }
+    }
+}
+
+#[pymethods]
+impl RollbackReport {
+    fn __repr__(&self) -> String {
+        format!(
+            "RollbackReport(version={:?}, previous={})",
+            self.version,
+            py_repr(&self.previous)
+        )
+    }
+}
+
+impl From<storage_blocks::RollbackReport> for RollbackReport {
+    fn from(r: storage_blocks::RollbackReport) -> Self {
+        RollbackReport {
+            version: r.to,
+            previous: r.from,
         }
     }
 }

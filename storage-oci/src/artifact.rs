@@ -4,9 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
-use storage_core::bounds::MANIFEST_COMPRESSED_MAX;
-use storage_core::package::manifest::{FRAMES_FORMAT, PACKS_FORMAT, PackageManifest, short};
+use storage_core::HeadRecord;
+use storage_core::bounds::{HEAD_MAX, MANIFEST_COMPRESSED_MAX, SIGNATURE_MAX};
+use storage_core::package::manifest::{
+    FRAMES_FORMAT, PACKS_FORMAT, PackageManifest, is_version_id, short,
+};
 use storage_core::package::packs::PACK_MAX;
 use storage_core::{Error, Result};
 
@@ -30,6 +34,16 @@ pub const VERSION: &str = "dev.blockctl.version";
 const TAG: &str = "dev.blockctl.tag";
 /// The tag moved last, as HEAD.
 pub const CURRENT: &str = "current";
+/// The annotation of the manifest `current` is tagged with that carries a signing block's
+/// HEAD record (sequence number, expiry, path, signature), as compact JSON.
+const HEAD: &str = "dev.blockctl.head";
+/// The artifact type of a version's manifest signature, tagged `<version>.sig`.
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.blockctl.signature.v1";
+/// Its one layer: the `.minisig` text over the version's config blob.
+pub const MINISIG_MEDIA_TYPE: &str = "application/vnd.blockctl.minisig.v1";
+/// The config of a signature artifact: the OCI empty descriptor's media type and bytes.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// Frames checked, sent or fetched at once.
 pub const IN_FLIGHT: usize = 8;
 
@@ -111,14 +125,106 @@ pub fn image_manifest(
     }
 }
 
-/// The manifest `current` is tagged with: the version's own, marked as the current one.
-pub fn as_current(image: &OciImageManifest) -> OciImageManifest {
+/// The manifest `current` is tagged with: the version's own, marked as the current one,
+/// carrying `head` when it is signed (HEAD and the tag move in one manifest write).
+pub fn as_current(image: &OciImageManifest, head: Option<&HeadRecord>) -> OciImageManifest {
     let mut current = image.clone();
+    let annotations = current.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(TAG.to_string(), CURRENT.to_string());
+    match head.filter(|h| h.signature.is_some()) {
+        Some(h) => {
+            let json = serde_json::to_string(h).expect("HEAD serializes");
+            annotations.insert(HEAD.to_string(), json)
+        }
+        None => annotations.remove(HEAD),
+    };
     current
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(TAG.to_string(), CURRENT.to_string());
-    current
+}
+
+/// The HEAD record the manifest tagged `current` carries; `None` when it carries none (a
+/// block that does not sign wrote it). A record larger than [`HEAD_MAX`] or not a HEAD
+/// record is refused.
+pub fn head_of(image: &OciImageManifest) -> Result<Option<HeadRecord>> {
+    let Some(json) = image.annotations.as_ref().and_then(|a| a.get(HEAD)) else {
+        return Ok(None);
+    };
+    if json.len() as u64 > HEAD_MAX.bytes {
+        return Err(HEAD_MAX.exceeded(&format!("the `{HEAD}` annotation of `{CURRENT}`")));
+    }
+    HeadRecord::parse(json.as_bytes(), CURRENT).map(Some)
+}
+
+/// The tag of the signature of `version`'s manifest.
+pub fn signature_tag(version: &str) -> String {
+    format!("{version}.sig")
+}
+
+/// The version whose signature a tag holds, if it is a signature's tag.
+pub fn signed_version(tag: &str) -> Option<&str> {
+    tag.strip_suffix(".sig").filter(|v| is_version_id(v))
+}
+
+/// The artifact that holds `signature` (its bytes) of the manifest of `version`: the OCI
+/// empty config, and the `.minisig` as its one layer, titled so that oras pulls it as a file
+/// named after the object-store signature (`<version>.json.zst.minisig`).
+pub fn signature_manifest(version: &str, signature: &[u8]) -> OciImageManifest {
+    OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_IMAGE_MEDIA_TYPE.into()),
+        config: OciDescriptor {
+            media_type: EMPTY_MEDIA_TYPE.into(),
+            digest: digest_of(EMPTY_CONFIG),
+            size: EMPTY_CONFIG.len() as i64,
+            urls: None,
+            artifact_type: None,
+            annotations: None,
+        },
+        layers: vec![OciDescriptor {
+            media_type: MINISIG_MEDIA_TYPE.into(),
+            digest: digest_of(signature),
+            size: signature.len() as i64,
+            urls: None,
+            artifact_type: None,
+            annotations: Some(BTreeMap::from([(
+                TITLE.to_string(),
+                format!("{version}.json.zst.minisig"),
+            )])),
+        }],
+        subject: None,
+        artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.into()),
+        annotations: Some(BTreeMap::from([(VERSION.to_string(), version.to_string())])),
+    }
+}
+
+/// The signature text a signature artifact holds, read within [`SIGNATURE_MAX`]; an
+/// artifact that is not one is a trust failure (the version is then not signed by anyone
+/// this agent trusts).
+pub async fn read_signature(
+    registry: &Registry,
+    repo: &str,
+    image: &OciImageManifest,
+    version: &str,
+) -> Result<String> {
+    let what = format!("the signature of version {}", short(version));
+    let layer = match image.layers.as_slice() {
+        [l] if image.artifact_type.as_deref() == Some(SIGNATURE_ARTIFACT_TYPE)
+            && l.media_type == MINISIG_MEDIA_TYPE =>
+        {
+            l
+        }
+        _ => return Err(Error::Trust(format!("{what} is not a blockctl signature"))),
+    };
+    let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+    if size > SIGNATURE_MAX.bytes {
+        return Err(SIGNATURE_MAX.exceeded(&what));
+    }
+    let bytes = match registry.blob_sized(repo, &layer.digest, size).await {
+        Err(Error::NotFound(_)) => {
+            return Err(Error::Trust(format!("{what} is missing from the registry")));
+        }
+        other => other?,
+    };
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Trust(format!("{what} is not text")))
 }
 
 /// When the version an image manifest holds was made.
@@ -139,6 +245,25 @@ pub async fn read_manifest(
     image: &OciImageManifest,
     version: &str,
 ) -> Result<PackageManifest> {
+    let config = read_config(registry, repo, image, version).await?;
+    let manifest = PackageManifest::parse_stored(&config, true, version)?;
+    if !layers_match(&manifest, image) {
+        return Err(Error::Integrity(format!(
+            "the layers of version {} are not the frames its manifest lists",
+            short(version)
+        )));
+    }
+    Ok(manifest)
+}
+
+/// The config blob of `image` as stored (the compressed blockctl manifest, what its
+/// signature covers), unparsed, within [`MANIFEST_COMPRESSED_MAX`].
+pub async fn read_config(
+    registry: &Registry,
+    repo: &str,
+    image: &OciImageManifest,
+    version: &str,
+) -> Result<Bytes> {
     if image.artifact_type.as_deref() != Some(ARTIFACT_TYPE)
         || image.config.media_type != CONFIG_MEDIA_TYPE
     {
@@ -162,14 +287,7 @@ pub async fn read_manifest(
         }
         other => other?,
     };
-    let manifest = PackageManifest::parse_stored(&config, true, version)?;
-    if !layers_match(&manifest, image) {
-        return Err(Error::Integrity(format!(
-            "the layers of version {} are not the frames its manifest lists",
-            short(version)
-        )));
-    }
-    Ok(manifest)
+    Ok(config)
 }
 
 /// Whether the layers of `image` are exactly the blobs of `manifest`, in order: format 2's
@@ -234,6 +352,42 @@ mod tests {
             entries: Vec::new(),
             record: None,
         }
+    }
+
+    #[test]
+    fn current_carries_a_signed_head_only_and_signature_tags_are_never_versions() {
+        let m = manifest(&[("a", 0, 5)]);
+        let image = image_manifest(&m, b"config", &[5]);
+        let v = "a".repeat(64);
+        let mut head = HeadRecord {
+            version: v.clone(),
+            updated: "2026-01-01T00:00:00Z".into(),
+            ..HeadRecord::default()
+        };
+        // An unsigned HEAD leaves no record (and drops one a signed put left).
+        assert_eq!(head_of(&as_current(&image, Some(&head))).unwrap(), None);
+        head.seq = Some(7);
+        head.signature = Some("untrusted comment: x".into());
+        let current = as_current(&image, Some(&head));
+        assert_eq!(head_of(&current).unwrap(), Some(head.clone()));
+        let unsigned = HeadRecord {
+            signature: None,
+            ..head
+        };
+        assert_eq!(
+            head_of(&as_current(&current, Some(&unsigned))).unwrap(),
+            None
+        );
+        // A record larger than HEAD_MAX is refused before it is parsed.
+        let mut huge = current.clone();
+        huge.annotations
+            .as_mut()
+            .unwrap()
+            .insert(HEAD.into(), " ".repeat(HEAD_MAX.bytes as usize + 1));
+        assert_eq!(head_of(&huge).unwrap_err().exit_code(), 5);
+        assert_eq!(signed_version(&signature_tag(&v)), Some(v.as_str()));
+        assert!(!is_version_id(&signature_tag(&v)));
+        assert_eq!(signed_version("current"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,10 +18,11 @@ use storage_core::package::destination::{check_destination, commit, staging_for}
 use storage_core::package::manifest::{
     PACKS_FORMAT, PackageManifest, is_version_id, resolve_version, short,
 };
+use storage_core::package::store::PackageStore;
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
-    ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, StorageBlock,
-    VersionInfo,
+    ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, RollbackOptions,
+    RollbackReport, StorageBlock, Trust, VersionInfo,
 };
 
 use crate::artifact::{self, CURRENT, IN_FLIGHT};
@@ -55,6 +56,8 @@ struct Inner {
     /// Set once the registry answered a ranged read with the whole blob: packs are then read
     /// whole.
     no_ranges: AtomicBool,
+    /// The block's signing key and trusted keys.
+    trust: RwLock<Arc<Trust>>,
 }
 
 /// A version found in a repository: its image manifest (bytes and digest too, so a tag can
@@ -119,6 +122,7 @@ impl OciBlock {
                 pack_sizes: Mutex::new(HashMap::new()),
                 located: Mutex::new(HashMap::new()),
                 no_ranges: AtomicBool::new(false),
+                trust: RwLock::new(Arc::new(Trust::default())),
             }),
         })
     }
@@ -135,9 +139,20 @@ impl OciBlock {
         &self.inner.registry
     }
 
-    /// The package engine over this registry.
+    /// The package engine over this registry, with the block's trust settings.
     fn engine(&self) -> PackageEngine {
-        PackageEngine::new(Arc::new(self.clone()))
+        let trust = self.inner.trust.read().expect("trust settings").clone();
+        PackageEngine::new(Arc::new(self.clone())).with_trust(trust)
+    }
+
+    /// Whether the block requires signatures (`trusted_keys`).
+    fn trusting(&self) -> bool {
+        self.inner
+            .trust
+            .read()
+            .expect("trust settings")
+            .trusted_keys
+            .is_some()
     }
 
     fn repo(&self, at: &BlockPath) -> Result<String> {
@@ -168,6 +183,34 @@ impl OciBlock {
             image,
             digest,
         }))
+    }
+
+    /// The artifact `current` points at for the path `at` (in `repo`), errors named. A block
+    /// that requires signatures takes the signed HEAD record `current` carries, checked as
+    /// the engine checks HEAD (trusted key, this path, unexpired, not older than one accepted
+    /// unless `allow_rollback`), and reads the version that record names.
+    async fn current_checked(
+        &self,
+        at: &BlockPath,
+        repo: &str,
+        allow_rollback: bool,
+    ) -> Result<Option<Artifact>> {
+        let named = self.named(at);
+        let Some(found) = self.current(repo).await.map_err(&named)? else {
+            return Ok(None);
+        };
+        if !self.trusting() {
+            return Ok(Some(found));
+        }
+        let head = package_store::head_record(&found);
+        self.engine().check_head(at, &head, allow_rollback)?;
+        if head.version == found.version {
+            return Ok(Some(found));
+        }
+        self.tagged(repo, &head.version)
+            .await
+            .map(Some)
+            .map_err(&named)
     }
 
     /// The artifact of `version` in `repo`.
@@ -228,20 +271,26 @@ impl OciBlock {
 
     /// The artifact a get of `from` reads, and the folder inside it: a version of `from`, its
     /// current one, or the current one of the nearest ancestor that holds a package.
+    /// Its errors are named.
     async fn locate(
         &self,
         from: &BlockPath,
         version: Option<&str>,
+        allow_rollback: bool,
     ) -> Result<(Artifact, BlockPath, String)> {
+        let named = self.named(from);
         if let Some(v) = version {
-            let repo = self.repo(from)?;
-            let version = self.resolve_version(&repo, v).await?;
-            let found = self.version_artifact(&repo, &version).await?;
+            let repo = self.repo(from).map_err(&named)?;
+            let version = self.resolve_version(&repo, v).await.map_err(&named)?;
+            let found = self
+                .version_artifact(&repo, &version)
+                .await
+                .map_err(&named)?;
             return Ok((found, from.clone(), String::new()));
         }
         let own = self.repo(from);
         if let Ok(repo) = &own
-            && let Some(found) = self.current(repo).await?
+            && let Some(found) = self.current_checked(from, repo, allow_rollback).await?
         {
             return Ok((found, from.clone(), String::new()));
         }
@@ -249,13 +298,52 @@ impl OciBlock {
             let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
                 continue;
             };
-            if let Some(found) = self.current(&repo).await? {
+            if let Some(found) = self.current_checked(&anc, &repo, allow_rollback).await? {
                 let subtree = from.strip_prefix(&anc).unwrap_or_default().to_string();
                 return Ok((found, anc, subtree));
             }
         }
-        own?;
-        Err(Error::NotFound("nothing is stored there".into()))
+        own.map_err(&named)?;
+        Err(named(Error::NotFound("nothing is stored there".into())))
+    }
+
+    /// What `rollback` goes back to by default: the newest version created before the
+    /// current one (a registry keeps no HEAD history).
+    async fn previous_version(&self, repo: &str, current: Option<&str>) -> Result<String> {
+        let versions = self.versions(repo).await?;
+        let created = versions
+            .iter()
+            .find(|v| Some(v.version.as_str()) == current)
+            .map(|v| v.created.clone());
+        versions
+            .into_iter()
+            .filter(|v| Some(v.version.as_str()) != current)
+            .find(|v| created.as_ref().is_none_or(|c| v.created < *c))
+            .map(|v| v.version)
+            .ok_or_else(|| {
+                Error::NotFound("no version before the current one to roll back to".into())
+            })
+    }
+
+    /// The manifest of `found` at `at`: through the engine (its signature checked) when the
+    /// block requires signatures. Errors named.
+    async fn manifest_at(&self, at: &BlockPath, found: &Artifact) -> Result<PackageManifest> {
+        if self.trusting() {
+            return self.engine().manifest(at, &found.version).await;
+        }
+        self.manifest_of(found).await.map_err(self.named(at))
+    }
+
+    /// Deletes the signature artifact of `version`, if any.
+    async fn delete_signature(&self, repo: &str, version: &str) -> Result<()> {
+        let tag = artifact::signature_tag(version);
+        let Some((_, digest)) = self.registry().manifest(repo, &tag).await? else {
+            return Ok(());
+        };
+        match self.registry().delete_manifest(repo, &digest).await {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The blockctl manifest of `found`, checked against its layers; the sizes of its packs
@@ -403,9 +491,8 @@ impl StorageBlock for OciBlock {
         let named = self.named(from);
         check_destination(dest, opts.mode).map_err(&named)?;
         let (found, at, subtree) = self
-            .locate(from, opts.version.as_deref())
-            .await
-            .map_err(&named)?;
+            .locate(from, opts.version.as_deref(), opts.allow_rollback)
+            .await?;
         {
             let mut located = self.inner.located.lock().expect("located slot");
             // Gets that failed before reading their manifest leave theirs: few, and dropped.
@@ -438,7 +525,7 @@ impl StorageBlock for OciBlock {
             let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {
                 continue;
             };
-            if let Some(found) = self.current(&repo).await.map_err(&named)? {
+            if let Some(found) = self.current_checked(&anc, &repo, false).await? {
                 let rel = path.strip_prefix(&anc).unwrap_or_default();
                 return self.engine().read_file(&anc, &found.version, rel).await;
             }
@@ -461,10 +548,10 @@ impl StorageBlock for OciBlock {
     async fn list_files(&self, at: &BlockPath) -> Result<Vec<ListedFile>> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        let Some(found) = self.current(&repo).await.map_err(&named)? else {
+        let Some(found) = self.current_checked(at, &repo, false).await? else {
             return Err(named(Error::NotFound("nothing is stored there".into())));
         };
-        let m = self.manifest_of(&found).await.map_err(&named)?;
+        let m = self.manifest_at(at, &found).await?;
         Ok(m.entries
             .into_iter()
             .map(|e| ListedFile {
@@ -489,10 +576,11 @@ impl StorageBlock for OciBlock {
                 ))));
             }
             let found = self.tagged(&repo, &version).await.map_err(&named)?;
-            return registry
+            registry
                 .delete_manifest(&repo, &found.digest)
                 .await
-                .map_err(&named);
+                .map_err(&named)?;
+            return self.delete_signature(&repo, &version).await.map_err(&named);
         }
         let tags = self.version_tags(&repo).await.map_err(&named)?;
         if tags.is_empty() && current.is_none() {
@@ -505,7 +593,15 @@ impl StorageBlock for OciBlock {
                 Err(e) => return Err(named(e)),
             }
         }
-        for tag in tags {
+        // Then the versions, and the signatures of any version.
+        let signatures: Vec<String> = registry
+            .tags(&repo)
+            .await
+            .map_err(&named)?
+            .into_iter()
+            .filter(|t| artifact::signed_version(t).is_some())
+            .collect();
+        for tag in tags.into_iter().chain(signatures) {
             let Some((_, digest)) = registry.manifest(&repo, &tag).await.map_err(&named)? else {
                 continue;
             };
@@ -547,7 +643,12 @@ impl StorageBlock for OciBlock {
                 continue;
             }
             match self.registry().delete_manifest(&repo, &found.digest).await {
-                Ok(()) | Err(Error::NotFound(_)) => report.removed_versions.push(v.version),
+                Ok(()) | Err(Error::NotFound(_)) => {
+                    self.delete_signature(&repo, &v.version)
+                        .await
+                        .map_err(&named)?;
+                    report.removed_versions.push(v.version)
+                }
                 // A put racing this gc is re-tagging it: it stays, for a later gc.
                 Err(Error::Backend(why)) => {
                     tracing::warn!(%why, version = %v.version, "gc kept a version it could not delete");
@@ -568,12 +669,37 @@ impl StorageBlock for OciBlock {
                 self.version_artifact(&repo, &v).await.map_err(&named)?
             }
             None => self
-                .current(&repo)
-                .await
-                .map_err(&named)?
+                .current_checked(at, &repo, false)
+                .await?
                 .ok_or_else(|| named(Error::NotFound("no version is stored there".into())))?,
         };
-        self.manifest_of(&found).await.map_err(&named)
+        self.manifest_at(at, &found).await
+    }
+
+    /// Makes an older version current through the engine's HEAD swap (signed by a signing
+    /// block, its manifest signed first if it is not yet).
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let from = PackageStore::read_head(self, at)
+            .await?
+            .map(|(h, _)| h.version);
+        let to = match &opts.to {
+            Some(v) => self.resolve_version(&repo, v).await.map_err(&named)?,
+            None => self
+                .previous_version(&repo, from.as_deref())
+                .await
+                .map_err(&named)?,
+        };
+        self.engine()
+            .rollback(at, &to, opts.if_version.as_ref(), opts.valid_for)
+            .await?;
+        Ok(RollbackReport { from, to })
+    }
+
+    fn set_trust(&self, trust: Trust) -> Result<()> {
+        *self.inner.trust.write().expect("trust settings") = Arc::new(trust);
+        Ok(())
     }
 
     async fn export(&self, at: &BlockPath, version: Option<&str>) -> Result<PackageExport> {
@@ -582,9 +708,8 @@ impl StorageBlock for OciBlock {
         let version = match version {
             Some(v) => self.resolve_version(&repo, v).await.map_err(&named)?,
             None => {
-                self.current(&repo)
-                    .await
-                    .map_err(&named)?
+                self.current_checked(at, &repo, false)
+                    .await?
                     .ok_or_else(|| named(Error::NotFound("no version is stored there".into())))?
                     .version
             }

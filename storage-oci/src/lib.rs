@@ -2,7 +2,9 @@
 //! image manifest of its own artifact type tagged with the version id, whose layers are the
 //! packs of package format 3 (format 2: its frames, in order), each titled so that artifact
 //! clients such as oras pull them as files, and whose config blob is the blockctl manifest. The tag `current` is moved
-//! last, as HEAD. The slug path names the repository below the block's `repository`.
+//! last, as HEAD (carrying a signing block's signed HEAD record; manifest signatures are
+//! artifacts tagged `<version>.sig`). The slug path names the repository below the block's
+//! `repository`.
 
 mod artifact;
 mod block;

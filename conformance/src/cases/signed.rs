@@ -4,12 +4,14 @@
 //! path), and takes a signed rollback.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use storage_core::signing::{GeneratedKey, Signer, TrustedKeys, generate_key_pair};
 use storage_core::{GetOptions, PutOptions, RollbackOptions, Trust};
 
 use super::*;
+use crate::attacker::{Attacker, RawObjects};
 
 /// The trust settings of a publisher signing with `sign` and an agent trusting `trusted`.
 fn trust(sign: Option<&GeneratedKey>, trusted: &[&GeneratedKey], seen: &Path) -> Trust {
@@ -71,16 +73,26 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
     let other = generate_key_pair(&keys, "other", None).expect("a key");
     let seen = s.fresh_dir("seen");
     let publisher = trust(Some(&own), &[&own], &seen);
-    if !tamperable(s) {
-        // Registries and git keep no signatures yet: the setting is refused, never ignored.
-        let err = s.block.set_trust(publisher).expect_err("trust settings");
-        assert_eq!(err.exit_code(), 2, "{err}");
-        assert!(err.to_string().contains(s.block.label()), "{err}");
-        return;
-    }
+    // A block that requires signatures reads no plain objects: the attacker reads the store
+    // as the same block without trusted keys would. A registry's tests bring their own.
+    let evil: Arc<dyn Attacker> = match &s.attacker {
+        Some(a) => a.clone(),
+        None if tamperable(s) => Arc::new(RawObjects {
+            block: s.block.clone(),
+            reading: trust(Some(&own), &[], &seen),
+            after: publisher.clone(),
+        }),
+        None => {
+            // Git keeps no signatures yet: the setting is refused, never ignored.
+            let err = s.block.set_trust(publisher).expect_err("trust settings");
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(s.block.label()), "{err}");
+            return;
+        }
+    };
     s.block.set_trust(publisher).expect("trust settings");
     let at = "signed";
-    let head = ".blocks/HEAD";
+    let p = s.path(at);
     let (src1, src2) = (s.fresh_dir("src1"), s.fresh_dir("src2"));
     small_tree(&src1, "one");
     small_tree(&src2, "two");
@@ -95,38 +107,17 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
 
     // Accepted: signed puts, read by an agent that trusts the key.
     let v1 = put_signed(src1.clone(), None).await;
-    // A block that requires signatures reads no plain objects: the attacker's view of the
-    // store is the same block without trusted keys.
-    let raw = |rel: String| {
-        let seen = seen.clone();
-        let (own, s) = (&own, s);
-        async move {
-            s.block
-                .set_trust(trust(Some(own), &[], &seen))
-                .expect("trust settings");
-            let bytes = read(s.block.as_ref(), &s.path(at), &rel).await;
-            s.block
-                .set_trust(trust(Some(own), &[own], &seen))
-                .expect("trust settings");
-            bytes
-        }
-    };
-    let sig_of = |v: &str| format!(".blocks/manifests/{v}.json.zst.minisig");
-    let manifest_of = |v: &str| format!(".blocks/manifests/{v}.json.zst");
-    let sig1 = raw(sig_of(&v1)).await;
-    let head1 = raw(head.to_string()).await;
+    let sig1 = evil.signature(&p, &v1).await;
+    let head1 = evil.head(&p).await;
     accepted(s, at, &src1, GetOptions::default()).await;
     let v2 = put_signed(src2.clone(), None).await;
-    let head2 = raw(head.to_string()).await;
-    let manifest2 = raw(manifest_of(&v2)).await;
-    let sig2 = raw(sig_of(&v2)).await;
+    let head2 = evil.head(&p).await;
+    let manifest2 = evil.manifest(&p, &v2).await;
+    let sig2 = evil.signature(&p, &v2).await;
     accepted(s, at, &src2, GetOptions::default()).await;
-    let restore = |rel: String, bytes: Vec<u8>| async move {
-        write(s.block.as_ref(), &s.path(at), &rel, bytes).await;
-    };
 
     // HEAD put back to the older signed one, after the agent saw the newer.
-    restore(head.into(), head1.clone()).await;
+    evil.set_head(&p, head1.clone()).await;
     let why = refused(s, at, None, "a rolled-back HEAD").await;
     assert!(why.contains("older"), "{why}");
     // Unless the agent is told to take it.
@@ -135,36 +126,37 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
         ..GetOptions::default()
     };
     accepted(s, at, &src1, told).await;
-    restore(head.into(), head2.clone()).await;
+    evil.set_head(&p, head2.clone()).await;
     accepted(s, at, &src2, GetOptions::default()).await;
 
     // HEAD changed after signing, and HEAD stripped of its signature.
     let mut moved: serde_json::Value = serde_json::from_slice(&head2).unwrap();
     moved["version"] = serde_json::Value::String(v1.clone());
-    restore(head.into(), serde_json::to_vec(&moved).unwrap()).await;
+    evil.set_head(&p, serde_json::to_vec(&moved).unwrap()).await;
     let why = refused(s, at, None, "a tampered HEAD").await;
     assert!(why.contains("changed after signing"), "{why}");
     let mut stripped: serde_json::Value = serde_json::from_slice(&head2).unwrap();
     for field in ["seq", "expires", "path", "signature"] {
         stripped.as_object_mut().unwrap().remove(field);
     }
-    restore(head.into(), serde_json::to_vec(&stripped).unwrap()).await;
+    evil.set_head(&p, serde_json::to_vec(&stripped).unwrap())
+        .await;
     let why = refused(s, at, None, "a stripped HEAD").await;
     assert!(why.contains("not signed"), "{why}");
-    restore(head.into(), head2.clone()).await;
+    evil.set_head(&p, head2.clone()).await;
 
     // The manifest changed after signing (its record only: the version id still holds).
     let mut m: serde_json::Value =
         serde_json::from_slice(&zstd::decode_all(&manifest2[..]).unwrap()).unwrap();
     m["record"] = serde_json::json!({"message": "nothing to see here"});
     let forged = zstd::encode_all(&serde_json::to_vec(&m).unwrap()[..], 3).unwrap();
-    restore(manifest_of(&v2), forged).await;
+    evil.set_manifest(&p, &v2, forged).await;
     let why = refused(s, at, None, "a tampered manifest").await;
     assert!(why.contains("changed after signing"), "{why}");
-    restore(manifest_of(&v2), manifest2.clone()).await;
+    evil.set_manifest(&p, &v2, manifest2.clone()).await;
 
     // Another version's signature; a signature by a key the agent does not trust.
-    restore(sig_of(&v2), sig1.clone()).await;
+    evil.set_signature(&p, &v2, sig1.clone()).await;
     refused(s, at, None, "a swapped signature").await;
     let foreign = Signer::from_key_file(&other.secret_key, None).unwrap();
     let text = foreign
@@ -173,10 +165,10 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
             &storage_core::signing::manifest_comment(s.path(at).as_str(), &v2),
         )
         .unwrap();
-    restore(sig_of(&v2), text.into_bytes()).await;
+    evil.set_signature(&p, &v2, text.into_bytes()).await;
     let why = refused(s, at, None, "a signature by an untrusted key").await;
     assert!(why.contains("not trusted"), "{why}");
-    restore(sig_of(&v2), sig2.clone()).await;
+    evil.set_signature(&p, &v2, sig2.clone()).await;
     accepted(s, at, &src2, GetOptions::default()).await;
 
     // A signed manifest and its signature copied to another path.
@@ -185,14 +177,9 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
         .put_directory(&src2, &s.path(copy), &signed_put(None))
         .await
         .expect("a signed put");
-    write(
-        s.block.as_ref(),
-        &s.path(copy),
-        &manifest_of(&v2),
-        manifest2.clone(),
-    )
-    .await;
-    write(s.block.as_ref(), &s.path(copy), &sig_of(&v2), sig2.clone()).await;
+    evil.set_manifest(&s.path(copy), &v2, manifest2.clone())
+        .await;
+    evil.set_signature(&s.path(copy), &v2, sig2.clone()).await;
     let why = refused(s, copy, None, "a manifest signed for another path").await;
     assert!(why.contains("signed for path"), "{why}");
 

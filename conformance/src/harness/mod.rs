@@ -25,6 +25,7 @@ pub mod peers;
 mod process;
 mod pyftpdlib;
 mod python;
+mod registry_attacker;
 mod s3s;
 mod smb;
 mod sshd;
@@ -50,6 +51,7 @@ pub use pyftpdlib::PyFtpd;
 pub use python::{
     PREFECT, PrefectServer, PrefectWorker, path_with_venv, storage_blocks_venv, workspace_dir,
 };
+pub use registry_attacker::RegistryAttacker;
 pub use s3s::S3sFs;
 pub use smb::Samba;
 pub use sshd::Sshd;

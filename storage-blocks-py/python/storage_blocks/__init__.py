@@ -20,6 +20,7 @@ from ._native import (
     ListedFile,
     NotFound,
     PutReport,
+    RollbackReport,
     StorageBlocksError,
     TrustError,
     UsageError,
@@ -31,6 +32,7 @@ from ._native import (
     list_versions,
     put_directory,
     read_path,
+    rollback,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "ListedFile",
     "NotFound",
     "PutReport",
+    "RollbackReport",
     "StorageBlocksError",
     "TrustError",
     "UsageError",
@@ -53,12 +56,14 @@ __all__ = [
     "alist_versions",
     "aput_directory",
     "aread_path",
+    "arollback",
     "check",
     "get_directory",
     "list_files",
     "list_versions",
     "put_directory",
     "read_path",
+    "rollback",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -100,10 +105,30 @@ async def aget_directory(
     version: Optional[str] = None,
     mode: str = "empty",
     only: Optional[List[str]] = None,
+    allow_rollback: bool = False,
 ) -> GetReport:
     """:func:`get_directory` on a worker thread."""
     return await asyncio.to_thread(
-        get_directory, slug, local_path, version=version, mode=mode, only=only
+        get_directory,
+        slug,
+        local_path,
+        version=version,
+        mode=mode,
+        only=only,
+        allow_rollback=allow_rollback,
+    )
+
+
+async def arollback(
+    slug: str,
+    *,
+    to: Optional[str] = None,
+    if_version: Optional[str] = None,
+    valid_for: Optional[float] = None,
+) -> RollbackReport:
+    """:func:`rollback` on a worker thread."""
+    return await asyncio.to_thread(
+        rollback, slug, to=to, if_version=if_version, valid_for=valid_for
     )
 
 

@@ -85,6 +85,12 @@ class ListedFile:
     @property
     def size(self) -> int: ...
 
+class RollbackReport:
+    @property
+    def version(self) -> str: ...
+    @property
+    def previous(self) -> Optional[str]: ...
+
 def put_directory(
     local_path: _Path,
     slug: str,
@@ -110,12 +116,27 @@ def get_directory(
     version: Optional[str] = None,
     mode: Literal["empty", "replace", "merge"] = "empty",
     only: Optional[List[str]] = None,
+    allow_rollback: bool = False,
 ) -> GetReport:
     """Download ``slug`` (the current version, or ``version``) into ``local_path``: it must be
     missing or empty (``"empty"``), becomes exactly the version (``"replace"``), or keeps
     files the version does not have (``"merge"``). ``only`` keeps the files matching one of
     its globs (``*`` stays in one folder, ``**`` crosses folders) and fetches only the frames
-    that hold them; none matching raises ``NotFound``."""
+    that hold them; none matching raises ``NotFound``. A block with ``trusted_keys`` raises
+    ``TrustError`` for a signed HEAD older than one this agent accepted, unless
+    ``allow_rollback``."""
+
+def rollback(
+    slug: str,
+    *,
+    to: Optional[str] = None,
+    if_version: Optional[str] = None,
+    valid_for: Optional[float] = None,
+) -> RollbackReport:
+    """Make an older stored version of ``slug`` current again: ``to`` (an id or unique
+    prefix), by default the one current before. ``if_version``: only if the current version
+    is that one. A signing block signs the new HEAD, valid for ``valid_for`` seconds
+    (default 30 days)."""
 
 def read_path(slug: str) -> bytes:
     """One file's bytes: ``slug`` is ``TYPE/NAME/PATH/FILE``."""

@@ -1,7 +1,9 @@
 """The Python API against the built-in local/default block: what each function returns, the
-modes and versions of a get, and the async twins."""
+modes and versions of a get, rollback (signed, too), and the async twins."""
 
 import asyncio
+import json
+import subprocess
 import time
 
 import pytest
@@ -171,3 +173,57 @@ def test_concurrent_async_gets_of_two_slugs(project, tmp_path):
 
     a, b = asyncio.run(scenario())
     assert (a.files, b.files) == (3, 1)
+
+
+def test_rollback_makes_an_older_version_current(project, tmp_path):
+    v1 = sb.put_directory(project, "local/default/etl").version
+    (project / "flows" / "etl.py").write_text("def main():\n    return 'v2'\n")
+    v2 = sb.put_directory(project, "local/default/etl").version
+    back = sb.rollback("local/default/etl")
+    assert isinstance(back, sb.RollbackReport)
+    assert (back.version, back.previous) == (v1, v2)
+    sb.get_directory("local/default/etl", tmp_path / "run")
+    assert b"v1" in (tmp_path / "run" / "flows" / "etl.py").read_bytes()
+    again = asyncio.run(
+        sb.arollback("local/default/etl", to=v2[:12], if_version=v1[:12])
+    )
+    assert (again.version, again.previous) == (v2, v1)
+    with pytest.raises(sb.Conflict):
+        sb.rollback("local/default/etl", to=v1, if_version=v1[:12])
+    with pytest.raises(sb.NotFound):
+        sb.rollback("local/default/etl", to="deadbeef")
+    with pytest.raises(sb.UsageError):
+        sb.rollback("local/default/etl", to=v1, valid_for=-1)
+
+
+def test_a_trusting_get_refuses_a_replayed_head_unless_allow_rollback(project, tmp_path):
+    def blockctl(*args):
+        done = subprocess.run(["blockctl", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    key = json.loads(blockctl("--json", "key", "generate", "ci", "--unencrypted"))
+    store = tmp_path / "store"
+    blockctl(
+        "block", "create", "local/signed",
+        "--set", f"basepath={store}",
+        "--set", f"signing_key={key['secret_key']}",
+        "--set", f"trusted_keys={key['public_key']}",
+    )
+    slug, head = "local/signed/etl", store / "etl" / ".blocks" / "HEAD"
+    v1 = sb.put_directory(project, slug).version
+    signed_v1 = head.read_bytes()
+    (project / "flows" / "etl.py").write_text("def main():\n    return 'v2'\n")
+    v2 = sb.put_directory(project, slug).version
+    assert sb.get_directory(slug, tmp_path / "seen").version == v2
+    # Someone who can write to the store puts the older signed HEAD back.
+    head.write_bytes(signed_v1)
+    with pytest.raises(sb.TrustError, match="older"):
+        sb.get_directory(slug, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    old = asyncio.run(sb.aget_directory(slug, tmp_path / "old", allow_rollback=True))
+    assert old.version == v1
+    # A signed rollback is a newer HEAD: taken without being told.
+    back = sb.rollback(slug, to=v2[:12], valid_for=3600)
+    assert (back.version, back.previous) == (v2, v1)
+    assert sb.get_directory(slug, tmp_path / "new").version == v2

@@ -2,7 +2,9 @@
 //! tagged with its id (the blockctl manifest as its config blob, its packs as its layers, or
 //! format 2's frames), and packs and frames are blobs named by their digests (both are named
 //! by the sha256 of their bytes). Packs are read by HTTP Range requests where the registry
-//! honours them, else whole. Put and get themselves are the engine's.
+//! honours them, else whole. A signing block's manifest signature is the one layer of an
+//! artifact tagged `<version>.sig`, its signed HEAD record an annotation of `current`. Put and
+//! get themselves are the engine's.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -11,7 +13,7 @@ use storage_core::bounds::REGISTRY_MANIFEST_MAX;
 use storage_core::package::manifest::{HeadRecord, PACKS_FORMAT};
 use storage_core::package::packs::PACK_MAX;
 use storage_core::package::store::{
-    ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, Swap,
+    ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, StoredManifest, Swap,
 };
 
 use super::*;
@@ -58,13 +60,7 @@ impl PackageStore for OciBlock {
         let Some(found) = self.current(&repo).await.map_err(&named)? else {
             return Ok(None);
         };
-        let updated = artifact::created_of(&found.image).unwrap_or_default();
-        let head = HeadRecord {
-            version: found.version,
-            updated,
-            ..HeadRecord::default()
-        };
-        Ok(Some((head, HeadTag::default())))
+        Ok(Some((head_record(&found), HeadTag::default())))
     }
 
     /// Moves `current` onto the version's artifact. Registries honour no precondition (the
@@ -95,7 +91,7 @@ impl PackageStore for OciBlock {
         };
         // Its manifest differs from the version tag's by one annotation, so that deleting an
         // old version by digest can never take `current` with it.
-        let current = artifact::as_current(&image);
+        let current = artifact::as_current(&image, Some(head));
         self.registry()
             .push_manifest_bytes(
                 &repo,
@@ -139,6 +135,81 @@ impl PackageStore for OciBlock {
             .await
             .map_err(&named)?;
         self.manifest_of(&found).await.map_err(&named)
+    }
+
+    /// The version's config blob as stored, and the `.minisig` of the artifact tagged
+    /// `<version>.sig`. Its layers are not checked against it: the engine checks the
+    /// signature before parsing, and every pack and frame is read by the digest the signed
+    /// manifest names.
+    async fn read_manifest_signed(&self, at: &BlockPath, version: &str) -> Result<StoredManifest> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let located = self
+            .inner
+            .located
+            .lock()
+            .expect("located slot")
+            .remove(&(repo.clone(), version.to_string()));
+        let image = match located {
+            Some(image) => image,
+            None => {
+                self.version_artifact(&repo, version)
+                    .await
+                    .map_err(&named)?
+                    .image
+            }
+        };
+        let bytes = artifact::read_config(self.registry(), &repo, &image, version)
+            .await
+            .map_err(&named)?;
+        let tag = artifact::signature_tag(version);
+        let signature = match self.registry().manifest(&repo, &tag).await {
+            Ok(Some((sig, _))) => Some(
+                artifact::read_signature(self.registry(), &repo, &sig, version)
+                    .await
+                    .map_err(&named)?,
+            ),
+            Ok(None) => None,
+            Err(e) => return Err(named(e)),
+        };
+        Ok(StoredManifest {
+            bytes,
+            compressed: true,
+            signature,
+        })
+    }
+
+    /// Pushes the signature as the one layer of an artifact tagged `<version>.sig` (a tag,
+    /// not a referrer: every registry serves tags, not all the referrers API).
+    async fn write_manifest_signature(
+        &self,
+        at: &BlockPath,
+        manifest: &PackageManifest,
+        signature: &str,
+    ) -> Result<()> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        let registry = self.registry();
+        let sig = Bytes::from(signature.as_bytes().to_vec());
+        let empty = Bytes::from_static(artifact::EMPTY_CONFIG);
+        registry
+            .push_blob(&repo, empty.clone(), &registry::digest_of(&empty))
+            .await
+            .map_err(&named)?;
+        registry
+            .push_blob(&repo, sig.clone(), &registry::digest_of(&sig))
+            .await
+            .map_err(&named)?;
+        let image = artifact::signature_manifest(&manifest.version, &sig);
+        registry
+            .push_manifest_bytes(
+                &repo,
+                &artifact::signature_tag(&manifest.version),
+                serde_json::to_vec(&image).expect("a manifest serializes"),
+            )
+            .await
+            .map_err(&named)?;
+        Ok(())
     }
 
     async fn has_version(&self, at: &BlockPath, version: &str) -> Result<bool> {
@@ -351,6 +422,25 @@ impl OciBlock {
             }
         };
         Ok(Some(once(whole)))
+    }
+}
+
+/// The HEAD record `current` carries (a signing block's), else one naming its version. A
+/// record that cannot be read counts as none: a trusting agent then refuses HEAD as
+/// unsigned, and any put replaces it.
+pub(super) fn head_record(found: &Artifact) -> HeadRecord {
+    match artifact::head_of(&found.image) {
+        Ok(Some(head)) => head,
+        other => {
+            if let Err(e) = other {
+                tracing::debug!(error = %e, repo = %found.repo, "the HEAD record of `current` is not readable");
+            }
+            HeadRecord {
+                version: found.version.clone(),
+                updated: artifact::created_of(&found.image).unwrap_or_default(),
+                ..HeadRecord::default()
+            }
+        }
     }
 }
 
