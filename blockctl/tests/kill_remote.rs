@@ -721,6 +721,8 @@ fn kill_gets(h: &Home, slug: &str, kind: &str) {
 
 /// How each scenario on a server-dated store ended: `Err` holds its panic message.
 type Outcomes = BTreeMap<&'static str, Result<(), String>>;
+/// A remote by its kind, and how to set it up.
+type Setup = (&'static str, fn() -> Remote);
 
 /// The scenarios on S3, Azure and GCS, all at once. Each waits over a minute for the killed
 /// put's intent to expire (those stores date objects themselves, so nothing can be aged), so
@@ -730,8 +732,7 @@ type Outcomes = BTreeMap<&'static str, Result<(), String>>;
 fn dated_by_server(kind: &'static str) {
     static OUTCOMES: OnceLock<Outcomes> = OnceLock::new();
     let outcomes = OUTCOMES.get_or_init(|| {
-        let remotes: [(&'static str, fn() -> Remote); 3] =
-            [("s3", s3), ("azure", azure), ("gcs", gcs)];
+        let remotes: [Setup; 3] = [("s3", s3), ("azure", azure), ("gcs", gcs)];
         std::thread::scope(|s| {
             let runs: Vec<_> = remotes
                 .iter()
