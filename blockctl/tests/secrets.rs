@@ -352,11 +352,12 @@ fn canonical(slug: &str) -> String {
     }
 }
 
-/// Runs every command against `case`'s block and returns what went wrong, one line each.
-fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
+/// Runs every command against `case`'s block, with `--json` or without, and returns what
+/// went wrong, one line each.
+fn exercise(h: &Home, case: &Case, src: &Path, json: bool) -> Vec<String> {
     let mut problems = Vec::new();
     let slug = format!("{}/etl", case.id);
-    let dest = h.path(&format!("dest-{}", case.id.replace('/', "-")));
+    let dest = h.path(&format!("dest-{}-{json}", case.id.replace('/', "-")));
     let dest_s = dest.to_str().unwrap().to_string();
     let cat = format!("{slug}/flow.py");
     let failing: Vec<(Vec<&str>, &str)> = vec![
@@ -378,101 +379,99 @@ fn exercise(h: &Home, case: &Case, src: &Path) -> Vec<String> {
         (vec!["rm", &slug, "--version", "0123456789ab"], &slug),
         (vec!["gc", &slug, "--keep", "1"], &slug),
     ];
-    for json in [false, true] {
-        for (args, names) in &failing {
-            let mut args = args.clone();
-            if json {
-                args.insert(0, "--json");
-            }
-            let (o, took) = run(h, &args);
-            let (out, err) = text(&o);
-            let what = format!("{args:?}");
-            if took > LIMIT {
-                problems.push(format!("{what}: still running after {LIMIT:?}; killed"));
-                continue;
-            }
-            let found = leaks(case, &format!("{out}{err}"));
-            if !found.is_empty() {
-                problems.push(format!("{what}: secret shown as {found:?}: {err}{out}"));
-            }
-            if o.status.code() == Some(101) || err.contains("panicked at") {
-                problems.push(format!("{what}: panicked: {err}"));
-                continue;
-            }
-            // Unreachable storage is "other failure"; what git declares it cannot do (a
-            // files layout, dropping versions) is refused before connecting, as
-            // unsupported; a key the client cannot even sign with (the fake GCS key) is
-            // refused before sending, as bad config or failure.
-            let git = case.id.starts_with("git/") || case.id.starts_with("github/");
-            let unsupported_by_git =
-                args.contains(&"files") || args.contains(&"gc") || args.contains(&"--version");
-            // A read-only http(s):// block refuses every put, rm and gc before connecting.
-            let read_only =
-                case.id.ends_with("-web") && ["put", "rm", "gc"].iter().any(|op| args.contains(op));
-            // A registry has no files layout and no compare-and-swap: refused before connecting.
-            let oci = (case.id.starts_with("oci/") || case.id.starts_with("docker-registry/"))
-                && (args.contains(&"files") || args.contains(&"--if-version"));
-            let allowed: &[i32] = if (git && unsupported_by_git) || read_only || oci {
-                &[2]
-            } else if case.id.starts_with("gcs/") {
-                &[1, 2]
-            } else {
-                &[1]
-            };
-            if !o.status.code().is_some_and(|c| allowed.contains(&c)) {
-                problems.push(format!(
-                    "{what}: exit {:?}, expected one of {allowed:?}: {err}",
-                    o.status.code()
-                ));
-            }
-            // RUST_LOG=trace logs to stderr too; the error is one line, the last one that is
-            // not a log record (an HTTP client's background task may still log after it).
-            let errors: Vec<&str> = err
-                .lines()
-                .filter(|l| l.starts_with("blockctl: "))
-                .collect();
-            let last = err
-                .trim_end()
-                .lines()
-                .rfind(|l| !is_log_record(l))
-                .unwrap_or_default();
-            if errors.len() != 1 || errors[0] != last {
-                problems.push(format!(
-                    "{what}: stderr does not end in one error line: {err:?}"
-                ));
-            } else if !last.contains(names) && !last.contains(&canonical(names)) {
-                problems.push(format!("{what}: the error does not name {names}: {err}"));
-            }
-            // The log must really be on: a put that is not refused up front logs its phases
-            // (git's first phase comes after its fetch, which fails here).
-            if args.contains(&"put") && !git && allowed != [2] && !err.contains("phase begins") {
-                problems.push(format!("{what}: RUST_LOG=trace logged no phase: {err}"));
-            }
-            if !out.is_empty() {
-                problems.push(format!("{what}: a failure printed to stdout: {out}"));
-            }
-            if dest.exists() {
-                problems.push(format!("{what}: a failed get created {dest_s}"));
-            }
-            eprintln!("{what}: exit {:?} in {took:.1?}", o.status.code());
+    for (args, names) in &failing {
+        let mut args = args.clone();
+        if json {
+            args.insert(0, "--json");
         }
-        for args in [
-            vec!["block", "inspect", case.id.as_str()],
-            vec!["block", "ls"],
-        ] {
-            let mut args = args.clone();
-            if json {
-                args.insert(0, "--json");
-            }
-            let (o, _) = run(h, &args);
-            let (out, err) = text(&o);
-            if o.status.code() != Some(0) {
-                problems.push(format!("{args:?}: exit {:?}: {err}", o.status.code()));
-            }
-            let found = leaks(case, &format!("{out}{err}"));
-            if !found.is_empty() {
-                problems.push(format!("{args:?}: secret shown as {found:?}: {out}"));
-            }
+        let (o, took) = run(h, &args);
+        let (out, err) = text(&o);
+        let what = format!("{args:?}");
+        if took > LIMIT {
+            problems.push(format!("{what}: still running after {LIMIT:?}; killed"));
+            continue;
+        }
+        let found = leaks(case, &format!("{out}{err}"));
+        if !found.is_empty() {
+            problems.push(format!("{what}: secret shown as {found:?}: {err}{out}"));
+        }
+        if o.status.code() == Some(101) || err.contains("panicked at") {
+            problems.push(format!("{what}: panicked: {err}"));
+            continue;
+        }
+        // Unreachable storage is "other failure"; what git declares it cannot do (a
+        // files layout, dropping versions) is refused before connecting, as
+        // unsupported; a key the client cannot even sign with (the fake GCS key) is
+        // refused before sending, as bad config or failure.
+        let git = case.id.starts_with("git/") || case.id.starts_with("github/");
+        let unsupported_by_git =
+            args.contains(&"files") || args.contains(&"gc") || args.contains(&"--version");
+        // A read-only http(s):// block refuses every put, rm and gc before connecting.
+        let read_only =
+            case.id.ends_with("-web") && ["put", "rm", "gc"].iter().any(|op| args.contains(op));
+        // A registry has no files layout and no compare-and-swap: refused before connecting.
+        let oci = (case.id.starts_with("oci/") || case.id.starts_with("docker-registry/"))
+            && (args.contains(&"files") || args.contains(&"--if-version"));
+        let allowed: &[i32] = if (git && unsupported_by_git) || read_only || oci {
+            &[2]
+        } else if case.id.starts_with("gcs/") {
+            &[1, 2]
+        } else {
+            &[1]
+        };
+        if !o.status.code().is_some_and(|c| allowed.contains(&c)) {
+            problems.push(format!(
+                "{what}: exit {:?}, expected one of {allowed:?}: {err}",
+                o.status.code()
+            ));
+        }
+        // RUST_LOG=trace logs to stderr too; the error is one line, the last one that is
+        // not a log record (an HTTP client's background task may still log after it).
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("blockctl: "))
+            .collect();
+        let last = err
+            .trim_end()
+            .lines()
+            .rfind(|l| !is_log_record(l))
+            .unwrap_or_default();
+        if errors.len() != 1 || errors[0] != last {
+            problems.push(format!(
+                "{what}: stderr does not end in one error line: {err:?}"
+            ));
+        } else if !last.contains(names) && !last.contains(&canonical(names)) {
+            problems.push(format!("{what}: the error does not name {names}: {err}"));
+        }
+        // The log must really be on: a put that is not refused up front logs its phases
+        // (git's first phase comes after its fetch, which fails here).
+        if args.contains(&"put") && !git && allowed != [2] && !err.contains("phase begins") {
+            problems.push(format!("{what}: RUST_LOG=trace logged no phase: {err}"));
+        }
+        if !out.is_empty() {
+            problems.push(format!("{what}: a failure printed to stdout: {out}"));
+        }
+        if dest.exists() {
+            problems.push(format!("{what}: a failed get created {dest_s}"));
+        }
+        eprintln!("{what}: exit {:?} in {took:.1?}", o.status.code());
+    }
+    for args in [
+        vec!["block", "inspect", case.id.as_str()],
+        vec!["block", "ls"],
+    ] {
+        let mut args = args.clone();
+        if json {
+            args.insert(0, "--json");
+        }
+        let (o, _) = run(h, &args);
+        let (out, err) = text(&o);
+        if o.status.code() != Some(0) {
+            problems.push(format!("{args:?}: exit {:?}: {err}", o.status.code()));
+        }
+        let found = leaks(case, &format!("{out}{err}"));
+        if !found.is_empty() {
+            problems.push(format!("{args:?}: secret shown as {found:?}: {out}"));
         }
     }
     problems
@@ -499,16 +498,19 @@ fn create_all(h: &Home, cases: &[Case]) {
     }
 }
 
-/// Runs every case in threads of its own and fails with every problem found.
+/// Runs every case in threads of its own, with and without `--json` side by side (each
+/// command waits out its retries), and fails with every problem found.
 fn exercise_all(h: &Home, cases: &[Case]) {
     let src = h.path("src");
     std::fs::create_dir_all(src.join("conf")).unwrap();
     std::fs::write(src.join("flow.py"), "print('flow')\n").unwrap();
     std::fs::write(src.join("conf/settings.toml"), "level = 1\n").unwrap();
+    let src = src.as_path();
     let problems: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = cases
             .iter()
-            .map(|c| scope.spawn(|| exercise(h, c, &src)))
+            .flat_map(|c| [false, true].map(|json| (c, json)))
+            .map(|(c, json)| scope.spawn(move || exercise(h, c, src, json)))
             .collect();
         handles
             .into_iter()
