@@ -9,8 +9,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use storage_core::BlockPath;
 
-use super::http::{Response, request};
 use super::distribution::{OciRegistry, basic_header};
+use super::http::{Response, request};
 use crate::attacker::Attacker;
 
 const HEAD: &str = "dev.blockctl.head";

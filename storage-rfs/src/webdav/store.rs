@@ -3,8 +3,9 @@
 //! A PUT onto an existing file lets readers see it half written (wsgidav truncates the target
 //! before the body arrives), so every put goes to a temporary file beside the key and is
 //! MOVEd over it under the key's lock. A MOVE onto an existing file may delete the target
-//! before moving (wsgidav does): a reader that finds a key missing while its lock is held
-//! waits for the lock and reads again, so it never sees a key vanish mid-swap. Conditional
+//! before moving (wsgidav does): a reader that finds a key missing waits for its lock if a
+//! writer holds it, and reads again (once more when the lock is gone already: the swap may
+//! have ended between the read and the look), so it never sees a key vanish mid-swap. Conditional
 //! puts compare the server's ETag under the same lock.
 
 use std::fmt;
@@ -59,23 +60,50 @@ fn not_found(key: &str) -> object_store::Error {
     }
 }
 
-/// Runs `read`; when it finds nothing while a writer holds the key's lock (a MOVE in
-/// progress), waits for the lock to go and reads once more.
+/// How many times a read that found nothing is tried again (see [`read_through_swaps`]).
+const SWAP_REREADS: usize = 3;
+
+/// Runs `read`; when it finds nothing, the key may be mid-swap (a MOVE over it deletes it
+/// first): while a writer holds the key's lock, waits for the lock to go, and reads again.
+/// A swap can also end between the read and the look at the lock, so a key found missing
+/// with no lock held is read once more before it counts as missing; a key that stays
+/// missing costs one more read and two looks at its lock.
 async fn read_through_swaps<T, F, Fut>(dav: &Dav, key: &str, read: F) -> object_store::Result<T>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = object_store::Result<T>>,
 {
-    match read().await {
-        Err(object_store::Error::NotFound { .. }) if dav.locked(key).await? => {
+    reread_through_swaps(read, || dav.locked(key)).await
+}
+
+/// [`read_through_swaps`] over any `locked` check, so that its order of reads and looks is
+/// tested without a server.
+async fn reread_through_swaps<T, F, Fut, L, LFut>(read: F, locked: L) -> object_store::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
+    L: Fn() -> LFut,
+    LFut: Future<Output = object_store::Result<bool>>,
+{
+    let mut result = read().await;
+    let mut unlocked_rereads = 0;
+    for _ in 0..SWAP_REREADS {
+        if !matches!(result, Err(object_store::Error::NotFound { .. })) {
+            break;
+        }
+        if locked().await? {
             let deadline = Instant::now() + LOCK_WAIT;
-            while dav.locked(key).await? && Instant::now() < deadline {
+            while locked().await? && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            read().await
+        } else if unlocked_rereads == 1 {
+            break;
+        } else {
+            unlocked_rereads += 1;
         }
-        other => other,
+        result = read().await;
     }
+    result
 }
 
 impl DavStore {
@@ -304,5 +332,76 @@ impl ObjectStore for DavStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         copy_by_rewriting(self, from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    /// Scripted reads (`Some` found, `None` missing) and looks at the lock, in order.
+    struct Script {
+        reads: Mutex<Vec<Option<u8>>>,
+        locks: Mutex<Vec<bool>>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Script {
+        fn new(reads: &[Option<u8>], locks: &[bool]) -> Script {
+            Script {
+                reads: Mutex::new(reads.iter().rev().copied().collect()),
+                locks: Mutex::new(locks.iter().rev().copied().collect()),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        async fn run(&self) -> object_store::Result<u8> {
+            reread_through_swaps(
+                || async {
+                    self.calls.lock().unwrap().push("read");
+                    match self.reads.lock().unwrap().pop().expect("a scripted read") {
+                        Some(v) => Ok(v),
+                        None => Err(not_found("HEAD")),
+                    }
+                },
+                || async {
+                    self.calls.lock().unwrap().push("lock");
+                    Ok(self.locks.lock().unwrap().pop().expect("a scripted look"))
+                },
+            )
+            .await
+        }
+    }
+
+    /// The race seen on wsgidav: the read falls in a MOVE's window (target deleted), and
+    /// the swap and its unlock end before the reader looks at the lock. The key is there
+    /// again: the reader must find it, not report nothing stored.
+    #[tokio::test]
+    async fn a_swap_that_ends_before_the_look_at_its_lock_is_read_through() {
+        let s = Script::new(&[None, Some(7)], &[false]);
+        assert_eq!(s.run().await.unwrap(), 7);
+        assert_eq!(*s.calls.lock().unwrap(), ["read", "lock", "read"]);
+    }
+
+    #[tokio::test]
+    async fn a_swap_under_way_is_waited_for() {
+        let s = Script::new(&[None, Some(3)], &[true, true, false]);
+        assert_eq!(s.run().await.unwrap(), 3);
+        assert_eq!(
+            *s.calls.lock().unwrap(),
+            ["read", "lock", "lock", "lock", "read"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_that_stays_missing_costs_one_more_read() {
+        let s = Script::new(&[None, None], &[false, false]);
+        assert!(matches!(
+            s.run().await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert_eq!(*s.calls.lock().unwrap(), ["read", "lock", "read", "lock"]);
     }
 }
