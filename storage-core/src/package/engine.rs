@@ -409,7 +409,8 @@ impl PackageEngine {
         let mut placed_here: HashMap<String, (usize, u64)> = HashMap::new();
         let mut builder = PackBuilder::default();
         let mut names: Vec<String> = Vec::new();
-        let mut uploads = futures::stream::FuturesUnordered::new();
+        // Uploads run on tasks of their own while the next pack fills (dropped, they stop).
+        let mut uploads: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();
         let upload = |name: String, data: Bytes| {
             let (store, to) = (self.store.clone(), to.clone());
             async move {
@@ -434,12 +435,12 @@ impl PackageEngine {
                     if builder.is_full_for(frame.data.len()) {
                         let (name, data) = builder.close();
                         names.push(name.clone());
-                        uploads.push(upload(name, data));
                         while uploads.len() >= PACKS_IN_FLIGHT {
-                            if let Some(done) = uploads.next().await {
-                                sent.bytes += done?;
+                            if let Some(done) = uploads.join_next().await {
+                                sent.bytes += done??;
                             }
                         }
+                        uploads.spawn(upload(name, data));
                     }
                     let offset = builder.push(&frame.data);
                     sent.frames_uploaded += 1;
@@ -452,10 +453,10 @@ impl PackageEngine {
             if !builder.is_empty() {
                 let (name, data) = builder.close();
                 names.push(name.clone());
-                uploads.push(upload(name, data));
+                uploads.spawn(upload(name, data));
             }
-            while let Some(done) = uploads.next().await {
-                sent.bytes += done?;
+            while let Some(done) = uploads.join_next().await {
+                sent.bytes += done??;
             }
             Ok(())
         }
