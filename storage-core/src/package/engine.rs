@@ -26,6 +26,7 @@ use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::package::extract::{file_in_frames, unpack_tar_over, unpack_verified_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
+use crate::package::large_files;
 use crate::package::manifest::{
     FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
 };
@@ -676,6 +677,30 @@ impl PackageEngine {
         let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        if selection.is_none()
+            && self.store.ranged_reads()
+            && let Some(plan) = large_files::plan(&manifest, subtree)
+        {
+            let previous =
+                (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+            let done = self
+                .get_large(
+                    at, manifest, plan, subtree, staging, previous, &cache, &counts, opts,
+                )
+                .await?;
+            tokio::task::spawn_blocking(move || cache.trim()).await?;
+            emit(&opts.progress, ProgressEvent::Done);
+            return Ok(GetReport {
+                version: Some(version.to_string()),
+                layout: Layout::Package,
+                files: done.files,
+                bytes: done.bytes,
+                downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
+                frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
+                frames_cached: counts.cached.load(Ordering::Relaxed),
+                files_linked: done.linked,
+            });
+        }
         let stream = self
             .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
             .await?;
@@ -716,6 +741,74 @@ impl PackageEngine {
             frames_cached: counts.cached.load(Ordering::Relaxed),
             files_linked: done.linked,
         })
+    }
+
+    /// [`get_manifest`](Self::get_manifest) of a version with large files: their frames
+    /// fetched by many ranged reads at once and written at their offsets as they land (see
+    /// `large_files`), while the ordered unpacking hashes them and writes the rest.
+    #[allow(clippy::too_many_arguments)]
+    async fn get_large(
+        &self,
+        at: &BlockPath,
+        manifest: PackageManifest,
+        mut plan: large_files::LargePlan,
+        subtree: &str,
+        staging: &Path,
+        previous: Option<std::path::PathBuf>,
+        cache: &FrameCache,
+        counts: &Arc<FrameCounts>,
+        opts: &GetOptions,
+    ) -> Result<crate::package::extract::Extracted> {
+        let slug = self.slug(at);
+        let (staging, subtree) = (staging.to_path_buf(), subtree.to_string());
+        let (plan, staging) = tokio::task::spawn_blocking(move || {
+            large_files::prepare(&mut plan, &staging).map(|()| (plan, staging))
+        })
+        .await?
+        .map_err(|e| e.context(&slug))?;
+        let prefilled = plan.prefilled();
+        let progress = opts.progress.clone();
+        let landing = Arc::new(large_files::Landing {
+            frames: manifest.frames.clone(),
+            plan: Arc::new(plan),
+            board: Arc::new(large_files::Board::new(manifest.frames.len())),
+            cache: cache.clone(),
+            counts: counts.clone(),
+            on_bytes: Box::new(move |n| emit(&progress, ProgressEvent::Advance(n))),
+        });
+        let fetch = tokio::spawn(large_files::fetch(
+            self.store.clone(),
+            at.clone(),
+            landing.clone(),
+        ));
+        let reader = large_files::LandedStream::new(landing.clone());
+        let unpacked = tokio::task::spawn_blocking(move || {
+            crate::package::extract::unpack_tar_prefilled(
+                reader,
+                &manifest,
+                &staging,
+                &subtree,
+                previous.as_deref(),
+                &prefilled,
+                |_| {},
+            )
+        })
+        .await;
+        let unpacked = unpacked?;
+        if unpacked.is_err() {
+            // No read goes on for an unpacking that failed.
+            fetch.abort();
+        }
+        let _ = fetch.await;
+        // A store's own errors name the block already.
+        let named = |e: Error| match e.to_string().contains(&slug) {
+            true => e,
+            false => e.context(&slug),
+        };
+        match (unpacked, landing.board.failure()) {
+            (Err(_), Some(transfer)) => Err(named(transfer)),
+            (r, _) => r.map_err(named),
+        }
     }
 
     /// With `opts.only`, the entries it keeps and the frames that hold them; a glob set that
