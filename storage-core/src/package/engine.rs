@@ -1064,7 +1064,8 @@ fn cut_frames(
     mpsc::Receiver<Vec<u8>>,
     tokio::task::JoinHandle<Result<Placements>>,
 ) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    // Frames are up to 4 MiB each: two waiting are enough to keep the sealers busy.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
     let packer = tokio::task::spawn_blocking(move || {
         let cuts = ContentCuts::new(|frame| {
             tx.blocking_send(frame)

@@ -33,7 +33,7 @@ use crate::slug::BlockPath;
 /// Files from this size on are fetched by position.
 pub const LARGE_GET: u64 = 16 << 20;
 /// Ranged reads in flight at once; each holds about one frame (≤ 4 MiB) at a time.
-pub const LARGE_RANGES_IN_FLIGHT: usize = 8;
+pub const LARGE_RANGES_IN_FLIGHT: usize = 6;
 /// The frames outside the large files' data may hold at most this many bytes, uncompressed:
 /// they wait in memory, in any order, until the unpacking reaches them.
 pub const OTHERS_MAX: u64 = 16 << 20;
