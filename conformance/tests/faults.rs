@@ -654,6 +654,65 @@ async fn a_ranged_read_cut_midway_is_read_again(backend: Backend) {
     eprintln!("{backend:?}: get with one cut ranged read took {took:?}");
 }
 
+/// A large file is got by many ranged reads at once, each frame verified and written where
+/// it goes as it lands: with the answer to the first read of a pack held back 2 s (so the
+/// later ranges land first) and one read cut 10 MiB in (and resumed where it was cut), the
+/// tree arrives whole. With every read cut once 20 MiB have come down, the get fails cleanly
+/// and leaves nothing, not even the part of the file already written.
+async fn a_large_file_lands_from_ranges_out_of_order_and_cut(backend: Backend) {
+    let rig = Rig::new(backend, "large").await;
+    let v1 = rig.tree("v1", 64);
+    rig.put_direct(&v1).await;
+    let (ranged, down) = (rig.proxy.ranged_requests(), rig.proxy.carried().1);
+    rig.proxy
+        .delay_ranged(1, "/.blocks/packs/", std::time::Duration::from_secs(2));
+    rig.proxy
+        .cut(Cut::Reset, 1, 10 * MIB as u64, Direction::Downstream);
+    let (_, dest) = rig.destination("large");
+    let (got, took) = within_bound(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &uncached()),
+    )
+    .await;
+    got.unwrap_or_else(|e| panic!("{backend:?}: a get of a large file failed: {e}"));
+    let injected = rig.proxy.injected();
+    assert_eq!(injected.delayed, 1, "{backend:?}: no answer was held back");
+    assert_eq!(injected.reset, 1, "{backend:?}: no read was cut");
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "{backend:?}: the held-back read did not hold the get"
+    );
+    let reads = rig.proxy.ranged_requests() - ranged;
+    // 64 MiB in ranges of at most 16 MiB, and the cut one resumed.
+    assert!(reads >= 5, "{backend:?}: {reads} ranged reads");
+    assert_eq!(snapshot(&dest), snapshot(&v1), "{backend:?}: download");
+    // The cut read resumed at its first frame not landed (frames are at most 4 MiB), rather
+    // than reading its whole range again.
+    let moved = rig.proxy.carried().1 - down;
+    assert!(
+        moved < (64 + 5) * MIB as u64,
+        "{backend:?}: {moved} bytes came down for 64 MiB"
+    );
+    eprintln!(
+        "{backend:?}: large get with {reads} ranged reads, one held, one cut, {moved} bytes down, in {took:?}"
+    );
+
+    rig.proxy.pass_through();
+    rig.proxy
+        .partition_after(Cut::Reset, 20 * MIB as u64, Direction::Downstream);
+    let (parent, dest) = rig.destination("large-cut");
+    let (got, _) = within_bound(
+        "get",
+        rig.proxied(TIMEOUT)
+            .get_directory(&rig.at, &dest, &uncached()),
+    )
+    .await;
+    let err = got.expect_err("a get whose every read is cut succeeded");
+    assert_clean_failure(backend.label(), "large get under resets", &err);
+    assert_nothing_written(&parent);
+}
+
 /// 64 agents pull the current version at once while a put makes another current: none
 /// fails, and each gets exactly one of the two.
 async fn many_agents_and_a_racing_put_get_whole_versions(backend: Backend) {
@@ -859,6 +918,7 @@ fault_tests! {
         a_lost_head_swap_response_is_recognised_as_our_own,
         cold_gets_make_few_requests_even_after_many_edits,
         a_ranged_read_cut_midway_is_read_again,
+        a_large_file_lands_from_ranges_out_of_order_and_cut,
         many_agents_and_a_racing_put_get_whole_versions,
         warm_gets_ask_only_for_head,
         only_a_sub_folder_moves_only_its_frames;
@@ -870,6 +930,7 @@ fault_tests! {
         a_lost_head_swap_response_is_recognised_as_our_own,
         cold_gets_make_few_requests_even_after_many_edits,
         a_ranged_read_cut_midway_is_read_again,
+        a_large_file_lands_from_ranges_out_of_order_and_cut,
         warm_gets_ask_only_for_head,
         only_a_sub_folder_moves_only_its_frames;
     gcs => Gcs: answers_503_are_retried,

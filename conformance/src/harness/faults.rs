@@ -1,7 +1,8 @@
 //! Fault injection: a TCP proxy on 127.0.0.1 between a block and its emulator that passes
 //! traffic through untouched until told to misbehave: answer `503` to the next requests,
-//! reset or stall connections once they have carried some bytes, or cut every connection
-//! once the proxy as a whole has (a partition). What it really injected is counted, so a
+//! reset or stall connections once they have carried some bytes, cut every connection
+//! once the proxy as a whole has (a partition), or hold back the answers to ranged reads so
+//! that later ones arrive first. What it really injected is counted, so a
 //! test can check that its fault happened. Its tasks are aborted when it is dropped.
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct Injected {
     pub stalled: u32,
     /// Responses the server sent that the client never got (each also counts as a reset).
     pub lost: u32,
+    /// Answers to ranged reads held back.
+    pub delayed: u32,
     /// Connections accepted in all.
     pub connections: u32,
 }
@@ -68,6 +71,10 @@ struct Plan {
     /// Requests still to lose the response of, and their method and a part of their path.
     lose: u32,
     lose_matching: (&'static str, &'static str),
+    /// Ranged reads still to have their answer held back, and for how long.
+    delays: u32,
+    delay: Duration,
+    delay_matching: &'static str,
 }
 
 /// Every connection is cut once the proxy as a whole has carried `after` bytes `direction`.
@@ -89,6 +96,7 @@ struct Faults {
     injected_reset: AtomicU32,
     injected_stalled: AtomicU32,
     injected_lost: AtomicU32,
+    injected_delayed: AtomicU32,
     connections: AtomicU32,
     /// Bytes forwarded (upstream, downstream) over every connection.
     carried: [AtomicU64; 2],
@@ -156,11 +164,15 @@ impl FaultProxy {
                 partition: None,
                 lose: 0,
                 lose_matching: ("", ""),
+                delays: 0,
+                delay: Duration::ZERO,
+                delay_matching: "",
             }),
             injected_unavailable: AtomicU32::new(0),
             injected_reset: AtomicU32::new(0),
             injected_stalled: AtomicU32::new(0),
             injected_lost: AtomicU32::new(0),
+            injected_delayed: AtomicU32::new(0),
             connections: AtomicU32::new(0),
             carried: [AtomicU64::new(0), AtomicU64::new(0)],
             requests: AtomicU64::new(0),
@@ -220,6 +232,16 @@ impl FaultProxy {
         plan.lose_matching = (method, path_part);
     }
 
+    /// The answers to the next `n` ranged reads whose request line contains `path_part` are
+    /// held back `by` before their first byte comes down, so reads sent after them are
+    /// answered first.
+    pub fn delay_ranged(&self, n: u32, path_part: &'static str, by: Duration) {
+        let mut plan = self.faults.plan();
+        plan.delays = n;
+        plan.delay = by;
+        plan.delay_matching = path_part;
+    }
+
     /// Back to passing everything through (connections already cut stay so).
     pub fn pass_through(&self) {
         let mut plan = self.faults.plan();
@@ -227,6 +249,7 @@ impl FaultProxy {
         plan.cuts = 0;
         plan.partition = None;
         plan.lose = 0;
+        plan.delays = 0;
     }
 
     /// From now on, `Range` headers going up are renamed (same length, so byte counts hold)
@@ -260,6 +283,7 @@ impl FaultProxy {
             reset: f.injected_reset.load(Ordering::SeqCst),
             stalled: f.injected_stalled.load(Ordering::SeqCst),
             lost: f.injected_lost.load(Ordering::SeqCst),
+            delayed: f.injected_delayed.load(Ordering::SeqCst),
             connections: f.connections.load(Ordering::SeqCst),
         }
     }
@@ -317,6 +341,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>)
         moved: [AtomicU64::new(0), AtomicU64::new(0)],
         cut_once: AtomicBool::new(false),
         losing: AtomicBool::new(false),
+        hold: Mutex::new(None),
     };
     let outcome = {
         let (mut client_read, mut client_write) = client.split();
@@ -362,6 +387,8 @@ struct Counted<'a> {
     cut_once: AtomicBool,
     /// A request whose response is to be lost went up; its response must not come down.
     losing: AtomicBool,
+    /// A ranged read went up whose answer is to be held back this long.
+    hold: Mutex<Option<Duration>>,
 }
 
 impl Counted<'_> {
@@ -394,11 +421,16 @@ impl Counted<'_> {
                         if self.faults.hide_ranges.load(Ordering::SeqCst) {
                             chunk[at] = b'X';
                         }
+                        self.mark_if_to_hold(chunk);
                     }
                 }
                 let chunk = &*chunk;
                 self.mark_if_to_lose(chunk);
-            } else if self.losing.load(Ordering::SeqCst) {
+            } else if let Some(by) = self.take_hold() {
+                self.faults.injected_delayed.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(by).await;
+            }
+            if direction == Direction::Downstream && self.losing.load(Ordering::SeqCst) {
                 // HTTP/1.1 without pipelining: what comes down now is that request's answer.
                 self.faults.injected_lost.fetch_add(1, Ordering::SeqCst);
                 return Err(Interrupted::Fault(Cut::Reset));
@@ -415,6 +447,27 @@ impl Counted<'_> {
             }
             pending = 0;
         }
+    }
+
+    /// Marks this connection's next answer to be held back, while the plan has delays left.
+    fn mark_if_to_hold(&self, chunk: &[u8]) {
+        let mut plan = self.faults.plan();
+        let line = &chunk[..find(
+            chunk, b"
+",
+        )
+        .unwrap_or(chunk.len())];
+        if plan.delays > 0 && find(line, plan.delay_matching.as_bytes()).is_some() {
+            plan.delays -= 1;
+            *self.hold.lock().unwrap_or_else(PoisonError::into_inner) = Some(plan.delay);
+        }
+    }
+
+    fn take_hold(&self) -> Option<Duration> {
+        self.hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Marks this connection when `chunk` carries a request whose response is to be lost.

@@ -488,7 +488,8 @@ impl PutGuard for IntentGuard {
 
 /// `range` of a local file, in chunks read on a blocking thread.
 fn file_chunks(file: std::fs::File, range: Range<u64>) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+    // 1 MiB chunks; a get runs many reads at once, each holding at most three.
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
     tokio::task::spawn_blocking(move || {
         use std::io::{Seek, SeekFrom};
         let mut file = file;

@@ -26,6 +26,7 @@ use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::package::extract::{file_in_frames, unpack_tar_over, unpack_verified_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
+use crate::package::large_files;
 use crate::package::manifest::{
     FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
 };
@@ -409,7 +410,8 @@ impl PackageEngine {
         let mut placed_here: HashMap<String, (usize, u64)> = HashMap::new();
         let mut builder = PackBuilder::default();
         let mut names: Vec<String> = Vec::new();
-        let mut uploads = futures::stream::FuturesUnordered::new();
+        // Uploads run on tasks of their own while the next pack fills (dropped, they stop).
+        let mut uploads: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();
         let upload = |name: String, data: Bytes| {
             let (store, to) = (self.store.clone(), to.clone());
             async move {
@@ -434,12 +436,12 @@ impl PackageEngine {
                     if builder.is_full_for(frame.data.len()) {
                         let (name, data) = builder.close();
                         names.push(name.clone());
-                        uploads.push(upload(name, data));
                         while uploads.len() >= PACKS_IN_FLIGHT {
-                            if let Some(done) = uploads.next().await {
-                                sent.bytes += done?;
+                            if let Some(done) = uploads.join_next().await {
+                                sent.bytes += done??;
                             }
                         }
+                        uploads.spawn(upload(name, data));
                     }
                     let offset = builder.push(&frame.data);
                     sent.frames_uploaded += 1;
@@ -452,10 +454,10 @@ impl PackageEngine {
             if !builder.is_empty() {
                 let (name, data) = builder.close();
                 names.push(name.clone());
-                uploads.push(upload(name, data));
+                uploads.spawn(upload(name, data));
             }
-            while let Some(done) = uploads.next().await {
-                sent.bytes += done?;
+            while let Some(done) = uploads.join_next().await {
+                sent.bytes += done??;
             }
             Ok(())
         }
@@ -675,6 +677,30 @@ impl PackageEngine {
         let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        if selection.is_none()
+            && self.store.ranged_reads()
+            && let Some(plan) = large_files::plan(&manifest, subtree)
+        {
+            let previous =
+                (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+            let done = self
+                .get_large(
+                    at, manifest, plan, subtree, staging, previous, &cache, &counts, opts,
+                )
+                .await?;
+            tokio::task::spawn_blocking(move || cache.trim()).await?;
+            emit(&opts.progress, ProgressEvent::Done);
+            return Ok(GetReport {
+                version: Some(version.to_string()),
+                layout: Layout::Package,
+                files: done.files,
+                bytes: done.bytes,
+                downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
+                frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
+                frames_cached: counts.cached.load(Ordering::Relaxed),
+                files_linked: done.linked,
+            });
+        }
         let stream = self
             .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
             .await?;
@@ -715,6 +741,74 @@ impl PackageEngine {
             frames_cached: counts.cached.load(Ordering::Relaxed),
             files_linked: done.linked,
         })
+    }
+
+    /// [`get_manifest`](Self::get_manifest) of a version with large files: their frames
+    /// fetched by many ranged reads at once and written at their offsets as they land (see
+    /// `large_files`), while the ordered unpacking hashes them and writes the rest.
+    #[allow(clippy::too_many_arguments)]
+    async fn get_large(
+        &self,
+        at: &BlockPath,
+        manifest: PackageManifest,
+        mut plan: large_files::LargePlan,
+        subtree: &str,
+        staging: &Path,
+        previous: Option<std::path::PathBuf>,
+        cache: &FrameCache,
+        counts: &Arc<FrameCounts>,
+        opts: &GetOptions,
+    ) -> Result<crate::package::extract::Extracted> {
+        let slug = self.slug(at);
+        let (staging, subtree) = (staging.to_path_buf(), subtree.to_string());
+        let (plan, staging) = tokio::task::spawn_blocking(move || {
+            large_files::prepare(&mut plan, &staging).map(|()| (plan, staging))
+        })
+        .await?
+        .map_err(|e| e.context(&slug))?;
+        let prefilled = plan.prefilled();
+        let progress = opts.progress.clone();
+        let landing = Arc::new(large_files::Landing {
+            frames: manifest.frames.clone(),
+            plan: Arc::new(plan),
+            board: Arc::new(large_files::Board::new(manifest.frames.len())),
+            cache: cache.clone(),
+            counts: counts.clone(),
+            on_bytes: Box::new(move |n| emit(&progress, ProgressEvent::Advance(n))),
+        });
+        let fetch = tokio::spawn(large_files::fetch(
+            self.store.clone(),
+            at.clone(),
+            landing.clone(),
+        ));
+        let reader = large_files::LandedStream::new(landing.clone());
+        let unpacked = tokio::task::spawn_blocking(move || {
+            crate::package::extract::unpack_tar_prefilled(
+                reader,
+                &manifest,
+                &staging,
+                &subtree,
+                previous.as_deref(),
+                &prefilled,
+                |_| {},
+            )
+        })
+        .await;
+        let unpacked = unpacked?;
+        if unpacked.is_err() {
+            // No read goes on for an unpacking that failed.
+            fetch.abort();
+        }
+        let _ = fetch.await;
+        // A store's own errors name the block already.
+        let named = |e: Error| match e.to_string().contains(&slug) {
+            true => e,
+            false => e.context(&slug),
+        };
+        match (unpacked, landing.board.failure()) {
+            (Err(_), Some(transfer)) => Err(named(transfer)),
+            (r, _) => r.map_err(named),
+        }
     }
 
     /// With `opts.only`, the entries it keeps and the frames that hold them; a glob set that
@@ -970,7 +1064,8 @@ fn cut_frames(
     mpsc::Receiver<Vec<u8>>,
     tokio::task::JoinHandle<Result<Placements>>,
 ) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    // Frames are up to 4 MiB each: two waiting are enough to keep the sealers busy.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
     let packer = tokio::task::spawn_blocking(move || {
         let cuts = ContentCuts::new(|frame| {
             tx.blocking_send(frame)

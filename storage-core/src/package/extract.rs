@@ -101,6 +101,22 @@ pub fn unpack_tar_over(
     staging: &Path,
     subtree: &str,
     previous: Option<&Path>,
+    on_bytes: impl FnMut(u64),
+) -> Result<Extracted> {
+    let none = HashMap::new();
+    unpack_tar_prefilled(tar, manifest, staging, subtree, previous, &none, on_bytes)
+}
+
+/// [`unpack_tar_over`] where the files named in `prefilled` (path → where their data starts
+/// in the tar stream) were already written into staging, by position, as their frames
+/// landed: their data is checked to lie there and hashed, not written again.
+pub fn unpack_tar_prefilled(
+    tar: impl Read,
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    previous: Option<&Path>,
+    prefilled: &HashMap<String, u64>,
     mut on_bytes: impl FnMut(u64),
 ) -> Result<Extracted> {
     let by_path: HashMap<&str, &ManifestEntry> = manifest
@@ -112,7 +128,13 @@ pub fn unpack_tar_over(
     let mut links: Vec<(String, String)> = Vec::new();
     let mut done = Extracted::default();
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
-    check_free_space(manifest, staging, subtree)?;
+    // The prefilled files took their space already.
+    let reserved = manifest
+        .entries
+        .iter()
+        .filter(|e| prefilled.contains_key(&e.path))
+        .fold(0u64, |acc, e| acc.saturating_add(e.size));
+    check_free_space(manifest, staging, subtree, reserved)?;
 
     let limit = tar_bound(manifest);
     let overflowed = Rc::new(Cell::new(false));
@@ -223,6 +245,22 @@ pub fn unpack_tar_over(
                     return Err(unsafe_archive(format!(
                         "`{path}` has a size the manifest does not list"
                     )));
+                }
+                if let Some(&data_start) = prefilled.get(&path) {
+                    if entry.raw_file_position() != data_start {
+                        return Err(unsafe_archive(format!(
+                            "`{path}` is not where its manifest places it"
+                        )));
+                    }
+                    let mut reader = HashingReader::new(&mut entry);
+                    let mut buf = vec![0u8; 1 << 20];
+                    while reader.read(&mut buf).map_err(corrupt)? > 0 {}
+                    let (size, sha) = reader.finish();
+                    check_digest(record, size, sha)?;
+                    done.files += 1;
+                    done.bytes += record.size;
+                    on_bytes(record.size);
+                    continue;
                 }
                 let dest = staging.join(&out_rel);
                 if let Some(parent) = dest.parent()
@@ -389,12 +427,18 @@ fn shown(path: &str) -> String {
 
 /// Refuses, before anything is written, a version whose files need more space than is free
 /// where it is unpacked.
-fn check_free_space(manifest: &PackageManifest, staging: &Path, subtree: &str) -> Result<()> {
+fn check_free_space(
+    manifest: &PackageManifest,
+    staging: &Path,
+    subtree: &str,
+    reserved: u64,
+) -> Result<()> {
     let needed = manifest
         .entries
         .iter()
         .filter(|e| e.kind == EntryKind::File && kept_path(&e.path, subtree).is_some())
-        .fold(0u64, |acc, e| acc.saturating_add(e.size));
+        .fold(0u64, |acc, e| acc.saturating_add(e.size))
+        .saturating_sub(reserved);
     #[cfg(unix)]
     {
         let Ok(fs) = rustix::fs::statvfs(staging) else {

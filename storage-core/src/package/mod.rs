@@ -6,6 +6,7 @@
 //! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
 //! - `manifest_cache`: the agent's cache of the manifests of versions it got;
 //! - `partial`: the entries and frames of a `get --only`, and the reader that keeps them;
+//! - `large_files`: a get of large files, their ranges read at once and written by position;
 //! - `packs`: format 3, frames stored together in packs and read by coalesced ranges;
 //! - `extract`: verified, safe unpacking of a stream of frames into a staging folder;
 //! - `destination`: the staging folder beside DEST and the atomic swap into it;
@@ -18,6 +19,7 @@ pub mod destination;
 pub mod engine;
 pub mod extract;
 pub mod frame_cache;
+pub mod large_files;
 pub mod manifest;
 pub mod manifest_cache;
 pub mod packs;

@@ -37,8 +37,9 @@ pub const RANGE_MAX: u64 = 16 << 20;
 pub const GAP_MAX: u64 = 1 << 20;
 /// Ranged reads in flight at once (so at most this many times `RANGE_MAX` is buffered).
 pub const RANGES_IN_FLIGHT: usize = 4;
-/// Packs being uploaded at once while the next one fills.
-pub const PACKS_IN_FLIGHT: usize = 2;
+/// Packs being uploaded at once while the next one fills: a put holds at most this many
+/// packs and the open one, plus one closed and waiting (memory stays near 48 MiB).
+pub const PACKS_IN_FLIGHT: usize = 1;
 /// How many packs beyond what its size needs a version may span before a put repacks.
 pub const EXTRA_PACKS: usize = 2;
 /// Tries of one ranged read (a cut or short read is tried again)...
