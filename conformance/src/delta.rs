@@ -445,15 +445,21 @@ pub async fn diff_lists_changes_and_the_bytes_a_pull_moves(s: &Subject) {
     assert_eq!(pulled.downloaded_bytes, d.pull_bytes, "{pulled:?} {d:?}");
 }
 
-/// The fixture's objects: two format-1 versions written by blockctl before format 2.
-fn fixture() -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format1");
+/// The files of `conformance/fixtures/<name>` (its `.blocks` folder, walked), as the
+/// previous release wrote them: two versions of one small tree at a block path.
+fn fixture(name: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     let mut out = Vec::new();
-    for dir in ["", "manifests", "packages"] {
-        for e in std::fs::read_dir(root.join(".blocks").join(dir)).unwrap() {
+    let mut dirs = vec![root.join(".blocks")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
             let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                let rel = Path::new(".blocks").join(dir).join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(&root).unwrap().to_path_buf();
                 out.push((
                     rel.to_str().unwrap().to_string(),
                     std::fs::read(e.path()).unwrap(),
@@ -461,22 +467,40 @@ fn fixture() -> Vec<(String, Vec<u8>)> {
             }
         }
     }
+    out.sort();
     out
 }
 
 pub async fn format_1_versions_written_by_the_previous_release_still_read(s: &Subject) {
+    previous_release_still_reads(s, "format1", "packages").await;
+}
+
+/// Format 2 as the release before format 3 wrote it (`blockctl put` of commit a38f4bb,
+/// frames under `.blocks/frames`): read, diffed against and collected like format 1.
+pub async fn format_2_versions_written_by_the_previous_release_still_read(s: &Subject) {
+    previous_release_still_reads(s, "format2", "frames").await;
+}
+
+/// The two versions of fixture `name` planted at `name` read back whole (current and by
+/// id, and one file by `cat`), a put of this release goes on top and diffs against them,
+/// and gc then removes them with their `data` objects (packages or frames).
+async fn previous_release_still_reads(s: &Subject, name: &str, data: &str) {
     if !s.block.capabilities().package_layout || s.block.capabilities().native_tree {
-        return assert_no_frames(s, "format1").await;
+        return assert_no_frames(s, name).await;
     }
     if !s.block.capabilities().raw_objects {
-        // No earlier release wrote format 1 there, and nothing can plant it.
-        return crate::cases::assert_no_raw_objects(s, "format1").await;
+        // No earlier release wrote this format there, and nothing can plant it.
+        return crate::cases::assert_no_raw_objects(s, name).await;
     }
-    let at = s.path("format1");
-    for (rel, data) in fixture() {
-        write(s.block.as_ref(), &at, &rel, data).await;
+    let at = s.path(name);
+    for (rel, bytes) in fixture(name) {
+        write(s.block.as_ref(), &at, &rel, bytes).await;
     }
-    let versions = s.block.list_versions(&at).await.expect("format-1 versions");
+    let versions = s
+        .block
+        .list_versions(&at)
+        .await
+        .expect("the fixture's versions");
     assert_eq!(versions.len(), 2, "{versions:?}");
     let check = |dest: &Path, daily: &str| {
         assert_eq!(
@@ -498,7 +522,7 @@ pub async fn format_1_versions_written_by_the_previous_release_still_read(s: &Su
         assert_eq!(mode & 0o777, 0o755);
     };
     let dest = s.fresh_dir("cur");
-    get(s, "format1", &dest, &GetOptions::default()).await;
+    get(s, name, &dest, &GetOptions::default()).await;
     check(&dest, "print(\"daily v2\")\n");
     let old = versions
         .iter()
@@ -511,17 +535,17 @@ pub async fn format_1_versions_written_by_the_previous_release_still_read(s: &Su
         version: Some(old.clone()),
         ..GetOptions::default()
     };
-    get(s, "format1", &dest, &opts).await;
+    get(s, name, &dest, &opts).await;
     check(&dest, "print(\"daily v1\")\n");
     let file = BlockPath::parse(&at.join("flows/etl/daily.py")).unwrap();
     assert_eq!(
         &s.block.read_path(&file).await.unwrap()[..],
         b"print(\"daily v2\")\n"
     );
-    // A format-2 put on top, diffed against format 1, then gc drops the format-1 versions.
+    // A put of this release on top, diffed against the old versions, then gc drops them.
     let src = s.fresh_dir("src");
     crate::tree::small_tree(&src, "format2");
-    let v2 = put(s, &src, "format1").await.version.unwrap();
+    let v2 = put(s, &src, name).await.version.unwrap();
     let d = diff(
         &s.block.manifest(&at, Some(&old)).await.unwrap(),
         &s.block.manifest(&at, Some(&v2)).await.unwrap(),
@@ -541,10 +565,14 @@ pub async fn format_1_versions_written_by_the_previous_release_still_read(s: &Su
     assert_eq!(report.removed_versions.len(), 2, "{report:?}");
     let left = s.block.list_versions(&at).await.unwrap();
     assert_eq!(left.len(), 1);
-    for (rel, _) in fixture()
+    // A frame whose bytes the new version holds too stays (gc keeps frames by hash).
+    let kept: Vec<String> = frames_of(&stored_manifest(s, name, &v2).await)
         .into_iter()
-        .filter(|(r, _)| r.contains("packages"))
-    {
+        .map(|(sha, _)| sha)
+        .collect();
+    for (rel, _) in fixture(name).into_iter().filter(|(r, _)| {
+        r.contains(&format!("/{data}/")) && !kept.iter().any(|sha| r.contains(sha.as_str()))
+    }) {
         let path = BlockPath::parse(&at.join(&rel)).unwrap();
         assert_eq!(
             s.block

@@ -125,6 +125,7 @@ macro_rules! conformance_suite {
             export_is_an_ordinary_tar_zst_of_the_version,
             diff_lists_changes_and_the_bytes_a_pull_moves,
             format_1_versions_written_by_the_previous_release_still_read,
+            format_2_versions_written_by_the_previous_release_still_read,
         );
     };
     (@cases $make:path, $($case:ident),* $(,)?) => {
