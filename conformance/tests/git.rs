@@ -497,3 +497,56 @@ fn git_servers_answer_and_stop_when_dropped() {
     drop(http);
     assert!(!answers(&url), "lighttpd still answers after drop");
 }
+
+/// A put's version record rides in its commit: the message is the commit's subject (what
+/// `git log` shows), the whole record a `Blockctl-Record:` trailer that `versions` reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_records_its_message_author_labels_and_source_in_the_commit() {
+    let (_server, url) = daemon_repo("record");
+    let block = open(&config(url.clone(), None, None), "git/record").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    project(src.path(), "record");
+    let record = storage_core::VersionRecord {
+        message: Some("nightly ETL: add the q1 query".into()),
+        author: Some("ci@build-7".into()),
+        labels: [("ticket".to_string(), "OPS-7".to_string())].into(),
+        source: Some(storage_core::SourceInfo {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            branch: Some("main".into()),
+            dirty: false,
+            origin: Some("https://example.test/flows.git".into()),
+        }),
+    };
+    let at = BlockPath::parse("flows").unwrap();
+    let opts = PutOptions {
+        record: Some(record.clone()),
+        ..PutOptions::default()
+    };
+    let v = block
+        .put_directory(src.path(), &at, &opts)
+        .await
+        .expect("put")
+        .version
+        .unwrap();
+    let listed = block.list_versions(&at).await.unwrap();
+    let mine = listed.iter().find(|i| i.version == v).expect("listed");
+    assert_eq!(mine.record, record);
+    // A put without a record keeps the plain message, and lists an empty record.
+    write(src.path(), "flow.py", "print('again')\n");
+    let plain = put(&block, src.path(), "flows").await;
+    let listed = block.list_versions(&at).await.unwrap();
+    let second = listed.iter().find(|i| i.version == plain).unwrap();
+    assert!(second.record.is_empty(), "{:?}", second.record);
+    // What git itself shows.
+    let checkout = tempfile::tempdir().unwrap();
+    let dir = checkout.path().join("c");
+    clone(&url, &dir);
+    let subject = git_output(&["log", "-1", "--format=%s", &v], &dir);
+    assert_eq!(subject, "nightly ETL: add the q1 query");
+    let body = git_output(&["log", "-1", "--format=%b", &v], &dir);
+    assert!(body.starts_with("Blockctl-Record: {"), "{body}");
+    assert_eq!(
+        git_output(&["log", "-1", "--format=%s", &plain], &dir),
+        "blockctl put flows"
+    );
+}

@@ -340,7 +340,7 @@ impl Inner {
                 files,
                 bytes,
                 current: false,
-                record: Default::default(),
+                record: record_of(c.message().unwrap_or_default()),
                 current_since: None,
             });
         }
@@ -435,6 +435,33 @@ fn segments(at: &BlockPath) -> Vec<&str> {
 
 fn shown(at: &BlockPath) -> &str {
     if at.is_root() { "/" } else { at.as_str() }
+}
+
+/// The trailer of a put's commit message that holds its version record, as one line of JSON.
+const RECORD_TRAILER: &str = "Blockctl-Record: ";
+
+/// A put's commit message: the record's message (else `default`) as the subject, and the
+/// whole record as a trailer, so `versions` shows what the other backends keep in the
+/// manifest. A commit is the version, so the record rides in it; it never changes which
+/// tree the version holds.
+fn commit_message(default: &str, record: Option<&storage_core::VersionRecord>) -> String {
+    let Some(record) = record.filter(|r| !r.is_empty()) else {
+        return default.to_string();
+    };
+    let subject = record.message.as_deref().unwrap_or(default);
+    let json = serde_json::to_string(record).expect("a record serializes");
+    format!("{subject}\n\n{RECORD_TRAILER}{json}\n")
+}
+
+/// The record in a commit message's trailer; empty for commits without one (written by
+/// other tools, or by puts without a record) or whose trailer does not parse.
+fn record_of(message: &str) -> storage_core::VersionRecord {
+    message
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(RECORD_TRAILER))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 fn is_commit_prefix(s: &str) -> bool {

@@ -85,7 +85,7 @@ impl Inner {
         for w in &warnings {
             emit(&opts.progress, ProgressEvent::Warning(w.clone()));
         }
-        let message = format!("blockctl put {}", shown(to));
+        let message = commit_message(&format!("blockctl put {}", shown(to)), opts.record.as_ref());
         let written = self.write(
             repo,
             to,
