@@ -6,7 +6,7 @@
 //! cargo run --release -p conformance --bin bench -- \
 //!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http,oci] [--corpora flow,many,big] [--runs N] \
 //!     [--many-runs N] \
-//!     [--big-mib N] [--json out.json]
+//!     [--big-mib N] [--fleet N] [--json out.json]
 //! ```
 //!
 //! On `flow` it also measures the next deploy and the next run (package format 2): one small
@@ -74,6 +74,10 @@ struct Args {
     /// Size of the `big` corpus's file, in MiB.
     #[arg(long, default_value_t = 512)]
     big_mib: usize,
+    /// Also time this many agents getting the `flow` package at once, each cold
+    /// (`--no-cache`), beside one alone: what a fleet of fresh pods starting together costs.
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
     /// Also write every figure as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -150,6 +154,7 @@ fn main() {
     let mut bench = Bench {
         blockctl,
         prefect,
+        fleet: args.fleet,
         rows: Vec::new(),
         bytes: Vec::new(),
         notes,

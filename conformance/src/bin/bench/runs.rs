@@ -6,6 +6,8 @@ pub(crate) struct Bench {
     pub(crate) blockctl: PathBuf,
     /// The python that has Prefect, when it could be installed.
     pub(crate) prefect: Option<PathBuf>,
+    /// Agents pulling `flow` at once (`--fleet`); 0 for none.
+    pub(crate) fleet: usize,
     pub(crate) rows: Vec<Row>,
     /// Bytes moved by the delta rows: (target, tool, what, bytes), one per run.
     pub(crate) bytes: Vec<(String, String, String, u64)>,
@@ -209,6 +211,45 @@ impl Bench {
         Ok(())
     }
 
+    /// `self.fleet` cold gets of `slug` started together, each into its own folder and
+    /// checked: the wall time until the last is done, and the largest peak memory.
+    fn fleet_get(
+        &self,
+        home: &Path,
+        slug: &str,
+        expected: &BTreeMap<String, String>,
+        dl: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Sample, String> {
+        let outs: Vec<PathBuf> = (0..self.fleet).map(|a| dl(&format!("agent{a}"))).collect();
+        let start = Instant::now();
+        let done: Vec<Result<Sample, String>> = std::thread::scope(|scope| {
+            let agents: Vec<_> = outs
+                .iter()
+                .map(|out| {
+                    let mut cmd = self.blockctl(home);
+                    cmd.arg("get").arg(slug).arg(out).arg("--no-cache");
+                    scope.spawn(move || run(&mut cmd))
+                })
+                .collect();
+            agents
+                .into_iter()
+                .map(|a| a.join().unwrap_or_else(|_| Err("an agent panicked".into())))
+                .collect()
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let mut peak_kib = 0;
+        for (s, out) in done.into_iter().zip(&outs) {
+            peak_kib = peak_kib.max(s?.peak_kib);
+            verify("blockctl get (one of a fleet)", expected, out)?;
+            let _ = fs::remove_dir_all(out);
+        }
+        Ok(Sample {
+            secs,
+            peak_kib,
+            out: String::new(),
+        })
+    }
+
     pub(crate) fn blockctl(&self, home: &Path) -> Command {
         let mut c = Command::new(&self.blockctl);
         c.env("BLOCKCTL_HOME", home).arg("-q");
@@ -368,6 +409,11 @@ impl Bench {
         verify("blockctl get (package)", expected, &out)?;
         self.record(tn, corpus, "blockctl package", "get", s);
         let _ = fs::remove_dir_all(&out);
+        if self.fleet > 0 && corpus == "flow" {
+            let s = self.fleet_get(home, &slug, expected, &dl)?;
+            let op = format!("get, {} agents at once", self.fleet);
+            self.record(tn, corpus, "blockctl package", &op, s);
+        }
         let _ = run(self.blockctl(home).arg("rm").arg(&slug));
 
         // blockctl, files layout.
