@@ -550,3 +550,215 @@ async fn a_put_records_its_message_author_labels_and_source_in_the_commit() {
         "blockctl put flows"
     );
 }
+
+/// A get by `block` that must be refused for trust: exit 7, one line naming the block,
+/// nothing written. Returns the message.
+async fn refused(block: &GitBlock, at: &str, opts: &GetOptions, why: &str) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dest");
+    let e = block
+        .get_directory(&BlockPath::parse(at).unwrap(), &dest, opts)
+        .await
+        .expect_err(why);
+    let text = e.to_string();
+    assert_eq!(e.exit_code(), 7, "{why}: {text}");
+    assert_eq!(text.lines().count(), 1, "{why}: {text}");
+    assert!(text.contains("git/agent"), "{why}: {text}");
+    assert!(!dest.exists(), "{why}: a refused get wrote DEST");
+    text
+}
+
+/// A get by `block` that must succeed with the flow file of `marker`.
+async fn accepted(block: &GitBlock, at: &str, opts: &GetOptions, marker: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dest");
+    block
+        .get_directory(&BlockPath::parse(at).unwrap(), &dest, opts)
+        .await
+        .unwrap_or_else(|e| panic!("a trusted get ({marker}): {e}"));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
+        format!("VERSION = \"{marker}\"\n")
+    );
+}
+
+/// Signed commits: a signing block signs every commit it pushes; an agent with trusted keys
+/// takes them and refuses, with exit 7 and nothing written, a commit pushed by another tool,
+/// a tree changed after signing, a signature by a key it does not trust, a signature made
+/// for another branch, a force-push back to an older signed commit after it saw the newer
+/// (unless told to take it) and an expired HEAD; a signed rollback is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commits_refuse_every_attack_and_roll_back() {
+    use storage_core::signing::{TrustedKeys, generate_key_pair};
+    use storage_core::{RollbackOptions, Trust};
+
+    let (_server, url) = daemon_repo("signed");
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("keys");
+    let own = generate_key_pair(&keys, "own", None).unwrap();
+    let other = generate_key_pair(&keys, "other", None).unwrap();
+    let trust = |sign: bool, key: &str, seen: &str| Trust {
+        signing_key: sign.then(|| own.secret_key.clone()),
+        signing_password: None,
+        trusted_keys: Some(TrustedKeys::parse(&[key.to_string()]).unwrap()),
+        seen_heads: Some(scratch.path().join(seen)),
+    };
+    let block_on = |branch: &str, label: &str, t: Trust| {
+        let b = open(
+            &GitConfig {
+                branch: Some(branch.into()),
+                ..config(url.clone(), None, None)
+            },
+            label,
+        )
+        .unwrap();
+        b.set_trust(t).unwrap();
+        b
+    };
+    let publisher = block_on("main", "git/publisher", trust(true, &own.public_key, "p"));
+    let agent = block_on("main", "git/agent", trust(false, &own.public_key, "a"));
+    let stranger = block_on("main", "git/agent", trust(false, &other.public_key, "s"));
+    let plain = GetOptions::default();
+    let src = scratch.path().join("src");
+    let put_signed = |marker: &'static str, valid_for: Option<std::time::Duration>| {
+        small_tree(&src, marker);
+        let (publisher, src) = (&publisher, src.clone());
+        async move {
+            let opts = PutOptions {
+                valid_for,
+                ..PutOptions::default()
+            };
+            publisher
+                .put_directory(&src, &BlockPath::parse("etl").unwrap(), &opts)
+                .await
+                .unwrap_or_else(|e| panic!("a signed put: {e}"))
+                .version
+                .unwrap()
+        }
+    };
+
+    let v1 = put_signed("one", None).await;
+    accepted(&agent, "etl", &plain, "one").await;
+    let why = refused(&stranger, "etl", &plain, "a key not trusted").await;
+    assert!(why.contains("not trusted") || why.contains("key"), "{why}");
+    let v2 = put_signed("two", None).await;
+    accepted(&agent, "etl", &plain, "two").await;
+
+    // The branch forced back to the older signed commit, after the agent saw the newer.
+    let work = scratch.path().join("work");
+    clone(&url, &work);
+    git(
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("{v1}:refs/heads/main"),
+        ],
+        &work,
+    );
+    let why = refused(&agent, "etl", &plain, "a rollback").await;
+    assert!(why.contains("older"), "{why}");
+    let take = GetOptions {
+        allow_rollback: true,
+        ..GetOptions::default()
+    };
+    accepted(&agent, "etl", &take, "one").await;
+    git(
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("{v2}:refs/heads/main"),
+        ],
+        &work,
+    );
+    accepted(&agent, "etl", &plain, "two").await;
+
+    // A commit pushed by another tool carries no signature; cat and ls refuse it too.
+    git(&["fetch", "-q", "origin"], &work);
+    git(&["reset", "-q", "--hard", "origin/main"], &work);
+    write(&work, "etl/flow.py", "VERSION = \"evil\"\n");
+    git(&["commit", "-q", "-am", "an edit by hand"], &work);
+    git(&["push", "-q", "origin", "HEAD:main"], &work);
+    let why = refused(&agent, "etl", &plain, "an unsigned commit").await;
+    assert!(why.contains("not signed"), "{why}");
+    let e = agent
+        .read_path(&BlockPath::parse("etl/flow.py").unwrap())
+        .await
+        .expect_err("cat of an unsigned commit");
+    assert_eq!(e.exit_code(), 7, "{e}");
+    let e = agent
+        .list_files(&BlockPath::parse("etl").unwrap())
+        .await
+        .expect_err("ls of an unsigned commit");
+    assert_eq!(e.exit_code(), 7, "{e}");
+
+    // The signed message of v2 copied onto another tree.
+    let message = git_output(&["log", "-1", "--format=%B", &v2], &work);
+    let file = scratch.path().join("message");
+    std::fs::write(&file, message).unwrap();
+    write(&work, "etl/flow.py", "VERSION = \"evil again\"\n");
+    git(&["commit", "-q", "-a", "-F", file.to_str().unwrap()], &work);
+    git(&["push", "-q", "origin", "HEAD:main"], &work);
+    let why = refused(&agent, "etl", &plain, "a tree changed after signing").await;
+    assert!(why.contains("not the one signed"), "{why}");
+
+    // A commit signed for main, served on another branch.
+    git(
+        &["push", "-q", "origin", &format!("{v2}:refs/heads/other")],
+        &work,
+    );
+    let elsewhere = block_on("other", "git/agent", trust(false, &own.public_key, "o"));
+    let why = refused(&elsewhere, "etl", &plain, "a signature for another branch").await;
+    assert!(why.contains("branch main"), "{why}");
+
+    // A version named by id is checked for its signature, not its age.
+    let named = |v: &str| GetOptions {
+        version: Some(v.to_string()),
+        ..GetOptions::default()
+    };
+    accepted(&agent, "etl", &named(&v1), "one").await;
+    let tip = git_output(&["rev-parse", "HEAD"], &work);
+    refused(&agent, "etl", &named(&tip), "an unsigned version by id").await;
+
+    // A signed rollback (over the tampered tip) is taken, through the checks every block
+    // the facade opens passes.
+    let at = BlockPath::parse("etl").unwrap();
+    let checked = storage_core::Checked::wrap(Arc::new(publisher.clone()));
+    let back = checked
+        .rollback(
+            &at,
+            &RollbackOptions {
+                to: Some(v1[..10].to_string()),
+                ..RollbackOptions::default()
+            },
+        )
+        .await
+        .expect("a signed rollback");
+    assert_eq!(back.from.as_deref(), Some(tip.as_str()));
+    assert_ne!(
+        back.to, v1,
+        "a rollback is a new commit holding the old tree"
+    );
+    accepted(&agent, "etl", &plain, "one").await;
+    let e = checked
+        .rollback(
+            &at,
+            &RollbackOptions {
+                to: Some("abcdef0".into()),
+                ..RollbackOptions::default()
+            },
+        )
+        .await
+        .expect_err("an unlisted version");
+    assert_eq!(e.exit_code(), 3, "{e}");
+
+    // An expired HEAD: no leeway past its expiry beyond a second.
+    put_signed("short", Some(std::time::Duration::from_secs(1))).await;
+    accepted(&agent, "etl", &plain, "short").await;
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let why = refused(&agent, "etl", &plain, "an expired HEAD").await;
+    assert!(why.contains("expired"), "{why}");
+}

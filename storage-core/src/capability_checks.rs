@@ -174,7 +174,7 @@ impl StorageBlock for Checked {
 
     async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
         self.writable(at, "rollback")?;
-        if !self.caps().package_layout {
+        if !self.caps().versions {
             return self.refuse(
                 at,
                 "rollback",

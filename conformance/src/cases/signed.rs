@@ -83,10 +83,10 @@ pub async fn signed_versions_refuse_every_attack_and_roll_back(s: &Subject) {
             after: publisher.clone(),
         }),
         None => {
-            // Git keeps no signatures yet: the setting is refused, never ignored.
-            let err = s.block.set_trust(publisher).expect_err("trust settings");
-            assert_eq!(err.exit_code(), 2, "{err}");
-            assert!(err.to_string().contains(s.block.label()), "{err}");
+            // Git signs its commits, which no raw-object attacker can reach: its attacks
+            // (force-pushes, commits by other tools, trees changed after signing) run in
+            // its own suite, `tests/git.rs`. Here: the settings are taken.
+            s.block.set_trust(publisher).expect("trust settings");
             return;
         }
     };

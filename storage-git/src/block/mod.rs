@@ -6,7 +6,7 @@
 //! reads (get, cat, ls, versions) are here.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -17,8 +17,8 @@ use storage_core::package::destination::{check_destination, commit, staging_for}
 use storage_core::source_tree::{ScanOptions, SourceTree};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GetOptions, GetReport, Layout, ListedFile,
-    ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, StorageBlock, VersionInfo,
-    VersionPrecondition,
+    ProgressEvent, ProgressObserver, PutOptions, PutReport, Result, RollbackOptions,
+    RollbackReport, StorageBlock, Trust, VersionInfo, VersionPrecondition,
 };
 use tempfile::TempDir;
 
@@ -26,6 +26,7 @@ use crate::git_trees::{Local, entry_at, list, splice, totals, write_out, write_s
 use crate::remote::{GitRemote, PushOutcome, short};
 use crate::{CAPABILITIES, GitConfig};
 
+mod signed_commits;
 mod write;
 
 /// Where a fetched reference lands in the private repository.
@@ -48,6 +49,8 @@ struct Inner {
     depth: i32,
     author_name: String,
     author_email: String,
+    /// Signing and trusted keys (`set_trust`).
+    trust: RwLock<Arc<Trust>>,
 }
 
 /// A private bare repository, removed when dropped.
@@ -115,6 +118,7 @@ impl GitBlock {
                     .author_email
                     .clone()
                     .unwrap_or_else(|| "blockctl@localhost".into()),
+                trust: RwLock::default(),
             }),
         })
     }
@@ -146,6 +150,10 @@ impl std::fmt::Debug for GitBlock {
 impl Inner {
     fn slug(&self, at: &BlockPath) -> String {
         storage_core::block::slug_of(&self.label, at)
+    }
+
+    fn trust(&self) -> Arc<Trust> {
+        self.trust.read().expect("trust settings").clone()
     }
 
     /// Fetches what get reads (`reference`: a branch, a tag or a commit id) and returns its
@@ -234,6 +242,7 @@ impl Inner {
         let ws = Workspace::new()?;
         let repo = &ws.repo;
         let id = self.wanted_commit(repo, opts.version.as_deref())?;
+        self.check_trusted(repo, id, opts.version.is_some(), opts.allow_rollback)?;
         let root = commit_tree(repo, id)?;
         let tree = match entry_at(&root, from.as_str())? {
             Some((tree_id, true)) => repo.find_tree(tree_id).local("reading a tree")?,
@@ -277,6 +286,7 @@ impl Inner {
         let ws = Workspace::new()?;
         let repo = &ws.repo;
         let id = self.fetch_reference(repo, false)?;
+        self.check_trusted(repo, id, false, false)?;
         let root = commit_tree(repo, id)?;
         let entry = root
             .get_path(Path::new(path.as_str()))
@@ -297,6 +307,7 @@ impl Inner {
         let ws = Workspace::new()?;
         let repo = &ws.repo;
         let id = self.fetch_reference(repo, false)?;
+        self.check_trusted(repo, id, false, false)?;
         let root = commit_tree(repo, id)?;
         match entry_at(&root, at.as_str())? {
             Some((tree, true)) => list(repo, &repo.find_tree(tree).local("reading a tree")?),
@@ -312,7 +323,11 @@ impl Inner {
     /// version (nothing could be got from it).
     fn list_versions(&self, at: &BlockPath) -> Result<Vec<VersionInfo>> {
         let ws = Workspace::new()?;
-        let repo = &ws.repo;
+        self.versions_in(&ws.repo, at)
+    }
+
+    /// [`list_versions`](Self::list_versions) in a workspace the caller keeps.
+    fn versions_in(&self, repo: &Repository, at: &BlockPath) -> Result<Vec<VersionInfo>> {
         let tip = self.fetch_reference(repo, true)?;
         let mut walk = repo.revwalk().local("walking the history")?;
         walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
@@ -421,6 +436,16 @@ impl StorageBlock for GitBlock {
         }
         let p = at.clone();
         self.run(at, move |b| b.remove(&p)).await
+    }
+
+    async fn rollback(&self, at: &BlockPath, opts: &RollbackOptions) -> Result<RollbackReport> {
+        let (p, opts) = (at.clone(), opts.clone());
+        self.run(at, move |b| b.rollback(&p, &opts)).await
+    }
+
+    fn set_trust(&self, trust: Trust) -> Result<()> {
+        *self.inner.trust.write().expect("trust settings") = Arc::new(trust);
+        Ok(())
     }
 
     async fn check(&self) -> Result<()> {

@@ -3,10 +3,15 @@
 //! fast-forward from that tip; a push that loses the race starts again on the new tip
 //! (a conditional put instead fails as a conflict: its condition was about the old tip).
 
+use storage_core::signing::Signer;
+
 use super::*;
 
 /// How often a write builds again on a branch that moved under it.
 const WRITE_ATTEMPTS: u32 = 8;
+
+/// How a signing block signs its commits: its key, and how long the signed HEAD stays valid.
+pub(super) type Signing<'a> = Option<(&'a Signer, Option<Duration>)>;
 
 /// How a write ended.
 pub(super) enum Written {
@@ -19,13 +24,16 @@ pub(super) enum Written {
 impl Inner {
     /// The one fetch-splice-commit-push loop. `decide` sees the tip and its tree and returns
     /// what goes at `at` (a tree, or `None` to remove the path), or refuses; `strict` makes a
-    /// lost race a conflict instead of a new attempt.
+    /// lost race a conflict instead of a new attempt. A signing block signs each commit's
+    /// tree in its message (`signed_commits.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write(
         &self,
         repo: &Repository,
         at: &BlockPath,
         message: &str,
         strict: bool,
+        signing: Signing<'_>,
         progress: &Option<Arc<dyn ProgressObserver>>,
         mut decide: impl FnMut(Option<Oid>, Option<&git2::Tree<'_>>) -> Result<Option<Oid>>,
     ) -> Result<Written> {
@@ -39,7 +47,13 @@ impl Inner {
             if base_tree.as_ref().is_some_and(|t| t.id() == root) {
                 return Ok(Written::Unchanged(base));
             }
-            let new = self.commit(repo, root, base, message)?;
+            let message = match signing {
+                Some((signer, valid_for)) => {
+                    self.signed_message(repo, message, root, base, signer, valid_for)?
+                }
+                None => message.to_string(),
+            };
+            let new = self.commit(repo, root, base, &message)?;
             emit(
                 progress,
                 ProgressEvent::Phase {
@@ -86,11 +100,13 @@ impl Inner {
             emit(&opts.progress, ProgressEvent::Warning(w.clone()));
         }
         let message = commit_message(&format!("blockctl put {}", shown(to)), opts.record.as_ref());
+        let signer = self.signer()?;
         let written = self.write(
             repo,
             to,
             &message,
             opts.if_version.is_some(),
+            signer.as_ref().map(|s| (s, opts.valid_for)),
             &opts.progress,
             |base, base_tree| {
                 check_precondition(&opts.if_version, base, base_tree, to)?;
@@ -117,21 +133,114 @@ impl Inner {
     pub(super) fn remove(&self, at: &BlockPath) -> Result<()> {
         let ws = Workspace::new()?;
         let message = format!("blockctl rm {}", shown(at));
-        self.write(&ws.repo, at, &message, false, &None, |_, base_tree| {
-            let present = match base_tree {
-                Some(t) if at.is_root() => !t.is_empty(),
-                Some(t) => entry_at(t, at.as_str())?.is_some(),
-                None => false,
-            };
-            if !present {
-                return Err(Error::NotFound(format!(
-                    "nothing is stored there on branch {}",
-                    self.branch
-                )));
-            }
-            Ok(None)
-        })?;
+        let signer = self.signer()?;
+        let signing = signer.as_ref().map(|s| (s, None));
+        self.write(
+            &ws.repo,
+            at,
+            &message,
+            false,
+            signing,
+            &None,
+            |_, base_tree| {
+                let present = match base_tree {
+                    Some(t) if at.is_root() => !t.is_empty(),
+                    Some(t) => entry_at(t, at.as_str())?.is_some(),
+                    None => false,
+                };
+                if !present {
+                    return Err(Error::NotFound(format!(
+                        "nothing is stored there on branch {}",
+                        self.branch
+                    )));
+                }
+                Ok(None)
+            },
+        )?;
         Ok(())
+    }
+
+    /// Commits an older version's tree at `at` again (default: the version before the
+    /// current one), through the same fast-forward push as a put: the branch moves forward
+    /// to a new commit holding the old tree, so agents that follow the branch take it (a
+    /// signing block signs it with the next sequence number).
+    pub(super) fn rollback(
+        &self,
+        at: &BlockPath,
+        opts: &RollbackOptions,
+    ) -> Result<RollbackReport> {
+        if self.reference != self.branch {
+            return Err(Error::Usage(format!(
+                "rollback commits to branch {}, but this block reads {}; roll back with a block that reads its branch",
+                self.branch, self.reference
+            )));
+        }
+        let ws = Workspace::new()?;
+        let repo = &ws.repo;
+        let versions = self.versions_in(repo, at)?;
+        let current = versions
+            .iter()
+            .find(|v| v.current)
+            .map(|v| v.version.clone());
+        let target = match &opts.to {
+            Some(want) => {
+                if !is_commit_prefix(want) {
+                    return Err(Error::Usage(format!(
+                        "--to `{want}` is not a commit id; give at least 4 hex digits"
+                    )));
+                }
+                let want = want.to_ascii_lowercase();
+                let mut found = versions.iter().filter(|v| v.version.starts_with(&want));
+                match (found.next(), found.next()) {
+                    (Some(v), None) => v.version.clone(),
+                    (Some(_), Some(_)) => {
+                        return Err(Error::Usage(format!(
+                            "--to {want} is ambiguous; give more hex digits"
+                        )));
+                    }
+                    (None, _) => {
+                        return Err(Error::NotFound(format!(
+                            "no listed version {want} holds this path (see blockctl versions)"
+                        )));
+                    }
+                }
+            }
+            None => {
+                let after = versions.iter().position(|v| v.current).map_or(0, |i| i + 1);
+                versions
+                    .get(after)
+                    .map(|v| v.version.clone())
+                    .ok_or_else(|| {
+                        Error::NotFound("there is no older version to roll back to".into())
+                    })?
+            }
+        };
+        let target_id = Oid::from_str(&target).local("reading a version id")?;
+        let Some((subtree, _)) = entry_at(&commit_tree(repo, target_id)?, at.as_str())? else {
+            return Err(Error::NotFound(format!(
+                "commit {} does not hold this path",
+                short(&target_id)
+            )));
+        };
+        let message = format!("blockctl rollback {} to {}", shown(at), short(&target_id));
+        let signer = self.signer()?;
+        let written = self.write(
+            repo,
+            at,
+            &message,
+            opts.if_version.is_some(),
+            signer.as_ref().map(|s| (s, opts.valid_for)),
+            &None,
+            |base, base_tree| {
+                check_precondition(&opts.if_version, base, base_tree, at)?;
+                Ok(Some(subtree))
+            },
+        )?;
+        let to = match written {
+            Written::Unchanged(base) => base.map_or(target, |b| b.to_string()),
+            Written::Pushed(new) => new.to_string(),
+        };
+        Ok(RollbackReport { from: current, to })
     }
 
     fn commit(
