@@ -897,3 +897,57 @@ async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
     );
     assert!(whole <= 5, "{whole} requests");
 }
+
+/// `current` keeps the HEAD history a registry lacks: a default rollback goes back to the
+/// version current before (which no order of creation gives after a rollback), `versions`
+/// says since when the current one is, and `gc --keep-within` keeps every version current
+/// within the window while `gc --keep 1` without it drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_remembers_its_swaps_for_rollback_versions_and_gc() {
+    use std::time::Duration;
+    use storage_core::RollbackOptions;
+
+    let s = subject("head-history").await;
+    let at = s.path("etl");
+    let src = s.fresh_dir("src");
+    let mut ids = Vec::new();
+    for marker in ["one", "two", "three"] {
+        small_tree(&src, marker);
+        let opts = PutOptions::default();
+        let put = s.block.put_directory(&src, &at, &opts).await.expect("put");
+        ids.push(put.version.unwrap());
+    }
+    let back = |to: Option<&String>| RollbackOptions {
+        to: to.cloned(),
+        ..RollbackOptions::default()
+    };
+    let r = s.block.rollback(&at, &back(Some(&ids[0]))).await.unwrap();
+    assert_eq!((r.from.as_ref(), &r.to), (Some(&ids[2]), &ids[0]));
+    let r = s.block.rollback(&at, &back(None)).await.unwrap();
+    assert_eq!(r.to, ids[2], "the version current before, by the history");
+
+    let listed = s.block.list_versions(&at).await.unwrap();
+    let current: Vec<_> = listed.iter().filter(|v| v.current).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].version, ids[2]);
+    let since = current[0].current_since.as_deref().expect("since when");
+    assert!(since.starts_with("20") && since.ends_with('Z'), "{since}");
+    assert!(
+        listed
+            .iter()
+            .all(|v| v.current || v.current_since.is_none())
+    );
+
+    let gc = |keep_within| GcOptions {
+        keep_within,
+        ..GcOptions::keep(1)
+    };
+    let hour = Some(Duration::from_secs(3600));
+    let kept = s.block.gc(&at, &gc(hour)).await.unwrap();
+    assert!(kept.removed_versions.is_empty(), "{kept:?}");
+    let mut removed = s.block.gc(&at, &gc(None)).await.unwrap().removed_versions;
+    removed.sort();
+    let mut older = vec![ids[0].clone(), ids[1].clone()];
+    older.sort();
+    assert_eq!(removed, older);
+}

@@ -37,6 +37,13 @@ pub const CURRENT: &str = "current";
 /// The annotation of the manifest `current` is tagged with that carries a signing block's
 /// HEAD record (sequence number, expiry, path, signature), as compact JSON.
 const HEAD: &str = "dev.blockctl.head";
+/// The annotation of the manifest `current` is tagged with that keeps the last
+/// [`HISTORY_MAX`] HEAD swaps, oldest first, as compact JSON `[[unix ms, version], …]`: what
+/// `rollback`, `versions` and `gc --keep-within` read, since a registry keeps no history of
+/// where a tag pointed.
+const HISTORY: &str = "dev.blockctl.history";
+/// How many HEAD swaps `current` remembers.
+pub const HISTORY_MAX: usize = 64;
 /// The artifact type of a version's manifest signature, tagged `<version>.sig`.
 pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.blockctl.signature.v1";
 /// Its one layer: the `.minisig` text over the version's config blob.
@@ -126,11 +133,23 @@ pub fn image_manifest(
 }
 
 /// The manifest `current` is tagged with: the version's own, marked as the current one,
-/// carrying `head` when it is signed (HEAD and the tag move in one manifest write).
-pub fn as_current(image: &OciImageManifest, head: Option<&HeadRecord>) -> OciImageManifest {
+/// carrying `head` when it is signed (HEAD and the tag move in one manifest write) and the
+/// HEAD `history` (its last [`HISTORY_MAX`] swaps, this one included, oldest first).
+pub fn as_current(
+    image: &OciImageManifest,
+    head: Option<&HeadRecord>,
+    history: &[(i64, String)],
+) -> OciImageManifest {
     let mut current = image.clone();
     let annotations = current.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(TAG.to_string(), CURRENT.to_string());
+    let kept = &history[history.len().saturating_sub(HISTORY_MAX)..];
+    if kept.is_empty() {
+        annotations.remove(HISTORY);
+    } else {
+        let json = serde_json::to_string(kept).expect("a history serializes");
+        annotations.insert(HISTORY.to_string(), json);
+    }
     match head.filter(|h| h.signature.is_some()) {
         Some(h) => {
             let json = serde_json::to_string(h).expect("HEAD serializes");
@@ -152,6 +171,20 @@ pub fn head_of(image: &OciImageManifest) -> Result<Option<HeadRecord>> {
         return Err(HEAD_MAX.exceeded(&format!("the `{HEAD}` annotation of `{CURRENT}`")));
     }
     HeadRecord::parse(json.as_bytes(), CURRENT).map(Some)
+}
+
+/// The HEAD swaps the manifest tagged `current` remembers, oldest first; empty when it
+/// carries none (written before the history was kept) or one that does not parse, or whose
+/// entries name no version.
+pub fn history_of(image: &OciImageManifest) -> Vec<(i64, String)> {
+    let Some(json) = image.annotations.as_ref().and_then(|a| a.get(HISTORY)) else {
+        return Vec::new();
+    };
+    let mut history: Vec<(i64, String)> = serde_json::from_str(json).unwrap_or_default();
+    history.retain(|(_, v)| is_version_id(v));
+    let extra = history.len().saturating_sub(HISTORY_MAX);
+    history.drain(..extra);
+    history
 }
 
 /// The tag of the signature of `version`'s manifest.
@@ -355,6 +388,31 @@ mod tests {
     }
 
     #[test]
+    fn current_keeps_the_last_swaps_and_ignores_what_names_no_version() {
+        let image = image_manifest(&manifest(&[("a", 0, 5)]), b"config", &[5]);
+        assert!(history_of(&as_current(&image, None, &[])).is_empty());
+        let history: Vec<(i64, String)> = (0..HISTORY_MAX as i64 + 3)
+            .map(|i| (i, format!("{i:064x}")))
+            .collect();
+        let kept = history_of(&as_current(&image, None, &history));
+        assert_eq!(kept.len(), HISTORY_MAX);
+        assert_eq!(kept[0].0, 3, "the oldest swaps go first");
+        assert_eq!(kept.last(), history.last());
+        let mut forged = as_current(&image, None, &[]);
+        forged
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(HISTORY.into(), r#"[[1, "../../etc"], [2, "not json"#.into());
+        assert!(history_of(&forged).is_empty());
+        forged.annotations.as_mut().unwrap().insert(
+            HISTORY.into(),
+            format!(r#"[[1, "x"], [2, "{}"]]"#, "b".repeat(64)),
+        );
+        assert_eq!(history_of(&forged), vec![(2, "b".repeat(64))]);
+    }
+
+    #[test]
     fn current_carries_a_signed_head_only_and_signature_tags_are_never_versions() {
         let m = manifest(&[("a", 0, 5)]);
         let image = image_manifest(&m, b"config", &[5]);
@@ -365,17 +423,20 @@ mod tests {
             ..HeadRecord::default()
         };
         // An unsigned HEAD leaves no record (and drops one a signed put left).
-        assert_eq!(head_of(&as_current(&image, Some(&head))).unwrap(), None);
+        assert_eq!(
+            head_of(&as_current(&image, Some(&head), &[])).unwrap(),
+            None
+        );
         head.seq = Some(7);
         head.signature = Some("untrusted comment: x".into());
-        let current = as_current(&image, Some(&head));
+        let current = as_current(&image, Some(&head), &[]);
         assert_eq!(head_of(&current).unwrap(), Some(head.clone()));
         let unsigned = HeadRecord {
             signature: None,
             ..head
         };
         assert_eq!(
-            head_of(&as_current(&current, Some(&unsigned))).unwrap(),
+            head_of(&as_current(&current, Some(&unsigned), &[])).unwrap(),
             None
         );
         // A record larger than HEAD_MAX is refused before it is parsed.

@@ -18,7 +18,7 @@ use storage_core::package::destination::{check_destination, commit, staging_for}
 use storage_core::package::manifest::{
     PACKS_FORMAT, PackageManifest, is_version_id, resolve_version, short,
 };
-use storage_core::package::store::PackageStore;
+use storage_core::package::store::{PackageStore, recently_current};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
     ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, RollbackOptions,
@@ -58,6 +58,9 @@ struct Inner {
     no_ranges: AtomicBool,
     /// The block's signing key and trusted keys.
     trust: RwLock<Arc<Trust>>,
+    /// The HEAD history `current` carried when a put read it (by repository), which the
+    /// swap that follows extends without reading `current` again.
+    history_read: Mutex<HashMap<String, Vec<(i64, String)>>>,
 }
 
 /// A version found in a repository: its image manifest (bytes and digest too, so a tag can
@@ -123,6 +126,7 @@ impl OciBlock {
                 located: Mutex::new(HashMap::new()),
                 no_ranges: AtomicBool::new(false),
                 trust: RwLock::new(Arc::new(Trust::default())),
+                history_read: Mutex::default(),
             }),
         })
     }
@@ -307,10 +311,30 @@ impl OciBlock {
         Err(named(Error::NotFound("nothing is stored there".into())))
     }
 
-    /// What `rollback` goes back to by default: the newest version created before the
-    /// current one (a registry keeps no HEAD history).
+    /// The HEAD swaps `current` in `repo` remembers, oldest first.
+    async fn inner_head_history(&self, repo: &str) -> Result<Vec<(i64, String)>> {
+        Ok(self
+            .current(repo)
+            .await?
+            .map(|c| artifact::history_of(&c.image))
+            .unwrap_or_default())
+    }
+
+    /// What `rollback` goes back to by default: the version `current` pointed at before the
+    /// current one, from the history it carries, when that version is still listed; else
+    /// (`current` written before the history was kept) the newest version created before
+    /// the current one.
     async fn previous_version(&self, repo: &str, current: Option<&str>) -> Result<String> {
         let versions = self.versions(repo).await?;
+        let history = self.inner_head_history(repo).await?;
+        let listed = |v: &str| versions.iter().any(|l| l.version == v);
+        if let Some((_, before)) = history
+            .iter()
+            .rev()
+            .find(|(_, v)| Some(v.as_str()) != current && listed(v))
+        {
+            return Ok(before.clone());
+        }
         let created = versions
             .iter()
             .find(|v| Some(v.version.as_str()) == current)
@@ -407,9 +431,19 @@ impl OciBlock {
 
     /// Every version of `repo` with its manifest's facts, newest first.
     async fn versions(&self, repo: &str) -> Result<Vec<VersionInfo>> {
-        let current = self.current(repo).await?.map(|c| c.version);
+        let found = self.current(repo).await?;
+        // Since when the current version is: its last swap in the history `current` keeps.
+        let since = found.as_ref().and_then(|c| {
+            artifact::history_of(&c.image)
+                .into_iter()
+                .rev()
+                .find(|(_, v)| *v == c.version)
+                .map(|(when, _)| rfc3339_millis(when))
+        });
+        let current = found.map(|c| c.version);
         let tags = self.version_tags(repo).await?;
         let current = current.as_deref();
+        let since = since.as_deref();
         let listed: Vec<Option<VersionInfo>> = stream::iter(tags)
             .map(|v| async move {
                 // A version deleted since the tags were listed is not one any more.
@@ -418,14 +452,15 @@ impl OciBlock {
                     other => other?,
                 };
                 let m = self.manifest_of(&found).await?;
+                let is_current = current == Some(v.as_str());
                 Ok::<_, Error>(Some(VersionInfo {
-                    current: current == Some(v.as_str()),
+                    current: is_current,
+                    current_since: since.filter(|_| is_current).map(str::to_string),
                     version: v,
                     created: m.created,
                     files: m.totals.files,
                     bytes: m.totals.bytes,
                     record: m.record.unwrap_or_default(),
-                    current_since: None,
                 }))
             })
             .buffer_unordered(IN_FLIGHT)
@@ -445,7 +480,7 @@ impl OciBlock {
                 files: m.totals.files,
                 bytes: m.totals.bytes,
                 record: m.record.unwrap_or_default(),
-                current_since: None,
+                current_since: since.map(str::to_string),
             });
         }
         out.sort_by(|a, b| {
@@ -625,9 +660,17 @@ impl StorageBlock for OciBlock {
                 "no versions are stored there".into(),
             )));
         }
+        // Every version `current` pointed at within `--keep-within`, by the history it keeps.
+        let recent = match opts.keep_within {
+            None => Default::default(),
+            Some(_) => {
+                let history = self.inner_head_history(&repo).await.map_err(&named)?;
+                recently_current(&history, opts.keep_within)
+            }
+        };
         let mut report = GcReport::default();
         for (i, v) in versions.into_iter().enumerate() {
-            if v.current || i < opts.keep {
+            if v.current || i < opts.keep || recent.contains(&v.version) {
                 report.kept.push(v.version);
                 continue;
             }
@@ -724,4 +767,10 @@ impl StorageBlock for OciBlock {
             .await
             .map_err(self.named(&root))
     }
+}
+
+/// Unix milliseconds as RFC 3339, as `versions` shows since when a version is current.
+fn rfc3339_millis(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
 }

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use super::coordination::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
 use super::*;
+use crate::package::store::recently_current;
 
 impl ObjectStoreBlock {
     /// Drops versions beyond the `keep` newest (never the current one), then the frames and
@@ -27,13 +28,14 @@ impl ObjectStoreBlock {
     async fn collect_marked(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let versions = self.list_versions(at).await?;
         let heads = self.listed_heads(at).await?;
-        let recent = recently_current(&heads, opts.keep_within);
+        let history: Vec<(i64, String)> = heads.iter().map(|(w, v, _)| (*w, v.clone())).collect();
+        let recent = recently_current(&history, opts.keep_within);
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
         for (i, v) in versions.iter().enumerate() {
             // The `keep` newest stay, the current version always does, and so does every
             // version HEAD named within `--keep-within`.
-            if v.current || i < opts.keep || recent.contains(v.version.as_str()) {
+            if v.current || i < opts.keep || recent.contains(&v.version) {
                 report.kept.push(v.version.clone());
             } else {
                 doomed.extend(self.version_keys(at, &v.version)?);
@@ -139,20 +141,4 @@ impl ObjectStoreBlock {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The versions HEAD named within `window` of now: every swap noted since its start, and the
-/// version that was current when it began.
-fn recently_current(heads: &[(i64, String, ObjPath)], window: Option<Duration>) -> HashSet<&str> {
-    let Some(window) = window else {
-        return HashSet::new();
-    };
-    let start = unix_millis() - window.as_millis() as i64;
-    let before = heads.iter().rev().find(|(when, _, _)| *when < start);
-    heads
-        .iter()
-        .filter(|(when, _, _)| *when >= start)
-        .chain(before)
-        .map(|(_, v, _)| v.as_str())
-        .collect()
 }

@@ -228,3 +228,26 @@ struct NoGuard;
 impl PutGuard for NoGuard {
     async fn end(self: Box<Self>) {}
 }
+
+/// The versions a HEAD `history` (oldest first, Unix milliseconds) made current within
+/// `window` of now, and the one current when the window began: what `gc --keep-within` keeps.
+/// Empty without a window.
+pub fn recently_current(
+    history: &[(i64, String)],
+    window: Option<std::time::Duration>,
+) -> HashSet<String> {
+    let Some(window) = window else {
+        return HashSet::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let start = now.saturating_sub(window.as_millis() as i64);
+    let before = history.iter().rev().find(|(when, _)| *when < start);
+    history
+        .iter()
+        .filter(|(when, _)| *when >= start)
+        .chain(before)
+        .map(|(_, v)| v.clone())
+        .collect()
+}

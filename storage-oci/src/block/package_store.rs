@@ -58,8 +58,18 @@ impl PackageStore for OciBlock {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
         let Some(found) = self.current(&repo).await.map_err(&named)? else {
+            self.inner
+                .history_read
+                .lock()
+                .expect("history slot")
+                .insert(repo, Vec::new());
             return Ok(None);
         };
+        self.inner
+            .history_read
+            .lock()
+            .expect("history slot")
+            .insert(repo, artifact::history_of(&found.image));
         Ok(Some((head_record(&found), HeadTag::default())))
     }
 
@@ -89,9 +99,27 @@ impl PackageStore for OciBlock {
                 true,
             ),
         };
-        // Its manifest differs from the version tag's by one annotation, so that deleting an
+        // The history `current` carries, one swap longer: as read before this swap, else
+        // read now.
+        let read = self
+            .inner
+            .history_read
+            .lock()
+            .expect("history slot")
+            .remove(&repo);
+        let mut history = match read {
+            Some(h) => h,
+            None => self
+                .current(&repo)
+                .await
+                .map_err(&named)?
+                .map(|c| artifact::history_of(&c.image))
+                .unwrap_or_default(),
+        };
+        history.push((unix_millis(), head.version.clone()));
+        // Its manifest differs from the version tag's by annotations, so that deleting an
         // old version by digest can never take `current` with it.
-        let current = artifact::as_current(&image, Some(head));
+        let current = artifact::as_current(&image, Some(head), &history);
         self.registry()
             .push_manifest_bytes(
                 &repo,
@@ -110,6 +138,13 @@ impl PackageStore for OciBlock {
                 .map_err(&named)?;
         }
         Ok(Swap::Done)
+    }
+
+    /// The swaps `current` remembers (its last [`artifact::HISTORY_MAX`]), oldest first.
+    async fn head_history(&self, at: &BlockPath) -> Result<Vec<(i64, String)>> {
+        let named = self.named(at);
+        let repo = self.repo(at).map_err(&named)?;
+        self.inner_head_history(&repo).await.map_err(&named)
     }
 
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest> {
@@ -447,4 +482,10 @@ pub(super) fn head_record(found: &Artifact) -> HeadRecord {
 /// A stream of one chunk.
 fn once(data: Bytes) -> ByteStream {
     stream::once(async move { Ok(data) }).boxed()
+}
+
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
