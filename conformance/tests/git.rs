@@ -761,4 +761,10 @@ async fn signed_commits_refuse_every_attack_and_roll_back() {
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     let why = refused(&agent, "etl", &plain, "an expired HEAD").await;
     assert!(why.contains("expired"), "{why}");
+    // A re-put of the same tree signs HEAD again (a commit of the same tree), as a re-put
+    // of the current version does on the other backends: the agent takes it once more.
+    let short = git_output(&["ls-remote", &url, "refs/heads/main"], &work);
+    let again = put_signed("short", None).await;
+    assert!(!short.starts_with(&again), "a new commit signs HEAD again");
+    accepted(&agent, "etl", &plain, "short").await;
 }

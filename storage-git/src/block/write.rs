@@ -19,6 +19,8 @@ pub(super) enum Written {
     Unchanged(Option<Oid>),
     /// This commit was pushed.
     Pushed(Oid),
+    /// This commit of the tree the branch already had was pushed, to sign HEAD again.
+    Resigned(Oid),
 }
 
 impl Inner {
@@ -44,7 +46,10 @@ impl Inner {
             let base_tree = base.map(|id| commit_tree(repo, id)).transpose()?;
             let subtree = decide(base, base_tree.as_ref())?;
             let root = splice(repo, base_tree.as_ref(), &segments(at), subtree)?;
-            if base_tree.as_ref().is_some_and(|t| t.id() == root) {
+            // An unchanged tree makes no commit, unless the block signs: then a commit of the
+            // same tree signs HEAD again (a new number, a new expiry), as a re-put of the
+            // current version does on every backend, so CI can keep a version fresh.
+            if signing.is_none() && base_tree.as_ref().is_some_and(|t| t.id() == root) {
                 return Ok(Written::Unchanged(base));
             }
             let message = match signing {
@@ -61,7 +66,9 @@ impl Inner {
                     total: None,
                 },
             );
+            let unchanged = base_tree.as_ref().is_some_and(|t| t.id() == root);
             match self.remote.push(repo, &self.branch, new, base)? {
+                PushOutcome::Pushed if unchanged => return Ok(Written::Resigned(new)),
                 PushOutcome::Pushed => return Ok(Written::Pushed(new)),
                 PushOutcome::Moved(why) if strict => {
                     return Err(Error::Conflict(format!(
@@ -116,6 +123,7 @@ impl Inner {
         emit(&opts.progress, ProgressEvent::Done);
         let (version, skipped) = match written {
             Written::Unchanged(base) => (base, true),
+            Written::Resigned(new) => (Some(new), true),
             Written::Pushed(new) => (Some(new), false),
         };
         Ok(PutReport {
@@ -238,7 +246,7 @@ impl Inner {
         )?;
         let to = match written {
             Written::Unchanged(base) => base.map_or(target, |b| b.to_string()),
-            Written::Pushed(new) => new.to_string(),
+            Written::Resigned(new) | Written::Pushed(new) => new.to_string(),
         };
         Ok(RollbackReport { from: current, to })
     }
