@@ -742,6 +742,9 @@ async fn signed_commits_refuse_every_attack_and_roll_back() {
         back.to, v1,
         "a rollback is a new commit holding the old tree"
     );
+    let listed = checked.list_versions(&at).await.unwrap();
+    assert_eq!(listed[0].version, back.to);
+    assert!(listed[0].current && listed[0].current_since.is_some());
     accepted(&agent, "etl", &plain, "one").await;
     let e = checked
         .rollback(

@@ -366,8 +366,10 @@ impl Inner {
             )));
         }
         // The newest version is what the tip holds, unless the tip no longer has the path.
+        // It is current since the commit that put it there (a rollback is a commit too).
         if entry_at(&commit_tree(repo, tip)?, at.as_str())?.is_some() {
             out[0].current = true;
+            out[0].current_since = Some(out[0].created.clone());
         }
         Ok(out)
     }
