@@ -1,4 +1,4 @@
-//! `blockctl get` against hostile servers (conformance's `HostileHttp` and `HostileFtp` on
+//! `blockctl get` (and, for a registry, `blockctl put`) against hostile servers (conformance's `HostileHttp` and `HostileFtp` on
 //! 127.0.0.1, and a silent TCP server) standing in for a web folder (`remote-file-system`
 //! over http://), a WebDAV server (webdav+http://), an FTP server (ftp://), an SMB server and
 //! an OCI registry: folder listings that
@@ -59,10 +59,27 @@ fn get(h: &Home, slug: &str) -> Run {
 fn get_with(h: &Home, slug: &str, extra: &[&str]) -> Run {
     let scratch = tempfile::tempdir().unwrap();
     let dest = scratch.path().join("dest");
-    let stderr_path = h.path("stderr");
     let mut args = vec!["get", slug, dest.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let blockctl = h.cmd(&args);
+    let run = measured(h, slug, &args);
+    assert!(!dest.exists(), "{slug}: DEST was created: {}", run.stderr);
+    let beside: Vec<_> = fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(beside.is_empty(), "{slug}: written beside DEST: {beside:?}");
+    run
+}
+
+/// Runs `blockctl put SRC slug` in `h`, SRC a small tree.
+fn put(h: &Home, slug: &str) -> Run {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("flow.py"), "print('hello')\n").unwrap();
+    measured(h, slug, &["put", src.path().to_str().unwrap(), slug])
+}
+
+/// Runs blockctl with `args` in `h`, killed (and the test failed) past [`KILL_AFTER`]; its
+/// exit code, stderr, time and peak memory.
+fn measured(h: &Home, slug: &str, args: &[&str]) -> Run {
+    let stderr_path = h.path("stderr");
+    let blockctl = h.cmd(args);
     let mut measured = std::process::Command::new("python3");
     measured.args(["-c", MEASURE]).arg(blockctl.get_program());
     measured.args(blockctl.get_args());
@@ -81,7 +98,7 @@ fn get_with(h: &Home, slug: &str, extra: &[&str]) -> Run {
         if started.elapsed() > KILL_AFTER {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{slug}: get did not end within {KILL_AFTER:?}");
+            panic!("{slug}: {} did not end within {KILL_AFTER:?}", args[0]);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -94,9 +111,6 @@ fn get_with(h: &Home, slug: &str, extra: &[&str]) -> Run {
     };
     let code = code as i32;
     let stderr = fs::read_to_string(&stderr_path).unwrap();
-    assert!(!dest.exists(), "{slug}: DEST was created: {stderr}");
-    let beside: Vec<_> = fs::read_dir(scratch.path()).unwrap().collect();
-    assert!(beside.is_empty(), "{slug}: written beside DEST: {beside:?}");
     eprintln!("{slug}: exit {code} in {took:?}, peak {peak_kib} KiB: {stderr}");
     Run {
         code,
@@ -631,6 +645,131 @@ fn get_refuses_an_endless_token_answer_at_its_cap() {
             .iter()
             .any(|r| r.path.starts_with("/token")),
         "the token service was never asked"
+    );
+}
+
+/// What a registry answers a put that finds nothing stored: no `current`, no blob.
+fn empty_registry(r: &Request) -> Option<Reply> {
+    match (r.method.as_str(), r.path.as_str()) {
+        (_, "/v2/") => Some(Reply::ok("application/json", "{}")),
+        (_, p) if p.starts_with("/v2/team/app/tags/list") => Some(Reply::not_found()),
+        ("GET" | "HEAD", p) if p.contains("/manifests/") || p.contains("/blobs/sha256:") => {
+            Some(Reply::not_found())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn put_refuses_an_endless_upload_error_body_at_its_cap() {
+    let server = start(|r| {
+        empty_registry(r).unwrap_or_else(|| match r.path.contains("/blobs/uploads/") {
+            true => Reply::endless(500, "application/json", &[b' '; 64 * 1024]),
+            false => Reply::not_found(),
+        })
+    });
+    let run = put(&registry(&server), OCI);
+    assert_refused(&run, "oci/hostile", 5, "SMALL_ANSWER_MAX");
+}
+
+#[test]
+fn put_refuses_an_endless_push_token_answer_at_its_cap() {
+    let server = start(move |r| match r.path.as_str() {
+        p if p.starts_with("/v2/") && r.header("authorization").is_none() => Reply::Full {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="http://{}/token",service="hostile""#,
+                    r.header("host").unwrap_or("127.0.0.1")
+                ),
+            )],
+            body: Vec::new(),
+        },
+        // A pull token is handed out; the token answer for the push scope never ends.
+        p if p.starts_with("/token") && p.contains("push") => {
+            Reply::endless(200, "application/json", &[b' '; 64 * 1024])
+        }
+        p if p.starts_with("/token") => Reply::ok("application/json", r#"{"token":"pull-only"}"#),
+        _ => empty_registry(r).unwrap_or_else(Reply::not_found),
+    });
+    let h = home_with(
+        "oci",
+        &[
+            format!("registry={}", server.host()),
+            "repository=team".into(),
+            "username=publisher".into(),
+            "password=hostile-pw".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    );
+    let run = put(&h, OCI);
+    assert_refused(&run, "oci/hostile", 5, "REGISTRY_TOKEN_MAX");
+    assert!(
+        server.requests().iter().any(|r| r.path.contains("push")),
+        "the push scope was never asked for"
+    );
+}
+
+#[test]
+fn a_put_sends_no_credentials_to_an_upload_location_on_another_origin() {
+    let server = start(move |r| {
+        empty_registry(r).unwrap_or_else(|| match (r.method.as_str(), r.path.as_str()) {
+            // The upload goes to `localhost`: the same server, another origin.
+            ("POST", p) if p.contains("/blobs/uploads/") => {
+                let port = r.header("host").and_then(|h| h.rsplit(':').next()).unwrap();
+                Reply::Full {
+                    status: 202,
+                    headers: vec![(
+                        "Location".into(),
+                        format!("http://localhost:{port}/elsewhere/upload"),
+                    )],
+                    body: Vec::new(),
+                }
+            }
+            ("PUT", p) if p.starts_with("/elsewhere/") || p.contains("/manifests/") => {
+                Reply::Full {
+                    status: 201,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                }
+            }
+            _ => Reply::not_found(),
+        })
+    });
+    let h = home_with(
+        "oci",
+        &[
+            format!("registry={}", server.host()),
+            "repository=team".into(),
+            "username=publisher".into(),
+            "password=hostile-pw".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    );
+    let run = put(&h, OCI);
+    assert!(!run.stderr.contains("hostile-pw"), "{}", run.stderr);
+    let requests = server.requests();
+    let elsewhere: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/elsewhere/"))
+        .collect();
+    assert!(
+        !elsewhere.is_empty(),
+        "no upload reached the other origin: {}",
+        run.stderr
+    );
+    assert!(
+        elsewhere
+            .iter()
+            .all(|r| r.header("authorization").is_none()),
+        "credentials went to another origin"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.contains("/blobs/uploads/") && r.header("authorization").is_some()),
+        "the registry's own origin got no credentials"
     );
 }
 

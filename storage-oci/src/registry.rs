@@ -1,12 +1,13 @@
-//! The registry client: oci-client for manifests, blobs and tags (it answers Basic and
-//! Bearer-token challenges), a plain request for manifest deletes (which oci-client lacks;
-//! it answers a Bearer challenge for the delete scope itself),
-//! credentials from the block or `~/.docker/config.json`, and registry errors mapped to
-//! ours, scrubbed of secrets.
+//! The registry client: plain requests of the distribution API for manifests, blobs, tags,
+//! uploads and deletes (oci-client gives the manifest types), answering Basic and
+//! Bearer-token challenges for the pull, push and delete scopes itself; credentials from the
+//! block or `~/.docker/config.json`, and registry errors mapped to ours, scrubbed of secrets.
 //!
 //! What a registry sends is bounded: a manifest is read (by a plain GET with the client's
 //! credentials) up to `REGISTRY_MANIFEST_MAX`, a blob never past its descriptor's size
-//! ([`Registry::blob_sized`]) or, without one, `REGISTRY_BLOB_MAX`. Every try of a request
+//! ([`Registry::blob_sized`]) or, without one, `REGISTRY_BLOB_MAX`; a token answer up to
+//! `REGISTRY_TOKEN_MAX`, any other answer (an upload's, an error's) up to `SMALL_ANSWER_MAX`.
+//! An upload location on another origin gets no credentials. Every try of a request
 //! ends within the block's `timeout` (a blob's within `transfer_deadline` of its size), and
 //! a request with its retries within [`Registry::total_bound`]: twice its deadline plus the
 //! pauses between tries ([`RETRY_PAUSES`]).
@@ -22,11 +23,9 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http_auth::parser::ChallengeParser;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::Reference;
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use storage_core::bounds::{
     Cap, REGISTRY_BLOB_MAX, REGISTRY_MANIFEST_MAX, REGISTRY_TAG_LIST_MAX, REGISTRY_TOKEN_MAX,
@@ -45,17 +44,37 @@ pub const RETRY_PAUSES: Duration = Duration::from_millis(1300);
 /// Tags asked for per page of a tag list.
 const TAG_PAGE: usize = 1000;
 
-/// How long the credentials of a pull (a token from the realm) are reused: well within the
+/// How long the credentials of a pull or a push (a token from the realm) are reused: well within the
 /// lifetime registries give their tokens (five minutes for the distribution registry's token
 /// services and Docker Hub's).
 const AUTHZ_REUSE: Duration = Duration::from_secs(60);
 
-/// The credentials one request sends (see [`Registry::pull_authz`]).
+/// The credentials one request sends (see [`Registry::authz`]).
 #[derive(Clone)]
 enum Authz {
     /// The block's Basic credentials, if it has any (none for an anonymous block).
     Basic,
     Bearer(String),
+}
+
+/// The credentials had for each repository and scope, and when.
+type AuthzCache = HashMap<(String, Scope), (Instant, Authz)>;
+
+/// What a request of a repository needs the right to do.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Scope {
+    Pull,
+    Push,
+}
+
+impl Scope {
+    /// The actions of a token's `repository:NAME:ACTIONS` scope.
+    fn actions(self) -> &'static str {
+        match self {
+            Scope::Pull => "pull",
+            Scope::Push => "pull,push",
+        }
+    }
 }
 
 /// One blob to read ([`Registry::blob_bounded`]).
@@ -72,7 +91,6 @@ struct Blob<'a> {
 /// A registry, with the credentials every request uses.
 #[derive(Clone)]
 pub struct Registry {
-    client: Client,
     http: reqwest::Client,
     host: String,
     scheme: &'static str,
@@ -80,8 +98,9 @@ pub struct Registry {
     secrets: Vec<String>,
     /// How long one try of a request may take, first byte to last.
     timeout: Duration,
-    /// The pull credentials of each repository, and when they were had.
-    pulls: Arc<Mutex<HashMap<String, (Instant, Authz)>>>,
+    /// The credentials of each repository and scope (pull, or pull and push), and when they
+    /// were had.
+    pulls: Arc<Mutex<AuthzCache>>,
 }
 
 /// What a ranged read of a blob got.
@@ -112,27 +131,12 @@ impl Registry {
             RegistryAuth::Bearer(t) => vec![t.clone()],
             RegistryAuth::Anonymous => Vec::new(),
         };
-        let config = ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            // Frames are at most a few MiB: one PUT each beats a chunked session.
-            use_monolithic_push: true,
-            connect_timeout: Some(timeout),
-            read_timeout: Some(timeout),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(config)
-            .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Backend(format!("building the registry client: {e}")))?;
         Ok(Registry {
-            client,
             http,
             host: host.to_string(),
             scheme: if plain_http { "http" } else { "https" },
@@ -163,52 +167,6 @@ impl Registry {
 
     fn by_digest(&self, repo: &str, digest: &str) -> Reference {
         Reference::with_digest(self.host.clone(), repo.to_string(), digest.to_string())
-    }
-
-    /// Our error for a registry error, its text scrubbed.
-    pub fn fail(&self, e: OciDistributionError) -> Error {
-        let text = scrub(&e.to_string(), &self.secrets).replace('\n', " ");
-        match &e {
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => {
-                Error::Auth(format!("the registry refused the credentials: {text}"))
-            }
-            OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound(text),
-            OciDistributionError::RequestError(r)
-                if r.status()
-                    .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) =>
-            {
-                Error::Auth(format!("the registry denied access: {text}"))
-            }
-            OciDistributionError::DigestError(_) => Error::Integrity(format!(
-                "a blob does not match its digest: the registry holds a corrupt copy ({text})"
-            )),
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let code = envelope.errors.first().map(|e| &e.code);
-                match code {
-                    Some(
-                        OciErrorCode::NameUnknown
-                        | OciErrorCode::ManifestUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound,
-                    ) => Error::NotFound(text),
-                    Some(OciErrorCode::Unauthorized | OciErrorCode::Denied) => {
-                        Error::Auth(format!("the registry denied access: {text}"))
-                    }
-                    Some(OciErrorCode::NameInvalid | OciErrorCode::TagInvalid) => {
-                        Error::Usage(text)
-                    }
-                    Some(OciErrorCode::Unsupported) => Error::Unsupported(text),
-                    _ => Error::Backend(text),
-                }
-            }
-            OciDistributionError::ServerError { code, .. } => match code {
-                401 | 403 => Error::Auth(format!("the registry denied access: {text}")),
-                404 => Error::NotFound(text),
-                _ => Error::Backend(text),
-            },
-            _ => Error::Backend(format!("registry request failed: {text}")),
-        }
     }
 
     /// [`Registry::retried_within`] with every try bounded by the block's `timeout`.
@@ -262,10 +220,9 @@ impl Registry {
             .when(|e| match e {
                 _ if timeouts.load(Ordering::Relaxed) >= TIMED_OUT_TRIES => false,
                 Error::Backend(_) => true,
-                // oci-client learns how to authenticate from the registry's answer to
-                // `GET /v2/`; when that answer was a 5xx it sends the request without
-                // credentials, and the 401 says nothing about them: ask again. (A wrong
-                // password is reported about a second later than it could be.)
+                // A token had for an earlier try may have expired, or the challenge was
+                // answered while the registry failed: ask again, with new credentials. (A
+                // wrong password is reported about a second later than it could be.)
                 Error::Auth(_) => !self.anonymous(),
                 _ => false,
             })
@@ -374,19 +331,26 @@ impl Registry {
     /// oci-client would read the token service's answer whole.
     /// Reused for [`AUTHZ_REUSE`], forgotten when refused ([`Registry::refused`]).
     async fn pull_authz(&self, repo: &str) -> Result<Authz> {
+        self.authz(repo, Scope::Pull).await
+    }
+
+    /// The credentials of a request of `repo` that needs `scope`, as
+    /// [`pull_authz`](Self::pull_authz) has them for a pull.
+    async fn authz(&self, repo: &str, scope: Scope) -> Result<Authz> {
         if let RegistryAuth::Bearer(token) = &self.auth {
             return Ok(Authz::Bearer(token.clone()));
         }
+        let key = (repo.to_string(), scope);
         let known = self.pulls.lock().ok().and_then(|pulls| {
-            let (at, authz) = pulls.get(repo)?;
+            let (at, authz) = pulls.get(&key)?;
             (at.elapsed() < AUTHZ_REUSE).then(|| authz.clone())
         });
         if let Some(authz) = known {
             return Ok(authz);
         }
-        let authz = self.new_pull_authz(repo).await?;
+        let authz = self.new_authz(repo, scope).await?;
         if let Ok(mut pulls) = self.pulls.lock() {
-            pulls.insert(repo.to_string(), (Instant::now(), authz.clone()));
+            pulls.insert(key, (Instant::now(), authz.clone()));
         }
         Ok(authz)
     }
@@ -397,12 +361,12 @@ impl Registry {
         if matches!(result, Err(Error::Auth(_)))
             && let Ok(mut pulls) = self.pulls.lock()
         {
-            pulls.remove(repo);
+            pulls.retain(|(r, _), _| r != repo);
         }
         result
     }
 
-    async fn new_pull_authz(&self, repo: &str) -> Result<Authz> {
+    async fn new_authz(&self, repo: &str, scope: Scope) -> Result<Authz> {
         let url = format!("{}://{}/v2/", self.scheme, self.host);
         // Only the status and the challenge count: the body is never read.
         let response = self
@@ -421,7 +385,10 @@ impl Registry {
         match bearer_challenge(response.headers()) {
             Some(mut challenge) => {
                 challenge.retain(|(name, _)| name != "scope");
-                challenge.push(("scope".into(), format!("repository:{repo}:pull")));
+                challenge.push((
+                    "scope".into(),
+                    format!("repository:{repo}:{}", scope.actions()),
+                ));
                 Ok(Authz::Bearer(self.token_for(&challenge).await?))
             }
             None => Ok(Authz::Basic),
@@ -716,35 +683,88 @@ impl Registry {
         Ok(body)
     }
 
+    /// Whether `repo` holds the blob `digest`: a HEAD request, whose answer has no body.
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
-        let image = self.by_digest(repo, digest);
-        self.client
-            .store_auth_if_needed(image.resolve_registry(), &self.auth)
-            .await;
-        self.retried(&format!("looking for the blob {digest}"), || async {
-            self.client
-                .blob_exists(&image, digest)
-                .await
-                .map_err(|e| self.fail(e))
+        let what = format!("the blob {digest} of {repo}");
+        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
+        self.retried(&format!("looking for {what}"), || async {
+            let once = async {
+                let authz = self.authz(repo, Scope::Push).await?;
+                let response = self
+                    .authorized(self.http.head(&url), &authz)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_failed(e))?;
+                match response.status().as_u16() {
+                    200 => Ok(true),
+                    404 => Ok(false),
+                    status => Err(self.status_error(status, &format!("looking for {what}"))),
+                }
+            };
+            self.refused(repo, once.await)
         })
         .await
     }
 
+    /// Uploads `data` as the blob `digest` of `repo`, monolithically: a POST opens the upload
+    /// and a PUT of the whole body to the location it names closes it (packs are at most
+    /// `PACK_MAX`: one PUT each beats a chunked session). The whole upload ends within
+    /// `transfer_deadline` of its size.
     pub async fn push_blob(&self, repo: &str, data: Bytes, digest: &str) -> Result<()> {
-        let image = self.by_digest(repo, digest);
-        self.client
-            .store_auth_if_needed(image.resolve_registry(), &self.auth)
-            .await;
-        // An upload's deadline grows with its size, as a download's does.
+        let what = format!("the blob {digest} of {repo}");
         let deadline = transfer_deadline(self.timeout, data.len() as u64);
-        self.retried_within(&format!("writing the blob {digest}"), deadline, || async {
-            self.client
-                .push_blob(&image, data.clone(), digest)
-                .await
-                .map_err(|e| self.fail(e))
+        self.retried_within(&format!("writing {what}"), deadline, || async {
+            self.refused(repo, self.push_blob_once(repo, &data, digest, &what).await)
         })
-        .await?;
-        Ok(())
+        .await
+    }
+
+    async fn push_blob_once(
+        &self,
+        repo: &str,
+        data: &Bytes,
+        digest: &str,
+        what: &str,
+    ) -> Result<()> {
+        let authz = self.authz(repo, Scope::Push).await?;
+        let start = format!("{}://{}/v2/{repo}/blobs/uploads/", self.scheme, self.host);
+        let request = self
+            .http
+            .post(&start)
+            .header(reqwest::header::CONTENT_LENGTH, 0);
+        let response = self
+            .authorized(request, &authz)
+            .send()
+            .await
+            .map_err(|e| self.request_failed(e))?;
+        let opening = format!("opening the upload of {what}");
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.expect_status(response, 202, &opening).await?;
+        let location = location.ok_or_else(|| {
+            Error::Backend(format!("{opening}: the registry named no upload location"))
+        })?;
+        let base = reqwest::Url::parse(&start).map_err(|e| Error::Backend(e.to_string()))?;
+        let mut url = base.join(&location).map_err(|e| {
+            Error::Backend(format!("{opening}: the upload location is no URL ({e})"))
+        })?;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let request = self
+            .http
+            .put(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data.clone());
+        // Credentials go to the registry's own origin only.
+        let request = match url.origin() == base.origin() {
+            true => self.authorized(request, &authz),
+            false => request,
+        };
+        let response = request.send().await.map_err(|e| self.request_failed(e))?;
+        self.expect_status(response, 201, &format!("writing {what}"))
+            .await
     }
 
     /// Stores a manifest's exact bytes under `tag` (moving a tag keeps the digest).
@@ -755,23 +775,65 @@ impl Registry {
         body: Vec<u8>,
     ) -> Result<String> {
         let digest = digest_of(&body);
-        let image = self.tagged(repo, tag);
-        self.client
-            .store_auth_if_needed(image.resolve_registry(), &self.auth)
-            .await;
+        let what = format!("writing the manifest {repo}:{tag}");
+        let url = format!("{}://{}/v2/{repo}/manifests/{tag}", self.scheme, self.host);
         let body = Bytes::from(body);
-        self.retried(&format!("writing the manifest {repo}:{tag}"), || async {
-            self.client
-                .push_manifest_raw(
-                    &image,
-                    body.clone(),
-                    OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header"),
-                )
-                .await
-                .map_err(|e| self.fail(e))
+        self.retried(&what, || async {
+            let once = async {
+                let authz = self.authz(repo, Scope::Push).await?;
+                let request = self
+                    .http
+                    .put(&url)
+                    .header(reqwest::header::CONTENT_TYPE, OCI_IMAGE_MEDIA_TYPE)
+                    .body(body.clone());
+                let response = self
+                    .authorized(request, &authz)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_failed(e))?;
+                self.expect_status(response, 201, &what).await
+            };
+            self.refused(repo, once.await)
         })
         .await?;
         Ok(digest)
+    }
+
+    /// Checks that `response` is a success (`expected`, or another 2xx), its body left
+    /// unread; any other answer is our error for it (401 and 403 refused credentials, the
+    /// rest a backend error, tried again), its body read up to [`SMALL_ANSWER_MAX`].
+    async fn expect_status(
+        &self,
+        response: reqwest::Response,
+        expected: u16,
+        what: &str,
+    ) -> Result<()> {
+        let status = response.status().as_u16();
+        if status == expected || (200..300).contains(&status) {
+            return Ok(());
+        }
+        let body = read_capped(
+            body_of(response).map_err(|e| self.request_failed(e)),
+            SMALL_ANSWER_MAX,
+            &format!("the HTTP {status} answer to {what}"),
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&body);
+        Err(match status {
+            401 | 403 => Error::Auth(format!("the registry denied access {what} (HTTP {status})")),
+            _ => Error::Backend(format!(
+                "the registry answered HTTP {status} to {what}: {}",
+                scrub(text.trim(), &self.secrets).replace('\n', " ")
+            )),
+        })
+    }
+
+    /// Our error for an answer of `status` without a body (to a HEAD request).
+    fn status_error(&self, status: u16, what: &str) -> Error {
+        match status {
+            401 | 403 => Error::Auth(format!("the registry denied access {what} (HTTP {status})")),
+            _ => Error::Backend(format!("the registry answered HTTP {status} to {what}")),
+        }
     }
 
     /// Deletes the manifest at `digest` (and every tag on it). Registries that do not allow
