@@ -172,6 +172,15 @@ impl std::fmt::Debug for Trust {
 }
 
 impl Trust {
+    /// Where this agent remembers the newest HEAD it accepted per block and path:
+    /// `seen_heads`, else `$BLOCKCTL_HOME/trust`.
+    pub fn seen(&self) -> crate::signing::SeenHeads {
+        match &self.seen_heads {
+            Some(dir) => crate::signing::SeenHeads::open(dir),
+            None => crate::signing::SeenHeads::default_location(),
+        }
+    }
+
     /// Whether the block neither signs nor requires signatures.
     pub fn is_empty(&self) -> bool {
         self.signing_key.is_none() && self.trusted_keys.is_none()

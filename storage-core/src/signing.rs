@@ -441,6 +441,14 @@ pub struct SignedHead {
     pub signature: String,
 }
 
+/// The sequence number of the next signed HEAD after one numbered `previous` (`None`: no
+/// signed HEAD before): one more, and at least the time in milliseconds, so the number keeps
+/// growing even after a writer without the key replaced HEAD (and its number) in between.
+pub fn next_seq(previous: Option<u64>) -> u64 {
+    let now = crate::package::store::unix_millis().max(0) as u64;
+    (previous.unwrap_or(0) + 1).max(now)
+}
+
 /// How long a signed HEAD stays valid when `put --valid-for` is not given.
 pub const DEFAULT_VALID_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 

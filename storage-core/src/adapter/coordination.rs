@@ -6,6 +6,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
+use crate::package::store::unix_millis;
 
 /// Where frames live, shared by every version at a path.
 pub(super) const FRAMES: &str = ".blocks/frames";
@@ -149,11 +150,4 @@ fn unique_name() -> String {
         .unwrap_or_default()
         .as_nanos();
     hex::encode(&sha2::Sha256::digest(format!("{}-{t}-{n}", std::process::id()))[..12])
-}
-
-pub(super) fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }

@@ -11,9 +11,9 @@
 
 use std::collections::HashSet;
 
-use super::coordination::{GC_MARKS, INTENT_LIFETIME, INTENTS, unix_millis};
+use super::coordination::{GC_MARKS, INTENT_LIFETIME, INTENTS};
 use super::*;
-use crate::package::store::recently_current;
+use crate::package::store::{recently_current, unix_millis};
 
 impl ObjectStoreBlock {
     /// Drops versions beyond the `keep` newest (never the current one), then the frames and

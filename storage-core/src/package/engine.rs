@@ -79,9 +79,7 @@ impl PackageEngine {
 
     /// The engine of a block with trust settings: puts sign, reads check.
     pub fn with_trust(mut self, trust: Arc<Trust>) -> Self {
-        if let Some(dir) = &trust.seen_heads {
-            self.seen = Arc::new(SeenHeads::open(dir));
-        }
+        self.seen = Arc::new(trust.seen());
         self.trust = trust;
         self
     }

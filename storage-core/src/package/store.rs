@@ -239,10 +239,7 @@ pub fn recently_current(
     let Some(window) = window else {
         return HashSet::new();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let start = now.saturating_sub(window.as_millis() as i64);
+    let start = unix_millis().saturating_sub(window.as_millis() as i64);
     let before = history.iter().rev().find(|(when, _)| *when < start);
     history
         .iter()
@@ -250,4 +247,11 @@ pub fn recently_current(
         .chain(before)
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+/// Now, in Unix milliseconds: the time of HEAD notes and histories, intents and markers.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -15,6 +15,7 @@ use crate::package::manifest::{HeadRecord, PackageManifest, short};
 use crate::package::store::{HeadPrecondition, HeadTag, Swap};
 use crate::signing::{
     DEFAULT_VALID_FOR, SignedHead, Signer, TrustedKeys, check_manifest_comment, manifest_comment,
+    next_seq,
 };
 use crate::slug::BlockPath;
 
@@ -157,9 +158,7 @@ impl PackageEngine {
                     None => HeadPrecondition::Absent,
                 };
             }
-            // At least the time in milliseconds: the number keeps growing even after a
-            // writer without the key replaced HEAD (and its number) in between.
-            let seq = (read.as_ref().and_then(|(h, _)| h.seq).unwrap_or(0) + 1).max(unix_millis());
+            let seq = next_seq(read.as_ref().and_then(|(h, _)| h.seq));
             let head = SignedHead::sign(
                 signer,
                 version,
@@ -256,10 +255,4 @@ pub(super) fn precondition_for(
             )))
         }
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

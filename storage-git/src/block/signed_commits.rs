@@ -14,7 +14,7 @@
 use std::time::SystemTime;
 
 use git2::{Oid, Repository};
-use storage_core::signing::{DEFAULT_VALID_FOR, SeenHeads, SignedHead, Signer};
+use storage_core::signing::{DEFAULT_VALID_FOR, SignedHead, Signer, next_seq};
 use storage_core::{Error, Result};
 
 use super::{Inner, commit_tree};
@@ -45,9 +45,7 @@ impl Inner {
             Some(b) => head_of(&repo.find_commit(b).local("reading a commit")?),
             None => None,
         };
-        // At least the time in milliseconds, as on the other backends: the number keeps
-        // growing after commits by writers without the key.
-        let seq = (before.map_or(0, |h| h.seq) + 1).max(unix_millis());
+        let seq = next_seq(before.map(|h| h.seq));
         let head = SignedHead::sign(
             signer,
             &root.to_string(),
@@ -110,17 +108,15 @@ impl Inner {
             ));
         }
         if !named {
-            let seen = match &trust.seen_heads {
-                Some(dir) => SeenHeads::open(dir),
-                None => SeenHeads::default_location(),
-            };
-            seen.accept(
-                &storage_core::block::slug_of(&self.label, &storage_core::BlockPath::root()),
-                &format!("git:{}", self.reference),
-                head.seq,
-                allow_rollback,
-            )
-            .map_err(unwrap)?;
+            trust
+                .seen()
+                .accept(
+                    &storage_core::block::slug_of(&self.label, &storage_core::BlockPath::root()),
+                    &format!("git:{}", self.reference),
+                    head.seq,
+                    allow_rollback,
+                )
+                .map_err(unwrap)?;
         }
         Ok(())
     }
@@ -135,10 +131,4 @@ fn head_of(commit: &git2::Commit<'_>) -> Option<SignedHead> {
         .rev()
         .find_map(|l| l.strip_prefix(HEAD_TRAILER))
         .and_then(|json| serde_json::from_str(json).ok())
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
