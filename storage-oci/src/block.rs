@@ -311,22 +311,12 @@ impl OciBlock {
         Err(named(Error::NotFound("nothing is stored there".into())))
     }
 
-    /// The HEAD swaps `current` in `repo` remembers, oldest first.
-    async fn inner_head_history(&self, repo: &str) -> Result<Vec<(i64, String)>> {
-        Ok(self
-            .current(repo)
-            .await?
-            .map(|c| artifact::history_of(&c.image))
-            .unwrap_or_default())
-    }
-
     /// What `rollback` goes back to by default: the version `current` pointed at before the
     /// current one, from the history it carries, when that version is still listed; else
     /// (`current` written before the history was kept) the newest version created before
     /// the current one.
     async fn previous_version(&self, repo: &str, current: Option<&str>) -> Result<String> {
-        let versions = self.versions(repo).await?;
-        let history = self.inner_head_history(repo).await?;
+        let (versions, history) = self.versions_and_history(repo).await?;
         let listed = |v: &str| versions.iter().any(|l| l.version == v);
         if let Some((_, before)) = history
             .iter()
@@ -431,14 +421,27 @@ impl OciBlock {
 
     /// Every version of `repo` with its manifest's facts, newest first.
     async fn versions(&self, repo: &str) -> Result<Vec<VersionInfo>> {
+        Ok(self.versions_and_history(repo).await?.0)
+    }
+
+    /// [`versions`](Self::versions), and the HEAD swaps `current` remembers (oldest first),
+    /// from the one read of `current`.
+    async fn versions_and_history(
+        &self,
+        repo: &str,
+    ) -> Result<(Vec<VersionInfo>, Vec<(i64, String)>)> {
         let found = self.current(repo).await?;
-        // Since when the current version is: its last swap in the history `current` keeps.
+        let history = found
+            .as_ref()
+            .map(|c| artifact::history_of(&c.image))
+            .unwrap_or_default();
+        // Since when the current version is: its last swap in that history.
         let since = found.as_ref().and_then(|c| {
-            artifact::history_of(&c.image)
-                .into_iter()
+            history
+                .iter()
                 .rev()
                 .find(|(_, v)| *v == c.version)
-                .map(|(when, _)| rfc3339_millis(when))
+                .map(|(when, _)| rfc3339_millis(*when))
         });
         let current = found.map(|c| c.version);
         let tags = self.version_tags(repo).await?;
@@ -488,7 +491,7 @@ impl OciBlock {
                 .cmp(&a.created)
                 .then_with(|| a.version.cmp(&b.version))
         });
-        Ok(out)
+        Ok((out, history))
     }
 }
 
@@ -654,20 +657,14 @@ impl StorageBlock for OciBlock {
     async fn gc(&self, at: &BlockPath, opts: &GcOptions) -> Result<GcReport> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        let versions = self.versions(&repo).await.map_err(&named)?;
+        let (versions, history) = self.versions_and_history(&repo).await.map_err(&named)?;
         if versions.is_empty() {
             return Err(named(Error::NotFound(
                 "no versions are stored there".into(),
             )));
         }
         // Every version `current` pointed at within `--keep-within`, by the history it keeps.
-        let recent = match opts.keep_within {
-            None => Default::default(),
-            Some(_) => {
-                let history = self.inner_head_history(&repo).await.map_err(&named)?;
-                recently_current(&history, opts.keep_within)
-            }
-        };
+        let recent = recently_current(&history, opts.keep_within);
         let mut report = GcReport::default();
         for (i, v) in versions.into_iter().enumerate() {
             if v.current || i < opts.keep || recent.contains(&v.version) {

@@ -618,6 +618,23 @@ impl Registry {
     /// The size of a blob, from the registry's answer to a HEAD of it; `None` when the
     /// registry does not hold it.
     pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        match self.head_blob(repo, digest).await? {
+            None => Ok(None),
+            Some(Some(size)) => Ok(Some(size)),
+            Some(None) => Err(Error::Integrity(format!(
+                "the blob {digest} of {repo}: the registry gives no size"
+            ))),
+        }
+    }
+
+    /// Whether `repo` holds the blob `digest`.
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+        Ok(self.head_blob(repo, digest).await?.is_some())
+    }
+
+    /// A HEAD of the blob `digest`: `None` when the registry does not hold it, else the
+    /// size its `Content-Length` gives, if any (the answer to a HEAD has no body to read).
+    async fn head_blob(&self, repo: &str, digest: &str) -> Result<Option<Option<u64>>> {
         let what = format!("the blob {digest} of {repo}");
         let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
         self.retried(&format!("looking for {what}"), || async {
@@ -629,17 +646,9 @@ impl Registry {
                     .await
                     .map_err(|e| self.request_failed(e))?;
                 match response.status().as_u16() {
-                    // From the header: the body of an answer to HEAD is empty.
-                    200 => content_length(&response).map(Some).ok_or_else(|| {
-                        Error::Integrity(format!("{what}: the registry gives no size"))
-                    }),
+                    200 => Ok(Some(content_length(&response))),
                     404 => Ok(None),
-                    status @ (401 | 403) => Err(Error::Auth(format!(
-                        "the registry denied access to {what} (HTTP {status})"
-                    ))),
-                    status => Err(Error::Backend(format!(
-                        "the registry answered HTTP {status} to looking for {what}"
-                    ))),
+                    status => Err(self.status_error(status, &what)),
                 }
             }
             .await;
@@ -681,29 +690,6 @@ impl Registry {
             )));
         }
         Ok(body)
-    }
-
-    /// Whether `repo` holds the blob `digest`: a HEAD request, whose answer has no body.
-    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
-        let what = format!("the blob {digest} of {repo}");
-        let url = format!("{}://{}/v2/{repo}/blobs/{digest}", self.scheme, self.host);
-        self.retried(&format!("looking for {what}"), || async {
-            let once = async {
-                let authz = self.authz(repo, Scope::Push).await?;
-                let response = self
-                    .authorized(self.http.head(&url), &authz)
-                    .send()
-                    .await
-                    .map_err(|e| self.request_failed(e))?;
-                match response.status().as_u16() {
-                    200 => Ok(true),
-                    404 => Ok(false),
-                    status => Err(self.status_error(status, &format!("looking for {what}"))),
-                }
-            };
-            self.refused(repo, once.await)
-        })
-        .await
     }
 
     /// Uploads `data` as the blob `digest` of `repo`, monolithically: a POST opens the upload
@@ -828,11 +814,15 @@ impl Registry {
         })
     }
 
-    /// Our error for an answer of `status` without a body (to a HEAD request).
+    /// Our error for an answer of `status`, without a body, to a HEAD of `what`.
     fn status_error(&self, status: u16, what: &str) -> Error {
         match status {
-            401 | 403 => Error::Auth(format!("the registry denied access {what} (HTTP {status})")),
-            _ => Error::Backend(format!("the registry answered HTTP {status} to {what}")),
+            401 | 403 => Error::Auth(format!(
+                "the registry denied access to {what} (HTTP {status})"
+            )),
+            _ => Error::Backend(format!(
+                "the registry answered HTTP {status} to looking for {what}"
+            )),
         }
     }
 

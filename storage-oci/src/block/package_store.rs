@@ -14,12 +14,28 @@ use storage_core::package::manifest::{HeadRecord, PACKS_FORMAT};
 use storage_core::package::packs::PACK_MAX;
 use storage_core::package::store::{
     ByteStream, HeadPrecondition, HeadTag, ObjectName, PackageStore, StoredManifest, Swap,
+    unix_millis,
 };
 
 use super::*;
 use crate::registry::Ranged;
 
 impl OciBlock {
+    /// The image manifest of `version`: the one a get just located (taken, so it is read
+    /// once), else read from the registry.
+    async fn located_image(&self, repo: &str, version: &str) -> Result<Image> {
+        let located = self
+            .inner
+            .located
+            .lock()
+            .expect("located slot")
+            .remove(&(repo.to_string(), version.to_string()));
+        match located {
+            Some(image) => Ok(image),
+            None => Ok(self.version_artifact(repo, version).await?.image),
+        }
+    }
+
     /// The digest of an object a registry can hold: packs and frames.
     fn digest(&self, at: &BlockPath, name: &ObjectName) -> Result<String> {
         match name {
@@ -144,31 +160,24 @@ impl PackageStore for OciBlock {
     async fn head_history(&self, at: &BlockPath) -> Result<Vec<(i64, String)>> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        self.inner_head_history(&repo).await.map_err(&named)
+        Ok(self
+            .current(&repo)
+            .await
+            .map_err(&named)?
+            .map(|c| artifact::history_of(&c.image))
+            .unwrap_or_default())
     }
 
     async fn read_manifest(&self, at: &BlockPath, version: &str) -> Result<PackageManifest> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        let located = self
-            .inner
-            .located
-            .lock()
-            .expect("located slot")
-            .remove(&(repo.clone(), version.to_string()));
-        if let Some(image) = located {
-            let found = Artifact {
-                repo,
-                version: version.to_string(),
-                image,
-                digest: String::new(),
-            };
-            return self.manifest_of(&found).await.map_err(&named);
-        }
-        let found = self
-            .version_artifact(&repo, version)
-            .await
-            .map_err(&named)?;
+        let image = self.located_image(&repo, version).await.map_err(&named)?;
+        let found = Artifact {
+            repo,
+            version: version.to_string(),
+            image,
+            digest: String::new(),
+        };
         self.manifest_of(&found).await.map_err(&named)
     }
 
@@ -179,21 +188,7 @@ impl PackageStore for OciBlock {
     async fn read_manifest_signed(&self, at: &BlockPath, version: &str) -> Result<StoredManifest> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
-        let located = self
-            .inner
-            .located
-            .lock()
-            .expect("located slot")
-            .remove(&(repo.clone(), version.to_string()));
-        let image = match located {
-            Some(image) => image,
-            None => {
-                self.version_artifact(&repo, version)
-                    .await
-                    .map_err(&named)?
-                    .image
-            }
-        };
+        let image = self.located_image(&repo, version).await.map_err(&named)?;
         let bytes = artifact::read_config(self.registry(), &repo, &image, version)
             .await
             .map_err(&named)?;
@@ -482,10 +477,4 @@ pub(super) fn head_record(found: &Artifact) -> HeadRecord {
 /// A stream of one chunk.
 fn once(data: Bytes) -> ByteStream {
     stream::once(async move { Ok(data) }).boxed()
-}
-
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
