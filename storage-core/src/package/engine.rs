@@ -675,58 +675,44 @@ impl PackageEngine {
         let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
-        if selection.is_none()
+        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+        let done = if selection.is_none()
             && self.store.ranged_reads()
             && let Some(plan) = large_files::plan(&manifest, subtree)
         {
-            let previous =
-                (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
-            let done = self
-                .get_large(
-                    at, manifest, plan, subtree, staging, previous, &cache, &counts, opts,
-                )
+            self.get_large(
+                at, manifest, plan, subtree, staging, previous, &cache, &counts, opts,
+            )
+            .await?
+        } else {
+            let stream = self
+                .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
                 .await?;
-            tokio::task::spawn_blocking(move || cache.trim()).await?;
-            emit(&opts.progress, ProgressEvent::Done);
-            return Ok(GetReport {
-                version: Some(version.to_string()),
-                layout: Layout::Package,
-                files: done.files,
-                bytes: done.bytes,
-                downloaded_bytes: counts.downloaded_bytes.load(Ordering::Relaxed),
-                frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
-                frames_cached: counts.cached.load(Ordering::Relaxed),
-                files_linked: done.linked,
-            });
-        }
-        let stream = self
-            .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
-            .await?;
-        let (reader, failure) =
-            StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
-        let staging = staging.to_path_buf();
-        let subtree = subtree.to_string();
-        let secrets = self.store.secrets().to_vec();
-        let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
-        let done = tokio::task::spawn_blocking(move || {
-            let reader: Box<dyn Read + Send> = Box::new(reader);
-            let result = match selection {
-                None => unpack_verified_over(
-                    reader,
-                    &manifest,
-                    &staging,
-                    &subtree,
-                    previous.as_deref(),
-                    |_| {},
-                ),
-                Some(s) => unpack_selection(reader, s, &manifest, &staging, &subtree, previous),
-            };
-            match (result, failure.lock().expect("failure slot").take()) {
-                (Err(_), Some(transfer)) => Err(transfer.scrubbed(&secrets).context(&slug)),
-                (r, _) => r.map_err(|e| e.context(&slug)),
-            }
-        })
-        .await??;
+            let (reader, failure) =
+                StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
+            let staging = staging.to_path_buf();
+            let subtree = subtree.to_string();
+            let secrets = self.store.secrets().to_vec();
+            tokio::task::spawn_blocking(move || {
+                let reader: Box<dyn Read + Send> = Box::new(reader);
+                let result = match selection {
+                    None => unpack_verified_over(
+                        reader,
+                        &manifest,
+                        &staging,
+                        &subtree,
+                        previous.as_deref(),
+                        |_| {},
+                    ),
+                    Some(s) => unpack_selection(reader, s, &manifest, &staging, &subtree, previous),
+                };
+                match (result, failure.lock().expect("failure slot").take()) {
+                    (Err(_), Some(transfer)) => Err(transfer.scrubbed(&secrets).context(&slug)),
+                    (r, _) => r.map_err(|e| e.context(&slug)),
+                }
+            })
+            .await??
+        };
         tokio::task::spawn_blocking(move || cache.trim()).await?;
         emit(&opts.progress, ProgressEvent::Done);
         Ok(GetReport {
