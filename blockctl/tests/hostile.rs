@@ -507,6 +507,20 @@ fn registry(server: &HostileHttp) -> Home {
     )
 }
 
+/// [`registry`] with a user name and the password `hostile-pw`.
+fn registry_with_login(server: &HostileHttp) -> Home {
+    home_with(
+        "oci",
+        &[
+            format!("registry={}", server.host()),
+            "repository=team".into(),
+            "username=publisher".into(),
+            "password=hostile-pw".into(),
+            format!("timeout={TIMEOUT}"),
+        ],
+    )
+}
+
 const OCI: &str = "oci/hostile/app";
 
 /// What the registry answers outside the case: `/v2/` open to all, the repository's tags.
@@ -619,21 +633,27 @@ fn get_refuses_an_endless_registry_error_body_at_its_cap() {
     assert_refused(&run, "oci/hostile", 5, "SMALL_ANSWER_MAX");
 }
 
+/// A registry's answer to a request without credentials: a challenge for a token from the
+/// realm at `/token` on this same server.
+fn token_challenge(r: &Request) -> Reply {
+    Reply::Full {
+        status: 401,
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!(
+                r#"Bearer realm="http://{}/token",service="hostile""#,
+                r.header("host").unwrap_or("127.0.0.1")
+            ),
+        )],
+        body: Vec::new(),
+    }
+}
+
 #[test]
 fn get_refuses_an_endless_token_answer_at_its_cap() {
     let server = start(move |r| match r.path.as_str() {
         // Every registry request is challenged for a token from the realm below.
-        p if p.starts_with("/v2/") && r.header("authorization").is_none() => Reply::Full {
-            status: 401,
-            headers: vec![(
-                "WWW-Authenticate".into(),
-                format!(
-                    r#"Bearer realm="http://{}/token",service="hostile""#,
-                    r.header("host").unwrap_or("127.0.0.1")
-                ),
-            )],
-            body: Vec::new(),
-        },
+        p if p.starts_with("/v2/") && r.header("authorization").is_none() => token_challenge(r),
         p if p.starts_with("/token") => Reply::endless(200, "application/json", &[b' '; 64 * 1024]),
         _ => Reply::not_found(),
     });
@@ -675,17 +695,7 @@ fn put_refuses_an_endless_upload_error_body_at_its_cap() {
 #[test]
 fn put_refuses_an_endless_push_token_answer_at_its_cap() {
     let server = start(move |r| match r.path.as_str() {
-        p if p.starts_with("/v2/") && r.header("authorization").is_none() => Reply::Full {
-            status: 401,
-            headers: vec![(
-                "WWW-Authenticate".into(),
-                format!(
-                    r#"Bearer realm="http://{}/token",service="hostile""#,
-                    r.header("host").unwrap_or("127.0.0.1")
-                ),
-            )],
-            body: Vec::new(),
-        },
+        p if p.starts_with("/v2/") && r.header("authorization").is_none() => token_challenge(r),
         // A pull token is handed out; the token answer for the push scope never ends.
         p if p.starts_with("/token") && p.contains("push") => {
             Reply::endless(200, "application/json", &[b' '; 64 * 1024])
@@ -693,17 +703,7 @@ fn put_refuses_an_endless_push_token_answer_at_its_cap() {
         p if p.starts_with("/token") => Reply::ok("application/json", r#"{"token":"pull-only"}"#),
         _ => empty_registry(r).unwrap_or_else(Reply::not_found),
     });
-    let h = home_with(
-        "oci",
-        &[
-            format!("registry={}", server.host()),
-            "repository=team".into(),
-            "username=publisher".into(),
-            "password=hostile-pw".into(),
-            format!("timeout={TIMEOUT}"),
-        ],
-    );
-    let run = put(&h, OCI);
+    let run = put(&registry_with_login(&server), OCI);
     assert_refused(&run, "oci/hostile", 5, "REGISTRY_TOKEN_MAX");
     assert!(
         server.requests().iter().any(|r| r.path.contains("push")),
@@ -737,17 +737,7 @@ fn a_put_sends_no_credentials_to_an_upload_location_on_another_origin() {
             _ => Reply::not_found(),
         })
     });
-    let h = home_with(
-        "oci",
-        &[
-            format!("registry={}", server.host()),
-            "repository=team".into(),
-            "username=publisher".into(),
-            "password=hostile-pw".into(),
-            format!("timeout={TIMEOUT}"),
-        ],
-    );
-    let run = put(&h, OCI);
+    let run = put(&registry_with_login(&server), OCI);
     assert!(!run.stderr.contains("hostile-pw"), "{}", run.stderr);
     let requests = server.requests();
     let elsewhere: Vec<_> = requests
