@@ -29,6 +29,22 @@ impl Cap {
         Cap { name, bytes }
     }
 
+    /// Options for a get that carry this cap to the store: a store that must buffer a body
+    /// sent without a length (plain HTTP) buffers no more than this, and names it.
+    pub fn get_options(self) -> object_store::GetOptions {
+        let mut options = object_store::GetOptions::default();
+        options.extensions.insert(self);
+        options
+    }
+
+    /// The cap a get's `options` carry, when it is below `otherwise`; else `otherwise`.
+    pub fn carried(options: &object_store::GetOptions, otherwise: Cap) -> Cap {
+        match options.extensions.get::<Cap>() {
+            Some(cap) if cap.bytes < otherwise.bytes => *cap,
+            _ => otherwise,
+        }
+    }
+
     /// The integrity error for `what` having gone past this cap.
     pub fn exceeded(&self, what: &str) -> Error {
         Error::Integrity(format!(
@@ -54,10 +70,26 @@ pub const LISTING_PAGE_MAX: Cap = Cap::new("LISTING_PAGE_MAX", 16 << 20);
 pub const PROPFIND_MAX: Cap = Cap::new("PROPFIND_MAX", 16 << 20);
 /// One FTP folder listing (an MLSD answer, one folder): some hundred thousand entries.
 pub const FTP_LISTING_MAX: Cap = Cap::new("FTP_LISTING_MAX", 16 << 20);
-/// A package manifest as stored (compressed): enough for trees of about a million files.
-pub const MANIFEST_COMPRESSED_MAX: Cap = Cap::new("MANIFEST_COMPRESSED_MAX", 32 << 20);
+/// A package manifest as stored (compressed): enough for trees of about half a million
+/// files (a sha256 digest alone compresses to no less than 32 bytes).
+pub const MANIFEST_COMPRESSED_MAX: Cap = Cap::new("MANIFEST_COMPRESSED_MAX", 16 << 20);
 /// A package manifest once decompressed: decompression stops here.
 pub const MANIFEST_MAX: Cap = Cap::new("MANIFEST_MAX", 256 << 20);
+/// How many times its stored size a compressed manifest may unpack to, past
+/// [`MANIFEST_UNPACKED_FREE`]: paths and sha256 digests compress a few times over, not a
+/// hundred, so a few KiB that unpack to a GiB are refused after a few MiB, not at
+/// [`MANIFEST_MAX`].
+pub const MANIFEST_RATIO_MAX: u64 = 256;
+/// What any compressed manifest may unpack to, whatever its ratio (some eighty thousand files).
+pub const MANIFEST_UNPACKED_FREE: u64 = 16 << 20;
+
+/// What a compressed manifest of `stored` bytes may unpack to: [`MANIFEST_RATIO_MAX`] times
+/// its size, at least [`MANIFEST_UNPACKED_FREE`], at most [`MANIFEST_MAX`].
+pub fn manifest_unpacked_max(stored: u64) -> u64 {
+    stored
+        .saturating_mul(MANIFEST_RATIO_MAX)
+        .clamp(MANIFEST_UNPACKED_FREE, MANIFEST_MAX.bytes)
+}
 /// An OCI image manifest from a registry (the distribution registry itself refuses larger
 /// ones).
 pub const REGISTRY_MANIFEST_MAX: Cap = Cap::new("REGISTRY_MANIFEST_MAX", 4 << 20);
@@ -129,13 +161,29 @@ where
 {
     let mut stream = std::pin::pin!(stream);
     let mut budget = Budget::new(cap);
-    let mut out = BytesMut::new();
+    let mut parts = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Into::into)?;
         budget.take(chunk.len(), what)?;
-        out.extend_from_slice(&chunk);
+        parts.push(chunk);
     }
-    Ok(out.freeze())
+    Ok(joined(parts))
+}
+
+/// The chunks of one body as one: the chunk itself when there is one, else one copy. Held
+/// as chunks until then, a body refused at its cap never cost more than the cap.
+pub fn joined(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.pop().expect("one part"),
+        _ => {
+            let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for part in parts {
+                out.extend_from_slice(&part);
+            }
+            out.freeze()
+        }
+    }
 }
 
 /// Reads `stream`, which must hold exactly `declared` bytes (a frame's manifest length, a

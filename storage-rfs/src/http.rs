@@ -26,7 +26,7 @@ use object_store::{
 use reqwest::StatusCode;
 use storage_core::Error;
 use storage_core::bounds::{
-    Budget, LISTING_PAGE_MAX, UNSIZED_BODY_MAX, WALK_MAX_ENTRIES, read_capped,
+    Budget, Cap, LISTING_PAGE_MAX, UNSIZED_BODY_MAX, WALK_MAX_ENTRIES, joined, read_capped,
 };
 use storage_core::folders::walk::{WalkBounds, check_listed};
 
@@ -389,9 +389,9 @@ impl ObjectStore for HttpStore {
             // No length: read it all to know the size, up to a cap, within `timeout`.
             let what = format!("the body of {} (sent without a length)", self.shown(&key));
             let deadline = started + self.timeout;
-            let mut budget = Budget::new(UNSIZED_BODY_MAX);
+            let mut budget = Budget::new(Cap::carried(&options, UNSIZED_BODY_MAX));
             let mut resp = resp;
-            let mut body = bytes::BytesMut::new();
+            let mut parts = Vec::new();
             loop {
                 let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
                     Ok(c) => c.map_err(|e| self.failed(&key, e))?,
@@ -401,9 +401,9 @@ impl ObjectStore for HttpStore {
                 budget
                     .take(chunk.len(), &what)
                     .map_err(|e| e.into_store(STORE))?;
-                body.extend_from_slice(&chunk);
+                parts.push(chunk);
             }
-            return whole_body(&key, body.freeze(), options);
+            return whole_body(&key, joined(parts), options);
         };
         let meta = meta_of(&key, &resp, Some(total));
         options.check_preconditions(&meta)?;

@@ -34,7 +34,11 @@ impl ObjectStoreBlock {
     }
 
     pub(super) async fn read_head(&self, at: &BlockPath) -> Result<Option<(HeadRecord, HeadTag)>> {
-        let got = match self.store.get(&self.key(at, HEAD)?).await {
+        let got = match self
+            .store
+            .get_opts(&self.key(at, HEAD)?, HEAD_MAX.get_options())
+            .await
+        {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.fail(at)(e)),
@@ -101,12 +105,12 @@ impl ObjectStoreBlock {
             (self.manifest_zst_key(at, version)?, true),
             (self.manifest_key(at, version)?, false),
         ] {
-            let bytes = match self.store.get(&key).await {
+            let (cap, what) = match compressed {
+                true => (MANIFEST_COMPRESSED_MAX, "compressed manifest"),
+                false => (MANIFEST_MAX, "manifest"),
+            };
+            let bytes = match self.store.get_opts(&key, cap.get_options()).await {
                 Ok(g) => {
-                    let (cap, what) = match compressed {
-                        true => (MANIFEST_COMPRESSED_MAX, "compressed manifest"),
-                        false => (MANIFEST_MAX, "manifest"),
-                    };
                     let what = format!(
                         "{}: the {what} of version {}",
                         self.slug(at),
@@ -300,7 +304,11 @@ impl PackageStore for ObjectStoreBlock {
     async fn read_manifest_signed(&self, at: &BlockPath, version: &str) -> Result<StoredManifest> {
         let (bytes, compressed, key) = self.read_manifest_bytes(at, version).await?;
         let sig_key = Self::signature_key(&key)?;
-        let signature = match self.store.get(&sig_key).await {
+        let signature = match self
+            .store
+            .get_opts(&sig_key, SIGNATURE_MAX.get_options())
+            .await
+        {
             Ok(g) => {
                 let what = format!(
                     "{}: the signature of version {}",
@@ -390,6 +398,19 @@ impl PackageStore for ObjectStoreBlock {
             )
         };
         let len = body.len() as u64;
+        // What no reader would take is not written: the version would be unreadable.
+        if manifest.format != crate::package::manifest::MANIFEST_FORMAT
+            && len > MANIFEST_COMPRESSED_MAX.bytes
+        {
+            return Err(Error::Usage(format!(
+                "{}: the tree has {} entries; its manifest would be {len} bytes, past the \
+                 {} bytes an agent reads (MANIFEST_COMPRESSED_MAX): split it into smaller \
+                 blocks",
+                self.slug(at),
+                manifest.entries.len(),
+                MANIFEST_COMPRESSED_MAX.bytes
+            )));
+        }
         self.store
             .put(&key, body.into())
             .await

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bounds::{MANIFEST_RATIO_MAX, manifest_unpacked_max};
 use crate::error::{Error, Result};
 use crate::slug::check_portable_segment;
 
@@ -403,7 +404,8 @@ impl PackageManifest {
     }
 
     /// Parses a stored manifest, compressed (`.json.zst`) or not (`.json`), as [`Self::parse`];
-    /// a compressed one may unpack to at most [`MAX_MANIFEST_BYTES`].
+    /// a compressed one may unpack to at most [`manifest_unpacked_max`] of its size (a few
+    /// hundred times it, within [`MAX_MANIFEST_BYTES`]).
     pub fn parse_stored(bytes: &[u8], compressed: bool, expected_version: &str) -> Result<Self> {
         if !compressed {
             return Self::parse(bytes, expected_version);
@@ -414,16 +416,21 @@ impl PackageManifest {
                 short(expected_version)
             ))
         };
+        let limit = manifest_unpacked_max(bytes.len() as u64);
         let mut json = Vec::new();
         let decoder =
             zstd::stream::read::Decoder::new(bytes).map_err(|e| bad(format!("not zstd: {e}")))?;
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(decoder, MAX_MANIFEST_BYTES + 1),
-            &mut json,
-        )
-        .map_err(|e| bad(format!("not valid zstd: {e}")))?;
-        if json.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(bad("it unpacks to more than any manifest needs".into()));
+        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, limit + 1), &mut json)
+            .map_err(|e| bad(format!("not valid zstd: {e}")))?;
+        if json.len() as u64 > limit {
+            return Err(bad(match limit < MAX_MANIFEST_BYTES {
+                true => format!(
+                    "its {} bytes unpack to more than {limit} (MANIFEST_RATIO_MAX: \
+                     {MANIFEST_RATIO_MAX} times its size)",
+                    bytes.len()
+                ),
+                false => format!("it unpacks to more than {limit} bytes (MANIFEST_MAX)"),
+            }));
         }
         let m = Self::parse(&json, expected_version)?;
         if !Frame::named_in(m.format) {
@@ -469,6 +476,7 @@ pub fn short(version: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounds::MANIFEST_UNPACKED_FREE;
 
     #[test]
     fn links_are_checked_lexically() {
@@ -508,5 +516,42 @@ mod tests {
         assert_ne!(v1, version_id(&[e("b", 0o644)]));
         assert_ne!(v1, version_id(&[e("a", 0o755)]));
         assert!(is_version_id(&v1));
+    }
+
+    /// The tree that compresses best in practice, many empty files each in a folder of its
+    /// own, stays readable under the bound a reader puts on a manifest's ratio.
+    #[test]
+    fn the_most_compressible_real_entries_unpack_within_the_ratio_bound() {
+        let empty = Some(hex::encode(Sha256::digest(b"")));
+        let entries: Vec<ManifestEntry> = (0..150_000)
+            .flat_map(|i| {
+                let dir = format!("pkg{i:06}");
+                let file = format!("{dir}/__init__.py");
+                [
+                    (dir, EntryKind::Dir, None),
+                    (file, EntryKind::File, empty.clone()),
+                ]
+            })
+            .map(|(path, kind, sha256)| ManifestEntry {
+                path,
+                kind,
+                mode: 0o644,
+                size: 0,
+                sha256,
+                target: None,
+                frame: 0,
+                offset: 0,
+            })
+            .collect();
+        let json = serde_json::to_vec(&entries).unwrap();
+        let stored = zstd::bulk::compress(&json, 9).unwrap();
+        assert!(json.len() as u64 > MANIFEST_UNPACKED_FREE, "{}", json.len());
+        let ratio = json.len() / stored.len();
+        assert!(
+            json.len() as u64 <= manifest_unpacked_max(stored.len() as u64) / 2,
+            "{} bytes from {} ({ratio}×)",
+            json.len(),
+            stored.len()
+        );
     }
 }
