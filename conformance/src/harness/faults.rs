@@ -38,7 +38,13 @@ pub enum Cut {
     Reset,
     /// Forward nothing more and never answer; the client's timeout must end it.
     Stall,
+    /// Forward the rest one byte at a time, [`TRICKLE_EVERY`] apart, as a server that answers
+    /// but never finishes does; the client's deadline for the whole request must end it.
+    Trickle,
 }
+
+/// The pause between the bytes of a [`Cut::Trickle`]d connection.
+pub const TRICKLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many faults of each kind were really injected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +55,8 @@ pub struct Injected {
     pub reset: u32,
     /// Connections stalled.
     pub stalled: u32,
+    /// Connections trickled.
+    pub trickled: u32,
     /// Responses the server sent that the client never got (each also counts as a reset).
     pub lost: u32,
     /// Answers to ranged reads held back.
@@ -95,6 +103,7 @@ struct Faults {
     injected_unavailable: AtomicU32,
     injected_reset: AtomicU32,
     injected_stalled: AtomicU32,
+    injected_trickled: AtomicU32,
     injected_lost: AtomicU32,
     injected_delayed: AtomicU32,
     connections: AtomicU32,
@@ -171,6 +180,7 @@ impl FaultProxy {
             injected_unavailable: AtomicU32::new(0),
             injected_reset: AtomicU32::new(0),
             injected_stalled: AtomicU32::new(0),
+            injected_trickled: AtomicU32::new(0),
             injected_lost: AtomicU32::new(0),
             injected_delayed: AtomicU32::new(0),
             connections: AtomicU32::new(0),
@@ -185,6 +195,11 @@ impl FaultProxy {
             faults,
             accept,
         })
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -282,6 +297,7 @@ impl FaultProxy {
             unavailable: f.injected_unavailable.load(Ordering::SeqCst),
             reset: f.injected_reset.load(Ordering::SeqCst),
             stalled: f.injected_stalled.load(Ordering::SeqCst),
+            trickled: f.injected_trickled.load(Ordering::SeqCst),
             lost: f.injected_lost.load(Ordering::SeqCst),
             delayed: f.injected_delayed.load(Ordering::SeqCst),
             connections: f.connections.load(Ordering::SeqCst),
@@ -369,6 +385,8 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>)
             let _ = server.set_zero_linger();
             faults.injected_reset.fetch_add(1, Ordering::SeqCst);
         }
+        // A trickled connection forwards to its end and never stops early.
+        Err(Interrupted::Fault(Cut::Trickle)) => {}
         Err(Interrupted::Fault(Cut::Stall)) => {
             faults.injected_stalled.fetch_add(1, Ordering::SeqCst);
             drop(server);
@@ -404,6 +422,7 @@ impl Counted<'_> {
         let mut buf = vec![0u8; early.len().max(64 * 1024)];
         let mut pending = early.len();
         buf[..pending].copy_from_slice(early);
+        let mut trickling = false;
         loop {
             if pending == 0 {
                 pending = from.read(&mut buf).await.map_err(|_| Interrupted::Io)?;
@@ -435,12 +454,29 @@ impl Counted<'_> {
                 self.faults.injected_lost.fetch_add(1, Ordering::SeqCst);
                 return Err(Interrupted::Fault(Cut::Reset));
             }
-            let (forward, cut) = self.allowance(chunk.len() as u64, direction);
+            let (forward, cut) = match trickling {
+                true => (0, None),
+                false => self.allowance(chunk.len() as u64, direction),
+            };
             to.write_all(&chunk[..forward as usize])
                 .await
                 .map_err(|_| Interrupted::Io)?;
             let index = usize::from(direction == Direction::Downstream);
             self.faults.carried[index].fetch_add(forward, Ordering::SeqCst);
+            if cut == Some(Cut::Trickle) {
+                trickling = true;
+                self.faults.injected_trickled.fetch_add(1, Ordering::SeqCst);
+            }
+            if trickling {
+                for byte in chunk[forward as usize..].chunks(1) {
+                    tokio::time::sleep(TRICKLE_EVERY).await;
+                    to.write_all(byte).await.map_err(|_| Interrupted::Io)?;
+                    to.flush().await.map_err(|_| Interrupted::Io)?;
+                    self.faults.carried[index].fetch_add(1, Ordering::SeqCst);
+                }
+                pending = 0;
+                continue;
+            }
             if let Some(cut) = cut {
                 let _ = to.flush().await;
                 return Err(Interrupted::Fault(cut));
@@ -667,6 +703,23 @@ mod tests {
         proxy.pass_through();
         let whole = get(format!("{}/x", proxy.url())).await.unwrap();
         assert_eq!(whole.body.len(), 1 << 20);
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickled_connection_sends_a_byte_a_second() {
+        let (addr, server) = upstream(3).await;
+        let proxy = FaultProxy::start(&addr.to_string()).await.unwrap();
+        proxy.cut(Cut::Trickle, 1, 0, Direction::Downstream);
+        let url = format!("{}/x", proxy.url());
+        let trickled = tokio::task::spawn_blocking(move || request("GET", &url, &[], b""));
+        tokio::time::sleep(TRICKLE_EVERY * 5 / 2).await;
+        assert!(!trickled.is_finished(), "a trickled answer came at once");
+        let (_, down) = proxy.carried();
+        assert!((1..=3).contains(&down), "{down} bytes came down in 2.5 s");
+        assert_eq!(proxy.injected().trickled, 1);
+        drop(proxy);
+        let _ = tokio::time::timeout(Duration::from_secs(10), trickled).await;
         server.abort();
     }
 
