@@ -9,6 +9,7 @@ pub mod checks;
 pub mod delta;
 pub mod harness;
 pub mod hostile;
+pub mod remote_checks;
 pub mod tree;
 
 use std::path::PathBuf;

@@ -4,19 +4,14 @@
 //! between two clients, and puts and gets through resets and stalls of the control
 //! connection (passive data connections go straight to the server, past the fault proxy).
 
-mod rfs_common;
-
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use conformance::harness::{Cut, Direction, FaultProxy, PyFtpd, shared};
-use conformance::tree::{noise, small_tree, write};
+use conformance::harness::{PyFtpd, shared};
+use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused};
+use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use rfs_common::{
-    assert_clean_failure, assert_sound, compare_and_swap_between, refused, uncached, within_bound,
-};
 use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
 use storage_rfs::{RfsConfig, open, open_store};
 
@@ -218,135 +213,49 @@ async fn compare_and_swap_holds_between_two_clients() {
     compare_and_swap_between(one, two, &ftpd.root.join("cas")).await;
 }
 
-/// A block through a [`FaultProxy`] in front of pyftpdlib (its control connections), and one straight on it.
-struct FaultRig {
-    ftpd: Arc<PyFtpd>,
-    proxy: FaultProxy,
-    sub: String,
-    scratch: tempfile::TempDir,
-}
-
 const LABEL: &str = "remote-file-system/faults";
 
-impl FaultRig {
-    async fn new(sub: &str) -> FaultRig {
-        let ftpd = ftpd();
-        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", ftpd.port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        FaultRig {
-            ftpd,
-            proxy,
-            sub: sub.to_string(),
-            scratch: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn direct(&self) -> storage_core::ObjectStoreBlock {
-        open(&login(&self.ftpd, &self.sub), LABEL).unwrap()
-    }
-
-    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
-        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
-        let config = RfsConfig {
-            timeout: Some(timeout),
-            ..config(
-                format!("ftp://127.0.0.1:{port}/{}", self.sub),
-                &self.ftpd.user,
-                &self.ftpd.password,
-            )
-        };
-        open(&config, LABEL).unwrap()
-    }
-
-    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
-        let root = self.scratch.path().join(format!("src-{marker}"));
-        small_tree(&root, marker);
-        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
-        root
-    }
-
-    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
-        assert_sound(&self.direct(), self.scratch.path(), sources, current).await;
-    }
+/// A block through a [`FaultProxy`] in front of pyftpdlib's control connections (passive
+/// data connections go straight to the server), and one straight on it.
+async fn fault_rig(sub: &str) -> FaultRig {
+    let ftpd = ftpd();
+    let (user, password, sub) = (ftpd.user.clone(), ftpd.password.clone(), sub.to_string());
+    let direct = open(&login(&ftpd, &sub), LABEL).unwrap();
+    FaultRig::new(
+        ftpd.clone(),
+        ftpd.port,
+        LABEL,
+        direct,
+        move |port, timeout| {
+            let at = format!("ftp://127.0.0.1:{port}/{sub}");
+            let config = RfsConfig {
+                timeout: Some(timeout),
+                ..config(at, &user, &password)
+            };
+            open(&config, LABEL).unwrap()
+        },
+    )
+    .await
 }
 
-/// Every control connection is reset once 1 KiB of commands went up during the put (data
-/// connections do not pass the proxy): the put fails cleanly, HEAD stays on the previous
-/// version, and gc leaves a sound store.
+/// Every control connection is reset once 1 KiB of commands went up during the put.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = FaultRig::new("faults-put").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 1 << 10, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(30)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
-    eprintln!("put failed under resets in {took:?}");
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-put").await;
+    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 1 << 10).await;
 }
 
-/// A get whose control connections are reset once 512 bytes of replies came down fails
-/// cleanly and writes nothing. (A get of packs asks for three files, about 1 KiB of
-/// replies with the login: the cut must come before its end.)
+/// Control connections reset once 512 bytes of replies came down. (A get of packs asks for
+/// three files, about 1 KiB of replies with the login: the cut must come before its end.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = FaultRig::new("faults-get").await;
-    let v1 = rig.tree("v1", 12);
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 512, Direction::Downstream);
-    let parent = rig.scratch.path().join("out");
-    std::fs::create_dir_all(&parent).unwrap();
-    let (got, took) = within_bound(
-        "get",
-        rig.proxied(30)
-            .get_directory(&at, &parent.join("dest"), &uncached()),
-    )
-    .await;
-    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
-    eprintln!("get failed under resets in {took:?}");
-    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-get").await;
+    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 512).await;
 }
 
-/// With a 3 s timeout, a put whose control connection stalls after 512 bytes of commands
-/// fails cleanly in bounded time and the previous version stays current.
+/// The control connection stalls after 512 bytes of commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = FaultRig::new("faults-stall").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Stall, 512, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(3)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
-    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
-    eprintln!("put failed over a stall in {took:?}");
-    rig.proxy.pass_through();
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-stall").await;
+    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 512).await;
 }

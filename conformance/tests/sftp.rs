@@ -10,16 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use conformance::checks::{assert_clean_failure, within_bound};
-use conformance::harness::{Cut, Direction, FaultProxy, Sshd, shared};
+use conformance::harness::{Sshd, shared};
+use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused, uncached};
 use conformance::tree::{noise, small_tree, write};
 use conformance::{Subject, conformance_suite};
 use sha2::{Digest, Sha256};
 use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
-use storage_rfs::object_store::path::Path as Key;
-use storage_rfs::object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePut, PutPayload, UpdateVersion,
-};
 use storage_rfs::{RfsConfig, open, open_store};
 
 const WRONG_PASSWORD: &str = "wrong-sftp-pw-T5m1-must-never-be-echoed";
@@ -75,52 +71,12 @@ mod password_login {
     conformance_suite!(subject);
 }
 
-/// check, put and get all fail with exit 4, one line that names the block, and no secret.
-async fn refused(block: &dyn StorageBlock, label: &str, secrets: &[&str]) {
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "x");
-    let at = BlockPath::parse("refused").unwrap();
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
-    let failures = [
-        ("check", block.check().await.err()),
-        (
-            "put",
-            block
-                .put_directory(src.path(), &at, &PutOptions::default())
-                .await
-                .err(),
-        ),
-        (
-            "get",
-            block
-                .get_directory(&at, &dest, &GetOptions::default())
-                .await
-                .err(),
-        ),
-    ];
-    for (what, err) in failures {
-        let err = err.unwrap_or_else(|| panic!("{label}: {what} succeeded"));
-        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
-        eprintln!("{label}: {what}: exit {}: {shown}", err.exit_code());
-        assert_eq!(err.exit_code(), 4, "{label}: {what}: {shown}");
-        assert!(shown.starts_with(label), "{what}: {shown}");
-        assert!(!shown.contains('\n'), "{what}: {shown}");
-        for secret in secrets {
-            assert!(
-                !shown.contains(secret) && !debugged.contains(secret),
-                "{label}: {what}: a secret appears in the error: {debugged}"
-            );
-        }
-    }
-    assert!(!dest.exists());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_exit_4_and_never_shown() {
     let sshd = sshd();
     let label = "remote-file-system/wrong-password";
     let block = open(&password_config(&sshd, "wrong", WRONG_PASSWORD), label).unwrap();
-    refused(&block, label, &[WRONG_PASSWORD, &sshd.password]).await;
+    refused(&[&block], label, &[WRONG_PASSWORD, &sshd.password]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,14 +89,14 @@ async fn a_key_the_server_does_not_know_is_exit_4() {
     };
     let key = std::fs::read_to_string(&sshd.stranger_key).unwrap();
     let body = key.lines().nth(1).unwrap().to_string();
-    refused(&open(&config, label).unwrap(), label, &[&body]).await;
+    refused(&[&open(&config, label).unwrap()], label, &[&body]).await;
     // The same key given inline as a secret.
     let config = RfsConfig {
         private_key_path: None,
         private_key: Some(Secret::new(key)),
         ..key_config(&sshd, "wrong")
     };
-    refused(&open(&config, label).unwrap(), label, &[&body]).await;
+    refused(&[&open(&config, label).unwrap()], label, &[&body]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +108,7 @@ async fn an_unknown_host_key_is_exit_4_unless_explicitly_accepted() {
         known_hosts: Some(empty.path().display().to_string()),
         ..password_config(&sshd, "unknown-host", &sshd.password)
     };
-    refused(&open(&config, label).unwrap(), label, &[&sshd.password]).await;
+    refused(&[&open(&config, label).unwrap()], label, &[&sshd.password]).await;
     let err = open(&config, label).unwrap().check().await.unwrap_err();
     assert!(err.to_string().contains("not in known_hosts"), "{err}");
 
@@ -172,7 +128,7 @@ async fn a_changed_host_key_is_exit_4_even_when_unknown_keys_are_accepted() {
         insecure_accept_host_key: Some(true),
         ..key_config(&sshd, "changed-host")
     };
-    refused(&open(&config, label).unwrap(), label, &[]).await;
+    refused(&[&open(&config, label).unwrap()], label, &[]).await;
 }
 
 /// Files that `sftp`'s `ls -1` finds below `dir`, walking folders, relative to it.
@@ -296,70 +252,7 @@ async fn compare_and_swap_holds_between_two_connections() {
     let sshd = sshd();
     let one = open_store(&key_config(&sshd, "cas"), "rfs/one").unwrap();
     let two = open_store(&password_config(&sshd, "cas", &sshd.password), "rfs/two").unwrap();
-    let key = Key::parse("two-clients/.blocks/HEAD").unwrap();
-    let put = |store: Arc<dyn ObjectStore>, mode: PutMode, body: &'static str| {
-        let key = key.clone();
-        async move {
-            let opts = StorePut {
-                mode,
-                ..Default::default()
-            };
-            store
-                .put_opts(&key, PutPayload::from_static(body.as_bytes()), opts)
-                .await
-        }
-    };
-    put(one.clone(), PutMode::Create, "first").await.unwrap();
-    let again = put(two.clone(), PutMode::Create, "second").await;
-    assert!(
-        matches!(
-            again,
-            Err(storage_rfs::object_store::Error::AlreadyExists { .. })
-        ),
-        "{again:?}"
-    );
-
-    let read = one.get(&key).await.unwrap();
-    let seen = UpdateVersion {
-        e_tag: read.meta.e_tag.clone(),
-        version: None,
-    };
-    // The other connection replaces the file within the same second, with the same size:
-    // only the commit's mtime stamp tells the two apart.
-    put(two.clone(), PutMode::Overwrite, "other").await.unwrap();
-    let stale = put(one.clone(), PutMode::Update(seen), "mine!").await;
-    assert!(
-        matches!(
-            stale,
-            Err(storage_rfs::object_store::Error::Precondition { .. })
-        ),
-        "{stale:?}"
-    );
-    assert_eq!(
-        &two.get(&key).await.unwrap().bytes().await.unwrap()[..],
-        b"other"
-    );
-
-    // Both race to swap the version they both read: exactly one wins.
-    let current = one.head(&key).await.unwrap();
-    let seen = UpdateVersion {
-        e_tag: current.e_tag.clone(),
-        version: None,
-    };
-    let mut racers = Vec::new();
-    for i in 0..6 {
-        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
-        racers.push(put(store, PutMode::Update(seen.clone()), "racer"));
-    }
-    let results = futures::future::join_all(racers).await;
-    let won = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(won, 1, "{results:?}");
-    // No lock or temporary file is left behind.
-    let left: Vec<String> = std::fs::read_dir(sshd.data_dir.join("cas/two-clients/.blocks"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(left, ["HEAD"]);
+    compare_and_swap_between(one, two, &sshd.data_dir.join("cas")).await;
 }
 
 const BIG: usize = 64 * 1024 * 1024;
@@ -505,178 +398,54 @@ async fn prefect_remote_file_system_and_blockctl_read_each_others_folders() {
     );
 }
 
-/// A block through a [`FaultProxy`] in front of sshd, with a request timeout (seconds), and
-/// one straight on sshd for setup and checks.
-struct FaultRig {
-    sshd: Arc<Sshd>,
-    proxy: FaultProxy,
-    sub: String,
-    known_hosts: std::path::PathBuf,
-    scratch: tempfile::TempDir,
-}
-
 const LABEL: &str = "remote-file-system/faults";
 
-impl FaultRig {
-    async fn new(sub: &str) -> FaultRig {
-        let sshd = sshd();
-        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", sshd.port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let scratch = tempfile::tempdir().unwrap();
-        let port: u16 = proxy.url().rsplit(':').next().unwrap().parse().unwrap();
-        let known_hosts = sshd.known_hosts_for(port, scratch.path());
-        FaultRig {
-            sshd,
-            proxy,
-            sub: sub.to_string(),
-            known_hosts,
-            scratch,
-        }
-    }
-
-    fn direct(&self) -> storage_core::ObjectStoreBlock {
-        open(&key_config(&self.sshd, &self.sub), LABEL).unwrap()
-    }
-
-    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
-        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
-        let config = RfsConfig {
-            basepath: format!(
-                "sftp://127.0.0.1:{port}{}/{}",
-                self.sshd.data_dir.display(),
-                self.sub
-            ),
-            known_hosts: Some(self.known_hosts.display().to_string()),
-            timeout: Some(timeout),
-            ..key_config(&self.sshd, &self.sub)
-        };
-        open(&config, LABEL).unwrap()
-    }
-
-    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
-        let root = self.scratch.path().join(format!("src-{marker}"));
-        small_tree(&root, marker);
-        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
-        root
-    }
-
-    /// Straight on sshd: the current version reads back as exactly `current`, and so does
-    /// every listed version as one of `sources`; then gc --keep 1 leaves just the current one.
-    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
-        let direct = self.direct();
-        let at = BlockPath::parse("etl").unwrap();
-        let trees: Vec<_> = sources
-            .iter()
-            .map(|s| conformance::tree::snapshot(s))
-            .collect();
-        for v in direct.list_versions(&at).await.unwrap() {
-            let dest = self
-                .scratch
-                .path()
-                .join(format!("check-{}", &v.version[..12]));
-            let opts = GetOptions {
-                version: Some(v.version.clone()),
-                ..uncached()
+/// A block through a [`FaultProxy`] in front of sshd (the proxy's port in a known_hosts of
+/// its own), and one straight on sshd.
+async fn fault_rig(sub: &str) -> FaultRig {
+    let sshd = sshd();
+    let direct = open(&key_config(&sshd, sub), LABEL).unwrap();
+    let (server, sub, hosts) = (sshd.clone(), sub.to_string(), tempfile::tempdir().unwrap());
+    FaultRig::new(
+        sshd.clone(),
+        sshd.port,
+        LABEL,
+        direct,
+        move |port, timeout| {
+            let config = RfsConfig {
+                timeout: Some(timeout),
+                basepath: format!("sftp://127.0.0.1:{port}{}/{sub}", server.data_dir.display()),
+                known_hosts: Some(
+                    server
+                        .known_hosts_for(port, hosts.path())
+                        .display()
+                        .to_string(),
+                ),
+                ..key_config(&server, &sub)
             };
-            direct.get_directory(&at, &dest, &opts).await.unwrap();
-            let got = conformance::tree::snapshot(&dest);
-            assert!(trees.contains(&got), "version {} is no source", v.version);
-            if v.current {
-                assert_eq!(got, conformance::tree::snapshot(current));
-            }
-            std::fs::remove_dir_all(&dest).unwrap();
-        }
-        direct
-            .gc(&at, &storage_core::GcOptions::keep(1))
-            .await
-            .unwrap();
-        assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
-    }
+            open(&config, LABEL).unwrap()
+        },
+    )
+    .await
 }
 
-/// Gets here test the network: no frame comes from the agent cache, which tests sharing
-/// this process may have filled with the same frames.
-fn uncached() -> GetOptions {
-    GetOptions {
-        no_cache: true,
-        ..GetOptions::default()
-    }
-}
-
-/// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
-/// the previous version, and gc leaves a sound store.
+/// Every connection is reset 2 MiB into the upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = FaultRig::new("faults-put").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(30)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
-    eprintln!("put failed under resets in {took:?}");
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-put").await;
+    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 2 << 20).await;
 }
 
-/// A get cut by resets 2 MiB into the download fails cleanly and writes nothing.
+/// Every connection is reset 2 MiB into the download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = FaultRig::new("faults-get").await;
-    let v1 = rig.tree("v1", 12);
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
-    let parent = rig.scratch.path().join("out");
-    std::fs::create_dir_all(&parent).unwrap();
-    let (got, took) = within_bound(
-        "get",
-        rig.proxied(30)
-            .get_directory(&at, &parent.join("dest"), &uncached()),
-    )
-    .await;
-    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
-    eprintln!("get failed under resets in {took:?}");
-    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-get").await;
+    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 2 << 20).await;
 }
 
-/// With a 3 s timeout, a put whose connection stalls 1 MiB up fails cleanly in bounded time
-/// and the previous version stays current.
+/// The connection stalls 1 MiB up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = FaultRig::new("faults-stall").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Stall, 1 << 20, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(3)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
-    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
-    eprintln!("put failed over a stall in {took:?}");
-    rig.proxy.pass_through();
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-stall").await;
+    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 1 << 20).await;
 }

@@ -10,14 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conformance::harness::{Samba, shared};
+use conformance::remote_checks::{compare_and_swap_between, refused};
 use conformance::tree::{noise, small_tree, write};
 use conformance::{Subject, conformance_suite};
 use sha2::{Digest, Sha256};
 use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
-use storage_smb::object_store::path::Path as Key;
-use storage_smb::object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePut, PutPayload, UpdateVersion,
-};
 use storage_smb::{SmbConfig, open, open_store};
 
 const PREFIX: &str = "team/flows";
@@ -53,41 +50,7 @@ conformance_suite!(smb_subject);
 async fn a_wrong_password_is_exit_4_and_never_shown() {
     let samba = samba();
     let block = open(&config(&samba, PREFIX, WRONG_PASSWORD), "smb/wrong").unwrap();
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "x");
-    let at = BlockPath::parse("wrong-password").unwrap();
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
-    let failures = [
-        ("check", block.check().await.err()),
-        (
-            "put",
-            block
-                .put_directory(src.path(), &at, &PutOptions::default())
-                .await
-                .err(),
-        ),
-        (
-            "get",
-            block
-                .get_directory(&at, &dest, &GetOptions::default())
-                .await
-                .err(),
-        ),
-    ];
-    for (what, err) in failures {
-        let err = err.unwrap_or_else(|| panic!("{what} succeeded with a wrong password"));
-        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
-        eprintln!("{what}: exit {}: {shown}", err.exit_code());
-        assert_eq!(err.exit_code(), 4, "{what}: {shown}");
-        assert!(shown.starts_with("smb/wrong"), "{what}: {shown}");
-        for secret in [WRONG_PASSWORD, samba.password.as_str()] {
-            assert!(
-                !shown.contains(secret) && !debugged.contains(secret),
-                "{what}: a password appears in the error: {debugged}"
-            );
-        }
-    }
-    assert!(!dest.exists());
+    refused(&[&block], "smb/wrong", &[WRONG_PASSWORD, &samba.password]).await;
 }
 
 /// Files (not folders) that `smbclient -c 'recurse; ls'` lists under `dir`, `/`-separated and
@@ -182,77 +145,10 @@ async fn smbclient_sees_exactly_the_files_layout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_swap_holds_between_two_clients() {
     let samba = samba();
+    // A store is the whole share, whatever the block's prefix.
     let one = open_store(&config(&samba, "", &samba.password), "smb/one").unwrap();
     let two = open_store(&config(&samba, "", &samba.password), "smb/two").unwrap();
-    let key = Key::parse("cas-two-clients/.blocks/HEAD").unwrap();
-    let put = |store: Arc<dyn ObjectStore>, mode: PutMode, body: &'static str| {
-        let key = key.clone();
-        async move {
-            let opts = StorePut {
-                mode,
-                ..Default::default()
-            };
-            store
-                .put_opts(&key, PutPayload::from_static(body.as_bytes()), opts)
-                .await
-        }
-    };
-    put(one.clone(), PutMode::Create, "first").await.unwrap();
-    let again = put(two.clone(), PutMode::Create, "second").await;
-    assert!(
-        matches!(
-            again,
-            Err(storage_smb::object_store::Error::AlreadyExists { .. })
-        ),
-        "{again:?}"
-    );
-
-    let read = one.get(&key).await.unwrap();
-    let seen = UpdateVersion {
-        e_tag: read.meta.e_tag.clone(),
-        version: None,
-    };
-    // The other client replaces the file (same size: only the ETag tells them apart).
-    put(two.clone(), PutMode::Overwrite, "other").await.unwrap();
-    let stale = put(one.clone(), PutMode::Update(seen), "mine!").await;
-    assert!(
-        matches!(
-            stale,
-            Err(storage_smb::object_store::Error::Precondition { .. })
-        ),
-        "{stale:?}"
-    );
-    assert_eq!(
-        &two.get(&key).await.unwrap().bytes().await.unwrap()[..],
-        b"other"
-    );
-
-    // Both clients race to swap the version they both read: exactly one wins.
-    let current = one.head(&key).await.unwrap();
-    let seen = UpdateVersion {
-        e_tag: current.e_tag.clone(),
-        version: None,
-    };
-    let mut racers = Vec::new();
-    for i in 0..6 {
-        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
-        racers.push(put(store, PutMode::Update(seen.clone()), "racer"));
-    }
-    let results = futures::future::join_all(racers).await;
-    let won = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(won, 1, "{results:?}");
-    for r in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(
-            matches!(r, storage_smb::object_store::Error::Precondition { .. }),
-            "{r:?}"
-        );
-    }
-    // No lock or temporary file is left behind.
-    let left: Vec<String> = std::fs::read_dir(samba.share_dir.join("cas-two-clients/.blocks"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(left, ["HEAD"]);
+    compare_and_swap_between(one, two, &samba.share_dir).await;
 }
 
 const BIG: usize = 256 * 1024 * 1024;

@@ -3,19 +3,14 @@
 //! files layout as `curl` sees it (PROPFIND) and reads it, a compare-and-swap that holds
 //! between two clients, and puts and gets through resets and stalls.
 
-mod rfs_common;
-
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use conformance::harness::{Cut, Direction, FaultProxy, WsgiDav, shared};
-use conformance::tree::{noise, small_tree, write};
+use conformance::harness::{WsgiDav, shared};
+use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused};
+use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use rfs_common::{
-    assert_clean_failure, assert_sound, compare_and_swap_between, refused, uncached, within_bound,
-};
 use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
 use storage_rfs::{RfsConfig, open, open_store};
 
@@ -255,132 +250,47 @@ async fn compare_and_swap_holds_between_two_clients() {
     compare_and_swap_between(one, two, &dav.root.join("cas")).await;
 }
 
-/// A block through a [`FaultProxy`] in front of wsgidav, and one straight on it.
-struct FaultRig {
-    dav: Arc<WsgiDav>,
-    proxy: FaultProxy,
-    sub: String,
-    scratch: tempfile::TempDir,
-}
-
 const LABEL: &str = "remote-file-system/faults";
 
-impl FaultRig {
-    async fn new(sub: &str) -> FaultRig {
-        let dav = dav();
-        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", dav.port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        FaultRig {
-            dav,
-            proxy,
-            sub: sub.to_string(),
-            scratch: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn direct(&self) -> storage_core::ObjectStoreBlock {
-        open(&login(&self.dav, &self.sub), LABEL).unwrap()
-    }
-
-    fn proxied(&self, timeout: i64) -> storage_core::ObjectStoreBlock {
-        let port = self.proxy.url().rsplit(':').next().unwrap().to_string();
-        let config = RfsConfig {
-            timeout: Some(timeout),
-            ..config(
-                format!("webdav+http://127.0.0.1:{port}/{}", self.sub),
-                &self.dav.user,
-                &self.dav.password,
-            )
-        };
-        open(&config, LABEL).unwrap()
-    }
-
-    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
-        let root = self.scratch.path().join(format!("src-{marker}"));
-        small_tree(&root, marker);
-        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 91));
-        root
-    }
-
-    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
-        assert_sound(&self.direct(), self.scratch.path(), sources, current).await;
-    }
+/// A block through a [`FaultProxy`] in front of wsgidav, and one straight on it.
+async fn fault_rig(sub: &str) -> FaultRig {
+    let dav = dav();
+    let (user, password, sub) = (dav.user.clone(), dav.password.clone(), sub.to_string());
+    let direct = open(&login(&dav, &sub), LABEL).unwrap();
+    FaultRig::new(
+        dav.clone(),
+        dav.port,
+        LABEL,
+        direct,
+        move |port, timeout| {
+            let at = format!("webdav+http://127.0.0.1:{port}/{sub}");
+            let config = RfsConfig {
+                timeout: Some(timeout),
+                ..config(at, &user, &password)
+            };
+            open(&config, LABEL).unwrap()
+        },
+    )
+    .await
 }
 
-/// Every connection is reset 2 MiB into the upload: the put fails cleanly, HEAD stays on
-/// the previous version, and gc leaves a sound store.
+/// Every connection is reset 2 MiB into the upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = FaultRig::new("faults-put").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(30)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure(LABEL, "put under resets", &put.unwrap_err());
-    eprintln!("put failed under resets in {took:?}");
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-put").await;
+    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 2 << 20).await;
 }
 
-/// A get cut by resets 2 MiB into the download fails cleanly and writes nothing.
+/// Every connection is reset 2 MiB into the download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = FaultRig::new("faults-get").await;
-    let v1 = rig.tree("v1", 12);
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
-    let parent = rig.scratch.path().join("out");
-    std::fs::create_dir_all(&parent).unwrap();
-    let (got, took) = within_bound(
-        "get",
-        rig.proxied(30)
-            .get_directory(&at, &parent.join("dest"), &uncached()),
-    )
-    .await;
-    assert_clean_failure(LABEL, "get under resets", &got.unwrap_err());
-    eprintln!("get failed under resets in {took:?}");
-    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-get").await;
+    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 2 << 20).await;
 }
 
-/// With a 3 s timeout, a put whose connection stalls 1 MiB up fails cleanly in bounded time
-/// and the previous version stays current.
+/// The connection stalls 1 MiB up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = FaultRig::new("faults-stall").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Stall, 1 << 20, Direction::Upstream);
-    let (put, took) = within_bound(
-        "put",
-        rig.proxied(3)
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
-    assert_clean_failure(LABEL, "put over a stalled connection", &put.unwrap_err());
-    eprintln!("put failed over a stall in {took:?}");
-    rig.proxy.pass_through();
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("faults-stall").await;
+    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 1 << 20).await;
 }
