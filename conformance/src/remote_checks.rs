@@ -297,3 +297,40 @@ async fn a_put_under(rig: &FaultRig, how: Cut, after: u64, timeout: i64) {
     rig.proxy.pass_through();
     rig.assert_sound(&[&v1], &v1).await;
 }
+
+/// A package put of `src` at `package-seen`, as another client reads it: `fetch(object)`
+/// gives the bytes of one stored object by its key below the block path (each pack once);
+/// its frames, in order, unpack as a tar that holds `flow.py`. Then no lock or temporary
+/// file is left in `blocks_on_disk` (the block path's `.blocks` folder on the server's
+/// disk), when given.
+pub async fn another_client_reads_a_package(
+    block: &ObjectStoreBlock,
+    src: &Path,
+    fetch: impl FnMut(&str) -> Vec<u8>,
+    blocks_on_disk: Option<&Path>,
+) {
+    let at = BlockPath::parse("package-seen").unwrap();
+    let report = block
+        .put_directory(src, &at, &PutOptions::default())
+        .await
+        .unwrap();
+    let version = report.version.unwrap();
+    let manifest = block.manifest(&at, Some(&version)).await.unwrap();
+    let package = crate::delta::assemble_package(&manifest, fetch);
+    let tar = zstd::decode_all(&package[..]).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.retain(|n| n.ends_with("flow.py"));
+    assert_eq!(names, ["flow.py"]);
+    if let Some(dir) = blocks_on_disk {
+        let left: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".~"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
