@@ -334,3 +334,35 @@ pub async fn another_client_reads_a_package(
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+/// Expands to a remote store's three fault tests, each on a fresh rig from `$rig` (an async
+/// fn taking a folder name and returning a [`FaultRig`]): a put whose connections are reset
+/// once `$put` bytes went up, a get whose connections are reset once `$get` bytes came down,
+/// and a put whose connections stall once `$stall` bytes went up.
+#[macro_export]
+macro_rules! remote_fault_tests {
+    ($rig:path, put_reset_after: $put:expr, get_reset_after: $get:expr, stall_after: $stall:expr $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
+            let rig = $rig("faults-put").await;
+            $crate::remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, $put)
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
+            let rig = $rig("faults-get").await;
+            $crate::remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(
+                &rig, $get,
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
+            let rig = $rig("faults-stall").await;
+            $crate::remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, $stall)
+                .await;
+        }
+    };
+}

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use conformance::harness::{PyFtpd, shared};
-use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused};
+use conformance::remote_checks::{
+    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused,
+};
 use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
 use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
@@ -179,7 +181,7 @@ async fn ftplib_sees_exactly_the_files_layout_and_reads_a_package() {
         packs[object.rsplit('/').next().unwrap()].clone()
     };
     let blocks = ftpd.root.join("ftplib/package-seen/.blocks");
-    remote_checks::another_client_reads_a_package(&block, src.path(), fetch, Some(&blocks)).await;
+    another_client_reads_a_package(&block, src.path(), fetch, Some(&blocks)).await;
 }
 
 /// Two stores (two clients): the lock and the ETag check hold between them, as they would
@@ -219,24 +221,13 @@ async fn fault_rig(sub: &str) -> FaultRig {
     .await
 }
 
-/// Every control connection is reset once 1 KiB of commands went up during the put.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = fault_rig("faults-put").await;
-    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 1 << 10).await;
-}
-
-/// Control connections reset once 512 bytes of replies came down. (A get of packs asks for
-/// three files, about 1 KiB of replies with the login: the cut must come before its end.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = fault_rig("faults-get").await;
-    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 512).await;
-}
-
-/// The control connection stalls after 512 bytes of commands.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = fault_rig("faults-stall").await;
-    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 512).await;
-}
+// Control connections only (data connections go straight to the server): reset once 1 KiB
+// of commands went up, reset once 512 bytes of replies came down (a get of packs asks for
+// three files, about 1 KiB of replies with the login: the cut must come before its end), and
+// stalled after 512 bytes of commands.
+conformance::remote_fault_tests!(
+    fault_rig,
+    put_reset_after: 1 << 10,
+    get_reset_after: 512,
+    stall_after: 512,
+);

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conformance::harness::{Sshd, shared};
-use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused, uncached};
+use conformance::remote_checks::{
+    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused, uncached,
+};
 use conformance::tree::{noise, small_tree, write};
 use conformance::{Subject, conformance_suite};
 use sha2::{Digest, Sha256};
@@ -223,7 +225,7 @@ async fn the_sftp_cli_sees_exactly_the_files_layout_and_reads_a_package() {
         sshd.sftp(&get).unwrap();
         std::fs::read(&local).unwrap()
     };
-    remote_checks::another_client_reads_a_package(&block, src.path(), fetch, None).await;
+    another_client_reads_a_package(&block, src.path(), fetch, None).await;
 }
 
 /// Two stores on two connections: the lock and the ETag check hold between them, as they
@@ -410,23 +412,10 @@ async fn fault_rig(sub: &str) -> FaultRig {
     .await
 }
 
-/// Every connection is reset 2 MiB into the upload.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = fault_rig("faults-put").await;
-    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 2 << 20).await;
-}
-
-/// Every connection is reset 2 MiB into the download.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = fault_rig("faults-get").await;
-    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 2 << 20).await;
-}
-
-/// The connection stalls 1 MiB up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = fault_rig("faults-stall").await;
-    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 1 << 20).await;
-}
+// Reset 2 MiB into an upload or a download; stalled 1 MiB up.
+conformance::remote_fault_tests!(
+    fault_rig,
+    put_reset_after: 2 << 20,
+    get_reset_after: 2 << 20,
+    stall_after: 1 << 20,
+);

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use conformance::harness::{WsgiDav, shared};
-use conformance::remote_checks::{self, FaultRig, compare_and_swap_between, refused};
+use conformance::remote_checks::{
+    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused,
+};
 use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
 use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
@@ -214,7 +216,7 @@ async fn curl_sees_exactly_the_files_layout_and_reads_a_package() {
     // tar reads.
     let fetch = |object: &str| curl_get(&dav, &format!("curl/package-seen/{object}"));
     let blocks = dav.root.join("curl/package-seen/.blocks");
-    remote_checks::another_client_reads_a_package(&block, src.path(), fetch, Some(&blocks)).await;
+    another_client_reads_a_package(&block, src.path(), fetch, Some(&blocks)).await;
 }
 
 /// Two stores (two clients): the lock and the ETag check hold between them, as they would
@@ -252,23 +254,10 @@ async fn fault_rig(sub: &str) -> FaultRig {
     .await
 }
 
-/// Every connection is reset 2 MiB into the upload.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {
-    let rig = fault_rig("faults-put").await;
-    remote_checks::a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 2 << 20).await;
-}
-
-/// Every connection is reset 2 MiB into the download.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written() {
-    let rig = fault_rig("faults-get").await;
-    remote_checks::a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 2 << 20).await;
-}
-
-/// The connection stalls 1 MiB up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_connection_fails_cleanly_in_bounded_time() {
-    let rig = fault_rig("faults-stall").await;
-    remote_checks::a_stalled_connection_fails_cleanly_in_bounded_time(&rig, 1 << 20).await;
-}
+// Reset 2 MiB into an upload or a download; stalled 1 MiB up.
+conformance::remote_fault_tests!(
+    fault_rig,
+    put_reset_after: 2 << 20,
+    get_reset_after: 2 << 20,
+    stall_after: 1 << 20,
+);
