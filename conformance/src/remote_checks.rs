@@ -366,3 +366,57 @@ macro_rules! remote_fault_tests {
         }
     };
 }
+
+/// A tree of `flow.py` and one `mib` MiB file of noise (which does not compress, so the
+/// package is as big as the file), put to `block` and got back whole (no frame from the
+/// agent cache); the times go to stderr, `over` saying over what.
+pub async fn a_large_package_round_trips<B: StorageBlock>(block: &B, mib: usize, over: &str) {
+    use std::io::Write as _;
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    let file = src.join("data/big.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    write(&src, "flow.py", "print('big')\n");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for i in 0..mib / 4 {
+        out.write_all(&noise(4 << 20, 2000 + i as u64)).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    let at = BlockPath::parse("big").unwrap();
+    let started = std::time::Instant::now();
+    let report = block
+        .put_directory(&src, &at, &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put {mib} MiB: {e}"));
+    let put_secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.bytes, (mib << 20) as u64 + 13);
+    let dest = scratch.path().join("dest");
+    let started = std::time::Instant::now();
+    block
+        .get_directory(&at, &dest, &uncached())
+        .await
+        .unwrap_or_else(|e| panic!("get {mib} MiB: {e}"));
+    let get_secs = started.elapsed().as_secs_f64();
+    let rate = |secs: f64| mib as f64 / secs;
+    eprintln!(
+        "{mib} MiB package over {over}: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s \
+         ({:.0} MiB/s)",
+        rate(put_secs),
+        rate(get_secs)
+    );
+    assert_eq!(sha256_of(&dest.join("data/big.bin")), sha256_of(&file));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
+        "print('big')\n"
+    );
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}

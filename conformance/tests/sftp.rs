@@ -5,18 +5,16 @@
 //! connections, and a large package.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use conformance::harness::{Sshd, shared};
 use conformance::remote_checks::{
-    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused, uncached,
+    FaultRig, a_large_package_round_trips, another_client_reads_a_package,
+    compare_and_swap_between, refused,
 };
-use conformance::tree::{noise, small_tree, write};
+use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use sha2::{Digest, Sha256};
 use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
 use storage_rfs::{RfsConfig, open, open_store};
 
@@ -238,51 +236,11 @@ async fn compare_and_swap_holds_between_two_connections() {
     compare_and_swap_between(one, two, &sshd.data_dir.join("cas")).await;
 }
 
-const BIG: usize = 64 * 1024 * 1024;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_package_round_trips() {
     let sshd = sshd();
     let block = open(&key_config(&sshd, "big"), "rfs/big").unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let src = scratch.path().join("src");
-    let file = src.join("data/big.bin");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    write(&src, "flow.py", "print('big')\n");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    for i in 0..(BIG / (4 << 20)) {
-        out.write_all(&noise(4 << 20, 3000 + i as u64)).unwrap();
-    }
-    out.flush().unwrap();
-    drop(out);
-
-    let at = BlockPath::parse("big").unwrap();
-    let started = Instant::now();
-    block
-        .put_directory(&src, &at, &PutOptions::default())
-        .await
-        .expect("put 64 MiB");
-    let put_secs = started.elapsed().as_secs_f64();
-    let dest = scratch.path().join("dest");
-    let started = Instant::now();
-    block
-        .get_directory(&at, &dest, &uncached())
-        .await
-        .expect("get 64 MiB");
-    let get_secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "64 MiB package over SFTP: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s ({:.0} MiB/s)",
-        64.0 / put_secs,
-        64.0 / get_secs
-    );
-    assert_eq!(sha256_of(&dest.join("data/big.bin")), sha256_of(&file));
-}
-
-fn sha256_of(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).unwrap();
-    hex::encode(h.finalize())
+    a_large_package_round_trips(&block, 64, "SFTP").await;
 }
 
 /// Prefect's own RemoteFileSystem (fsspec's SFTP driver, over paramiko): `put|get LOCAL

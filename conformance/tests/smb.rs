@@ -4,17 +4,13 @@
 //! compare-and-swap that holds between two clients, and a 256 MiB package.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use conformance::harness::{Samba, shared};
-use conformance::remote_checks::{compare_and_swap_between, refused};
-use conformance::tree::{noise, small_tree, write};
+use conformance::remote_checks::{a_large_package_round_trips, compare_and_swap_between, refused};
+use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use sha2::{Digest, Sha256};
-use storage_core::{BlockPath, GetOptions, Layout, PutOptions, Secret, StorageBlock};
+use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
 use storage_smb::{SmbConfig, open, open_store};
 
 const PREFIX: &str = "team/flows";
@@ -151,55 +147,9 @@ async fn compare_and_swap_holds_between_two_clients() {
     compare_and_swap_between(one, two, &samba.share_dir).await;
 }
 
-const BIG: usize = 256 * 1024 * 1024;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_package_round_trips() {
     let samba = samba();
     let block = open(&config(&samba, PREFIX, &samba.password), "smb/big").unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let src = scratch.path().join("src");
-    let file = src.join("data/big.bin");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    write(&src, "flow.py", "print('big')\n");
-    // Noise does not compress, so the package is as big as the file.
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    for i in 0..(BIG / (4 << 20)) {
-        out.write_all(&noise(4 << 20, 2000 + i as u64)).unwrap();
-    }
-    out.flush().unwrap();
-    drop(out);
-
-    let at = BlockPath::parse("big").unwrap();
-    let started = Instant::now();
-    let report = block
-        .put_directory(&src, &at, &PutOptions::default())
-        .await
-        .expect("put 256 MiB");
-    let put_secs = started.elapsed().as_secs_f64();
-    assert_eq!(report.bytes, BIG as u64 + 13);
-    let dest = scratch.path().join("dest");
-    let started = Instant::now();
-    block
-        .get_directory(&at, &dest, &GetOptions::default())
-        .await
-        .expect("get 256 MiB");
-    let get_secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "256 MiB package over SMB: put {put_secs:.2} s ({:.0} MiB/s), get {get_secs:.2} s ({:.0} MiB/s)",
-        256.0 / put_secs,
-        256.0 / get_secs
-    );
-    assert_eq!(sha256_of(&dest.join("data/big.bin")), sha256_of(&file));
-    assert_eq!(
-        std::fs::read_to_string(dest.join("flow.py")).unwrap(),
-        "print('big')\n"
-    );
-}
-
-fn sha256_of(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).unwrap();
-    hex::encode(h.finalize())
+    a_large_package_round_trips(&block, 256, "SMB").await;
 }
