@@ -59,7 +59,11 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
             return Ok(());
         }
         let rest = self.buf.split_off(at);
-        let frame = std::mem::replace(&mut self.buf, rest);
+        let mut frame = std::mem::replace(&mut self.buf, rest);
+        // The buffer may have held a whole large chunk's worth before this cut: the frame
+        // waits in queues to be compressed, and should hold only its own bytes meanwhile
+        // (for a buffer this size the allocator gives the tail back without a copy).
+        frame.shrink_to_fit();
         self.emitted += 1;
         (self.emit)(frame)
     }
