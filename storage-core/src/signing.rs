@@ -536,6 +536,18 @@ impl SignedHead {
     /// over these very fields, for this path, not expired at `now`. Freshness against the
     /// HEADs already accepted is [`SeenHeads::accept`].
     pub fn verify(&self, keys: &TrustedKeys, path: &str, now: SystemTime) -> Result<Verified> {
+        self.verify_at(keys, "path", path, now)
+    }
+
+    /// [`Self::verify`] where the place a HEAD is signed for is called `place` in messages
+    /// (git calls it a branch).
+    pub fn verify_at(
+        &self,
+        keys: &TrustedKeys,
+        place: &str,
+        path: &str,
+        now: SystemTime,
+    ) -> Result<Verified> {
         let v = keys
             .verify(&self.signed_bytes(), &self.signature)
             .map_err(|e| match e {
@@ -544,7 +556,7 @@ impl SignedHead {
             })?;
         if self.path != quote_path(path) {
             return Err(Error::Trust(format!(
-                "HEAD was signed for path {}, not this one",
+                "HEAD was signed for {place} {}, not this one",
                 self.path
             )));
         }

@@ -95,11 +95,8 @@ impl Inner {
                 )));
             }
         } else {
-            head.verify(keys, &self.branch, SystemTime::now())
-                .map_err(|e| match e {
-                    Error::Trust(m) => at(m.replace("for path", "for branch")),
-                    other => other,
-                })?;
+            head.verify_at(keys, "branch", &self.branch, SystemTime::now())
+                .map_err(unwrap)?;
         }
         let tree = commit_tree(repo, id)?.id();
         if head.version != tree.to_string() {
