@@ -219,7 +219,7 @@ impl Registry {
             .sleep(tokio::time::sleep)
             .when(|e| match e {
                 _ if timeouts.load(Ordering::Relaxed) >= TIMED_OUT_TRIES => false,
-                Error::Backend(_) => true,
+                Error::Backend(_) | Error::Temporary { .. } => true,
                 // A token had for an earlier try may have expired, or the challenge was
                 // answered while the registry failed: ask again, with new credentials. (A
                 // wrong password is reported about a second later than it could be.)
