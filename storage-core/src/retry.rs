@@ -382,4 +382,17 @@ mod tests {
         assert_eq!(out, Ok(2));
         assert_eq!(calls, 2);
     }
+
+    #[test]
+    fn the_docs_list_every_policy_with_its_tries() {
+        let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/design/retries.md");
+        let page = std::fs::read_to_string(page).unwrap();
+        for p in RetryPolicy::ALL {
+            let row = format!("| `{}` | {} |", p.name, p.tries);
+            assert!(
+                page.contains(&row),
+                "docs/design/retries.md has no row {row}"
+            );
+        }
+    }
 }
