@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use http_auth::parser::ChallengeParser;
 use oci_client::Reference;
+use oci_client::errors::{OciEnvelope, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
@@ -296,10 +297,15 @@ impl Registry {
         if ok {
             return Ok(body);
         }
+        let unknown = error_codes(&body).iter().any(|code| {
+            matches!(
+                code,
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
+            )
+        });
         let text = String::from_utf8_lossy(&body);
-        let unknown = ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]
-            .iter()
-            .any(|code| text.contains(code));
         Err(match status {
             404 => Error::NotFound(format!("{what} is missing (HTTP 404)")),
             _ if unknown => Error::NotFound(format!("{what} is missing (HTTP {status})")),
@@ -854,8 +860,13 @@ impl Registry {
             &what,
         )
         .await?;
+        let unknown = error_codes(&body).iter().any(|code| {
+            matches!(
+                code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        });
         let body = String::from_utf8_lossy(&body);
-        let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
         match status {
             200..=299 => Ok(()),
             _ if unknown => Err(Error::NotFound(format!("no manifest {digest}"))),
@@ -1027,6 +1038,14 @@ fn bearer_challenge(headers: &reqwest::header::HeaderMap) -> Option<Vec<(String,
     )
 }
 
+/// The error codes of a registry's error answer (the distribution spec's JSON envelope,
+/// `{"errors": [{"code": "MANIFEST_UNKNOWN", ...}]}`); none when the answer is no envelope.
+fn error_codes(body: &[u8]) -> Vec<OciErrorCode> {
+    serde_json::from_slice::<OciEnvelope>(body)
+        .map(|envelope| envelope.errors.into_iter().map(|e| e.code).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1078,5 +1097,14 @@ mod tests {
         assert!(matches!(auth, RegistryAuth::Bearer(t) if t == "t"));
         let lone = credentials("h", None, Some("p".into()), None).unwrap_err();
         assert_eq!(lone.exit_code(), 2);
+    }
+
+    #[test]
+    fn error_codes_come_from_the_answers_envelope() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(error_codes(body), [OciErrorCode::ManifestUnknown]);
+        let custom = br#"{"errors":[{"code":"QUOTA","message":"a MANIFEST_UNKNOWN in words"}]}"#;
+        assert_eq!(error_codes(custom), [OciErrorCode::Other("QUOTA".into())]);
+        assert!(error_codes(b"MANIFEST_UNKNOWN, said as plain text").is_empty());
     }
 }
