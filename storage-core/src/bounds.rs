@@ -227,12 +227,15 @@ where
     }
 }
 
-/// The error for `what` not finished within `timeout`.
+/// The error for `what` not finished within `timeout`: temporary, of kind `TimedOut`.
 pub fn timed_out(what: &str, timeout: Duration) -> Error {
-    Error::Backend(format!(
-        "{what} timed out after {} (the block's timeout bounds a whole request)",
-        humantime::format_duration(timeout)
-    ))
+    Error::temporary(
+        format!(
+            "{what} timed out after {} (the block's timeout bounds a whole request)",
+            humantime::format_duration(timeout)
+        ),
+        Some(std::io::ErrorKind::TimedOut),
+    )
 }
 
 #[cfg(test)]

@@ -41,6 +41,18 @@ pub enum Error {
     /// Any other backend failure (exit 1).
     #[error("{0}")]
     Backend(String),
+    /// A failure another try may not meet: a request that timed out, a connection that
+    /// dropped or was refused, a server that was busy or failing (exit 1). Set where the
+    /// failure is raised, so that a retry policy (`crate::retry`) decides from it.
+    #[error("{message}")]
+    Temporary {
+        /// What failed, where, and why.
+        message: String,
+        /// The kind of network failure it was, where one was seen (`TimedOut` for a
+        /// deadline passed); its own text is already in `message`.
+        #[source]
+        source: Option<std::io::Error>,
+    },
 }
 
 /// The result of every fallible operation of the blocks.
@@ -56,7 +68,21 @@ impl Error {
             Error::Integrity(_) => 5,
             Error::Conflict(_) => 6,
             Error::Trust(_) => 7,
-            Error::Io { .. } | Error::Backend(_) => 1,
+            Error::Io { .. } | Error::Backend(_) | Error::Temporary { .. } => 1,
+        }
+    }
+
+    /// Whether another try may not meet this failure (see [`Error::Temporary`]).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Error::Temporary { .. })
+    }
+
+    /// A temporary failure (see [`Error::Temporary`]) caused by a network failure of `kind`,
+    /// if one is known.
+    pub fn temporary(message: impl Into<String>, kind: Option<std::io::ErrorKind>) -> Self {
+        Error::Temporary {
+            message: message.into(),
+            source: kind.map(std::io::Error::from),
         }
     }
 
@@ -86,7 +112,10 @@ impl Error {
             E::NotSupported { .. } | E::NotImplemented { .. } => Error::Unsupported(text),
             E::InvalidPath { .. } => Error::Usage(text),
             _ if looks_like_auth_failure(&text) => Error::Auth(text),
-            _ => Error::Backend(text),
+            _ => match network_failure(&err) {
+                Some(kind) => Error::temporary(text, Some(kind)),
+                None => Error::Backend(text),
+            },
         }
     }
 
@@ -111,6 +140,9 @@ impl Error {
             Error::Conflict(_) => Error::Conflict(text),
             Error::Trust(_) => Error::Trust(text),
             Error::Io { .. } | Error::Backend(_) => Error::Backend(text),
+            Error::Temporary { source, .. } => {
+                Error::temporary(text, source.as_ref().map(std::io::Error::kind))
+            }
         }
     }
 
@@ -134,6 +166,10 @@ impl Error {
                 context: s(context),
                 source,
             },
+            Error::Temporary { message, source } => Error::Temporary {
+                message: s(message),
+                source,
+            },
         }
     }
 
@@ -151,6 +187,10 @@ impl Error {
             Error::Backend(m) => Error::Backend(add(m)),
             Error::Io { context, source } => Error::Io {
                 context: add(context),
+                source,
+            },
+            Error::Temporary { message, source } => Error::Temporary {
+                message: add(message),
                 source,
             },
         }
@@ -178,8 +218,40 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Object stores report a refused signature or key as a generic HTTP error; these are the
-/// status lines and codes the S3, Azure and GCS APIs use for it.
+/// The kind of the network failure among `err`'s causes that another try may not meet (a
+/// timeout, a reset, a refused or dropped connection), from the typed errors in the chain.
+fn network_failure(err: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    use std::io::ErrorKind as K;
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                K::TimedOut
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::ConnectionRefused
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+            )
+        {
+            return Some(io.kind());
+        }
+        if let Some(ours) = c.downcast_ref::<Error>()
+            && let Error::Temporary { source, .. } = ours
+        {
+            return Some(source.as_ref().map_or(K::Other, std::io::Error::kind));
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Object stores report a refused signature or key as a generic HTTP error, and the status
+/// that says so is in no type we can reach: object_store keeps it in its `RetryError`, which
+/// is private to the crate, for list requests and credential fetches. So the text is the only
+/// signal there; these are the status lines and codes the S3, Azure and GCS APIs use for it.
+/// The one place a kind is read from message text in this crate.
 fn looks_like_auth_failure(text: &str) -> bool {
     const MARKERS: [&str; 9] = [
         "403 Forbidden",
@@ -258,6 +330,37 @@ mod tests {
         let back = Error::from_store(e);
         assert_eq!(back.exit_code(), 5);
         assert_eq!(back.to_string(), "listing of a: a cycle");
+    }
+
+    #[test]
+    fn a_dropped_connection_is_temporary_and_keeps_its_kind() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let err = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(reset),
+        };
+        let e = Error::from_store(err);
+        assert!(e.is_temporary(), "{e:?}");
+        assert_eq!(e.exit_code(), 1);
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(|s| s.kind()),
+            Some(std::io::ErrorKind::ConnectionReset)
+        );
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: "400 Bad Request".into(),
+        };
+        assert!(!Error::from_store(refused).is_temporary());
+    }
+
+    #[test]
+    fn a_temporary_error_through_a_store_stays_temporary() {
+        let e = Error::temporary("GET x timed out", Some(std::io::ErrorKind::TimedOut))
+            .into_store("WebDAV");
+        let back = Error::from_store(e).context("webdav/site");
+        assert!(back.is_temporary());
+        assert_eq!(back.to_string(), "webdav/site: GET x timed out");
     }
 
     #[test]

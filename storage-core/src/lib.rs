@@ -12,6 +12,7 @@ pub mod error;
 pub mod record;
 pub mod redaction;
 pub mod registry;
+pub mod retry;
 pub mod secret;
 pub mod signing;
 pub mod slug;
@@ -26,6 +27,7 @@ pub use config::{BlockConfig, BlockDocument, FieldKind, FieldSpec, Trust, TypeSp
 pub use error::{Error, Result};
 pub use record::{SourceInfo, VersionRecord};
 pub use registry::RegistryFile;
+pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 

@@ -90,14 +90,14 @@ impl Signer {
                     "{what} is encrypted: give its password (the block's signing_password, e.g. env:NAME)"
                 ))
             })?;
-            minisign::SecretKey::from_box(sk_box, Some(password.to_string())).map_err(|e| {
-                let why = said(e);
-                if why.contains("Wrong password") {
-                    Error::Auth(format!("{what}: wrong password"))
-                } else {
-                    Error::Usage(format!("{what}: {why}"))
-                }
-            })?
+            // Decrypting an encrypted key fails with a Verify error exactly when the key's
+            // checksum does not match what the password decrypted: a wrong password.
+            minisign::SecretKey::from_box(sk_box, Some(password.to_string())).map_err(
+                |e| match e.kind() {
+                    minisign::ErrorKind::Verify => Error::Auth(format!("{what}: wrong password")),
+                    _ => Error::Usage(format!("{what}: {}", said(e))),
+                },
+            )?
         } else {
             // `minisign -G -W` leaves an unencrypted key's checksum zero, which the crate's
             // box reader refuses as corrupted; the key bytes are read as they are instead,

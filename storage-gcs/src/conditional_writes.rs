@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use object_store::path::Path;
@@ -22,15 +21,10 @@ use crate::error::{Kind, from_status, generic, translate};
 use opendal::{Buffer, HttpTransporter, Operator};
 use reqsign_core::Signer;
 use reqsign_google::Credential;
+use storage_core::RetryPolicy;
 
-/// How often a request that failed for a transient reason is sent in all.
-const ATTEMPTS: usize = 6;
-/// The pauses between them: 200 ms, doubling, at most 5 s.
-const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
-    .with_min_delay(Duration::from_millis(200))
-    .with_factor(2.0)
-    .with_max_delay(Duration::from_secs(5))
-    .with_max_times(ATTEMPTS - 1);
+/// How a conditional write that failed for a transient reason is tried again.
+const RETRIES: RetryPolicy = RetryPolicy::CONDITIONAL_WRITE;
 /// Bodies up to this size are compared with the stored object when a retried conditional
 /// write meets a precondition failure (the first attempt may have been the one that won).
 const RECONCILE_LIMIT: usize = 1 << 20;
@@ -55,6 +49,7 @@ enum Settled {
 }
 
 /// A failure worth another try; `maybe_applied` when the server may have written the object.
+#[derive(Debug)]
 struct Retry {
     why: String,
     maybe_applied: bool,
@@ -100,13 +95,16 @@ impl JsonApi {
             encode(name),
         );
         let maybe_applied = AtomicBool::new(false);
-        let settled = (|| self.attempt(location, &url, &content_type, body.clone()))
-            .retry(RETRIES)
-            .sleep(tokio::time::sleep)
-            .notify(|r: &Retry, pause| {
-                maybe_applied.fetch_or(r.maybe_applied, Ordering::Relaxed);
-                tracing::debug!(why = %r.why, ?pause, "conditional write failed; trying again");
-            })
+        let settled = RETRIES
+            .run(
+                |_| self.attempt(location, &url, &content_type, body.clone()),
+                |r: &Retry| {
+                    // A try that failed may still have written: a later precondition
+                    // failure is then checked against what is stored.
+                    maybe_applied.fetch_or(r.maybe_applied, Ordering::Relaxed);
+                    true
+                },
+            )
             .await;
         match settled {
             Ok(Settled::Done(r)) => Ok(r),
@@ -129,8 +127,8 @@ impl JsonApi {
             }
             Ok(Settled::Failed(e)) => Err(e),
             Err(last) => Err(generic(format!(
-                "conditional write of {location} failed {ATTEMPTS} times: {}",
-                last.why
+                "conditional write of {location} failed {} times: {}",
+                RETRIES.tries, last.why
             ))),
         }
     }
@@ -329,8 +327,7 @@ mod tests {
 
     #[test]
     fn retries_pause_200_ms_doubling() {
-        use backon::BackoffBuilder;
-        let pauses: Vec<u128> = RETRIES.build().map(|d| d.as_millis()).collect();
+        let pauses: Vec<u128> = RETRIES.pauses().map(|d| d.as_millis()).collect();
         assert_eq!(pauses, [200, 400, 800, 1600, 3200]);
     }
 }

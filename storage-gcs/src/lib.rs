@@ -21,8 +21,8 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use serde::Deserialize;
 use storage_core::slug::BlockType;
 use storage_core::{
-    BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
-    TypeSpec,
+    BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, RetryPolicy,
+    Secret, TypeSpec,
 };
 
 /// The `object_store` crate whose trait [`open_store`] implements.
@@ -169,14 +169,8 @@ fn build(
                 .with_timeout(timeout)
                 .with_io_timeout(timeout),
         )
-        // Timeouts, 5xx, 429 and connection resets: exponential backoff, 6 more tries.
-        .layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(6),
-        );
+        // Timeouts, 5xx, 429 and connection resets.
+        .layer(retry_layer(RetryPolicy::CLOUD_REQUEST));
     let json = conditional_writes::JsonApi::new(
         &endpoint,
         &config.bucket,
@@ -187,6 +181,20 @@ fn build(
     );
     let store = store::GcsStore::new(op, json, &config.bucket);
     Ok((Arc::new(store), secrets))
+}
+
+/// `policy` as opendal's retry layer.
+fn retry_layer(policy: RetryPolicy) -> RetryLayer {
+    let layer = RetryLayer::new()
+        .with_min_delay(policy.first_pause)
+        .with_factor(policy.growth)
+        .with_max_delay(policy.max_pause)
+        .with_max_times(policy.tries - 1);
+    if policy.jitter {
+        layer.with_jitter()
+    } else {
+        layer
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,6 @@
 //! `spawn_blocking`.
 
 use std::cell::{Cell, RefCell};
-use std::time::Duration;
-
-use backon::{BlockingRetryable, ExponentialBuilder};
 
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, Oid,
@@ -15,10 +12,7 @@ use git2::{
 };
 use storage_core::error::one_line;
 use storage_core::secret::scrub;
-use storage_core::{Error, Result};
-
-/// Attempts of a fetch or ls-remote that fails on the network or with a 5xx.
-const ATTEMPTS: usize = 3;
+use storage_core::{Error, Result, RetryPolicy};
 
 /// Where a block's repository is and how to log in to it.
 pub(crate) struct GitRemote {
@@ -224,35 +218,16 @@ impl GitRemote {
             None => Ok(PushOutcome::Pushed),
             Some(why) => {
                 let why = self.scrubbed(&why);
-                let lower = why.to_ascii_lowercase();
-                if [
-                    "non-fast-forward",
-                    "fetch first",
-                    "stale",
-                    "lock",
-                    "failed to update",
-                ]
-                .iter()
-                .any(|m| lower.contains(m))
-                {
-                    Ok(PushOutcome::Moved(format!(
+                match refusal(&why) {
+                    Refusal::Moved => Ok(PushOutcome::Moved(format!(
                         "the server refused the push: {why}"
-                    )))
-                } else if [
-                    "denied",
-                    "declined",
-                    "protected",
-                    "permission",
-                    "not allowed",
-                ]
-                .iter()
-                .any(|m| lower.contains(m))
-                {
-                    Err(Error::Auth(format!("the server refused the push: {why}")))
-                } else {
-                    Err(Error::Conflict(format!(
+                    ))),
+                    Refusal::Denied => {
+                        Err(Error::Auth(format!("the server refused the push: {why}")))
+                    }
+                    Refusal::Other => Err(Error::Conflict(format!(
                         "the server refused the push: {why}"
-                    )))
+                    ))),
                 }
             }
         }
@@ -262,30 +237,113 @@ impl GitRemote {
         one_line(&scrub(text, &self.secrets))
     }
 
-    /// One of our errors for a libgit2 error, its text scrubbed of the credentials.
+    /// One of our errors for a libgit2 error, its kind from the error's code and class (see
+    /// [`failure`]), its text scrubbed of the credentials.
     pub(crate) fn error(&self, what: &str, e: git2::Error) -> Error {
-        let text = self.scrubbed(e.message());
-        let lower = text.to_ascii_lowercase();
-        let msg = format!("{what} {}: {text}", self.url);
-        if e.code() == ErrorCode::Auth
-            || lower.contains("401")
-            || lower.contains("403")
-            || lower.contains("authentication")
-        {
-            Error::Auth(msg)
-        } else if e.code() == ErrorCode::NotFastForward {
-            Error::Conflict(msg)
-        } else if e.code() == ErrorCode::NotFound
-            || lower.contains("404")
-            || lower.contains("not found")
-            || lower.contains("does not appear to be a git repository")
-        {
-            Error::NotFound(msg)
-        } else if e.code() == ErrorCode::Certificate {
-            Error::Auth(format!("{msg} (the server's certificate was not trusted)"))
-        } else {
-            Error::Backend(msg)
+        let msg = format!("{what} {}: {}", self.url, self.scrubbed(e.message()));
+        match failure(&e) {
+            Failure::Auth => Error::Auth(msg),
+            Failure::Certificate => {
+                Error::Auth(format!("{msg} (the server's certificate was not trusted)"))
+            }
+            Failure::Moved => Error::Conflict(msg),
+            Failure::NotFound => Error::NotFound(msg),
+            Failure::Temporary(kind) => Error::temporary(msg, kind),
+            Failure::Other => Error::Backend(msg),
         }
+    }
+}
+
+/// What a libgit2 failure means for a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The credentials were missing or refused, or access was denied.
+    Auth,
+    /// The server's certificate was not trusted.
+    Certificate,
+    /// A ref was not where the operation expected it.
+    Moved,
+    /// The repository or a ref is not there.
+    NotFound,
+    /// Another try may not meet it: a timeout, a connection that dropped, a 5xx.
+    Temporary(Option<std::io::ErrorKind>),
+    Other,
+}
+
+/// The kind of a libgit2 failure, from its code and class, and for an HTTP answer from its
+/// status ([`http_status`]).
+fn failure(e: &git2::Error) -> Failure {
+    use std::io::ErrorKind as K;
+    match (e.code(), e.class()) {
+        (ErrorCode::Auth, _) => Failure::Auth,
+        (ErrorCode::Certificate, _) => Failure::Certificate,
+        (ErrorCode::NotFastForward, _) => Failure::Moved,
+        (ErrorCode::NotFound, _) => Failure::NotFound,
+        (ErrorCode::Timeout, _) => Failure::Temporary(Some(K::TimedOut)),
+        (ErrorCode::Eof, _) => Failure::Temporary(Some(K::UnexpectedEof)),
+        // Sockets: a connection reset, a broken pipe, a failed read or write.
+        (_, ErrorClass::Net) => Failure::Temporary(None),
+        (_, ErrorClass::Http) => match http_status(e) {
+            Some(401 | 403) => Failure::Auth,
+            Some(404) => Failure::NotFound,
+            Some(408 | 429 | 500..=599) => Failure::Temporary(None),
+            _ => Failure::Other,
+        },
+        _ => Failure::Other,
+    }
+}
+
+/// The status of an HTTP answer libgit2 did not expect. libgit2 keeps no status field: it
+/// reports the status only in its message (`unexpected http status code: 404`, class Http,
+/// code GenericError), so this is the one place the git backend reads a message to decide a
+/// kind, and it reads only that number.
+fn http_status(e: &git2::Error) -> Option<u16> {
+    if e.class() != ErrorClass::Http {
+        return None;
+    }
+    e.message()
+        .strip_prefix("unexpected http status code: ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the server meant by refusing a ref in its push report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The branch moved or was locked by another push: build on the new tip and try again.
+    Moved,
+    /// A hook or a rule of the server forbids the push.
+    Denied,
+    Other,
+}
+
+/// The server's reason for refusing a ref. The git protocol's report (`ng <ref> <reason>`)
+/// carries the reason as free text and nothing else, and libgit2 hands it on as it is; so
+/// this, with [`http_status`], is where the git backend reads text for a kind. The words are
+/// those of git's receive-pack and of the hosts' hooks.
+fn refusal(why: &str) -> Refusal {
+    let lower = why.to_ascii_lowercase();
+    let moved = [
+        "non-fast-forward",
+        "fetch first",
+        "stale",
+        "lock",
+        "failed to update",
+    ];
+    let denied = [
+        "denied",
+        "declined",
+        "protected",
+        "permission",
+        "not allowed",
+    ];
+    if moved.iter().any(|m| lower.contains(m)) {
+        Refusal::Moved
+    } else if denied.iter().any(|m| lower.contains(m)) {
+        Refusal::Denied
+    } else {
+        Refusal::Other
     }
 }
 
@@ -334,32 +392,10 @@ pub(crate) fn short(oid: &Oid) -> String {
     oid.to_string().chars().take(12).collect()
 }
 
-/// Runs `op` again after a network failure or a 5xx, after 250 ms and then 1 s.
-fn retrying<T>(op: impl FnMut() -> Result<T>) -> Result<T> {
-    const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(250))
-        .with_factor(4.0)
-        .with_max_times(ATTEMPTS - 1);
-    op.retry(RETRIES)
-        .sleep(std::thread::sleep)
-        .when(|e| matches!(e, Error::Backend(m) if transient(m)))
-        .notify(|why, pause| tracing::debug!(%why, ?pause, "git remote failed; trying again"))
-        .call()
-}
-
-/// Failures worth another attempt: the connection, a timeout, or the server's 5xx.
-fn transient(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "timed out",
-        "timeout",
-        "connection reset",
-        "broken pipe",
-        "early eof",
-        "status code: 5",
-    ]
-    .iter()
-    .any(|t| m.contains(t))
+/// Runs `op` again under [`RetryPolicy::GIT_REMOTE`] while it fails temporarily (a
+/// network failure, a timeout, a 5xx).
+fn retrying<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    RetryPolicy::GIT_REMOTE.run_blocking(|_| op(), Error::is_temporary)
 }
 
 #[cfg(test)]
@@ -386,7 +422,11 @@ mod tests {
         assert_eq!(r.password.as_deref(), Some("s3cr++t"));
         let e = r.error(
             "fetching",
-            git2::Error::from_str("401 for https://bob:s3cr++t@example.test (s3cr++t)"),
+            git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "refused https://bob:s3cr++t@example.test (s3cr++t)",
+            ),
         );
         assert_eq!(e.exit_code(), 4);
         assert!(!e.to_string().contains("s3cr"), "{e}");
@@ -407,5 +447,63 @@ mod tests {
                 .unwrap()
                 .shallow
         );
+    }
+
+    fn http(status: u16) -> git2::Error {
+        let message = format!("unexpected http status code: {status}");
+        git2::Error::new(ErrorCode::GenericError, ErrorClass::Http, message)
+    }
+
+    #[test]
+    fn an_http_status_decides_the_kind_of_a_failure() {
+        assert_eq!(http_status(&http(404)), Some(404));
+        assert_eq!(failure(&http(401)), Failure::Auth);
+        assert_eq!(failure(&http(403)), Failure::Auth);
+        assert_eq!(failure(&http(404)), Failure::NotFound);
+        assert_eq!(failure(&http(502)), Failure::Temporary(None));
+        assert_eq!(failure(&http(400)), Failure::Other);
+        // The same words outside an HTTP failure decide nothing.
+        let os = git2::Error::new(
+            ErrorCode::GenericError,
+            ErrorClass::Os,
+            "unexpected http status code: 401",
+        );
+        assert_eq!(http_status(&os), None);
+        assert_eq!(failure(&os), Failure::Other);
+    }
+
+    #[test]
+    fn timeouts_and_dropped_connections_are_temporary_and_retried() {
+        let timeout = git2::Error::new(ErrorCode::Timeout, ErrorClass::Net, "timed out");
+        assert_eq!(
+            failure(&timeout),
+            Failure::Temporary(Some(std::io::ErrorKind::TimedOut))
+        );
+        let reset = git2::Error::new(ErrorCode::GenericError, ErrorClass::Net, "reset");
+        let r = GitRemote::new("https://example.test/r.git", None, None).unwrap();
+        assert!(r.error("fetching", reset).is_temporary());
+        let mut calls = 0;
+        let out: Result<()> = retrying(|| {
+            calls += 1;
+            Err(r.error("fetching", http(503)))
+        });
+        assert!(out.unwrap_err().is_temporary());
+        assert_eq!(calls, RetryPolicy::GIT_REMOTE.tries);
+        let mut calls = 0;
+        let out: Result<()> = retrying(|| {
+            calls += 1;
+            Err(r.error("fetching", http(404)))
+        });
+        assert_eq!(out.unwrap_err().exit_code(), 3);
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_push_refusal_says_whether_the_branch_moved_or_the_push_is_denied() {
+        assert_eq!(refusal("failed to lock"), Refusal::Moved);
+        assert_eq!(refusal("non-fast-forward"), Refusal::Moved);
+        assert_eq!(refusal("pre-receive hook declined"), Refusal::Denied);
+        assert_eq!(refusal("protected branch hook declined"), Refusal::Denied);
+        assert_eq!(refusal("funny refname"), Refusal::Other);
     }
 }

@@ -690,7 +690,7 @@ impl StorageBlock for OciBlock {
                     report.removed_versions.push(v.version)
                 }
                 // A put racing this gc is re-tagging it: it stays, for a later gc.
-                Err(Error::Backend(why)) => {
+                Err(why @ (Error::Backend(_) | Error::Temporary { .. })) => {
                     tracing::warn!(%why, version = %v.version, "gc kept a version it could not delete");
                     report.kept.push(v.version);
                 }

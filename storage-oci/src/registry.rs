@@ -10,7 +10,7 @@
 //! An upload location on another origin gets no credentials. Every try of a request
 //! ends within the block's `timeout` (a blob's within `transfer_deadline` of its size), and
 //! a request with its retries within [`Registry::total_bound`]: twice its deadline plus the
-//! pauses between tries ([`RETRY_PAUSES`]).
+//! pauses between tries ([`RETRIES`]' `most_paused`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http_auth::parser::ChallengeParser;
 use oci_client::Reference;
+use oci_client::errors::{OciEnvelope, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
@@ -32,14 +32,13 @@ use storage_core::bounds::{
     SMALL_ANSWER_MAX, read_capped, read_exact_len, timed_out, transfer_deadline,
 };
 use storage_core::secret::scrub;
-use storage_core::{Error, Result};
+use storage_core::{Error, Result, RetryPolicy};
 
-/// Tries of a request that fails transiently.
-const ATTEMPTS: usize = 4;
+/// How a request that fails transiently is tried again: 4 tries, pauses of 100, 300 and
+/// 900 ms.
+pub const RETRIES: RetryPolicy = RetryPolicy::REGISTRY_REQUEST;
 /// Tries of a request that may time out: one more after the first timeout.
 const TIMED_OUT_TRIES: u32 = 2;
-/// The pauses before the second, third and fourth try: 100 ms, 300 ms, 900 ms.
-pub const RETRY_PAUSES: Duration = Duration::from_millis(1300);
 
 /// Tags asked for per page of a tag list.
 const TAG_PAGE: usize = 1000;
@@ -150,7 +149,7 @@ impl Registry {
     /// The longest a request may take with its retries: two tries that time out and the
     /// pauses between tries.
     pub fn total_bound(&self, deadline: Duration) -> Duration {
-        deadline * TIMED_OUT_TRIES + RETRY_PAUSES
+        deadline * TIMED_OUT_TRIES + RETRIES.most_paused()
     }
 
     fn anonymous(&self) -> bool {
@@ -178,7 +177,7 @@ impl Registry {
         self.retried_within(what, self.timeout, op).await
     }
 
-    /// Runs `op` again after a pause (100 ms, 300 ms, 900 ms) when it failed in a way another
+    /// Runs `op` again under [`RETRIES`] (100 ms, 300 ms, 900 ms) when it failed in a way another
     /// try may not repeat: 5xx answers, resets, timeouts, a registry's 500 or 400 while a
     /// manifest is being deleted, a refusal that may follow a failed auth challenge. Not
     /// found and corrupt answers are final. Every request retried here is idempotent.
@@ -196,12 +195,8 @@ impl Registry {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(100))
-            .with_factor(3.0)
-            .with_max_times(ATTEMPTS - 1);
         let timeouts = AtomicU32::new(0);
-        let one_try = || {
+        let one_try = |_| {
             let attempt = op();
             let timeouts = &timeouts;
             async move {
@@ -214,21 +209,15 @@ impl Registry {
                 }
             }
         };
-        let tries = one_try
-            .retry(RETRIES)
-            .sleep(tokio::time::sleep)
-            .when(|e| match e {
-                _ if timeouts.load(Ordering::Relaxed) >= TIMED_OUT_TRIES => false,
-                Error::Backend(_) => true,
-                // A token had for an earlier try may have expired, or the challenge was
-                // answered while the registry failed: ask again, with new credentials. (A
-                // wrong password is reported about a second later than it could be.)
-                Error::Auth(_) => !self.anonymous(),
-                _ => false,
-            })
-            .notify(|why, pause| {
-                tracing::debug!(%why, ?pause, "registry request failed; trying again");
-            });
+        let tries = RETRIES.run(one_try, |e| match e {
+            _ if timeouts.load(Ordering::Relaxed) >= TIMED_OUT_TRIES => false,
+            Error::Backend(_) | Error::Temporary { .. } => true,
+            // A token had for an earlier try may have expired, or the challenge was
+            // answered while the registry failed: ask again, with new credentials. (A
+            // wrong password is reported about a second later than it could be.)
+            Error::Auth(_) => !self.anonymous(),
+            _ => false,
+        });
         // Tries that fail at once and ones that time out together still end in time.
         let total = self.total_bound(deadline);
         match tokio::time::timeout(total, tries).await {
@@ -308,10 +297,15 @@ impl Registry {
         if ok {
             return Ok(body);
         }
+        let unknown = error_codes(&body).iter().any(|code| {
+            matches!(
+                code,
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
+            )
+        });
         let text = String::from_utf8_lossy(&body);
-        let unknown = ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]
-            .iter()
-            .any(|code| text.contains(code));
         Err(match status {
             404 => Error::NotFound(format!("{what} is missing (HTTP 404)")),
             _ if unknown => Error::NotFound(format!("{what} is missing (HTTP {status})")),
@@ -866,8 +860,13 @@ impl Registry {
             &what,
         )
         .await?;
+        let unknown = error_codes(&body).iter().any(|code| {
+            matches!(
+                code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        });
         let body = String::from_utf8_lossy(&body);
-        let unknown = body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN");
         match status {
             200..=299 => Ok(()),
             _ if unknown => Err(Error::NotFound(format!("no manifest {digest}"))),
@@ -1039,6 +1038,14 @@ fn bearer_challenge(headers: &reqwest::header::HeaderMap) -> Option<Vec<(String,
     )
 }
 
+/// The error codes of a registry's error answer (the distribution spec's JSON envelope,
+/// `{"errors": [{"code": "MANIFEST_UNKNOWN", ...}]}`); none when the answer is no envelope.
+fn error_codes(body: &[u8]) -> Vec<OciErrorCode> {
+    serde_json::from_slice::<OciEnvelope>(body)
+        .map(|envelope| envelope.errors.into_iter().map(|e| e.code).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,5 +1097,14 @@ mod tests {
         assert!(matches!(auth, RegistryAuth::Bearer(t) if t == "t"));
         let lone = credentials("h", None, Some("p".into()), None).unwrap_err();
         assert_eq!(lone.exit_code(), 2);
+    }
+
+    #[test]
+    fn error_codes_come_from_the_answers_envelope() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(error_codes(body), [OciErrorCode::ManifestUnknown]);
+        let custom = br#"{"errors":[{"code":"QUOTA","message":"a MANIFEST_UNKNOWN in words"}]}"#;
+        assert_eq!(error_codes(custom), [OciErrorCode::Other("QUOTA".into())]);
+        assert!(error_codes(b"MANIFEST_UNKNOWN, said as plain text").is_empty());
     }
 }

@@ -1,19 +1,23 @@
-//! Client settings every remote object store shares: retry policy and request timeout.
+//! Client settings every remote object store shares: its retry policy (as object_store's
+//! settings) and request timeout.
 
 use super::*;
 
 #[cfg(feature = "cloud")]
-/// What every remote object store retries: timeouts, 5xx and connection resets, with
-/// exponential backoff, for at most two minutes per request.
+/// What every remote object store retries (timeouts, 5xx and connection resets), under
+/// [`RetryPolicy::CLOUD_REQUEST`](crate::RetryPolicy::CLOUD_REQUEST) and for at most
+/// [`CLOUD_RETRY_TIMEOUT`](crate::retry::CLOUD_RETRY_TIMEOUT) per request, as object_store's
+/// settings (its backoff always has jitter).
 pub fn retry_config() -> object_store::RetryConfig {
+    let policy = crate::RetryPolicy::CLOUD_REQUEST;
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            base: 2.0,
+            init_backoff: policy.first_pause,
+            max_backoff: policy.max_pause,
+            base: f64::from(policy.growth),
         },
-        max_retries: 6,
-        retry_timeout: Duration::from_secs(120),
+        max_retries: policy.tries - 1,
+        retry_timeout: crate::retry::CLOUD_RETRY_TIMEOUT,
     }
 }
 

@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,8 +26,9 @@ use crate::package::frame_cache::{FrameCache, FrameCounts, verify_frame};
 use crate::package::manifest::{
     Frame, PACKS_FORMAT, PackageManifest, is_safe_relative_path, short,
 };
-use crate::package::packs::{PACK_MAX, RangeRead, plan_reads};
+use crate::package::packs::{PACK_MAX, RangeRead, plan_reads, worth_reading_again};
 use crate::package::store::{ObjectName, PackageStore};
+use crate::retry::{RANGED_READ_WINDOW, RetryPolicy};
 use crate::slug::BlockPath;
 
 /// Files from this size on are fetched by position.
@@ -37,12 +38,6 @@ pub const LARGE_RANGES_IN_FLIGHT: usize = 6;
 /// The frames outside the large files' data may hold at most this many bytes, uncompressed:
 /// they wait in memory, in any order, until the unpacking reaches them.
 pub const OTHERS_MAX: u64 = 16 << 20;
-/// Tries of one ranged read without progress (a cut read resumes at its first frame not
-/// landed)...
-const READ_TRIES: usize = 3;
-/// ...while less than this has passed since its last progress.
-const RETRY_WINDOW: Duration = Duration::from_secs(10);
-
 /// A file of the version written by position, and where its data lies in the tar stream.
 #[derive(Debug)]
 pub struct LargeFile {
@@ -364,26 +359,26 @@ async fn read_landing(
         )));
     }
     let mut next = 0usize;
-    let (mut tries, mut since, mut pause) = (0, Instant::now(), Duration::from_millis(100));
+    // The tries and the window of [`RetryPolicy::RANGED_READ`] start again at each progress.
+    let (mut pauses, mut since) = (RetryPolicy::RANGED_READ.pauses(), Instant::now());
     while next < read.frames.len() {
         let before = next;
         match read_from(store, at, &read, &mut next, landing).await {
             Ok(()) => {}
             Err(Stop::Fatal(e)) => return Err(e),
-            Err(Stop::Transfer(e @ (Error::NotFound(_) | Error::Auth(_) | Error::Usage(_)))) => {
-                return Err(e);
-            }
+            Err(Stop::Transfer(e)) if !worth_reading_again(&e) => return Err(e),
             Err(Stop::Transfer(e)) => {
                 if next > before {
-                    (tries, since, pause) = (0, Instant::now(), Duration::from_millis(100));
+                    (pauses, since) = (RetryPolicy::RANGED_READ.pauses(), Instant::now());
                 }
-                tries += 1;
-                if tries >= READ_TRIES || since.elapsed() > RETRY_WINDOW {
+                let pause = pauses
+                    .next()
+                    .filter(|_| since.elapsed() <= RANGED_READ_WINDOW);
+                let Some(pause) = pause else {
                     return Err(e);
-                }
+                };
                 tracing::debug!(pack = %read.pack, error = %e, landed = next, "a ranged read was cut; resuming");
                 tokio::time::sleep(pause).await;
-                pause *= 3;
             }
         }
     }

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::package::frame_cache::{FrameCache, FrameCounts, verify_frame};
 use crate::package::manifest::{Frame, PACKS_FORMAT, PackageManifest, short};
 use crate::package::store::{ByteStream, ObjectName, PackageStore};
+use crate::retry::{RANGED_READ_WINDOW, RetryPolicy};
 use crate::slug::BlockPath;
 
 /// A pack is closed once the next frame would take it past this many bytes.
@@ -42,11 +42,6 @@ pub const RANGES_IN_FLIGHT: usize = 4;
 pub const PACKS_IN_FLIGHT: usize = 1;
 /// How many packs beyond what its size needs a version may span before a put repacks.
 pub const EXTRA_PACKS: usize = 2;
-/// Tries of one ranged read (a cut or short read is tried again)...
-const READ_TRIES: usize = 3;
-/// ...but only while this long has passed since the first: a store's client has its own
-/// retries and deadlines, and a read that fails slowly (a stall) is not worth another wait.
-const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// Where a frame of the previous version lives, for a put that reuses it.
 #[derive(Debug, Clone)]
@@ -183,7 +178,7 @@ pub fn plan_reads(frames: &[(usize, &Frame)]) -> Vec<RangeRead> {
 }
 
 /// Reads one range and returns its frames, each verified against its sha256 and cached.
-/// A cut or short read is tried again, up to [`READ_TRIES`] times.
+/// A cut or short read is tried again under [`RetryPolicy::RANGED_READ`].
 async fn fetch_range(
     store: Arc<dyn PackageStore>,
     at: BlockPath,
@@ -191,22 +186,13 @@ async fn fetch_range(
     cache: FrameCache,
     counts: Arc<FrameCounts>,
 ) -> Result<Vec<(usize, Bytes)>> {
-    let mut pause = Duration::from_millis(100);
-    let mut tries = 0;
     let began = std::time::Instant::now();
-    let data = loop {
-        tries += 1;
-        match read_range(store.as_ref(), &at, &read).await {
-            Ok(data) => break data,
-            Err(e @ (Error::NotFound(_) | Error::Auth(_) | Error::Usage(_))) => return Err(e),
-            Err(e) if tries >= READ_TRIES || began.elapsed() > RETRY_WINDOW => return Err(e),
-            Err(e) => {
-                tracing::debug!(pack = %read.pack, error = %e, "a ranged read failed; trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 3;
-            }
-        }
-    };
+    let data = RetryPolicy::RANGED_READ
+        .run(
+            |_| read_range(store.as_ref(), &at, &read),
+            |e| worth_reading_again(e) && began.elapsed() <= RANGED_READ_WINDOW,
+        )
+        .await?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(read.frames.len());
         for f in &read.frames {
@@ -219,6 +205,12 @@ async fn fetch_range(
         Ok(out)
     })
     .await?
+}
+
+/// Whether a ranged read that failed with `e` may do better read again: a cut, short or
+/// failed read may; a missing pack, refused credentials or a bad request will not.
+pub(crate) fn worth_reading_again(e: &Error) -> bool {
+    !matches!(e, Error::NotFound(_) | Error::Auth(_) | Error::Usage(_))
 }
 
 /// The bytes of one range, exactly as many as asked (a whole pack, sliced, where the store

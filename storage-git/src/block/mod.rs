@@ -526,14 +526,3 @@ fn commit_time(c: &git2::Commit<'_>) -> String {
     humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
         .to_string()
 }
-
-/// A short pause that grows with the attempt and differs between racing writers.
-fn pause(attempt: u32) {
-    let jitter = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() % 50)
-        .unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(
-        (25 * u64::from(attempt)).min(200) + u64::from(jitter),
-    ));
-}

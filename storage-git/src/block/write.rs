@@ -3,12 +3,13 @@
 //! fast-forward from that tip; a push that loses the race starts again on the new tip
 //! (a conditional put instead fails as a conflict: its condition was about the old tip).
 
+use storage_core::RetryPolicy;
 use storage_core::signing::Signer;
 
 use super::*;
 
-/// How often a write builds again on a branch that moved under it.
-const WRITE_ATTEMPTS: u32 = 8;
+/// How often, and after which pauses, a write builds again on a branch that moved under it.
+const LOST_PUSH: RetryPolicy = RetryPolicy::LOST_PUSH;
 
 /// How a signing block signs its commits: its key, and how long the signed HEAD stays valid.
 pub(super) type Signing<'a> = Option<(&'a Signer, Option<Duration>)>;
@@ -39,6 +40,8 @@ impl Inner {
         progress: &Option<Arc<dyn ProgressObserver>>,
         mut decide: impl FnMut(Option<Oid>, Option<&git2::Tree<'_>>) -> Result<Option<Oid>>,
     ) -> Result<Written> {
+        // The pauses between tries differ between racing writers (jitter).
+        let mut pauses = LOST_PUSH.pauses();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -75,13 +78,15 @@ impl Inner {
                         "the push was rejected as non-fast-forward: {why} since this put read it; nothing was changed (get the new version, then put again)"
                     )));
                 }
-                PushOutcome::Moved(why) if attempt >= WRITE_ATTEMPTS => {
-                    return Err(Error::Conflict(format!(
-                        "the push was rejected as non-fast-forward {attempt} times ({why}): branch {} keeps moving; try again",
-                        self.branch
-                    )));
-                }
-                PushOutcome::Moved(_) => pause(attempt),
+                PushOutcome::Moved(why) => match pauses.next() {
+                    Some(pause) => std::thread::sleep(pause),
+                    None => {
+                        return Err(Error::Conflict(format!(
+                            "the push was rejected as non-fast-forward {attempt} times ({why}): branch {} keeps moving; try again",
+                            self.branch
+                        )));
+                    }
+                },
             }
         }
     }

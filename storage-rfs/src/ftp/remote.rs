@@ -27,6 +27,7 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use storage_core::RetryPolicy;
 use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{child, parent};
@@ -37,13 +38,11 @@ pub(crate) const STORE: &str = "FTP";
 const CONNECTIONS: usize = 8;
 /// Bytes sent or read under one timeout.
 const CHUNK: usize = 1 << 20;
-/// Tries of one transfer (RETR, STOR, MLSD): a data connection the server dropped is tried
-/// again on a fresh connection, twice at most.
-const TRANSFER_TRIES: usize = 3;
-/// The pause before the second try of a transfer; the third waits four times as long. The
-/// server's event loop must first see the failed try's sockets close, or the fresh try's
-/// sockets can take over their descriptors and the events meant for them.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How a transfer (RETR, STOR, MLSD) whose data connection the server dropped is tried
+/// again on a fresh connection: 3 tries, pauses of 100 and 400 ms. The server's event loop
+/// must first see the failed try's sockets close, or the fresh try's sockets can take over
+/// their descriptors and the events meant for them.
+const TRANSFER: RetryPolicy = RetryPolicy::DATA_CONNECTION;
 /// How long, on all but the last try, the completion reply may take once the data
 /// connection has ended: the server sends it as it closes that connection, so one that
 /// never comes means the server dropped the data connection and waits for another.
@@ -202,6 +201,7 @@ fn keeps_connection(e: &FtpError) -> bool {
 }
 
 /// A failed try of a transfer, and whether a fresh connection may do better.
+#[derive(Debug)]
 struct Failed {
     error: object_store::Error,
     retry: bool,
@@ -256,12 +256,6 @@ fn opening(e: FtpError) -> FtpError {
         }
         _ => e,
     }
-}
-
-/// Waits before try number `tries + 1` of a transfer (see [`RETRY_PAUSE`]).
-async fn pause_before_retry(tries: usize) {
-    let factor = 4u32.saturating_pow(tries.saturating_sub(1) as u32);
-    tokio::time::sleep(RETRY_PAUSE.saturating_mul(factor)).await;
 }
 
 /// Whether `e` is [`data_dropped`]'s.
@@ -507,15 +501,10 @@ impl Remote {
 
     /// STOR of `body` at `key`; a data connection the server dropped is retried.
     async fn store_once(&self, key: &str, body: &Bytes) -> object_store::Result<()> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let last = tries == TRANSFER_TRIES;
-            match self.store_try(key, body, last).await {
-                Err(f) if f.retry && !last => pause_before_retry(tries).await,
-                done => return done.map_err(|f| f.error),
-            }
-        }
+        TRANSFER
+            .run(|t| self.store_try(key, body, t.last), |f| f.retry)
+            .await
+            .map_err(|f| f.error)
     }
 
     async fn store_try(&self, key: &str, body: &Bytes, last: bool) -> Result<(), Failed> {
@@ -556,15 +545,10 @@ impl Remote {
             Some(p) => format!("MLSD {p}"),
             None => "MLSD".to_string(),
         };
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let last = tries == TRANSFER_TRIES;
-            match self.mlsd_try(dir, &command, last).await {
-                Err(f) if f.retry && !last => pause_before_retry(tries).await,
-                done => return done.map_err(|f| f.error),
-            }
-        }
+        TRANSFER
+            .run(|t| self.mlsd_try(dir, &command, t.last), |f| f.retry)
+            .await
+            .map_err(|f| f.error)
     }
 
     /// One try of an MLSD, read up to [`FTP_LISTING_MAX`] (more is an integrity error).
@@ -632,14 +616,14 @@ impl Remote {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.read_try(key, offset, len, to_end).await {
-                Err(f) if f.retry && tries < TRANSFER_TRIES => pause_before_retry(tries).await,
-                Err(f) if f.retry => return Err(self.short_every_time(key, f.error).await),
-                done => return done.map_err(|f| f.error),
-            }
+        let read = TRANSFER
+            .run(|_| self.read_try(key, offset, len, to_end), |f| f.retry)
+            .await;
+        match read {
+            Ok(data) => Ok(data),
+            // Still worth another try: every try lost its data connection.
+            Err(f) if f.retry => Err(self.short_every_time(key, f.error).await),
+            Err(f) => Err(f.error),
         }
     }
 
@@ -714,7 +698,7 @@ impl Remote {
             object_store::Error::Generic { source, .. } => source.to_string(),
             other => other.to_string(),
         };
-        generic(format!("{said} ({TRANSFER_TRIES} tries{now})"))
+        generic(format!("{said} ({} tries{now})", TRANSFER.tries))
     }
 
     /// The result of a command on `conn`, which is dropped unless the server merely refused.

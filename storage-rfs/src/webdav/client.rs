@@ -9,27 +9,25 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use object_store::ObjectMeta;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode};
 
 use futures::TryStreamExt;
+use storage_core::RetryPolicy;
 use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
 use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
 use storage_core::folders::names::{lock_for, parent};
 use storage_core::folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "WebDAV";
-/// Pauses before the second and third try of a request the server answered with a 5xx or
-/// whose connection failed (timeouts are not tried again).
-const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
-    .with_min_delay(Duration::from_millis(100))
-    .with_factor(2.0)
-    .with_max_times(2);
+/// How a request the server answered with a 5xx or whose connection failed is tried again:
+/// 3 tries, pauses of 100 and 200 ms (timeouts are not tried again).
+const RETRIES: RetryPolicy = RetryPolicy::FILE_REQUEST;
 
 /// How one try of a request failed.
+#[derive(Debug)]
 enum Sent {
     Status(reqwest::Response),
     Failed(reqwest::Error),
@@ -184,14 +182,15 @@ impl Dav {
         let sent = match req.try_clone() {
             None => once(req).await,
             Some(_) => {
-                (|| once(req.try_clone().expect("a request that cloned before")))
-                    .retry(RETRIES)
-                    .sleep(tokio::time::sleep)
-                    .when(|s| match s {
-                        Sent::Failed(e) => !e.is_timeout(),
-                        Sent::TimedOut => false,
-                        Sent::Status(_) => true,
-                    })
+                RETRIES
+                    .run(
+                        |_| once(req.try_clone().expect("a request that cloned before")),
+                        |s| match s {
+                            Sent::Failed(e) => !e.is_timeout(),
+                            Sent::TimedOut => false,
+                            Sent::Status(_) => true,
+                        },
+                    )
                     .await
             }
         };

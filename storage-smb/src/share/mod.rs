@@ -14,7 +14,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use object_store::Error as StoreError;
 use smb2::client::connection::Connection;
 use smb2::msg::create::{
@@ -33,6 +32,7 @@ use tokio::sync::OnceCell;
 mod lock;
 
 use crate::error::store_error;
+use storage_core::RetryPolicy;
 pub(crate) use storage_core::folders::names::temp_for;
 use storage_core::folders::names::{LOCK_WAIT, lock_for};
 
@@ -340,21 +340,20 @@ impl Share {
         let options = RenameOptions::new().replace_if_exists(!matches!(replace, Replace::Absent));
         // A reader that has `path` open (a get reading HEAD) makes the server refuse the
         // rename for a moment (STATUS_ACCESS_DENIED); we still hold the lock, so try again.
-        const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(20))
-            .with_factor(1.3)
-            .with_max_times(10);
         let limit = self.timeout();
-        (|| {
-            let (mut conn, tree) = (conn.clone(), tree.clone());
-            async move { within(limit, tree.rename_with(&mut conn, temp, path, options)).await }
-        })
-        .retry(RETRIES)
-        .sleep(tokio::time::sleep)
-        // Each try has the whole timeout: one that ran out is not tried again.
-        .when(|e| !matches!(e, smb2::Error::Timeout))
-        .await
-        .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
+        RetryPolicy::BUSY_RENAME
+            .run(
+                |_| {
+                    let (mut conn, tree) = (conn.clone(), tree.clone());
+                    async move {
+                        within(limit, tree.rename_with(&mut conn, temp, path, options)).await
+                    }
+                },
+                // Each try has the whole timeout: one that ran out is not tried again.
+                |e| !matches!(e, smb2::Error::Timeout),
+            )
+            .await
+            .map_err(|e| store_error(format!("renaming {temp} to {path}"), path, e))?;
         Ok(info_e_tag(&new))
     }
 
