@@ -28,7 +28,7 @@ use storage_core::Error;
 use storage_core::bounds::{
     Budget, LISTING_PAGE_MAX, UNSIZED_BODY_MAX, WALK_MAX_ENTRIES, read_capped,
 };
-use storage_core::folders::walk::{WalkBounds, check_listed};
+use storage_folders::walk::{WalkBounds, check_listed};
 
 const STORE: &str = "HTTP";
 /// Folders listed, or files sized, at once.

@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
-use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
     TypeSpec,
 };
+use storage_folders::TempFileSweeper;
 
 pub use basepath::{Protocol, Target};
 

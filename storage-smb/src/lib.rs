@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use FieldKind::{Integer, String as Text};
 use serde::Deserialize;
-use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
     TypeSpec,
 };
+use storage_folders::TempFileSweeper;
 
 use share::{Share, Target};
 

@@ -23,7 +23,7 @@ use object_store::{
 use smb2::{DirectoryEntry, FileInfo};
 
 use crate::error::store_error;
-use storage_core::folders::{self, Folders, Listed, location_of};
+use storage_folders::{self as folders, Folders, Listed, location_of};
 
 use crate::share::{self, Replace, Share, date_time, entry_e_tag, info_e_tag, within};
 use crate::upload::TempFileUpload;

@@ -28,9 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-use storage_core::folders::names::{child, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::lock::{LockFiles, TryLock, take_lock};
+use storage_folders::names::{child, parent};
+use storage_folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).

@@ -17,8 +17,8 @@ use object_store::{
 };
 
 use super::remote::{Remote, STORE};
-use storage_core::folders::names::temp_for;
-use storage_core::folders::{self, BufferedUpload, PutWhole, copy_by_rewriting};
+use storage_folders::names::temp_for;
+use storage_folders::{self as folders, BufferedUpload, PutWhole, copy_by_rewriting};
 
 pub(crate) struct FtpStore {
     remote: Arc<Remote>,

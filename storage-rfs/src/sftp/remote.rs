@@ -17,10 +17,10 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, STORE, Session, generic, status, store_error};
 use storage_core::bounds::{WALK_MAX_ENTRIES, timed_out};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-pub(crate) use storage_core::folders::names::temp_for;
-use storage_core::folders::names::{child, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::lock::{LockFiles, TryLock, take_lock};
+pub(crate) use storage_folders::names::temp_for;
+use storage_folders::names::{child, parent};
+use storage_folders::{Folders, Listed};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {

@@ -22,7 +22,7 @@ use object_store::{
 };
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 
-use storage_core::folders::{self, PutWhole, copy_by_rewriting};
+use storage_folders::{self as folders, PutWhole, copy_by_rewriting};
 
 use super::remote::{Remote, meta, temp_for};
 use storage_core::bounds::{timed_out, transfer_deadline};

@@ -17,9 +17,9 @@ use reqwest::{Method, StatusCode};
 
 use futures::TryStreamExt;
 use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-use storage_core::folders::names::{lock_for, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::lock::{LockFiles, TryLock, take_lock};
+use storage_folders::names::{lock_for, parent};
+use storage_folders::{Folders, Listed};
 
 pub(crate) const STORE: &str = "WebDAV";
 /// Pauses before the second and third try of a request the server answered with a 5xx or
@@ -73,7 +73,7 @@ impl Entry {
     }
 }
 
-pub(crate) use storage_core::folders::location_of as object_path;
+pub(crate) use storage_folders::location_of as object_path;
 
 /// A folder on a WebDAV server and a login to it. Debug shows no password.
 pub(crate) struct Dav {

@@ -25,8 +25,8 @@ use object_store::{
 use reqwest::StatusCode;
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
-use storage_core::folders::names::{LOCK_WAIT, temp_for};
-use storage_core::folders::{self, BufferedUpload, PutWhole, copy_by_rewriting};
+use storage_folders::names::{LOCK_WAIT, temp_for};
+use storage_folders::{self as folders, BufferedUpload, PutWhole, copy_by_rewriting};
 
 pub(crate) struct DavStore {
     dav: Arc<Dav>,

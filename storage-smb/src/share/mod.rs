@@ -33,8 +33,8 @@ use tokio::sync::OnceCell;
 mod lock;
 
 use crate::error::store_error;
-pub(crate) use storage_core::folders::names::temp_for;
-use storage_core::folders::names::{LOCK_WAIT, lock_for};
+pub(crate) use storage_folders::names::temp_for;
+use storage_folders::names::{LOCK_WAIT, lock_for};
 
 /// Where to log on, and as whom.
 pub(crate) struct Target {

@@ -25,8 +25,8 @@ use object_store::{ListResult, ObjectMeta};
 
 pub use put_whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 
-use crate::{Error, LeftoverSweeper, Result};
 use names::{TEMP_MARK, is_bookkeeping};
+use storage_core::{Error, LeftoverSweeper, Result};
 use walk::{WalkBounds, check_listed};
 
 /// One entry of a folder.
