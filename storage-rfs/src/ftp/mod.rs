@@ -1,11 +1,13 @@
 //! FTP (`ftp://`): a pool of logged-in connections and the file operations over them
-//! (`remote.rs`), and the object store they make (`store.rs`).
+//! (`remote.rs`), and the primitives the one folder store is built from (`protocol.rs`).
 
+mod protocol;
 mod remote;
-mod store;
 
 pub(crate) use remote::{Login, Remote};
-pub(crate) use store::FtpStore;
+
+/// A folder on an FTP server as an object store.
+pub(crate) type FtpStore = storage_folders::FolderStore<Remote>;
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

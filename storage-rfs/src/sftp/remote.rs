@@ -421,12 +421,14 @@ impl Folders for Remote {
 #[async_trait::async_trait]
 impl LockFiles for Remote {
     const STORE: &'static str = STORE;
+    /// The lock's name.
+    type Held = String;
 
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<String>> {
         match self.create_new(lock).await {
             Ok((conn, handle)) => {
                 let _ = conn.sftp.close(handle).await;
-                Ok(TryLock::Taken)
+                Ok(TryLock::Taken(lock.to_string()))
             }
             // Exists (SFTP v3 says only "failure").
             Err(object_store::Error::Generic { .. }) => {
@@ -445,5 +447,9 @@ impl LockFiles for Remote {
 
     async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
         self.remove(lock).await
+    }
+
+    async fn unlock(&self, lock: String) {
+        let _ = self.remove(&lock).await;
     }
 }

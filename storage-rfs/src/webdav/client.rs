@@ -561,10 +561,12 @@ fn blank() -> Entry {
 #[async_trait::async_trait]
 impl LockFiles for Dav {
     const STORE: &'static str = STORE;
+    /// The lock's name.
+    type Held = String;
 
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<String>> {
         match self.mkcol(lock).await {
-            Ok(true) => Ok(TryLock::Taken),
+            Ok(true) => Ok(TryLock::Taken(lock.to_string())),
             Ok(false) => Ok(TryLock::Held {
                 made: self
                     .stat(lock)
@@ -583,6 +585,10 @@ impl LockFiles for Dav {
 
     async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
         self.delete(lock, true).await
+    }
+
+    async fn unlock(&self, lock: String) {
+        let _ = self.delete(&lock, true).await;
     }
 }
 
