@@ -1,8 +1,11 @@
-//! WebDAV (`webdav+http://`, `webdav+https://`): the requests (`client.rs`) and the object
-//! store over them (`store.rs`), with basic-auth logins over reqwest.
+//! WebDAV (`webdav+http://`, `webdav+https://`): the requests (`client.rs`), with basic-auth
+//! logins over reqwest, and the primitives the one folder store is built from
+//! (`protocol.rs`).
 
 mod client;
-mod store;
+mod protocol;
 
 pub(crate) use client::Dav;
-pub(crate) use store::DavStore;
+
+/// A folder on a WebDAV server as an object store.
+pub(crate) type DavStore = storage_folders::FolderStore<Dav>;

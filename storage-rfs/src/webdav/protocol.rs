@@ -1,4 +1,6 @@
-//! `DavStore`: a folder on a WebDAV server as an `object_store::ObjectStore`.
+//! WebDAV's primitives for the folder store (`storage_folders::FolderStore`): PROPFIND for
+//! stat and listings, ranged GETs, a temporary file PUT whole and MOVEd over its key, a lock
+//! folder made by MKCOL, DELETE.
 //!
 //! A PUT onto an existing file lets readers see it half written (wsgidav truncates the target
 //! before the body arrives), so every put goes to a temporary file beside the key and is
@@ -8,57 +10,20 @@
 //! have ended between the read and the look), so it never sees a key vanish mid-swap. Conditional
 //! puts compare the server's ETag under the same lock.
 
-use std::fmt;
-use std::sync::Arc;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::{self, BoxStream};
-use object_store::path::Path;
-use object_store::{
-    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
-};
+use futures::stream::BoxStream;
+use object_store::{GetRange, ObjectMeta};
 use reqwest::StatusCode;
+use storage_folders::Listed;
+use storage_folders::lock::{LockFiles, TryLock};
+use storage_folders::names::LOCK_WAIT;
+use storage_folders::protocol::{Buffered, Protocol, WriteWhole, not_found};
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
-use storage_folders::names::{LOCK_WAIT, temp_for};
-use storage_folders::{self as folders, BufferedUpload, PutWhole, copy_by_rewriting};
-
-pub(crate) struct DavStore {
-    dav: Arc<Dav>,
-}
-
-impl DavStore {
-    pub(crate) fn new(dav: Arc<Dav>) -> Self {
-        DavStore { dav }
-    }
-}
-
-impl fmt::Debug for DavStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DavStore")
-            .field("base", &self.dav.shown(""))
-            .field("username", &self.dav.username)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for DavStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WebDAV({})", self.dav.shown(""))
-    }
-}
-
-fn not_found(key: &str) -> object_store::Error {
-    object_store::Error::NotFound {
-        path: key.to_string(),
-        source: format!("no file {key}").into(),
-    }
-}
 
 /// How many times a read that found nothing is tried again (see [`read_through_swaps`]).
 const SWAP_REREADS: usize = 3;
@@ -106,49 +71,6 @@ where
     result
 }
 
-impl DavStore {
-    async fn commit_locked(
-        &self,
-        temp: &str,
-        key: &str,
-        mode: PutMode,
-    ) -> object_store::Result<Option<String>> {
-        if !matches!(mode, PutMode::Overwrite) {
-            let current = self.dav.stat(key).await?.filter(|e| !e.folder);
-            match (&mode, &current) {
-                (PutMode::Create, None) => {}
-                (PutMode::Create, Some(_)) => {
-                    return Err(object_store::Error::AlreadyExists {
-                        path: key.to_string(),
-                        source: format!("{key} already exists").into(),
-                    });
-                }
-                (PutMode::Update(want), Some(e))
-                    if want.e_tag.is_some() && want.e_tag.as_deref().map(bare_tag) == e.e_tag => {}
-                _ => {
-                    return Err(object_store::Error::Precondition {
-                        path: key.to_string(),
-                        source: format!("{key} changed since it was read").into(),
-                    });
-                }
-            }
-        }
-        self.dav.move_over(temp, key).await?;
-        Ok(self.dav.stat(key).await?.and_then(|e| e.e_tag))
-    }
-
-    async fn head_entry(&self, key: &str) -> object_store::Result<Entry> {
-        read_through_swaps(&self.dav, key, || async {
-            self.dav
-                .stat(key)
-                .await?
-                .filter(|e| !e.folder)
-                .ok_or_else(|| not_found(key))
-        })
-        .await
-    }
-}
-
 fn range_header(range: &GetRange) -> String {
     match range {
         GetRange::Bounded(r) => format!("bytes={}-{}", r.start, r.end.saturating_sub(1)),
@@ -176,86 +98,54 @@ fn meta_of(key: &str, resp: &reqwest::Response, size: u64) -> ObjectMeta {
     }
 }
 
-#[async_trait]
-impl PutWhole for DavStore {
-    /// Writes `body` to a temporary file and moves it over `key` if `mode` allows.
-    async fn put_whole(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-    ) -> object_store::Result<PutResult> {
-        let temp = temp_for(key);
-        if let Err(e) = self.dav.put(&temp, body).await {
-            let _ = self.dav.delete(&temp, false).await;
-            return Err(e);
-        }
-        let lock = match self.dav.lock(key).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                let _ = self.dav.delete(&temp, false).await;
-                return Err(e);
-            }
-        };
-        let done = self.commit_locked(&temp, key, mode).await;
-        self.dav.unlock(&lock).await;
-        if done.is_err() {
-            let _ = self.dav.delete(&temp, false).await;
-        }
-        let e_tag = done?;
-        Ok(PutResult {
-            e_tag,
-            version: None,
-            extensions: Default::default(),
-        })
-    }
+/// A GET under way: its answer's head has come, its body not yet.
+pub(crate) struct Download {
+    resp: reqwest::Response,
+    /// Whether the server sent only the range asked for (206).
+    partial: bool,
+    /// When the head came; the body has its own deadline from then.
+    started: tokio::time::Instant,
 }
 
 #[async_trait]
-impl ObjectStore for DavStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.put_whole(location.as_ref(), Bytes::from(payload), opts.mode)
-            .await
+impl Protocol for Dav {
+    const FAN_OUT: usize = 8;
+    /// A MOVE needs nothing of the file it replaces.
+    const DATES_PAST_OLD: bool = false;
+
+    type Facts = Entry;
+    type Reader = Download;
+    type Writer = Buffered;
+
+    fn describe(&self) -> String {
+        self.shown("")
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        _opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Ok(BufferedUpload::boxed(
-            DavStore {
-                dav: self.dav.clone(),
-            },
-            location,
-        ))
+    fn meta(&self, _key: &str, entry: &Entry) -> ObjectMeta {
+        entry.meta()
     }
 
-    async fn get_opts(
+    async fn stat(&self, key: &str) -> object_store::Result<Option<Entry>> {
+        Ok(Dav::stat(self, key).await?.filter(|e| !e.folder))
+    }
+
+    async fn head(&self, key: &str) -> object_store::Result<ObjectMeta> {
+        read_through_swaps(self, key, || async {
+            let entry = Protocol::stat(self, key)
+                .await?
+                .ok_or_else(|| not_found(key))?;
+            Ok(entry.meta())
+        })
+        .await
+    }
+
+    async fn open(
         &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let key = location.as_ref().to_string();
-        if options.head {
-            let meta = self.head_entry(&key).await?.meta();
-            options.check_preconditions(&meta)?;
-            return Ok(GetResult {
-                payload: GetResultPayload::Stream(stream::empty().boxed()),
-                range: 0..meta.size,
-                meta,
-                attributes: Attributes::default(),
-                extensions: Default::default(),
-            });
-        }
-        let header = options.range.as_ref().map(range_header);
-        let resp =
-            read_through_swaps(&self.dav, &key, || self.dav.get(&key, header.clone())).await?;
+        key: &str,
+        range: Option<&GetRange>,
+    ) -> object_store::Result<(ObjectMeta, Download)> {
+        let header = range.map(range_header);
+        let resp = read_through_swaps(self, key, || self.get(key, header.clone())).await?;
         // The head came within `timeout` (each try); the body has its own deadline.
         let started = tokio::time::Instant::now();
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
@@ -272,66 +162,104 @@ impl ObjectStore for DavStore {
         let Some(total) = total else {
             return Err(generic(format!(
                 "{}: no length in the reply",
-                self.dav.shown(&key)
+                self.shown(key)
             )));
         };
-        let meta = meta_of(&key, &resp, total);
-        options.check_preconditions(&meta)?;
-        let range = match &options.range {
-            Some(r) => r
-                .as_range(total)
-                .map_err(|e| object_store::Error::Generic {
-                    store: STORE,
-                    source: Box::new(e),
-                })?,
-            None => 0..total,
+        let meta = meta_of(key, &resp, total);
+        let download = Download {
+            resp,
+            partial,
+            started,
         };
+        Ok((meta, download))
+    }
+
+    async fn read(
+        &self,
+        key: &str,
+        download: Download,
+        range: Range<u64>,
+    ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
         // Where the body starts in the object, and how many of its bytes are wanted.
-        let (skip, take) = if partial {
+        let (skip, take) = if download.partial {
             (0, range.end - range.start)
         } else {
             (range.start, range.end - range.start)
         };
-        let body = crate::body::sliced(
-            resp,
+        Ok(crate::body::sliced(
+            download.resp,
             skip,
             take,
-            self.dav.shown(&key),
-            started,
-            self.dav.timeout,
+            self.shown(key),
+            download.started,
+            self.timeout,
             STORE,
-        );
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(body),
-            range,
-            meta,
-            attributes: Attributes::default(),
-            extensions: Default::default(),
-        })
+        ))
     }
 
-    fn delete_stream(
+    async fn create_temp(&self, _temp: &str, _key: &str) -> object_store::Result<Buffered> {
+        Ok(Buffered::default())
+    }
+
+    async fn rename_over(
         &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        folders::delete_stream(self.dav.clone(), locations)
+        temp: &str,
+        key: &str,
+        _old: Option<&Entry>,
+        _replace: bool,
+    ) -> object_store::Result<Option<String>> {
+        self.move_over(temp, key).await?;
+        Ok(Dav::stat(self, key).await?.and_then(|e| e.e_tag))
     }
 
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        folders::list(self.dav.clone(), prefix)
+    async fn list(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
+        let found = self.list_dir(dir).await?;
+        Ok(found.map(|entries| entries.into_iter().map(Entry::listed).collect()))
     }
 
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        folders::list_with_delimiter(&*self.dav, prefix).await
+    async fn remove(&self, key: &str) -> object_store::Result<()> {
+        self.delete(key, false).await
+    }
+}
+
+#[async_trait]
+impl WriteWhole for Dav {
+    async fn write_whole(&self, temp: &str, body: Bytes) -> object_store::Result<()> {
+        self.put(temp, body).await
+    }
+}
+
+/// A lock is a folder made by MKCOL, which only one of racing writers can make.
+#[async_trait]
+impl LockFiles for Dav {
+    const STORE: &'static str = STORE;
+    /// The lock folder's name.
+    type Held = String;
+
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<String>> {
+        match self.mkcol(lock).await {
+            Ok(true) => Ok(TryLock::Taken(lock.to_string())),
+            Ok(false) => Ok(TryLock::Held {
+                made: Dav::stat(self, lock)
+                    .await?
+                    .and_then(|e| e.modified.map(Into::into)),
+            }),
+            // 409: the folder the lock goes in is missing.
+            Err(object_store::Error::Generic { .. }) => Ok(TryLock::NoFolder),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        copy_by_rewriting(self, from, to, options).await
+    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+        Dav::make_dirs(self, dir).await
+    }
+
+    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
+        self.delete(lock, true).await
+    }
+
+    async fn unlock(&self, lock: String) {
+        let _ = self.delete(&lock, true).await;
     }
 }
 
