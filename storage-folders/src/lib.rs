@@ -5,14 +5,13 @@
 //! listing ([`Folders`]), and the sweep of the temporary files that killed uploads left
 //! ([`TempFileSweeper`]).
 //!
-//! A backend implements [`Protocol`] on its connection and hands it to [`FolderStore`]. Stores
-//! not yet on it forward their `ObjectStore`'s `list`, `list_with_delimiter` and
-//! `delete_stream` to the functions here, and write whole files through [`PutWhole`].
+//! A backend implements [`Protocol`] on its connection and hands it to [`FolderStore`].
+//! A store not yet on it (SMB) implements [`Folders`] and forwards its `ObjectStore`'s
+//! `list`, `list_with_delimiter` and `delete_stream` to the functions here.
 
 pub mod lock;
 pub mod names;
 pub mod protocol;
-mod put_whole;
 mod store;
 pub mod walk;
 
@@ -27,7 +26,6 @@ use object_store::path::Path;
 use object_store::{ListResult, ObjectMeta};
 
 pub use protocol::{Buffered, Protocol, TempWriter, WriteWhole};
-pub use put_whole::{BufferedUpload, PutWhole, copy_by_rewriting};
 pub use store::FolderStore;
 
 use names::{TEMP_MARK, is_bookkeeping};

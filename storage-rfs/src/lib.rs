@@ -163,7 +163,7 @@ pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
     match target.protocol {
         Protocol::Sftp => {
             let (store, secrets) = sftp_store(config, &target, label)?;
-            let sweeper = Arc::new(TempFileSweeper::new(store.remote().clone()));
+            let sweeper = Arc::new(store.sweeper());
             Ok(ObjectStoreBlock::new(store, "", label, SFTP_CAPABILITIES)
                 .with_secrets(secrets)
                 .with_sweeper(sweeper))
@@ -316,10 +316,7 @@ fn sftp_store(
         accept_unknown_host_key: config.insecure_accept_host_key.unwrap_or(false),
         timeout: timeout(config, label)?,
     };
-    Ok((
-        Arc::new(sftp::SftpStore::open(login, target.path.clone())),
-        secrets,
-    ))
+    Ok((Arc::new(sftp::open(login, target.path.clone())), secrets))
 }
 
 /// The per-request timeout: `timeout` seconds, default 60.
