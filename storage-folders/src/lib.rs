@@ -6,8 +6,6 @@
 //! ([`TempFileSweeper`]).
 //!
 //! A backend implements [`Protocol`] on its connection and hands it to [`FolderStore`].
-//! A store not yet on it (SMB) implements [`Folders`] and forwards its `ObjectStore`'s
-//! `list`, `list_with_delimiter` and `delete_stream` to the functions here.
 
 pub mod lock;
 pub mod names;
