@@ -24,7 +24,7 @@ use object_store::path::Path;
 use object_store::{ListResult, ObjectMeta};
 
 pub use protocol::{Buffered, Protocol, TempWriter, WriteWhole};
-pub use store::FolderStore;
+pub use store::{FolderStore, get_result, wanted_range};
 
 use names::{TEMP_MARK, is_bookkeeping};
 use storage_core::{Error, LeftoverSweeper, Result};

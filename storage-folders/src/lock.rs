@@ -99,15 +99,15 @@ pub async fn take_lock<L: LockFiles + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     /// Locks in memory: name → when made; `dirs` says whether folders exist yet.
-    #[derive(Default)]
-    struct Memory {
-        locks: Mutex<BTreeMap<String, SystemTime>>,
+    #[derive(Debug, Default)]
+    pub(crate) struct Memory {
+        pub(crate) locks: Mutex<BTreeMap<String, SystemTime>>,
         dirs: Mutex<bool>,
     }
 

@@ -66,10 +66,6 @@ pub trait Protocol: LockFiles + fmt::Debug + 'static {
         range: Range<u64>,
     ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>>;
 
-    /// A new temporary file `temp` beside `key` (which messages name), its folders made as
-    /// needed, to be written part by part.
-    async fn create_temp(&self, temp: &str, key: &str) -> object_store::Result<Self::Writer>;
-
     /// Puts the finished temporary file `temp` in place of `key` in one step (replacing a file
     /// there only when `replace`), dated past `old`, the file it replaces; returns the new
     /// file's ETag. Runs under `key`'s lock.
@@ -97,7 +93,11 @@ pub trait Protocol: LockFiles + fmt::Debug + 'static {
 
 /// A temporary file being written, part after part, each where the one before ended.
 #[async_trait]
-pub trait TempWriter<P: ?Sized>: Send + fmt::Debug + 'static {
+pub trait TempWriter<P: ?Sized + Sync>: Sized + Send + fmt::Debug + 'static {
+    /// Starts the new temporary file `temp` beside `key` (which messages name), its folders
+    /// made as needed.
+    async fn create(protocol: &P, temp: &str, key: &str) -> object_store::Result<Self>;
+
     /// Writes the next part.
     fn put_part(&mut self, data: PutPayload) -> UploadPart;
 
@@ -125,6 +125,11 @@ pub struct Buffered {
 
 #[async_trait]
 impl<P: WriteWhole + ?Sized> TempWriter<P> for Buffered {
+    /// Nothing is sent before the whole body is there.
+    async fn create(_protocol: &P, _temp: &str, _key: &str) -> object_store::Result<Self> {
+        Ok(Buffered::default())
+    }
+
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         self.parts.extend(data);
         async { Ok(()) }.boxed()

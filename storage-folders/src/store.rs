@@ -6,9 +6,11 @@
 //! exactly the bytes read.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use object_store::path::Path;
@@ -42,7 +44,7 @@ impl<P: Protocol> FolderStore<P> {
     /// A temporary file for `key`, written part by part and committed as `mode` allows.
     async fn upload(&self, key: &str, mode: PutMode) -> object_store::Result<FolderUpload<P>> {
         let temp = temp_for(key);
-        let writer = self.protocol.create_temp(&temp, key).await?;
+        let writer = P::Writer::create(&self.protocol, &temp, key).await?;
         Ok(FolderUpload {
             protocol: self.protocol.clone(),
             writer,
@@ -140,6 +142,37 @@ pub(crate) async fn delete<P: Protocol>(protocol: &P, key: &str) -> object_store
     Ok(())
 }
 
+/// The bytes of an object of `size` that a get's `options` ask for: all of them without a
+/// range; a range the object does not have is an error of `store`.
+pub fn wanted_range(
+    options: &GetOptions,
+    size: u64,
+    store: &'static str,
+) -> object_store::Result<Range<u64>> {
+    match &options.range {
+        Some(r) => r.as_range(size).map_err(|e| object_store::Error::Generic {
+            store,
+            source: Box::new(e),
+        }),
+        None => Ok(0..size),
+    }
+}
+
+/// A get's answer: `body` streams bytes `range` of the object `meta` describes.
+pub fn get_result(
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    range: Range<u64>,
+    meta: ObjectMeta,
+) -> GetResult {
+    GetResult {
+        payload: GetResultPayload::Stream(body),
+        range,
+        meta,
+        attributes: Attributes::default(),
+        extensions: Default::default(),
+    }
+}
+
 fn put_result(e_tag: Option<String>) -> PutResult {
     PutResult {
         e_tag,
@@ -182,33 +215,13 @@ impl<P: Protocol> ObjectStore for FolderStore<P> {
         if options.head {
             let meta = self.protocol.head(key).await?;
             options.check_preconditions(&meta)?;
-            return Ok(GetResult {
-                payload: GetResultPayload::Stream(stream::empty().boxed()),
-                range: 0..meta.size,
-                meta,
-                attributes: Attributes::default(),
-                extensions: Default::default(),
-            });
+            return Ok(get_result(stream::empty().boxed(), 0..meta.size, meta));
         }
         let (meta, reader) = self.protocol.open(key, options.range.as_ref()).await?;
         options.check_preconditions(&meta)?;
-        let range = match &options.range {
-            Some(r) => r
-                .as_range(meta.size)
-                .map_err(|e| object_store::Error::Generic {
-                    store: P::STORE,
-                    source: Box::new(e),
-                })?,
-            None => 0..meta.size,
-        };
+        let range = wanted_range(&options, meta.size, P::STORE)?;
         let body = self.protocol.read(key, reader, range.clone()).await?;
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(body),
-            range,
-            meta,
-            attributes: Attributes::default(),
-            extensions: Default::default(),
-        })
+        Ok(get_result(body, range, meta))
     }
 
     fn delete_stream(
@@ -300,11 +313,9 @@ impl<P: Protocol> MultipartUpload for FolderUpload<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::ops::Range;
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    use bytes::Bytes;
     use futures::TryStreamExt;
     use object_store::{GetRange, ObjectStoreExt, UpdateVersion};
 
@@ -314,11 +325,11 @@ mod tests {
     use crate::protocol::{Buffered, WriteWhole, not_found};
 
     /// A file system in memory: key → (body, tag); a body of `fail` is written but refused,
-    /// as a write cut short.
+    /// as a write cut short. Its locks are those of the lock tests.
     #[derive(Debug, Default)]
     struct Memory {
         files: Mutex<BTreeMap<String, (Bytes, u64)>>,
-        locks: Mutex<BTreeSet<String>>,
+        lock_files: crate::lock::tests::Memory,
         pruned: Mutex<Vec<String>>,
         tags: std::sync::atomic::AtomicU64,
     }
@@ -339,23 +350,19 @@ mod tests {
         type Held = String;
 
         async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<String>> {
-            Ok(match self.locks.lock().unwrap().insert(lock.to_string()) {
-                true => TryLock::Taken(lock.to_string()),
-                false => TryLock::Held { made: None },
-            })
+            self.lock_files.try_lock(lock).await
         }
 
-        async fn make_dirs(&self, _dir: &str) -> object_store::Result<()> {
-            Ok(())
+        async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
+            self.lock_files.make_dirs(dir).await
         }
 
         async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
-            self.locks.lock().unwrap().remove(lock);
-            Ok(())
+            self.lock_files.remove_lock(lock).await
         }
 
         async fn unlock(&self, lock: String) {
-            self.locks.lock().unwrap().remove(&lock);
+            self.lock_files.unlock(lock).await
         }
     }
 
@@ -419,10 +426,6 @@ mod tests {
         ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
             let part = body.slice(range.start as usize..range.end as usize);
             Ok(stream::once(async move { Ok(part) }).boxed())
-        }
-
-        async fn create_temp(&self, _temp: &str, _key: &str) -> object_store::Result<Buffered> {
-            Ok(Buffered::default())
         }
 
         async fn rename_over(
@@ -503,7 +506,7 @@ mod tests {
         let head = store.head(&at).await.unwrap();
         assert_eq!(head.size, 11);
         assert_eq!(memory.keys(), ["a/b/file"]);
-        assert!(memory.locks.lock().unwrap().is_empty());
+        assert!(memory.lock_files.locks.lock().unwrap().is_empty());
         assert_eq!(store.to_string(), "memory(memory)");
     }
 

@@ -119,11 +119,6 @@ impl Protocol for Share {
         Ok(body.boxed())
     }
 
-    async fn create_temp(&self, temp: &str, key: &str) -> object_store::Result<TempFileUpload> {
-        let writer = Share::create_temp(self, temp).await?;
-        Ok(TempFileUpload::new(self.timeout(), writer, key.to_string()))
-    }
-
     async fn rename_over(
         &self,
         temp: &str,

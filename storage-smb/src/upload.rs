@@ -33,7 +33,7 @@ struct WriterState {
 }
 
 impl TempFileUpload {
-    pub(crate) fn new(limit: Duration, writer: FileWriter, key: String) -> Self {
+    fn new(limit: Duration, writer: FileWriter, key: String) -> Self {
         TempFileUpload {
             state: Arc::new(Mutex::new(WriterState {
                 writer: Some(writer),
@@ -70,6 +70,15 @@ impl fmt::Debug for TempFileUpload {
 
 #[async_trait]
 impl TempWriter<Share> for TempFileUpload {
+    async fn create(share: &Share, temp: &str, key: &str) -> object_store::Result<Self> {
+        let writer = share.create_temp(temp).await?;
+        Ok(TempFileUpload::new(
+            share.timeout(),
+            writer,
+            key.to_string(),
+        ))
+    }
+
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let (done, next) = oneshot::channel::<()>();
         let previous = self.last.replace(next);

@@ -57,10 +57,6 @@ impl Protocol for Remote {
         Ok(stream::once(async move { Ok(data) }).boxed())
     }
 
-    async fn create_temp(&self, _temp: &str, _key: &str) -> object_store::Result<Buffered> {
-        Ok(Buffered::default())
-    }
-
     async fn rename_over(
         &self,
         temp: &str,

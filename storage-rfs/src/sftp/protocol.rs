@@ -188,17 +188,6 @@ impl Protocol for Remote {
         Ok(body.boxed())
     }
 
-    async fn create_temp(&self, temp: &str, key: &str) -> object_store::Result<TempFile> {
-        let (conn, handle) = self.create_new(temp).await?;
-        Ok(TempFile {
-            file: Some(Arc::new(OpenFile { conn, handle })),
-            key: key.to_string(),
-            offset: 0,
-            failed: Arc::new(AtomicBool::new(false)),
-            written: Arc::new(AtomicU64::new(0)),
-        })
-    }
-
     async fn rename_over(
         &self,
         temp: &str,
@@ -268,6 +257,17 @@ impl fmt::Debug for TempFile {
 
 #[async_trait]
 impl TempWriter<Remote> for TempFile {
+    async fn create(remote: &Remote, temp: &str, key: &str) -> object_store::Result<Self> {
+        let (conn, handle) = remote.create_new(temp).await?;
+        Ok(TempFile {
+            file: Some(Arc::new(OpenFile { conn, handle })),
+            key: key.to_string(),
+            offset: 0,
+            failed: Arc::new(AtomicBool::new(false)),
+            written: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let at = self.offset;
         self.offset += data.content_length() as u64;

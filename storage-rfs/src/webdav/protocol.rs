@@ -17,13 +17,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::{GetRange, ObjectMeta};
-use reqwest::StatusCode;
 use storage_folders::Listed;
 use storage_folders::lock::{LockFiles, TryLock};
 use storage_folders::names::LOCK_WAIT;
 use storage_folders::protocol::{Buffered, Protocol, WriteWhole, not_found};
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
+use crate::body::Download;
 
 /// How many times a read that found nothing is tried again (see [`read_through_swaps`]).
 const SWAP_REREADS: usize = 3;
@@ -98,15 +98,6 @@ fn meta_of(key: &str, resp: &reqwest::Response, size: u64) -> ObjectMeta {
     }
 }
 
-/// A GET under way: its answer's head has come, its body not yet.
-pub(crate) struct Download {
-    resp: reqwest::Response,
-    /// Whether the server sent only the range asked for (206).
-    partial: bool,
-    /// When the head came; the body has its own deadline from then.
-    started: tokio::time::Instant,
-}
-
 #[async_trait]
 impl Protocol for Dav {
     const FAN_OUT: usize = 8;
@@ -147,30 +138,14 @@ impl Protocol for Dav {
         let header = range.map(range_header);
         let resp = read_through_swaps(self, key, || self.get(key, header.clone())).await?;
         // The head came within `timeout` (each try); the body has its own deadline.
-        let started = tokio::time::Instant::now();
-        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-        let total = if partial {
-            // `Content-Range: bytes a-b/total`
-            resp.headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit('/').next())
-                .and_then(|t| t.parse().ok())
-        } else {
-            resp.content_length()
-        };
-        let Some(total) = total else {
+        let download = Download::new(resp);
+        let Some(total) = download.total else {
             return Err(generic(format!(
                 "{}: no length in the reply",
                 self.shown(key)
             )));
         };
-        let meta = meta_of(key, &resp, total);
-        let download = Download {
-            resp,
-            partial,
-            started,
-        };
+        let meta = meta_of(key, download.response(), total);
         Ok((meta, download))
     }
 
@@ -180,25 +155,7 @@ impl Protocol for Dav {
         download: Download,
         range: Range<u64>,
     ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
-        // Where the body starts in the object, and how many of its bytes are wanted.
-        let (skip, take) = if download.partial {
-            (0, range.end - range.start)
-        } else {
-            (range.start, range.end - range.start)
-        };
-        Ok(crate::body::sliced(
-            download.resp,
-            skip,
-            take,
-            self.shown(key),
-            download.started,
-            self.timeout,
-            STORE,
-        ))
-    }
-
-    async fn create_temp(&self, _temp: &str, _key: &str) -> object_store::Result<Buffered> {
-        Ok(Buffered::default())
+        Ok(download.range(range, self.shown(key), self.timeout, STORE))
     }
 
     async fn rename_over(
