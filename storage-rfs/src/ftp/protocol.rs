@@ -14,7 +14,7 @@ use storage_folders::Listed;
 use storage_folders::lock::{LockFiles, TryLock};
 use storage_folders::protocol::{Buffered, Protocol, WriteWhole, not_found};
 
-use super::remote::{Facts, Remote, STORE};
+use super::client::{Facts, Remote, STORE};
 
 #[async_trait]
 impl Protocol for Remote {

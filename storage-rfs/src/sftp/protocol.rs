@@ -4,7 +4,7 @@
 //!
 //! - A write goes into a temporary file beside the target, its parts at their offsets
 //!   ([`WRITES_IN_FLIGHT`] WRITE requests pipelined), and is renamed over the target under the
-//!   key's lock (`remote.rs`).
+//!   key's lock (`client.rs`).
 //! - A get opens the file and takes the open file's attributes (fstat), so the ETag names
 //!   exactly the bytes read; it pipelines READ requests, [`READS_IN_FLIGHT`] at a time.
 
@@ -25,7 +25,7 @@ use storage_folders::Listed;
 use storage_folders::lock::{LockFiles, TryLock};
 use storage_folders::protocol::{Protocol, TempWriter, not_found};
 
-use super::remote::{Remote, meta};
+use super::client::{Remote, meta};
 use super::session::{Conn, STORE, generic, status, store_error};
 
 const READS_IN_FLIGHT: usize = 16;

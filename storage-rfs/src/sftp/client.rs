@@ -1,6 +1,6 @@
-//! The folder on the SFTP server and the file operations the store is built from: stat,
-//! listing, temporary files committed by rename under a per-key lock, deletion that prunes
-//! emptied folders, and the sweep of leftovers.
+//! The folder on the SFTP server and the file operations its primitives (`protocol.rs`) are
+//! built from: stat, listing, folders made as needed, exclusive creates, removal, and the
+//! stamped rename that commits a temporary file (the folder store holds the key's lock).
 //!
 //! SFTP v3 gives only whole-second modification times and no inode numbers, so an ETag of
 //! size and mtime alone could repeat when a small file (HEAD) is replaced twice within a

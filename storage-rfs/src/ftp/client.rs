@@ -1,7 +1,8 @@
-//! The folder on the FTP server and the file operations the store is built from, over a
-//! small pool of logged-in control connections (suppaftp on tokio, passive mode, binary):
-//! MLST and MLSD for stat and listings, STOR of a temporary file, RNFR/RNTO over the key
-//! under a lock folder (MKD, which only one writer can make), DELE, REST + RETR for ranges.
+//! The folder on the FTP server and the file operations its primitives (`protocol.rs`) are
+//! built from, over a small pool of logged-in control connections (suppaftp on tokio,
+//! passive mode, binary): MLST and MLSD for stat and listings, STOR of a temporary file,
+//! RNFR/RNTO over the key (under the key's lock folder, made by MKD), DELE, REST + RETR for
+//! ranges.
 //!
 //! MLST's `modify` fact has whole seconds, so every commit stamps the temporary file (MFMT)
 //! one second past the old file's time, and the ETag holds the `unique` fact (the inode on
