@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
 use storage_folders::Listed;
-use storage_folders::names::{child, parent};
+use storage_folders::names::{child, folders_down_to, parent};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).
@@ -459,19 +459,7 @@ impl Remote {
 
     /// Makes the folders of `dir` (a key) that are missing, the root's too, top down.
     pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        let mut at = if self.root.starts_with('/') {
-            String::from("/")
-        } else {
-            String::new()
-        };
-        for seg in self.root.split('/').chain(dir.split('/')) {
-            if seg.is_empty() {
-                continue;
-            }
-            if !at.is_empty() && !at.ends_with('/') {
-                at.push('/');
-            }
-            at.push_str(seg);
+        for at in folders_down_to(&self.root, dir) {
             let target = at.clone();
             // An existing folder is refused (550); the write that follows tells.
             let _ = self

@@ -17,7 +17,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, STORE, Session, generic, status, store_error};
 use storage_core::bounds::{WALK_MAX_ENTRIES, timed_out};
-use storage_folders::names::{child, parent};
+use storage_folders::names::{child, folders_down_to, parent};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {
@@ -153,23 +153,7 @@ impl Remote {
     /// Makes the folders of `dir` (a key) that are missing, the block's own folder
     /// included, from the top down. Called only when a create found no folder.
     pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        let mut paths = Vec::new();
-        let mut at = if self.root.starts_with('/') {
-            String::from("/")
-        } else {
-            String::new()
-        };
-        for seg in self.root.split('/').chain(dir.split('/')) {
-            if seg.is_empty() {
-                continue;
-            }
-            if !at.is_empty() && !at.ends_with('/') {
-                at.push('/');
-            }
-            at.push_str(seg);
-            paths.push(at.clone());
-        }
-        for full in paths {
+        for full in folders_down_to(&self.root, dir) {
             let target = full.clone();
             let made = self
                 .call("making folder", &full, |c| async move {
