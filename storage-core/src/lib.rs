@@ -33,7 +33,6 @@ pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 
 pub mod adapter;
 pub mod diff;
-pub mod folders;
 pub mod hashcache;
 pub mod package;
 pub mod source_tree;

@@ -1,5 +1,6 @@
-//! Downloads over HTTP (read-only http(s):// folders and WebDAV alike): the wanted bytes of a
-//! response body, never more than asked for, within one deadline for the whole body.
+//! Downloads over HTTP (read-only http(s):// folders and WebDAV alike): how long the object
+//! of a (ranged) reply is, and the wanted bytes of its body, never more than asked for, within
+//! one deadline for the whole body.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,11 +18,68 @@ pub(crate) fn chunks(
     })
 }
 
+/// A GET's reply, its head come, its body not yet read.
+pub(crate) struct Download {
+    resp: reqwest::Response,
+    /// Whether the server sent only the range asked for (206).
+    partial: bool,
+    /// The whole object's length: from `Content-Range: bytes a-b/total` for a part, else the
+    /// body's own; `None` when the reply does not say.
+    pub(crate) total: Option<u64>,
+    /// When the head came; the body has its deadline from then.
+    pub(crate) started: Instant,
+}
+
+impl Download {
+    pub(crate) fn new(resp: reqwest::Response) -> Self {
+        let started = Instant::now();
+        let partial = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        let total = if partial {
+            resp.headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|t| t.parse().ok())
+        } else {
+            resp.content_length()
+        };
+        Download {
+            resp,
+            partial,
+            total,
+            started,
+        }
+    }
+
+    pub(crate) fn response(&self) -> &reqwest::Response {
+        &self.resp
+    }
+
+    /// The reply given back, to be read another way (a body without a length).
+    pub(crate) fn into_response(self) -> reqwest::Response {
+        self.resp
+    }
+
+    /// Bytes `range` of the object: the body whole when the server sent just them, else the
+    /// slice of it they are (see [`sliced`]).
+    pub(crate) fn range(
+        self,
+        range: std::ops::Range<u64>,
+        shown: String,
+        timeout: std::time::Duration,
+        store: &'static str,
+    ) -> BoxStream<'static, object_store::Result<Bytes>> {
+        let skip = if self.partial { 0 } else { range.start };
+        let take = range.end - range.start;
+        sliced(self.resp, skip, take, shown, self.started, timeout, store)
+    }
+}
+
 /// Bytes `skip..skip + take` of `resp`'s body (`shown` is its URL in messages, `store` the
 /// store's name in errors), all of them before `started + transfer_deadline(timeout, skip +
 /// take)`: a trickle fails as silence does, with an error that says it timed out. A body
 /// that ends early is an error; bytes past the wanted ones are never read.
-pub(crate) fn sliced(
+fn sliced(
     resp: reqwest::Response,
     skip: u64,
     take: u64,

@@ -20,15 +20,18 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use reqwest::StatusCode;
 use storage_core::Error;
 use storage_core::bounds::{
     Budget, Cap, LISTING_PAGE_MAX, UNSIZED_BODY_MAX, WALK_MAX_ENTRIES, joined, read_capped,
 };
-use storage_core::folders::walk::{WalkBounds, check_listed};
+use storage_folders::walk::{WalkBounds, check_listed};
+use storage_folders::{get_result, wanted_range};
+
+use crate::body::Download;
 
 const STORE: &str = "HTTP";
 /// Folders listed, or files sized, at once.
@@ -357,13 +360,7 @@ impl ObjectStore for HttpStore {
         if options.head {
             let meta = self.head_meta(&key).await?;
             options.check_preconditions(&meta)?;
-            return Ok(GetResult {
-                payload: GetResultPayload::Stream(stream::empty().boxed()),
-                range: 0..meta.size,
-                meta,
-                attributes: Attributes::default(),
-                extensions: Default::default(),
-            });
+            return Ok(get_result(stream::empty().boxed(), 0..meta.size, meta));
         }
         let mut req = self.request(reqwest::Method::GET, self.url(&key, false));
         if let Some(object_store::GetRange::Bounded(r)) = &options.range {
@@ -372,20 +369,10 @@ impl ObjectStore for HttpStore {
                 format!("bytes={}-{}", r.start, r.end.saturating_sub(1)),
             );
         }
-        let resp = self.send(req, &key).await?;
-        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-        let total = if partial {
-            // `Content-Range: bytes a-b/total`
-            resp.headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit('/').next())
-                .and_then(|t| t.parse().ok())
-        } else {
-            resp.content_length()
-        };
-        let started = tokio::time::Instant::now();
-        let Some(total) = total else {
+        let download = Download::new(self.send(req, &key).await?);
+        let started = download.started;
+        let Some(total) = download.total else {
+            let resp = download.into_response();
             // No length: read it all to know the size, up to a cap, within `timeout`.
             let what = format!("the body of {} (sent without a length)", self.shown(&key));
             let deadline = started + self.timeout;
@@ -405,39 +392,11 @@ impl ObjectStore for HttpStore {
             }
             return whole_body(&key, joined(parts), options);
         };
-        let meta = meta_of(&key, &resp, Some(total));
+        let meta = meta_of(&key, download.response(), Some(total));
         options.check_preconditions(&meta)?;
-        let range = match &options.range {
-            Some(r) => r
-                .as_range(total)
-                .map_err(|e| object_store::Error::Generic {
-                    store: STORE,
-                    source: Box::new(e),
-                })?,
-            None => 0..total,
-        };
-        // Where the body starts in the object, and which of its bytes are wanted.
-        let (skip, take) = if partial {
-            (0, range.end - range.start)
-        } else {
-            (range.start, range.end - range.start)
-        };
-        let body = crate::body::sliced(
-            resp,
-            skip,
-            take,
-            self.shown(&key),
-            started,
-            self.timeout,
-            STORE,
-        );
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(body),
-            range,
-            meta,
-            attributes: Attributes::default(),
-            extensions: Default::default(),
-        })
+        let range = wanted_range(&options, total, STORE)?;
+        let body = download.range(range.clone(), self.shown(&key), self.timeout, STORE);
+        Ok(get_result(body, range, meta))
     }
 
     fn delete_stream(
@@ -510,23 +469,10 @@ fn whole_body(key: &str, body: Bytes, options: GetOptions) -> object_store::Resu
         e_tag: None,
         version: None,
     };
-    let range = match &options.range {
-        Some(r) => r
-            .as_range(meta.size)
-            .map_err(|e| object_store::Error::Generic {
-                store: STORE,
-                source: Box::new(e),
-            })?,
-        None => 0..meta.size,
-    };
+    let range = wanted_range(&options, meta.size, STORE)?;
     let data = body.slice(range.start as usize..range.end as usize);
-    Ok(GetResult {
-        payload: GetResultPayload::Stream(stream::once(async move { Ok(data) }).boxed()),
-        range,
-        meta,
-        attributes: Attributes::default(),
-        extensions: Default::default(),
-    })
+    let body = stream::once(async move { Ok(data) }).boxed();
+    Ok(get_result(body, range, meta))
 }
 
 #[cfg(test)]

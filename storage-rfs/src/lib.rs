@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use FieldKind::{Bool, Integer, String as Text};
 use serde::Deserialize;
-use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
     TypeSpec,
 };
+use storage_folders::FolderStore;
 
 pub use basepath::{Protocol, Target};
 
@@ -108,44 +108,6 @@ pub const WEBDAV_CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 /// a lock folder (MKD); the compare-and-swap checks the MLST facts under that lock.
 pub const FTP_CAPABILITIES: Capabilities = Capabilities::OBJECT_STORE;
 
-fn ftp_remote(
-    config: &RfsConfig,
-    target: &Target,
-    label: &str,
-) -> Result<(Arc<ftp::Remote>, Vec<String>)> {
-    let (username, password, secrets) = password_login(config, target, label)?;
-    let login = ftp::Login {
-        host: target.host.clone(),
-        port: target.port,
-        username: username.unwrap_or_else(|| "anonymous".into()),
-        password: password.unwrap_or_default(),
-        timeout: timeout(config, label)?,
-    };
-    Ok((
-        Arc::new(ftp::Remote::new(login, target.path.clone())),
-        secrets,
-    ))
-}
-
-fn ftp_block(config: &RfsConfig, target: &Target, label: &str) -> Result<ObjectStoreBlock> {
-    let (remote, secrets) = ftp_remote(config, target, label)?;
-    let sweeper = Arc::new(TempFileSweeper::new(remote.clone()));
-    let store = Arc::new(ftp::FtpStore::new(remote));
-    Ok(ObjectStoreBlock::new(store, "", label, FTP_CAPABILITIES)
-        .with_secrets(secrets)
-        .with_sweeper(sweeper))
-}
-
-fn ftp_store(
-    config: &RfsConfig,
-    target: &Target,
-    label: &str,
-) -> Result<Arc<dyn object_store::ObjectStore>> {
-    Ok(Arc::new(ftp::FtpStore::new(
-        ftp_remote(config, target, label)?.0,
-    )))
-}
-
 /// The capabilities of a block whose basepath uses `protocol`.
 pub fn capabilities(protocol: Protocol) -> Capabilities {
     match protocol {
@@ -160,47 +122,46 @@ pub fn capabilities(protocol: Protocol) -> Capabilities {
 pub fn open(config: &RfsConfig, label: &str) -> Result<ObjectStoreBlock> {
     let _ = timeout(config, label)?;
     let target = Target::parse(&config.basepath, label)?;
+    let caps = capabilities(target.protocol);
     match target.protocol {
-        Protocol::Sftp => {
-            let (store, secrets) = sftp_store(config, &target, label)?;
-            let sweeper = Arc::new(TempFileSweeper::new(store.remote().clone()));
-            Ok(ObjectStoreBlock::new(store, "", label, SFTP_CAPABILITIES)
-                .with_secrets(secrets)
-                .with_sweeper(sweeper))
-        }
+        Protocol::Sftp => folder_block(sftp::store(config, &target, label)?, label, caps),
+        Protocol::WebDav => folder_block(webdav::store(config, &target, label)?, label, caps),
+        Protocol::Ftp => folder_block(ftp::store(config, &target, label)?, label, caps),
         Protocol::Http => {
             let (store, secrets) = http_store(config, &target, label)?;
-            Ok(ObjectStoreBlock::new(store, "", label, HTTP_CAPABILITIES).with_secrets(secrets))
+            Ok(ObjectStoreBlock::new(store, "", label, caps).with_secrets(secrets))
         }
-        Protocol::WebDav => {
-            let (dav, secrets) = dav_client(config, &target, label)?;
-            let sweeper = Arc::new(TempFileSweeper::new(dav.clone()));
-            let store = Arc::new(webdav::DavStore::new(dav));
-            Ok(ObjectStoreBlock::new(store, "", label, WEBDAV_CAPABILITIES)
-                .with_secrets(secrets)
-                .with_sweeper(sweeper))
-        }
-        Protocol::Ftp => ftp_block(config, &target, label),
     }
+}
+
+/// The block of a folder store and its secrets, with the sweeper of the temporary files
+/// that killed uploads left.
+fn folder_block<P: storage_folders::Protocol>(
+    (store, secrets): (FolderStore<P>, Vec<String>),
+    label: &str,
+    caps: Capabilities,
+) -> Result<ObjectStoreBlock> {
+    let sweeper = Arc::new(store.sweeper());
+    Ok(ObjectStoreBlock::new(Arc::new(store), "", label, caps)
+        .with_secrets(secrets)
+        .with_sweeper(sweeper))
 }
 
 /// The object store under [`open`]'s block (keys are relative to the basepath's folder),
 /// for tools and tests that work on files directly.
 pub fn open_store(config: &RfsConfig, label: &str) -> Result<Arc<dyn object_store::ObjectStore>> {
     let target = Target::parse(&config.basepath, label)?;
-    match target.protocol {
-        Protocol::Sftp => Ok(sftp_store(config, &target, label)?.0),
-        Protocol::Http => Ok(http_store(config, &target, label)?.0),
-        Protocol::WebDav => Ok(Arc::new(webdav::DavStore::new(
-            dav_client(config, &target, label)?.0,
-        ))),
-        Protocol::Ftp => ftp_store(config, &target, label),
-    }
+    Ok(match target.protocol {
+        Protocol::Sftp => Arc::new(sftp::store(config, &target, label)?.0),
+        Protocol::WebDav => Arc::new(webdav::store(config, &target, label)?.0),
+        Protocol::Ftp => Arc::new(ftp::store(config, &target, label)?.0),
+        Protocol::Http => http_store(config, &target, label)?.0,
+    })
 }
 
 /// Username and password of an http(s)://, webdav+http(s):// or ftp:// block (the fields
 /// first, else the URL's), and the secrets to keep out of messages.
-fn password_login(
+pub(crate) fn password_login(
     config: &RfsConfig,
     target: &Target,
     label: &str,
@@ -220,22 +181,6 @@ fn password_login(
     Ok((username, password, secrets))
 }
 
-fn dav_client(
-    config: &RfsConfig,
-    target: &Target,
-    label: &str,
-) -> Result<(Arc<webdav::Dav>, Vec<String>)> {
-    let (username, password, secrets) = password_login(config, target, label)?;
-    let dav = webdav::Dav::new(
-        target.folder_url.clone(),
-        username,
-        password,
-        timeout(config, label)?,
-    )
-    .map_err(|e| Error::from_store(e).context(label))?;
-    Ok((Arc::new(dav), secrets))
-}
-
 fn http_store(
     config: &RfsConfig,
     target: &Target,
@@ -252,78 +197,8 @@ fn http_store(
     Ok((Arc::new(store), secrets))
 }
 
-fn sftp_store(
-    config: &RfsConfig,
-    target: &Target,
-    label: &str,
-) -> Result<(Arc<sftp::SftpStore>, Vec<String>)> {
-    let mut secrets = Vec::new();
-    let mut keep = |s: String| {
-        if !s.is_empty() {
-            secrets.push(s.clone());
-        }
-        s
-    };
-    let password = match (&config.password, &target.password) {
-        (Some(p), _) => Some(keep(p.resolve("password")?)),
-        (None, Some(p)) => Some(keep(p.clone())),
-        (None, None) => None,
-    };
-    let key_text = match (&config.private_key, &config.private_key_path) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Usage(format!(
-                "{label}: set private_key or private_key_path, not both"
-            )));
-        }
-        (Some(k), None) => Some(keep(k.resolve("private_key")?)),
-        (None, Some(path)) => {
-            let path = expand_home(path);
-            Some(std::fs::read_to_string(&path).map_err(|e| {
-                Error::Usage(format!(
-                    "{label}: cannot read private_key_path {}: {e}",
-                    path.display()
-                ))
-            })?)
-        }
-        (None, None) => None,
-    };
-    let key = key_text
-        .map(|text| {
-            russh::keys::decode_secret_key(&text, password.as_deref())
-                .map_err(|e| Error::Usage(format!("{label}: the private key cannot be read: {e}")))
-        })
-        .transpose()?;
-    let username = config
-        .username
-        .clone()
-        .or_else(|| target.username.clone())
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::Usage(format!("{label}: no username (--set username=...)")))?;
-    let known_hosts = expand_home(
-        config
-            .known_hosts
-            .as_deref()
-            .unwrap_or("~/.ssh/known_hosts"),
-    );
-    let login = sftp::Login {
-        host: target.host.clone(),
-        port: target.port,
-        username,
-        password,
-        key: key.map(Arc::new),
-        known_hosts,
-        accept_unknown_host_key: config.insecure_accept_host_key.unwrap_or(false),
-        timeout: timeout(config, label)?,
-    };
-    Ok((
-        Arc::new(sftp::SftpStore::open(login, target.path.clone())),
-        secrets,
-    ))
-}
-
 /// The per-request timeout: `timeout` seconds, default 60.
-fn timeout(config: &RfsConfig, label: &str) -> Result<Duration> {
+pub(crate) fn timeout(config: &RfsConfig, label: &str) -> Result<Duration> {
     match config.timeout {
         None => Ok(Duration::from_secs(60)),
         Some(s) if (1..=86_400).contains(&s) => Ok(Duration::from_secs(s as u64)),
@@ -334,7 +209,7 @@ fn timeout(config: &RfsConfig, label: &str) -> Result<Duration> {
 }
 
 /// `~/x` as `$HOME/x`.
-fn expand_home(path: &str) -> PathBuf {
+pub(crate) fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),

@@ -1,28 +1,29 @@
 //! SMB blocks: a share on an SMB 2/3 server (Samba, Windows, a NAS) through the pure-Rust
-//! `smb2` client, as an object store (`store.rs`) under the generic adapter. What is the same
-//! for every store (packages, HEAD, files layout, versions, gc) lives in storage-core; what is
-//! SMB's own is here: temp-file-and-rename writes, the cross-client lock that makes the HEAD
-//! swap a compare-and-swap (`share/lock.rs`), SMB errors as object_store's (`error.rs`), and
-//! streamed uploads (`upload.rs`).
+//! `smb2` client, as the one folder store of storage-folders under the generic adapter. What
+//! is the same for every store (packages, HEAD, files layout, versions, gc) lives in
+//! storage-core, and what every folder store shares in storage-folders; what is SMB's own is
+//! here: its primitives (`protocol.rs`) over the share (`share/`), the cross-client lock that
+//! makes the HEAD swap a compare-and-swap (`share/lock.rs`), SMB errors as object_store's
+//! (`error.rs`), and streamed uploads (`upload.rs`).
 //!
 //! `smb2` rather than the `smb` crate: `smb` 0.12's directory listing stream loses a wakeup
 //! and hangs when its consumer keeps up, and it reads one block at a time; `smb2` pipelines.
 
 mod error;
+mod protocol;
 mod share;
-mod store;
 mod upload;
 
 use std::sync::Arc;
 
 use FieldKind::{Integer, String as Text};
 use serde::Deserialize;
-use storage_core::folders::TempFileSweeper;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
     TypeSpec,
 };
+use storage_folders::FolderStore;
 
 use share::{Share, Target};
 
@@ -90,18 +91,21 @@ pub fn timeout_of(config: &SmbConfig, label: &str) -> Result<std::time::Duration
 /// Builds the block. Nothing is sent until the first operation, which logs on.
 pub fn open(config: &SmbConfig, label: &str) -> Result<ObjectStoreBlock> {
     let (share, secrets) = build(config, label)?;
-    let store = Arc::new(store::SmbStore::new(share.clone()));
+    let store = FolderStore::new(share);
+    let sweeper = Arc::new(store.sweeper());
     let prefix = config.prefix.as_deref().unwrap_or("");
-    Ok(ObjectStoreBlock::new(store, prefix, label, CAPABILITIES)
-        .with_secrets(secrets)
-        .with_sweeper(Arc::new(TempFileSweeper::new(share))))
+    Ok(
+        ObjectStoreBlock::new(Arc::new(store), prefix, label, CAPABILITIES)
+            .with_secrets(secrets)
+            .with_sweeper(sweeper),
+    )
 }
 
 /// The object store under [`open`]'s block (keys are paths from the share's root: the
 /// block's prefix is not applied), for tools and tests that work on files directly.
 pub fn open_store(config: &SmbConfig, label: &str) -> Result<Arc<dyn object_store::ObjectStore>> {
     let (share, _) = build(config, label)?;
-    Ok(Arc::new(store::SmbStore::new(share)))
+    Ok(Arc::new(FolderStore::new(share)))
 }
 
 fn build(config: &SmbConfig, label: &str) -> Result<(Arc<Share>, Vec<String>)> {

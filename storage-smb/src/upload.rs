@@ -1,26 +1,28 @@
-//! A multipart upload into a temporary file: parts are written in the order they were handed
-//! over (the writer keeps several WRITEs in flight), and `complete` renames the file into
-//! place, so the object appears whole or not at all. `abort` deletes the temporary file.
+//! A temporary file written part by part: parts are written in the order they were handed
+//! over (the writer keeps several WRITEs in flight); the folder store renames the finished
+//! file into place, so the object appears whole or not at all. `abort` deletes it.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
+use object_store::{PutPayload, UploadPart};
 use smb2::FileWriter;
+use storage_core::bounds::transfer_deadline;
+use storage_folders::TempWriter;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::error::store_error;
-use crate::share::{Replace, Share, within};
-use storage_core::bounds::transfer_deadline;
+use crate::share::{Share, within};
 
 pub(crate) struct TempFileUpload {
-    share: Arc<Share>,
     state: Arc<Mutex<WriterState>>,
-    temp: String,
+    /// The key the file goes to, as messages name it.
     key: String,
-    replace: Option<Replace>,
+    /// The block's `timeout`.
+    limit: Duration,
     /// Fires when the part handed over last has been written (or given up).
     last: Option<oneshot::Receiver<()>>,
 }
@@ -31,22 +33,14 @@ struct WriterState {
 }
 
 impl TempFileUpload {
-    pub(crate) fn new(
-        share: Arc<Share>,
-        writer: FileWriter,
-        temp: String,
-        key: String,
-        replace: Replace,
-    ) -> Self {
+    fn new(limit: Duration, writer: FileWriter, key: String) -> Self {
         TempFileUpload {
-            share,
             state: Arc::new(Mutex::new(WriterState {
                 writer: Some(writer),
                 failed: false,
             })),
-            temp,
             key,
-            replace: Some(replace),
+            limit,
             last: None,
         }
     }
@@ -75,13 +69,22 @@ impl fmt::Debug for TempFileUpload {
 }
 
 #[async_trait]
-impl MultipartUpload for TempFileUpload {
+impl TempWriter<Share> for TempFileUpload {
+    async fn create(share: &Share, temp: &str, key: &str) -> object_store::Result<Self> {
+        let writer = share.create_temp(temp).await?;
+        Ok(TempFileUpload::new(
+            share.timeout(),
+            writer,
+            key.to_string(),
+        ))
+    }
+
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let (done, next) = oneshot::channel::<()>();
         let previous = self.last.replace(next);
         let state = self.state.clone();
         let key = self.key.clone();
-        let limit = self.share.timeout();
+        let limit = self.limit;
         async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
@@ -112,30 +115,22 @@ impl MultipartUpload for TempFileUpload {
         .boxed()
     }
 
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
+    async fn finish(&mut self, _share: &Share, _temp: &str) -> object_store::Result<()> {
         self.wait_for_parts().await;
         let (writer, failed) = {
             let mut state = self.state.lock().await;
             (state.writer.take(), state.failed)
         };
         let Some(writer) = writer.filter(|_| !failed) else {
-            self.share.discard(&self.temp).await;
             return Err(self.failed());
         };
-        if let Err(e) = within(self.share.timeout(), writer.finish()).await {
-            self.share.discard(&self.temp).await;
-            return Err(store_error(format!("writing {}", self.key), &self.key, e));
-        }
-        let replace = self.replace.take().unwrap_or(Replace::Any);
-        let e_tag = self.share.commit(&self.temp, &self.key, replace).await?;
-        Ok(PutResult {
-            e_tag: Some(e_tag),
-            version: None,
-            extensions: Default::default(),
-        })
+        within(self.limit, writer.finish())
+            .await
+            .map(drop)
+            .map_err(|e| store_error(format!("writing {}", self.key), &self.key, e))
     }
 
-    async fn abort(&mut self) -> object_store::Result<()> {
+    async fn abort(&mut self, share: &Share, temp: &str) {
         self.wait_for_parts().await;
         let writer = {
             let mut state = self.state.lock().await;
@@ -143,9 +138,8 @@ impl MultipartUpload for TempFileUpload {
             state.writer.take()
         };
         if let Some(writer) = writer {
-            let _ = within(self.share.timeout(), writer.abort()).await;
+            let _ = within(self.limit, writer.abort()).await;
         }
-        self.share.discard(&self.temp).await;
-        Ok(())
+        share.discard(temp).await;
     }
 }

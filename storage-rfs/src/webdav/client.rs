@@ -1,4 +1,4 @@
-//! The WebDAV requests the store is built from (RFC 4918 over reqwest): PROPFIND for stat and
+//! The WebDAV requests the store's primitives (`protocol.rs`) are built from (RFC 4918 over reqwest): PROPFIND for stat and
 //! listings, PUT, MKCOL for folders and locks, MOVE, DELETE; and what their statuses mean as
 //! `object_store` errors.
 //!
@@ -17,9 +17,8 @@ use reqwest::{Method, StatusCode};
 use futures::TryStreamExt;
 use storage_core::RetryPolicy;
 use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-use storage_core::folders::names::{lock_for, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::Listed;
+use storage_folders::names::{lock_for, parent};
 
 pub(crate) const STORE: &str = "WebDAV";
 /// How a request the server answered with a 5xx or whose connection failed is tried again:
@@ -60,7 +59,7 @@ impl Entry {
         }
     }
 
-    fn listed(self) -> Listed {
+    pub(super) fn listed(self) -> Listed {
         if self.folder {
             return Listed::Folder(self.key);
         }
@@ -71,7 +70,7 @@ impl Entry {
     }
 }
 
-pub(crate) use storage_core::folders::location_of as object_path;
+pub(crate) use storage_folders::location_of as object_path;
 
 /// A folder on a WebDAV server and a login to it. Debug shows no password.
 pub(crate) struct Dav {
@@ -373,7 +372,7 @@ impl Dav {
         Ok(resp.status() == StatusCode::CREATED)
     }
 
-    async fn mkcol(&self, dir: &str) -> object_store::Result<bool> {
+    pub(super) async fn mkcol(&self, dir: &str) -> object_store::Result<bool> {
         self.mkcol_at(self.url(dir, true), dir).await
     }
 
@@ -426,15 +425,6 @@ impl Dav {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Takes `key`'s lock (see [`LockFiles`] below).
-    pub(crate) async fn lock(&self, key: &str) -> object_store::Result<String> {
-        take_lock(self, key).await
-    }
-
-    pub(crate) async fn unlock(&self, lock: &str) {
-        let _ = self.delete(lock, true).await;
     }
 
     /// Whether a writer holds `key`'s lock now (it may be moving a new file over it).
@@ -553,56 +543,6 @@ fn blank() -> Entry {
         size: 0,
         modified: None,
         e_tag: None,
-    }
-}
-
-/// A lock is a folder made by MKCOL, which only one of racing writers can make.
-#[async_trait::async_trait]
-impl LockFiles for Dav {
-    const STORE: &'static str = STORE;
-
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
-        match self.mkcol(lock).await {
-            Ok(true) => Ok(TryLock::Taken),
-            Ok(false) => Ok(TryLock::Held {
-                made: self
-                    .stat(lock)
-                    .await?
-                    .and_then(|e| e.modified.map(Into::into)),
-            }),
-            // 409: the folder the lock goes in is missing.
-            Err(object_store::Error::Generic { .. }) => Ok(TryLock::NoFolder),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        Dav::make_dirs(self, dir).await
-    }
-
-    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
-        self.delete(lock, true).await
-    }
-}
-
-#[async_trait::async_trait]
-impl Folders for Dav {
-    const FAN_OUT: usize = 8;
-
-    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
-        let found = self.list_dir(dir).await?;
-        Ok(found.map(|entries| entries.into_iter().map(Entry::listed).collect()))
-    }
-
-    async fn delete(&self, key: &str) -> object_store::Result<()> {
-        let lock = self.lock(key).await?;
-        let gone = Dav::delete(self, key, false).await;
-        self.unlock(&lock).await;
-        gone
-    }
-
-    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
-        Dav::delete(self, key, false).await
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::Error as StoreError;
 use smb2::client::connection::Connection;
@@ -33,8 +33,6 @@ mod lock;
 
 use crate::error::store_error;
 use storage_core::RetryPolicy;
-pub(crate) use storage_core::folders::names::temp_for;
-use storage_core::folders::names::{LOCK_WAIT, lock_for};
 
 /// Where to log on, and as whom.
 pub(crate) struct Target {
@@ -97,7 +95,7 @@ fn split(path: &str) -> (&str, &str) {
 
 /// The ETag of a file: its creation time, last write time and size. Every write replaces the
 /// file with a new one whose write time is later than its predecessor's (see
-/// [`Share::commit`]), so a version is never seen twice.
+/// [`Share::rename_over`]), so a version is never seen twice.
 pub(crate) fn e_tag(created: FileTime, modified: FileTime, size: u64) -> String {
     format!("{:x}-{:x}-{size:x}", created.0, modified.0)
 }
@@ -108,16 +106,6 @@ pub(crate) fn info_e_tag(info: &FileInfo) -> String {
 
 pub(crate) fn entry_e_tag(entry: &DirectoryEntry) -> String {
     e_tag(entry.created, entry.modified, entry.size)
-}
-
-/// What a commit requires of the file it replaces.
-pub(crate) enum Replace {
-    /// Anything, or nothing.
-    Any,
-    /// Nothing may be there.
-    Absent,
-    /// The file there has this ETag.
-    Matching(Option<String>),
 }
 
 impl Share {
@@ -272,62 +260,24 @@ impl Share {
         }
     }
 
-    /// Puts the finished temporary file `temp` in place of `path`, atomically (a rename over
-    /// it), if what is at `path` satisfies `replace`; returns the new file's ETag.
+    /// Puts the finished temporary file `temp` in place of `path` (held locked), atomically
+    /// (a rename over it, replacing a file there only when `replace`); `old` is the file it
+    /// replaces. Returns the new file's ETag.
     ///
-    /// Check and rename run under `path`'s lock, which every writer of `path` takes, so no
-    /// other write lands in between. The new file's last write time is made later than the
-    /// old one's (the server may stamp both in the same clock tick), so a file never gets the
-    /// ETag of one it replaced.
-    pub(crate) async fn commit(
+    /// The new file's last write time is made later than the old one's (the server may stamp
+    /// both in the same clock tick), so a file never gets the ETag of one it replaced.
+    pub(crate) async fn rename_over(
         &self,
         temp: &str,
         path: &str,
-        replace: Replace,
-    ) -> Result<String, StoreError> {
-        let result = match self.lock(path).await {
-            Ok(lock) => {
-                let done = self.commit_locked(temp, path, replace).await;
-                lock.release().await;
-                done
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            self.discard(temp).await;
-        }
-        result
-    }
-
-    async fn commit_locked(
-        &self,
-        temp: &str,
-        path: &str,
-        replace: Replace,
+        old: Option<&FileInfo>,
+        replace: bool,
     ) -> Result<String, StoreError> {
         let (mut conn, tree) = self.session().await?;
-        let current = self.stat(path).await?;
-        match (&replace, &current) {
-            (Replace::Absent, Some(_)) => {
-                return Err(StoreError::AlreadyExists {
-                    path: path.to_string(),
-                    source: format!("{path} exists").into(),
-                });
-            }
-            (Replace::Matching(want), found)
-                if want.is_none() || found.as_ref().map(info_e_tag) != *want =>
-            {
-                return Err(StoreError::Precondition {
-                    path: path.to_string(),
-                    source: format!("{path} changed since it was read").into(),
-                });
-            }
-            _ => {}
-        }
         let mut new = within(self.timeout(), tree.stat(&mut conn, temp))
             .await
             .map_err(|e| store_error(format!("reading {temp}"), temp, e))?;
-        if let Some(old) = &current
+        if let Some(old) = old
             && new.modified.0 <= old.modified.0
         {
             let later = FileTime(old.modified.0 + 1);
@@ -337,7 +287,7 @@ impl Share {
                 .map_err(|e| store_error(format!("stamping {temp}"), temp, e))?;
             new.modified = later;
         }
-        let options = RenameOptions::new().replace_if_exists(!matches!(replace, Replace::Absent));
+        let options = RenameOptions::new().replace_if_exists(replace);
         // A reader that has `path` open (a get reading HEAD) makes the server refuse the
         // rename for a moment (STATUS_ACCESS_DENIED); we still hold the lock, so try again.
         let limit = self.timeout();
@@ -357,32 +307,14 @@ impl Share {
         Ok(info_e_tag(&new))
     }
 
-    /// Deletes the file at `path` under its lock (a missing file is fine), then the folders
-    /// that this left empty.
-    pub(crate) async fn delete(&self, path: &str) -> Result<(), StoreError> {
-        let lock = match self.lock(path).await {
-            Ok(lock) => lock,
-            // No folder, so no file.
-            Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
+    /// Removes folder `dir` if it is empty; says whether it went.
+    pub(crate) async fn remove_folder(&self, dir: &str) -> bool {
+        let Ok((mut conn, tree)) = self.session().await else {
+            return false;
         };
-        let (mut conn, tree) = self.session().await?;
-        let deleted = within(self.timeout(), tree.delete_file(&mut conn, path)).await;
-        lock.release().await;
-        match deleted {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(store_error(format!("deleting {path}"), path, e)),
-        }
-        let mut dir = split(path).0;
-        while !dir.is_empty() {
-            let removed = within(self.timeout(), tree.delete_directory(&mut conn, dir)).await;
-            if removed.is_err() {
-                break;
-            }
-            dir = split(dir).0;
-        }
-        Ok(())
+        within(self.timeout(), tree.delete_directory(&mut conn, dir))
+            .await
+            .is_ok()
     }
 }
 

@@ -58,6 +58,28 @@ pub fn parent(key: &str) -> &str {
     key.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
+/// The server paths of the folders from the top of `root` (the store's folder: absolute, or
+/// relative to the login folder) down to folder `dir` (a key below it), top first: the
+/// folders a file in `dir` needs, in the order they are made.
+pub fn folders_down_to(root: &str, dir: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut at = match root.starts_with('/') {
+        true => String::from("/"),
+        false => String::new(),
+    };
+    for seg in root.split('/').chain(dir.split('/')) {
+        if seg.is_empty() {
+            continue;
+        }
+        if !at.is_empty() && !at.ends_with('/') {
+            at.push('/');
+        }
+        at.push_str(seg);
+        paths.push(at.clone());
+    }
+    paths
+}
+
 /// Why `name`, one path segment a server listed (or a manifest holds), is no safe file name
 /// on every platform: empty, `.` or `..`, a slash, a backslash or a NUL in it (a Windows
 /// agent reads a backslash as a separator), or a drive prefix (`C:`).
@@ -98,5 +120,16 @@ mod tests {
         }
         let long = "x".repeat(255);
         assert!(temp_for(&long).len() <= 255);
+    }
+
+    #[test]
+    fn the_folders_of_a_key_are_made_from_the_top_of_the_root_down() {
+        assert_eq!(
+            folders_down_to("/srv/flows", "a/b"),
+            ["/srv", "/srv/flows", "/srv/flows/a", "/srv/flows/a/b"]
+        );
+        assert_eq!(folders_down_to("flows", "a"), ["flows", "flows/a"]);
+        assert_eq!(folders_down_to("", "a/b"), ["a", "a/b"]);
+        assert_eq!(folders_down_to("/", ""), Vec::<String>::new());
     }
 }

@@ -1,8 +1,8 @@
-//! The lock a writer takes on a key while it swaps it, on servers with no locking of their
-//! own (SFTP, WebDAV, FTP): a file or folder beside the key ([`lock_for`]) that only one of
-//! racing writers can create. [`take_lock`] is the one wait loop over each protocol's
-//! [`LockFiles`]; a lock older than [`LOCK_STALE`] was left by a writer that died and is
-//! broken.
+//! The lock a writer takes on a key while it swaps it: a file or folder beside the key
+//! ([`lock_for`]) that only one of racing writers can create (SFTP, WebDAV and FTP make one;
+//! SMB opens one with delete-on-close, so it exists exactly while held). [`take_lock`] is
+//! the one wait loop over each protocol's [`LockFiles`]; a lock older than [`LOCK_STALE`] was
+//! left by a writer that died and is broken.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,13 +10,13 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 
-use super::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+use crate::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
 
 /// What one try to create a lock came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryLock {
-    /// The lock is ours now.
-    Taken,
+pub enum TryLock<H> {
+    /// The lock is ours now, held by `H`.
+    Taken(H),
     /// Another writer holds it, since `made` where the server tells.
     Held {
         /// When the lock was made, if the server tells.
@@ -31,30 +31,42 @@ pub enum TryLock {
 pub trait LockFiles: Send + Sync {
     /// The store's name in errors.
     const STORE: &'static str;
+    /// The pause after the first try that found the lock held; it doubles up to
+    /// [`LockFiles::LONGEST_PAUSE`].
+    const FIRST_PAUSE: Duration = Duration::from_millis(5);
+    /// The longest pause between tries.
+    const LONGEST_PAUSE: Duration = Duration::from_millis(100);
+
+    /// A lock taken: its name, or the handle that keeps it.
+    type Held: Send;
 
     /// Creates `lock` if nobody has.
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock>;
+    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<Self::Held>>;
 
     /// Makes folder `dir` and the folders above it.
     async fn make_dirs(&self, dir: &str) -> object_store::Result<()>;
 
-    /// Removes `lock`: a stale one, or one's own when done.
+    /// Removes a stale `lock`.
     async fn remove_lock(&self, lock: &str) -> object_store::Result<()>;
+
+    /// Gives back a lock taken; one left behind turns stale, so failing is no error.
+    async fn unlock(&self, held: Self::Held);
 }
 
-/// Takes `key`'s lock and returns its name: waits for another writer's (5 ms, doubling to
-/// 100 ms) up to [`LOCK_WAIT`], makes the folder it goes in once, breaks a stale one.
+/// Takes `key`'s lock: waits for another writer's (from [`LockFiles::FIRST_PAUSE`], doubling
+/// to [`LockFiles::LONGEST_PAUSE`]) up to [`LOCK_WAIT`], makes the folder it goes in once,
+/// breaks a stale one.
 pub async fn take_lock<L: LockFiles + ?Sized>(
     files: &L,
     key: &str,
-) -> object_store::Result<String> {
+) -> object_store::Result<L::Held> {
     let lock = lock_for(key);
     let deadline = Instant::now() + LOCK_WAIT;
-    let mut pause = Duration::from_millis(5);
+    let mut pause = L::FIRST_PAUSE;
     let mut made_dirs = false;
     loop {
         match files.try_lock(&lock).await? {
-            TryLock::Taken => return Ok(lock),
+            TryLock::Taken(held) => return Ok(held),
             TryLock::NoFolder if !made_dirs => {
                 made_dirs = true;
                 files.make_dirs(parent(&lock)).await?;
@@ -82,28 +94,29 @@ pub async fn take_lock<L: LockFiles + ?Sized>(
             });
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(L::LONGEST_PAUSE);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     /// Locks in memory: name → when made; `dirs` says whether folders exist yet.
-    #[derive(Default)]
-    struct Memory {
-        locks: Mutex<BTreeMap<String, SystemTime>>,
+    #[derive(Debug, Default)]
+    pub(crate) struct Memory {
+        pub(crate) locks: Mutex<BTreeMap<String, SystemTime>>,
         dirs: Mutex<bool>,
     }
 
     #[async_trait]
     impl LockFiles for Memory {
         const STORE: &'static str = "memory";
+        type Held = String;
 
-        async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
+        async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock<String>> {
             if !*self.dirs.lock().unwrap() {
                 return Ok(TryLock::NoFolder);
             }
@@ -112,7 +125,7 @@ mod tests {
                 return Ok(TryLock::Held { made: Some(*made) });
             }
             locks.insert(lock.to_string(), SystemTime::now());
-            Ok(TryLock::Taken)
+            Ok(TryLock::Taken(lock.to_string()))
         }
 
         async fn make_dirs(&self, _dir: &str) -> object_store::Result<()> {
@@ -123,6 +136,10 @@ mod tests {
         async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
             self.locks.lock().unwrap().remove(lock);
             Ok(())
+        }
+
+        async fn unlock(&self, lock: String) {
+            self.locks.lock().unwrap().remove(&lock);
         }
     }
 

@@ -1,6 +1,6 @@
-//! The folder on the SFTP server and the file operations the store is built from: stat,
-//! listing, temporary files committed by rename under a per-key lock, deletion that prunes
-//! emptied folders, and the sweep of leftovers.
+//! The folder on the SFTP server and the file operations its primitives (`protocol.rs`) are
+//! built from: stat, listing, folders made as needed, exclusive creates, removal, and the
+//! stamped rename that commits a temporary file (the folder store holds the key's lock).
 //!
 //! SFTP v3 gives only whole-second modification times and no inode numbers, so an ETag of
 //! size and mtime alone could repeat when a small file (HEAD) is replaced twice within a
@@ -8,19 +8,16 @@
 //! mtime one second past the old file's: successive contents of a key never share an ETag.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use object_store::{ObjectMeta, PutMode};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, STORE, Session, generic, status, store_error};
 use storage_core::bounds::{WALK_MAX_ENTRIES, timed_out};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-pub(crate) use storage_core::folders::names::temp_for;
-use storage_core::folders::names::{child, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::names::{child, folders_down_to, parent};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {
@@ -156,23 +153,7 @@ impl Remote {
     /// Makes the folders of `dir` (a key) that are missing, the block's own folder
     /// included, from the top down. Called only when a create found no folder.
     pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        let mut paths = Vec::new();
-        let mut at = if self.root.starts_with('/') {
-            String::from("/")
-        } else {
-            String::new()
-        };
-        for seg in self.root.split('/').chain(dir.split('/')) {
-            if seg.is_empty() {
-                continue;
-            }
-            if !at.is_empty() && !at.ends_with('/') {
-                at.push('/');
-            }
-            at.push_str(seg);
-            paths.push(at.clone());
-        }
-        for full in paths {
+        for full in folders_down_to(&self.root, dir) {
             let target = full.clone();
             let made = self
                 .call("making folder", &full, |c| async move {
@@ -232,79 +213,20 @@ impl Remote {
         }
     }
 
-    /// Deletes `key` under its lock, then the folders above it that this emptied.
-    pub(crate) async fn delete(&self, key: &str) -> object_store::Result<()> {
-        let lock = self.lock(key).await?;
-        let removed = self.remove(key).await;
-        self.unlock(&lock).await;
-        removed?;
-        let mut dir = parent(key);
-        while !dir.is_empty() {
-            let full = self.full(dir);
-            let gone = self
-                .call("removing folder", dir, |c| async move {
-                    c.sftp.rmdir(full).await
-                })
-                .await;
-            if gone.is_err() {
-                break;
-            }
-            dir = parent(dir);
-        }
-        Ok(())
-    }
-
-    /// Moves the finished temporary file `temp` to `key` if `mode` allows, under `key`'s
-    /// lock; returns the new file's ETag. The temporary file is gone afterwards either way.
-    pub(crate) async fn commit(
+    /// Renames the finished temporary file `temp` over `key` (held locked), stamped one
+    /// second past `old`, the file it replaces (see the module docs); returns the new file's
+    /// ETag.
+    pub(super) async fn rename_stamped(
         &self,
         temp: &str,
         key: &str,
-        mode: PutMode,
+        old: Option<&FileAttributes>,
     ) -> object_store::Result<String> {
-        let result = match self.lock(key).await {
-            Ok(lock) => {
-                let done = self.commit_locked(temp, key, mode).await;
-                self.unlock(&lock).await;
-                done
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = self.remove(temp).await;
-        }
-        result
-    }
-
-    async fn commit_locked(
-        &self,
-        temp: &str,
-        key: &str,
-        mode: PutMode,
-    ) -> object_store::Result<String> {
-        let current = self.stat(key).await?;
-        match (&mode, &current) {
-            (PutMode::Overwrite, _) | (PutMode::Create, None) => {}
-            (PutMode::Create, Some(_)) => {
-                return Err(object_store::Error::AlreadyExists {
-                    path: key.to_string(),
-                    source: format!("{key} already exists").into(),
-                });
-            }
-            (PutMode::Update(want), Some(attrs))
-                if want.e_tag.as_deref() == Some(&e_tag(attrs)) => {}
-            (PutMode::Update(_), _) => {
-                return Err(object_store::Error::Precondition {
-                    path: key.to_string(),
-                    source: format!("{key} changed since it was read").into(),
-                });
-            }
-        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .min(u64::from(u32::MAX)) as u32;
-        let stamp = match current.as_ref().and_then(|a| a.mtime) {
+        let stamp = match old.and_then(|a| a.mtime) {
             Some(old) => now.max(old.saturating_add(1)),
             None => now,
         };
@@ -351,14 +273,6 @@ impl Remote {
             _ => Err(generic(format!("renaming {to}: unexpected reply"))),
         }
     }
-
-    async fn lock(&self, key: &str) -> object_store::Result<String> {
-        take_lock(self, key).await
-    }
-
-    async fn unlock(&self, lock: &str) {
-        let _ = self.remove(lock).await;
-    }
 }
 
 pub(crate) fn e_tag(attrs: &FileAttributes) -> String {
@@ -377,73 +291,5 @@ pub(crate) fn meta(key: &str, attrs: &FileAttributes) -> ObjectMeta {
         size: attrs.size.unwrap_or(0),
         e_tag: Some(e_tag(attrs)),
         version: None,
-    }
-}
-
-#[async_trait::async_trait]
-impl Folders for Remote {
-    const FAN_OUT: usize = 8;
-
-    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
-        let found = self.list_dir(dir).await?;
-        Ok(found.map(|entries| {
-            entries
-                .into_iter()
-                .filter_map(|e| {
-                    if e.attrs.is_dir() {
-                        Some(Listed::Folder(e.key))
-                    } else if e.attrs.is_regular() {
-                        Some(Listed::File {
-                            modified: e
-                                .attrs
-                                .mtime
-                                .map(|m| UNIX_EPOCH + Duration::from_secs(m.into())),
-                            meta: meta(&e.key, &e.attrs),
-                        })
-                    } else {
-                        None
-                    }
-                })
-                .collect()
-        }))
-    }
-
-    async fn delete(&self, key: &str) -> object_store::Result<()> {
-        Remote::delete(self, key).await
-    }
-
-    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
-        self.remove(key).await
-    }
-}
-
-/// A lock is a file created exclusively (folders made as needed).
-#[async_trait::async_trait]
-impl LockFiles for Remote {
-    const STORE: &'static str = STORE;
-
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
-        match self.create_new(lock).await {
-            Ok((conn, handle)) => {
-                let _ = conn.sftp.close(handle).await;
-                Ok(TryLock::Taken)
-            }
-            // Exists (SFTP v3 says only "failure").
-            Err(object_store::Error::Generic { .. }) => {
-                let made = self.stat(lock).await?.and_then(|a| a.mtime);
-                Ok(TryLock::Held {
-                    made: made.map(|m| UNIX_EPOCH + Duration::from_secs(m.into())),
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        Remote::make_dirs(self, dir).await
-    }
-
-    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
-        self.remove(lock).await
     }
 }

@@ -1,16 +1,16 @@
 //! What every store over a remote file system shares (SMB in storage-smb; SFTP, WebDAV and
-//! FTP in storage-rfs): the names of the temporary and lock files kept beside objects
-//! ([`names`]), listing and deleting built on one folder listing ([`Folders`]), the sweep of
-//! the temporary files that killed uploads left ([`TempFileSweeper`]), and, for protocols
-//! that write a file only whole, buffered multipart uploads and copies by rewriting
-//! ([`PutWhole`]).
+//! FTP in storage-rfs): one object store ([`FolderStore`]) over each protocol's primitives
+//! ([`Protocol`]), the names of the temporary and lock files kept beside objects
+//! ([`names`]), the lock wait loop ([`lock`]), listing and deleting built on one folder
+//! listing ([`Folders`]), and the sweep of the temporary files that killed uploads left
+//! ([`TempFileSweeper`]).
 //!
-//! A backend implements [`Folders`] on its connection and forwards its `ObjectStore`'s
-//! `list`, `list_with_delimiter` and `delete_stream` to the functions here.
+//! A backend implements [`Protocol`] on its connection and hands it to [`FolderStore`].
 
 pub mod lock;
 pub mod names;
-mod put_whole;
+pub mod protocol;
+mod store;
 pub mod walk;
 
 use std::fmt;
@@ -23,10 +23,11 @@ use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ListResult, ObjectMeta};
 
-pub use put_whole::{BufferedUpload, PutWhole, copy_by_rewriting};
+pub use protocol::{Buffered, Protocol, TempWriter, WriteWhole};
+pub use store::{FolderStore, get_result, wanted_range};
 
-use crate::{Error, LeftoverSweeper, Result};
 use names::{TEMP_MARK, is_bookkeeping};
+use storage_core::{Error, LeftoverSweeper, Result};
 use walk::{WalkBounds, check_listed};
 
 /// One entry of a folder.
@@ -72,6 +73,24 @@ pub trait Folders: Send + Sync + fmt::Debug + 'static {
 
     /// Removes a temporary file no upload writes any more.
     async fn remove_temp(&self, key: &str) -> object_store::Result<()>;
+}
+
+/// A protocol's folders, listed and deleted as the folder store does.
+#[async_trait]
+impl<P: Protocol> Folders for P {
+    const FAN_OUT: usize = P::FAN_OUT;
+
+    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
+        self.list(dir).await
+    }
+
+    async fn delete(&self, key: &str) -> object_store::Result<()> {
+        store::delete(self, key).await
+    }
+
+    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
+        self.remove(key).await
+    }
 }
 
 /// Every file under folder `dir`, folder by folder, `F::FAN_OUT` at a time; the store's own

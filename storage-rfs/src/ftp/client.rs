@@ -1,7 +1,8 @@
-//! The folder on the FTP server and the file operations the store is built from, over a
-//! small pool of logged-in control connections (suppaftp on tokio, passive mode, binary):
-//! MLST and MLSD for stat and listings, STOR of a temporary file, RNFR/RNTO over the key
-//! under a lock folder (MKD, which only one writer can make), DELE, REST + RETR for ranges.
+//! The folder on the FTP server and the file operations its primitives (`protocol.rs`) are
+//! built from, over a small pool of logged-in control connections (suppaftp on tokio,
+//! passive mode, binary): MLST and MLSD for stat and listings, STOR of a temporary file,
+//! RNFR/RNTO over the key (under the key's lock folder, made by MKD), DELE, REST + RETR for
+//! ranges.
 //!
 //! MLST's `modify` fact has whole seconds, so every commit stamps the temporary file (MFMT)
 //! one second past the old file's time, and the ETag holds the `unique` fact (the inode on
@@ -19,8 +20,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use object_store::{ObjectMeta, PutMode};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Status};
@@ -29,9 +30,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use storage_core::RetryPolicy;
 use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
-use storage_core::folders::lock::{LockFiles, TryLock, take_lock};
-use storage_core::folders::names::{child, parent};
-use storage_core::folders::{Folders, Listed};
+use storage_folders::Listed;
+use storage_folders::names::{child, folders_down_to, parent};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).
@@ -102,7 +102,7 @@ impl Facts {
         }
     }
 
-    fn listed(self) -> Listed {
+    pub(super) fn listed(self) -> Listed {
         if self.folder {
             return Listed::Folder(self.key);
         }
@@ -402,7 +402,7 @@ impl Remote {
 
     /// Runs one command on a pooled connection within the timeout; a connection that
     /// failed (not just refused the command) is dropped.
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &self,
         what: &str,
         key: &str,
@@ -453,19 +453,7 @@ impl Remote {
 
     /// Makes the folders of `dir` (a key) that are missing, the root's too, top down.
     pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        let mut at = if self.root.starts_with('/') {
-            String::from("/")
-        } else {
-            String::new()
-        };
-        for seg in self.root.split('/').chain(dir.split('/')) {
-            if seg.is_empty() {
-                continue;
-            }
-            if !at.is_empty() && !at.ends_with('/') {
-                at.push('/');
-            }
-            at.push_str(seg);
+        for at in folders_down_to(&self.root, dir) {
             let target = at.clone();
             // An existing folder is refused (550); the write that follows tells.
             let _ = self
@@ -730,63 +718,17 @@ impl Remote {
         }
     }
 
-    /// Deletes `key` under its lock.
-    pub(crate) async fn delete(&self, key: &str) -> object_store::Result<()> {
-        let lock = self.lock(key).await?;
-        let removed = self.remove(key).await;
-        self.unlock(&lock).await;
-        removed
-    }
-
-    /// Moves the finished temporary file `temp` over `key` if `mode` allows, under `key`'s
-    /// lock; returns the new file's ETag. The temporary file is gone afterwards either way.
-    pub(crate) async fn commit(
+    /// Renames the finished temporary file `temp` over `key` (held locked), dated one second
+    /// past `old`, the file it replaces, so the new ETag differs even if the server reuses the
+    /// inode; returns the new file's ETag.
+    pub(super) async fn rename_over(
         &self,
         temp: &str,
         key: &str,
-        mode: PutMode,
+        old: Option<&Facts>,
     ) -> object_store::Result<String> {
-        let result = match self.lock(key).await {
-            Ok(lock) => {
-                let done = self.commit_locked(temp, key, mode).await;
-                self.unlock(&lock).await;
-                done
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = self.remove(temp).await;
-        }
-        result
-    }
-
-    async fn commit_locked(
-        &self,
-        temp: &str,
-        key: &str,
-        mode: PutMode,
-    ) -> object_store::Result<String> {
-        let current = self.stat(key).await?.filter(|f| !f.folder);
-        match (&mode, &current) {
-            (PutMode::Overwrite, _) | (PutMode::Create, None) => {}
-            (PutMode::Create, Some(_)) => {
-                return Err(object_store::Error::AlreadyExists {
-                    path: key.to_string(),
-                    source: format!("{key} already exists").into(),
-                });
-            }
-            (PutMode::Update(want), Some(f)) if want.e_tag.as_deref() == Some(&f.e_tag()) => {}
-            (PutMode::Update(_), _) => {
-                return Err(object_store::Error::Precondition {
-                    path: key.to_string(),
-                    source: format!("{key} changed since it was read").into(),
-                });
-            }
-        }
-        // A time one second past the old file's, so the new ETag differs even if the
-        // server reuses the inode.
         let now = chrono::Utc::now();
-        let stamp = match current.as_ref().and_then(Facts::modified) {
+        let stamp = match old.and_then(Facts::modified) {
             Some(old) => now.max(old + chrono::Duration::seconds(1)),
             None => now,
         };
@@ -805,69 +747,6 @@ impl Remote {
             .await?
             .ok_or_else(|| generic(format!("{key} is missing right after it was written")))?;
         Ok(facts.e_tag())
-    }
-
-    /// Takes `key`'s lock (see [`LockFiles`] below).
-    async fn lock(&self, key: &str) -> object_store::Result<String> {
-        take_lock(self, key).await
-    }
-
-    async fn unlock(&self, lock: &str) {
-        let full = self.full(lock);
-        let _ = self
-            .run("unlocking", lock, async |s| s.rmdir(&full).await)
-            .await;
-    }
-}
-
-/// A lock is a folder made by MKD, which only one writer can make.
-#[async_trait::async_trait]
-impl LockFiles for Remote {
-    const STORE: &'static str = STORE;
-
-    async fn try_lock(&self, lock: &str) -> object_store::Result<TryLock> {
-        let full = self.full(lock);
-        match self
-            .run("locking", lock, async |s| s.mkdir(&full).await)
-            .await
-        {
-            Ok(()) => return Ok(TryLock::Taken),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        Ok(match self.stat(lock).await? {
-            // Nothing there: the folder the lock goes in is missing.
-            None => TryLock::NoFolder,
-            Some(f) => TryLock::Held {
-                made: f.modified().map(Into::into),
-            },
-        })
-    }
-
-    async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
-        Remote::make_dirs(self, dir).await
-    }
-
-    async fn remove_lock(&self, lock: &str) -> object_store::Result<()> {
-        let full = self.full(lock);
-        self.run("unlocking", lock, async |s| s.rmdir(&full).await)
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl Folders for Remote {
-    async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
-        let found = self.list_dir(dir).await?;
-        Ok(found.map(|facts| facts.into_iter().map(Facts::listed).collect()))
-    }
-
-    async fn delete(&self, key: &str) -> object_store::Result<()> {
-        Remote::delete(self, key).await
-    }
-
-    async fn remove_temp(&self, key: &str) -> object_store::Result<()> {
-        self.remove(key).await
     }
 }
 

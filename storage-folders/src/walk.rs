@@ -1,14 +1,14 @@
 //! What keeps a folder walk finite and inside its folder, whatever the server lists: the
 //! folders already listed (by resolved path), a depth limit, an entry-count limit, and the
 //! check that each listed name is one safe segment directly in its folder. The generic walk
-//! of [`super::list`] and the HTTP listing walk both keep a [`WalkBounds`].
+//! of [`crate::list`] and the HTTP listing walk both keep a [`WalkBounds`].
 
 use std::collections::HashSet;
 
-use crate::bounds::{WALK_MAX_DEPTH, WALK_MAX_ENTRIES};
-use crate::{Error, Result};
+use storage_core::bounds::{WALK_MAX_DEPTH, WALK_MAX_ENTRIES};
+use storage_core::{Error, Result};
 
-use super::names::{parent, unsafe_name};
+use crate::names::{parent, unsafe_name};
 
 /// The state of one walk. Errors are integrity errors (exit 5) naming the folder; the
 /// adapter adds the block's slug.
@@ -28,7 +28,7 @@ impl Default for WalkBounds {
 
 impl WalkBounds {
     /// A walk that goes at most `max_depth` folders deep and lists at most `max_entries`
-    /// entries; the default takes the caps of [`crate::bounds`].
+    /// entries; the default takes the caps of [`storage_core::bounds`].
     pub fn with_limits(max_depth: usize, max_entries: usize) -> Self {
         WalkBounds {
             seen: HashSet::new(),
