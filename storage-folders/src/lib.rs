@@ -40,15 +40,26 @@ pub enum Listed {
         /// When the file last changed, as the server says.
         modified: Option<SystemTime>,
     },
-    /// A folder, by its key.
-    Folder(String),
+    /// A folder, by its key, and its file id where the server gives one (the walk takes a
+    /// folder whose id it has listed already for a cycle).
+    Folder {
+        /// The folder's key.
+        key: String,
+        /// The server's id of the folder (SMB's index number; a link shows its target's).
+        file_id: Option<u64>,
+    },
 }
 
 impl Listed {
+    /// A folder the server gives no id for.
+    pub fn folder(key: String) -> Listed {
+        Listed::Folder { key, file_id: None }
+    }
+
     fn key(&self) -> &str {
         match self {
             Listed::File { meta, .. } => meta.location.as_ref(),
-            Listed::Folder(key) => key,
+            Listed::Folder { key, .. } => key,
         }
     }
 
@@ -105,14 +116,14 @@ async fn walk<F: Folders + ?Sized>(
     let refused = |e: Error| e.into_store("remote file system");
     let mut bounds = WalkBounds::default();
     let mut files = Vec::new();
-    let mut level = vec![dir];
+    let mut level = vec![(dir, None)];
     let mut depth = 0;
     while !level.is_empty() {
-        for d in &level {
-            bounds.enter(d, d, depth).map_err(refused)?;
+        for (d, id) in &level {
+            bounds.enter_by_id(d, *id, depth).map_err(refused)?;
         }
         let listed: Vec<_> = stream::iter(level)
-            .map(|d| {
+            .map(|(d, _)| {
                 let folders = folders.clone();
                 async move { Ok::<_, object_store::Error>((folders.entries(&d).await?, d)) }
             })
@@ -130,7 +141,7 @@ async fn walk<F: Folders + ?Sized>(
                     continue;
                 }
                 match entry {
-                    Listed::Folder(key) => level.push(key),
+                    Listed::Folder { key, file_id } => level.push((key, file_id)),
                     file => files.push(file),
                 }
             }
@@ -152,7 +163,7 @@ pub fn list<F: Folders + ?Sized>(
         .map_ok(|files| {
             stream::iter(files.into_iter().filter_map(|f| match f {
                 Listed::File { meta, .. } => Some(Ok(meta)),
-                Listed::Folder(_) => None,
+                Listed::Folder { .. } => None,
             }))
         })
         .into_stream()
@@ -183,7 +194,7 @@ pub async fn list_with_delimiter<F: Folders + ?Sized>(
         }
         match entry {
             Listed::File { meta, .. } => out.objects.push(meta),
-            Listed::Folder(key) => out.common_prefixes.push(location_of(&key)),
+            Listed::Folder { key, .. } => out.common_prefixes.push(location_of(&key)),
         }
     }
     Ok(out)
@@ -274,7 +285,7 @@ mod tests {
                 .iter()
                 .filter(|(k, _)| inside(k))
                 .map(|(k, m)| match m {
-                    None => Listed::Folder(k.clone()),
+                    None => Listed::folder(k.clone()),
                     Some(t) => Listed::File {
                         meta: ObjectMeta {
                             location: location_of(k),

@@ -457,7 +457,7 @@ mod tests {
                     },
                 };
                 let entry = match rest.split_once('/') {
-                    Some((folder, _)) => Listed::Folder(child(dir, folder)),
+                    Some((folder, _)) => Listed::folder(child(dir, folder)),
                     None => Listed::File {
                         meta: self.meta(key, file),
                         modified: None,

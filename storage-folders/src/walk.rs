@@ -1,5 +1,5 @@
 //! What keeps a folder walk finite and inside its folder, whatever the server lists: the
-//! folders already listed (by resolved path), a depth limit, an entry-count limit, and the
+//! folders already listed (by resolved path, or by file id where the server gives one), a depth limit, an entry-count limit, and the
 //! check that each listed name is one safe segment directly in its folder. The generic walk
 //! of [`crate::list`] and the HTTP listing walk both keep a [`WalkBounds`].
 
@@ -15,6 +15,9 @@ use crate::names::{parent, unsafe_name};
 #[derive(Debug)]
 pub struct WalkBounds {
     seen: HashSet<String>,
+    /// Folders already listed by their file id, where the server gives one (SMB): a folder
+    /// the server reaches by a link shows the id of the folder it leads to.
+    seen_ids: HashSet<u64>,
     entries: usize,
     max_depth: usize,
     max_entries: usize,
@@ -32,6 +35,7 @@ impl WalkBounds {
     pub fn with_limits(max_depth: usize, max_entries: usize) -> Self {
         WalkBounds {
             seen: HashSet::new(),
+            seen_ids: HashSet::new(),
             entries: 0,
             max_depth,
             max_entries,
@@ -58,6 +62,20 @@ impl WalkBounds {
             )));
         }
         Ok(())
+    }
+
+    /// [`Self::enter`] for a folder the server gave a file id: a folder already listed under
+    /// that id is a cycle, whatever its path.
+    pub fn enter_by_id(&mut self, dir: &str, id: Option<u64>, depth: usize) -> Result<()> {
+        self.enter(dir, dir, depth)?;
+        match id {
+            Some(id) if !self.seen_ids.insert(id) => Err(Error::Integrity(format!(
+                "listing {}: the server answered with a folder already listed (file id {id}): \
+                 its folders form a cycle",
+                shown(dir)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Counts `n` more entries listed in `dir`.
@@ -128,6 +146,16 @@ mod tests {
         let err = w.enter("a/b", "/", 2).unwrap_err();
         assert_eq!(err.exit_code(), 5);
         assert!(err.to_string().contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_reached_again_under_another_path_is_a_cycle_by_its_id() {
+        let mut w = WalkBounds::default();
+        w.enter_by_id("app", None, 0).unwrap();
+        w.enter_by_id("app/loop", Some(7), 1).unwrap();
+        w.enter_by_id("app/other", Some(8), 1).unwrap();
+        let again = w.enter_by_id("app/loop/loop", Some(7), 2).unwrap_err();
+        assert!(again.to_string().contains("file id 7"), "{again}");
     }
 
     #[test]

@@ -137,7 +137,10 @@ impl Protocol for Share {
             entries
                 .iter()
                 .map(|e| match e.is_directory {
-                    true => Listed::Folder(child(dir, &e.name)),
+                    true => Listed::Folder {
+                        key: child(dir, &e.name),
+                        file_id: e.index_number,
+                    },
                     false => {
                         let meta = meta_of_entry(dir, e);
                         Listed::File {

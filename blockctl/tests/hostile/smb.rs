@@ -1,6 +1,6 @@
 //! SMB: a server that never answers, and a real Samba server (the harness's `Samba`) serving
-//! trees planted in its share (folders nested past the walk's depth limit), its answers
-//! trickled a byte a second by a proxy.
+//! trees planted in its share (folders nested past the walk's depth limit, a folder linked to
+//! itself), its answers trickled a byte a second by a proxy.
 
 use super::*;
 use std::path::Path;
@@ -102,6 +102,18 @@ fn get_ends_when_smb_folders_nest_past_the_depth_limit() {
     let samba = planted("deep", |app| nest(app, 130));
     let run = get(&smb_at(&samba, "deep", samba.port), SMB);
     assert_refused(&run, "smb/hostile", 5, "WALK_MAX_DEPTH");
+}
+
+/// Samba follows a link to a folder: the share shows `loop/loop/…` without end, each with
+/// the file id of the folder it leads to.
+#[test]
+fn get_ends_when_an_smb_folder_links_to_itself() {
+    let samba = planted("loop", |app| {
+        fs::write(app.join("f.txt"), "hello").unwrap();
+        std::os::unix::fs::symlink(".", app.join("loop")).unwrap();
+    });
+    let run = get(&smb_at(&samba, "loop", samba.port), SMB);
+    assert_refused(&run, "smb/hostile", 5, "cycle");
 }
 
 #[test]

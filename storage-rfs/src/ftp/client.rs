@@ -104,7 +104,7 @@ impl Facts {
 
     pub(super) fn listed(self) -> Listed {
         if self.folder {
-            return Listed::Folder(self.key);
+            return Listed::folder(self.key);
         }
         Listed::File {
             modified: self.modified().map(Into::into),

@@ -205,7 +205,7 @@ impl Protocol for Remote {
                 .into_iter()
                 .filter_map(|e| {
                     if e.attrs.is_dir() {
-                        Some(Listed::Folder(e.key))
+                        Some(Listed::folder(e.key))
                     } else if e.attrs.is_regular() {
                         Some(Listed::File {
                             modified: e

@@ -61,7 +61,7 @@ impl Entry {
 
     pub(super) fn listed(self) -> Listed {
         if self.folder {
-            return Listed::Folder(self.key);
+            return Listed::folder(self.key);
         }
         Listed::File {
             modified: self.modified.map(Into::into),

@@ -25,7 +25,7 @@ use smb2::types::status::NtStatus;
 use smb2::types::{Command, FileId, OplockLevel};
 use smb2::{
     ClientConfig, DirectoryEntry, ErrorKind, FileInfo, FileReader, FileTimes, FileWriter,
-    RenameOptions, SmbClient, Tree,
+    ListOptions, RenameOptions, SmbClient, Tree,
 };
 use tokio::sync::OnceCell;
 
@@ -177,7 +177,10 @@ impl Share {
         path: &str,
     ) -> Result<Option<Vec<DirectoryEntry>>, StoreError> {
         let (mut conn, tree) = self.session().await?;
-        match within(self.timeout(), tree.list_directory(&mut conn, path)).await {
+        // With index numbers, so that a walk knows a folder it reached again by a link.
+        let options = ListOptions::new().index_numbers(true);
+        let listing = tree.list_directory_with(&mut conn, path, options);
+        match within(self.timeout(), listing).await {
             Ok(entries) => Ok(Some(
                 entries
                     .into_iter()
