@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use object_store::ClientOptions;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::ReqwestConnector;
+use storage_core::adapter::CappedConnector;
 use storage_core::{Error, ObjectStoreBlock, Result};
 
 /// Azurite's well-known development account.
@@ -109,7 +111,8 @@ pub fn open(config: &AzureConfig, label: &str) -> Result<ObjectStoreBlock> {
     let mut b = MicrosoftAzureBuilder::new()
         .with_container_name(&config.container)
         .with_account(&account)
-        .with_retry(storage_core::retry_config());
+        .with_retry(storage_core::retry_config())
+        .with_http_connector(CappedConnector(ReqwestConnector::default()));
     if let Some(k) = key {
         secrets.push(k.clone());
         b = b.with_access_key(k);

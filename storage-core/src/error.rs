@@ -99,9 +99,13 @@ impl Error {
     pub fn from_store(err: object_store::Error) -> Self {
         use object_store::Error as E;
         let text = one_line(&redact(&with_causes(&err)));
-        if let E::Generic { source, .. } = &err
-            && let Some(ours) = source.downcast_ref::<Error>()
-        {
+        // One of ours anywhere among the causes (a folder store's, or a capped answer's
+        // inside the client's error) keeps its kind.
+        let ours = std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .find_map(|e| e.downcast_ref::<Error>());
+        if let Some(ours) = ours {
             // Its own text: the store's "Generic ... error:" wrapper says nothing more.
             return ours.with_text(one_line(&redact(&ours.to_string())));
         }

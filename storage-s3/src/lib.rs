@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
+use object_store::client::ReqwestConnector;
+use storage_core::adapter::CappedConnector;
 use storage_core::{Error, ObjectStoreBlock, Result};
 
 use FieldKind::{Bool, String as Text};
@@ -78,7 +80,8 @@ pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
     };
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
-        .with_retry(storage_core::retry_config());
+        .with_retry(storage_core::retry_config())
+        .with_http_connector(CappedConnector(ReqwestConnector::default()));
     let mut secrets = Vec::new();
     let env_has = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     // Keys and region the block leaves out come from the AWS environment variables (read by

@@ -1,15 +1,15 @@
-//! `blockctl get` (and, for a registry, `blockctl put`) against hostile servers, one file per
-//! kind of server: conformance's `HostileHttp` and `HostileFtp` on 127.0.0.1 standing in for a
-//! web folder (`http.rs`: `remote-file-system` over http://, its listings and a package's
-//! own objects), a WebDAV server (`webdav.rs`), an FTP server (`ftp.rs`) and an OCI registry
-//! (`registry.rs`); real OpenSSH and Samba servers serving planted trees, and a proxy that
-//! trickles their answers (`sftp.rs`, `smb.rs`), and a silent TCP server. The cases: folder
-//! listings that loop or nest without end, endless, oversized and trickled answers, names
-//! that escape their folder or read as Windows paths, a redirect to another origin, forged
-//! manifests and blobs. Every case checks the exit code, one line on stderr naming the
-//! block, an end well under a minute (the blocks' timeout is 3 s), the peak memory of the
-//! blockctl process (its maximum resident set, from `wait4`) below 64 MiB, and that DEST was
-//! not created and nothing was written beside it.
+//! `blockctl get` (and, for a registry, `blockctl put`) against hostile servers, one file
+//! per kind of server: conformance's `HostileHttp` and `HostileFtp` on 127.0.0.1 standing in
+//! for a web folder (`http.rs`: `remote-file-system` over http://, its listings and a
+//! package's own objects), a WebDAV server (`webdav.rs`), an FTP server (`ftp.rs`), an
+//! OCI registry (`registry.rs`) and an S3 endpoint (`s3.rs`); real OpenSSH and Samba servers
+//! serving planted trees, and a proxy that trickles their answers (`sftp.rs`, `smb.rs`), and
+//! a silent TCP server. The cases: folder listings that loop or nest without end, endless,
+//! oversized and trickled answers, names that escape their folder or read as Windows paths,
+//! a redirect to another origin, forged manifests and blobs. Every case checks the exit
+//! code, one line on stderr naming the block, an end well under a minute (the blocks'
+//! timeout is 3 s), the peak memory of the blockctl process (its maximum resident set, from
+//! `wait4`) below 64 MiB, and that DEST was not created and nothing was written beside it.
 
 use std::fs;
 use std::io::Read;
@@ -28,6 +28,7 @@ mod ftp;
 mod http;
 mod planted;
 mod registry;
+mod s3;
 mod sftp;
 mod smb;
 mod webdav;

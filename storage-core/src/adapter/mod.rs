@@ -10,6 +10,8 @@
 //! - `gc`: dropping old versions and what interrupted puts left;
 //! - `settings`: the retry and timeout settings every remote store shares.
 
+#[cfg(feature = "cloud")]
+mod capped_answers;
 mod coordination;
 mod files;
 mod gc;
@@ -18,6 +20,8 @@ mod package;
 mod settings;
 mod traced;
 
+#[cfg(feature = "cloud")]
+pub use capped_answers::CappedConnector;
 pub use settings::request_timeout;
 #[cfg(feature = "cloud")]
 pub use settings::retry_config;
