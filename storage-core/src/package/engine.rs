@@ -19,7 +19,7 @@ use crate::block::{
     EntryKind, GetMode, GetOptions, GetReport, Layout, PackageExport, PackageFormat, ProgressEvent,
     PutOptions, PutReport, emit,
 };
-use crate::bounds::read_exact_len;
+use crate::bounds::{joined, read_exact_len};
 use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
@@ -1155,27 +1155,9 @@ pub async fn scan(src: &Path, opts: &PutOptions) -> Result<SourceTree> {
     Ok(tree)
 }
 
-/// All of a stream's bytes.
-async fn collect(mut stream: ByteStream) -> Result<Bytes> {
-    let mut first: Option<Bytes> = None;
-    let mut rest: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        match &first {
-            None => first = Some(chunk),
-            Some(f) => {
-                if rest.is_empty() {
-                    rest.extend_from_slice(f);
-                }
-                rest.extend_from_slice(&chunk);
-            }
-        }
-    }
-    Ok(match (first, rest.is_empty()) {
-        (Some(f), true) => f,
-        (None, _) => Bytes::new(),
-        (_, false) => rest.into(),
-    })
+/// All of a stream's bytes (the chunk itself when there is one, as [`joined`] gives them).
+async fn collect(stream: ByteStream) -> Result<Bytes> {
+    Ok(joined(stream.try_collect().await?))
 }
 
 /// A stream over a channel's receiver.
