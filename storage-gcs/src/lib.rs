@@ -7,6 +7,7 @@
 //! through a resumable upload.
 
 mod auth;
+mod capped_answers;
 mod conditional_writes;
 mod error;
 mod store;
@@ -159,7 +160,10 @@ fn build(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| Error::Backend(format!("{label}: cannot set up HTTP: {e}")))?;
-    let http = HttpTransporter::new(ReqwestTransport::new(client));
+    // Every request of the block, opendal's and ours, goes through the caps on what is read whole.
+    let http = HttpTransporter::new(capped_answers::CappedTransport(ReqwestTransport::new(
+        client,
+    )));
     let op = Operator::new(builder)
         .map_err(fail)?
         .with_context(OperationContext::new().with_http_transport(http.clone()))

@@ -2,7 +2,7 @@
 //! per kind of server: conformance's `HostileHttp` and `HostileFtp` on 127.0.0.1 standing in
 //! for a web folder (`http.rs`: `remote-file-system` over http://, its listings and a
 //! package's own objects), a WebDAV server (`webdav.rs`), an FTP server (`ftp.rs`), an
-//! OCI registry (`registry.rs`) and an S3 endpoint (`s3.rs`); real OpenSSH and Samba servers
+//! OCI registry (`registry.rs`), an S3 endpoint (`s3.rs`) and a GCS endpoint (`gcs.rs`); real OpenSSH and Samba servers
 //! serving planted trees, and a proxy that trickles their answers (`sftp.rs`, `smb.rs`), and
 //! a silent TCP server. The cases: folder listings that loop or nest without end, endless,
 //! oversized and trickled answers, names that escape their folder or read as Windows paths,
@@ -25,6 +25,7 @@ mod common;
 use common::Home;
 
 mod ftp;
+mod gcs;
 mod http;
 mod planted;
 mod registry;
