@@ -115,7 +115,6 @@ impl Error {
             E::Unauthenticated { .. } | E::PermissionDenied { .. } => Error::Auth(text),
             E::NotSupported { .. } | E::NotImplemented { .. } => Error::Unsupported(text),
             E::InvalidPath { .. } => Error::Usage(text),
-            _ if looks_like_auth_failure(&text) => Error::Auth(text),
             _ => match network_failure(&err) {
                 Some(kind) => Error::temporary(text, Some(kind)),
                 None => Error::Backend(text),
@@ -249,26 +248,6 @@ fn network_failure(err: &(dyn std::error::Error + 'static)) -> Option<std::io::E
         cause = c.source();
     }
     None
-}
-
-/// Object stores report a refused signature or key as a generic HTTP error, and the status
-/// that says so is in no type we can reach: object_store keeps it in its `RetryError`, which
-/// is private to the crate, for list requests and credential fetches. So the text is the only
-/// signal there; these are the status lines and codes the S3, Azure and GCS APIs use for it.
-/// The one place a kind is read from message text in this crate.
-fn looks_like_auth_failure(text: &str) -> bool {
-    const MARKERS: [&str; 9] = [
-        "403 Forbidden",
-        "401 Unauthorized",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "InvalidAuthenticationInfo",
-        "ExpiredToken",
-    ];
-    MARKERS.iter().any(|m| text.contains(m))
 }
 
 impl From<object_store::Error> for Error {

@@ -1,9 +1,15 @@
-//! What object_store's cloud clients (S3, Azure) buffer of a server's answers, capped. They
-//! read a listing page or an error answer whole before they parse it, so a server sending
-//! one without end would decide how much memory a get takes. [`CappedConnector`] wraps the
-//! client's connector and ends such a body at its cap ([`LISTING_PAGE_MAX`],
-//! [`SMALL_ANSWER_MAX`]) with an integrity error (exit 5) that names the cap. Objects' own
-//! bodies pass as they come: the package engine reads them to their declared lengths.
+//! What object_store's cloud clients (S3, Azure) buffer of a server's answers, capped, and
+//! their refusals told by status. They read a listing page or an error answer whole before
+//! they parse it, so a server sending one without end would decide how much memory a get
+//! takes. [`CappedConnector`] wraps the client's connector and ends such a body at its cap
+//! ([`LISTING_PAGE_MAX`], [`SMALL_ANSWER_MAX`]) with an integrity error (exit 5) that names
+//! the cap. Objects' own bodies pass as they come: the package engine reads them to their
+//! declared lengths.
+//!
+//! A 401 or 403 answer becomes an authentication error (exit 4) here, where its status is
+//! known: object_store keeps the status of some failures (a listing's, a credential
+//! fetch's) in an error type of its own that no caller can read, and would otherwise hand
+//! them on as generic errors.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -40,7 +46,19 @@ impl HttpService for Capped {
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let listing = is_listing(req.uri().query().unwrap_or_default());
         let response = self.0.execute(req).await?;
-        let (cap, what) = if !response.status().is_success() {
+        let status = response.status();
+        if matches!(status.as_u16(), 401 | 403) {
+            // Not retried (an error of kind `Unknown`), and found again among the causes of
+            // the store's error by `Error::from_store`.
+            let what = format!("the error answer to {method} {path}");
+            let answer = capped(response.into_body(), SMALL_ANSWER_MAX, what)
+                .bytes()
+                .await?;
+            let reason = error_code(&answer).map_or(String::new(), |c| format!(" ({c})"));
+            let refused = Error::Auth(format!("{method} {path} was refused: {status}{reason}"));
+            return Err(HttpError::new(HttpErrorKind::Unknown, refused));
+        }
+        let (cap, what) = if !status.is_success() {
             (
                 SMALL_ANSWER_MAX,
                 format!("the error answer to {method} {path}"),
@@ -51,14 +69,27 @@ impl HttpService for Capped {
             return Ok(response);
         };
         let (parts, body) = response.into_parts();
-        let body = CappedBody {
-            inner: body,
-            left: cap.bytes,
-            cap,
-            what,
-        };
-        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+        Ok(HttpResponse::from_parts(parts, capped(body, cap, what)))
     }
+}
+
+/// `body`, ending in an error once more than `cap` has come.
+fn capped(body: HttpResponseBody, cap: Cap, what: String) -> HttpResponseBody {
+    HttpResponseBody::new(CappedBody {
+        inner: body,
+        left: cap.bytes,
+        cap,
+        what,
+    })
+}
+
+/// The code an S3 or Azure error answer gives its error (`<Code>AccessDenied</Code>`), if
+/// it is a short word: shown, never used to decide what the error is.
+fn error_code(answer: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(answer).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let code = &text[start..start + text[start..].find("</Code>")?];
+    (code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric())).then_some(code)
 }
 
 /// Whether a request's query asks for a listing: S3's ListObjectsV2 or Azure's List Blobs.
@@ -121,6 +152,15 @@ mod tests {
         assert!(is_listing("restype=container&comp=list&prefix=app"));
         assert!(!is_listing("partNumber=1&uploadId=x"));
         assert!(!is_listing(""));
+    }
+
+    #[test]
+    fn an_error_code_is_shown_only_when_it_is_a_word() {
+        let s3 = b"<Error><Code>SignatureDoesNotMatch</Code><Message>..</Message></Error>";
+        assert_eq!(error_code(s3), Some("SignatureDoesNotMatch"));
+        assert_eq!(error_code(b"<Code>two words</Code>"), None);
+        assert_eq!(error_code(b"<Code>unended"), None);
+        assert_eq!(error_code(b"{}"), None);
     }
 
     #[tokio::test]
