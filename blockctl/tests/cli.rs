@@ -343,3 +343,36 @@ fn verbose_prints_each_phase_and_completions_are_printed() {
         "{help}"
     );
 }
+
+#[test]
+fn a_replace_of_the_version_dest_holds_writes_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Home::new();
+    let src = example();
+    h.ok(&["put", src.to_str().unwrap(), "local/default/etl"]);
+    let dest = h.path("run");
+    let d = dest.to_str().unwrap();
+    h.ok(&["get", "local/default/etl", d]);
+    let stamp = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.ino(), m.ctime(), m.ctime_nsec())
+    };
+    let file = dest.join("sql/daily_totals.sql");
+    let (folder, content) = (stamp(&dest), stamp(&file));
+    // Right after the get: the folder is compared with the manifest, nothing is written.
+    let again = h.json(&["--json", "get", "local/default/etl", d, "--replace"]);
+    assert_eq!(again["files_linked"], again["files"], "{again}");
+    assert_eq!((stamp(&dest), stamp(&file)), (folder, content));
+    // A changed file: the version is put in place again, the change undone.
+    std::fs::write(&file, "-- changed\n").unwrap();
+    h.ok(&["get", "local/default/etl", d, "--replace"]);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(src.join("sql/daily_totals.sql")).unwrap()
+    );
+    assert_ne!(stamp(&dest).0, folder.0, "the folder was not replaced");
+    // With --no-cache nothing is recorded or trusted: the folder is replaced.
+    let folder = stamp(&dest);
+    h.ok(&["get", "local/default/etl", d, "--replace", "--no-cache"]);
+    assert_ne!(stamp(&dest).0, folder.0, "--no-cache trusted a record");
+}

@@ -59,7 +59,7 @@ impl Stamp {
     }
 
     /// Whether both times are at least [`RACY_MARGIN`] before `start`.
-    fn settled_before(&self, start: SystemTime) -> bool {
+    pub(crate) fn settled_before(&self, start: SystemTime) -> bool {
         let Ok(since_epoch) = start.duration_since(SystemTime::UNIX_EPOCH) else {
             return false;
         };

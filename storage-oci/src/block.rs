@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use oci_client::manifest::OciImageManifest;
 use oci_client::manifest::OciImageManifest as Image;
 use storage_core::package::PackageEngine;
-use storage_core::package::destination::{check_destination, commit, staging_for};
+use storage_core::package::destination::check_destination;
 use storage_core::package::manifest::{
     PACKS_FORMAT, PackageManifest, is_version_id, resolve_version, short,
 };
@@ -542,13 +542,9 @@ impl StorageBlock for OciBlock {
                 found.image.clone(),
             );
         }
-        let staging = staging_for(dest).map_err(&named)?;
-        let report = self
-            .engine()
-            .get(&at, &found.version, &subtree, staging.path(), dest, opts)
-            .await?;
-        commit(staging, dest, opts.mode).map_err(&named)?;
-        Ok(report)
+        self.engine()
+            .get_into(&at, &found.version, &subtree, dest, opts, named)
+            .await
     }
 
     async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {

@@ -361,24 +361,25 @@ impl StorageBlock for ObjectStoreBlock {
         let stored = self
             .locate(from, opts.version.as_deref(), opts.allow_rollback)
             .await?;
-        let staging = staging_for(dest).map_err(|e| e.context(&slug))?;
-        let report = match stored {
+        let named = |e: Error| e.context(&slug);
+        match stored {
             Stored::Package {
                 at,
                 version,
                 subtree,
             } => {
                 self.engine()
-                    .get(&at, &version, &subtree, staging.path(), dest, opts)
-                    .await?
+                    .get_into(&at, &version, &subtree, dest, opts, named)
+                    .await
             }
             Stored::Files(objects) => {
                 let objects = self.only_matching(from, objects, opts)?;
-                self.get_files(from, objects, staging.path(), opts).await?
+                let staging = staging_for(dest).map_err(named)?;
+                let report = self.get_files(from, objects, staging.path(), opts).await?;
+                commit(staging, dest, opts.mode).map_err(named)?;
+                Ok(report)
             }
-        };
-        commit(staging, dest, opts.mode).map_err(|e| e.context(&slug))?;
-        Ok(report)
+        }
     }
 
     async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {

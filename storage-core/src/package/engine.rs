@@ -24,6 +24,7 @@ use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
+use crate::package::destination::{commit, staging_for};
 use crate::package::extract::{file_in_frames, unpack_tar_over, unpack_verified_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
 use crate::package::large_files;
@@ -33,6 +34,7 @@ use crate::package::manifest::{
 use crate::package::manifest_cache::ManifestCache;
 use crate::package::packs::{self, PACKS_IN_FLIGHT, PackBuilder, StoredFrame};
 use crate::package::partial::{self, Selection};
+use crate::package::placed::{Held, Placed};
 use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
 use crate::signing::{SeenHeads, Signer};
@@ -579,6 +581,72 @@ impl PackageEngine {
         Ok((placements, frames))
     }
 
+    /// A get of `version` (its `subtree`; with `opts.only`, the entries matching it) at `at`
+    /// into `dest`, end to end: unpacked and verified in a staging folder beside it, then put
+    /// in place as `opts.mode` says. A `--replace` of the whole version `dest` already holds,
+    /// as this agent's record of it says ([`Placed`]), writes nothing. `name` gives an error
+    /// of the destination the block's name.
+    pub async fn get_into(
+        &self,
+        at: &BlockPath,
+        version: &str,
+        subtree: &str,
+        dest: &Path,
+        opts: &GetOptions,
+        name: impl Fn(Error) -> Error,
+    ) -> Result<GetReport> {
+        let whole = subtree.is_empty() && opts.only.is_empty() && opts.mode != GetMode::Merge;
+        let placed = Placed::for_get(dest, opts.no_cache, opts.cache_dir.as_deref());
+        if whole && opts.mode == GetMode::Replace {
+            let (p, d, v) = (placed.clone(), dest.to_path_buf(), version.to_string());
+            let manifests = self.manifest_cache(at, opts);
+            let held =
+                tokio::task::spawn_blocking(move || p.holds(&d, &v, || manifests.get(&v))).await?;
+            if let Some(held) = held {
+                return Ok(GetReport {
+                    version: Some(version.to_string()),
+                    layout: Layout::Package,
+                    files: held.files,
+                    bytes: held.bytes,
+                    files_linked: held.files,
+                    ..GetReport::default()
+                });
+            }
+        }
+        let staging = staging_for(dest).map_err(&name)?;
+        let report = self
+            .get(at, version, subtree, staging.path(), dest, opts)
+            .await?;
+        commit(staging, dest, opts.mode).map_err(&name)?;
+        let (d, v) = (dest.to_path_buf(), version.to_string());
+        let held = Held {
+            files: report.files,
+            bytes: report.bytes,
+        };
+        tokio::task::spawn_blocking(move || match whole {
+            true => placed.record(&d, &v, held),
+            false => placed.forget(),
+        })
+        .await?;
+        Ok(report)
+    }
+
+    /// The manifest cache a get with `opts` uses for the package at `at`. An agent with
+    /// trusted keys checks the signature of every manifest it reads: it keeps none (its warm
+    /// gets read HEAD and the manifest).
+    fn manifest_cache(&self, at: &BlockPath, opts: &GetOptions) -> ManifestCache {
+        let scope = match self.trust.trusted_keys {
+            Some(_) => None,
+            None => self.store.cache_scope(),
+        };
+        ManifestCache::for_get(
+            scope.as_deref(),
+            &self.slug(at),
+            opts.no_cache,
+            opts.cache_dir.as_deref(),
+        )
+    }
+
     /// Unpacks `version` (its `subtree`; with `opts.only`, the entries matching it) at `at`
     /// into `staging`; `dest` is where it will go, whose unchanged files a `--replace` takes
     /// over. The manifest comes from the agent's manifest cache when it holds it.
@@ -591,18 +659,7 @@ impl PackageEngine {
         dest: &Path,
         opts: &GetOptions,
     ) -> Result<GetReport> {
-        // An agent with trusted keys checks the signature of every manifest it reads: it
-        // keeps none (its warm gets read HEAD and the manifest).
-        let scope = match self.trust.trusted_keys {
-            Some(_) => None,
-            None => self.store.cache_scope(),
-        };
-        let cache = ManifestCache::for_get(
-            scope.as_deref(),
-            &self.slug(at),
-            opts.no_cache,
-            opts.cache_dir.as_deref(),
-        );
+        let cache = self.manifest_cache(at, opts);
         let (probe, v) = (cache.clone(), version.to_string());
         if let Some(manifest) = tokio::task::spawn_blocking(move || probe.get(&v)).await? {
             match self

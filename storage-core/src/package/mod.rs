@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod manifest_cache;
 pub mod packs;
 pub mod partial;
+pub mod placed;
 pub mod store;
 pub mod tar_stream;
 mod trust;
