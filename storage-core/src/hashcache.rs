@@ -160,11 +160,12 @@ fn cache_file(kind: &str, key: &[u8]) -> Option<PathBuf> {
 }
 
 /// A cache file's contents; absent or unreadable is `None` (the cache is then empty).
-fn read_json<T: serde::de::DeserializeOwned>(file: Option<&Path>) -> Option<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(file: Option<&Path>) -> Option<T> {
     serde_json::from_slice(&std::fs::read(file?).ok()?).ok()
 }
 
-fn write_atomically(file: &Path, doc: &impl Serialize) -> std::io::Result<()> {
+/// Writes `doc` as JSON to `file` through a temporary file renamed into place.
+pub(crate) fn write_atomically(file: &Path, doc: &impl Serialize) -> std::io::Result<()> {
     let dir = file.parent().expect("cache file has a folder");
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::hashcache::{Stamp, cache_dir};
+use crate::hashcache::{Stamp, cache_dir, read_json, write_atomically};
 use crate::package::manifest::EntryKind;
 use crate::package::manifest::PackageManifest;
 use crate::package::tar_stream::HashingReader;
@@ -123,7 +123,7 @@ impl Placed {
         manifest: impl FnOnce() -> Option<PackageManifest>,
     ) -> Option<Held> {
         let (file, dest) = (self.file.as_ref()?, absolute(dest)?);
-        let record: Record = serde_json::from_slice(&fs::read(file).ok()?).ok()?;
+        let record: Record = read_json(Some(file))?;
         if record.format != FORMAT || record.dest != dest || record.version != version {
             return None;
         }
@@ -269,16 +269,6 @@ fn same_content(path: &Path, size: u64, sha256: Option<&str>) -> bool {
     }
     let (n, sha) = reader.finish();
     n == size && Some(sha.as_str()) == sha256
-}
-
-/// Writes `record` to `file` through a temporary file renamed into place.
-fn write_atomically(file: &Path, record: &Record) -> io::Result<()> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer(&mut tmp, record)?;
-    tmp.persist(file).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

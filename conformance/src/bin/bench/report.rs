@@ -143,7 +143,17 @@ impl Bench {
                     c,
                     "cached get",
                     r,
-                    1.5,
+                    1.0,
+                    false,
+                );
+                let r = ratio(m(pkg, "replace held"), cp);
+                check(
+                    "get --replace of the version held / cp -a (local)",
+                    t,
+                    c,
+                    "replace held",
+                    r,
+                    0.3,
                     false,
                 );
             }

@@ -141,6 +141,19 @@ impl Bench {
         verify("get of a cached version", &digest_tree(&tree), &again)?;
         self.record(tn, "flow", "blockctl package", "cached get", s);
         self.bytes(tn, "blockctl package", "cached get down", down);
+        // A --replace of the version the folder holds: at once (its stamps too young to be
+        // trusted alone, so the folder is compared with the manifest), then once they settle.
+        for (row, pause) in [("replace held (young)", 0), ("replace held", 2100)] {
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+            let (s, _, down) = measure(&mut || {
+                let mut c = self.blockctl(home);
+                agent(&mut c);
+                run(c.arg("get").arg(&slug).arg(&again).arg("--replace"))
+            })?;
+            verify(row, &digest_tree(&tree), &again)?;
+            self.record(tn, "flow", "blockctl package", row, s);
+            self.bytes(tn, "blockctl package", &format!("{row} down"), down);
+        }
         for d in [&run_dir, &again, &cache, &tree] {
             let _ = fs::remove_dir_all(d);
         }
