@@ -729,7 +729,8 @@ impl PackageEngine {
             },
         );
         let progress = opts.progress.clone();
-        let on_bytes = Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
+        let on_bytes: Box<dyn FnMut(u64) + Send> =
+            Box::new(move |n| emit(&progress, ProgressEvent::Advance(n)));
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
         let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
@@ -742,9 +743,17 @@ impl PackageEngine {
             )
             .await?
         } else {
+            // A version of frames (not one archive) read whole has its frames decompressed
+            // here, each on a thread of its own, ahead of the unpacking thread.
+            let unpacked =
+                selection.is_none() && matches!(manifest.format, FRAMES_FORMAT | PACKS_FORMAT);
             let stream = self
-                .package_stream(at, &manifest, frames, cache.clone(), counts.clone())
+                .package_stream(at, &manifest, frames.clone(), cache.clone(), counts.clone())
                 .await?;
+            let (stream, on_bytes) = match unpacked {
+                true => (decompressed(stream, frames, on_bytes), no_progress()),
+                false => (stream, on_bytes),
+            };
             let (reader, failure) =
                 StreamReader::new(tokio::runtime::Handle::current(), stream, on_bytes);
             let staging = staging.to_path_buf();
@@ -753,6 +762,14 @@ impl PackageEngine {
             tokio::task::spawn_blocking(move || {
                 let reader: Box<dyn Read + Send> = Box::new(reader);
                 let result = match selection {
+                    None if unpacked => unpack_tar_over(
+                        reader,
+                        &manifest,
+                        &staging,
+                        &subtree,
+                        previous.as_deref(),
+                        |_| {},
+                    ),
                     None => unpack_verified_over(
                         reader,
                         &manifest,
@@ -1215,6 +1232,59 @@ pub async fn scan(src: &Path, opts: &PutOptions) -> Result<SourceTree> {
 /// All of a stream's bytes (the chunk itself when there is one, as [`joined`] gives them).
 async fn collect(stream: ByteStream) -> Result<Bytes> {
     Ok(joined(stream.try_collect().await?))
+}
+
+/// Frames a reader decompresses at once, ahead of the unpacking.
+const DECOMPRESSING: usize = 2;
+
+/// `stream`, the verified compressed `frames` in order, as their decompressed bytes: each
+/// frame on a blocking thread, [`DECOMPRESSING`] at a time, never past the length its
+/// manifest declares (more, or less, is an integrity error). `on_bytes` counts the
+/// compressed bytes, as the download's progress does.
+fn decompressed(
+    stream: ByteStream,
+    frames: Vec<Frame>,
+    mut on_bytes: Box<dyn FnMut(u64) + Send>,
+) -> ByteStream {
+    stream
+        .zip(stream::iter(frames))
+        .map(move |(data, frame)| {
+            if let Ok(d) = &data {
+                on_bytes(d.len() as u64);
+            }
+            async move {
+                let data = data?;
+                tokio::task::spawn_blocking(move || decompress_frame(&data, &frame)).await?
+            }
+        })
+        .buffered(DECOMPRESSING)
+        .boxed()
+}
+
+/// One frame's bytes decompressed, refused when they are not its declared length.
+fn decompress_frame(data: &[u8], frame: &Frame) -> Result<Bytes> {
+    let corrupt = |why: String| {
+        Error::Integrity(format!(
+            "unsafe or corrupt package: frame {} {why}",
+            short(frame.sha256.as_deref().unwrap_or_default())
+        ))
+    };
+    let declared = usize::try_from(frame.uncompressed_length)
+        .map_err(|_| corrupt("declares an impossible length".into()))?;
+    let out = zstd::bulk::decompress(data, declared)
+        .map_err(|e| corrupt(format!("does not decompress to its {declared} bytes: {e}")))?;
+    if out.len() != declared {
+        return Err(corrupt(format!(
+            "decompresses to {} bytes, not its {declared}",
+            out.len()
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A progress callback that reports nothing.
+fn no_progress() -> Box<dyn FnMut(u64) + Send> {
+    Box::new(|_| {})
 }
 
 /// A stream over a channel's receiver.
