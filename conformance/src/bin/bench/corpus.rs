@@ -1,4 +1,4 @@
-//! The seeded corpora (`flow`, `many`, `big`), the one-file edit, and the sha256 check of every download.
+//! The seeded corpora (`flow`, `many`, `big`, `tree`), the one-file edit, and the sha256 check of every download.
 
 use super::*;
 
@@ -46,10 +46,11 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-pub(crate) fn generate(corpus: &str, root: &Path, big_mib: usize) {
+pub(crate) fn generate(corpus: &str, root: &Path, big_mib: usize, tree_mib: usize) {
     let mut rng = Rng(match corpus {
         "flow" => 1,
         "many" => 2,
+        "tree" => 4,
         _ => 3,
     });
     match corpus {
@@ -82,6 +83,21 @@ pub(crate) fn generate(corpus: &str, root: &Path, big_mib: usize) {
                     &root.join(dir).join(format!("f{i:05}.txt")),
                     &text(&mut rng, size),
                 );
+            }
+        }
+        "tree" => {
+            // Memory must stay flat as a tree grows: many 1 MiB files, every other one text
+            // (compressible), the others random.
+            let mut buf = vec![0u8; 1 << 20];
+            for i in 0..tree_mib {
+                let path = root.join(format!("d{:02}/f{i:05}.dat", i % 64));
+                match i % 2 {
+                    0 => write(&path, &text(&mut rng, 1 << 20)),
+                    _ => {
+                        rng.fill(&mut buf);
+                        write(&path, &buf);
+                    }
+                }
             }
         }
         _ => {

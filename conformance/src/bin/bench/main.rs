@@ -4,9 +4,9 @@
 //! ```text
 //! cargo build --release -p blockctl
 //! cargo run --release -p conformance --bin bench -- \
-//!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http,oci] [--corpora flow,many,big] [--runs N] \
+//!     [--targets local,s3,azure,gcs,smb,sftp,webdav,ftp,http,oci] [--corpora flow,many,big,tree] [--runs N] \
 //!     [--many-runs N] \
-//!     [--big-mib N] [--fleet N] [--json out.json]
+//!     [--big-mib N] [--tree-mib N] [--fleet N] [--json out.json]
 //! ```
 //!
 //! On `flow` it also measures the next deploy and the next run (package format 2): one small
@@ -62,8 +62,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "local,s3,azure,gcs,smb,sftp", value_parser = TARGETS)]
     targets: Vec<String>,
     /// Which corpora, comma-separated: flow (3,036 files, 43 MiB), many (20,000 small files),
-    /// big (one file of --big-mib MiB).
-    #[arg(long, value_delimiter = ',', default_value = "flow,many,big", value_parser = ["flow", "many", "big"])]
+    /// big (one file of --big-mib MiB), tree (--tree-mib MiB in 1 MiB files, half of them
+    /// text; only when asked for).
+    #[arg(long, value_delimiter = ',', default_value = "flow,many,big", value_parser = ["flow", "many", "big", "tree"])]
     corpora: Vec<String>,
     /// Runs per figure; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
@@ -74,6 +75,9 @@ struct Args {
     /// Size of the `big` corpus's file, in MiB.
     #[arg(long, default_value_t = 512)]
     big_mib: usize,
+    /// Size of the `tree` corpus, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    tree_mib: usize,
     /// Also time this many agents getting the `flow` package at once, each cold
     /// (`--no-cache`), beside one alone: what a fleet of fresh pods starting together costs.
     #[arg(long, default_value_t = 0)]
@@ -134,7 +138,7 @@ fn main() {
     for c in &args.corpora {
         eprintln!("generating corpus {c}");
         let root = work.path().join("corpus").join(c);
-        generate(c, &root, args.big_mib);
+        generate(c, &root, args.big_mib, args.tree_mib);
         corpora.push((c.clone(), root));
     }
     let mut notes = Vec::new();
@@ -231,7 +235,7 @@ fn main() {
             .collect();
         let doc = serde_json::json!({
             "bytes": bytes,
-            "runs": args.runs, "many_runs": args.many_runs.unwrap_or(args.runs), "big_mib": args.big_mib, "rows": json, "notes": bench.notes,
+            "runs": args.runs, "many_runs": args.many_runs.unwrap_or(args.runs), "big_mib": args.big_mib, "tree_mib": args.tree_mib, "rows": json, "notes": bench.notes,
             "goals": goals.iter().map(|g| serde_json::json!({
                 "goal": g.goal, "target": g.target, "corpus": g.corpus, "op": g.op,
                 "measured": g.measured, "limit": g.limit, "at_least": g.at_least, "met": g.met,
