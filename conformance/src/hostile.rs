@@ -63,17 +63,7 @@ impl RawEntry {
 
 /// A manifest record for a regular file with these contents.
 pub fn file_record(path: &str, data: &[u8]) -> ManifestEntry {
-    use sha2::Digest;
-    ManifestEntry {
-        path: path.into(),
-        kind: EntryKind::File,
-        mode: 0o644,
-        size: data.len() as u64,
-        sha256: Some(hex::encode(sha2::Sha256::digest(data))),
-        target: None,
-        frame: 0,
-        offset: 0,
-    }
+    ManifestEntry::file(path, data)
 }
 
 pub fn symlink_record(path: &str, target: &str) -> ManifestEntry {
