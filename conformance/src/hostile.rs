@@ -184,6 +184,16 @@ pub async fn plant(
 
 /// Writes `package` (zstd bytes as they are, declared as one frame of `uncompressed` bytes)
 /// with a manifest of `records` (kept in the order given) and HEAD, returning the version.
+/// [`plant`] of the tar of `entries` at `at`, below `s`'s base path.
+pub async fn plant_entries(
+    s: &crate::Subject,
+    at: &str,
+    entries: &[RawEntry],
+    records: Vec<ManifestEntry>,
+) -> String {
+    plant(s.block.as_ref(), &s.path(at), &tar_bytes(entries), records).await
+}
+
 pub async fn plant_package(
     block: &dyn StorageBlock,
     at: &BlockPath,
