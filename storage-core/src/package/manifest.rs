@@ -148,8 +148,9 @@ impl Totals {
 }
 
 /// Everything a version is: its entries with their hashes, and the frames that hold them.
-/// Stored beside the frames; a get checks every file against it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored beside the frames; a get checks every file against it. (The default, format 0 and
+/// empty, is no version: a start for a manifest made by hand.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageManifest {
     /// The package format: [`MANIFEST_FORMAT`], [`FRAMES_FORMAT`] or [`PACKS_FORMAT`].
     pub format: u32,
