@@ -1,8 +1,11 @@
-//! Checks the backend tests share: an operation that must end in bounded time, and a failure
-//! that must be clean.
+//! Checks the backend tests share: an operation that must end in bounded time, a failure
+//! that must be clean, and the moment a put starts uploading (when a racing writer moves).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use storage_core::ProgressEvent;
 
 /// How long an operation under faults may take before the test fails.
 pub const BOUND: Duration = Duration::from_secs(90);
@@ -14,6 +17,18 @@ pub async fn within_bound<T>(what: &str, op: impl Future<Output = T>) -> (T, Dur
         Ok(v) => (v, started.elapsed()),
         Err(_) => panic!("{what} did not end within {} s", BOUND.as_secs()),
     }
+}
+
+/// Whether `event` is a put's "uploading" phase seen first: true once, after which `fired`
+/// is set. What an observer waits for that acts once, as the upload starts.
+pub fn first_upload_phase(event: &ProgressEvent, fired: &AtomicBool) -> bool {
+    matches!(
+        event,
+        ProgressEvent::Phase {
+            name: "uploading",
+            ..
+        }
+    ) && !fired.swap(true, Ordering::SeqCst)
 }
 
 /// A failure under faults must be clean: a transport failure (exit 1), one line, naming the

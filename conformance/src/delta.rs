@@ -355,16 +355,7 @@ pub async fn gc_racing_puts_never_breaks_a_listed_version(s: &Subject) {
         assert!(got == snapshot(&a) || got == snapshot(&b));
     }
     // With nothing else running, gc --grace 0 leaves only the current version's frames.
-    s.block
-        .gc(
-            &at,
-            &GcOptions {
-                grace: std::time::Duration::ZERO,
-                ..GcOptions::keep(0)
-            },
-        )
-        .await
-        .unwrap();
+    s.block.gc(&at, &only_current_now()).await.unwrap();
     let m = s.block.manifest(&at, None).await.unwrap();
     let dest = s.fresh_dir("after");
     get(
@@ -551,17 +542,7 @@ async fn previous_release_still_reads(s: &Subject, name: &str, data: &str) {
         &s.block.manifest(&at, Some(&v2)).await.unwrap(),
     );
     assert!(d.removed.contains(&"flows/etl/q.sql".to_string()), "{d:?}");
-    let report = s
-        .block
-        .gc(
-            &at,
-            &GcOptions {
-                grace: std::time::Duration::ZERO,
-                ..GcOptions::keep(0)
-            },
-        )
-        .await
-        .unwrap();
+    let report = s.block.gc(&at, &only_current_now()).await.unwrap();
     assert_eq!(report.removed_versions.len(), 2, "{report:?}");
     let left = s.block.list_versions(&at).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -583,5 +564,13 @@ async fn previous_release_still_reads(s: &Subject, name: &str, data: &str) {
             Some(3),
             "{rel} stays"
         );
+    }
+}
+
+/// gc that keeps the current version only, and nothing for a grace period.
+fn only_current_now() -> GcOptions {
+    GcOptions {
+        grace: std::time::Duration::ZERO,
+        ..GcOptions::keep(0)
     }
 }

@@ -63,17 +63,7 @@ impl RawEntry {
 
 /// A manifest record for a regular file with these contents.
 pub fn file_record(path: &str, data: &[u8]) -> ManifestEntry {
-    use sha2::Digest;
-    ManifestEntry {
-        path: path.into(),
-        kind: EntryKind::File,
-        mode: 0o644,
-        size: data.len() as u64,
-        sha256: Some(hex::encode(sha2::Sha256::digest(data))),
-        target: None,
-        frame: 0,
-        offset: 0,
-    }
+    ManifestEntry::file(path, data)
 }
 
 pub fn symlink_record(path: &str, target: &str) -> ManifestEntry {
@@ -194,6 +184,16 @@ pub async fn plant(
 
 /// Writes `package` (zstd bytes as they are, declared as one frame of `uncompressed` bytes)
 /// with a manifest of `records` (kept in the order given) and HEAD, returning the version.
+/// [`plant`] of the tar of `entries` at `at`, below `s`'s base path.
+pub async fn plant_entries(
+    s: &crate::Subject,
+    at: &str,
+    entries: &[RawEntry],
+    records: Vec<ManifestEntry>,
+) -> String {
+    plant(s.block.as_ref(), &s.path(at), &tar_bytes(entries), records).await
+}
+
 pub async fn plant_package(
     block: &dyn StorageBlock,
     at: &BlockPath,

@@ -1,6 +1,7 @@
-//! Checks the tests of remote stores share (SFTP, WebDAV, FTP, SMB): a login refused with
-//! exit 4 and no secret, a compare-and-swap between two clients, a store left sound after a
-//! fault, and puts and gets through a [`FaultProxy`] cut by resets or stalled.
+//! Checks the tests of remote stores share (SFTP, WebDAV, FTP, SMB, OCI): a login refused
+//! with exit 4 and no secret, a files layout put for another client to look at, a
+//! compare-and-swap between two clients, a store left sound after a fault, and puts and gets
+//! through a [`FaultProxy`] cut by resets or stalled.
 
 use std::any::Any;
 use std::fmt;
@@ -12,7 +13,7 @@ use object_store::{
     Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutOptions as StorePut, PutPayload,
     UpdateVersion,
 };
-use storage_core::{BlockPath, GetOptions, ObjectStoreBlock, PutOptions, StorageBlock};
+use storage_core::{BlockPath, GetOptions, Layout, ObjectStoreBlock, PutOptions, StorageBlock};
 
 use crate::checks::{assert_clean_failure, within_bound};
 use crate::harness::{Cut, Direction, FaultProxy};
@@ -21,12 +22,31 @@ use crate::tree::{noise, small_tree, write};
 /// check, put and get of each block fail with exit 4, one line that names `label`, and
 /// no secret in the message or in the Debug output of the error or the block.
 pub async fn refused<B: StorageBlock + fmt::Debug>(blocks: &[&B], label: &str, secrets: &[&str]) {
+    refused_by(blocks, label, secrets, false).await;
+}
+
+/// As [`refused`], and listing the versions of a path fails the same way (a registry answers
+/// that apart from reads and writes).
+pub async fn refused_listing_too<B: StorageBlock + fmt::Debug>(
+    blocks: &[&B],
+    label: &str,
+    secrets: &[&str],
+) {
+    refused_by(blocks, label, secrets, true).await;
+}
+
+async fn refused_by<B: StorageBlock + fmt::Debug>(
+    blocks: &[&B],
+    label: &str,
+    secrets: &[&str],
+    listing: bool,
+) {
     let src = tempfile::tempdir().unwrap();
     small_tree(src.path(), "x");
     let at = BlockPath::parse("refused").unwrap();
     let dest = tempfile::tempdir().unwrap().path().join("dest");
     for block in blocks {
-        let failures = [
+        let mut failures = vec![
             ("check", block.check().await.err()),
             (
                 "put",
@@ -35,16 +55,17 @@ pub async fn refused<B: StorageBlock + fmt::Debug>(blocks: &[&B], label: &str, s
                     .await
                     .err(),
             ),
+            // No frame from the agent cache, which other tests may have filled.
             (
                 "get",
-                block
-                    .get_directory(&at, &dest, &GetOptions::default())
-                    .await
-                    .err(),
+                block.get_directory(&at, &dest, &uncached()).await.err(),
             ),
         ];
+        if listing {
+            failures.push(("versions", block.list_versions(&at).await.err()));
+        }
         for (what, err) in failures {
-            let err = err.unwrap_or_else(|| panic!("{what} succeeded"));
+            let err = err.unwrap_or_else(|| panic!("{what} succeeded without valid credentials"));
             let (shown, debugged) = (err.to_string(), format!("{err:?} {block:?}"));
             eprintln!("{what}: exit {}: {shown}", err.exit_code());
             assert_eq!(err.exit_code(), 4, "{what}: {shown}");
@@ -59,6 +80,29 @@ pub async fn refused<B: StorageBlock + fmt::Debug>(blocks: &[&B], label: &str, s
         }
     }
     assert!(!dest.exists());
+}
+
+/// A files layout put to `block` at `mirror-seen`, for another client to look at: a small
+/// tree marked `files`, with `deep/er/data.csv`, `odd/plus+percent%hash#.cfg` and the `extra`
+/// files (path, content). Returns the source, the path and the options, for a second put.
+pub async fn put_a_mirror<B: StorageBlock>(
+    block: &B,
+    extra: &[(&str, &str)],
+) -> (tempfile::TempDir, BlockPath, PutOptions) {
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "files");
+    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
+    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
+    for (path, content) in extra {
+        write(src.path(), path, content);
+    }
+    let at = BlockPath::parse("mirror-seen").unwrap();
+    let opts = PutOptions {
+        layout: Layout::Files,
+        ..PutOptions::default()
+    };
+    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    (src, at, opts)
 }
 
 /// Two stores (two clients) on one folder: Create, a stale Update and six racing Updates
@@ -141,8 +185,8 @@ pub fn uncached() -> GetOptions {
 
 /// Straight on the server (`direct`): every listed version at `etl` reads back as one of
 /// `sources`, the current one as `current`; then gc --keep 1 leaves just the current one.
-pub async fn assert_sound(
-    direct: &ObjectStoreBlock,
+pub async fn assert_sound<B: StorageBlock>(
+    direct: &B,
     scratch: &Path,
     sources: &[&Path],
     current: &Path,
@@ -170,20 +214,20 @@ pub async fn assert_sound(
     assert_eq!(direct.list_versions(&at).await.unwrap().len(), 1);
 }
 
-/// A block through a [`FaultProxy`] in front of a server, and one straight on it; trees to
-/// put, and a look at the store afterwards.
-pub struct FaultRig {
+/// A block (an object store's, unless `B` says) through a [`FaultProxy`] in front of a
+/// server, and one straight on it; trees to put, and a look at the store afterwards.
+pub struct FaultRig<B = ObjectStoreBlock> {
     /// The proxy: the test plans its faults.
     pub proxy: FaultProxy,
     /// The label the blocks' errors start with.
     pub label: &'static str,
-    direct: ObjectStoreBlock,
-    proxied: Box<dyn Fn(u16, i64) -> ObjectStoreBlock + Send + Sync>,
+    direct: B,
+    proxied: Box<dyn Fn(u16, i64) -> B + Send + Sync>,
     scratch: tempfile::TempDir,
     _server: Arc<dyn Any + Send + Sync>,
 }
 
-impl FaultRig {
+impl<B: StorageBlock> FaultRig<B> {
     /// A proxy in front of `server` at `port` on 127.0.0.1 (the rig keeps the server
     /// running); `direct` a block on the server, `proxied(port, timeout)` the same block at
     /// the proxy's port with `timeout` seconds.
@@ -191,9 +235,9 @@ impl FaultRig {
         server: Arc<dyn Any + Send + Sync>,
         port: u16,
         label: &'static str,
-        direct: ObjectStoreBlock,
-        proxied: impl Fn(u16, i64) -> ObjectStoreBlock + Send + Sync + 'static,
-    ) -> FaultRig {
+        direct: B,
+        proxied: impl Fn(u16, i64) -> B + Send + Sync + 'static,
+    ) -> FaultRig<B> {
         let proxy = FaultProxy::start(&format!("127.0.0.1:{port}"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -213,12 +257,12 @@ impl FaultRig {
     }
 
     /// The block straight on the server.
-    pub fn direct(&self) -> &ObjectStoreBlock {
+    pub fn direct(&self) -> &B {
         &self.direct
     }
 
     /// The block through the proxy, with `timeout` seconds.
-    pub fn proxied(&self, timeout: i64) -> ObjectStoreBlock {
+    pub fn proxied(&self, timeout: i64) -> B {
         (self.proxied)(self.proxy.port(), timeout)
     }
 
@@ -238,14 +282,20 @@ impl FaultRig {
 
 /// A put whose connections are all reset once `after` bytes went up fails cleanly, HEAD
 /// stays on the previous version, and gc leaves a sound store.
-pub async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head(rig: &FaultRig, after: u64) {
+pub async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head<B: StorageBlock>(
+    rig: &FaultRig<B>,
+    after: u64,
+) {
     a_put_under(rig, Cut::Reset, after, 30).await;
     assert!(rig.proxy.injected().reset >= 1, "no reset happened");
 }
 
 /// A get whose connections are all reset once `after` bytes came down fails cleanly and
 /// writes nothing.
-pub async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written(rig: &FaultRig, after: u64) {
+pub async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written<B: StorageBlock>(
+    rig: &FaultRig<B>,
+    after: u64,
+) {
     let v1 = rig.tree("v1", 12);
     let at = BlockPath::parse("etl").unwrap();
     rig.direct()
@@ -270,14 +320,17 @@ pub async fn a_get_cut_by_resets_fails_cleanly_with_nothing_written(rig: &FaultR
 
 /// With a 3 s timeout, a put whose connections stall once `after` bytes went up fails
 /// cleanly in bounded time and the previous version stays current.
-pub async fn a_stalled_connection_fails_cleanly_in_bounded_time(rig: &FaultRig, after: u64) {
+pub async fn a_stalled_connection_fails_cleanly_in_bounded_time<B: StorageBlock>(
+    rig: &FaultRig<B>,
+    after: u64,
+) {
     a_put_under(rig, Cut::Stall, after, 3).await;
     assert!(rig.proxy.injected().stalled >= 1, "no stall happened");
 }
 
 /// A put of a second version, its connections cut (`how`) once `after` bytes went up, with
 /// `timeout` seconds: it fails cleanly, in bounded time, and the first version stays current.
-async fn a_put_under(rig: &FaultRig, how: Cut, after: u64, timeout: i64) {
+async fn a_put_under<B: StorageBlock>(rig: &FaultRig<B>, how: Cut, after: u64, timeout: i64) {
     let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
     let at = BlockPath::parse("etl").unwrap();
     rig.direct()
@@ -338,9 +391,18 @@ pub async fn another_client_reads_a_package(
 /// Expands to a remote store's three fault tests, each on a fresh rig from `$rig` (an async
 /// fn taking a folder name and returning a [`FaultRig`]): a put whose connections are reset
 /// once `$put` bytes went up, a get whose connections are reset once `$get` bytes came down,
-/// and a put whose connections stall once `$stall` bytes went up.
+/// and a put whose connections stall once `$stall` bytes went up. Without the three: reset
+/// 2 MiB into an upload or a download, stalled 1 MiB up.
 #[macro_export]
 macro_rules! remote_fault_tests {
+    ($rig:path $(,)?) => {
+        $crate::remote_fault_tests!(
+            $rig,
+            put_reset_after: 2 << 20,
+            get_reset_after: 2 << 20,
+            stall_after: 1 << 20,
+        );
+    };
     ($rig:path, put_reset_after: $put:expr, get_reset_after: $get:expr, stall_after: $stall:expr $(,)?) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_put_cut_by_resets_fails_cleanly_and_keeps_head() {

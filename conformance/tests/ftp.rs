@@ -10,30 +10,19 @@ use std::sync::Arc;
 
 use conformance::harness::{PyFtpd, shared};
 use conformance::remote_checks::{
-    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused,
+    FaultRig, another_client_reads_a_package, compare_and_swap_between, put_a_mirror, refused,
 };
-use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
+use password_login::config;
+use storage_core::StorageBlock;
 use storage_rfs::{RfsConfig, open, open_store};
+
+mod password_login;
 
 const WRONG_PASSWORD: &str = "wrong-ftp-pw-M2x8-must-never-be-echoed";
 
 fn ftpd() -> Arc<PyFtpd> {
     shared::<PyFtpd>(PyFtpd::start)
-}
-
-fn config(basepath: String, user: &str, password: &str) -> RfsConfig {
-    RfsConfig {
-        basepath,
-        username: Some(user.to_string()),
-        password: Some(Secret::new(password)),
-        private_key_path: None,
-        private_key: None,
-        known_hosts: None,
-        insecure_accept_host_key: None,
-        timeout: None,
-    }
 }
 
 fn login(ftpd: &PyFtpd, sub: &str) -> RfsConfig {
@@ -134,17 +123,7 @@ fn files_seen_by_ftplib(ftpd: &PyFtpd, dir: &str) -> BTreeMap<String, Vec<u8>> {
 async fn ftplib_sees_exactly_the_files_layout_and_reads_a_package() {
     let ftpd = ftpd();
     let block = open(&login(&ftpd, "ftplib"), "rfs/files").unwrap();
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "files");
-    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
-    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
-    write(src.path(), "odd/sp ace & amp.txt", "amp\n");
-    let at = BlockPath::parse("mirror-seen").unwrap();
-    let opts = PutOptions {
-        layout: Layout::Files,
-        ..PutOptions::default()
-    };
-    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let (src, at, opts) = put_a_mirror(&block, &[("odd/sp ace & amp.txt", "amp\n")]).await;
     let seen = files_seen_by_ftplib(&ftpd, "ftplib/mirror-seen");
     let names: Vec<&str> = seen.keys().map(String::as_str).collect();
     assert_eq!(
@@ -202,22 +181,11 @@ const LABEL: &str = "remote-file-system/faults";
 /// data connections go straight to the server), and one straight on it.
 async fn fault_rig(sub: &str) -> FaultRig {
     let ftpd = ftpd();
-    let (user, password, sub) = (ftpd.user.clone(), ftpd.password.clone(), sub.to_string());
-    let direct = open(&login(&ftpd, &sub), LABEL).unwrap();
-    FaultRig::new(
-        ftpd.clone(),
-        ftpd.port,
-        LABEL,
-        direct,
-        move |port, timeout| {
-            let at = format!("ftp://127.0.0.1:{port}/{sub}");
-            let config = RfsConfig {
-                timeout: Some(timeout),
-                ..config(at, &user, &password)
-            };
-            open(&config, LABEL).unwrap()
-        },
-    )
+    let sub = sub.to_string();
+    let login = (ftpd.user.as_str(), ftpd.password.as_str());
+    password_login::fault_rig(ftpd.clone(), ftpd.port, LABEL, login, move |port| {
+        format!("ftp://127.0.0.1:{port}/{sub}")
+    })
     .await
 }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use conformance::checks::first_upload_phase;
 use conformance::harness::{GitDaemon, GitHttp, shared};
 use conformance::tree::{small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
@@ -392,14 +393,7 @@ struct OtherWriter {
 
 impl ProgressObserver for OtherWriter {
     fn event(&self, event: ProgressEvent) {
-        if !matches!(
-            event,
-            ProgressEvent::Phase {
-                name: "uploading",
-                ..
-            }
-        ) || self.fired.swap(true, Ordering::SeqCst)
-        {
+        if !first_upload_phase(&event, &self.fired) {
             return;
         }
         clone(&self.url, &self.work);

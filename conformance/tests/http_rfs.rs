@@ -82,20 +82,19 @@ async fn packages_and_versions_are_read_and_verified() {
     let src = tempfile::tempdir().unwrap();
     small_tree(src.path(), "one");
     write(src.path(), "sql/odd name+%.sql", "select 1;\n");
-    let v1 = local
-        .put_directory(src.path(), &path("etl"), &PutOptions::default())
-        .await
-        .unwrap()
-        .version
-        .unwrap();
+    // A put of `src` at `etl` through the writer: the version it made.
+    let put = || async {
+        local
+            .put_directory(src.path(), &path("etl"), &PutOptions::default())
+            .await
+            .unwrap()
+            .version
+            .unwrap()
+    };
+    let v1 = put().await;
     let first = snapshot(src.path());
     write(src.path(), "flow.py", "print('two')\n");
-    let v2 = local
-        .put_directory(src.path(), &path("etl"), &PutOptions::default())
-        .await
-        .unwrap()
-        .version
-        .unwrap();
+    let v2 = put().await;
 
     let scratch = tempfile::tempdir().unwrap();
     let dest = scratch.path().join("current");

@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conformance::attacker::Attacker;
-use conformance::checks::{assert_clean_failure, within_bound};
-use conformance::harness::{Cut, Direction, FaultProxy, OciRegistry, peers, shared};
+use conformance::checks::within_bound;
+use conformance::harness::{Cut, Direction, OciRegistry, peers, shared};
+use conformance::remote_checks::{
+    FaultRig, a_get_cut_by_resets_fails_cleanly_with_nothing_written,
+    a_put_cut_by_resets_fails_cleanly_and_keeps_head, refused_listing_too, uncached,
+};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use conformance::{Subject, conformance_suite};
 use storage_core::package::PackageStore;
@@ -25,7 +29,7 @@ use storage_core::{
     BlockPath, DeleteOptions, GcOptions, GetOptions, PackageFormat, PutOptions, Secret,
     StorageBlock, Trust, VersionPrecondition,
 };
-use storage_oci::{OciConfig, open};
+use storage_oci::{OciBlock, OciConfig, open};
 
 const WRONG_PASSWORD: &str = "wrong-oci-pw-R8w2-must-never-be-echoed";
 
@@ -60,60 +64,12 @@ async fn subject(case: &str) -> Subject {
 
 conformance_suite!(subject);
 
-/// Gets here test the registry: no frame comes from the agent cache, which tests sharing
-/// this process may have filled with the same frames.
-fn uncached() -> GetOptions {
-    GetOptions {
-        no_cache: true,
-        ..GetOptions::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_exit_4_and_never_shown() {
     let registry = registry();
     let label = "oci/wrong-password";
     let block = open(&config(&registry, "team/refused", WRONG_PASSWORD), label).unwrap();
-    assert_refused(&block, label, &[WRONG_PASSWORD, &registry.password]).await;
-}
-
-/// Every operation of `block` fails with exit 4, in one line starting with `label`, and
-/// neither its message nor its Debug output shows any of `secrets`.
-async fn assert_refused(block: &dyn StorageBlock, label: &str, secrets: &[&str]) {
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "x");
-    let at = BlockPath::parse("refused").unwrap();
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
-    let failures = [
-        ("check", block.check().await.err()),
-        (
-            "put",
-            block
-                .put_directory(src.path(), &at, &PutOptions::default())
-                .await
-                .err(),
-        ),
-        (
-            "get",
-            block.get_directory(&at, &dest, &uncached()).await.err(),
-        ),
-        ("versions", block.list_versions(&at).await.err()),
-    ];
-    for (what, err) in failures {
-        let err = err.unwrap_or_else(|| panic!("{what} succeeded without valid credentials"));
-        let (shown, debugged) = (err.to_string(), format!("{err:?}"));
-        eprintln!("{what}: exit {}: {shown}", err.exit_code());
-        assert_eq!(err.exit_code(), 4, "{what}: {shown}");
-        assert!(shown.starts_with(label), "{what}: {shown}");
-        assert!(!shown.contains('\n'), "{what}: {shown}");
-        for secret in secrets {
-            assert!(
-                !shown.contains(secret) && !debugged.contains(secret),
-                "{what}: a secret appears in the error: {debugged}"
-            );
-        }
-    }
-    assert!(!dest.exists());
+    refused_listing_too(&[&block], label, &[WRONG_PASSWORD, &registry.password]).await;
 }
 
 /// The registry with distribution's token auth: it answers with Bearer challenges, and the
@@ -214,7 +170,7 @@ async fn a_wrong_password_on_a_token_registry_is_exit_4_and_never_shown() {
     let r = &registry.0;
     let label = "oci/token-wrong-password";
     let block = open(&config(r, "team/refused", WRONG_PASSWORD), label).unwrap();
-    assert_refused(&block, label, &[WRONG_PASSWORD, &r.password]).await;
+    refused_listing_too(&[&block], label, &[WRONG_PASSWORD, &r.password]).await;
 }
 
 /// The `token` field: a token the service issued beforehand for the repository works for
@@ -233,7 +189,7 @@ async fn a_pre_issued_token_works_and_a_token_for_another_repository_is_exit_4()
         .unwrap();
     let label = "oci/token-elsewhere";
     let block = open(&token_config(r, "team/issued", &elsewhere), label).unwrap();
-    assert_refused(&block, label, &[&elsewhere, &token, &r.password]).await;
+    refused_listing_too(&[&block], label, &[&elsewhere, &token, &r.password]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,87 +602,50 @@ async fn a_40_mib_tree_round_trips() {
     assert_eq!(snapshot(&dest), snapshot(&src));
 }
 
-/// A registry behind a fault-injecting proxy, and what each test puts through it.
-struct FaultRig {
-    registry: Arc<OciRegistry>,
-    proxy: FaultProxy,
-    repository: String,
-    scratch: tempfile::TempDir,
-}
-
 const FAULT_LABEL: &str = "oci/faults";
 
-impl FaultRig {
-    async fn new(repository: &str) -> FaultRig {
-        let registry = registry();
-        let proxy = FaultProxy::start(&registry.host)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        FaultRig {
-            registry,
-            proxy,
-            repository: repository.into(),
-            scratch: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn direct(&self) -> storage_oci::OciBlock {
-        let c = config(&self.registry, &self.repository, &self.registry.password);
-        open(&c, FAULT_LABEL).unwrap()
-    }
-
-    fn proxied(&self) -> storage_oci::OciBlock {
-        let c = OciConfig {
-            registry: self.proxy.url().trim_start_matches("http://").to_string(),
-            ..config(&self.registry, &self.repository, &self.registry.password)
-        };
-        open(&c, FAULT_LABEL).unwrap()
-    }
-
-    fn tree(&self, marker: &str, mib: usize) -> std::path::PathBuf {
-        let root = self.scratch.path().join(format!("src-{marker}"));
-        small_tree(&root, marker);
-        write(&root, "data/blob.bin", noise(mib << 20, mib as u64 + 191));
-        root
-    }
-
-    /// Straight on the registry: the current version is `current`, and every listed one
-    /// reads back as one of `sources`.
-    async fn assert_sound(&self, sources: &[&Path], current: &Path) {
-        let direct = self.direct();
-        let at = BlockPath::parse("etl").unwrap();
-        let trees: Vec<_> = sources.iter().map(|s| snapshot(s)).collect();
-        for v in direct.list_versions(&at).await.unwrap() {
-            let dest = self
-                .scratch
-                .path()
-                .join(format!("check-{}", &v.version[..12]));
-            let opts = GetOptions {
-                version: Some(v.version.clone()),
-                ..uncached()
+/// A block through a fault-injecting proxy in front of the registry, and one straight on it,
+/// both at `repository`.
+async fn fault_rig(repository: &str) -> FaultRig<OciBlock> {
+    let registry = registry();
+    let direct = open(
+        &config(&registry, repository, &registry.password),
+        FAULT_LABEL,
+    )
+    .unwrap();
+    let (server, repository) = (registry.clone(), repository.to_string());
+    FaultRig::new(
+        registry.clone(),
+        registry.port(),
+        FAULT_LABEL,
+        direct,
+        move |port, timeout| {
+            let c = OciConfig {
+                registry: format!("127.0.0.1:{port}"),
+                timeout: Some(timeout),
+                ..config(&server, &repository, &server.password)
             };
-            direct.get_directory(&at, &dest, &opts).await.unwrap();
-            let got = snapshot(&dest);
-            assert!(trees.contains(&got), "version {} is no source", v.version);
-            if v.current {
-                assert_eq!(got, snapshot(current));
-            }
-            std::fs::remove_dir_all(&dest).unwrap();
-        }
-    }
+            open(&c, FAULT_LABEL).unwrap()
+        },
+    )
+    .await
 }
+
+/// What [`storage_oci::timeout_of`] takes when a block sets none: the proxied blocks here
+/// time out as a block with no `timeout` does.
+const DEFAULT_TIMEOUT: i64 = 60;
 
 /// 503s and connections reset mid-upload are retried: the put succeeds and reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
-    let rig = FaultRig::new("team/faults-retry").await;
+    let rig = fault_rig("team/faults-retry").await;
     let v1 = rig.tree("v1", 6);
     rig.proxy.answer_503(3);
     rig.proxy.cut(Cut::Reset, 2, 256 << 10, Direction::Upstream);
     let at = BlockPath::parse("etl").unwrap();
     within_bound(
         "put",
-        rig.proxied()
+        rig.proxied(DEFAULT_TIMEOUT)
             .put_directory(&v1, &at, &PutOptions::default()),
     )
     .await
@@ -744,49 +663,15 @@ async fn a_put_through_503s_and_resets_succeeds_by_retrying() {
 /// version stays current and whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_cut_by_a_partition_fails_cleanly_and_keeps_current() {
-    let rig = FaultRig::new("team/faults-put").await;
-    let (v1, v2) = (rig.tree("v1", 1), rig.tree("v2", 12));
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Upstream);
-    let (put, _) = within_bound(
-        "put",
-        rig.proxied()
-            .put_directory(&v2, &at, &PutOptions::default()),
-    )
-    .await;
-    assert!(rig.proxy.injected().reset >= 1, "no reset happened");
-    assert_clean_failure(FAULT_LABEL, "put under a partition", &put.unwrap_err());
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("team/faults-put").await;
+    a_put_cut_by_resets_fails_cleanly_and_keeps_head(&rig, 2 << 20).await;
 }
 
 /// A get cut 2 MiB into the download fails cleanly and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_cut_by_a_partition_fails_cleanly_with_nothing_written() {
-    let rig = FaultRig::new("team/faults-get").await;
-    let v1 = rig.tree("v1", 12);
-    let at = BlockPath::parse("etl").unwrap();
-    rig.direct()
-        .put_directory(&v1, &at, &PutOptions::default())
-        .await
-        .unwrap();
-    rig.proxy
-        .partition_after(Cut::Reset, 2 << 20, Direction::Downstream);
-    let parent = rig.scratch.path().join("out");
-    std::fs::create_dir_all(&parent).unwrap();
-    let (got, _) = within_bound(
-        "get",
-        rig.proxied()
-            .get_directory(&at, &parent.join("dest"), &uncached()),
-    )
-    .await;
-    assert_clean_failure(FAULT_LABEL, "get under a partition", &got.unwrap_err());
-    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
-    rig.assert_sound(&[&v1], &v1).await;
+    let rig = fault_rig("team/faults-get").await;
+    a_get_cut_by_resets_fails_cleanly_with_nothing_written(&rig, 2 << 20).await;
 }
 
 /// A tree of about 3.5 MiB in many frames: 600 small modules and a 2 MiB random file.
@@ -808,8 +693,8 @@ fn many_frames(root: &Path, marker: &str) {
 /// hides them) is answered whole blobs, which are read, checked and sliced: same tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
-    let rig = FaultRig::new("team/packs").await;
-    let src = rig.scratch.path().join("src");
+    let rig = fault_rig("team/packs").await;
+    let src = rig.scratch().join("src");
     many_frames(&src, "packs");
     // A file no earlier run stored, so that no agent cache holds its frame.
     let rel = "flows/pkg3/this_run.py";
@@ -822,7 +707,7 @@ async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
         BlockPath::parse("frames").unwrap(),
         BlockPath::parse("etl").unwrap(),
     );
-    let block = rig.proxied();
+    let block = rig.proxied(DEFAULT_TIMEOUT);
     let opts = PutOptions {
         format: PackageFormat::Frames,
         ..PutOptions::default()
@@ -845,8 +730,8 @@ async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
     let cold_get = |at: BlockPath, name: &'static str| {
         let (rig, src) = (&rig, &src);
         async move {
-            let block = rig.proxied();
-            let dest = rig.scratch.path().join(name);
+            let block = rig.proxied(DEFAULT_TIMEOUT);
+            let dest = rig.scratch().join(name);
             let (r0, g0) = (rig.proxy.requests(), rig.proxy.ranged_requests());
             let started = Instant::now();
             let report = block.get_directory(&at, &dest, &uncached()).await.unwrap();
@@ -880,7 +765,7 @@ async fn a_default_put_writes_packs_and_a_cold_get_reads_them_by_range() {
     // One file of the version: one ranged read of the frames that hold it.
     let g0 = rig.proxy.ranged_requests();
     let bytes = rig
-        .proxied()
+        .proxied(DEFAULT_TIMEOUT)
         .read_path(&BlockPath::parse(&format!("etl/{rel}")).unwrap())
         .await
         .unwrap();

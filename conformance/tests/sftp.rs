@@ -11,7 +11,7 @@ use std::sync::Arc;
 use conformance::harness::{Sshd, shared};
 use conformance::remote_checks::{
     FaultRig, a_large_package_round_trips, another_client_reads_a_package,
-    compare_and_swap_between, refused,
+    compare_and_swap_between, put_a_mirror, refused,
 };
 use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
@@ -169,16 +169,7 @@ fn files_seen_by_sftp(sshd: &Sshd, dir: &Path) -> BTreeSet<String> {
 async fn the_sftp_cli_sees_exactly_the_files_layout_and_reads_a_package() {
     let sshd = sshd();
     let block = open(&key_config(&sshd, "cli"), "rfs/files").unwrap();
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "files");
-    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
-    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
-    let at = BlockPath::parse("mirror-seen").unwrap();
-    let opts = PutOptions {
-        layout: Layout::Files,
-        ..PutOptions::default()
-    };
-    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let (src, at, opts) = put_a_mirror(&block, &[]).await;
     let dir = sshd.data_dir.join("cli/mirror-seen");
     let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
     assert_eq!(
@@ -371,9 +362,4 @@ async fn fault_rig(sub: &str) -> FaultRig {
 }
 
 // Reset 2 MiB into an upload or a download; stalled 1 MiB up.
-conformance::remote_fault_tests!(
-    fault_rig,
-    put_reset_after: 2 << 20,
-    get_reset_after: 2 << 20,
-    stall_after: 1 << 20,
-);
+conformance::remote_fault_tests!(fault_rig);

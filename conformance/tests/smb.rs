@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use conformance::harness::{Samba, shared};
-use conformance::remote_checks::{a_large_package_round_trips, compare_and_swap_between, refused};
-use conformance::tree::{small_tree, write};
+use conformance::remote_checks::{
+    a_large_package_round_trips, compare_and_swap_between, put_a_mirror, refused,
+};
 use conformance::{Subject, conformance_suite};
-use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
+use storage_core::{Secret, StorageBlock};
 use storage_smb::{SmbConfig, open, open_store};
 
 const PREFIX: &str = "team/flows";
@@ -96,16 +97,7 @@ fn files_seen_by_smbclient(samba: &Samba, dir: &str) -> BTreeSet<String> {
 async fn smbclient_sees_exactly_the_files_layout() {
     let samba = samba();
     let block = open(&config(&samba, PREFIX, &samba.password), "smb/files").unwrap();
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "files");
-    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
-    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
-    let at = BlockPath::parse("mirror-seen").unwrap();
-    let opts = PutOptions {
-        layout: Layout::Files,
-        ..PutOptions::default()
-    };
-    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let (src, at, opts) = put_a_mirror(&block, &[]).await;
     let dir = format!("{PREFIX}/mirror-seen");
     let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
     assert_eq!(

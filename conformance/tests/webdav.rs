@@ -9,30 +9,19 @@ use std::sync::Arc;
 
 use conformance::harness::{WsgiDav, shared};
 use conformance::remote_checks::{
-    FaultRig, another_client_reads_a_package, compare_and_swap_between, refused,
+    FaultRig, another_client_reads_a_package, compare_and_swap_between, put_a_mirror, refused,
 };
-use conformance::tree::{small_tree, write};
 use conformance::{Subject, conformance_suite};
-use storage_core::{BlockPath, Layout, PutOptions, Secret, StorageBlock};
+use password_login::config;
+use storage_core::StorageBlock;
 use storage_rfs::{RfsConfig, open, open_store};
+
+mod password_login;
 
 const WRONG_PASSWORD: &str = "wrong-dav-pw-J3k9-must-never-be-echoed";
 
 fn dav() -> Arc<WsgiDav> {
     shared::<WsgiDav>(WsgiDav::start)
-}
-
-fn config(basepath: String, user: &str, password: &str) -> RfsConfig {
-    RfsConfig {
-        basepath,
-        username: Some(user.to_string()),
-        password: Some(Secret::new(password)),
-        private_key_path: None,
-        private_key: None,
-        known_hosts: None,
-        insecure_accept_host_key: None,
-        timeout: None,
-    }
 }
 
 fn login(dav: &WsgiDav, sub: &str) -> RfsConfig {
@@ -168,17 +157,7 @@ fn curl_get(dav: &WsgiDav, path: &str) -> Vec<u8> {
 async fn curl_sees_exactly_the_files_layout_and_reads_a_package() {
     let dav = dav();
     let block = open(&login(&dav, "curl"), "rfs/files").unwrap();
-    let src = tempfile::tempdir().unwrap();
-    small_tree(src.path(), "files");
-    write(src.path(), "deep/er/data.csv", "a,b\n1,2\n");
-    write(src.path(), "odd/plus+percent%hash#.cfg", "odd\n");
-    write(src.path(), "odd/sp ace & amp.txt", "amp\n");
-    let at = BlockPath::parse("mirror-seen").unwrap();
-    let opts = PutOptions {
-        layout: Layout::Files,
-        ..PutOptions::default()
-    };
-    block.put_directory(src.path(), &at, &opts).await.unwrap();
+    let (src, at, opts) = put_a_mirror(&block, &[("odd/sp ace & amp.txt", "amp\n")]).await;
     let expected = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
     assert_eq!(
         files_seen_by_curl(&dav, "curl/mirror-seen"),
@@ -235,29 +214,13 @@ const LABEL: &str = "remote-file-system/faults";
 /// A block through a [`FaultProxy`] in front of wsgidav, and one straight on it.
 async fn fault_rig(sub: &str) -> FaultRig {
     let dav = dav();
-    let (user, password, sub) = (dav.user.clone(), dav.password.clone(), sub.to_string());
-    let direct = open(&login(&dav, &sub), LABEL).unwrap();
-    FaultRig::new(
-        dav.clone(),
-        dav.port,
-        LABEL,
-        direct,
-        move |port, timeout| {
-            let at = format!("webdav+http://127.0.0.1:{port}/{sub}");
-            let config = RfsConfig {
-                timeout: Some(timeout),
-                ..config(at, &user, &password)
-            };
-            open(&config, LABEL).unwrap()
-        },
-    )
+    let sub = sub.to_string();
+    let login = (dav.user.as_str(), dav.password.as_str());
+    password_login::fault_rig(dav.clone(), dav.port, LABEL, login, move |port| {
+        format!("webdav+http://127.0.0.1:{port}/{sub}")
+    })
     .await
 }
 
 // Reset 2 MiB into an upload or a download; stalled 1 MiB up.
-conformance::remote_fault_tests!(
-    fault_rig,
-    put_reset_after: 2 << 20,
-    get_reset_after: 2 << 20,
-    stall_after: 1 << 20,
-);
+conformance::remote_fault_tests!(fault_rig);

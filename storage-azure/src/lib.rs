@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ClientOptions;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::ReqwestConnector;
-use storage_core::adapter::CappedConnector;
+use storage_core::adapter::{CappedConnector, client_options};
+use storage_core::secret::resolve_optional;
 use storage_core::{Error, ObjectStoreBlock, Result};
 
 /// Azurite's well-known development account.
@@ -83,11 +83,7 @@ fn parse_connection_string(cs: &str) -> (Option<String>, Option<String>, Option<
 
 pub fn open(config: &AzureConfig, label: &str) -> Result<ObjectStoreBlock> {
     let mut account = config.account.clone();
-    let mut key = config
-        .access_key
-        .as_ref()
-        .map(|k| k.resolve("access_key"))
-        .transpose()?;
+    let mut key = resolve_optional(config.access_key.as_ref(), "access_key")?;
     let mut endpoint = config.endpoint.clone();
     let mut secrets = Vec::new();
     if let Some(cs) = &config.connection_string {
@@ -138,13 +134,8 @@ pub fn open(config: &AzureConfig, label: &str) -> Result<ObjectStoreBlock> {
     if let Some(e) = endpoint {
         b = b.with_endpoint(e);
     }
-    let timeout = storage_core::adapter::request_timeout(label, config.timeout, DEFAULT_TIMEOUT)?;
-    b = b.with_allow_http(allow_http).with_client_options(
-        ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_connect_timeout(Duration::from_secs(10))
-            .with_timeout(timeout),
-    );
+    let options = client_options(label, config.timeout, DEFAULT_TIMEOUT, allow_http)?;
+    b = b.with_allow_http(allow_http).with_client_options(options);
     let store = b.build().map_err(|e| {
         Error::Usage(format!(
             "{label}: {}",

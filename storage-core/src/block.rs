@@ -295,6 +295,36 @@ pub struct VersionInfo {
     pub record: VersionRecord,
 }
 
+impl VersionInfo {
+    /// What `versions` says of the package version `version`, stored as `manifest`: the
+    /// current one when `current`, then since `since`.
+    pub fn of_package(
+        version: String,
+        manifest: PackageManifest,
+        current: bool,
+        since: Option<&str>,
+    ) -> VersionInfo {
+        VersionInfo {
+            current,
+            current_since: since.filter(|_| current).map(str::to_string),
+            version,
+            created: manifest.created,
+            files: manifest.totals.files,
+            bytes: manifest.totals.bytes,
+            record: manifest.record.unwrap_or_default(),
+        }
+    }
+
+    /// Sorts `versions` as `versions` lists them: newest first, ties by id.
+    pub fn newest_first(versions: &mut [VersionInfo]) {
+        versions.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.version.cmp(&b.version))
+        });
+    }
+}
+
 /// One file of a stored tree, as `ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListedFile {
@@ -373,6 +403,18 @@ pub fn slug_of(label: &str, at: &BlockPath) -> String {
     } else {
         format!("{label}/{at}")
     }
+}
+
+/// A read of the block's root, which is a folder, is refused (exit 2, naming the block
+/// `label`): a read names a file.
+pub fn refuse_root_read(label: &str, path: &BlockPath) -> Result<()> {
+    if path.is_root() {
+        return Err(crate::Error::Usage(format!(
+            "{}: name a file to read",
+            slug_of(label, path)
+        )));
+    }
+    Ok(())
 }
 
 /// What an operation a backend does not implement returns, naming the slug and the operation. Blocks opened through the facade

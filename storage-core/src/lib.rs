@@ -34,6 +34,7 @@ pub use slug::{BlockId, BlockName, BlockPath, BlockSlug, BlockType};
 pub mod adapter;
 pub mod diff;
 pub mod hashcache;
+mod machine_lock;
 pub mod package;
 pub mod source_tree;
 pub mod stream;

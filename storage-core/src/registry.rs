@@ -141,34 +141,23 @@ impl RegistryFile {
         change: impl FnOnce(&mut BTreeMap<BlockId, BlockDocument>) -> Result<()>,
     ) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let lock_path = dir.join(".blocks.toml.lock");
-        let lock_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
-        let mut lock = fd_lock::RwLock::new(lock_file);
-        let _guard = lock
-            .write()
-            .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
+        let docs = crate::machine_lock::while_locked(&dir, ".blocks.toml.lock", || {
+            let mut docs = RegistryFile::load_from(&self.path)?.docs;
+            change(&mut docs)?;
+            let text = render(&docs);
 
-        let mut docs = RegistryFile::load_from(&self.path)?.docs;
-        change(&mut docs)?;
-        let text = render(&docs);
-
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".blocks.toml.")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))?;
-        set_private(tmp.as_file())?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| Error::io("writing the registry", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| Error::io(format!("replacing {}", self.path.display()), e.error))?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".blocks.toml.")
+                .tempfile_in(&dir)
+                .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))?;
+            set_private(tmp.as_file())?;
+            tmp.write_all(text.as_bytes())
+                .and_then(|_| tmp.as_file().sync_all())
+                .map_err(|e| Error::io("writing the registry", e))?;
+            tmp.persist(&self.path)
+                .map_err(|e| Error::io(format!("replacing {}", self.path.display()), e.error))?;
+            Ok(docs)
+        })?;
         self.docs = docs;
         Ok(())
     }

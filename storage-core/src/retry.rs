@@ -191,60 +191,49 @@ impl RetryPolicy {
     /// Runs `op` until it succeeds, `retryable` says its error is not worth another try, or
     /// the tries are spent, pausing between tries; returns what the last try came to. Each
     /// try is told its number and whether it is the last.
-    pub async fn run<T, E, F, Fut>(
-        &self,
-        mut op: F,
-        retryable: impl FnMut(&E) -> bool,
-    ) -> Result<T, E>
+    pub async fn run<T, E, F, Fut>(&self, op: F, retryable: impl FnMut(&E) -> bool) -> Result<T, E>
     where
         E: Debug,
         F: FnMut(Try) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut number = 0;
-        let tries = self.tries;
-        (|| {
-            number += 1;
-            op(Try {
-                number,
-                last: number >= tries,
-            })
-        })
-        .retry(self.backoff())
-        .sleep(tokio::time::sleep)
-        .when(retryable)
-        .notify(|error, pause| self.log(error, pause))
-        .await
+        numbered(self.tries, op)
+            .retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(retryable)
+            .notify(|error, pause| self.log(error, pause))
+            .await
     }
 
     /// [`RetryPolicy::run`] for an operation that blocks (pausing the thread between tries).
-    pub fn run_blocking<T, E, F>(
-        &self,
-        mut op: F,
-        retryable: impl FnMut(&E) -> bool,
-    ) -> Result<T, E>
+    pub fn run_blocking<T, E, F>(&self, op: F, retryable: impl FnMut(&E) -> bool) -> Result<T, E>
     where
         E: Debug,
         F: FnMut(Try) -> Result<T, E>,
     {
-        let mut number = 0;
-        let tries = self.tries;
-        (|| {
-            number += 1;
-            op(Try {
-                number,
-                last: number >= tries,
-            })
-        })
-        .retry(self.backoff())
-        .sleep(std::thread::sleep)
-        .when(retryable)
-        .notify(|error, pause| self.log(error, pause))
-        .call()
+        numbered(self.tries, op)
+            .retry(self.backoff())
+            .sleep(std::thread::sleep)
+            .when(retryable)
+            .notify(|error, pause| self.log(error, pause))
+            .call()
     }
 
     fn log(&self, error: &impl Debug, pause: Duration) {
         tracing::debug!(policy = self.name, ?error, ?pause, "failed; trying again");
+    }
+}
+
+/// `op` as the retry loop calls it, with no arguments: each call is told its try's number
+/// and whether it is the last of `tries`.
+fn numbered<R>(tries: usize, mut op: impl FnMut(Try) -> R) -> impl FnMut() -> R {
+    let mut number = 0;
+    move || {
+        number += 1;
+        op(Try {
+            number,
+            last: number >= tries,
+        })
     }
 }
 

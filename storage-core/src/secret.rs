@@ -39,6 +39,11 @@ impl Secret {
     }
 }
 
+/// The value of the optional secret field `field`: [`Secret::resolve`] where it is set.
+pub fn resolve_optional(secret: Option<&Secret>, field: &str) -> Result<Option<String>> {
+    secret.map(|s| s.resolve(field)).transpose()
+}
+
 /// Every secret value this process has resolved: what [`scrub_known`] masks in log lines.
 static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 

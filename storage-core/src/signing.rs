@@ -597,39 +597,28 @@ impl SeenHeads {
     /// remembered otherwise. Concurrent agents on one machine serialize on a lock file.
     pub fn accept(&self, block: &str, path: &str, seq: u64, allow_older: bool) -> Result<()> {
         let dir = self.file.parent().expect("a file in a folder");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let lock_path = dir.join("heads.lock");
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
-        let mut lock = fd_lock::RwLock::new(lock_file);
-        let _held = lock
-            .write()
-            .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
-        let mut seen = self.load()?;
-        let key = format!("{block}\t{}", quote_path(path));
-        let newest = seen.get(&key).copied();
-        if let Some(newest) = newest
-            && seq < newest
-            && !allow_older
-        {
-            return Err(Error::Trust(format!(
-                "HEAD has sequence number {seq}, older than {newest} already accepted here: a rollback (take it with --allow-rollback if it is meant)"
-            )));
-        }
-        if newest != Some(seq) {
-            seen.insert(key, seq);
-            let tmp = dir.join(format!("heads.json.{}", std::process::id()));
-            let body = serde_json::to_vec_pretty(&seen).expect("a map serializes");
-            std::fs::write(&tmp, body)
-                .and_then(|_| std::fs::rename(&tmp, &self.file))
-                .map_err(|e| Error::io(format!("writing {}", self.file.display()), e))?;
-        }
-        Ok(())
+        crate::machine_lock::while_locked(dir, "heads.lock", || {
+            let mut seen = self.load()?;
+            let key = format!("{block}\t{}", quote_path(path));
+            let newest = seen.get(&key).copied();
+            if let Some(newest) = newest
+                && seq < newest
+                && !allow_older
+            {
+                return Err(Error::Trust(format!(
+                    "HEAD has sequence number {seq}, older than {newest} already accepted here: a rollback (take it with --allow-rollback if it is meant)"
+                )));
+            }
+            if newest != Some(seq) {
+                seen.insert(key, seq);
+                let tmp = dir.join(format!("heads.json.{}", std::process::id()));
+                let body = serde_json::to_vec_pretty(&seen).expect("a map serializes");
+                std::fs::write(&tmp, body)
+                    .and_then(|_| std::fs::rename(&tmp, &self.file))
+                    .map_err(|e| Error::io(format!("writing {}", self.file.display()), e))?;
+            }
+            Ok(())
+        })
     }
 
     /// The newest sequence number accepted for `block` at `path`.

@@ -114,14 +114,7 @@ pub fn image_manifest(
     OciImageManifest {
         schema_version: 2,
         media_type: Some(OCI_IMAGE_MEDIA_TYPE.into()),
-        config: OciDescriptor {
-            media_type: CONFIG_MEDIA_TYPE.into(),
-            digest: digest_of(config),
-            size: config.len() as i64,
-            urls: None,
-            artifact_type: None,
-            annotations: None,
-        },
+        config: descriptor_of(CONFIG_MEDIA_TYPE, config),
         layers,
         subject: None,
         artifact_type: Some(ARTIFACT_TYPE.into()),
@@ -192,6 +185,18 @@ pub fn signature_tag(version: &str) -> String {
     format!("{version}.sig")
 }
 
+/// The descriptor of blob `bytes` of `media_type`, with no annotations.
+fn descriptor_of(media_type: &str, bytes: &[u8]) -> OciDescriptor {
+    OciDescriptor {
+        media_type: media_type.into(),
+        digest: digest_of(bytes),
+        size: bytes.len() as i64,
+        urls: None,
+        artifact_type: None,
+        annotations: None,
+    }
+}
+
 /// The version whose signature a tag holds, if it is a signature's tag.
 pub fn signed_version(tag: &str) -> Option<&str> {
     tag.strip_suffix(".sig").filter(|v| is_version_id(v))
@@ -204,24 +209,13 @@ pub fn signature_manifest(version: &str, signature: &[u8]) -> OciImageManifest {
     OciImageManifest {
         schema_version: 2,
         media_type: Some(OCI_IMAGE_MEDIA_TYPE.into()),
-        config: OciDescriptor {
-            media_type: EMPTY_MEDIA_TYPE.into(),
-            digest: digest_of(EMPTY_CONFIG),
-            size: EMPTY_CONFIG.len() as i64,
-            urls: None,
-            artifact_type: None,
-            annotations: None,
-        },
+        config: descriptor_of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG),
         layers: vec![OciDescriptor {
-            media_type: MINISIG_MEDIA_TYPE.into(),
-            digest: digest_of(signature),
-            size: signature.len() as i64,
-            urls: None,
-            artifact_type: None,
             annotations: Some(BTreeMap::from([(
                 TITLE.to_string(),
                 format!("{version}.json.zst.minisig"),
             )])),
+            ..descriptor_of(MINISIG_MEDIA_TYPE, signature)
         }],
         subject: None,
         artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.into()),
@@ -378,12 +372,9 @@ mod tests {
         PackageManifest {
             format: PACKS_FORMAT,
             version: "v".into(),
-            created: String::new(),
             compression: "zstd".into(),
-            totals: Default::default(),
             frames,
-            entries: Vec::new(),
-            record: None,
+            ..PackageManifest::default()
         }
     }
 

@@ -13,12 +13,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use oci_client::manifest::OciImageManifest;
 use oci_client::manifest::OciImageManifest as Image;
+use storage_core::block::{refuse_root_read, slug_of};
 use storage_core::package::PackageEngine;
 use storage_core::package::destination::check_destination;
 use storage_core::package::manifest::{
     PACKS_FORMAT, PackageManifest, is_version_id, resolve_version, short,
 };
 use storage_core::package::store::{PackageStore, recently_current};
+use storage_core::secret::resolve_optional;
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GcOptions, GcReport, GetOptions, GetReport,
     ListedFile, PackageExport, PackageFormat, PutOptions, PutReport, Result, RollbackOptions,
@@ -100,18 +102,8 @@ impl OciBlock {
         }
         let prefix = config.repository.trim_matches('/').to_string();
         check_repository(&prefix).map_err(bad)?;
-        let password = config
-            .password
-            .as_ref()
-            .map(|p| p.resolve("password"))
-            .transpose()
-            .map_err(bad)?;
-        let token = config
-            .token
-            .as_ref()
-            .map(|t| t.resolve("token"))
-            .transpose()
-            .map_err(bad)?;
+        let password = resolve_optional(config.password.as_ref(), "password").map_err(bad)?;
+        let token = resolve_optional(config.token.as_ref(), "token").map_err(bad)?;
         let auth = credentials(host, config.username.as_deref(), password, token).map_err(bad)?;
         let plain_http = config.plain_http.unwrap_or_else(|| is_loopback(host));
         let timeout = crate::timeout_of(config, label)?;
@@ -132,11 +124,7 @@ impl OciBlock {
     }
 
     fn slug(&self, at: &BlockPath) -> String {
-        if at.is_root() {
-            self.inner.label.clone()
-        } else {
-            format!("{}/{at}", self.inner.label)
-        }
+        slug_of(&self.inner.label, at)
     }
 
     fn registry(&self) -> &Registry {
@@ -456,15 +444,7 @@ impl OciBlock {
                 };
                 let m = self.manifest_of(&found).await?;
                 let is_current = current == Some(v.as_str());
-                Ok::<_, Error>(Some(VersionInfo {
-                    current: is_current,
-                    current_since: since.filter(|_| is_current).map(str::to_string),
-                    version: v,
-                    created: m.created,
-                    files: m.totals.files,
-                    bytes: m.totals.bytes,
-                    record: m.record.unwrap_or_default(),
-                }))
+                Ok::<_, Error>(Some(VersionInfo::of_package(v, m, is_current, since)))
             })
             .buffer_unordered(IN_FLIGHT)
             .try_collect()
@@ -476,21 +456,9 @@ impl OciBlock {
             && found.version == c
         {
             let m = self.manifest_of(&found).await?;
-            out.push(VersionInfo {
-                current: true,
-                version: found.version,
-                created: m.created,
-                files: m.totals.files,
-                bytes: m.totals.bytes,
-                record: m.record.unwrap_or_default(),
-                current_since: since.map(str::to_string),
-            });
+            out.push(VersionInfo::of_package(found.version, m, true, since));
         }
-        out.sort_by(|a, b| {
-            b.created
-                .cmp(&a.created)
-                .then_with(|| a.version.cmp(&b.version))
-        });
+        VersionInfo::newest_first(&mut out);
         Ok((out, history))
     }
 }
@@ -548,12 +516,7 @@ impl StorageBlock for OciBlock {
     }
 
     async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
-        if path.is_root() {
-            return Err(Error::Usage(format!(
-                "{}: name a file to read",
-                self.slug(path)
-            )));
-        }
+        refuse_root_read(&self.inner.label, path)?;
         let named = self.named(path);
         for anc in path.ancestors() {
             let Ok(repo) = repository_name(&self.inner.prefix, &anc) else {

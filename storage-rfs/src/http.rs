@@ -12,7 +12,6 @@
 //! and listings first byte to last, a download within `transfer_deadline` of its length.
 
 use std::fmt;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,20 +31,16 @@ use storage_folders::walk::{WalkBounds, check_listed};
 use storage_folders::{get_result, wanted_range};
 
 use crate::body::Download;
+use crate::http_folder::HttpFolder;
 
 const STORE: &str = "HTTP";
 /// Folders listed, or files sized, at once.
 const FAN_OUT: usize = 8;
 
 pub(crate) struct HttpStore {
-    client: reqwest::Client,
-    /// The folder's URL, ending in `/`.
-    base: url::Url,
-    username: Option<String>,
-    password: Option<String>,
-    /// How long one request may take, first byte to last (downloads: see
-    /// `transfer_deadline`).
-    timeout: Duration,
+    /// The folder, its login, and how long one request may take, first byte to last
+    /// (downloads: see `transfer_deadline`).
+    folder: HttpFolder,
 }
 
 impl HttpStore {
@@ -55,38 +50,16 @@ impl HttpStore {
         password: Option<String>,
         timeout: std::time::Duration,
     ) -> object_store::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| generic(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpStore {
-            client,
-            base,
-            username,
-            password,
-            timeout,
-        })
+        let folder = HttpFolder::new(base, username, password, timeout, STORE)?;
+        Ok(HttpStore { folder })
     }
 
     fn url(&self, key: &str, folder: bool) -> url::Url {
-        let mut url = self.base.clone();
-        if let Ok(mut segs) = url.path_segments_mut() {
-            segs.pop_if_empty();
-            segs.extend(key.split('/').filter(|s| !s.is_empty()));
-            if folder {
-                segs.push("");
-            }
-        }
-        url
+        self.folder.url(key, folder)
     }
 
     fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url);
-        match &self.username {
-            Some(user) => req.basic_auth(user, self.password.as_deref()),
-            None => req,
-        }
+        self.folder.request(method, url)
     }
 
     /// Sends `req` and checks its status; the answer's head must come within `timeout`.
@@ -95,7 +68,7 @@ impl HttpStore {
         req: reqwest::RequestBuilder,
         key: &str,
     ) -> object_store::Result<reqwest::Response> {
-        let resp = match tokio::time::timeout(self.timeout, req.send()).await {
+        let resp = match tokio::time::timeout(self.folder.timeout, req.send()).await {
             Ok(sent) => sent.map_err(|e| self.failed(key, e))?,
             Err(_) => return Err(self.timed_out(key)),
         };
@@ -126,7 +99,7 @@ impl HttpStore {
         if e.is_timeout() {
             return storage_core::bounds::timed_out(
                 &format!("reading {}", self.shown(key)),
-                self.timeout,
+                self.folder.timeout,
             );
         }
         Error::Backend(format!(
@@ -137,8 +110,11 @@ impl HttpStore {
     }
 
     fn timed_out(&self, key: &str) -> object_store::Error {
-        storage_core::bounds::timed_out(&format!("reading {}", self.shown(key)), self.timeout)
-            .into_store(STORE)
+        storage_core::bounds::timed_out(
+            &format!("reading {}", self.shown(key)),
+            self.folder.timeout,
+        )
+        .into_store(STORE)
     }
 
     /// The URL of `key` as messages show it (without credentials).
@@ -153,7 +129,7 @@ impl HttpStore {
     async fn head_meta(&self, key: &str) -> object_store::Result<ObjectMeta> {
         let req = self
             .request(reqwest::Method::HEAD, self.url(key, false))
-            .timeout(self.timeout);
+            .timeout(self.folder.timeout);
         let resp = self.send(req, key).await?;
         Ok(meta_of(key, &resp, None))
     }
@@ -164,7 +140,7 @@ impl HttpStore {
         let url = self.url(dir, true);
         let req = self
             .request(reqwest::Method::GET, url.clone())
-            .timeout(self.timeout);
+            .timeout(self.folder.timeout);
         let resp = match self.send(req, dir).await {
             Ok(resp) => resp,
             Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), url.into())),
@@ -321,7 +297,7 @@ impl fmt::Debug for HttpStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpStore")
             .field("base", &self.shown(""))
-            .field("username", &self.username)
+            .field("username", &self.folder.username)
             .finish_non_exhaustive()
     }
 }
@@ -375,7 +351,7 @@ impl ObjectStore for HttpStore {
             let resp = download.into_response();
             // No length: read it all to know the size, up to a cap, within `timeout`.
             let what = format!("the body of {} (sent without a length)", self.shown(&key));
-            let deadline = started + self.timeout;
+            let deadline = started + self.folder.timeout;
             let mut budget = Budget::new(Cap::carried(&options, UNSIZED_BODY_MAX));
             let mut resp = resp;
             let mut parts = Vec::new();
@@ -395,7 +371,7 @@ impl ObjectStore for HttpStore {
         let meta = meta_of(&key, download.response(), Some(total));
         options.check_preconditions(&meta)?;
         let range = wanted_range(&options, total, STORE)?;
-        let body = download.range(range.clone(), self.shown(&key), self.timeout, STORE);
+        let body = download.range(range.clone(), self.shown(&key), self.folder.timeout, STORE);
         Ok(get_result(body, range, meta))
     }
 
@@ -411,11 +387,7 @@ impl ObjectStore for HttpStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let dir = prefix.map_or(String::new(), |p| p.as_ref().to_string());
         let me = HttpStore {
-            client: self.client.clone(),
-            base: self.base.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            timeout: self.timeout,
+            folder: self.folder.clone(),
         };
         stream::once(async move { me.walk(dir).await })
             .map_ok(|files| stream::iter(files.into_iter().map(Ok)))

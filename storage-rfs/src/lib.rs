@@ -22,6 +22,7 @@ mod basepath;
 mod body;
 mod ftp;
 mod http;
+mod http_folder;
 mod sftp;
 mod webdav;
 

@@ -6,10 +6,9 @@ mod profile;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use object_store::client::ReqwestConnector;
-use storage_core::adapter::CappedConnector;
+use storage_core::adapter::{CappedConnector, client_options};
 use storage_core::{Error, ObjectStoreBlock, Result};
 
 use FieldKind::{Bool, String as Text};
@@ -117,13 +116,8 @@ pub fn open(config: &S3Config, label: &str) -> Result<ObjectStoreBlock> {
         .as_deref()
         .is_some_and(|e| e.starts_with("http://"));
     let allow_http = config.allow_http.unwrap_or(plain_http);
-    let timeout = storage_core::adapter::request_timeout(label, config.timeout, DEFAULT_TIMEOUT)?;
-    b = b.with_allow_http(allow_http).with_client_options(
-        ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_connect_timeout(Duration::from_secs(10))
-            .with_timeout(timeout),
-    );
+    let options = client_options(label, config.timeout, DEFAULT_TIMEOUT, allow_http)?;
+    b = b.with_allow_http(allow_http).with_client_options(options);
     if let Some(id) = &config.access_key_id {
         b = b.with_access_key_id(id);
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use FieldKind::{Integer, String as Text};
 use serde::Deserialize;
+use storage_core::secret::resolve_optional;
 use storage_core::slug::BlockType;
 use storage_core::{
     BlockConfig, Capabilities, Error, FieldKind, FieldSpec, ObjectStoreBlock, Result, Secret,
@@ -127,12 +128,7 @@ fn build(config: &SmbConfig, label: &str) -> Result<(Arc<Share>, Vec<String>)> {
             .filter(|p| *p != 0)
             .ok_or_else(|| Error::Usage(format!("{label}: port {p} is not a TCP port")))?,
     };
-    let password = config
-        .password
-        .as_ref()
-        .map(|p| p.resolve("password"))
-        .transpose()?
-        .unwrap_or_default();
+    let password = resolve_optional(config.password.as_ref(), "password")?.unwrap_or_default();
     let secrets = if password.is_empty() {
         Vec::new()
     } else {

@@ -6,6 +6,14 @@ use std::path::{Path, PathBuf};
 
 use conformance::harness::{Cut, Direction, FaultProxy};
 
+/// Folder `case/app` below a server's folder `root`, made by `plant` (a block's path `app`
+/// at folder `case`).
+pub fn app_in(root: &Path, case: &str, plant: impl FnOnce(&Path)) {
+    let app = root.join(case).join("app");
+    fs::create_dir_all(&app).unwrap();
+    plant(&app);
+}
+
 /// Folders below `at` `levels` deep, `d/d/…/d`, with a file at the bottom: past the walk's
 /// depth limit (`WALK_MAX_DEPTH`, 128) when `levels` is.
 pub fn nest(at: &Path, levels: usize) {

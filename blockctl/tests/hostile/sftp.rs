@@ -29,9 +29,7 @@ fn sftp_at(sshd: &Sshd, case: &str, port: u16, known_hosts: &Path) -> Home {
 /// The server, with folder `case/app` made by `plant` among its files.
 fn planted(case: &str, plant: impl FnOnce(&Path)) -> std::sync::Arc<Sshd> {
     let sshd = shared::<Sshd>(Sshd::start);
-    let app = sshd.data_dir.join(case).join("app");
-    fs::create_dir_all(&app).unwrap();
-    plant(&app);
+    planted::app_in(&sshd.data_dir, case, plant);
     sshd
 }
 

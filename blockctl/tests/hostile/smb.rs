@@ -89,9 +89,7 @@ fn smb_at(samba: &Samba, case: &str, port: u16) -> Home {
 /// The server, with folder `case/app` of its share made by `plant`.
 fn planted(case: &str, plant: impl FnOnce(&Path)) -> std::sync::Arc<Samba> {
     let samba = shared::<Samba>(Samba::start);
-    let app = samba.share_dir.join(case).join("app");
-    fs::create_dir_all(&app).unwrap();
-    plant(&app);
+    planted::app_in(&samba.share_dir, case, plant);
     samba
 }
 

@@ -105,13 +105,7 @@ pub async fn hostile_archives_are_refused_with_nothing_written(s: &Subject) {
     ];
     for (name, entries, records) in cases {
         let at = format!("hostile/{name}");
-        plant(
-            s.block.as_ref(),
-            &s.path(&at),
-            &tar_bytes(&entries),
-            records,
-        )
-        .await;
+        plant_entries(s, &at, &entries, records).await;
         let dest = outside.join(format!("dest-{name}"));
         let r = s
             .block

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use storage_core::{BlockPath, ProgressEvent, ProgressObserver, StorageBlock};
 
 use crate::Subject;
+use crate::checks::first_upload_phase;
 use crate::hostile::{
-    RawEntry, file_record, header, plant, plant_package, read, symlink_record, tar_bytes,
+    RawEntry, file_record, header, plant_entries, plant_package, read, symlink_record, tar_bytes,
     tar_entries, write, zstd_skippable, zstd_zeros,
 };
 use crate::tree::{
@@ -190,14 +191,7 @@ impl Interloper {
 
 impl ProgressObserver for Interloper {
     fn event(&self, event: ProgressEvent) {
-        if !matches!(
-            event,
-            ProgressEvent::Phase {
-                name: "uploading",
-                ..
-            }
-        ) || self.fired.swap(true, Ordering::SeqCst)
-        {
+        if !first_upload_phase(&event, &self.fired) {
             return;
         }
         let block = self.block.clone();

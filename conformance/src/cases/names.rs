@@ -212,13 +212,7 @@ pub async fn long_names_round_trip_and_overlong_ones_are_refused(s: &Subject) {
     ];
     for (name, entries, records) in cases {
         let at = format!("long-hostile/{name}");
-        plant(
-            s.block.as_ref(),
-            &s.path(&at),
-            &tar_bytes(&entries),
-            records,
-        )
-        .await;
+        plant_entries(s, &at, &entries, records).await;
         refused_cleanly(s, &at, 5).await;
     }
 }
@@ -333,15 +327,15 @@ pub async fn names_that_differ_by_case_or_normalization_stay_distinct(s: &Subjec
     // the file below would be written through the link. It must be refused, or kept as two
     // distinct names with nothing outside DEST.
     let evil = b"evil".as_slice();
-    plant(
-        s.block.as_ref(),
-        &s.path("case-hostile"),
-        &tar_bytes(&[
+    plant_entries(
+        s,
+        "case-hostile",
+        &[
             RawEntry::dir("sub"),
             RawEntry::link("sub/Link", tar::EntryType::Symlink, ".."),
             RawEntry::dir("sub/link"),
             RawEntry::file("sub/link/x.txt", evil),
-        ]),
+        ],
         vec![
             storage_core::package::manifest::ManifestEntry {
                 kind: EntryKind::Dir,

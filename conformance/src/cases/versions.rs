@@ -42,10 +42,13 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         if_version: Some(p),
         ..PutOptions::default()
     };
-    let first = s
-        .block
-        .put_directory(&src, &s.path("cas"), &with(VersionPrecondition::NoVersion))
-        .await;
+    // A put of `src` at `cas` if HEAD is as `p` says.
+    let (at, src) = (s.path("cas"), &src);
+    let put_if = |p: VersionPrecondition| {
+        let (opts, at) = (with(p), &at);
+        async move { s.block.put_directory(src, at, &opts).await }
+    };
+    let first = put_if(VersionPrecondition::NoVersion).await;
     if !s.block.capabilities().compare_and_swap {
         assert_eq!(
             code(first),
@@ -58,48 +61,25 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         .expect("first put with --if-version none")
         .version
         .unwrap();
-    small_tree(&src, "c2");
-    let v2 = s
-        .block
-        .put_directory(
-            &src,
-            &s.path("cas"),
-            &with(VersionPrecondition::Current(v1.clone())),
-        )
+    small_tree(src, "c2");
+    let v2 = put_if(VersionPrecondition::Current(v1.clone()))
         .await
         .unwrap()
         .version
         .unwrap();
-    small_tree(&src, "c3");
-    let stale = s
-        .block
-        .put_directory(
-            &src,
-            &s.path("cas"),
-            &with(VersionPrecondition::Current(v1.clone())),
-        )
-        .await;
+    small_tree(src, "c3");
+    let stale = put_if(VersionPrecondition::Current(v1.clone())).await;
     assert_eq!(code(stale), 6);
-    let again = s
-        .block
-        .put_directory(&src, &s.path("cas"), &with(VersionPrecondition::NoVersion))
-        .await;
+    let again = put_if(VersionPrecondition::NoVersion).await;
     assert_eq!(code(again), 6);
-    let current: Vec<_> = s
-        .block
-        .list_versions(&s.path("cas"))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|v| v.current)
-        .collect();
+    let current = current_versions(s, &at).await;
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].version, v2, "a failed --if-version moved HEAD");
 
     // Another writer moves HEAD between this put's read of HEAD and its swap: the swap must
     // fail, and HEAD must keep the other writer's value. A native tree has no HEAD object:
     // there the other writer puts a tree of its own.
-    small_tree(&src, "c4");
+    small_tree(src, "c4");
     let native = s.block.capabilities().native_tree;
     let other_move = if native {
         let other = s.fresh_dir("other");
@@ -123,7 +103,7 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         progress: Some(interloper.clone()),
         ..with(VersionPrecondition::Current(v2.clone()))
     };
-    let lost = s.block.put_directory(&src, &s.path("cas"), &opts).await;
+    let lost = s.block.put_directory(src, &at, &opts).await;
     assert!(
         interloper.fired.load(Ordering::SeqCst),
         "the interloper never ran"
@@ -133,14 +113,7 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
         6,
         "a HEAD swap ignored a concurrent change of HEAD"
     );
-    let current: Vec<_> = s
-        .block
-        .list_versions(&s.path("cas"))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|v| v.current)
-        .collect();
+    let current = current_versions(s, &at).await;
     let v2 = if native {
         let theirs = interloper.stored.lock().unwrap().clone();
         assert_eq!(
@@ -183,14 +156,7 @@ pub async fn if_version_is_a_compare_and_swap_or_declared_unsupported(s: &Subjec
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(r.exit_code(), 6, "{r}");
     }
-    let current: Vec<_> = s
-        .block
-        .list_versions(&cas)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|v| v.current)
-        .collect();
+    let current = current_versions(s, &cas).await;
     assert_eq!(Some(&current[0].version), winners[0].version.as_ref());
 }
 
@@ -214,14 +180,7 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
             assert_eq!(code(s.block.delete(&at, &one).await), 2);
         }
         assert_eq!(code(s.block.gc(&at, &GcOptions::keep(1)).await), 2);
-        let left: Vec<String> = s
-            .block
-            .list_versions(&at)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|v| v.version)
-            .collect();
+        let left = version_ids(s, &at).await;
         let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
         assert_eq!(left, newest_first);
         s.block
@@ -254,14 +213,7 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
         )
         .await
         .expect("rm old version");
-    let left: Vec<String> = s
-        .block
-        .list_versions(&at)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.version)
-        .collect();
+    let left = version_ids(s, &at).await;
     assert_eq!(left, [ids[3].clone(), ids[2].clone(), ids[1].clone()]);
     if !s.block.capabilities().gc {
         assert_eq!(code(s.block.gc(&at, &GcOptions::keep(1)).await), 2);
@@ -291,4 +243,16 @@ pub async fn rm_and_gc_drop_versions_but_never_the_current_one(s: &Subject) {
         ),
         3
     );
+}
+
+/// The versions listed at `at` that are current (one, where HEAD is sound).
+async fn current_versions(s: &Subject, at: &BlockPath) -> Vec<storage_core::VersionInfo> {
+    let listed = s.block.list_versions(at).await.unwrap();
+    listed.into_iter().filter(|v| v.current).collect()
+}
+
+/// The ids of the versions listed at `at`, in the listing's order.
+async fn version_ids(s: &Subject, at: &BlockPath) -> Vec<String> {
+    let listed = s.block.list_versions(at).await.unwrap();
+    listed.into_iter().map(|v| v.version).collect()
 }

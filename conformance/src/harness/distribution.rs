@@ -35,6 +35,12 @@ pub struct OciRegistry {
 }
 
 impl OciRegistry {
+    /// The port the registry listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        let (_, port) = self.host.rsplit_once(':').expect("127.0.0.1:PORT");
+        port.parse().expect("a port")
+    }
+
     /// Installs the registry and htpasswd if missing and starts the registry on a free port,
     /// taking Basic credentials itself.
     pub fn start() -> Result<OciRegistry, String> {

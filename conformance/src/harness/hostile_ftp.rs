@@ -8,11 +8,12 @@
 //! connection), everything stopped when the value is dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use super::hostile_listener::HostileListener;
 
 /// Commands one control connection serves before it is closed.
 const COMMANDS_PER_CONNECTION: usize = 10_000;
@@ -67,66 +68,27 @@ impl Listing {
 
 /// A running hostile FTP server; stopped (its threads end) when dropped.
 pub struct HostileFtp {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<String>>>,
-    accept: Option<JoinHandle<()>>,
+    /// Records every command line read.
+    server: HostileListener<String>,
 }
 
 impl HostileFtp {
     /// Listens on a free port of 127.0.0.1 and answers every MLSD with `listing`.
     pub fn start(listing: Listing) -> Result<HostileFtp, String> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("hostile ftp: bind: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("hostile ftp: local_addr: {e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let listing = Arc::new(listing);
-        let accept = {
-            let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (stop, seen, listing) = (stop.clone(), seen.clone(), listing.clone());
-                    std::thread::spawn(move || serve(conn, &stop, &seen, &listing));
-                }
-            })
-        };
-        Ok(HostileFtp {
-            addr,
-            stop,
-            seen,
-            accept: Some(accept),
-        })
+        let server = HostileListener::start("hostile ftp", move |conn, stop, seen| {
+            serve(conn, stop, seen, &listing)
+        })?;
+        Ok(HostileFtp { server })
     }
 
     /// `ftp://127.0.0.1:PORT/path` (`path` starts with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("ftp://{}{path}", self.addr)
+        format!("ftp://{}{path}", self.server.addr)
     }
 
     /// Every command line read so far (a PASS line shows as `PASS`).
     pub fn commands(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for HostileFtp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
+        self.server.seen()
     }
 }
 
@@ -268,7 +230,7 @@ mod tests {
     #[test]
     fn it_logs_in_lists_records_and_stops() {
         let server = HostileFtp::start(Listing::of(&[("a", true), ("b.txt", false)])).unwrap();
-        let control = TcpStream::connect(server.addr).unwrap();
+        let control = TcpStream::connect(server.server.addr).unwrap();
         control
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -297,7 +259,7 @@ mod tests {
         assert!(reply(&mut r).starts_with("226"));
         let commands = server.commands();
         assert_eq!(commands, ["USER u", "PASS", "PASV", "MLSD /x"]);
-        let addr = server.addr;
+        let addr = server.server.addr;
         drop(server);
         assert!(TcpStream::connect(addr).is_err());
     }

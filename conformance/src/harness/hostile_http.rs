@@ -8,11 +8,12 @@
 //! value is dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use super::hostile_listener::HostileListener;
 
 /// Requests one connection serves before it is closed.
 const REQUESTS_PER_CONNECTION: usize = 10_000;
@@ -122,10 +123,8 @@ type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
 
 /// A running hostile server; stopped (its threads end) when dropped.
 pub struct HostileHttp {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Request>>>,
-    accept: Option<JoinHandle<()>>,
+    /// Records every request read.
+    server: HostileListener<Request>,
 }
 
 impl HostileHttp {
@@ -133,62 +132,25 @@ impl HostileHttp {
     pub fn start(
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> Result<HostileHttp, String> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("hostile http: bind: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("hostile http: local_addr: {e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let accept = {
-            let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (stop, seen, handler) = (stop.clone(), seen.clone(), handler.clone());
-                    std::thread::spawn(move || serve(conn, &stop, &seen, &*handler));
-                }
-            })
-        };
-        Ok(HostileHttp {
-            addr,
-            stop,
-            seen,
-            accept: Some(accept),
-        })
+        let server = HostileListener::start("hostile http", move |conn, stop, seen| {
+            serve(conn, stop, seen, &handler)
+        })?;
+        Ok(HostileHttp { server })
     }
 
     /// `host:port`.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr.to_string()
     }
 
     /// `http://127.0.0.1:PORT/path` (`path` starts with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.server.addr)
     }
 
     /// Every request read so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for HostileHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
+        self.server.seen()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::cache_dir;
 
@@ -43,6 +43,16 @@ pub(super) fn locked<T>(lock: &str, work: impl FnOnce() -> Result<T, String>) ->
         .lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     work()
+}
+
+/// Whether this machine has the unix account `user`.
+pub(super) fn unix_user_exists(user: &str) -> bool {
+    Command::new("id")
+        .args(["-u", user])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs an install command; on failure the error names it and ends with its output's tail.

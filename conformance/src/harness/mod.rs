@@ -18,6 +18,7 @@ mod faults;
 mod git;
 pub mod hostile_ftp;
 pub mod hostile_http;
+mod hostile_listener;
 pub mod http;
 mod install;
 mod moto;

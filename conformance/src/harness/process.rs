@@ -1,10 +1,12 @@
 //! One emulator process: a free port, output to a log file in a fresh temp dir, a readiness
-//! wait that reports the log's tail on failure, and kill-by-PID when dropped.
+//! wait that reports the log's tail on failure, and kill-by-PID when dropped. And the short
+//! commands around servers: one fed on its stdin, one whose printed text is the answer.
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -155,4 +157,37 @@ fn keep_log(name: &str, pid: u32, log: &Path) {
 pub(super) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `cmd` with `input` on its stdin (closed after it) and waits for it; `what` names it
+/// in errors.
+pub(super) fn output_fed(cmd: &mut Command, input: &str, what: &str) -> Result<Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .map_err(|e| format!("{what}: {e}"))?;
+    child.wait_with_output().map_err(|e| format!("{what}: {e}"))
+}
+
+/// What a command (`what`) printed, if it succeeded; else an error with its status and
+/// everything it printed.
+pub(super) fn printed(out: Output, what: &str) -> Result<String, String> {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{what} failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

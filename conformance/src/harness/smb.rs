@@ -3,7 +3,6 @@
 //! state folder of the server lives in a fresh folder of its own.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,16 +102,7 @@ fn smbclient_at(port: u16, commands: &str) -> Result<String, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run smbclient: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "smbclient -c {commands:?} failed ({}): {text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    process::printed(out, &format!("smbclient -c {commands:?}"))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
@@ -157,14 +147,7 @@ fn write_conf(conf: &Path, root: &Path, port: u16) -> Result<(), String> {
 
 /// The unix account behind the Samba user (no home, no shell), made once per machine.
 fn unix_user() -> Result<(), String> {
-    let exists = || {
-        Command::new("id")
-            .args(["-u", USER])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let exists = || install::unix_user_exists(USER);
     if exists() {
         return Ok(());
     }
@@ -181,24 +164,14 @@ fn unix_user() -> Result<(), String> {
 /// Adds the user to this server's password database (`smbpasswd -s` reads the password
 /// twice from stdin).
 fn add_samba_user(smbpasswd: &Path, conf: &Path) -> Result<(), String> {
-    let mut child = Command::new(smbpasswd)
-        .arg("-c")
-        .arg(conf)
-        .args(["-s", "-a", USER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run smbpasswd: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(format!("{PASSWORD}\n{PASSWORD}\n").as_bytes())
-        .map_err(|e| format!("smbpasswd: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("smbpasswd: {e}"))?;
+    let out = process::output_fed(
+        Command::new(smbpasswd)
+            .arg("-c")
+            .arg(conf)
+            .args(["-s", "-a", USER]),
+        &format!("{PASSWORD}\n{PASSWORD}\n"),
+        "smbpasswd",
+    )?;
     if out.status.success() {
         return Ok(());
     }

@@ -3,11 +3,11 @@
 //! password, and the internal SFTP server. Recipe from shared/EMULATORS.md.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -128,35 +128,18 @@ impl Sshd {
     /// Runs the OpenSSH `sftp` client in batch mode with the client key, the commands given
     /// on its stdin; returns what it printed.
     pub fn sftp(&self, commands: &str) -> Result<String, String> {
-        let mut child = Command::new("sftp")
-            .args(["-b", "-", "-P", &self.port.to_string(), "-i"])
-            .arg(&self.client_key)
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
-            .arg(format!("{}@{}", self.user, self.host))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run sftp: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(commands.as_bytes())
-            .map_err(|e| format!("sftp: {e}"))?;
-        let out = child.wait_with_output().map_err(|e| format!("sftp: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "sftp failed ({}): {text}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let out = process::output_fed(
+            Command::new("sftp")
+                .args(["-b", "-", "-P", &self.port.to_string(), "-i"])
+                .arg(&self.client_key)
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+                .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+                .arg(format!("{}@{}", self.user, self.host)),
+            commands,
+            "sftp",
+        )?;
+        process::printed(out, "sftp")
     }
 }
 
@@ -219,14 +202,7 @@ Subsystem sftp internal-sftp
 /// The unix account that logs in (no home, a shell for sshd to accept it), with its
 /// password; made once per machine.
 fn unix_user() -> Result<(), String> {
-    let exists = || {
-        Command::new("id")
-            .args(["-u", USER])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let exists = || install::unix_user_exists(USER);
     let marker = cache_dir().join(".sftp-user");
     if !exists() {
         let _ = fs::remove_file(&marker);
@@ -235,21 +211,11 @@ fn unix_user() -> Result<(), String> {
         if !exists() {
             install::run(Command::new("useradd").args(["-M", "-s", "/bin/sh", USER]))?;
         }
-        let mut child = Command::new("chpasswd")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run chpasswd: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(format!("{USER}:{PASSWORD}\n").as_bytes())
-            .map_err(|e| format!("chpasswd: {e}"))?;
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("chpasswd: {e}"))?;
+        let out = process::output_fed(
+            &mut Command::new("chpasswd"),
+            &format!("{USER}:{PASSWORD}\n"),
+            "chpasswd",
+        )?;
         if out.status.success() {
             Ok(())
         } else {

@@ -24,7 +24,7 @@ mod traced;
 pub use capped_answers::CappedConnector;
 pub use settings::request_timeout;
 #[cfg(feature = "cloud")]
-pub use settings::retry_config;
+pub use settings::{client_options, retry_config};
 
 use std::io::Read;
 use std::path::Path;
@@ -383,12 +383,7 @@ impl StorageBlock for ObjectStoreBlock {
     }
 
     async fn read_path(&self, path: &BlockPath) -> Result<Bytes> {
-        if path.is_root() {
-            return Err(Error::Usage(format!(
-                "{}: name a file to read",
-                self.slug(path)
-            )));
-        }
+        crate::block::refuse_root_read(&self.label, path)?;
         // A plain object is read as it is, unless the block requires signatures: then only
         // a file of a signed version is.
         if !self.trusting() {
@@ -439,24 +434,12 @@ impl StorageBlock for ObjectStoreBlock {
             .map(|(v, _)| async move {
                 let m = self.read_manifest(at, &v).await?;
                 let is_current = current == Some(v.as_str());
-                Ok::<_, Error>(VersionInfo {
-                    current: is_current,
-                    current_since: since.filter(|_| is_current).map(str::to_string),
-                    version: v,
-                    created: m.created,
-                    files: m.totals.files,
-                    bytes: m.totals.bytes,
-                    record: m.record.unwrap_or_default(),
-                })
+                Ok::<_, Error>(VersionInfo::of_package(v, m, is_current, since))
             })
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
-        out.sort_by(|a, b| {
-            b.created
-                .cmp(&a.created)
-                .then_with(|| a.version.cmp(&b.version))
-        });
+        VersionInfo::newest_first(&mut out);
         Ok(out)
     }
 

@@ -1,5 +1,5 @@
 //! Client settings every remote object store shares: its retry policy (as object_store's
-//! settings) and request timeout.
+//! settings), request timeout and HTTP client options.
 
 use super::*;
 
@@ -31,4 +31,20 @@ pub fn request_timeout(label: &str, secs: Option<i64>, default: Duration) -> Res
             "{label}: timeout must be a positive number of seconds, not {s}"
         ))),
     }
+}
+
+#[cfg(feature = "cloud")]
+/// The HTTP client options of a cloud object store: plain http only where `allow_http`, 10 s
+/// to connect, and [`request_timeout`] for one request (the block's `timeout` field `secs`,
+/// else `default`).
+pub fn client_options(
+    label: &str,
+    secs: Option<i64>,
+    default: Duration,
+    allow_http: bool,
+) -> Result<object_store::ClientOptions> {
+    Ok(object_store::ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(request_timeout(label, secs, default)?))
 }

@@ -628,22 +628,8 @@ mod tests {
     use super::*;
     use crate::package::manifest::{Frame, Totals, version_id};
 
-    fn record(path: &str, data: &[u8]) -> ManifestEntry {
-        use sha2::Digest;
-        ManifestEntry {
-            path: path.into(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            size: data.len() as u64,
-            sha256: Some(hex::encode(sha2::Sha256::digest(data))),
-            target: None,
-            frame: 0,
-            offset: 0,
-        }
-    }
-
     fn one_file_manifest(data: &[u8]) -> PackageManifest {
-        let entries = vec![record("a.txt", data)];
+        let entries = vec![ManifestEntry::file("a.txt", data)];
         PackageManifest {
             format: 1,
             version: version_id(&entries),
@@ -747,7 +733,10 @@ mod tests {
             tar.append_data(&mut h, p, &d[..]).unwrap();
         }
         let package = zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap();
-        let entries: Vec<ManifestEntry> = files.iter().map(|(p, d)| record(p, d)).collect();
+        let entries: Vec<ManifestEntry> = files
+            .iter()
+            .map(|(p, d)| ManifestEntry::file(p, d))
+            .collect();
         let manifest = PackageManifest {
             format: 1,
             version: version_id(&entries),

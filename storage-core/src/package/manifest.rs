@@ -62,6 +62,23 @@ pub struct ManifestEntry {
     pub offset: u64,
 }
 
+impl ManifestEntry {
+    /// The record of a regular file (mode 0o644) at `path` holding `data`, at the start of
+    /// the first frame: what a package of hand-made entries says of a file.
+    pub fn file(path: &str, data: &[u8]) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: data.len() as u64,
+            sha256: Some(hex::encode(Sha256::digest(data))),
+            target: None,
+            frame: 0,
+            offset: 0,
+        }
+    }
+}
+
 /// One independent zstd frame of the package. Offsets are positions in the concatenation of
 /// the frames in order (in format 1, in the package file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +148,9 @@ impl Totals {
 }
 
 /// Everything a version is: its entries with their hashes, and the frames that hold them.
-/// Stored beside the frames; a get checks every file against it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored beside the frames; a get checks every file against it. (The default, format 0 and
+/// empty, is no version: a start for a manifest made by hand.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageManifest {
     /// The package format: [`MANIFEST_FORMAT`], [`FRAMES_FORMAT`] or [`PACKS_FORMAT`].
     pub format: u32,

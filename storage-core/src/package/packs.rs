@@ -492,13 +492,9 @@ mod tests {
         }
         let m = PackageManifest {
             format: PACKS_FORMAT,
-            version: String::new(),
-            created: String::new(),
             compression: "zstd".into(),
-            totals: Default::default(),
             frames,
-            entries: Vec::new(),
-            record: None,
+            ..PackageManifest::default()
         };
         let reusable = reusable_frames(&m);
         let packs: HashSet<&str> = reusable.values().map(|f| f.pack.as_str()).collect();

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use git2::{ObjectType, Oid, Repository, Signature, Sort};
 use storage_core::block::emit;
 use storage_core::package::destination::{check_destination, commit, staging_for};
+use storage_core::secret::resolve_optional;
 use storage_core::source_tree::{ScanOptions, SourceTree};
 use storage_core::{
     BlockPath, Capabilities, DeleteOptions, Error, GetOptions, GetReport, Layout, ListedFile,
@@ -73,12 +74,7 @@ impl Workspace {
 impl GitBlock {
     pub(crate) fn new(config: &GitConfig, label: &str) -> Result<Self> {
         let bad = |e: Error| e.context(label);
-        let token = config
-            .token
-            .as_ref()
-            .map(|t| t.resolve("token"))
-            .transpose()
-            .map_err(bad)?;
+        let token = resolve_optional(config.token.as_ref(), "token").map_err(bad)?;
         let remote = GitRemote::new(&config.url, config.username.as_deref(), token).map_err(bad)?;
         let depth = match config.depth {
             None => 1,

@@ -20,6 +20,8 @@ use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
 use storage_folders::Listed;
 use storage_folders::names::{lock_for, parent};
 
+use crate::http_folder::HttpFolder;
+
 pub(crate) const STORE: &str = "WebDAV";
 /// How a request the server answered with a 5xx or whose connection failed is tried again:
 /// 3 tries, pauses of 100 and 200 ms (timeouts are not tried again).
@@ -74,20 +76,16 @@ pub(crate) use storage_folders::location_of as object_path;
 
 /// A folder on a WebDAV server and a login to it. Debug shows no password.
 pub(crate) struct Dav {
-    client: reqwest::Client,
-    /// The folder's URL, ending in `/`, without credentials.
-    base: url::Url,
-    pub(crate) username: Option<String>,
-    password: Option<String>,
-    /// How long one request may take (see the module's notes).
-    pub(crate) timeout: Duration,
+    /// The folder (its URL without credentials), its login, and how long one request may
+    /// take (see the module's notes).
+    pub(crate) folder: HttpFolder,
 }
 
 impl std::fmt::Debug for Dav {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dav")
             .field("base", &self.shown(""))
-            .field("username", &self.username)
+            .field("username", &self.folder.username)
             .finish_non_exhaustive()
     }
 }
@@ -99,30 +97,12 @@ impl Dav {
         password: Option<String>,
         timeout: Duration,
     ) -> object_store::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| generic(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Dav {
-            client,
-            base,
-            username,
-            password,
-            timeout,
-        })
+        let folder = HttpFolder::new(base, username, password, timeout, STORE)?;
+        Ok(Dav { folder })
     }
 
     pub(crate) fn url(&self, key: &str, folder: bool) -> url::Url {
-        let mut url = self.base.clone();
-        if let Ok(mut segs) = url.path_segments_mut() {
-            segs.pop_if_empty();
-            segs.extend(key.split('/').filter(|s| !s.is_empty()));
-            if folder {
-                segs.push("");
-            }
-        }
-        url
+        self.folder.url(key, folder)
     }
 
     /// The folder's URL as messages show it.
@@ -133,15 +113,9 @@ impl Dav {
     /// A request that must end, first byte to last, within `timeout` (a GET's body is
     /// bounded where it is read; a PUT's by its size).
     fn request(&self, method: Method, url: url::Url) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url).timeout(self.timeout);
-        self.with_login(req)
-    }
-
-    fn with_login(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.username {
-            Some(user) => req.basic_auth(user, self.password.as_deref()),
-            None => req,
-        }
+        self.folder
+            .request(method, url)
+            .timeout(self.folder.timeout)
     }
 
     /// Sends `req`, again after a 5xx or a failed connection (a server busy with racing
@@ -154,7 +128,7 @@ impl Dav {
         what: &str,
         ok: &[StatusCode],
     ) -> object_store::Result<reqwest::Response> {
-        self.send_to(req, key, &self.shown(key), what, ok, self.timeout)
+        self.send_to(req, key, &self.shown(key), what, ok, self.folder.timeout)
             .await
     }
 
@@ -268,7 +242,7 @@ impl Dav {
             if e.is_timeout() {
                 storage_core::bounds::timed_out(
                     &format!("listing {}", self.shown(key)),
-                    self.timeout,
+                    self.folder.timeout,
                 )
             } else {
                 storage_core::Error::Backend(format!(
@@ -285,7 +259,7 @@ impl Dav {
         let text = String::from_utf8_lossy(&text);
         let entries = parse_multistatus(&text)
             .map_err(|e| generic(format!("listing {}: {e}", self.shown(key))))?;
-        let base = percent_decode(self.base.path());
+        let base = percent_decode(self.folder.base.path());
         Ok(Some(
             entries
                 .into_iter()
@@ -323,7 +297,7 @@ impl Dav {
         range: Option<String>,
     ) -> object_store::Result<reqwest::Response> {
         // No deadline for the whole request here: the body's is set once its length is known.
-        let mut req = self.with_login(self.client.request(Method::GET, self.url(key, false)));
+        let mut req = self.folder.request(Method::GET, self.url(key, false));
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, r);
         }
@@ -332,7 +306,7 @@ impl Dav {
 
     /// PUT of a whole body; a missing folder is made and the PUT sent again.
     pub(crate) async fn put(&self, key: &str, body: Bytes) -> object_store::Result<()> {
-        let limit = transfer_deadline(self.timeout, body.len() as u64);
+        let limit = transfer_deadline(self.folder.timeout, body.len() as u64);
         let shown = self.shown(key);
         let send = || {
             let req = self
@@ -366,7 +340,7 @@ impl Dav {
                 &shown,
                 "making folder",
                 &ok,
-                self.timeout,
+                self.folder.timeout,
             )
             .await?;
         Ok(resp.status() == StatusCode::CREATED)
@@ -381,6 +355,7 @@ impl Dav {
     /// refuse MKCOL: only a refusal below them is an error.
     pub(crate) async fn make_dirs(&self, dir: &str) -> object_store::Result<()> {
         let base: Vec<String> = self
+            .folder
             .base
             .path_segments()
             .into_iter()
@@ -388,7 +363,7 @@ impl Dav {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let mut url = self.base.clone();
+        let mut url = self.folder.base.clone();
         for (i, seg) in base.iter().enumerate() {
             url.set_path(&format!("/{}/", base[..=i].join("/")));
             if let Err(e) = self.mkcol_at(url.clone(), seg).await

@@ -155,7 +155,7 @@ impl Protocol for Dav {
         download: Download,
         range: Range<u64>,
     ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
-        Ok(download.range(range, self.shown(key), self.timeout, STORE))
+        Ok(download.range(range, self.shown(key), self.folder.timeout, STORE))
     }
 
     async fn rename_over(
