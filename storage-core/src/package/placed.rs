@@ -274,20 +274,7 @@ fn same_content(path: &Path, size: u64, sha256: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::manifest::{ManifestEntry, Totals, version_id};
-
-    fn file(path: &str, data: &[u8]) -> ManifestEntry {
-        ManifestEntry {
-            path: path.into(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            size: data.len() as u64,
-            sha256: Some(hex::encode(Sha256::digest(data))),
-            target: None,
-            frame: 0,
-            offset: 0,
-        }
-    }
+    use crate::package::manifest::{ManifestEntry, version_id};
 
     /// A folder `dest` holding `a.txt` and `sub/b.txt`, as a get would leave it, and its
     /// manifest; its record in `cache`.
@@ -298,16 +285,15 @@ mod tests {
             fs::write(dest.join(path), data).unwrap();
             fs::set_permissions(dest.join(path), fs::Permissions::from_mode(0o644)).unwrap();
         }
-        let entries = vec![file("a.txt", b"a"), file("sub/b.txt", b"bb")];
+        let entries = vec![
+            ManifestEntry::file("a.txt", b"a"),
+            ManifestEntry::file("sub/b.txt", b"bb"),
+        ];
         let manifest = PackageManifest {
             format: 3,
             version: version_id(&entries),
-            created: String::new(),
-            compression: "zstd".into(),
-            totals: Totals::default(),
-            frames: Vec::new(),
             entries,
-            record: None,
+            ..PackageManifest::default()
         };
         let placed = Placed::for_get(&dest, false, Some(&root.join("cache").join("frames")));
         placed.record(&dest, &manifest.version, HELD);
@@ -409,7 +395,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let (dest, manifest, placed) = placed_tree(root.path());
         let mut other = manifest.clone();
-        other.entries[0] = file("a.txt", b"z");
+        other.entries[0] = ManifestEntry::file("a.txt", b"z");
         other.version = manifest.version.clone();
         assert_eq!(placed.holds(&dest, &manifest.version, || Some(other)), None);
         let none = Placed::for_get(&dest, true, None);
