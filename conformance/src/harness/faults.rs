@@ -38,7 +38,7 @@ pub enum Cut {
     Reset,
     /// Forward nothing more and never answer; the client's timeout must end it.
     Stall,
-    /// Forward the rest one byte at a time, [`TRICKLE_EVERY`] apart, as a server that answers
+    /// Forward the rest one byte at a time, `TRICKLE_EVERY` apart, as a server that answers
     /// but never finishes does; the client's deadline for the whole request must end it.
     Trickle,
 }

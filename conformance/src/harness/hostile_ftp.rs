@@ -29,7 +29,7 @@ const DATA_WAIT: Duration = Duration::from_secs(10);
 pub enum Listing {
     /// These bytes, then the end of the data connection and `226`.
     Full(Vec<u8>),
-    /// `chunk` again and again (up to [`ENDLESS_MAX`]), without end.
+    /// `chunk` again and again (up to `ENDLESS_MAX`), without end.
     Endless(Vec<u8>),
     /// These bytes, one every `every`.
     Trickle { body: Vec<u8>, every: Duration },

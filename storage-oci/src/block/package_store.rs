@@ -156,7 +156,7 @@ impl PackageStore for OciBlock {
         Ok(Swap::Done)
     }
 
-    /// The swaps `current` remembers (its last [`artifact::HISTORY_MAX`]), oldest first.
+    /// The swaps `current` remembers (its last `HISTORY_MAX`), oldest first.
     async fn head_history(&self, at: &BlockPath) -> Result<Vec<(i64, String)>> {
         let named = self.named(at);
         let repo = self.repo(at).map_err(&named)?;
