@@ -3,13 +3,16 @@
 //! connections reset mid-transfer and stalled connections, put and get either succeed
 //! through retries or fail cleanly (exit 1, one line) in bounded time; the previous version
 //! stays current and whole, no partial version is ever listed, and gc leaves a sound store.
-//! Each test checks that its fault really happened.
+//! Each test checks that its fault really happened. A case runs for all its backends at
+//! once (`side_by_side`): most of its time is waiting, not work.
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Azurite, Cut, Direction, FakeGcs, FaultProxy, Moto, shared};
@@ -893,15 +896,74 @@ fn assert_nothing_written(parent: &Path) {
     );
 }
 
+/// One case of this file run against one backend.
+type Case = fn(Backend) -> Pin<Box<dyn Future<Output = ()>>>;
+/// How each backend's run of one case ended, by backend: `Err` holds its panic message.
+type Outcomes = BTreeMap<&'static str, Result<(), String>>;
+
+/// Runs the test of `case` on `backend`. Most of a case's time is spent waiting (request
+/// timeouts over stalled connections, retry pauses), so the first test of a case to run runs
+/// that case for every backend that has it, side by side, each on a runtime of its own as a
+/// test of its own would (scoped threads: nothing outlives it); the case's other tests then
+/// find their outcome ready, and each fails with its own backend's panic only.
+fn side_by_side(case: &'static str, backend: Backend) {
+    static GROUPS: Mutex<BTreeMap<&'static str, Arc<OnceLock<Outcomes>>>> =
+        Mutex::new(BTreeMap::new());
+    let group = GROUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(case)
+        .or_default()
+        .clone();
+    let outcomes = group.get_or_init(|| {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = CASES
+                .iter()
+                .filter(|(_, name, _)| *name == case)
+                .map(|&(backend, _, run)| {
+                    let thread = s.spawn(move || {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .expect("a tokio runtime")
+                            .block_on(run(backend))
+                    });
+                    (backend.label(), thread)
+                })
+                .collect();
+            runs.into_iter()
+                .map(|(label, thread)| (label, thread.join().map_err(panic_text)))
+                .collect()
+        })
+    });
+    if let Err(e) = &outcomes[backend.label()] {
+        panic!("{e}");
+    }
+}
+
+/// The message a panicking thread left.
+fn panic_text(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
 macro_rules! fault_tests {
     ($($module:ident => $backend:ident: $($case:ident),* ;)*) => {
+        /// Every test of this file: its backend, its case's name, and the case.
+        const CASES: &[(Backend, &str, Case)] = &[
+            $($((Backend::$backend, stringify!($case), |backend| Box::pin($case(backend))),)*)*
+        ];
         $(
             mod $module {
                 use super::*;
                 $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $case() {
-                        super::$case(Backend::$backend).await;
+                    #[test]
+                    fn $case() {
+                        side_by_side(stringify!($case), Backend::$backend);
                     }
                 )*
             }
