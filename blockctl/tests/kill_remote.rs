@@ -19,14 +19,15 @@
 //! grace.
 //!
 //! S3, Azure and GCS date objects themselves, so their scenarios wait that minute out: the
-//! three run side by side, and each runs its killed gets (at a path of their own) meanwhile.
+//! three run side by side, and each runs its killed gets (at a path of their own) meanwhile,
+//! while the other scenarios, which age what the kill left themselves, run beside them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -719,28 +720,91 @@ fn kill_gets(h: &Home, slug: &str, kind: &str) {
     );
 }
 
-/// How each scenario on a server-dated store ended: `Err` holds its panic message.
-type Outcomes = BTreeMap<&'static str, Result<(), String>>;
+/// How a scenario ended: `Err` holds its panic message.
+type Outcome = Result<(), String>;
+/// How each scenario on a server-dated store ended.
+type Outcomes = BTreeMap<&'static str, Outcome>;
 /// A remote by its kind, and how to set it up.
 type Setup = (&'static str, fn() -> Remote);
+
+/// The scenarios that age what a killed put left themselves (files dated back, a registry
+/// collected by version), by test name, in the order the dated scenarios' wait takes them
+/// up: from the last test libtest starts to the first.
+const SELF_AGED: [(&str, fn()); 6] = [
+    ("kill_on_webdav", || scenario(webdav())),
+    ("kill_on_smb", || scenario(smb())),
+    ("kill_on_sftp", || scenario(sftp())),
+    ("kill_on_oci", || scenario(oci())),
+    ("kill_on_http_get", http_get),
+    ("kill_on_ftp", || scenario(ftp())),
+];
+
+/// How many of those run at once while the dated scenarios wait.
+const SIDE_LANES: usize = 2;
+
+/// Runs the scenario of test `name` once in this binary: the first caller runs it (its
+/// test, or the dated scenarios' wait), any other waits for it and gets how it ended.
+fn once(name: &'static str, run: fn()) -> Outcome {
+    static RUNS: Mutex<BTreeMap<&str, Arc<OnceLock<Outcome>>>> = Mutex::new(BTreeMap::new());
+    let run_of_name = RUNS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(name)
+        .or_default()
+        .clone();
+    run_of_name
+        .get_or_init(|| std::panic::catch_unwind(run).map_err(panic_text))
+        .clone()
+}
+
+/// The test of a scenario that ages its leftovers itself.
+fn self_aged(name: &'static str) {
+    let (_, run) = SELF_AGED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a scenario of that name");
+    if let Err(e) = once(name, *run) {
+        panic!("{e}");
+    }
+}
 
 /// The scenarios on S3, Azure and GCS, all at once. Each waits over a minute for the killed
 /// put's intent to expire (those stores date objects themselves, so nothing can be aged), so
 /// they run side by side rather than each holding a test thread for its wait. The first of
 /// their tests to run starts all three and waits for every one (scoped threads: nothing
-/// outlives it); each test then fails with its own scenario's panic only.
+/// outlives it); each test then fails with its own scenario's panic only. Meanwhile
+/// [`SIDE_LANES`] more threads take up, one after another, the scenarios that age their
+/// leftovers themselves and that no test has started yet, so that the machine works while the
+/// three wait (libtest runs two tests at a time, and the dated scenarios' other tests only
+/// wait); they start none once the three are done, and those tests get what they ran.
 fn dated_by_server(kind: &'static str) {
     static OUTCOMES: OnceLock<Outcomes> = OnceLock::new();
     let outcomes = OUTCOMES.get_or_init(|| {
         let remotes: [Setup; 3] = [("s3", s3), ("azure", azure), ("gcs", gcs)];
+        let dated_done = AtomicBool::new(false);
+        let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
             let runs: Vec<_> = remotes
                 .iter()
                 .map(|&(kind, remote)| (kind, s.spawn(move || scenario(remote()))))
                 .collect();
-            runs.into_iter()
+            for _ in 0..SIDE_LANES {
+                s.spawn(|| {
+                    while !dated_done.load(Ordering::SeqCst)
+                        && let Some(&(name, run)) =
+                            SELF_AGED.get(next.fetch_add(1, Ordering::SeqCst))
+                    {
+                        // Its test reports how it ended.
+                        let _ = once(name, run);
+                    }
+                });
+            }
+            let outcomes = runs
+                .into_iter()
                 .map(|(kind, run)| (kind, run.join().map_err(panic_text)))
-                .collect()
+                .collect();
+            dated_done.store(true, Ordering::SeqCst);
+            outcomes
         })
     });
     if let Err(e) = &outcomes[kind] {
@@ -774,33 +838,37 @@ fn kill_on_gcs() {
 
 #[test]
 fn kill_on_smb() {
-    scenario(smb());
+    self_aged("kill_on_smb");
 }
 
 #[test]
 fn kill_on_sftp() {
-    scenario(sftp());
+    self_aged("kill_on_sftp");
 }
 
 #[test]
 fn kill_on_webdav() {
-    scenario(webdav());
+    self_aged("kill_on_webdav");
 }
 
 #[test]
 fn kill_on_ftp() {
-    scenario(ftp());
+    self_aged("kill_on_ftp");
 }
 
 #[test]
 fn kill_on_oci() {
-    scenario(oci());
+    self_aged("kill_on_oci");
+}
+
+#[test]
+fn kill_on_http_get() {
+    self_aged("kill_on_http_get");
 }
 
 /// Read-only HTTP (python's http.server) serving what a local block wrote: only gets, so only
 /// the get kills.
-#[test]
-fn kill_on_http_get() {
+fn http_get() {
     let web = shared::<StaticHttp>(StaticHttp::start);
     let h = Home::new();
     let served = format!("basepath={}", web.root.join("kill").display());

@@ -3,13 +3,16 @@
 //! connections reset mid-transfer and stalled connections, put and get either succeed
 //! through retries or fail cleanly (exit 1, one line) in bounded time; the previous version
 //! stays current and whole, no partial version is ever listed, and gc leaves a sound store.
-//! Each test checks that its fault really happened.
+//! Each test checks that its fault really happened. A case runs for all its backends at
+//! once (`side_by_side`): most of its time is waiting, not work.
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Azurite, Cut, Direction, FakeGcs, FaultProxy, Moto, shared};
@@ -185,10 +188,7 @@ impl Rig {
 
     /// A source tree: a small project plus `mib` MiB of data that does not compress.
     fn tree(&self, marker: &str, mib: usize) -> PathBuf {
-        let root = self.scratch.path().join(format!("src-{marker}"));
-        small_tree(&root, marker);
-        write(&root, "data/blob.bin", noise(mib * MIB, mib as u64 + 17));
-        root
+        source_tree(self.scratch.path(), marker, mib)
     }
 
     /// A fresh destination in an empty folder of its own: (folder, destination).
@@ -274,6 +274,14 @@ impl Rig {
             self.backend
         );
     }
+}
+
+/// A source tree in `dir`: a small project plus `mib` MiB of data that does not compress.
+fn source_tree(dir: &Path, marker: &str, mib: usize) -> PathBuf {
+    let root = dir.join(format!("src-{marker}"));
+    small_tree(&root, marker);
+    write(&root, "data/blob.bin", noise(mib * MIB, mib as u64 + 17));
+    root
 }
 
 /// Gets here test the network: no frame comes from the agent cache.
@@ -447,12 +455,34 @@ async fn a_reset_during_get_is_retried_or_fails_cleanly(backend: Backend) {
 /// With a 3 s request timeout, a put whose first connection stalls succeeds through a retry;
 /// with a 1 s one, a put whose every connection stalls after 512 KiB up, and a get cut off by
 /// a stall 1 MiB into its download, fail cleanly in bounded time, and the previous version
-/// stays current.
+/// stays current. Each of the three waits out its stalls on a rig (bucket and proxy) of its
+/// own, side by side with the others.
 async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
-    let rig = Rig::new(backend, "stall").await;
-    let v1 = rig.tree("v1", 1);
-    let v2 = rig.tree("v2", 12);
+    // The sources outlive every rig.
+    let sources = tempfile::tempdir().expect("sources dir");
+    let v1 = source_tree(sources.path(), "v1", 1);
+    let v2 = source_tree(sources.path(), "v2", 12);
+    let past_one = Rig::new(backend, "stall").await;
+    let put_stalled = Rig::new(backend, "stall-put").await;
+    let get_stalled = Rig::new(backend, "stall-get").await;
+    let phases = [
+        tokio::spawn(a_put_gets_past_one_stalled_connection(past_one, v1.clone())),
+        tokio::spawn(a_put_whose_uploads_all_stall_fails_cleanly(
+            put_stalled,
+            v1.clone(),
+            v2.clone(),
+        )),
+        tokio::spawn(a_get_cut_off_by_a_stall_fails_cleanly(get_stalled, v1, v2)),
+    ];
+    for phase in phases {
+        if let Err(e) = phase.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
 
+async fn a_put_gets_past_one_stalled_connection(rig: Rig, v1: PathBuf) {
+    let backend = rig.backend;
     rig.proxy.cut(Cut::Stall, 1, 0, Direction::Upstream);
     let (put, took) = within_bound(
         "put",
@@ -468,7 +498,11 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     );
     eprintln!("{backend:?}: put past one stalled connection in {took:?}");
     rig.assert_sound(&[&v1], &v1).await;
+}
 
+async fn a_put_whose_uploads_all_stall_fails_cleanly(rig: Rig, v1: PathBuf, v2: PathBuf) {
+    let backend = rig.backend;
+    rig.put_direct(&v1).await;
     rig.proxy
         .cut(Cut::Stall, u32::MAX, CUT_AFTER, Direction::Upstream);
     let (put, took) = within_bound(
@@ -487,10 +521,13 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     rig.proxy.pass_through();
     rig.assert_sound(&[&v1], &v1).await;
     rig.assert_gc_keeps_current(&[&v1], &v1).await;
+}
 
-    // A 12 MiB version to read, then the network goes silent 1 MiB into its download.
+/// A 12 MiB version to read, then the network goes silent 1 MiB into its download.
+async fn a_get_cut_off_by_a_stall_fails_cleanly(rig: Rig, v1: PathBuf, v2: PathBuf) {
+    let backend = rig.backend;
+    rig.put_direct(&v1).await;
     rig.put_direct(&v2).await;
-    let stalled_before = rig.proxy.injected().stalled;
     rig.proxy
         .partition_after(Cut::Stall, MIB as u64, Direction::Downstream);
     let (parent, dest) = rig.destination("stall-get");
@@ -501,7 +538,7 @@ async fn stalled_connections_fail_cleanly_in_bounded_time(backend: Backend) {
     )
     .await;
     assert!(
-        rig.proxy.injected().stalled > stalled_before,
+        rig.proxy.injected().stalled > 0,
         "{backend:?}: no download stalled"
     );
     let err = got.expect_err("a get whose downloads all stall succeeded");
@@ -893,15 +930,74 @@ fn assert_nothing_written(parent: &Path) {
     );
 }
 
+/// One case of this file run against one backend.
+type Case = fn(Backend) -> Pin<Box<dyn Future<Output = ()>>>;
+/// How each backend's run of one case ended, by backend: `Err` holds its panic message.
+type Outcomes = BTreeMap<&'static str, Result<(), String>>;
+
+/// Runs the test of `case` on `backend`. Most of a case's time is spent waiting (request
+/// timeouts over stalled connections, retry pauses), so the first test of a case to run runs
+/// that case for every backend that has it, side by side, each on a runtime of its own as a
+/// test of its own would (scoped threads: nothing outlives it); the case's other tests then
+/// find their outcome ready, and each fails with its own backend's panic only.
+fn side_by_side(case: &'static str, backend: Backend) {
+    static GROUPS: Mutex<BTreeMap<&'static str, Arc<OnceLock<Outcomes>>>> =
+        Mutex::new(BTreeMap::new());
+    let group = GROUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(case)
+        .or_default()
+        .clone();
+    let outcomes = group.get_or_init(|| {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = CASES
+                .iter()
+                .filter(|(_, name, _)| *name == case)
+                .map(|&(backend, _, run)| {
+                    let thread = s.spawn(move || {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .expect("a tokio runtime")
+                            .block_on(run(backend))
+                    });
+                    (backend.label(), thread)
+                })
+                .collect();
+            runs.into_iter()
+                .map(|(label, thread)| (label, thread.join().map_err(panic_text)))
+                .collect()
+        })
+    });
+    if let Err(e) = &outcomes[backend.label()] {
+        panic!("{e}");
+    }
+}
+
+/// The message a panicking thread left.
+fn panic_text(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
 macro_rules! fault_tests {
     ($($module:ident => $backend:ident: $($case:ident),* ;)*) => {
+        /// Every test of this file: its backend, its case's name, and the case.
+        const CASES: &[(Backend, &str, Case)] = &[
+            $($((Backend::$backend, stringify!($case), |backend| Box::pin($case(backend))),)*)*
+        ];
         $(
             mod $module {
                 use super::*;
                 $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $case() {
-                        super::$case(Backend::$backend).await;
+                    #[test]
+                    fn $case() {
+                        side_by_side(stringify!($case), Backend::$backend);
                     }
                 )*
             }
