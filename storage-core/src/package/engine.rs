@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::package::destination::{commit, staging_for};
-use crate::package::extract::{file_in_frames, unpack_tar_over, unpack_verified_over};
+use crate::package::extract::{decompressing, file_in_frames, unpack_tar_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
 use crate::package::large_files;
 use crate::package::manifest::{
@@ -762,22 +762,17 @@ impl PackageEngine {
             tokio::task::spawn_blocking(move || {
                 let reader: Box<dyn Read + Send> = Box::new(reader);
                 let result = match selection {
-                    None if unpacked => unpack_tar_over(
-                        reader,
-                        &manifest,
-                        &staging,
-                        &subtree,
-                        previous.as_deref(),
-                        |_| {},
-                    ),
-                    None => unpack_verified_over(
-                        reader,
-                        &manifest,
-                        &staging,
-                        &subtree,
-                        previous.as_deref(),
-                        |_| {},
-                    ),
+                    None => {
+                        // Format 1's one archive is decompressed here; frames were above.
+                        let tar: Result<Box<dyn Read + Send>> = match unpacked {
+                            true => Ok(reader),
+                            false => decompressing(reader).map(|r| Box::new(r) as _),
+                        };
+                        tar.and_then(|tar| {
+                            let prev = previous.as_deref();
+                            unpack_tar_over(tar, &manifest, &staging, &subtree, prev, |_| {})
+                        })
+                    }
                     Some(s) => unpack_selection(reader, s, &manifest, &staging, &subtree, previous),
                 };
                 match (result, failure.lock().expect("failure slot").take()) {

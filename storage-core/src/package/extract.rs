@@ -34,30 +34,39 @@ pub struct Extracted {
 /// content (read through the new link) has the record's sha256; otherwise leaves nothing at
 /// `new` and says no.
 fn link_unchanged(old: &Path, new: &Path, record: &ManifestEntry) -> bool {
-    use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = fs::symlink_metadata(old) else {
         return false;
     };
-    if !meta.is_file()
-        || meta.len() != record.size
-        || meta.permissions().mode() & 0o7777 != record.mode
-    {
+    if !is_file_as_recorded(&meta, record) || fs::hard_link(old, new).is_err() {
         return false;
     }
-    if fs::hard_link(old, new).is_err() {
-        return false;
+    let same = has_recorded_content(new, record);
+    if !same {
+        let _ = fs::remove_file(new);
     }
-    let same = fs::File::open(new).is_ok_and(|f| {
+    same
+}
+
+/// Whether `meta` is of a regular file of the record's size and mode.
+pub(crate) fn is_file_as_recorded(meta: &fs::Metadata, record: &ManifestEntry) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file() && meta.len() == record.size && meta.permissions().mode() & 0o7777 == record.mode
+}
+
+/// Whether the file at `path` holds the record's size of bytes with the record's sha256.
+pub(crate) fn has_recorded_content(path: &Path, record: &ManifestEntry) -> bool {
+    fs::File::open(path).is_ok_and(|f| {
         let mut reader = HashingReader::new(f);
         io::copy(&mut reader, &mut io::sink()).is_ok() && {
             let (n, sha) = reader.finish();
             n == record.size && Some(&sha) == record.sha256.as_ref()
         }
-    });
-    if !same {
-        let _ = fs::remove_file(new);
-    }
-    same
+    })
+}
+
+/// `package`, a compressed package, as the tar it holds.
+pub fn decompressing(package: impl Read) -> Result<impl Read> {
+    zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))
 }
 
 fn unsafe_archive(why: String) -> Error {
@@ -89,9 +98,14 @@ pub fn unpack_verified_over(
     previous: Option<&Path>,
     on_bytes: impl FnMut(u64),
 ) -> Result<Extracted> {
-    let decoder =
-        zstd::stream::read::Decoder::new(package).map_err(|e| Error::io("starting zstd", e))?;
-    unpack_tar_over(decoder, manifest, staging, subtree, previous, on_bytes)
+    unpack_tar_over(
+        decompressing(package)?,
+        manifest,
+        staging,
+        subtree,
+        previous,
+        on_bytes,
+    )
 }
 
 /// [`unpack_verified_over`] of an unpacked tar stream (a partial get's kept records).

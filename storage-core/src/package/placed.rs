@@ -18,10 +18,8 @@
 //! Records live in the agent's cache (`placed/` beside `frames/`), one per destination
 //! folder. One that cannot be read or written only costs the time this saves.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -29,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::hashcache::{Stamp, cache_dir, read_json, write_atomically};
+use crate::package::extract::{has_recorded_content, is_file_as_recorded};
 use crate::package::manifest::EntryKind;
 use crate::package::manifest::PackageManifest;
-use crate::package::tar_stream::HashingReader;
 
 const FORMAT: u32 = 1;
 
@@ -97,7 +95,7 @@ impl Placed {
         let (Some(file), Some(dest)) = (&self.file, absolute(dest)) else {
             return;
         };
-        let Some((taken, stamps)) = stamps(&dest) else {
+        let Some(look) = Look::of(&dest) else {
             self.forget();
             return;
         };
@@ -107,8 +105,8 @@ impl Placed {
             version: version.to_string(),
             files: held.files,
             bytes: held.bytes,
-            taken,
-            stamps,
+            taken: look.taken,
+            stamps: look.stamps(),
         };
         let _ = write_atomically(file, &record);
     }
@@ -144,13 +142,14 @@ impl Placed {
             return Some(held);
         }
         let manifest = manifest().filter(|m| m.version == version)?;
-        let (taken, before) = stamps(&dest)?;
-        if before != record.stamps || !same_tree(&dest, &manifest) {
+        let look = Look::of(&dest)?;
+        let stamps = look.stamps();
+        if stamps != record.stamps || !look.holds(&dest, &manifest) {
             return None;
         }
         let record = Record {
-            taken,
-            stamps: before,
+            taken: look.taken,
+            stamps,
             ..record
         };
         let _ = write_atomically(file, &record);
@@ -163,116 +162,100 @@ fn absolute(dest: &Path) -> Option<PathBuf> {
     std::path::absolute(dest).ok()
 }
 
-/// When the stamps were taken, and the stamps of `dest` and of everything below it;
-/// `None` when it cannot be read whole.
-fn stamps(dest: &Path) -> Option<(Duration, BTreeMap<String, Stamp>)> {
-    let taken = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?;
-    let mut out = BTreeMap::new();
-    out.insert(String::new(), Stamp::of(&fs::symlink_metadata(dest).ok()?));
-    let mut pending = vec![String::new()];
-    while let Some(folder) = pending.pop() {
-        for name in fs::read_dir(dest.join(&folder)).ok()? {
-            let name = name.ok()?.file_name().into_string().ok()?;
-            let path = match folder.is_empty() {
-                true => name,
-                false => format!("{folder}/{name}"),
-            };
-            let meta = fs::symlink_metadata(dest.join(&path)).ok()?;
-            if meta.is_dir() {
-                pending.push(path.clone());
-            }
-            out.insert(path, Stamp::of(&meta));
-        }
-    }
-    Some((taken, out))
+/// `dest` as one walk found it: when, what `lstat` said of `dest` itself, and of every path
+/// below it.
+struct Look {
+    taken: Duration,
+    root: Metadata,
+    below: BTreeMap<String, Metadata>,
 }
 
-/// Whether `dest` holds exactly `manifest`'s entries (and the folders above them): every
-/// path, kind, mode, link target, size and sha256, and nothing else.
-fn same_tree(dest: &Path, manifest: &PackageManifest) -> bool {
-    let by_path: HashMap<&str, _> = manifest
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    let mut folders: HashMap<&str, ()> = HashMap::new();
-    for e in &manifest.entries {
-        let mut path = e.path.as_str();
-        while let Some((parent, _)) = path.rsplit_once('/') {
-            folders.insert(parent, ());
-            path = parent;
+impl Look {
+    /// A walk of `dest`; `None` when it cannot be read whole (or holds a name that is not
+    /// UTF-8, which no manifest holds).
+    fn of(dest: &Path) -> Option<Look> {
+        let taken = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?;
+        let root = fs::symlink_metadata(dest).ok()?;
+        let mut below = BTreeMap::new();
+        let mut pending = vec![String::new()];
+        while let Some(folder) = pending.pop() {
+            for name in fs::read_dir(dest.join(&folder)).ok()? {
+                let name = name.ok()?.file_name().into_string().ok()?;
+                let path = match folder.is_empty() {
+                    true => name,
+                    false => format!("{folder}/{name}"),
+                };
+                let meta = fs::symlink_metadata(dest.join(&path)).ok()?;
+                if meta.is_dir() {
+                    pending.push(path.clone());
+                }
+                below.insert(path, meta);
+            }
         }
+        Some(Look { taken, root, below })
     }
-    let mut seen = 0usize;
-    let mut pending = vec![String::new()];
-    while let Some(folder) = pending.pop() {
-        let Ok(names) = fs::read_dir(dest.join(&folder)) else {
-            return false;
-        };
-        for name in names {
-            let Ok(name) = name else { return false };
-            let Some(name) = name.file_name().to_str().map(str::to_string) else {
-                return false;
-            };
-            let path = match folder.is_empty() {
-                true => name,
-                false => format!("{folder}/{name}"),
-            };
-            let Ok(meta) = fs::symlink_metadata(dest.join(&path)) else {
-                return false;
-            };
+
+    /// The stamps of `dest` (`""`) and of everything below it.
+    fn stamps(&self) -> BTreeMap<String, Stamp> {
+        let below = self.below.iter().map(|(p, m)| (p.clone(), Stamp::of(m)));
+        std::iter::once((String::new(), Stamp::of(&self.root)))
+            .chain(below)
+            .collect()
+    }
+
+    /// Whether the folder holds exactly `manifest`'s entries (and the folders above them):
+    /// every path, kind, mode, link target, size and sha256, and nothing else.
+    fn holds(&self, dest: &Path, manifest: &PackageManifest) -> bool {
+        let by_path: HashMap<&str, _> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        let folders: HashSet<&str> = manifest
+            .entries
+            .iter()
+            .flat_map(|e| {
+                std::iter::successors(Some(e.path.as_str()), |p| p.rsplit_once('/').map(|s| s.0))
+                    .skip(1)
+            })
+            .collect();
+        let mut seen = 0usize;
+        for (path, meta) in &self.below {
             let Some(entry) = by_path.get(path.as_str()) else {
                 // A folder the manifest holds only by the entries below it.
-                if meta.is_dir() && folders.contains_key(path.as_str()) {
-                    pending.push(path);
+                if meta.is_dir() && folders.contains(path.as_str()) {
                     continue;
                 }
                 return false;
             };
             seen += 1;
+            let at = dest.join(path);
             let same = match entry.kind {
-                EntryKind::Dir => {
-                    pending.push(path.clone());
-                    meta.is_dir()
-                }
+                EntryKind::Dir => meta.is_dir(),
                 EntryKind::Symlink => {
                     meta.is_symlink()
-                        && fs::read_link(dest.join(&path)).is_ok_and(|t| {
+                        && fs::read_link(&at).is_ok_and(|t| {
                             Some(t.as_os_str()) == entry.target.as_deref().map(|t| t.as_ref())
                         })
                 }
                 EntryKind::File => {
-                    meta.is_file()
-                        && meta.len() == entry.size
-                        && meta.permissions().mode() & 0o7777 == entry.mode
-                        && same_content(&dest.join(&path), entry.size, entry.sha256.as_deref())
+                    is_file_as_recorded(meta, entry) && has_recorded_content(&at, entry)
                 }
             };
             if !same {
                 return false;
             }
         }
+        seen == manifest.entries.len()
     }
-    seen == manifest.entries.len()
-}
-
-/// Whether the file at `path` has `size` bytes whose sha256 is `sha256`.
-fn same_content(path: &Path, size: u64, sha256: Option<&str>) -> bool {
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut reader = HashingReader::new(file);
-    if io::copy(&mut reader, &mut io::sink()).is_err() {
-        return false;
-    }
-    let (n, sha) = reader.finish();
-    n == size && Some(sha.as_str()) == sha256
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::package::manifest::{ManifestEntry, version_id};
 
