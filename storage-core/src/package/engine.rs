@@ -649,8 +649,9 @@ impl PackageEngine {
 
     /// Unpacks `version` (its `subtree`; with `opts.only`, the entries matching it) at `at`
     /// into `staging`; `dest` is where it will go, whose unchanged files a `--replace` takes
-    /// over. The manifest comes from the agent's manifest cache when it holds it.
-    pub async fn get(
+    /// over. The manifest comes from the agent's manifest cache when it holds it. Called by
+    /// [`get_into`](Self::get_into), which makes the staging folder, commits and records.
+    async fn get(
         &self,
         at: &BlockPath,
         version: &str,
