@@ -53,16 +53,21 @@ const PREFIX: &str = "team";
 /// The path (beside `app`) of the version that gets are killed reading.
 const GETS: &str = "gets";
 
-/// The large tree, written once for every test of this binary.
+/// The large tree, written once into the target's temp folder and reused by later runs: a
+/// static `TempDir` is never dropped, so each run would leave its own copy behind.
 fn big_tree() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static TREE: OnceLock<PathBuf> = OnceLock::new();
     TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        small_tree(dir.path(), "big");
-        write(dir.path(), "data/big.bin", noise(BIG as usize, 17));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kill_remote-big-tree");
+        if !dir.is_dir() {
+            let partial = dir.with_extension("partial");
+            let _ = fs::remove_dir_all(&partial);
+            small_tree(&partial, "big");
+            write(&partial, "data/big.bin", noise(BIG as usize, 17));
+            fs::rename(&partial, &dir).unwrap();
+        }
         dir
     })
-    .path()
 }
 
 /// One remote backend behind its emulator.

@@ -12,12 +12,50 @@ pub mod hostile;
 pub mod remote_checks;
 pub mod tree;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use storage_core::{BlockPath, StorageBlock};
 use tempfile::TempDir;
+
+/// This process's own cache folder, `<tmp>/blockctl-suite/<pid>`: kept while the process
+/// runs (it holds a lock on `<pid>.lock` until it ends, however it ends) and removed by the
+/// first suite process after it, so that test runs leave at most one run's caches behind.
+fn process_cache_dir() -> &'static Path {
+    static OWN: OnceLock<(PathBuf, File)> = OnceLock::new();
+    let (dir, _held) = OWN.get_or_init(|| {
+        let root = std::env::temp_dir().join("blockctl-suite");
+        std::fs::create_dir_all(&root).expect("suite cache root");
+        remove_ended(&root);
+        let pid = std::process::id();
+        let lock = File::create(root.join(format!("{pid}.lock"))).expect("suite cache lock");
+        lock.lock().expect("lock the suite cache");
+        (root.join(pid.to_string()), lock)
+    });
+    dir
+}
+
+/// Removes the caches of suite processes that have ended: those whose lock is free.
+fn remove_ended(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "lock") {
+            continue;
+        }
+        let Ok(lock) = File::open(&path) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            let _ = std::fs::remove_dir_all(path.with_extension(""));
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
 
 /// A block under test, a unique path inside it for this case, and a scratch folder.
 pub struct Subject {
@@ -34,14 +72,11 @@ pub struct Subject {
 impl Subject {
     /// `base` is a path inside the block that no other case uses.
     pub fn new(block: Arc<dyn StorageBlock>, base: &str) -> Self {
-        // The suite's gets keep their frames apart from the user's own cache.
-        storage_core::package::frame_cache::set_process_default(
-            std::env::temp_dir().join(format!("blockctl-suite-frames-{}", std::process::id())),
-        );
-        // And its hash caches and frame ledgers out of the user's cache.
-        storage_core::hashcache::set_process_cache_dir(
-            std::env::temp_dir().join(format!("blockctl-suite-cache-{}", std::process::id())),
-        );
+        // The suite's gets keep their frames, hash caches and frame ledgers apart from the
+        // user's own cache.
+        let own = process_cache_dir();
+        storage_core::package::frame_cache::set_process_default(own.join("frames"));
+        storage_core::hashcache::set_process_cache_dir(own.join("cache"));
         Subject {
             // The suite tests blocks as the facade hands them out: capabilities enforced.
             block: storage_core::Checked::wrap(block),

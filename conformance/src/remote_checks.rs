@@ -44,7 +44,8 @@ async fn refused_by<B: StorageBlock + fmt::Debug>(
     let src = tempfile::tempdir().unwrap();
     small_tree(src.path(), "x");
     let at = BlockPath::parse("refused").unwrap();
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let scratch_dest = tempfile::tempdir().unwrap();
+    let dest = scratch_dest.path().join("dest");
     for block in blocks {
         let mut failures = vec![
             ("check", block.check().await.err()),

@@ -167,7 +167,8 @@ async fn a_files_layout_is_read_through_the_directory_listing() {
         .put_directory(src.path(), &path("site"), &files)
         .await
         .unwrap();
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let scratch_dest = tempfile::tempdir().unwrap();
+    let dest = scratch_dest.path().join("dest");
     web.get_directory(&path("site"), &dest, &GetOptions::default())
         .await
         .unwrap();

@@ -6,12 +6,12 @@ use conformance::{Subject, conformance_suite};
 use storage_local::{LocalConfig, open};
 
 async fn local_subject(case: &str) -> Subject {
-    let base = tempfile::tempdir().expect("base dir").keep();
+    let base = tempfile::tempdir().expect("base dir");
     let config = LocalConfig {
-        basepath: base.to_string_lossy().into_owned(),
+        basepath: base.path().to_string_lossy().into_owned(),
     };
     let block = open(&config, "local/conformance").expect("open local block");
-    Subject::new(Arc::new(block), case)
+    Subject::new(Arc::new(block), case).with_guard(Arc::new(base))
 }
 
 conformance_suite!(local_subject);

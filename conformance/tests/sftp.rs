@@ -318,7 +318,8 @@ async fn prefect_remote_file_system_and_blockctl_read_each_others_folders() {
 
     // Prefect's put_directory writes a folder; blockctl gets it as a files layout.
     prefect(&sshd, "put", src.path(), &basepath, "from-prefect");
-    let dest = tempfile::tempdir().unwrap().path().join("dest");
+    let scratch_dest = tempfile::tempdir().unwrap();
+    let dest = scratch_dest.path().join("dest");
     let at = BlockPath::parse("from-prefect").unwrap();
     block
         .get_directory(&at, &dest, &GetOptions::default())
