@@ -6,6 +6,10 @@
 //! [`GAP_MAX`], reads up to [`RANGE_MAX`]) into ranged reads, runs [`RANGES_IN_FLIGHT`] of
 //! them at once, checks every frame against its sha256 and hands them on in order. So a cold
 //! get costs HEAD, the manifest and about one request per 16 MiB, whatever the frame count.
+//! A get of more than [`READ_ALL_AT_ONCE`] reads by [`LARGE_GET_RANGE_MAX`] instead, holding
+//! at most [`READ_BYTES_HELD`] in reads and frames not yet handed on: its memory stays flat
+//! as the version grows. Each frame gets its own buffer as its bytes arrive, so a frame
+//! still being unpacked keeps no range alive.
 //!
 //! Edits add small packs. So that a version never spans many of them, a put retires the
 //! packs of the previous version that hold the least of it once that version spans more
@@ -16,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -35,8 +39,17 @@ pub const PACK_MAX: u64 = (PACK_TARGET as u64) + (5 << 20);
 pub const RANGE_MAX: u64 = 16 << 20;
 /// ...and reads through a gap of unneeded bytes up to this size rather than make a request.
 pub const GAP_MAX: u64 = 1 << 20;
-/// Ranged reads in flight at once (so at most this many times `RANGE_MAX` is buffered).
+/// Ranged reads in flight at once.
 pub const RANGES_IN_FLIGHT: usize = 4;
+/// A get of no more than this many bytes from the store reads them all at once, in reads of
+/// up to [`RANGE_MAX`] (a flow project: HEAD, manifest and a request per pack)...
+pub const READ_ALL_AT_ONCE: u64 = 48 << 20;
+/// ...a larger one in reads of up to this size, as many in flight as fit
+/// [`READ_BYTES_HELD`], so that its memory stays flat however large the version.
+pub const LARGE_GET_RANGE_MAX: u64 = 8 << 20;
+/// Bytes a large get holds at most between its reads in flight and the frames they brought
+/// that are not yet handed on (one read more when none is in flight: a get always moves).
+pub const READ_BYTES_HELD: u64 = 24 << 20;
 /// Packs being uploaded at once while the next one fills: a put holds at most this many
 /// packs and the open one, plus one closed and waiting (memory stays near 48 MiB).
 pub const PACKS_IN_FLIGHT: usize = 1;
@@ -132,6 +145,11 @@ impl RangeRead {
 /// offset, neighbours merged through gaps up to [`GAP_MAX`] into reads of at most
 /// [`RANGE_MAX`]; ordered by the first frame each holds, as a get consumes them.
 pub fn plan_reads(frames: &[(usize, &Frame)]) -> Vec<RangeRead> {
+    plan_reads_of_at_most(frames, RANGE_MAX)
+}
+
+/// [`plan_reads`] with reads of at most `range_max` bytes (or one frame, if larger).
+pub fn plan_reads_of_at_most(frames: &[(usize, &Frame)], range_max: u64) -> Vec<RangeRead> {
     let mut by_pack: BTreeMap<&str, Vec<RangeFrame>> = BTreeMap::new();
     for (index, f) in frames {
         by_pack
@@ -152,7 +170,7 @@ pub fn plan_reads(frames: &[(usize, &Frame)]) -> Vec<RangeRead> {
             let end = m.offset.saturating_add(m.length);
             if let Some(r) = current.as_mut()
                 && m.offset <= r.end.saturating_add(GAP_MAX)
-                && end.max(r.end) - r.start <= RANGE_MAX
+                && end.max(r.end) - r.start <= range_max
             {
                 r.end = r.end.max(end);
                 r.frames.push(m);
@@ -195,8 +213,7 @@ async fn fetch_range(
         .await?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(read.frames.len());
-        for f in &read.frames {
-            let bytes = data.slice(f.offset as usize..(f.offset + f.length) as usize);
+        for (f, bytes) in read.frames.iter().zip(data) {
             verify_frame(&f.sha256, &bytes, "store")?;
             counts.add_download(f.length);
             cache.put(&f.sha256, &bytes);
@@ -213,80 +230,86 @@ pub(crate) fn worth_reading_again(e: &Error) -> bool {
     !matches!(e, Error::NotFound(_) | Error::Auth(_) | Error::Usage(_))
 }
 
-/// The bytes of one range, exactly as many as asked (a whole pack, sliced, where the store
-/// has no ranged reads); a server sending more is cut off at what was asked.
-async fn read_range(store: &dyn PackageStore, at: &BlockPath, read: &RangeRead) -> Result<Bytes> {
+/// The frames of one range, in the read's order, each in its own buffer as the bytes
+/// arrive (so that a range is never held whole, nor kept alive by one frame still in use):
+/// exactly the range's bytes are read (the whole pack where the store has no ranged reads);
+/// a store sending more or fewer is refused.
+async fn read_range(
+    store: &dyn PackageStore,
+    at: &BlockPath,
+    read: &RangeRead,
+) -> Result<Vec<Bytes>> {
     let name = ObjectName::Pack(read.pack.clone());
     let slug = store.slug(at);
-    let missing = || {
-        Error::Integrity(format!(
-            "{slug}: pack {} is missing from the store",
-            short(&read.pack)
-        ))
-    };
+    let pack = short(&read.pack);
     let wanted = read.end - read.start;
     if wanted > PACK_MAX {
         // No pack holds more: a manifest that says otherwise is not one a put wrote.
         return Err(Error::Integrity(format!(
-            "{slug}: pack {}: a read of {wanted} bytes, more than any pack holds",
-            short(&read.pack)
+            "{slug}: pack {pack}: a read of {wanted} bytes, more than any pack holds"
         )));
     }
-    if store.ranged_reads() {
-        let stream = store
-            .read_object(at, &name, Some(read.start..read.end))
-            .await?
-            .ok_or_else(missing)?;
-        let data = collect_at_most(stream, wanted, &slug, &read.pack).await?;
-        if data.len() as u64 != wanted {
-            return Err(Error::Integrity(format!(
-                "{slug}: pack {}: the store sent {} bytes of the {wanted} asked",
-                short(&read.pack),
-                data.len()
-            )));
-        }
-        Ok(data)
+    // Where the stream starts, counted from the range's start, and the most it may send.
+    let (mut at_byte, cap) = if store.ranged_reads() {
+        (0i128, wanted)
     } else {
-        let stream = store
-            .read_object(at, &name, None)
-            .await?
-            .ok_or_else(missing)?;
-        let data = collect_at_most(stream, PACK_MAX, &slug, &read.pack).await?;
-        if (data.len() as u64) < read.end {
-            return Err(Error::Integrity(format!(
-                "{slug}: pack {} holds {} bytes, less than its manifest says",
-                short(&read.pack),
-                data.len()
-            )));
-        }
-        Ok(data.slice(read.start as usize..read.end as usize))
-    }
-}
-
-/// All of a stream's bytes, refusing more than `cap`.
-async fn collect_at_most(
-    mut stream: ByteStream,
-    cap: u64,
-    slug: &str,
-    pack: &str,
-) -> Result<Bytes> {
-    // Room for all of it at once: growing by doubling would hold twice a range per read.
-    let mut out = Vec::with_capacity(cap.min(PACK_MAX) as usize);
+        (-i128::from(read.start), PACK_MAX)
+    };
+    let range = store.ranged_reads().then_some(read.start..read.end);
+    let mut stream = store.read_object(at, &name, range).await?.ok_or_else(|| {
+        Error::Integrity(format!("{slug}: pack {pack} is missing from the store"))
+    })?;
+    let mut frames: Vec<BytesMut> = read
+        .frames
+        .iter()
+        .map(|f| BytesMut::with_capacity(f.length as usize))
+        .collect();
+    // Frames before this one are complete.
+    let mut first_open = 0;
+    let mut sent = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        if (out.len() + chunk.len()) as u64 > cap {
+        sent += chunk.len() as u64;
+        if sent > cap {
             return Err(Error::Integrity(format!(
-                "{slug}: pack {}: the store sent more than the {cap} bytes asked",
-                short(pack)
+                "{slug}: pack {pack}: the store sent more than the {cap} bytes asked"
             )));
         }
-        out.extend_from_slice(&chunk);
+        let (from, to) = (at_byte, at_byte + chunk.len() as i128);
+        at_byte = to;
+        for (f, buf) in read.frames.iter().zip(frames.iter_mut()).skip(first_open) {
+            let (start, end) = (i128::from(f.offset), i128::from(f.offset + f.length));
+            if start >= to {
+                break;
+            }
+            let (lo, hi) = (start.max(from), end.min(to));
+            if lo < hi {
+                buf.extend_from_slice(&chunk[(lo - from) as usize..(hi - from) as usize]);
+            }
+        }
+        while first_open < frames.len()
+            && frames[first_open].len() as u64 == read.frames[first_open].length
+        {
+            first_open += 1;
+        }
     }
-    Ok(out.into())
+    if store.ranged_reads() && sent != wanted {
+        return Err(Error::Integrity(format!(
+            "{slug}: pack {pack}: the store sent {sent} bytes of the {wanted} asked"
+        )));
+    }
+    if first_open < frames.len() {
+        return Err(Error::Integrity(format!(
+            "{slug}: pack {pack} holds {sent} bytes, less than its manifest says"
+        )));
+    }
+    Ok(frames.into_iter().map(BytesMut::freeze).collect())
 }
 
 /// `frames` (format 3), in order, verified: from the cache where it holds them, the rest by
-/// coalesced ranged reads, [`RANGES_IN_FLIGHT`] at a time.
+/// coalesced ranged reads: all at once when they come to [`READ_ALL_AT_ONCE`] or less,
+/// else smaller ones, as many as fit [`READ_BYTES_HELD`] between the reads in flight and
+/// the frames read but not yet handed on.
 pub fn frames_in_order(
     store: Arc<dyn PackageStore>,
     at: BlockPath,
@@ -294,7 +317,7 @@ pub fn frames_in_order(
     cache: FrameCache,
     counts: Arc<FrameCounts>,
 ) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<Result<Bytes>>(8);
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(FRAMES_AHEAD);
     tokio::spawn(async move {
         let probe = (cache.clone(), frames.clone());
         let cached: Vec<bool> = match tokio::task::spawn_blocking(move || {
@@ -317,38 +340,31 @@ pub fn frames_in_order(
             .enumerate()
             .filter(|(i, _)| !cached[*i])
             .collect();
-        let plan = plan_reads(&missing);
-        let spawn_read = |read: RangeRead| {
+        let bytes: u64 = missing.iter().map(|(_, f)| f.length).sum();
+        let (plan, budget) = if bytes <= READ_ALL_AT_ONCE {
+            (plan_reads(&missing), READ_ALL_AT_ONCE)
+        } else {
+            let plan = plan_reads_of_at_most(&missing, LARGE_GET_RANGE_MAX);
+            (plan, READ_BYTES_HELD)
+        };
+        let mut reads = Reads::new(plan, budget, |read| {
             let (store, at, cache, counts) =
                 (store.clone(), at.clone(), cache.clone(), counts.clone());
             tokio::spawn(fetch_range(store, at, read, cache, counts))
-        };
-        let mut reads = futures::stream::iter(plan)
-            .map(spawn_read)
-            .buffered(RANGES_IN_FLIGHT);
-        let mut pending: HashMap<usize, Bytes> = HashMap::new();
+        });
         for (i, f) in frames.iter().enumerate() {
             let sha = f.sha256.clone().unwrap_or_default();
+            reads.start_within_budget();
             let next = if cached[i] {
                 from_cache_or_store(&store, &at, i, f, &cache, &counts, &sha).await
             } else {
-                loop {
-                    if let Some(d) = pending.remove(&i) {
-                        break Ok(d);
-                    }
-                    match reads.next().await {
-                        Some(Ok(Ok(got))) => pending.extend(got),
-                        Some(Ok(Err(e))) => break Err(e),
-                        Some(Err(e)) => break Err(e.into()),
-                        None => {
-                            break Err(Error::Integrity(format!(
-                                "{}: frame {} was planned in no read",
-                                store.slug(&at),
-                                short(&sha)
-                            )));
-                        }
-                    }
-                }
+                reads.frame(i).await.unwrap_or_else(|| {
+                    Err(Error::Integrity(format!(
+                        "{}: frame {} was planned in no read",
+                        store.slug(&at),
+                        short(&sha)
+                    )))
+                })
             };
             let failed = next.is_err();
             if tx.send(next).await.is_err() || failed {
@@ -357,6 +373,82 @@ pub fn frames_in_order(
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed()
+}
+
+/// Frames handed on ahead of the one being unpacked.
+const FRAMES_AHEAD: usize = 2;
+
+type ReadTask = tokio::task::JoinHandle<Result<Vec<(usize, Bytes)>>>;
+type Read = futures::future::BoxFuture<'static, (u64, Result<Vec<(usize, Bytes)>>)>;
+
+/// The planned reads of one get: started in plan order (the order frames are consumed)
+/// while they fit the budget, finished in any order, their frames kept by index until asked
+/// for.
+struct Reads<F> {
+    plan: std::iter::Peekable<std::vec::IntoIter<RangeRead>>,
+    spawn: F,
+    in_flight: futures::stream::FuturesUnordered<Read>,
+    /// Frames read and not yet asked for, by index.
+    pending: HashMap<usize, Bytes>,
+    /// Bytes of the reads in flight and of the frames pending.
+    held: u64,
+    /// The most `held` may be, but for the read started when none is in flight.
+    budget: u64,
+}
+
+impl<F: FnMut(RangeRead) -> ReadTask> Reads<F> {
+    fn new(plan: Vec<RangeRead>, budget: u64, spawn: F) -> Self {
+        Reads {
+            plan: plan.into_iter().peekable(),
+            spawn,
+            in_flight: futures::stream::FuturesUnordered::new(),
+            pending: HashMap::new(),
+            held: 0,
+            budget,
+        }
+    }
+
+    /// Starts the next reads of the plan while they fit the budget, and the next one in any
+    /// case when none is in flight (the frame asked for next is then in it).
+    fn start_within_budget(&mut self) {
+        while let Some(next) = self.plan.peek() {
+            let len = next.end - next.start;
+            let fits = self.in_flight.len() < RANGES_IN_FLIGHT
+                && self.held.saturating_add(len) <= self.budget;
+            if !fits && !self.in_flight.is_empty() {
+                return;
+            }
+            let task = (self.spawn)(self.plan.next().expect("peeked"));
+            self.held += len;
+            self.in_flight.push(Box::pin(async move {
+                (len, task.await.unwrap_or_else(|e| Err(e.into())))
+            }));
+        }
+    }
+
+    /// Frame `index`: pending already, or once the read holding it is done; `None` when no
+    /// read holds it.
+    async fn frame(&mut self, index: usize) -> Option<Result<Bytes>> {
+        loop {
+            if let Some(data) = self.pending.remove(&index) {
+                self.held = self.held.saturating_sub(data.len() as u64);
+                return Some(Ok(data));
+            }
+            self.start_within_budget();
+            let (len, got) = self.in_flight.next().await?;
+            // The read's gaps are dropped with it; its frames stay held until handed on.
+            self.held = self.held.saturating_sub(len);
+            match got {
+                Ok(frames) => {
+                    for (i, data) in frames {
+                        self.held += data.len() as u64;
+                        self.pending.insert(i, data);
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 /// A frame the cache said it held: from there, or read on its own when the cached copy
@@ -482,6 +574,46 @@ mod tests {
         let plan = plan_reads(&refs);
         assert_eq!(plan.len(), 3);
         assert!(plan.iter().all(|r| r.end - r.start <= RANGE_MAX));
+    }
+
+    /// Frames interleaved across packs (as after edits), read under a budget that holds
+    /// about two reads: every frame comes in order, and past the budget no second read is
+    /// ever in flight (one is started when none is, so that the get moves).
+    #[tokio::test]
+    async fn a_large_get_holds_no_more_than_its_budget_and_always_moves() {
+        const MIB: u64 = 1 << 20;
+        let frames: Vec<Frame> = (0..96u64)
+            .map(|i| frame(["p", "q", "r"][(i % 3) as usize], (i / 3) * MIB, MIB))
+            .collect();
+        let refs: Vec<(usize, &Frame)> = frames.iter().enumerate().collect();
+        let plan = plan_reads_of_at_most(&refs, 8 * MIB);
+        let lengths: HashMap<usize, u64> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.length))
+            .collect();
+        let mut reads = Reads::new(plan, 17 * MIB, |read: RangeRead| {
+            let lengths = lengths.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                Ok(read
+                    .frames
+                    .iter()
+                    .map(|f| (f.index, Bytes::from(vec![0u8; lengths[&f.index] as usize])))
+                    .collect())
+            })
+        });
+        for i in 0..frames.len() {
+            reads.start_within_budget();
+            assert!(
+                reads.held <= 17 * MIB || reads.in_flight.len() <= 1,
+                "held {}",
+                reads.held
+            );
+            let got = reads.frame(i).await.expect("planned").expect("read");
+            assert_eq!(got.len() as u64, MIB);
+        }
+        assert_eq!(reads.held, 0);
     }
 
     #[test]
