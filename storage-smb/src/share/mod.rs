@@ -176,10 +176,28 @@ impl Share {
         &self,
         path: &str,
     ) -> Result<Option<Vec<DirectoryEntry>>, StoreError> {
-        let (mut conn, tree) = self.session().await?;
+        let (conn, tree) = self.session().await?;
         // With index numbers, so that a walk knows a folder it reached again by a link.
         let options = ListOptions::new().index_numbers(true);
-        let listing = tree.list_directory_with(&mut conn, path, options);
+        let listing = async {
+            let mut reader = tree.open_directory_reader_with(conn, path, options).await?;
+            let mut entries = Vec::new();
+            loop {
+                match reader.next_batch().await {
+                    Ok(Some(batch)) => entries.extend(batch),
+                    Ok(None) => return Ok(entries),
+                    // The listing ended; the folder emptied and removed meanwhile by a gc
+                    // (delete pending until the last handle, ours, closes) was refilled by a
+                    // racing put, and Samba tells the last closer the delete failed. The
+                    // entries are whole; the folder stays.
+                    Err(smb2::Error::Protocol {
+                        status: NtStatus::DIRECTORY_NOT_EMPTY,
+                        command: Command::Close,
+                    }) => return Ok(entries),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         match within(self.timeout(), listing).await {
             Ok(entries) => Ok(Some(
                 entries
