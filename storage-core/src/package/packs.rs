@@ -343,6 +343,9 @@ pub fn frames_in_order(
         let bytes: u64 = missing.iter().map(|(_, f)| f.length).sum();
         let (plan, budget) = if bytes <= READ_ALL_AT_ONCE {
             (plan_reads(&missing), READ_ALL_AT_ONCE)
+        } else if !store.ranged_reads() {
+            // Each read streams its whole pack: smaller reads would stream each pack twice.
+            (plan_reads(&missing), READ_BYTES_HELD)
         } else {
             let plan = plan_reads_of_at_most(&missing, LARGE_GET_RANGE_MAX);
             (plan, READ_BYTES_HELD)
