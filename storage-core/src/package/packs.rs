@@ -249,13 +249,14 @@ async fn read_range(
             "{slug}: pack {pack}: a read of {wanted} bytes, more than any pack holds"
         )));
     }
-    // Where the stream starts, counted from the range's start, and the most it may send.
-    let (mut at_byte, cap) = if store.ranged_reads() {
-        (0i128, wanted)
-    } else {
-        (-i128::from(read.start), PACK_MAX)
+    // Where the range starts in the stream (the whole pack's, without ranged reads), and the
+    // most the stream may send.
+    let ranged = store.ranged_reads();
+    let (base, cap) = match ranged {
+        true => (0, wanted),
+        false => (read.start, PACK_MAX),
     };
-    let range = store.ranged_reads().then_some(read.start..read.end);
+    let range = ranged.then_some(read.start..read.end);
     let mut stream = store.read_object(at, &name, range).await?.ok_or_else(|| {
         Error::Integrity(format!("{slug}: pack {pack} is missing from the store"))
     })?;
@@ -269,16 +270,16 @@ async fn read_range(
     let mut sent = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        sent += chunk.len() as u64;
+        // The chunk's place in the stream.
+        let (from, to) = (sent, sent + chunk.len() as u64);
+        sent = to;
         if sent > cap {
             return Err(Error::Integrity(format!(
                 "{slug}: pack {pack}: the store sent more than the {cap} bytes asked"
             )));
         }
-        let (from, to) = (at_byte, at_byte + chunk.len() as i128);
-        at_byte = to;
         for (f, buf) in read.frames.iter().zip(frames.iter_mut()).skip(first_open) {
-            let (start, end) = (i128::from(f.offset), i128::from(f.offset + f.length));
+            let (start, end) = (base + f.offset, base + f.offset + f.length);
             if start >= to {
                 break;
             }
@@ -293,7 +294,7 @@ async fn read_range(
             first_open += 1;
         }
     }
-    if store.ranged_reads() && sent != wanted {
+    if ranged && sent != wanted {
         return Err(Error::Integrity(format!(
             "{slug}: pack {pack}: the store sent {sent} bytes of the {wanted} asked"
         )));
