@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::hashcache::cache_dir;
 use crate::package::cuts::frame_hash;
+use crate::package::manifest::short;
 
 /// The folder set by [`set_process_default`], if any.
 static PROCESS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -229,10 +230,23 @@ pub fn verify_frame(sha256: &str, data: &[u8], from: &str) -> crate::Result<()> 
     if frame_hash(data) != sha256 {
         return Err(crate::Error::Integrity(format!(
             "frame {} does not match its sha256: the {from} holds a corrupt copy",
-            crate::package::manifest::short(sha256)
+            short(sha256)
         )));
     }
     Ok(())
+}
+
+/// The folder of the agent's `kind` cache (manifests, versions in place) beside its frames:
+/// `<frames_dir>-<kind>` when a get names its frame folder (which then holds frames only),
+/// else `<kind>/` in the cache folder.
+pub(crate) fn beside_frames(frames_dir: Option<&Path>, kind: &str) -> Option<PathBuf> {
+    match frames_dir {
+        Some(d) => Some(match (d.parent(), d.file_name()) {
+            (Some(parent), Some(name)) => parent.join(format!("{}-{kind}", name.to_string_lossy())),
+            _ => d.join(kind),
+        }),
+        None => cache_dir().map(|d| d.join(kind)),
+    }
 }
 
 /// Counts what a get moved, for its report.

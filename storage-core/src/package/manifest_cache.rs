@@ -14,8 +14,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::hashcache::cache_dir;
-use crate::package::frame_cache::{limit_from_env, trim_dir};
+use crate::package::frame_cache::{beside_frames, limit_from_env, trim_dir};
 use crate::package::manifest::{Frame, PackageManifest, is_version_id};
 
 /// The manifest cache holds this share of the frame cache's limit.
@@ -41,15 +40,9 @@ impl ManifestCache {
         no_cache: bool,
         frames_dir: Option<&Path>,
     ) -> Self {
-        let dir = match (no_cache, scope, frames_dir) {
-            (true, _, _) | (_, None, _) => None,
-            (false, Some(_), Some(d)) => Some(match (d.parent(), d.file_name()) {
-                (Some(parent), Some(name)) => {
-                    parent.join(format!("{}-manifests", name.to_string_lossy()))
-                }
-                _ => d.join("manifests"),
-            }),
-            (false, Some(_), None) => cache_dir().map(|d| d.join("manifests")),
+        let dir = match (no_cache, scope) {
+            (true, _) | (_, None) => None,
+            (false, Some(_)) => beside_frames(frames_dir, "manifests"),
         };
         let mut h = Sha256::new();
         h.update(scope.unwrap_or_default().as_bytes());

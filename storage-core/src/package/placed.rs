@@ -26,8 +26,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::hashcache::{Stamp, cache_dir, read_json, write_atomically};
+use crate::hashcache::{Stamp, read_json, write_atomically};
 use crate::package::extract::{has_recorded_content, is_file_as_recorded};
+use crate::package::frame_cache::beside_frames;
 use crate::package::manifest::EntryKind;
 use crate::package::manifest::PackageManifest;
 
@@ -65,15 +66,9 @@ impl Placed {
     /// The record of `dest` a get with these settings keeps: in `placed/` of the cache
     /// folder (`<frames_dir>-placed` when a frame folder is given), none when `no_cache`.
     pub fn for_get(dest: &Path, no_cache: bool, frames_dir: Option<&Path>) -> Self {
-        let dir = match (no_cache, frames_dir) {
-            (true, _) => None,
-            (false, Some(d)) => Some(match (d.parent(), d.file_name()) {
-                (Some(parent), Some(name)) => {
-                    parent.join(format!("{}-placed", name.to_string_lossy()))
-                }
-                _ => d.join("placed"),
-            }),
-            (false, None) => cache_dir().map(|d| d.join("placed")),
+        let dir = match no_cache {
+            true => None,
+            false => beside_frames(frames_dir, "placed"),
         };
         let file = dir.and_then(|dir| {
             let dest = absolute(dest)?;
