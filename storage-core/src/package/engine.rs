@@ -26,7 +26,7 @@ use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
 use crate::package::destination::{commit, staging_for};
 use crate::package::extract::{decompressing, file_in_frames, unpack_tar_over};
-use crate::package::frame_cache::{FrameCache, FrameCounts, fetch_verified};
+use crate::package::frame_cache::{FrameCache, FrameCounts, decompress_frame, fetch_verified};
 use crate::package::large_files;
 use crate::package::manifest::{
     FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
@@ -1250,32 +1250,12 @@ fn decompressed(
             }
             async move {
                 let data = data?;
-                tokio::task::spawn_blocking(move || decompress_frame(&data, &frame)).await?
+                let raw = tokio::task::spawn_blocking(move || decompress_frame(&data, &frame));
+                raw.await?.map(Bytes::from)
             }
         })
         .buffered(DECOMPRESSING)
         .boxed()
-}
-
-/// One frame's bytes decompressed, refused when they are not its declared length.
-fn decompress_frame(data: &[u8], frame: &Frame) -> Result<Bytes> {
-    let corrupt = |why: String| {
-        Error::Integrity(format!(
-            "unsafe or corrupt package: frame {} {why}",
-            short(frame.sha256.as_deref().unwrap_or_default())
-        ))
-    };
-    let declared = usize::try_from(frame.uncompressed_length)
-        .map_err(|_| corrupt("declares an impossible length".into()))?;
-    let out = zstd::bulk::decompress(data, declared)
-        .map_err(|e| corrupt(format!("does not decompress to its {declared} bytes: {e}")))?;
-    if out.len() != declared {
-        return Err(corrupt(format!(
-            "decompresses to {} bytes, not its {declared}",
-            out.len()
-        )));
-    }
-    Ok(Bytes::from(out))
 }
 
 /// A progress callback that reports nothing.

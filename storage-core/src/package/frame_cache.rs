@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::hashcache::cache_dir;
 use crate::package::cuts::frame_hash;
-use crate::package::manifest::short;
+use crate::package::manifest::{Frame, short};
 
 /// The folder set by [`set_process_default`], if any.
 static PROCESS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -247,6 +247,28 @@ pub(crate) fn beside_frames(frames_dir: Option<&Path>, kind: &str) -> Option<Pat
         }),
         None => cache_dir().map(|d| d.join(kind)),
     }
+}
+
+/// A verified frame's bytes decompressed, refused (an integrity error) when they are not
+/// the length its manifest declares: never decompressed past it.
+pub(crate) fn decompress_frame(data: &[u8], frame: &Frame) -> crate::Result<Vec<u8>> {
+    let corrupt = |why: String| {
+        crate::Error::Integrity(format!(
+            "unsafe or corrupt package: frame {} {why}",
+            short(frame.sha256.as_deref().unwrap_or_default())
+        ))
+    };
+    let declared = usize::try_from(frame.uncompressed_length)
+        .map_err(|_| corrupt("declares an impossible length".into()))?;
+    let out = zstd::bulk::decompress(data, declared)
+        .map_err(|e| corrupt(format!("does not decompress to its {declared} bytes: {e}")))?;
+    if out.len() != declared {
+        return Err(corrupt(format!(
+            "decompresses to {} bytes, not its {declared}",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// Counts what a get moved, for its report.

@@ -22,7 +22,7 @@ use futures::StreamExt;
 
 use crate::block::EntryKind;
 use crate::error::{Error, Result};
-use crate::package::frame_cache::{FrameCache, FrameCounts, verify_frame};
+use crate::package::frame_cache::{FrameCache, FrameCounts, decompress_frame, verify_frame};
 use crate::package::manifest::{
     Frame, PACKS_FORMAT, PackageManifest, is_safe_relative_path, short,
 };
@@ -269,12 +269,7 @@ impl Landing {
         let sha = f.sha256.as_deref().unwrap_or_default();
         verify_frame(sha, data, from)?;
         self.cache.put(sha, data);
-        let bad = |why: String| Error::Integrity(format!("frame {}: {why}", short(sha)));
-        let raw = zstd::bulk::decompress(data, f.uncompressed_length as usize)
-            .map_err(|e| bad(format!("it does not decompress to its length: {e}")))?;
-        if raw.len() as u64 != f.uncompressed_length {
-            return Err(bad("it decompresses to fewer bytes than listed".into()));
-        }
+        let raw = decompress_frame(data, f)?;
         let (start, end) = (
             f.uncompressed_offset,
             f.uncompressed_offset + f.uncompressed_length,
