@@ -27,7 +27,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -37,6 +37,7 @@ use conformance::harness::{
     Azurite, FakeGcs, Moto, OciRegistry, PyFtpd, Samba, Sshd, StaticHttp, WsgiDav, hmac_sha256,
     shared,
 };
+use conformance::run_once::{RunOnce, panic_text};
 use conformance::tree::{noise, small_tree, snapshot, write};
 
 mod common;
@@ -750,16 +751,8 @@ const SIDE_LANES: usize = 2;
 /// Runs the scenario of test `name` once in this binary: the first caller runs it (its
 /// test, or the dated scenarios' wait), any other waits for it and gets how it ended.
 fn once(name: &'static str, run: fn()) -> Outcome {
-    static RUNS: Mutex<BTreeMap<&str, Arc<OnceLock<Outcome>>>> = Mutex::new(BTreeMap::new());
-    let run_of_name = RUNS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(name)
-        .or_default()
-        .clone();
-    run_of_name
-        .get_or_init(|| std::panic::catch_unwind(run).map_err(panic_text))
-        .clone()
+    static RUNS: RunOnce<Outcome> = RunOnce::new();
+    RUNS.get_or_run(name, || std::panic::catch_unwind(run).map_err(panic_text))
 }
 
 /// The test of a scenario that ages its leftovers itself.
@@ -780,8 +773,8 @@ fn self_aged(name: &'static str) {
 /// outlives it); each test then fails with its own scenario's panic only. Meanwhile
 /// [`SIDE_LANES`] more threads take up, one after another, the scenarios that age their
 /// leftovers themselves and that no test has started yet, so that the machine works while the
-/// three wait (libtest runs two tests at a time, and the dated scenarios' other tests only
-/// wait); they start none once the three are done, and those tests get what they ran.
+/// three wait (libtest runs only a few tests at a time, and the dated scenarios' other tests
+/// only wait); they start none once the three are done, and those tests get what they ran.
 fn dated_by_server(kind: &'static str) {
     static OUTCOMES: OnceLock<Outcomes> = OnceLock::new();
     let outcomes = OUTCOMES.get_or_init(|| {
@@ -815,15 +808,6 @@ fn dated_by_server(kind: &'static str) {
     if let Err(e) = &outcomes[kind] {
         panic!("{e}");
     }
-}
-
-/// The message a panicking thread left.
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panicked".into())
 }
 
 #[test]

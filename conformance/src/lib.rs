@@ -10,6 +10,7 @@ pub mod delta;
 pub mod harness;
 pub mod hostile;
 pub mod remote_checks;
+pub mod run_once;
 pub mod tree;
 
 use std::fs::File;

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use conformance::checks::{assert_clean_failure, within_bound};
 use conformance::harness::{Azurite, Cut, Direction, FakeGcs, FaultProxy, Moto, shared};
+use conformance::run_once::{RunOnce, panic_text};
 use conformance::tree::{Node, noise, small_tree, snapshot, write};
 use storage_azure::AzureConfig;
 use storage_core::{BlockPath, GetOptions, PutOptions, PutReport, Secret, StorageBlock};
@@ -941,15 +942,8 @@ type Outcomes = BTreeMap<&'static str, Result<(), String>>;
 /// test of its own would (scoped threads: nothing outlives it); the case's other tests then
 /// find their outcome ready, and each fails with its own backend's panic only.
 fn side_by_side(case: &'static str, backend: Backend) {
-    static GROUPS: Mutex<BTreeMap<&'static str, Arc<OnceLock<Outcomes>>>> =
-        Mutex::new(BTreeMap::new());
-    let group = GROUPS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(case)
-        .or_default()
-        .clone();
-    let outcomes = group.get_or_init(|| {
+    static GROUPS: RunOnce<Outcomes> = RunOnce::new();
+    let outcomes = GROUPS.get_or_run(case, || {
         std::thread::scope(|s| {
             let runs: Vec<_> = CASES
                 .iter()
@@ -974,15 +968,6 @@ fn side_by_side(case: &'static str, backend: Backend) {
     if let Err(e) = &outcomes[backend.label()] {
         panic!("{e}");
     }
-}
-
-/// The message a panicking thread left.
-fn panic_text(payload: Box<dyn Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panicked".into())
 }
 
 macro_rules! fault_tests {
