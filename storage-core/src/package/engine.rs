@@ -306,14 +306,9 @@ impl PackageEngine {
             }
             let manifest =
                 frames_manifest(FRAMES_FORMAT, version, &entries, &placements, frames, opts);
-            sent.bytes += self.store.write_manifest(to, &manifest).await?;
-            sent.manifest = Some(manifest);
-            return Ok(sent);
+            return self.write_manifest(to, manifest, sent).await;
         }
-        Err(Error::Backend(format!(
-            "{}: a gc running at the same time kept removing frames this put reuses; put again",
-            self.slug(to)
-        )))
+        Err(self.gc_kept_removing(to, "frames"))
     }
 
     /// Format 3: content-defined frames; those the current version's packs hold (less the
@@ -354,14 +349,30 @@ impl PackageEngine {
             }
             let manifest =
                 frames_manifest(PACKS_FORMAT, version, &entries, &placements, frames, opts);
-            sent.bytes += self.store.write_manifest(to, &manifest).await?;
-            sent.manifest = Some(manifest);
-            return Ok(sent);
+            return self.write_manifest(to, manifest, sent).await;
         }
-        Err(Error::Backend(format!(
-            "{}: a gc running at the same time kept removing packs this put reuses; put again",
+        Err(self.gc_kept_removing(to, "packs"))
+    }
+
+    /// Stores the manifest of a put whose objects are all stored, counting its bytes.
+    async fn write_manifest(
+        &self,
+        to: &BlockPath,
+        manifest: PackageManifest,
+        mut sent: Sent,
+    ) -> Result<Sent> {
+        sent.bytes += self.store.write_manifest(to, &manifest).await?;
+        sent.manifest = Some(manifest);
+        Ok(sent)
+    }
+
+    /// The error of a put that found the frames or packs it reuses removed by a gc after
+    /// every attempt.
+    fn gc_kept_removing(&self, to: &BlockPath, what: &str) -> Error {
+        Error::Backend(format!(
+            "{}: a gc running at the same time kept removing {what} this put reuses; put again",
             self.slug(to)
-        )))
+        ))
     }
 
     /// Forgets the reusable frames whose pack the store no longer holds.

@@ -83,32 +83,20 @@ pub fn unpack_verified(
     subtree: &str,
     on_bytes: impl FnMut(u64),
 ) -> Result<Extracted> {
-    unpack_verified_over(package, manifest, staging, subtree, None, on_bytes)
-}
-
-/// [`unpack_verified`] for a `get --replace`: a file that `previous` (the folder being
-/// replaced) already holds with the same size, mode and sha256 is linked into staging instead
-/// of written (its content hashed through the link first), so only changed files are
-/// written. The package is still read and checked whole.
-pub fn unpack_verified_over(
-    package: impl Read,
-    manifest: &PackageManifest,
-    staging: &Path,
-    subtree: &str,
-    previous: Option<&Path>,
-    on_bytes: impl FnMut(u64),
-) -> Result<Extracted> {
     unpack_tar_over(
         decompressing(package)?,
         manifest,
         staging,
         subtree,
-        previous,
+        None,
         on_bytes,
     )
 }
 
-/// [`unpack_verified_over`] of an unpacked tar stream (a partial get's kept records).
+/// [`unpack_verified`] of an unpacked tar stream, for a `get --replace` too: a file that
+/// `previous` (the folder being replaced) already holds with the same size, mode and sha256
+/// is linked into staging instead of written (its content hashed through the link first), so
+/// only changed files are written. The whole stream is still read and checked.
 pub fn unpack_tar_over(
     tar: impl Read,
     manifest: &PackageManifest,
