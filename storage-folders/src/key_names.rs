@@ -1,6 +1,7 @@
-//! The names of the files a store keeps beside its objects: temporary files that uploads
-//! write before renaming (or moving) them over their key, and the lock each writer takes on
-//! a key while it swaps it. The SMB, SFTP, WebDAV and FTP stores share them, so one folder
+//! Keys as a folder store names them: a key's folder and a child's key, the folders down to
+//! a key, names no server may be sent, and the files a store keeps beside its objects
+//! (temporary files that uploads write before renaming, or moving, them over their key, and
+//! the lock each writer takes on a key while it swaps it). The SMB, SFTP, WebDAV and FTP stores share them, so one folder
 //! written by any of them looks the same, and their listings hide the same names.
 
 use std::sync::atomic::{AtomicU64, Ordering};

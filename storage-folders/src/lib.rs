@@ -7,8 +7,8 @@
 //!
 //! A backend implements [`Protocol`] on its connection and hands it to [`FolderStore`].
 
+pub mod key_names;
 pub mod lock;
-pub mod names;
 pub mod protocol;
 mod store;
 pub mod walk;
@@ -26,7 +26,7 @@ use object_store::{ListResult, ObjectMeta};
 pub use protocol::{Buffered, Protocol, TempWriter, WriteWhole};
 pub use store::{FolderStore, get_result, wanted_range};
 
-use names::{TEMP_MARK, is_bookkeeping};
+use key_names::{TEMP_MARK, is_bookkeeping};
 use storage_core::{Error, LeftoverSweeper, Result};
 use walk::{WalkBounds, check_listed};
 
@@ -280,7 +280,7 @@ mod tests {
     impl Folders for Memory {
         async fn entries(&self, dir: &str) -> object_store::Result<Option<Vec<Listed>>> {
             let all = self.0.lock().unwrap();
-            let inside = |k: &String| names::parent(k) == dir && !k.is_empty();
+            let inside = |k: &String| key_names::parent(k) == dir && !k.is_empty();
             let found: Vec<Listed> = all
                 .iter()
                 .filter(|(k, _)| inside(k))

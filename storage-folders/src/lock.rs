@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
+use crate::key_names::{LOCK_STALE, LOCK_WAIT, lock_for, parent};
 
 /// What one try to create a lock came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use object_store::{
     PutResult, UploadPart,
 };
 
+use crate::key_names::{parent, temp_for};
 use crate::lock::take_lock;
-use crate::names::{parent, temp_for};
 use crate::protocol::{Protocol, TempWriter};
 use crate::{TempFileSweeper, delete_stream, list, list_with_delimiter};
 
@@ -320,8 +320,8 @@ mod tests {
     use object_store::{GetRange, ObjectStoreExt, UpdateVersion};
 
     use crate::Listed;
+    use crate::key_names::{child, is_bookkeeping};
     use crate::lock::{LockFiles, TryLock};
-    use crate::names::{child, is_bookkeeping};
     use crate::protocol::{Buffered, WriteWhole, not_found};
 
     /// A file system in memory: key → (body, tag); a body of `fail` is written but refused,

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use storage_core::bounds::{WALK_MAX_DEPTH, WALK_MAX_ENTRIES};
 use storage_core::{Error, Result};
 
-use crate::names::{parent, unsafe_name};
+use crate::key_names::{parent, unsafe_name};
 
 /// The state of one walk. Errors are integrity errors (exit 5) naming the folder; the
 /// adapter adds the block's slug.

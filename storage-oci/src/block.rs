@@ -28,8 +28,8 @@ use storage_core::{
 };
 
 use crate::artifact::{self, CURRENT, IN_FLIGHT};
-use crate::names::{check_repository, repository_name};
 use crate::registry::{self, Registry, credentials};
+use crate::repository_names::{check_repository, repository_name};
 use crate::{CAPABILITIES, OciConfig};
 
 mod package_store;

@@ -8,8 +8,8 @@
 
 mod artifact;
 mod block;
-mod names;
 mod registry;
+mod repository_names;
 
 use FieldKind::{Bool, String as Text};
 use serde::Deserialize;

@@ -19,7 +19,7 @@ use futures::stream::{self, BoxStream};
 use object_store::{GetRange, ObjectMeta};
 use smb2::{DirectoryEntry, FileInfo, FileReader};
 use storage_core::bounds::transfer_deadline;
-use storage_folders::names::child;
+use storage_folders::key_names::child;
 use storage_folders::protocol::{Protocol, not_found};
 use storage_folders::{Listed, location_of};
 

@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use storage_core::RetryPolicy;
 use storage_core::bounds::{FTP_LISTING_MAX, transfer_deadline};
 use storage_folders::Listed;
-use storage_folders::names::{child, folders_down_to, parent};
+use storage_folders::key_names::{child, folders_down_to, parent};
 
 pub(crate) const STORE: &str = "FTP";
 /// Control connections open at once (each transfer needs its own).

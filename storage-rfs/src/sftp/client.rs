@@ -17,7 +17,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::session::{Conn, STORE, Session, generic, status, store_error};
 use storage_core::bounds::{WALK_MAX_ENTRIES, timed_out};
-use storage_folders::names::{child, folders_down_to, parent};
+use storage_folders::key_names::{child, folders_down_to, parent};
 
 /// The server folder a store works in, and the connection to it.
 pub(crate) struct Remote {

@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use storage_core::RetryPolicy;
 use storage_core::bounds::{PROPFIND_MAX, transfer_deadline};
 use storage_folders::Listed;
-use storage_folders::names::{lock_for, parent};
+use storage_folders::key_names::{lock_for, parent};
 
 use crate::http_folder::HttpFolder;
 

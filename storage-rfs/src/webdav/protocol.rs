@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::{GetRange, ObjectMeta};
 use storage_folders::Listed;
+use storage_folders::key_names::LOCK_WAIT;
 use storage_folders::lock::{LockFiles, TryLock};
-use storage_folders::names::LOCK_WAIT;
 use storage_folders::protocol::{Buffered, Protocol, WriteWhole, not_found};
 
 use super::client::{Dav, Entry, STORE, bare_tag, generic, object_path};
