@@ -395,7 +395,7 @@ impl PackageEngine {
     }
 
     /// One pass of format 3's packing: frames cut and sealed as for format 2, the new ones
-    /// appended to packs of about `PACK_TARGET` bytes, each uploaded once full while the
+    /// appended to packs of about [`packs::pack_target`] bytes, each uploaded once full while the
     /// next fills. Returns the entries' placements and the frame table.
     async fn pack_frames(
         &self,
@@ -407,6 +407,7 @@ impl PackageEngine {
         report_progress: bool,
     ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
         let progress = report_progress.then(|| opts.progress.clone()).flatten();
+        let target = packs::pack_target(entries.iter().map(|e| e.record.size).sum());
         let (rx, packer) = cut_frames(entries, progress);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
@@ -419,7 +420,7 @@ impl PackageEngine {
         }
         let mut table: Vec<(SealedFrame, Place)> = Vec::new();
         let mut placed_here: HashMap<String, (usize, u64)> = HashMap::new();
-        let mut builder = PackBuilder::default();
+        let mut builder = PackBuilder::new(target);
         let mut names: Vec<String> = Vec::new();
         // Uploads run on tasks of their own while the next pack fills (dropped, they stop).
         let mut uploads: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();

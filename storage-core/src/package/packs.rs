@@ -1,7 +1,7 @@
 //! Format 3: frames stored together in packs, read by range.
 //!
 //! A put writes the frames the current version lacks into new packs of about [`PACK_TARGET`]
-//! bytes, each named by the sha256 of its bytes; the manifest names every frame's pack and
+//! bytes ([`LARGE_PACK_TARGET`] in a version of more than [`LARGE_VERSION`] file bytes), each named by the sha256 of its bytes; the manifest names every frame's pack and
 //! offset. A get groups the frames it lacks by pack, coalesces neighbours (gaps up to
 //! [`GAP_MAX`], reads up to [`RANGE_MAX`]) into ranged reads, runs [`RANGES_IN_FLIGHT`] of
 //! them at once, checks every frame against its sha256 and hands them on in order. So a cold
@@ -15,7 +15,7 @@
 //! packs of the previous version that hold the least of it once that version spans more
 //! than its size needs plus [`EXTRA_PACKS`]: their frames are written again into the new
 //! pack. What a put rewrites is thus bounded by the bytes of the retired small packs, and a
-//! version spans at most `ceil(size / PACK_TARGET) + EXTRA_PACKS + 1` packs.
+//! version spans at most `ceil(size / pack_target) + EXTRA_PACKS + 1` packs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,8 +31,16 @@ use crate::package::store::{ByteStream, ObjectName, PackageStore};
 use crate::retry::{RANGED_READ_WINDOW, RetryPolicy};
 use crate::slug::BlockPath;
 
-/// A pack is closed once the next frame would take it past this many bytes.
+/// A pack is closed once the next frame would take it past this many bytes (in a version
+/// of no more than [`LARGE_VERSION`] file bytes; see [`pack_target`]).
 pub const PACK_TARGET: usize = 16 << 20;
+/// The pack target of a version of more than [`LARGE_VERSION`] file bytes. Its get reads by
+/// [`LARGE_GET_RANGE_MAX`] whatever its packs' size, so smaller packs cost it no request,
+/// and its put holds half the bytes in the pack uploading and the one filled meanwhile.
+pub const LARGE_PACK_TARGET: usize = 8 << 20;
+/// File bytes past which a version's packs are [`LARGE_PACK_TARGET`]: above
+/// [`READ_ALL_AT_ONCE`], so that a flow project keeps its few 16 MiB packs.
+pub const LARGE_VERSION: u64 = 64 << 20;
 /// No pack is larger: the target plus one frame (at most 4 MiB of data, compressed).
 pub const PACK_MAX: u64 = (PACK_TARGET as u64) + (5 << 20);
 /// A ranged read never asks for more than this (nor for more than one pack)...
@@ -51,10 +59,19 @@ pub const LARGE_GET_RANGE_MAX: u64 = 8 << 20;
 /// that are not yet handed on (one read more when none is in flight: a get always moves).
 pub const READ_BYTES_HELD: u64 = 24 << 20;
 /// Packs being uploaded at once while the next one fills: a put holds at most this many
-/// packs and the open one, plus one closed and waiting (memory stays near 48 MiB).
+/// packs and the one filled meanwhile (32 MiB; 16 MiB past [`LARGE_VERSION`]).
 pub const PACKS_IN_FLIGHT: usize = 1;
 /// How many packs beyond what its size needs a version may span before a put repacks.
 pub const EXTRA_PACKS: usize = 2;
+
+/// The size a put closes packs at, for a version of `file_bytes` bytes of files.
+pub fn pack_target(file_bytes: u64) -> usize {
+    if file_bytes > LARGE_VERSION {
+        LARGE_PACK_TARGET
+    } else {
+        PACK_TARGET
+    }
+}
 
 /// Where a frame of the previous version lives, for a put that reuses it.
 #[derive(Debug, Clone)]
@@ -81,7 +98,8 @@ pub fn reusable_frames(previous: &PackageManifest) -> HashMap<String, StoredFram
             .or_default() += f.length;
         total += f.length;
     }
-    let allowed = (total.div_ceil(PACK_TARGET as u64) as usize).max(1) + EXTRA_PACKS;
+    let target = pack_target(previous.totals.bytes) as u64;
+    let allowed = (total.div_ceil(target) as usize).max(1) + EXTRA_PACKS;
     let mut by_use: Vec<(&str, u64)> = used.into_iter().collect();
     // Most used first; ties by name, so the choice is the same on every machine.
     by_use.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
@@ -484,23 +502,24 @@ async fn from_cache_or_store(
     Ok(got.into_iter().next().expect("one frame read").1)
 }
 
-/// Frames collected into packs during a put.
+/// Frames collected into packs of about `target` bytes during a put.
 pub struct PackBuilder {
     buf: Vec<u8>,
-}
-
-impl Default for PackBuilder {
-    fn default() -> Self {
-        PackBuilder {
-            buf: Vec::with_capacity(PACK_TARGET),
-        }
-    }
+    target: usize,
 }
 
 impl PackBuilder {
-    /// Whether adding `len` bytes would take the open pack past [`PACK_TARGET`].
+    /// A builder closing packs at `target` bytes ([`pack_target`]).
+    pub fn new(target: usize) -> Self {
+        PackBuilder {
+            buf: Vec::with_capacity(target),
+            target,
+        }
+    }
+
+    /// Whether adding `len` bytes would take the open pack past its target.
     pub fn is_full_for(&self, len: usize) -> bool {
-        !self.buf.is_empty() && self.buf.len() + len > PACK_TARGET
+        !self.buf.is_empty() && self.buf.len() + len > self.target
     }
 
     /// Appends a frame; returns its offset in the open pack.
@@ -519,7 +538,7 @@ impl PackBuilder {
     pub fn close(&mut self) -> (String, Bytes) {
         let data = Bytes::from(std::mem::replace(
             &mut self.buf,
-            Vec::with_capacity(PACK_TARGET),
+            Vec::with_capacity(self.target),
         ));
         (crate::package::cuts::frame_hash(&data), data)
     }
@@ -636,5 +655,35 @@ mod tests {
         let packs: HashSet<&str> = reusable.values().map(|f| f.pack.as_str()).collect();
         // 1 pack for its size + 2 extra, less 1 for the new pack: the 2 most used stay.
         assert_eq!(packs, HashSet::from(["big", "e4"]));
+    }
+
+    #[test]
+    fn a_large_version_has_smaller_packs_and_may_span_as_many_more() {
+        assert_eq!(pack_target(LARGE_VERSION), PACK_TARGET);
+        assert_eq!(pack_target(LARGE_VERSION + 1), LARGE_PACK_TARGET);
+        // 20 MiB compressed in 8 MiB packs plus five small ones: of 3 + 2 allowed, 4 stay.
+        let mut frames: Vec<Frame> = ["p1", "p2", "p3"]
+            .iter()
+            .map(|p| frame(p, 0, (20 << 20) / 3))
+            .collect();
+        for (i, p) in ["e1", "e2", "e3", "e4", "e5"].iter().enumerate() {
+            frames.push(frame(p, 0, 1000 + i as u64));
+        }
+        let mut m = PackageManifest {
+            format: PACKS_FORMAT,
+            compression: "zstd".into(),
+            frames,
+            ..PackageManifest::default()
+        };
+        m.totals.bytes = LARGE_VERSION + 1;
+        let kept = |m: &PackageManifest| {
+            let r = reusable_frames(m);
+            let packs: HashSet<String> = r.values().map(|f| f.pack.clone()).collect();
+            packs.len()
+        };
+        assert_eq!(kept(&m), 4);
+        // The same frames in a small version: 2 + 2 allowed, 3 stay.
+        m.totals.bytes = LARGE_VERSION;
+        assert_eq!(kept(&m), 3);
     }
 }
