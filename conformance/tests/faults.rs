@@ -705,7 +705,7 @@ async fn a_large_file_lands_from_ranges_out_of_order_and_cut(backend: Backend) {
     rig.proxy
         .delay_ranged(1, "/.blocks/packs/", std::time::Duration::from_secs(2));
     rig.proxy
-        .cut(Cut::Reset, 1, 10 * MIB as u64, Direction::Downstream);
+        .cut(Cut::Reset, 1, 5 * MIB as u64, Direction::Downstream);
     let (_, dest) = rig.destination("large");
     let (got, took) = within_bound(
         "get",
@@ -722,8 +722,9 @@ async fn a_large_file_lands_from_ranges_out_of_order_and_cut(backend: Backend) {
         "{backend:?}: the held-back read did not hold the get"
     );
     let reads = rig.proxy.ranged_requests() - ranged;
-    // 64 MiB in ranges of at most 16 MiB, and the cut one resumed.
-    assert!(reads >= 5, "{backend:?}: {reads} ranged reads");
+    // 64 MiB in ranges of at most 8 MiB (a version of more than 64 MiB of files has packs of
+    // 8 MiB), and the cut one resumed.
+    assert!(reads >= 9, "{backend:?}: {reads} ranged reads");
     assert_eq!(snapshot(&dest), snapshot(&v1), "{backend:?}: download");
     // The cut read resumed at its first frame not landed (frames are at most 4 MiB), rather
     // than reading its whole range again.
