@@ -15,8 +15,10 @@ use std::io::{self, Write};
 use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
+use crate::package::known_frames::{KnownFrame, KnownFrames};
 use crate::package::manifest::ManifestEntry;
-use crate::package::tar_stream::FrameCuts;
+use crate::package::tar_stream::{FrameCuts, Reused};
+use crate::source_tree::SourceEntry;
 
 /// A frame of grouped entries may end once it holds this many bytes...
 pub const GROUP_MIN: usize = 64 * 1024;
@@ -32,17 +34,28 @@ const CDC_MAX: usize = 4 * 1024 * 1024;
 /// zstd level of every frame (frames are compressed one by one, so each is deterministic).
 pub const FRAME_LEVEL: i32 = 3;
 
+/// A frame as the cutter hands it on.
+#[derive(Debug)]
+pub enum Cut {
+    /// Its uncompressed bytes, to seal.
+    Raw(Vec<u8>),
+    /// A frame of the previous version, the same bytes, named without reading them.
+    Known(KnownFrame),
+}
+
 /// Cuts the tar stream into uncompressed frames and hands each to `emit`, in order.
-pub struct ContentCuts<F: FnMut(Vec<u8>) -> io::Result<()>> {
+pub struct ContentCuts<F: FnMut(Cut) -> io::Result<()>> {
     emit: F,
     buf: Vec<u8>,
     emitted: u32,
     written: u64,
     /// Bytes of a large file still to come, and where they began in `buf`.
     chunking: Option<(u64, usize)>,
+    /// The previous version's frames that may be named instead of cut again.
+    known: Option<std::sync::Arc<KnownFrames>>,
 }
 
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
+impl<F: FnMut(Cut) -> io::Result<()>> ContentCuts<F> {
     /// A cutter that hands each frame to `emit`; write the tar stream into it.
     pub fn new(emit: F) -> Self {
         ContentCuts {
@@ -51,6 +64,16 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
             emitted: 0,
             written: 0,
             chunking: None,
+            known: None,
+        }
+    }
+
+    /// A cutter that, where a frame would hold the same entries as one of `known`, hands on
+    /// that frame ([`Cut::Known`]) and lets the packer skip reading its files.
+    pub fn reusing(emit: F, known: Option<std::sync::Arc<KnownFrames>>) -> Self {
+        ContentCuts {
+            known,
+            ..ContentCuts::new(emit)
         }
     }
 
@@ -65,7 +88,7 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
         // (for a buffer this size the allocator gives the tail back without a copy).
         frame.shrink_to_fit();
         self.emitted += 1;
-        (self.emit)(frame)
+        (self.emit)(Cut::Raw(frame))
     }
 
     /// Cuts the large file's data held in `buf` into FastCDC chunks: all of it when the
@@ -102,20 +125,55 @@ fn picks(path: &str) -> bool {
     u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % GROUP_ODDS == 0
 }
 
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> FrameCuts for ContentCuts<F> {
+/// Whether `record` gets frames of its own, cut inside by FastCDC.
+pub fn is_large(record: &ManifestEntry) -> bool {
+    record.kind == EntryKind::File && record.size >= LARGE_FILE
+}
+
+/// Whether a frame of grouped entries holding `len` bytes ends before `record`: the whole
+/// rule, so that a frame of the previous version can be known to end where it did.
+pub fn cuts_before(len: usize, record: &ManifestEntry) -> bool {
+    len > 0 && (is_large(record) || (len >= GROUP_MIN && picks(&record.path)) || len >= GROUP_MAX)
+}
+
+impl<F: FnMut(Cut) -> io::Result<()>> FrameCuts for ContentCuts<F> {
     fn before_entry(&mut self, record: &ManifestEntry) -> io::Result<()> {
         self.finish_large()?;
         let len = self.buf.len();
-        if record.kind == EntryKind::File && record.size >= LARGE_FILE {
+        if cuts_before(len, record) {
             self.cut(len)?;
+        }
+        if is_large(record) {
             // The region is counted from the entry's first header byte: a few bytes of a
             // long file's data (its header's worth) may fall into the next frame, which is
             // as deterministic as any other cut.
             self.chunking = Some((record.size, 0));
-        } else if (len >= GROUP_MIN && picks(&record.path)) || len >= GROUP_MAX {
-            self.cut(len)?;
         }
         Ok(())
+    }
+
+    fn reuse_at(&mut self, entries: &[SourceEntry], at: usize) -> io::Result<Option<Reused>> {
+        // Only where a frame starts: nothing buffered, no large file open.
+        let Some(known) = self.known.as_ref() else {
+            return Ok(None);
+        };
+        if !self.buf.is_empty() || self.chunking.is_some() {
+            return Ok(None);
+        }
+        let Some((count, offsets, frame)) = known.frame_at(entries, at) else {
+            return Ok(None);
+        };
+        let placements = offsets
+            .iter()
+            .map(|o| (self.emitted, self.written + o))
+            .collect();
+        self.written += frame.uncompressed;
+        self.emitted += 1;
+        (self.emit)(Cut::Known(frame))?;
+        Ok(Some(Reused {
+            next: at + count,
+            placements,
+        }))
     }
 
     fn before_trailer(&mut self) -> io::Result<()> {
@@ -129,7 +187,7 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> FrameCuts for ContentCuts<F> {
     }
 }
 
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
+impl<F: FnMut(Cut) -> io::Result<()>> ContentCuts<F> {
     fn finish_large(&mut self) -> io::Result<()> {
         if self.chunking.is_some() {
             self.chunk(true)?;
@@ -141,7 +199,7 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> ContentCuts<F> {
     }
 }
 
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ContentCuts<F> {
+impl<F: FnMut(Cut) -> io::Result<()>> Write for ContentCuts<F> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = match self.chunking {
             Some((left, _)) if left > 0 => {
@@ -217,7 +275,10 @@ mod tests {
         let mut tree = SourceTree::scan(root, &ScanOptions::default()).unwrap();
         tree.hash_files_cached(&HashCache::disabled()).unwrap();
         let mut out = Vec::new();
-        let cuts = ContentCuts::new(|f: Vec<u8>| {
+        let cuts = ContentCuts::new(|f: Cut| {
+            let Cut::Raw(f) = f else {
+                unreachable!("nothing known")
+            };
             out.push(frame_hash(&f));
             Ok(())
         });
@@ -269,5 +330,126 @@ mod tests {
         let after = frames_of(dir.path());
         let new = after.iter().filter(|f| !before.contains(f)).count();
         assert!(new <= 2, "{new} of {} frames changed", after.len());
+    }
+
+    /// The manifest a format-3 put of `entries` would write (packs left out), and how many
+    /// of its frames were named from `known` rather than cut and sealed.
+    fn packed(
+        entries: &[SourceEntry],
+        known: Option<std::sync::Arc<KnownFrames>>,
+    ) -> crate::Result<(crate::package::manifest::PackageManifest, usize)> {
+        use crate::package::manifest::{Frame, PACKS_FORMAT, PackageManifest};
+        let mut cut = Vec::new();
+        let cuts = ContentCuts::reusing(
+            |c| {
+                cut.push(c);
+                Ok(())
+            },
+            known,
+        );
+        let (placements, cuts) = pack_entries(entries, cuts, |_| {})?;
+        cuts.finish().unwrap();
+        let (mut frames, mut named) = (Vec::new(), 0);
+        let (mut offset, mut uncompressed_offset) = (0, 0);
+        for c in cut {
+            let (sha256, length, uncompressed) = match c {
+                Cut::Raw(raw) => {
+                    let s = seal(&raw).unwrap();
+                    (s.sha256, s.length, s.uncompressed)
+                }
+                Cut::Known(k) => {
+                    named += 1;
+                    (k.sha256, k.length, k.uncompressed)
+                }
+            };
+            frames.push(Frame {
+                offset,
+                length,
+                uncompressed_offset,
+                uncompressed_length: uncompressed,
+                sha256: Some(sha256),
+                ..Frame::default()
+            });
+            offset += length;
+            uncompressed_offset += uncompressed;
+        }
+        let manifest = PackageManifest {
+            format: PACKS_FORMAT,
+            entries: crate::package::tar_stream::placed(entries, &placements),
+            frames,
+            ..PackageManifest::default()
+        };
+        Ok((manifest, named))
+    }
+
+    fn hashed(root: &std::path::Path) -> Vec<SourceEntry> {
+        let mut tree = SourceTree::scan(root, &ScanOptions::default()).unwrap();
+        tree.hash_files_cached(&HashCache::disabled()).unwrap();
+        tree.entries
+    }
+
+    /// Small files in folders, a large file in the middle of them, a link.
+    fn project(root: &std::path::Path) {
+        for i in 0..600 {
+            let p = root.join(format!("d{}/f{i:04}.py", i % 7));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("print({i})\n").repeat(200 + i % 50)).unwrap();
+        }
+        std::fs::write(root.join("d3/data.bin"), seeded(3 << 20, 7)).unwrap();
+        std::os::unix::fs::symlink("f0003.py", root.join("d3/link.py")).unwrap();
+    }
+
+    #[test]
+    fn a_put_names_the_unchanged_frames_of_the_previous_version_as_cutting_would() {
+        let dir = tempfile::tempdir().unwrap();
+        project(dir.path());
+        let (previous, _) = packed(&hashed(dir.path()), None).unwrap();
+        // One small file edited, one added, one removed.
+        let edited = dir.path().join("d6/f0300.py");
+        let mut text = std::fs::read(&edited).unwrap();
+        text.extend_from_slice(&[b'#'; 300]);
+        std::fs::write(&edited, text).unwrap();
+        std::fs::write(dir.path().join("d2/new.py"), "print('new')\n").unwrap();
+        std::fs::remove_file(dir.path().join("d5/f0005.py")).unwrap();
+        let entries = hashed(dir.path());
+
+        let (cut, none) = packed(&entries, None).unwrap();
+        let known = KnownFrames::new(&previous, |_| true).map(std::sync::Arc::new);
+        let (named, count) = packed(&entries, known).unwrap();
+        assert_eq!(none, 0);
+        assert_eq!(
+            named.frames, cut.frames,
+            "the same frames, whether named or cut"
+        );
+        assert_eq!(named.entries, cut.entries, "the same placements");
+        // All but the frames around the three changes, the large file's and the one after
+        // it, and the end-of-archive frame.
+        let frames = cut.frames.len();
+        assert!(
+            frames > 20 && count + 9 >= frames,
+            "{count} of {frames} named"
+        );
+
+        // Frames the put may not use (a retired pack) are cut again.
+        let known = KnownFrames::new(&previous, |_| false).map(std::sync::Arc::new);
+        let (again, count) = packed(&entries, known).unwrap();
+        assert_eq!((again.frames, count), (cut.frames, 0));
+    }
+
+    #[test]
+    fn a_named_frame_reads_none_of_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        project(dir.path());
+        let entries = hashed(dir.path());
+        let (previous, _) = packed(&entries, None).unwrap();
+        // Bytes changed after hashing, same size: reading the file would fail the put.
+        let file = dir.path().join("d1/f0001.py");
+        let len = std::fs::metadata(&file).unwrap().len() as usize;
+        std::fs::write(&file, vec![b'x'; len]).unwrap();
+        let err = packed(&entries, None).unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        let known = KnownFrames::new(&previous, |_| true).map(std::sync::Arc::new);
+        let (named, _) = packed(&entries, known).unwrap();
+        assert_eq!(named.frames, previous.frames, "the version as hashed");
     }
 }

@@ -23,10 +23,11 @@ use crate::bounds::{joined, read_exact_len};
 use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
-use crate::package::cuts::{ContentCuts, SealedFrame, frame_hash, seal};
+use crate::package::cuts::{ContentCuts, Cut, SealedFrame, frame_hash, seal};
 use crate::package::destination::{commit, staging_for};
 use crate::package::extract::{decompressing, file_in_frames, unpack_tar_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, decompress_frame, fetch_verified};
+use crate::package::known_frames::KnownFrames;
 use crate::package::large_files;
 use crate::package::manifest::{
     FRAMES_FORMAT, Frame, HeadRecord, MANIFEST_FORMAT, PACKS_FORMAT, PackageManifest, Totals, short,
@@ -323,20 +324,36 @@ impl PackageEngine {
         opts: &PutOptions,
     ) -> Result<Sent> {
         let entries = Arc::new(entries);
-        let mut reuse = match previous {
+        let previous = match previous {
             Some(v) => match self.store.read_manifest(to, v).await {
-                Ok(m) => packs::reusable_frames(&m),
+                Ok(m) => Some(m),
                 // A HEAD whose manifest is gone or damaged offers nothing to reuse.
-                Err(Error::NotFound(_) | Error::Integrity(_)) => HashMap::new(),
+                Err(Error::NotFound(_) | Error::Integrity(_)) => None,
                 Err(e) => return Err(e),
             },
-            None => HashMap::new(),
+            None => None,
         };
+        let mut reuse = previous
+            .as_ref()
+            .map(packs::reusable_frames)
+            .unwrap_or_default();
         self.drop_missing_packs(to, &mut reuse).await?;
         let mut sent = Sent::default();
         for attempt in 1..=ATTEMPTS {
+            let known = previous
+                .as_ref()
+                .and_then(|m| KnownFrames::new(m, |sha| reuse.contains_key(sha)))
+                .map(Arc::new);
             let (placements, frames) = self
-                .pack_frames(to, entries.clone(), &reuse, &mut sent, opts, attempt == 1)
+                .pack_frames(
+                    to,
+                    entries.clone(),
+                    &reuse,
+                    known,
+                    &mut sent,
+                    opts,
+                    attempt == 1,
+                )
                 .await?;
             // A gc that began before our guard may still be removing packs we reuse: wait
             // for it, then check that every one is there.
@@ -395,20 +412,23 @@ impl PackageEngine {
     }
 
     /// One pass of format 3's packing: frames cut and sealed as for format 2, the new ones
-    /// appended to packs of about [`packs::pack_target`] bytes, each uploaded once full while the
-    /// next fills. Returns the entries' placements and the frame table.
+    /// appended to packs of about [`packs::pack_target`] bytes, each uploaded once full while
+    /// the next fills; frames of `known` (all in `reuse`) are named without reading their
+    /// files. Returns the entries' placements and the frame table.
+    #[allow(clippy::too_many_arguments)]
     async fn pack_frames(
         &self,
         to: &BlockPath,
         entries: Arc<Vec<SourceEntry>>,
         reuse: &HashMap<String, StoredFrame>,
+        known: Option<Arc<KnownFrames>>,
         sent: &mut Sent,
         opts: &PutOptions,
         report_progress: bool,
     ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
         let progress = report_progress.then(|| opts.progress.clone()).flatten();
         let target = packs::pack_target(entries.iter().map(|e| e.record.size).sum());
-        let (rx, packer) = cut_frames(entries, progress);
+        let (rx, packer) = cut_frames(entries, progress, known);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ledger = Arc::new(FrameLedger::open(&self.slug(to)));
         let reusable: Arc<HashSet<String>> = Arc::new(reuse.keys().cloned().collect());
@@ -444,6 +464,13 @@ impl PackageEngine {
                     // format 2 counts it: sent.
                     sent.frames_uploaded += 1;
                     Place::New(*pack, *offset)
+                } else if frame.data.is_empty() {
+                    // Only a frame of a kept pack is named without its bytes.
+                    return Err(Error::Backend(format!(
+                        "{}: frame {} was named for reuse but no kept pack holds it",
+                        self.slug(to),
+                        short(&frame.sha256)
+                    )));
                 } else {
                     if builder.is_full_for(frame.data.len()) {
                         let (name, data) = builder.close();
@@ -484,6 +511,7 @@ impl PackageEngine {
         ledger.save(
             table
                 .iter()
+                .filter(|(f, _)| !f.raw_sha256.is_empty())
                 .map(|(f, _)| (f.raw_sha256.clone(), f.sha256.clone(), f.length)),
         );
         let mut frames = Vec::with_capacity(table.len());
@@ -523,7 +551,7 @@ impl PackageEngine {
         report_progress: bool,
     ) -> Result<(Vec<(u32, u64)>, Vec<Frame>)> {
         let progress = report_progress.then(|| opts.progress.clone()).flatten();
-        let (rx, packer) = cut_frames(entries, progress);
+        let (rx, packer) = cut_frames(entries, progress, None);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let uploaded = AtomicU64::new(0);
         let uploaded_bytes = AtomicU64::new(0);
@@ -1126,17 +1154,19 @@ type Placements = Vec<(u32, u64)>;
 fn cut_frames(
     entries: Arc<Vec<SourceEntry>>,
     progress: Option<Arc<dyn crate::block::ProgressObserver>>,
+    known: Option<Arc<KnownFrames>>,
 ) -> (
-    mpsc::Receiver<Vec<u8>>,
+    mpsc::Receiver<Cut>,
     tokio::task::JoinHandle<Result<Placements>>,
 ) {
     // Frames are up to 4 MiB each: two waiting are enough to keep the sealers busy.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
+    let (tx, rx) = mpsc::channel::<Cut>(2);
     let packer = tokio::task::spawn_blocking(move || {
-        let cuts = ContentCuts::new(|frame| {
+        let send = |frame| {
             tx.blocking_send(frame)
                 .map_err(|_| std::io::Error::other(UPLOAD_STOPPED))
-        });
+        };
+        let cuts = ContentCuts::reusing(send, known);
         let (placements, cuts) = pack_entries(&entries, cuts, |n| {
             emit(&progress, ProgressEvent::Advance(n))
         })?;
@@ -1149,15 +1179,28 @@ fn cut_frames(
 
 /// The frames arriving on `rx`, sealed `workers` at a time, in order.
 fn sealed_frames(
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Cut>,
     ledger: Arc<FrameLedger>,
     reusable: Arc<HashSet<String>>,
     workers: usize,
 ) -> impl futures::Stream<Item = Result<SealedFrame>> + Send {
     receiver_stream(rx)
-        .map(move |raw| {
+        .map(move |cut| {
             let (ledger, reusable) = (ledger.clone(), reusable.clone());
             async move {
+                let raw = match cut {
+                    Cut::Raw(raw) => raw,
+                    // Named from the previous version: nothing to compress or hash.
+                    Cut::Known(f) => {
+                        return Ok(SealedFrame {
+                            sha256: f.sha256,
+                            data: Bytes::new(),
+                            length: f.length,
+                            uncompressed: f.uncompressed,
+                            raw_sha256: String::new(),
+                        });
+                    }
+                };
                 tokio::task::spawn_blocking(move || seal_unless_known(&raw, &ledger, &reusable))
                     .await?
                     .map_err(|e| Error::io("compressing a frame", e))

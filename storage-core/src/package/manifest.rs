@@ -28,6 +28,9 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub const FRAMES_FORMAT: u32 = 2;
 /// Format 3: format 2's frames, stored together in packs read by range.
 pub const PACKS_FORMAT: u32 = 3;
+/// The zstd level of a stored manifest. Level 9 made `flow`'s manifest (584 KB of JSON) 5%
+/// smaller than level 3 (159 KB against 167 KB) and cost a put 15-20 ms more.
+pub const MANIFEST_LEVEL: i32 = 3;
 /// A compressed manifest may not unpack to more than this (a bomb is refused, not read).
 pub const MAX_MANIFEST_BYTES: u64 = crate::bounds::MANIFEST_MAX.bytes;
 
@@ -406,9 +409,9 @@ impl PackageManifest {
         serde_json::to_vec(self).expect("a manifest always serializes")
     }
 
-    /// A format-2 manifest as stored: zstd-compressed JSON.
+    /// A format-2 manifest as stored: zstd-compressed JSON, at [`MANIFEST_LEVEL`].
     pub fn to_compressed(&self) -> Vec<u8> {
-        zstd::bulk::compress(&self.to_json(), 9).expect("compressing to memory")
+        zstd::bulk::compress(&self.to_json(), MANIFEST_LEVEL).expect("compressing to memory")
     }
 
     /// The manifest as a store keeps it: format 1 as plain JSON, later formats compressed.

@@ -2,6 +2,7 @@
 //!
 //! - `tar_stream`: the deterministic tar stream of a tree and where each entry lands in it;
 //! - `cuts`: that stream cut into content-defined frames, each compressed on its own;
+//! - `known_frames`: the previous version's frames a put names without reading their files;
 //! - `manifest`: the per-version record of entries and frames, and HEAD;
 //! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
 //! - `manifest_cache`: the agent's cache of the manifests of versions it got;
@@ -19,6 +20,7 @@ pub mod destination;
 pub mod engine;
 pub mod extract;
 pub mod frame_cache;
+pub mod known_frames;
 pub mod large_files;
 pub mod manifest;
 pub mod manifest_cache;

@@ -70,6 +70,23 @@ pub trait FrameCuts: Write {
     fn before_trailer(&mut self) -> io::Result<()>;
     /// `(index of the open frame, uncompressed bytes written so far)`.
     fn position(&self) -> (u32, u64);
+    /// Called after [`before_entry`](Self::before_entry) of `entries[at]`: a sink that knows
+    /// the frame these entries make (a previous version's, the same bytes) hands it on
+    /// unread and returns the index of the first entry after it, with the placements of
+    /// those it holds; the packer then reads none of their files.
+    fn reuse_at(&mut self, entries: &[SourceEntry], at: usize) -> io::Result<Option<Reused>> {
+        let _ = (entries, at);
+        Ok(None)
+    }
+}
+
+/// Entries a sink handed on as a known frame, unread.
+#[derive(Debug)]
+pub struct Reused {
+    /// The index of the first entry after them.
+    pub next: usize,
+    /// Their `(frame, uncompressed offset)`.
+    pub placements: Vec<(u32, u64)>,
 }
 
 /// Writes the deterministic tar of `entries` into `sink`; returns each entry's `(frame,
@@ -85,10 +102,18 @@ pub fn pack_entries<S: FrameCuts>(
     let io_err = |e: io::Error| Error::io("writing the package", e);
     let mut tar = tar::Builder::new(sink);
     let mut placements = Vec::with_capacity(entries.len());
-    for e in entries {
+    let mut at = 0;
+    while let Some(e) = entries.get(at) {
         let r = &e.record;
         let w = tar.get_mut();
         w.before_entry(r).map_err(io_err)?;
+        if let Some(reused) = w.reuse_at(entries, at).map_err(io_err)? {
+            placements.extend(reused.placements);
+            on_bytes(entries[at..reused.next].iter().map(|e| e.record.size).sum());
+            at = reused.next;
+            continue;
+        }
+        at += 1;
         placements.push(w.position());
 
         let mut h = tar::Header::new_gnu();
