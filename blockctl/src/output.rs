@@ -255,7 +255,7 @@ impl Out {
             return print_json(
                 json!({"slug": slug, "version": r.version, "files": r.files, "bytes": r.bytes,
                     "downloaded_bytes": r.downloaded_bytes, "frames_downloaded": r.frames_downloaded, "frames_cached": r.frames_cached,
-                    "files_linked": r.files_linked}),
+                    "files_linked": r.files_linked, "files_copied": r.files_copied}),
             );
         }
         let version = r

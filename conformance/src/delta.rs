@@ -242,9 +242,22 @@ pub async fn a_version_whose_frames_are_cached_is_pulled_without_frame_downloads
         first.frames_downloaded + first.frames_cached
     );
 
-    // One file changed: about its frame is downloaded, and --replace brings DEST up to it.
+    // That get took every frame from the cache, so the agent kept a copy of the version:
+    // the next get copies its files from there, reading no frame.
     let dest = s.fresh_dir("run");
-    get(s, "cached", &dest, &cached(&cache)).await;
+    let copied = get(s, "cached", &dest, &cached(&cache)).await;
+    assert_eq!(
+        (
+            copied.files_copied,
+            copied.frames_cached,
+            copied.downloaded_bytes
+        ),
+        (copied.files, 0, 0),
+        "{copied:?}"
+    );
+    assert_eq!(snapshot(&dest), snapshot(&src));
+
+    // One file changed: about its frame is downloaded, and --replace brings DEST up to it.
     append(&src, "flows/pkg5/mod_104.py", &[b'#'; 300]);
     put(s, &src, "cached").await;
     let mut opts = cached(&cache);
@@ -264,7 +277,13 @@ pub async fn a_version_whose_frames_are_cached_is_pulled_without_frame_downloads
     );
     assert_eq!(snapshot(&dest), snapshot(&src));
 
-    // A cached frame that went bad is not used: it is fetched again.
+    // A cached frame that went bad is not used: it is fetched again (no copy of the version
+    // kept, so that the frames are read).
+    let trees = cache.with_file_name(format!(
+        "{}-trees",
+        cache.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::remove_dir_all(&trees).unwrap();
     for entry in std::fs::read_dir(&cache).unwrap() {
         let path = entry.unwrap().path();
         std::fs::write(&path, b"rotten").unwrap();

@@ -272,6 +272,8 @@ pub struct GetReport {
     pub frames_cached: u64,
     /// `--replace`: unchanged files taken over from the folder replaced, not written again.
     pub files_linked: u64,
+    /// Files copied from the agent's copy of the version (a warm get: no frame read).
+    pub files_copied: u64,
 }
 
 /// One stored version, as `versions` lists it.

@@ -38,6 +38,7 @@ use crate::package::partial::{self, Selection};
 use crate::package::placed::{Held, Placed};
 use crate::package::store::{ByteStream, HeadPrecondition, ObjectName, PackageStore, Swap};
 use crate::package::tar_stream::{DEFAULT_LEVEL, pack_entries, placed, write_package};
+use crate::package::tree_cache::TreeCache;
 use crate::signing::{SeenHeads, Signer};
 use crate::slug::BlockPath;
 use crate::source_tree::{ScanOptions, SourceEntry, SourceTree};
@@ -732,7 +733,7 @@ impl PackageEngine {
     async fn get_manifest(
         &self,
         at: &BlockPath,
-        manifest: PackageManifest,
+        mut manifest: PackageManifest,
         subtree: &str,
         staging: &Path,
         dest: &Path,
@@ -775,6 +776,30 @@ impl PackageEngine {
         let counts = Arc::new(FrameCounts::default());
         let cache = FrameCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
         let previous = (opts.mode == GetMode::Replace && dest.is_dir()).then(|| dest.to_path_buf());
+        // A whole version the agent keeps a copy of is copied from it, each file checked.
+        let trees = TreeCache::for_get(opts.no_cache, opts.cache_dir.as_deref());
+        let whole = subtree.is_empty() && selection.is_none();
+        if whole {
+            let (t, s, p) = (trees.clone(), staging.to_path_buf(), previous.clone());
+            let (copied, m) = tokio::task::spawn_blocking(move || {
+                (t.copy_out(&manifest, &s, p.as_deref()), manifest)
+            })
+            .await?;
+            manifest = m;
+            if let Some(done) = copied {
+                emit(&opts.progress, ProgressEvent::Done);
+                return Ok(GetReport {
+                    version: Some(version.to_string()),
+                    layout: Layout::Package,
+                    files: done.files,
+                    bytes: done.bytes,
+                    files_linked: done.linked,
+                    files_copied: done.files - done.linked,
+                    ..GetReport::default()
+                });
+            }
+        }
+        let kept = whole.then(|| manifest.clone());
         let done = if selection.is_none()
             && self.store.ranged_reads()
             && let Some(plan) = large_files::plan(&manifest, subtree)
@@ -823,7 +848,22 @@ impl PackageEngine {
             })
             .await??
         };
-        tokio::task::spawn_blocking(move || cache.trim()).await?;
+        // An agent pulling versions again (most frames were cached) keeps a copy of this one.
+        let (cached, downloaded) = (
+            counts.cached.load(Ordering::Relaxed),
+            counts.downloaded.load(Ordering::Relaxed),
+        );
+        let staging = staging.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(m) = kept
+                && cached > 0
+                && cached >= downloaded
+            {
+                trees.link_in(&m, &staging);
+            }
+            cache.trim()
+        })
+        .await?;
         emit(&opts.progress, ProgressEvent::Done);
         Ok(GetReport {
             version: Some(version.to_string()),
@@ -834,6 +874,7 @@ impl PackageEngine {
             frames_downloaded: counts.downloaded.load(Ordering::Relaxed),
             frames_cached: counts.cached.load(Ordering::Relaxed),
             files_linked: done.linked,
+            files_copied: 0,
         })
     }
 

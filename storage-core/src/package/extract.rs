@@ -33,7 +33,7 @@ pub struct Extracted {
 /// Links `old` to `new` when it is a regular file of the record's size and mode whose
 /// content (read through the new link) has the record's sha256; otherwise leaves nothing at
 /// `new` and says no.
-fn link_unchanged(old: &Path, new: &Path, record: &ManifestEntry) -> bool {
+pub(crate) fn link_unchanged(old: &Path, new: &Path, record: &ManifestEntry) -> bool {
     let Ok(meta) = fs::symlink_metadata(old) else {
         return false;
     };
@@ -429,7 +429,7 @@ fn shown(path: &str) -> String {
 
 /// Refuses, before anything is written, a version whose files need more space than is free
 /// where it is unpacked.
-fn check_free_space(
+pub(crate) fn check_free_space(
     manifest: &PackageManifest,
     staging: &Path,
     subtree: &str,
@@ -465,7 +465,7 @@ fn check_free_space(
 }
 
 /// Creates a new file (never over an existing one) with its final mode, in one call.
-fn create_file(path: &Path, mode: u32) -> io::Result<fs::File> {
+pub(crate) fn create_file(path: &Path, mode: u32) -> io::Result<fs::File> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

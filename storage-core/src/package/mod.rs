@@ -6,6 +6,7 @@
 //! - `manifest`: the per-version record of entries and frames, and HEAD;
 //! - `frame_cache`: the agent's cache of verified frames, and the one frame check;
 //! - `manifest_cache`: the agent's cache of the manifests of versions it got;
+//! - `tree_cache`: the agent's copies of versions it got, which warm gets copy from;
 //! - `partial`: the entries and frames of a `get --only`, and the reader that keeps them;
 //! - `large_files`: a get of large files, their ranges read at once and written by position;
 //! - `packs`: format 3, frames stored together in packs and read by coalesced ranges;
@@ -29,6 +30,7 @@ pub mod partial;
 pub mod placed;
 pub mod store;
 pub mod tar_stream;
+pub mod tree_cache;
 mod trust;
 
 pub use engine::PackageEngine;
