@@ -6,8 +6,9 @@
 //! - small entries are grouped; a frame ends before an entry whose path hash picks it
 //!   (one in [`GROUP_ODDS`]) once the frame holds [`GROUP_MIN`] bytes, or at [`GROUP_MAX`];
 //!   an edit moves at most the cuts around it, since the next picked path cuts again;
-//! - a file of [`LARGE_FILE`] bytes or more starts a frame of its own and its data is cut by
-//!   FastCDC (the `fastcdc` crate), so an edit inside it changes only the chunks around it;
+//! - a file of [`LARGE_FILE`] bytes or more starts a frame of its own and its entry (header,
+//!   data and padding) is cut by FastCDC (the `fastcdc` crate), so an edit inside it changes
+//!   only the chunks around it, and the frame after it starts with the next entry;
 //! - the end-of-archive blocks are a frame of their own.
 
 use std::io::{self, Write};
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::block::EntryKind;
 use crate::package::known_frames::{KnownFrame, KnownFrames};
 use crate::package::manifest::ManifestEntry;
-use crate::package::tar_stream::{FrameCuts, Reused};
+use crate::package::tar_stream::{FrameCuts, Reused, file_entry_len};
 use crate::source_tree::SourceEntry;
 
 /// A frame of grouped entries may end once it holds this many bytes...
@@ -144,21 +145,36 @@ impl<F: FnMut(Cut) -> io::Result<()>> FrameCuts for ContentCuts<F> {
             self.cut(len)?;
         }
         if is_large(record) {
-            // The region is counted from the entry's first header byte: a few bytes of a
-            // long file's data (its header's worth) may fall into the next frame, which is
-            // as deterministic as any other cut.
-            self.chunking = Some((record.size, 0));
+            // The region is the whole entry, from its first header byte to its padding, so
+            // that its frames hold it alone.
+            self.chunking = Some((file_entry_len(record), 0));
         }
         Ok(())
     }
 
     fn reuse_at(&mut self, entries: &[SourceEntry], at: usize) -> io::Result<Option<Reused>> {
-        // Only where a frame starts: nothing buffered, no large file open.
-        let Some(known) = self.known.as_ref() else {
+        // Only where a frame starts: nothing buffered, and a large file not begun.
+        let Some(known) = self.known.clone() else {
             return Ok(None);
         };
-        if !self.buf.is_empty() || self.chunking.is_some() {
+        if !self.buf.is_empty() {
             return Ok(None);
+        }
+        if self.chunking.is_some() {
+            let Some(frames) = known.large_at(entries, at) else {
+                return Ok(None);
+            };
+            let placements = vec![(self.emitted, self.written)];
+            self.chunking = None;
+            for frame in frames {
+                self.written += frame.uncompressed;
+                self.emitted += 1;
+                (self.emit)(Cut::Known(frame))?;
+            }
+            return Ok(Some(Reused {
+                next: at + 1,
+                placements,
+            }));
         }
         let Some((count, offsets, frame)) = known.frame_at(entries, at) else {
             return Ok(None);
@@ -422,11 +438,11 @@ mod tests {
             "the same frames, whether named or cut"
         );
         assert_eq!(named.entries, cut.entries, "the same placements");
-        // All but the frames around the three changes, the large file's and the one after
-        // it, and the end-of-archive frame.
+        // All but the frames around the three changes and the end-of-archive frame: the
+        // large file's frames too.
         let frames = cut.frames.len();
         assert!(
-            frames > 20 && count + 9 >= frames,
+            frames > 20 && count + 5 >= frames,
             "{count} of {frames} named"
         );
 

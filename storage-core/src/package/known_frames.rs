@@ -6,14 +6,15 @@
 //! records, sha256 included, as the entries of a frame of the previous version, that frame
 //! holds exactly the bytes the put would cut: the put names it and reads none of those
 //! files. The sha256 comes from hashing (or the stat cache), so the version stored is the
-//! tree as hashed, as it always was. Frames of large files (cut by content, not by records)
-//! and the frame after one (it starts inside the file's data) are cut as before.
+//! tree as hashed, as it always was. A large file's frames are cut by content, but they hold
+//! its entry alone: the same record, sha256 included, makes the same frames, named too.
 
 use std::collections::HashMap;
 
 use crate::block::EntryKind;
 use crate::package::cuts::{cuts_before, is_large};
 use crate::package::manifest::{Frame, ManifestEntry, PackageManifest};
+use crate::package::tar_stream::file_entry_len;
 use crate::source_tree::SourceEntry;
 
 /// A frame of the previous version, named without reading its bytes.
@@ -110,6 +111,39 @@ impl KnownFrames {
             };
             (count, offsets, known)
         })
+    }
+}
+
+impl KnownFrames {
+    /// The frames of the large file `entries[at]` when the previous version has the same
+    /// record and its frames hold that entry alone, from its first header byte to its
+    /// padding (a version cut before they did holds a few of its bytes in the next frame:
+    /// none then).
+    pub fn large_at(&self, entries: &[SourceEntry], at: usize) -> Option<Vec<KnownFrame>> {
+        let record = &entries.get(at)?.record;
+        let &p = self.by_path.get(&record.path)?;
+        let old = &self.entries[p];
+        if !is_large(record) || !same_bytes(old, record) {
+            return None;
+        }
+        let end = old.offset + file_entry_len(record);
+        let mut frames = Vec::new();
+        let mut at_byte = old.offset;
+        for (k, f) in self.frames.iter().enumerate().skip(old.frame as usize) {
+            if at_byte >= end {
+                break;
+            }
+            if f.uncompressed_offset != at_byte || !self.usable[k] {
+                return None;
+            }
+            at_byte += f.uncompressed_length;
+            frames.push(KnownFrame {
+                sha256: f.sha256.clone()?,
+                length: f.length,
+                uncompressed: f.uncompressed_length,
+            });
+        }
+        (at_byte == end && !frames.is_empty()).then_some(frames)
     }
 }
 

@@ -116,11 +116,7 @@ pub fn pack_entries<S: FrameCuts>(
         at += 1;
         placements.push(w.position());
 
-        let mut h = tar::Header::new_gnu();
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(r.mode);
+        let mut h = header_of(r);
         match r.kind {
             EntryKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
@@ -170,6 +166,35 @@ pub fn pack_entries<S: FrameCuts>(
     tar.get_mut().before_trailer().map_err(io_err)?;
     let sink = tar.into_inner().map_err(io_err)?;
     Ok((placements, sink))
+}
+
+/// The tar header the packer starts `record`'s entry with (its type and size set after).
+fn header_of(record: &ManifestEntry) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mode(record.mode);
+    h
+}
+
+/// Bytes the packer writes for the file `record`: its header (after a GNU long-name record
+/// when its path needs one), its data, and the zeros up to the next 512-byte block.
+pub fn file_entry_len(record: &ManifestEntry) -> u64 {
+    let mut h = header_of(record);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(record.size);
+    let mut tar = tar::Builder::new(Counting {
+        inner: io::sink(),
+        count: 0,
+    });
+    // The header alone: the data is counted, not written.
+    let headers = match tar.append_data(&mut h, &record.path, io::empty()) {
+        Ok(()) => tar.get_ref().count,
+        // A path tar cannot hold fails the put where the packer writes it.
+        Err(_) => 512,
+    };
+    headers + record.size.div_ceil(512) * 512
 }
 
 /// A reader that hashes and counts what passes through it.
