@@ -425,7 +425,16 @@ impl Bench {
         let s = run(self.blockctl(home).arg("put").arg(src).arg(&slug))?;
         self.record(tn, corpus, "blockctl package", "re-put", s);
         let out = dl("pkg");
-        let s = run(self.blockctl(home).arg("get").arg(&slug).arg(&out))?;
+        // A first pull on a fresh agent: its cache empty (a later run would find the frames
+        // of an earlier one), filled as a default get fills it.
+        let fresh = work.join(format!("agent-fresh-{tn}-{corpus}-{i}"));
+        let s = run(self
+            .blockctl(home)
+            .env("BLOCKCTL_CACHE_DIR", &fresh)
+            .arg("get")
+            .arg(&slug)
+            .arg(&out))?;
+        let _ = fs::remove_dir_all(&fresh);
         verify("blockctl get (package)", expected, &out)?;
         self.record(tn, corpus, "blockctl package", "get", s);
         let _ = fs::remove_dir_all(&out);
