@@ -82,12 +82,20 @@ impl<F: FnMut(Cut) -> io::Result<()>> ContentCuts<F> {
         if at == 0 {
             return Ok(());
         }
-        let rest = self.buf.split_off(at);
-        let mut frame = std::mem::replace(&mut self.buf, rest);
-        // The buffer may have held a whole large chunk's worth before this cut: the frame
-        // waits in queues to be compressed, and should hold only its own bytes meanwhile
-        // (for a buffer this size the allocator gives the tail back without a copy).
-        frame.shrink_to_fit();
+        let frame = if at == self.buf.len() {
+            // A cut at the end (before an entry): the buffer is the frame, fitted to its
+            // bytes (it waits in queues to be compressed), and the next frame starts anew.
+            let mut frame = std::mem::take(&mut self.buf);
+            frame.shrink_to_fit();
+            frame
+        } else {
+            // A cut inside a large file's data: the frame gets a buffer of its own size and
+            // the rest moves to the front of this one, whose pages stay mapped for the next
+            // bytes (a buffer per cut cost a 512 MiB put 300,000 page faults).
+            let frame = self.buf[..at].to_vec();
+            self.buf.drain(..at);
+            frame
+        };
         self.emitted += 1;
         (self.emit)(Cut::Raw(frame))
     }

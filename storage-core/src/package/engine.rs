@@ -444,15 +444,19 @@ impl PackageEngine {
         let mut builder = PackBuilder::new(target);
         let mut names: Vec<String> = Vec::new();
         // Uploads run on tasks of their own while the next pack fills (dropped, they stop).
-        let mut uploads: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();
+        // Each returns the pack's length, and its bytes when the builder reuses buffers (a
+        // finished upload holds them until it is joined).
+        let mut uploads: tokio::task::JoinSet<Result<(u64, Option<Bytes>)>> =
+            tokio::task::JoinSet::new();
+        let keep = builder.reuses_buffers();
         let upload = |name: String, data: Bytes| {
             let (store, to) = (self.store.clone(), to.clone());
             async move {
                 let len = data.len() as u64;
                 store
-                    .write_object(&to, &ObjectName::Pack(name), data)
+                    .write_object(&to, &ObjectName::Pack(name), data.clone())
                     .await?;
-                Ok::<_, Error>(len)
+                Ok::<_, Error>((len, keep.then_some(data)))
             }
         };
         let result: Result<()> = async {
@@ -478,7 +482,11 @@ impl PackageEngine {
                         names.push(name.clone());
                         while uploads.len() >= PACKS_IN_FLIGHT {
                             if let Some(done) = uploads.join_next().await {
-                                sent.bytes += done??;
+                                let (len, data) = done??;
+                                sent.bytes += len;
+                                if let Some(data) = data {
+                                    builder.recycle(data);
+                                }
                             }
                         }
                         uploads.spawn(upload(name, data));
@@ -497,7 +505,7 @@ impl PackageEngine {
                 uploads.spawn(upload(name, data));
             }
             while let Some(done) = uploads.join_next().await {
-                sent.bytes += done??;
+                sent.bytes += done??.0;
             }
             Ok(())
         }
