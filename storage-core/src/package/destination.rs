@@ -93,6 +93,20 @@ fn parent_of(dest: &Path) -> PathBuf {
     }
 }
 
+/// Removes what a failed attempt left in the staging folder `folder`, keeping the folder.
+pub(crate) fn empty_folder(folder: &Path) -> Result<()> {
+    let what = || format!("emptying {}", folder.display());
+    for entry in fs::read_dir(folder).map_err(|e| Error::io(what(), e))? {
+        let path = entry.map_err(|e| Error::io(what(), e))?.path();
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        removed.map_err(|e| Error::io(what(), e))?;
+    }
+    Ok(())
+}
+
 /// Moves the verified tree in `staging` into `dest` as `mode` says.
 pub fn commit(staging: TempDir, dest: &Path, mode: GetMode) -> Result<()> {
     check_destination(dest, mode)?;

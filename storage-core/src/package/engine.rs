@@ -24,7 +24,7 @@ use crate::config::Trust;
 use crate::error::{Error, Result};
 use crate::hashcache::{FrameLedger, HashCache};
 use crate::package::cuts::{ContentCuts, Cut, SealedFrame, frame_hash, seal};
-use crate::package::destination::{commit, staging_for};
+use crate::package::destination::{commit, empty_folder, staging_for};
 use crate::package::extract::{decompressing, file_in_frames, unpack_tar_over};
 use crate::package::frame_cache::{FrameCache, FrameCounts, decompress_frame, fetch_verified};
 use crate::package::known_frames::KnownFrames;
@@ -1181,20 +1181,6 @@ fn unpack_selection(
         previous.as_deref(),
         |_| {},
     )
-}
-
-/// Removes what a failed attempt left in `folder`, keeping the folder.
-fn empty_folder(folder: &Path) -> Result<()> {
-    let what = || format!("emptying {}", folder.display());
-    for entry in std::fs::read_dir(folder).map_err(|e| Error::io(what(), e))? {
-        let path = entry.map_err(|e| Error::io(what(), e))?.path();
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        removed.map_err(|e| Error::io(what(), e))?;
-    }
-    Ok(())
 }
 
 /// Cuts `entries`' tar stream into frames on a blocking thread, handing them on `rx`; the

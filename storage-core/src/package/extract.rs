@@ -494,7 +494,11 @@ fn kept_path(path: &str, subtree: &str) -> Option<String> {
 const HASH_BESIDE: u64 = 4 * 1024 * 1024;
 
 /// Copies an entry's bytes to `out`, checking its length and sha256 against the record.
-fn verify_stream(entry: &mut impl Read, record: &ManifestEntry, mut out: impl Write) -> Result<()> {
+pub(crate) fn verify_stream(
+    entry: &mut impl Read,
+    record: &ManifestEntry,
+    mut out: impl Write,
+) -> Result<()> {
     if record.size >= HASH_BESIDE {
         let (size, sha) = copy_hashing_beside(entry, &mut out, &record.path)?;
         return check_digest(record, size, sha);

@@ -18,15 +18,17 @@
 //! reads nor makes one.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::block::EntryKind;
-use crate::package::extract::{Extracted, check_free_space, create_file, link_unchanged};
+use crate::package::destination::empty_folder;
+use crate::package::extract::{
+    Extracted, check_free_space, create_file, link_unchanged, verify_stream,
+};
 use crate::package::frame_cache::{beside_frames, limit_from_env};
 use crate::package::manifest::{ManifestEntry, PackageManifest, link_stays_inside, short};
 
@@ -85,7 +87,8 @@ impl TreeCache {
                 tracing::debug!(version = %short(&manifest.version), why = %why,
                     "the kept copy of a version does not match it; getting it from its frames");
                 let _ = fs::remove_dir_all(&tree);
-                clear(staging);
+                // A staging folder that cannot be emptied fails the get from the frames.
+                let _ = empty_folder(staging);
                 None
             }
         }
@@ -164,22 +167,19 @@ fn copy_tree(
     }
     let (bytes, linked) = (AtomicU64::new(0), AtomicU64::new(0));
     let files = files(manifest);
-    files.par_iter().try_for_each_init(
-        || vec![0u8; BUF],
-        |buf, e| {
-            let to = staging.join(&e.path);
-            if let Some(prev) = previous
-                && link_unchanged(&prev.join(&e.path), &to, e)
-            {
-                linked.fetch_add(1, Ordering::Relaxed);
-            } else {
-                copy_checked(&tree.join(&e.path), &to, e, buf)
-                    .map_err(|why| format!("{}: {why}", e.path))?;
-            }
-            bytes.fetch_add(e.size, Ordering::Relaxed);
-            Ok::<_, String>(())
-        },
-    )?;
+    files.par_iter().try_for_each(|e| {
+        let to = staging.join(&e.path);
+        if let Some(prev) = previous
+            && link_unchanged(&prev.join(&e.path), &to, e)
+        {
+            linked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            copy_checked(&tree.join(&e.path), &to, e)
+                .map_err(|why| format!("{}: {why}", e.path))?;
+        }
+        bytes.fetch_add(e.size, Ordering::Relaxed);
+        Ok::<_, String>(())
+    })?;
     for e in manifest
         .entries
         .iter()
@@ -199,44 +199,22 @@ fn copy_tree(
     })
 }
 
-/// Bytes read and written at a time.
-const BUF: usize = 1 << 20;
-
-/// Copies `from` to the new file `to` with the record's mode, refusing (and removing `to`)
-/// unless the bytes read are the record's size and sha256.
-fn copy_checked(from: &Path, to: &Path, record: &ManifestEntry, buf: &mut [u8]) -> io::Result<()> {
-    let mut src = fs::File::open(from)?;
-    if src.metadata()?.len() != record.size {
-        return Err(io::Error::other("not the size the manifest lists"));
+/// Copies `from` to the new file `to` with the record's mode, checked as an unpacking checks
+/// a file ([`verify_stream`]): refused unless the bytes are the record's size and sha256.
+fn copy_checked(from: &Path, to: &Path, record: &ManifestEntry) -> crate::Result<()> {
+    let failed = |e| crate::Error::io(format!("copying {}", record.path), e);
+    let mut src = fs::File::open(from).map_err(failed)?;
+    if src.metadata().map_err(failed)?.len() != record.size {
+        return Err(crate::Error::Integrity(
+            "not the size the manifest lists".into(),
+        ));
     }
-    let mut out = create_file(to, record.mode)?;
-    let (mut hash, mut left) = (Sha256::new(), record.size);
-    while left > 0 {
-        let n = src.read(&mut buf[..BUF.min(left as usize)])?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    if left > 0 || Some(hex::encode(hash.finalize())) != record.sha256 {
-        drop(out);
-        let _ = fs::remove_file(to);
-        return Err(io::Error::other("not the sha256 the manifest lists"));
-    }
-    Ok(())
-}
-
-/// Removes everything in `folder`, leaving it empty.
-fn clear(folder: &Path) {
-    for entry in fs::read_dir(folder).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let _ = match entry.file_type().is_ok_and(|t| t.is_dir()) {
-            true => fs::remove_dir_all(&path),
-            false => fs::remove_file(&path),
-        };
-    }
+    let out = create_file(to, record.mode).map_err(failed)?;
+    verify_stream(
+        &mut src,
+        record,
+        io::BufWriter::with_capacity(256 * 1024, out),
+    )
 }
 
 /// Drops the copies in `dir` beyond the [`TREES_KEPT`] used last, and partial ones left by
@@ -269,8 +247,13 @@ fn drop_unused(dir: &Path) {
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
+    use std::io::Write;
+
     use super::*;
     use crate::hashcache::HashCache;
+
+    /// A file larger than the size past which an unpacking hashes beside the copy.
+    const BIG: usize = 5 << 20;
     use crate::source_tree::{ScanOptions, SourceTree};
 
     /// A version of a small project, and a staging folder holding it as a get unpacked it.
@@ -281,7 +264,7 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, format!("print({i})\n").repeat(i + 1)).unwrap();
         }
-        fs::write(src.join("big.bin"), vec![7u8; 3 * BUF + 5]).unwrap();
+        fs::write(src.join("big.bin"), vec![7u8; BIG + 5]).unwrap();
         std::os::unix::fs::symlink("d0/f0.py", src.join("link.py")).unwrap();
         let mut tree = SourceTree::scan(&src, &ScanOptions::default()).unwrap();
         tree.hash_files_cached(&HashCache::disabled()).unwrap();
@@ -345,7 +328,7 @@ mod tests {
         assert_eq!((done.files, done.linked), (41, 0));
         assert_eq!(
             done.bytes,
-            3 * BUF as u64
+            BIG as u64
                 + 5
                 + (1..=40)
                     .map(|i| { format!("print({})\n", i - 1).len() as u64 * i as u64 })
