@@ -427,7 +427,7 @@ mod tests {
     fn a_put_names_the_unchanged_frames_of_the_previous_version_as_cutting_would() {
         let dir = tempfile::tempdir().unwrap();
         project(dir.path());
-        let (previous, _) = packed(&hashed(dir.path()), None).unwrap();
+        let previous = std::sync::Arc::new(packed(&hashed(dir.path()), None).unwrap().0);
         // One small file edited, one added, one removed.
         let edited = dir.path().join("d6/f0300.py");
         let mut text = std::fs::read(&edited).unwrap();
@@ -465,7 +465,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         project(dir.path());
         let entries = hashed(dir.path());
-        let (previous, _) = packed(&entries, None).unwrap();
+        let previous = std::sync::Arc::new(packed(&entries, None).unwrap().0);
         // Bytes changed after hashing, same size: reading the file would fail the put.
         let file = dir.path().join("d1/f0001.py");
         let len = std::fs::metadata(&file).unwrap().len() as usize;

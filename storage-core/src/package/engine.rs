@@ -327,7 +327,7 @@ impl PackageEngine {
         let entries = Arc::new(entries);
         let previous = match previous {
             Some(v) => match self.store.read_manifest(to, v).await {
-                Ok(m) => Some(m),
+                Ok(m) => Some(Arc::new(m)),
                 // A HEAD whose manifest is gone or damaged offers nothing to reuse.
                 Err(Error::NotFound(_) | Error::Integrity(_)) => None,
                 Err(e) => return Err(e),
@@ -336,7 +336,7 @@ impl PackageEngine {
         };
         let mut reuse = previous
             .as_ref()
-            .map(packs::reusable_frames)
+            .map(|m| packs::reusable_frames(m))
             .unwrap_or_default();
         self.drop_missing_packs(to, &mut reuse).await?;
         let mut sent = Sent::default();
@@ -807,6 +807,9 @@ impl PackageEngine {
                 });
             }
         }
+        // Shared, not copied: the unpacking holds it, and a get that keeps a copy of the
+        // version needs it after.
+        let manifest = Arc::new(manifest);
         let kept = whole.then(|| manifest.clone());
         let done = if selection.is_none()
             && self.store.ranged_reads()
@@ -893,7 +896,7 @@ impl PackageEngine {
     async fn get_large(
         &self,
         at: &BlockPath,
-        manifest: PackageManifest,
+        manifest: Arc<PackageManifest>,
         mut plan: large_files::LargePlan,
         subtree: &str,
         staging: &Path,

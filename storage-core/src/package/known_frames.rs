@@ -10,6 +10,7 @@
 //! its entry alone: the same record, sha256 included, makes the same frames, named too.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::block::EntryKind;
 use crate::package::cuts::{cuts_before, is_large};
@@ -30,16 +31,18 @@ pub struct KnownFrame {
 
 /// The previous version's entries and the frames a put may name.
 pub struct KnownFrames {
-    entries: Vec<ManifestEntry>,
+    previous: Arc<PackageManifest>,
     by_path: HashMap<String, usize>,
-    frames: Vec<Frame>,
     usable: Vec<bool>,
 }
 
 impl KnownFrames {
     /// The frames of `previous` (a format-2 or format-3 manifest) for which `usable` says
     /// the put may name them (a pack it keeps, a frame the store holds).
-    pub fn new(previous: &PackageManifest, usable: impl Fn(&str) -> bool) -> Option<KnownFrames> {
+    pub fn new(
+        previous: &Arc<PackageManifest>,
+        usable: impl Fn(&str) -> bool,
+    ) -> Option<KnownFrames> {
         if !Frame::named_in(previous.format) {
             return None;
         }
@@ -55,9 +58,8 @@ impl KnownFrames {
             .map(|(i, e)| (e.path.clone(), i))
             .collect();
         Some(KnownFrames {
-            entries: previous.entries.clone(),
+            previous: previous.clone(),
             by_path,
-            frames: previous.frames.clone(),
             usable,
         })
     }
@@ -72,14 +74,14 @@ impl KnownFrames {
     ) -> Option<(usize, Vec<u64>, KnownFrame)> {
         let first = &entries.get(at)?.record;
         let &p = self.by_path.get(&first.path)?;
-        let k = self.entries[p].frame as usize;
-        let frame = self.frames.get(k)?;
+        let k = self.previous.entries[p].frame as usize;
+        let frame = self.previous.frames.get(k)?;
         // The previous frame must start with this entry's first header byte...
-        if !self.usable[k] || self.entries[p].offset != frame.uncompressed_offset {
+        if !self.usable[k] || self.previous.entries[p].offset != frame.uncompressed_offset {
             return None;
         }
         let mut offsets = Vec::new();
-        for (q, old) in self.entries.iter().enumerate().skip(p) {
+        for (q, old) in self.previous.entries.iter().enumerate().skip(p) {
             if old.frame as usize != k {
                 break;
             }
@@ -92,9 +94,10 @@ impl KnownFrames {
         let count = offsets.len();
         let end = frame.uncompressed_offset + frame.uncompressed_length;
         // ...and end where the next entry starts (or the end-of-archive frame does)...
-        let ends_whole = match self.entries.get(p + count) {
+        let ends_whole = match self.previous.entries.get(p + count) {
             Some(next) => next.offset == end,
             None => self
+                .previous
                 .frames
                 .get(k + 1)
                 .is_some_and(|t| t.uncompressed_offset == end),
@@ -122,14 +125,20 @@ impl KnownFrames {
     pub fn large_at(&self, entries: &[SourceEntry], at: usize) -> Option<Vec<KnownFrame>> {
         let record = &entries.get(at)?.record;
         let &p = self.by_path.get(&record.path)?;
-        let old = &self.entries[p];
+        let old = &self.previous.entries[p];
         if !is_large(record) || !same_bytes(old, record) {
             return None;
         }
         let end = old.offset + file_entry_len(record);
         let mut frames = Vec::new();
         let mut at_byte = old.offset;
-        for (k, f) in self.frames.iter().enumerate().skip(old.frame as usize) {
+        for (k, f) in self
+            .previous
+            .frames
+            .iter()
+            .enumerate()
+            .skip(old.frame as usize)
+        {
             if at_byte >= end {
                 break;
             }
